@@ -1,0 +1,95 @@
+"""Latency and throughput of every candidate, measured the same way in the same process.
+
+Candidates are measured interleaved: each round runs every candidate in turn (the order rotates
+between rounds), so a noisy neighbour or a frequency change hits all of them alike. Percentiles
+are over all timed calls; the spread of the per-round medians says how much to trust a difference.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+from .runtimes import Runner
+from .schema import Benchmark
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    batch_size: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    throughput_per_second: float
+    round_medians_ms: list[float]
+    samples: int
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median of the per-round medians: the run-to-run noise."""
+        medians = self.round_medians_ms
+        return (max(medians) - min(medians)) / statistics.median(medians) if medians else 0.0
+
+    def percentile_ms(self, name: str) -> float:
+        return {"P50": self.p50_ms, "P95": self.p95_ms, "P99": self.p99_ms}[name]
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"spread": self.spread}
+
+
+def batch_of(inputs: np.ndarray, size: int) -> np.ndarray:
+    """The first `size` rows, repeated if the split is smaller than the batch."""
+    if len(inputs) >= size:
+        return np.ascontiguousarray(inputs[:size])
+    repeats = -(-size // len(inputs))
+    return np.ascontiguousarray(np.concatenate([inputs] * repeats)[:size])
+
+
+def measure_latency(
+    runners: dict[str, Runner],
+    inputs: np.ndarray,
+    settings: Benchmark,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, dict[int, LatencyStats]]:
+    names = list(runners)
+    results: dict[str, dict[int, LatencyStats]] = {name: {} for name in names}
+    for batch_size in settings.batch_sizes:
+        batch = batch_of(inputs, batch_size)
+        for name in names:
+            for _ in range(settings.warmup):
+                runners[name](batch)
+        samples: dict[str, list[int]] = {name: [] for name in names}
+        medians: dict[str, list[float]] = {name: [] for name in names}
+        for round_index in range(settings.rounds):
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                run = runners[name]
+                timings = []
+                for _ in range(settings.iterations):
+                    start = time.perf_counter_ns()
+                    run(batch)
+                    timings.append(time.perf_counter_ns() - start)
+                samples[name].extend(timings)
+                medians[name].append(statistics.median(timings) / 1e6)
+            progress(f"batch {batch_size}: round {round_index + 1}/{settings.rounds} done")
+        for name in names:
+            results[name][batch_size] = _summarize(batch_size, samples[name], medians[name])
+    return results
+
+
+def _summarize(batch_size: int, timings_ns: list[int], round_medians_ms: list[float]) -> LatencyStats:
+    ms = np.asarray(timings_ns, dtype=np.float64) / 1e6
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    mean = float(ms.mean())
+    return LatencyStats(
+        batch_size=batch_size,
+        p50_ms=float(p50), p95_ms=float(p95), p99_ms=float(p99), mean_ms=mean,
+        throughput_per_second=batch_size / (mean / 1e3),
+        round_medians_ms=[round(m, 6) for m in round_medians_ms],
+        samples=len(ms),
+    )

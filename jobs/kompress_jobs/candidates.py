@@ -1,0 +1,56 @@
+"""What the pipeline knows about each candidate model: where it came from and how it measured."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .benchmark import LatencyStats
+from .runtimes import ModelFile
+
+
+class Outcome(str, Enum):
+    MEASURED = "Measured"
+    FAILED = "Failed"  # the pass raised; the error is recorded
+    SKIPPED = "Skipped"  # its input failed
+    NOT_APPLICABLE = "NotApplicable"  # e.g. a GPU pass on a machine without one
+
+
+@dataclass
+class Candidate:
+    name: str
+    technique: str
+    pass_type: str | None
+    parent: str | None
+    lineage: list[dict[str, Any]]
+    model: ModelFile | None = None
+    outcome: Outcome = Outcome.MEASURED
+    error: str | None = None
+    runtime: str | None = None
+    device: str | None = None
+    metric_value: float | None = None
+    metric_drop: float | None = None
+    agreement: float | None = None
+    latency: dict[int, LatencyStats] = field(default_factory=dict)
+    rejected_reasons: list[str] = field(default_factory=list)
+    pareto_optimal: bool = False
+    rank: int | None = None
+    sha256: str | None = None
+    artifact_key: str | None = None
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.parent is None
+
+    @property
+    def measured(self) -> bool:
+        return self.outcome is Outcome.MEASURED
+
+    @property
+    def accepted(self) -> bool:
+        return self.measured and not self.is_baseline and not self.rejected_reasons
+
+    @property
+    def size_bytes(self) -> int | None:
+        return self.model.size_bytes if self.model else None

@@ -1,0 +1,105 @@
+"""`kompress`: run and check ModelOptimization specs on a laptop, the same YAML the cluster takes.
+
+Heavy libraries (torch, ONNX Runtime) load only when a command needs them, so `kompress validate`
+and the operator image stay light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import KompressError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.handler(args)
+    except KompressError as exc:
+        print(f"kompress: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("kompress: interrupted; nothing was published", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kompress", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"kompress {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    optimize = commands.add_parser("optimize", help="run the optimization pipeline on a ModelOptimization YAML")
+    optimize.add_argument("file", type=Path, help="ModelOptimization YAML")
+    optimize.add_argument("--output", "-o", help="artifact destination (directory or s3://bucket/prefix); "
+                          "overrides spec.artifacts.uri")
+    optimize.add_argument("--run-id", help="name of the run folder (default: <name>-<UTC time>-<random>)")
+    optimize.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    optimize.set_defaults(handler=_optimize)
+
+    validate = commands.add_parser("validate", help="check a ModelOptimization YAML without running it")
+    validate.add_argument("file", type=Path)
+    validate.set_defaults(handler=_validate)
+    return parser
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .plan import plan_passes
+    from .specfile import load_resource_file
+
+    resource = load_resource_file(args.file)
+    steps = plan_passes(resource.spec)
+    chain = ", ".join(f"{s.name} ← {s.input}" for s in steps)
+    print(f"{args.file}: valid ModelOptimization {resource.metadata.name!r}; passes: {chain}")
+    return 0
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from .pipeline import run_optimization
+    from .specfile import load_resource_file
+
+    resource = load_resource_file(args.file)
+    started = time.monotonic()
+
+    def progress(message: str) -> None:
+        if not args.quiet:
+            print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    result = run_optimization(
+        resource, base_dir=args.file.parent, artifacts_uri=args.output, run_id=args.run_id, progress=progress,
+    )
+    print(results_table(result.report))
+    print(f"\nArtifacts: {result.run_uri}  (manifest sha256 {result.manifest_sha256[:16]}…)")
+    return 0
+
+
+def results_table(report: dict) -> str:
+    batch = str(report["primaryBatchSize"])
+    header = ("candidate", "runtime", report["metric"], "drop", f"p50 ms (b={batch})", "speedup", "size KiB", "smaller", "verdict")
+    rows = []
+    for c in report["candidates"]:
+        if c["outcome"] != "Measured":
+            rows.append((c["name"], "-", "-", "-", "-", "-", "-", "-", f"{c['outcome']}: {c.get('error', '')}"))
+            continue
+        verdict = "baseline" if c["parent"] is None else (
+            "BEST" if c["rank"] == 1 else f"ok #{c['rank']}" if c["accepted"] else "rejected: " + "; ".join(c["rejectedReasons"]))
+        rows.append((
+            c["name"], f"{c['runtime']} {c['precision']}", f"{c['metric']['value']:.4f}", f"{c['metric']['drop']:+.2f}",
+            f"{c['latency'][batch]['p50_ms']:.3f}", f"{c['vsBaseline']['speedupP50']:.2f}x", f"{c['sizeBytes'] / 1024:.1f}",
+            f"{c['vsBaseline']['sizeReduction']:.2f}x", verdict,
+        ))
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header) - 1)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1] for row in [header, *rows]]
+    summary = (f"Best: {report['best']}" if report["best"] else "No candidate met the goals; keep the baseline.")
+    return "\n".join(lines + ["", summary])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

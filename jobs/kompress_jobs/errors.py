@@ -1,0 +1,32 @@
+"""User-facing errors: each carries one line a person can act on.
+
+Anything that is not a KompressError is a bug in kompress and is shown with its traceback.
+"""
+
+
+class KompressError(Exception):
+    """An error caused by the input or the environment, not by kompress itself."""
+
+    exit_code = 1
+
+
+class SpecError(KompressError):
+    """The ModelOptimization spec is invalid; the message names the field path."""
+
+    exit_code = 2
+
+
+class ModelLoadError(KompressError):
+    """The model file is missing, corrupt or not in the declared format."""
+
+
+class DataError(KompressError):
+    """The data file is missing, corrupt, or does not fit the model."""
+
+
+class StoreError(KompressError):
+    """The artifact store cannot be reached or written."""
+
+
+class PassError(KompressError):
+    """An optimization pass failed on this model."""

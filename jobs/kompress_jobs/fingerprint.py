@@ -1,0 +1,62 @@
+"""The machine and library versions a measurement was taken on, so numbers can be compared honestly."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+from pathlib import Path
+
+# CPU features that change how fast INT8 / FP16 kernels are.
+_INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                      "amx_tile", "amx_int8", "amx_bf16", "f16c")
+_LIBRARIES = ("kompress", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "tensorrt")
+
+
+def machine_fingerprint() -> dict:
+    cpu_model, flags = _cpu_info()
+    return {
+        "cpu": {
+            "model": cpu_model,
+            "flags": [flag for flag in _INTERESTING_FLAGS if flag in flags],
+            "logicalCores": os.cpu_count(),
+            "usableCores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        },
+        "gpu": _gpu(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "libraries": {name: version for name in _LIBRARIES if (version := _version(name))},
+    }
+
+
+def _cpu_info() -> tuple[str, set[str]]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), set()
+    model, flags = platform.machine(), set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model == platform.machine():
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+def _gpu() -> dict | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return {"name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count(), "cuda": torch.version.cuda}
+    except Exception:  # a broken CUDA install should not stop a CPU run
+        pass
+    return None
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None

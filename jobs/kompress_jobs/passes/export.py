@@ -1,0 +1,51 @@
+"""ONNX export of a PyTorch model with a dynamic batch dimension."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+
+from ..errors import PassError
+from ..runtimes import ModelFile, load_torch_module
+from ..schema import Exporter, ModelFormat
+from .base import OptimizationPass, PassContext, register
+
+
+@register
+class OnnxExport(OptimizationPass):
+    type = "OnnxExport"
+    technique = "export"
+    accepts = frozenset({ModelFormat.TORCH_SCRIPT, ModelFormat.TORCH_EXPORT})
+    output_format = ModelFormat.ONNX
+    moves_head = True
+
+    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        import torch
+
+        exporter = self.spec.exporter
+        if exporter is Exporter.AUTO:
+            exporter = Exporter.DYNAMO if model.format is ModelFormat.TORCH_EXPORT else Exporter.TORCH_SCRIPT
+        if exporter is Exporter.DYNAMO and model.format is ModelFormat.TORCH_SCRIPT:
+            raise PassError("the Dynamo exporter cannot take a TorchScript archive; use exporter: TorchScript")
+        output = ctx.output_dir / "model.onnx"
+        example = (torch.from_numpy(ctx.example_inputs),)
+        # Both exporters talk a lot on stdout/stderr; the CLI shows its own progress instead.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            try:
+                if exporter is Exporter.DYNAMO:
+                    program = torch.export.load(str(model.path)) if model.format is ModelFormat.TORCH_EXPORT else load_torch_module(model)
+                    torch.onnx.export(
+                        program, example, str(output), dynamo=True, external_data=False,
+                        opset_version=self.spec.opset, input_names=["input"], output_names=["output"],
+                    )
+                else:
+                    torch.onnx.export(
+                        load_torch_module(model), example, str(output), dynamo=False,
+                        opset_version=self.spec.opset, input_names=["input"], output_names=["output"],
+                        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                    )
+            except Exception as exc:
+                raise PassError(f"ONNX export failed: {str(exc).strip().splitlines()[0][:300]}") from None
+        return ModelFile(output, ModelFormat.ONNX, model.precision)

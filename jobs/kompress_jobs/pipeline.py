@@ -1,0 +1,270 @@
+"""One optimization run: load → baseline → passes → measure → select → report → upload.
+
+All work happens in a scratch folder; the artifact store sees nothing until the run is complete,
+then receives the candidate files and reports, and manifest.json last. If an upload fails the
+files already sent are deleted again, so a reader either finds a manifest or nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import tempfile
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from . import __version__
+from .benchmark import measure_latency
+from .candidates import Candidate, Outcome
+from .data import Dataset, load_dataset
+from .errors import DataError, KompressError
+from .fingerprint import machine_fingerprint
+from .passes import PassContext
+from .plan import BASELINE, Step, plan_passes
+from .quality import agreement, predict, quality_drop, score
+from .report import candidate_record, plot_pareto, render_markdown, write_json
+from .runtimes import ModelFile, Runner, make_runner
+from .schema import ModelOptimization, ModelOptimizationSpec
+from .selection import judge, mark_pareto_front, primary_batch_size, rank
+from .store import ArtifactStore, fetch_input, is_s3, open_store
+
+Progress = Callable[[str], None]
+DEFAULT_ARTIFACTS = "./kompress-runs"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    report: dict
+    run_uri: str
+    manifest_uri: str
+    manifest_sha256: str
+
+
+def new_run_id(name: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{name}-{stamp}-{secrets.token_hex(3)}"
+
+
+def run_optimization(
+    resource: ModelOptimization,
+    *,
+    base_dir: Path = Path("."),
+    artifacts_uri: str | None = None,
+    run_id: str | None = None,
+    progress: Progress = lambda _: None,
+) -> RunResult:
+    spec = resource.spec
+    steps = plan_passes(spec)
+    run_id = run_id or new_run_id(resource.metadata.name)
+    started = _now()
+
+    store = _open_store(spec, base_dir, artifacts_uri)
+    store.check_writable()  # fail before spending minutes on work that cannot be saved
+
+    with tempfile.TemporaryDirectory(prefix="kompress-") as scratch_name:
+        scratch = Path(scratch_name)
+        model_path = _local_input(spec.model.uri, spec, base_dir, scratch)
+        data_path = _local_input(spec.data.uri, spec, base_dir, scratch)
+        _pin_threads(spec.benchmark.threads)
+
+        progress(f"loading data {data_path}")
+        dataset = load_dataset(data_path, spec.data, spec.task.type)
+        progress(f"loading model {model_path} ({spec.model.format.value})")
+        baseline = Candidate(name=BASELINE, technique="baseline", pass_type=None, parent=None, lineage=[],
+                             model=ModelFile(model_path, spec.model.format))
+        runners = {BASELINE: make_runner(baseline.model, spec.benchmark.threads)}
+        _check_fit(runners[BASELINE], dataset, data_path, spec)
+
+        candidates = [baseline] + _run_passes(steps, baseline, dataset, spec, scratch, runners, progress)
+        measured = [c for c in candidates if c.measured]
+
+        progress(f"evaluating {len(measured)} model(s) on {len(dataset.evaluation)} samples")
+        _evaluate(measured, runners, dataset, spec)
+        measured = [c for c in candidates if c.measured]  # a candidate may fail at inference
+        progress(f"benchmarking {len(measured)} model(s) at batch sizes {spec.benchmark.batch_sizes}, "
+                 f"{spec.benchmark.rounds} interleaved rounds")
+        latencies = measure_latency({c.name: runners[c.name] for c in measured},
+                                    dataset.evaluation.inputs, spec.benchmark, progress)
+        for c in measured:
+            c.latency = latencies[c.name]
+
+        batch = primary_batch_size(spec.goals, spec.benchmark)
+        judge(candidates, spec.goals, spec.benchmark, spec.task.metric)
+        front = mark_pareto_front(candidates, batch)
+        ranked = rank(candidates, spec.goals, spec.benchmark)
+
+        for c in measured:
+            if not c.is_baseline:
+                c.sha256 = _sha256(c.model.path)
+                c.artifact_key = f"candidates/{c.name}/{c.model.path.name}"
+        report = {
+            "apiVersion": "kompress.io/v1alpha1",
+            "kind": "OptimizationReport",
+            "run": {"id": run_id, "name": resource.metadata.name, "namespace": resource.metadata.namespace,
+                    "startedAt": started, "finishedAt": _now(), "kompressVersion": __version__},
+            "spec": spec.to_wire(),
+            "fingerprint": machine_fingerprint(),
+            "benchmark": spec.benchmark.to_wire(),
+            "metric": spec.task.metric.value,
+            "primaryBatchSize": batch,
+            "best": ranked[0].name if ranked else None,
+            "paretoFront": [c.name for c in front],
+            "candidates": [candidate_record(c, {x.name: x for x in candidates}, batch) for c in candidates],
+            "inputs": {"model": {"uri": spec.model.uri, "sha256": _sha256(model_path)},
+                       "data": {"uri": spec.data.uri, "sha256": _sha256(data_path)}},
+        }
+        progress("writing report and uploading artifacts")
+        return _publish(store, run_id, report, candidates, scratch)
+
+
+def _run_passes(steps: list[Step], baseline: Candidate, dataset: Dataset, spec: ModelOptimizationSpec,
+                scratch: Path, runners: dict[str, Runner], progress: Progress) -> list[Candidate]:
+    by_name = {BASELINE: baseline}
+    produced = []
+    for number, step in enumerate(steps, start=1):
+        optimization, parent = step.optimization, by_name[step.input]
+        candidate = Candidate(
+            name=step.name, technique=optimization.technique, pass_type=optimization.type, parent=parent.name,
+            lineage=parent.lineage + [{"name": step.name, "pass": optimization.type, "parameters": optimization.parameters}],
+        )
+        by_name[step.name] = candidate
+        produced.append(candidate)
+        reason = optimization.not_applicable_reason()
+        if reason:
+            candidate.outcome, candidate.error = Outcome.NOT_APPLICABLE, reason
+            progress(f"pass {number}/{len(steps)} {step.name}: not applicable: {reason}")
+            continue
+        if not parent.measured:
+            candidate.outcome, candidate.error = Outcome.SKIPPED, f"its input {parent.name!r} did not produce a model"
+            continue
+        progress(f"pass {number}/{len(steps)} {step.name} ({optimization.type}) on {parent.name}")
+        output_dir = scratch / "candidates" / step.name
+        output_dir.mkdir(parents=True)
+        context = PassContext(output_dir, dataset, spec.benchmark.threads, lambda m, n=step.name: progress(f"  {n}: {m}"))
+        try:
+            candidate.model = optimization.run(parent.model, context)
+            runners[step.name] = make_runner(candidate.model, spec.benchmark.threads)
+        except KompressError as exc:
+            candidate.outcome, candidate.error = Outcome.FAILED, str(exc)
+        except Exception as exc:  # a bug or library failure in one pass must not lose the others' results
+            candidate.outcome, candidate.error = Outcome.FAILED, f"{type(exc).__name__}: {exc}"
+            progress(f"  {step.name}: failed:\n{traceback.format_exc(limit=3)}")
+        if candidate.outcome is Outcome.FAILED:
+            progress(f"  {step.name}: failed: {candidate.error}")
+    return produced
+
+
+def _evaluate(measured: list[Candidate], runners: dict[str, Runner], dataset: Dataset, spec: ModelOptimizationSpec) -> None:
+    metric, split = spec.task.metric, dataset.evaluation
+    reference = predict(runners[BASELINE], split, spec.benchmark.evaluation_batch_size)
+    base_value = score(reference, split.labels, metric)
+    for c in measured:
+        try:
+            outputs = reference if c.is_baseline else predict(runners[c.name], split, spec.benchmark.evaluation_batch_size)
+        except Exception as exc:
+            c.outcome, c.error = Outcome.FAILED, f"inference failed: {str(exc).splitlines()[0][:300]}"
+            runners.pop(c.name, None)
+            continue
+        c.runtime, c.device = runners[c.name].runtime, runners[c.name].device
+        c.metric_value = score(outputs, split.labels, metric)
+        c.metric_drop = quality_drop(base_value, c.metric_value, metric, spec.goals.accuracy_drop_mode)
+        c.agreement = agreement(outputs, reference, metric)
+
+
+def _publish(store: ArtifactStore, run_id: str, report: dict, candidates: list[Candidate], scratch: Path) -> RunResult:
+    out = scratch / "out"
+    out.mkdir()
+    write_json(out / "report.json", report)
+    (out / "report.md").write_text(render_markdown(report))
+    plot_pareto(report, out / "pareto.png")
+
+    files = {c.artifact_key: c.model.path for c in candidates if c.artifact_key}
+    files |= {name: out / name for name in ("report.json", "report.md", "pareto.png")}
+    manifest = {
+        "apiVersion": "kompress.io/v1alpha1",
+        "kind": "RunManifest",
+        "run": report["run"],
+        "fingerprint": report["fingerprint"],
+        "inputs": report["inputs"],
+        "best": report["best"],
+        "paretoFront": report["paretoFront"],
+        "files": [{"path": key, "sha256": _sha256(path), "sizeBytes": path.stat().st_size} for key, path in files.items()],
+        "candidates": [
+            {k: r.get(k) for k in ("name", "outcome", "lineage", "artifact", "sha256", "sizeBytes", "metric", "accepted", "rank")}
+            | {"latencyP50Ms": {b: s["p50_ms"] for b, s in r.get("latency", {}).items()}}
+            for r in report["candidates"]
+        ],
+    }
+    write_json(out / "manifest.json", manifest)
+
+    uploaded: list[str] = []
+    try:
+        for key, path in files.items():
+            store.put(path, f"{run_id}/{key}")
+            uploaded.append(f"{run_id}/{key}")
+        store.put(out / "manifest.json", f"{run_id}/manifest.json")  # last: it marks the run complete
+    except BaseException:
+        try:
+            store.delete(uploaded)
+        except Exception:  # the store is failing already; the original error is the one to show
+            pass
+        raise
+    return RunResult(run_id, report, store.uri(run_id), store.uri(f"{run_id}/manifest.json"), _sha256(out / "manifest.json"))
+
+
+def _open_store(spec: ModelOptimizationSpec, base_dir: Path, override: str | None) -> ArtifactStore:
+    if override:
+        uri = override
+    elif spec.artifacts.uri:
+        uri = spec.artifacts.uri if is_s3(spec.artifacts.uri) else str(_resolve(spec.artifacts.uri, base_dir))
+    else:
+        uri = DEFAULT_ARTIFACTS
+    return open_store(uri, spec.artifacts.endpoint_url, spec.artifacts.region)
+
+
+def _local_input(uri: str, spec: ModelOptimizationSpec, base_dir: Path, scratch: Path) -> Path:
+    if is_s3(uri):
+        return fetch_input(uri, scratch, spec.artifacts.endpoint_url, spec.artifacts.region)
+    return _resolve(uri, base_dir)
+
+
+def _resolve(path: str, base_dir: Path) -> Path:
+    """Relative paths in a spec are relative to the spec file, as in kustomize."""
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else (base_dir / candidate)
+
+
+def _check_fit(runner: Runner, dataset: Dataset, data_path: Path, spec: ModelOptimizationSpec) -> None:
+    """Fail early, naming the data file, when the data cannot feed the model or its labels cannot match."""
+    try:
+        runner.check_input(dataset.evaluation.inputs[:2])
+    except DataError as exc:
+        raise DataError(f"data file {data_path}: evaluation {exc}") from None
+    if spec.task.metric.higher_is_better:  # classification: one output per class
+        classes = runner(dataset.evaluation.inputs[:2]).shape[-1]
+        highest = int(dataset.evaluation.labels.max())
+        if highest >= classes or int(dataset.evaluation.labels.min()) < 0:
+            raise DataError(f"data file {data_path}: labels reach {highest} but the model has {classes} outputs")
+
+
+def _pin_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+

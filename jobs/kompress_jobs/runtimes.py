@@ -1,0 +1,163 @@
+"""Load a model file and run it: PyTorch for TorchScript / torch.export, ONNX Runtime for ONNX.
+
+Nothing here unpickles Python objects: TorchScript archives and torch.export programs carry
+code in their own restricted formats, and ONNX is protobuf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import DataError, ModelLoadError
+from .schema import ModelFormat
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    path: Path
+    format: ModelFormat
+    precision: str = "fp32"
+    # Files the model needs beside itself (e.g. ONNX external data); counted in its size.
+    extra_files: tuple[Path, ...] = field(default_factory=tuple)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in (self.path, *self.extra_files))
+
+
+class Runner:
+    """Runs one model on numpy batches; the same call shape for every runtime."""
+
+    runtime: str
+    device: str = "cpu"
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def check_input(self, batch: np.ndarray) -> None:
+        """Raise DataError when a batch of this shape cannot feed the model."""
+
+
+def load_torch_module(model: ModelFile):
+    """The torch.nn.Module behind a TorchScript archive or a torch.export program."""
+    import torch
+
+    if not model.path.is_file():
+        raise ModelLoadError(f"model file {model.path}: no such file")
+    try:
+        if model.format is ModelFormat.TORCH_SCRIPT:
+            module = torch.jit.load(str(model.path), map_location="cpu")
+        elif model.format is ModelFormat.TORCH_EXPORT:
+            module = torch.export.load(str(model.path)).module()
+        else:
+            raise ModelLoadError(f"model file {model.path}: {model.format.value} is not a PyTorch format")
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # torch raises RuntimeError, ValueError, zipfile errors...
+        raise ModelLoadError(
+            f"model file {model.path}: not a readable {model.format.value} file "
+            f"(kompress loads torch.jit.save archives and torch.export.save programs, never pickled modules): "
+            f"{_first_line(exc)}"
+        ) from None
+    if model.format is ModelFormat.TORCH_SCRIPT:
+        module.eval()
+    return module
+
+
+def check_onnx(path: Path) -> None:
+    """Fail with ModelLoadError unless path is a well-formed ONNX model."""
+    import onnx
+
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path}: no such file")
+    try:
+        onnx.checker.check_model(str(path))  # by path, so models with external data work
+    except Exception as exc:
+        raise ModelLoadError(f"model file {path}: not a valid ONNX model: {_first_line(exc)}") from None
+
+
+class TorchRunner(Runner):
+    runtime = "pytorch"
+
+    def __init__(self, model: ModelFile):
+        import torch
+
+        self._torch = torch
+        self.module = load_torch_module(model)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            output = self.module(torch.from_numpy(batch))
+        if isinstance(output, (tuple, list)):
+            output = output[0]
+        return output.detach().float().numpy()
+
+    def check_input(self, batch: np.ndarray) -> None:
+        try:
+            self(batch)
+        except Exception as exc:
+            raise DataError(f"inputs of shape {tuple(batch.shape[1:])} per sample do not fit the model: {_first_line(exc)}") from None
+
+
+_ORT_TYPES: dict[str, Callable] = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+                                   "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+class OrtRunner(Runner):
+    runtime = "onnxruntime"
+
+    def __init__(self, model: ModelFile, threads: int, providers: list[str] | None = None):
+        import onnxruntime as ort
+
+        check_onnx(model.path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(model.path), options, providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelLoadError(f"model file {model.path}: ONNX Runtime cannot load it: {_first_line(exc)}") from None
+        self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
+        (model_input,) = self.session.get_inputs()[:1]
+        self.input_name = model_input.name
+        self.input_shape = model_input.shape
+        self.input_type = _ORT_TYPES.get(model_input.type, np.float32)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if batch.dtype != self.input_type:
+            batch = batch.astype(self.input_type)
+        output = self.session.run(None, {self.input_name: batch})[0]
+        return np.asarray(output, dtype=np.float32)
+
+    def check_input(self, batch: np.ndarray) -> None:
+        expected = self.input_shape[1:]
+        actual = batch.shape[1:]
+        fits = len(expected) == len(actual) and all(
+            not isinstance(want, int) or want == got for want, got in zip(expected, actual)
+        )
+        if not fits:
+            shown = tuple(d if isinstance(d, int) else "?" for d in expected)
+            raise DataError(f"inputs of shape {tuple(actual)} per sample do not fit the model, which expects {shown}")
+        try:
+            self(batch)
+        except Exception as exc:
+            raise DataError(f"inputs of shape {tuple(actual)} per sample do not fit the model: {_first_line(exc)}") from None
+
+
+def make_runner(model: ModelFile, threads: int, providers: list[str] | None = None) -> Runner:
+    if model.format is ModelFormat.ONNX:
+        return OrtRunner(model, threads, providers)
+    return TorchRunner(model)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,395 @@
+"""The ModelOptimization resource (kompress.io/v1alpha1) as pydantic models.
+
+This module is the single source of truth for the resource: the CLI validates YAML with it,
+the Job reads its spec with it, the operator writes status with it, and crds/ is generated
+from it. Field names are camelCase on the wire (Kubernetes convention) and snake_case in Python.
+Enumerated values are CamelCase, as the Kubernetes API conventions ask.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "kompress.io"
+API_VERSION = "v1alpha1"
+KIND = "ModelOptimization"
+PLURAL = "modeloptimizations"
+
+
+class Model(BaseModel):
+    """Base for every object in the resource: camelCase aliases, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=False,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as it appears in YAML / the API server (camelCase, no nulls)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# --- what to optimize --------------------------------------------------------------------
+
+
+class ModelFormat(str, Enum):
+    ONNX = "ONNX"
+    TORCH_SCRIPT = "TorchScript"  # torch.jit.save archive
+    TORCH_EXPORT = "TorchExport"  # torch.export.save program (.pt2)
+
+
+class ModelSource(Model):
+    uri: str = Field(min_length=1, description="Path or s3:// URI of the model file.")
+    format: ModelFormat = Field(description="How the file was saved. Pickled modules are never loaded.")
+
+
+class DataSource(Model):
+    uri: str = Field(
+        min_length=1,
+        description="Path or s3:// URI of an .npz holding x_<split> and y_<split> arrays.",
+    )
+    train_split: str = Field("train", min_length=1, description="Split used to fine-tune.")
+    calibration_split: str = Field("calibration", min_length=1, description="Split used to calibrate static quantization.")
+    evaluation_split: str = Field("evaluation", min_length=1, description="Split used to measure the metric and latency.")
+
+
+class TaskType(str, Enum):
+    CLASSIFICATION = "Classification"
+    REGRESSION = "Regression"
+
+
+class Metric(str, Enum):
+    ACCURACY = "Accuracy"  # higher is better, a fraction in [0, 1]
+    MEAN_SQUARED_ERROR = "MeanSquaredError"  # lower is better
+    MEAN_ABSOLUTE_ERROR = "MeanAbsoluteError"  # lower is better
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self is Metric.ACCURACY
+
+
+class Task(Model):
+    type: TaskType = TaskType.CLASSIFICATION
+    metric: Metric | None = Field(None, description="Defaults to Accuracy (classification) or MeanSquaredError (regression).")
+
+    @model_validator(mode="after")
+    def _metric_fits_task(self) -> "Task":
+        if self.metric is None:
+            self.metric = Metric.ACCURACY if self.type is TaskType.CLASSIFICATION else Metric.MEAN_SQUARED_ERROR
+        elif (self.metric is Metric.ACCURACY) != (self.type is TaskType.CLASSIFICATION):
+            raise ValueError(f"metric {self.metric.value} does not fit a {self.type.value} task")
+        return self
+
+
+# --- passes ------------------------------------------------------------------------------
+
+
+class PassBase(Model):
+    name: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="Unique name of the candidate this pass produces (defaults to the pass type).",
+    )
+    input: str | None = Field(
+        None,
+        description="Name of the earlier pass (or 'baseline') whose model this pass takes. "
+        "Defaults to the newest model of the chain (see docs/passes.md).",
+    )
+
+
+class Exporter(str, Enum):
+    AUTO = "Auto"
+    TORCH_SCRIPT = "TorchScript"
+    DYNAMO = "Dynamo"
+
+
+class OnnxExportPass(PassBase):
+    type: Literal["OnnxExport"]
+    opset: int = Field(17, ge=13, le=23)
+    exporter: Exporter = Field(Exporter.AUTO, description="Auto: TorchScript archives use the TorchScript exporter, torch.export programs the Dynamo one.")
+
+
+class OptimizationLevel(str, Enum):
+    BASIC = "Basic"
+    EXTENDED = "Extended"
+    ALL = "All"
+
+
+class OrtOptimizePass(PassBase):
+    type: Literal["OrtOptimize"]
+    level: OptimizationLevel = OptimizationLevel.EXTENDED
+
+
+class QuantType(str, Enum):
+    QINT8 = "QInt8"
+    QUINT8 = "QUInt8"
+
+
+class DynamicInt8Pass(PassBase):
+    type: Literal["DynamicInt8"]
+    per_channel: bool = False
+    reduce_range: bool = Field(False, description="7-bit weights, for CPUs without VNNI.")
+    weight_type: QuantType = QuantType.QINT8
+    op_types: list[str] | None = Field(None, description="Operator types to quantize; all supported when unset.")
+
+
+class CalibrationMethod(str, Enum):
+    MIN_MAX = "MinMax"
+    ENTROPY = "Entropy"
+    PERCENTILE = "Percentile"
+
+
+class QuantFormat(str, Enum):
+    QDQ = "QDQ"
+    QOPERATOR = "QOperator"
+
+
+class StaticInt8Pass(PassBase):
+    type: Literal["StaticInt8"]
+    per_channel: bool = True
+    reduce_range: bool = False
+    quant_format: QuantFormat = QuantFormat.QDQ
+    calibration_method: CalibrationMethod = CalibrationMethod.MIN_MAX
+    calibration_samples: int = Field(256, ge=1, le=100_000)
+    activation_type: QuantType = QuantType.QUINT8
+    weight_type: QuantType = QuantType.QINT8
+    op_types: list[str] | None = None
+
+
+class Fp16Pass(PassBase):
+    type: Literal["Fp16"]
+    keep_io_types: bool = Field(True, description="Keep FP32 inputs and outputs so callers need not change.")
+
+
+PassSpec = Annotated[
+    Union[OnnxExportPass, OrtOptimizePass, DynamicInt8Pass, StaticInt8Pass, Fp16Pass],
+    Field(discriminator="type"),
+]
+PASS_TYPES: tuple[str, ...] = ("OnnxExport", "OrtOptimize", "DynamicInt8", "StaticInt8", "Fp16")
+
+
+# --- goals and measurement ---------------------------------------------------------------
+
+_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|K|M|G|T)?$")
+_QUANTITY_FACTORS = {
+    None: 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+}
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from an int or a Kubernetes-style quantity ("12Mi", "5M", "1500")."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size such as 12Mi or a number of bytes")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("must be ≥ 0")
+        return value
+    match = _QUANTITY.match(str(value).strip())
+    if not match:
+        raise ValueError(f"'{value}' is not a size such as 12Mi, 5M or 1500")
+    return int(float(match.group(1)) * _QUANTITY_FACTORS[match.group(2)])
+
+
+class Percentile(str, Enum):
+    P50 = "P50"
+    P95 = "P95"
+    P99 = "P99"
+
+
+class LatencyGoal(Model):
+    percentile: Percentile = Percentile.P50
+    max_milliseconds: float = Field(gt=0)
+    batch_size: int | None = Field(None, ge=1, description="Defaults to the first of benchmark.batchSizes.")
+
+
+class DropMode(str, Enum):
+    ABSOLUTE = "Absolute"  # points of the metric: percentage points for accuracy
+    RELATIVE = "Relative"  # percent of the baseline's value
+
+
+class Objective(str, Enum):
+    LATENCY = "Latency"
+    SIZE = "Size"
+    ACCURACY = "Accuracy"
+
+
+class Goals(Model):
+    max_accuracy_drop: float | None = Field(
+        None, ge=0, description="Largest acceptable loss of the metric (points for accuracy in Absolute mode)."
+    )
+    accuracy_drop_mode: DropMode = DropMode.ABSOLUTE
+    latency: LatencyGoal | None = None
+    max_size: int | str | None = Field(None, description="Largest acceptable model file: bytes or a quantity (12Mi).")
+    optimize_for: Objective = Field(Objective.LATENCY, description="What the best pick minimizes among accepted candidates.")
+
+    @field_validator("max_size")
+    @classmethod
+    def _size_parses(cls, value: int | str | None) -> int | str | None:
+        if value is not None:
+            parse_size(value)
+        return value
+
+    @property
+    def max_size_bytes(self) -> int | None:
+        return None if self.max_size is None else parse_size(self.max_size)
+
+
+class Benchmark(Model):
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32], min_length=1, max_length=8)
+    warmup: int = Field(10, ge=0, le=10_000)
+    iterations: int = Field(50, ge=1, le=100_000, description="Timed calls per candidate, batch size and round.")
+    rounds: int = Field(5, ge=1, le=100, description="Candidates are measured interleaved, round after round.")
+    threads: int = Field(1, ge=1, le=256, description="Intra-op threads for every runtime.")
+    tie_tolerance: float = Field(0.05, ge=0, le=1, description="Latencies this close (relative) count as a tie.")
+    evaluation_batch_size: int = Field(256, ge=1, le=65_536)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive_unique(cls, sizes: list[int]) -> list[int]:
+        if any(size < 1 for size in sizes):
+            raise ValueError("every batch size must be ≥ 1")
+        if len(set(sizes)) != len(sizes):
+            raise ValueError("batch sizes must be unique")
+        return sizes
+
+
+class Artifacts(Model):
+    uri: str | None = Field(
+        None, description="Local directory or s3://bucket/prefix; the CLI defaults to ./kompress-runs."
+    )
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, Ceph); AWS when unset.")
+    region: str | None = None
+
+
+# --- how the operator runs the Job -------------------------------------------------------
+
+
+class Device(str, Enum):
+    CPU = "CPU"
+    GPU = "GPU"
+
+
+class Toleration(Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class Resources(Model):
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+
+class JobSettings(Model):
+    image: str | None = Field(None, description="Job image; the operator's default CPU or GPU image when unset.")
+    device: Device = Device.CPU
+    gpus: int = Field(0, ge=0, le=16, description="nvidia.com/gpu count; 1 when device is GPU and unset.")
+    resources: Resources = Field(default_factory=Resources)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    priority_class_name: str | None = None
+    service_account_name: str | None = None
+    priority: int = Field(0, ge=-1000, le=1000, description="Higher runs first when the operator queues runs.")
+    active_deadline_seconds: int | None = Field(None, ge=1)
+    backoff_limit: int = Field(1, ge=0, le=10)
+    ttl_seconds_after_finished: int | None = Field(None, ge=0)
+
+
+# --- the resource ------------------------------------------------------------------------
+
+
+class ModelOptimizationSpec(Model):
+    model: ModelSource
+    data: DataSource
+    task: Task = Field(default_factory=Task)
+    passes: list[PassSpec] = Field(min_length=1, max_length=32)
+    goals: Goals = Field(default_factory=Goals)
+    benchmark: Benchmark = Field(default_factory=Benchmark)
+    artifacts: Artifacts = Field(default_factory=Artifacts)
+    job: JobSettings = Field(default_factory=JobSettings)
+
+    @model_validator(mode="after")
+    def _latency_goal_is_measured(self) -> "ModelOptimizationSpec":
+        goal = self.goals.latency
+        if goal and goal.batch_size and goal.batch_size not in self.benchmark.batch_sizes:
+            raise ValueError(
+                f"goals.latency.batchSize {goal.batch_size} is not among benchmark.batchSizes {self.benchmark.batch_sizes}"
+            )
+        return self
+
+
+class ConditionStatus(str, Enum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(Model):
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class CandidateSummary(Model):
+    name: str
+    technique: str
+    accepted: bool
+    pareto_optimal: bool = False
+    latency_p50_ms: float | None = None
+    size_bytes: int | None = None
+    metric_value: float | None = None
+    speedup: float | None = None
+    size_ratio: float | None = None
+    rejected_reason: str | None = None
+
+
+class ArtifactRef(Model):
+    uri: str
+    manifest_sha256: str | None = None
+
+
+class ModelOptimizationStatus(Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    observed_generation: int | None = None
+    phase: str | None = Field(None, description="For humans; the contract is conditions.")
+    conditions: list[Condition] = Field(default_factory=list)
+    baseline: CandidateSummary | None = None
+    best: CandidateSummary | None = None
+    candidates: list[CandidateSummary] = Field(default_factory=list)
+    artifacts: ArtifactRef | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+
+
+class ObjectMeta(Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    generation: int | None = None
+    uid: str | None = None
+
+
+class ModelOptimization(Model):
+    api_version: Literal["kompress.io/v1alpha1"]
+    kind: Literal["ModelOptimization"]
+    metadata: ObjectMeta
+    spec: ModelOptimizationSpec
+    status: ModelOptimizationStatus | None = None

@@ -1,0 +1,99 @@
+"""Judge candidates against the goals, keep the Pareto front, and rank the accepted ones.
+
+Differences inside the benchmark's tie tolerance are treated as ties and broken by the next
+criterion, so the pick does not hang on timing noise.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .candidates import Candidate
+from .schema import Benchmark, DropMode, Goals, Metric, Objective
+
+
+def primary_batch_size(goals: Goals, benchmark: Benchmark) -> int:
+    if goals.latency and goals.latency.batch_size:
+        return goals.latency.batch_size
+    return benchmark.batch_sizes[0]
+
+
+def judge(candidates: list[Candidate], goals: Goals, benchmark: Benchmark, metric: Metric) -> None:
+    """Fill in each measured candidate's rejected_reasons (empty means accepted)."""
+    baseline = next(c for c in candidates if c.is_baseline)
+    batch = primary_batch_size(goals, benchmark)
+    base_p50 = baseline.latency[batch].p50_ms
+    unit = " points" if goals.accuracy_drop_mode is DropMode.ABSOLUTE and metric is Metric.ACCURACY else (
+        " %" if goals.accuracy_drop_mode is DropMode.RELATIVE else "")
+    for candidate in candidates:
+        if candidate.is_baseline or not candidate.measured:
+            continue
+        reasons = []
+        if goals.max_accuracy_drop is not None and candidate.metric_drop > goals.max_accuracy_drop:
+            reasons.append(f"{metric.value} drop {candidate.metric_drop:.3g}{unit} exceeds {goals.max_accuracy_drop:g}{unit}")
+        if goals.latency:
+            value = candidate.latency[batch].percentile_ms(goals.latency.percentile.value)
+            if value > goals.latency.max_milliseconds:
+                reasons.append(f"{goals.latency.percentile.value} latency {value:.3f} ms at batch {batch} "
+                               f"exceeds {goals.latency.max_milliseconds:g} ms")
+        if goals.max_size_bytes is not None and candidate.size_bytes > goals.max_size_bytes:
+            reasons.append(f"size {candidate.size_bytes} B exceeds {goals.max_size_bytes} B")
+        p50 = candidate.latency[batch].p50_ms
+        if p50 > base_p50 * (1 + benchmark.tie_tolerance):
+            reasons.append(f"slower than the baseline: p50 {p50:.3f} ms vs {base_p50:.3f} ms at batch {batch}")
+        candidate.rejected_reasons = reasons
+
+
+def mark_pareto_front(candidates: list[Candidate], batch: int) -> list[Candidate]:
+    """Measured candidates not dominated on (latency p50, size, metric drop); all three minimized."""
+    measured = [c for c in candidates if c.measured]
+
+    def point(c: Candidate) -> tuple[float, float, float]:
+        return (c.latency[batch].p50_ms, float(c.size_bytes), c.metric_drop)
+
+    front = []
+    for candidate in measured:
+        mine = point(candidate)
+        dominated = any(
+            all(o <= m for o, m in zip(point(other), mine)) and any(o < m for o, m in zip(point(other), mine))
+            for other in measured if other is not candidate
+        )
+        candidate.pareto_optimal = not dominated
+        if not dominated:
+            front.append(candidate)
+    return front
+
+
+Criterion = tuple[Callable[[Candidate], float], Callable[[float], float]]
+
+
+def rank(candidates: list[Candidate], goals: Goals, benchmark: Benchmark) -> list[Candidate]:
+    """Accepted candidates best first; sets each one's rank. Empty when none met the goals."""
+    batch = primary_batch_size(goals, benchmark)
+    latency: Criterion = (lambda c: c.latency[batch].p50_ms, lambda best: best * benchmark.tie_tolerance)
+    size: Criterion = (lambda c: float(c.size_bytes), lambda best: best * 0.01)
+    quality: Criterion = (lambda c: c.metric_drop, lambda best: 0.0)
+    order = {
+        Objective.LATENCY: [latency, size, quality],
+        Objective.SIZE: [size, latency, quality],
+        Objective.ACCURACY: [quality, latency, size],
+    }[goals.optimize_for]
+
+    pool = [c for c in candidates if c.accepted]
+    ranked = []
+    while pool:
+        best = _pick(pool, order)
+        ranked.append(best)
+        pool.remove(best)
+    for position, candidate in enumerate(ranked, start=1):
+        candidate.rank = position
+    return ranked
+
+
+def _pick(pool: list[Candidate], criteria: list[Criterion]) -> Candidate:
+    for key, tolerance in criteria:
+        best = min(key(c) for c in pool)
+        pool = [c for c in pool if key(c) <= best + tolerance(best)]
+        if len(pool) == 1:
+            break
+    return min(pool, key=lambda c: tuple(key(c) for key, _ in criteria))

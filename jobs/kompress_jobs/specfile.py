@@ -1,0 +1,105 @@
+"""Read a ModelOptimization from YAML and turn validation failures into one readable line each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .errors import SpecError
+from .schema import PASS_TYPES, ModelOptimization
+
+
+def load_resource_file(path: str | Path) -> ModelOptimization:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read: {exc}") from None
+    return parse_resource(text, source=str(path))
+
+
+def parse_resource(text: str, source: str = "<input>") -> ModelOptimization:
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{source}: malformed YAML{where}: {problem}") from None
+    if len(documents) != 1:
+        raise SpecError(f"{source}: expected one YAML document holding a ModelOptimization, found {len(documents)}")
+    return resource_from_dict(documents[0], source)
+
+
+def resource_from_dict(document: Any, source: str = "<input>") -> ModelOptimization:
+    if not isinstance(document, dict):
+        raise SpecError(f"{source}: expected a mapping with apiVersion, kind, metadata and spec")
+    try:
+        return ModelOptimization.model_validate(document)
+    except ValidationError as exc:
+        raise SpecError(f"{source}: " + "; ".join(describe_errors(exc))) from None
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """One 'field.path: what is wrong' string per error, in the resource's own field names."""
+    lines = []
+    for error in exc.errors():
+        path = _field_path(error["loc"])
+        lines.append(f"{path}: {_message(error)}" if path else _message(error))
+    return list(dict.fromkeys(lines))  # unions can repeat an error; keep the first of each
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for index, item in enumerate(loc):
+        # A discriminated union adds the tag (the pass type) after the list index: drop it.
+        if isinstance(item, str) and item in PASS_TYPES and index > 0 and isinstance(loc[index - 1], int):
+            continue
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif isinstance(item, str) and item.startswith("function-"):
+            continue
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind == "greater_than_equal":
+        return f"must be ≥ {_number(ctx['ge'])}"
+    if kind == "greater_than":
+        return f"must be > {_number(ctx['gt'])}"
+    if kind == "less_than_equal":
+        return f"must be ≤ {_number(ctx['le'])}"
+    if kind == "less_than":
+        return f"must be < {_number(ctx['lt'])}"
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "union_tag_invalid":
+        return f"unknown pass type {ctx.get('tag')!r}; known types: {', '.join(PASS_TYPES)}"
+    if kind == "union_tag_not_found":
+        return f"every pass needs a type, one of: {', '.join(PASS_TYPES)}"
+    if kind in ("enum", "literal_error"):
+        return f"must be one of {ctx.get('expected')}, got {error.get('input')!r}"
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length')} item(s)"
+    if kind == "too_long":
+        return f"allows at most {ctx.get('max_length')} item(s)"
+    if kind == "string_pattern_mismatch":
+        return f"{error.get('input')!r} must match {ctx.get('pattern')}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    message = error["msg"]
+    return message[0].lower() + message[1:]

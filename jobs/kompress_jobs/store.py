@@ -1,0 +1,146 @@
+"""Where inputs come from and artifacts go: a local directory (the embedded default) or S3.
+
+S3 goes through boto3 with an optional endpoint_url, so MinIO, Ceph or AWS work unchanged;
+credentials come from the standard AWS environment variables / config chain.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .errors import StoreError
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if not parsed.netloc:
+        raise StoreError(f"{uri}: an S3 URI needs a bucket (s3://bucket/prefix)")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+class ArtifactStore(ABC):
+    """A folder of runs. Keys are relative paths under the store's root."""
+
+    @abstractmethod
+    def check_writable(self) -> None:
+        """Fail fast (StoreError) before any work when the store cannot take artifacts."""
+
+    @abstractmethod
+    def put(self, local: Path, key: str) -> None: ...
+
+    @abstractmethod
+    def delete(self, keys: list[str]) -> None: ...
+
+    @abstractmethod
+    def uri(self, key: str) -> str: ...
+
+
+class LocalStore(ArtifactStore):
+    def __init__(self, root: Path):
+        self.root = root
+
+    def check_writable(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".kompress-probe-"):
+                pass
+        except OSError as exc:
+            raise StoreError(f"artifact directory {self.root}: not writable ({exc.strerror or exc})") from None
+
+    def put(self, local: Path, key: str) -> None:
+        target = self.root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
+        shutil.copyfile(local, partial)
+        os.replace(partial, target)  # a reader never sees half a file
+
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            (self.root / key).unlink(missing_ok=True)
+        for key in keys:  # remove folders the run left empty
+            parent = (self.root / key).parent
+            while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
+
+    def uri(self, key: str) -> str:
+        return str((self.root / key).resolve())
+
+
+class S3Store(ArtifactStore):
+    def __init__(self, uri: str, endpoint_url: str | None = None, region: str | None = None):
+        import boto3
+        from botocore.config import Config
+
+        self.bucket, prefix = split_s3(uri)
+        self.prefix = prefix.rstrip("/")
+        self.endpoint_url = endpoint_url
+        # Few, quick retries: an unreachable endpoint should fail in seconds, not minutes.
+        config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"})
+        self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def check_writable(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        where = f"s3://{self.bucket}" + (f" at {self.endpoint_url}" if self.endpoint_url else "")
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "?")
+            raise StoreError(f"artifact store {where}: bucket not accessible ({code})") from None
+        except BotoCoreError as exc:
+            raise StoreError(f"artifact store {where}: unreachable ({exc})") from None
+
+    def put(self, local: Path, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.upload_file(str(local), self.bucket, self._key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreError(f"upload of {key} to s3://{self.bucket} failed: {exc}") from None
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            chunk = [{"Key": self._key(k)} for k in keys[start : start + 1000]]
+            if chunk:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+
+def open_store(uri: str, endpoint_url: str | None = None, region: str | None = None) -> ArtifactStore:
+    if is_s3(uri):
+        return S3Store(uri, endpoint_url, region)
+    return LocalStore(Path(uri).expanduser())
+
+
+def fetch_input(uri: str, scratch: Path, endpoint_url: str | None = None, region: str | None = None) -> Path:
+    """A local path for a model or data URI, downloading s3:// objects into scratch."""
+    if not is_s3(uri):
+        return Path(uri).expanduser()
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = split_s3(uri)
+    target = scratch / "inputs" / Path(key).name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        boto3.client("s3", endpoint_url=endpoint_url, region_name=region).download_file(bucket, key, str(target))
+    except ClientError as exc:
+        raise StoreError(f"{uri}: cannot download ({exc.response.get('Error', {}).get('Code', exc)})") from None
+    except BotoCoreError as exc:
+        raise StoreError(f"{uri}: cannot download ({exc})") from None
+    return target
