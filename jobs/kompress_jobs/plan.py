@@ -46,7 +46,7 @@ def plan_passes(spec: ModelOptimizationSpec) -> list[Step]:
             needs = " or ".join(sorted(f.value for f in optimization.accepts))
             hint = "; add a pass of type OnnxExport before it" if needs == "ONNX" else ""
             raise SpecError(
-                f"{where}: {pass_spec.type} needs a {needs} model but {source!r} is {formats[source].value}{hint}"
+                f"{where}: {pass_spec.type} needs {'an' if needs[0] in 'AEIOU' else 'a'} {needs} model but {source!r} is {formats[source].value}{hint}"
             )
         formats[name] = optimization.output_format
         if optimization.moves_head:

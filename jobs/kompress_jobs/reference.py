@@ -118,19 +118,20 @@ def _encoder_classes():
 
 @dataclass(frozen=True)
 class EncoderSize:
-    vocab: int = 2000
+    vocab: int = 400
     length: int = 32
     classes: int = 4
     width: int = 64
     heads: int = 4
     hidden: int = 256
     layers: int = 2
-    steps: int = 60
+    steps: int = 150
     batch: int = 32
+    lr: float = 3e-3
 
 
 TINY_ENCODER = EncoderSize()
-BASE_ENCODER = EncoderSize(width=512, heads=8, hidden=2048, layers=8, steps=40, batch=16)  # ≈ 26M parameters
+BASE_ENCODER = EncoderSize(vocab=2000, width=512, heads=8, hidden=2048, layers=8, steps=60, batch=16, lr=3e-4)  # ≈ 26M parameters
 
 
 def train(model, arrays: dict[str, np.ndarray], epochs: int = 0, steps: int = 0, batch: int = 64, lr: float = 2e-3, seed: int = 0):
@@ -186,7 +187,7 @@ def build_encoder(out: Path, size: EncoderSize = TINY_ENCODER, name: str = "enco
     rows = {"train": size.steps * size.batch, "calibration": 128, "evaluation": 512}
     arrays = sequence_arrays(size.vocab, size.length, size.classes, rows, seed)
     model = _encoder_classes()(size.vocab, size.length, size.classes, size.width, size.heads, size.hidden, size.layers)
-    accuracy = train(model, arrays, steps=size.steps, batch=size.batch, lr=5e-4, seed=seed)
+    accuracy = train(model, arrays, steps=size.steps, batch=size.batch, lr=size.lr, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     data_path, model_path = out / f"{name}.npz", out / f"{name}.pt2"
     np.savez_compressed(data_path, **arrays)

@@ -6,6 +6,8 @@ code in their own restricted formats, and ONNX is protobuf.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -52,7 +54,8 @@ def load_torch_module(model: ModelFile):
         if model.format is ModelFormat.TORCH_SCRIPT:
             module = torch.jit.load(str(model.path), map_location="cpu")
         elif model.format is ModelFormat.TORCH_EXPORT:
-            module = torch.export.load(str(model.path)).module()
+            with _quiet("torch.export"):  # it logs a traceback before raising on a foreign file
+                module = torch.export.load(str(model.path)).module()
         else:
             raise ModelLoadError(f"model file {model.path}: {model.format.value} is not a PyTorch format")
     except ModelLoadError:
@@ -156,6 +159,17 @@ def make_runner(model: ModelFile, threads: int, providers: list[str] | None = No
     if model.format is ModelFormat.ONNX:
         return OrtRunner(model, threads, providers)
     return TorchRunner(model)
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    logger = logging.getLogger(logger_name)
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def _first_line(exc: BaseException) -> str:

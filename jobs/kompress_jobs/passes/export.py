@@ -12,6 +12,10 @@ from ..schema import Exporter, ModelFormat
 from .base import OptimizationPass, PassContext, register
 
 
+# The Dynamo exporter builds opset-18 graphs; converting them down fails on common ops (ReduceMean).
+DYNAMO_MIN_OPSET = 18
+
+
 @register
 class OnnxExport(OptimizationPass):
     type = "OnnxExport"
@@ -38,7 +42,7 @@ class OnnxExport(OptimizationPass):
                     program = torch.export.load(str(model.path)) if model.format is ModelFormat.TORCH_EXPORT else load_torch_module(model)
                     torch.onnx.export(
                         program, example, str(output), dynamo=True, external_data=False,
-                        opset_version=self.spec.opset, input_names=["input"], output_names=["output"],
+                        opset_version=max(self.spec.opset, DYNAMO_MIN_OPSET), input_names=["input"], output_names=["output"],
                     )
                 else:
                     torch.onnx.export(

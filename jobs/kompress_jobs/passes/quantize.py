@@ -64,8 +64,9 @@ class DynamicInt8(OptimizationPass):
         return ModelFile(output, ModelFormat.ONNX, "int8")
 
 
-def _calibration_reader(input_name: str, inputs: np.ndarray, batch_size: int = 16):
-    """Feeds the calibration split to ONNX Runtime's calibrator in small batches."""
+def _calibration_reader(input_name: str, inputs: np.ndarray, batch_size: int):
+    """Feeds the calibration split to ONNX Runtime's calibrator in equal batches
+    (the histogram calibrators stack batches, so a short last batch breaks them)."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
@@ -94,9 +95,11 @@ class StaticInt8(OptimizationPass):
         if calibration is None:
             raise PassError("static INT8 needs a calibration split (x_calibration / y_calibration) or a train split")
         samples = calibration.inputs[: self.spec.calibration_samples]
+        batch_size = min(16, len(samples))
+        samples = samples[: len(samples) - len(samples) % batch_size]
         input_name = onnx.load(str(model.path), load_external_data=False).graph.input[0].name
 
-        reader = _calibration_reader(input_name, samples)
+        reader = _calibration_reader(input_name, samples, batch_size)
         source, scratch = _preprocess(model, ctx)
         output = ctx.output_dir / "model.onnx"
         methods = {"MinMax": CalibrationMethod.MinMax, "Entropy": CalibrationMethod.Entropy,

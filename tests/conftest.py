@@ -1,0 +1,83 @@
+"""Shared fixtures: the shipped example data and models, a fast spec writer, and a real S3
+endpoint (moto in server mode) for boto3."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+
+# Small enough to run in seconds, still interleaved over several rounds.
+FAST_BENCHMARK = {"batchSizes": [1, 8], "warmup": 2, "iterations": 5, "rounds": 2, "threads": 1}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """A folder holding copies of the example data and models, as a user's project would."""
+    for sub in ("data", "models"):
+        shutil.copytree(EXAMPLES / sub, tmp_path / sub)
+    return tmp_path
+
+
+def resource_dict(name: str = "test-run", model: str = "models/digits-cnn.pt", model_format: str = "TorchScript",
+                  data: str = "data/digits.npz", passes: list | None = None, **spec) -> dict:
+    body = {
+        "model": {"uri": model, "format": model_format},
+        "data": {"uri": data},
+        "passes": passes if passes is not None else [{"type": "OnnxExport"}, {"type": "StaticInt8"}],
+        "benchmark": dict(FAST_BENCHMARK),
+    }
+    body.update(spec)
+    return {"apiVersion": "kompress.io/v1alpha1", "kind": "ModelOptimization", "metadata": {"name": name}, "spec": body}
+
+
+@pytest.fixture
+def write_spec(workspace: Path):
+    """write_spec(**overrides) -> path of a ModelOptimization YAML inside the workspace."""
+
+    def write(filename: str = "spec.yaml", **overrides) -> Path:
+        path = workspace / filename
+        path.write_text(yaml.safe_dump(resource_dict(**overrides), sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch):
+    """A moto S3 server on loopback with a bucket 'models'; yields its endpoint URL."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    # moto keeps its buckets in process-wide state: start each test from an empty store.
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).close()
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="models")
+    yield endpoint
+    server.stop()
+
+
+def s3_keys(endpoint: str, bucket: str = "models", prefix: str = "") -> list[str]:
+    import boto3
+
+    listing = boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return sorted(item["Key"] for item in listing.get("Contents", []))

@@ -1,0 +1,159 @@
+"""Bad input through the real CLI: one clear error line, a non-zero exit, no partial artifacts."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kompress_jobs.cli import main
+
+from .conftest import free_port
+
+
+def run_cli(capsys, *args: str) -> tuple[int, list[str], str]:
+    code = main(["optimize", "--quiet", *args])
+    captured = capsys.readouterr()
+    return code, [line for line in captured.err.splitlines() if line.strip()], captured.out
+
+
+def assert_one_error(code: int, lines: list[str], *fragments: str) -> None:
+    assert code != 0
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("kompress: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def assert_nothing_published(out_dir: Path) -> None:
+    leftovers = [p for p in out_dir.rglob("*") if p.is_file()] if out_dir.exists() else []
+    assert leftovers == []
+
+
+def test_malformed_yaml(capsys, workspace, tmp_path):
+    spec = workspace / "bad.yaml"
+    spec.write_text("apiVersion: kompress.io/v1alpha1\nspec: {model: [\n")
+    code, lines, _ = run_cli(capsys, str(spec), "--output", str(tmp_path / "out"))
+    assert_one_error(code, lines, "bad.yaml: malformed YAML (line 3")
+    assert code == 2
+    assert_nothing_published(tmp_path / "out")
+
+
+def test_unknown_pass(capsys, write_spec, tmp_path):
+    spec = write_spec(passes=[{"type": "OnnxExport"}, {"type": "MagicInt2"}])
+    code, lines, _ = run_cli(capsys, str(spec), "--output", str(tmp_path / "out"))
+    assert_one_error(code, lines, "spec.passes[1]: unknown pass type 'MagicInt2'")
+    assert_nothing_published(tmp_path / "out")
+
+
+def test_negative_goal(capsys, write_spec, tmp_path):
+    spec = write_spec(goals={"maxAccuracyDrop": -0.5})
+    code, lines, _ = run_cli(capsys, str(spec), "--output", str(tmp_path / "out"))
+    assert_one_error(code, lines, "spec.goals.maxAccuracyDrop: must be ≥ 0")
+
+
+def test_missing_model_file(capsys, write_spec, tmp_path):
+    spec = write_spec(model="models/nope.pt")
+    code, lines, _ = run_cli(capsys, str(spec), "--output", str(tmp_path / "out"))
+    assert_one_error(code, lines, "model file", "models/nope.pt: no such file")
+    assert_nothing_published(tmp_path / "out")
+
+
+def test_missing_data_file(capsys, write_spec, tmp_path):
+    spec = write_spec(data="data/nope.npz")
+    code, lines, _ = run_cli(capsys, str(spec), "--output", str(tmp_path / "out"))
+    assert_one_error(code, lines, "data file", "data/nope.npz: no such file")
+
+
+def test_corrupt_onnx(capsys, write_spec, workspace, tmp_path):
+    (workspace / "models" / "broken.onnx").write_bytes(b"\x08\x07" + bytes(range(256)) * 4)
+    spec = write_spec(model="models/broken.onnx", model_format="ONNX", passes=[{"type": "DynamicInt8"}])
+    code, lines, _ = run_cli(capsys, str(spec), "--output", str(tmp_path / "out"))
+    assert_one_error(code, lines, "broken.onnx: not a valid ONNX model")
+    assert_nothing_published(tmp_path / "out")
+
+
+def test_corrupt_data_archive(capsys, write_spec, workspace, tmp_path):
+    (workspace / "data" / "digits.npz").write_bytes(b"not a zip at all")
+    code, lines, _ = run_cli(capsys, str(write_spec()), "--output", str(tmp_path / "out"))
+    assert_one_error(code, lines, "digits.npz: not a readable .npz archive")
+
+
+def _flat_digits(workspace: Path) -> None:
+    """The digits data with images flattened to 64 values: no longer fits the CNN."""
+    with np.load(workspace / "data" / "digits.npz") as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    for key in [k for k in arrays if k.startswith("x_")]:
+        arrays[key] = arrays[key].reshape(len(arrays[key]), -1)
+    np.savez(workspace / "data" / "flat.npz", **arrays)
+
+
+def test_data_that_does_not_fit_a_torch_model(capsys, write_spec, workspace, tmp_path):
+    _flat_digits(workspace)
+    code, lines, _ = run_cli(capsys, str(write_spec(data="data/flat.npz")), "--output", str(tmp_path / "out"))
+    assert_one_error(code, lines, "flat.npz: evaluation inputs of shape (64,) per sample do not fit the model")
+    assert_nothing_published(tmp_path / "out")
+
+
+def test_data_that_does_not_fit_an_onnx_model(capsys, write_spec, workspace, tmp_path):
+    # First export the CNN to ONNX through the pipeline itself, then feed it flat data.
+    code, _, _ = run_cli(capsys, str(write_spec(passes=[{"type": "OnnxExport"}])), "--output", str(tmp_path / "first"),
+                         "--run-id", "export")
+    assert code == 0
+    exported = tmp_path / "first" / "export" / "candidates" / "onnx-export" / "model.onnx"
+    _flat_digits(workspace)
+    spec = write_spec(model=str(exported), model_format="ONNX", data="data/flat.npz", passes=[{"type": "DynamicInt8"}])
+    code, lines, _ = run_cli(capsys, str(spec), "--output", str(tmp_path / "out"))
+    assert_one_error(code, lines, "inputs of shape (64,) per sample do not fit the model, which expects (1, 8, 8)")
+
+
+def test_labels_beyond_the_models_outputs(capsys, write_spec, workspace, tmp_path):
+    with np.load(workspace / "data" / "digits.npz") as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    arrays["y_evaluation"] = arrays["y_evaluation"] + 5
+    np.savez(workspace / "data" / "shifted.npz", **arrays)
+    code, lines, _ = run_cli(capsys, str(write_spec(data="data/shifted.npz")), "--output", str(tmp_path / "out"))
+    assert_one_error(code, lines, "labels reach 14 but the model has 10 outputs")
+
+
+def test_unreachable_s3_endpoint(capsys, write_spec, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    spec = write_spec(artifacts={"uri": "s3://models/runs", "endpointUrl": endpoint, "region": "us-east-1"})
+    code, lines, _ = run_cli(capsys, str(spec))
+    assert_one_error(code, lines, f"artifact store s3://models at {endpoint}: unreachable")
+
+
+class _Payload:
+    """Unpickling this would create a marker file: proof that code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickled_model_is_never_executed(capsys, write_spec, workspace, tmp_path):
+    import torch
+
+    marker = tmp_path / "pwned"
+    torch.save({"model": _Payload(marker)}, workspace / "models" / "evil.pt")
+    with (workspace / "models" / "evil.pkl").open("wb") as handle:
+        pickle.dump(_Payload(marker), handle)
+    for name in ("evil.pt", "evil.pkl"):
+        for model_format in ("TorchScript", "TorchExport"):
+            code, lines, _ = run_cli(capsys, str(write_spec(model=f"models/{name}", model_format=model_format)),
+                                     "--output", str(tmp_path / "out"))
+            assert_one_error(code, lines, f"{name}: not a readable {model_format} file")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("command", [["validate"], ["optimize"]])
+def test_missing_spec_file(capsys, tmp_path, command):
+    code = main([*command, str(tmp_path / "absent.yaml")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"kompress: error: {tmp_path / 'absent.yaml'}: no such file"]

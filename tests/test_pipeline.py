@@ -1,0 +1,167 @@
+"""The pipeline end to end on the reference models: what lands in the artifact store and why."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from kompress_jobs.cli import main
+from kompress_jobs.errors import StoreError
+from kompress_jobs.pipeline import run_optimization
+from kompress_jobs.specfile import load_resource_file
+from kompress_jobs.store import LocalStore
+
+ALL_PASSES = [{"type": "OnnxExport"}, {"type": "OrtOptimize"}, {"type": "DynamicInt8"},
+              {"type": "StaticInt8", "calibrationMethod": "Entropy"}, {"type": "Fp16"}]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def cnn_run(tmp_path_factory):
+    """One full run over every pass, shared by the tests that read its results."""
+    import shutil
+
+    from .conftest import EXAMPLES, resource_dict
+    import yaml
+
+    workspace = tmp_path_factory.mktemp("cnn")
+    for sub in ("data", "models"):
+        shutil.copytree(EXAMPLES / sub, workspace / sub)
+    spec = workspace / "cnn.yaml"
+    spec.write_text(yaml.safe_dump(resource_dict(name="cnn", passes=ALL_PASSES, goals={"maxAccuracyDrop": 1.0})))
+    out = workspace / "runs"
+    assert main(["optimize", "-q", str(spec), "--output", str(out), "--run-id", "r1"]) == 0
+    run = out / "r1"
+    return run, json.loads((run / "report.json").read_text()), json.loads((run / "manifest.json").read_text())
+
+
+def test_run_folder_holds_models_reports_plot_and_manifest(cnn_run):
+    run, report, _ = cnn_run
+    names = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
+    assert {"report.json", "report.md", "pareto.png", "manifest.json"} <= names
+    for c in report["candidates"]:
+        if c["parent"] is not None and c["outcome"] == "Measured":
+            assert c["artifact"] in names
+    assert (run / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [n for n in names if ".partial" in n]
+
+
+def test_manifest_hashes_every_file_and_records_lineage(cnn_run):
+    run, report, manifest = cnn_run
+    listed = {f["path"]: f for f in manifest["files"]}
+    for path, entry in listed.items():
+        assert sha256(run / path) == entry["sha256"]
+        assert (run / path).stat().st_size == entry["sizeBytes"]
+    assert {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()} == set(listed) | {"manifest.json"}
+    static = next(c for c in manifest["candidates"] if c["name"] == "static-int8")
+    assert [step["pass"] for step in static["lineage"]] == ["OnnxExport", "StaticInt8"]
+    assert static["lineage"][1]["parameters"]["calibrationMethod"] == "Entropy"
+    assert manifest["inputs"]["model"]["sha256"] == report["inputs"]["model"]["sha256"]
+
+
+def test_every_candidate_is_measured_the_same_way(cnn_run):
+    _, report, _ = cnn_run
+    measured = [c for c in report["candidates"] if c["outcome"] == "Measured"]
+    assert len(measured) == 6  # baseline + five passes, FP16 included
+    for c in measured:
+        assert set(c["latency"]) == {"1", "8"}
+        for stats in c["latency"].values():
+            assert stats["samples"] == 10 and len(stats["round_medians_ms"]) == 2
+            assert 0 < stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"]
+        assert 0.9 <= c["metric"]["value"] <= 1.0
+    fingerprint = report["fingerprint"]
+    assert fingerprint["cpu"]["model"] and "onnxruntime" in fingerprint["libraries"]
+
+
+def test_quantized_models_report_both_shares_of_the_speedup(cnn_run):
+    _, report, _ = cnn_run
+    static = next(c for c in report["candidates"] if c["name"] == "static-int8")
+    assert static["vsBaseline"]["reference"] == "baseline"
+    assert static["vsParent"]["reference"] == "onnx-export"  # quantization's own share, vs ORT FP32
+    assert static["precision"] == "int8" and static["sizeBytes"] * 3 < next(
+        c for c in report["candidates"] if c["name"] == "onnx-export")["sizeBytes"]
+
+
+def test_the_best_pick_meets_the_goals_and_is_not_slower_than_the_baseline(cnn_run):
+    _, report, _ = cnn_run
+    by_name = {c["name"]: c for c in report["candidates"]}
+    for c in report["candidates"]:
+        if c["outcome"] == "Measured" and c["parent"] is not None and not c["accepted"]:
+            assert c["rejectedReasons"]
+    if report["best"] is not None:
+        best = by_name[report["best"]]
+        assert best["accepted"] and best["rank"] == 1
+        assert best["metric"]["drop"] <= 1.0
+        batch = str(report["primaryBatchSize"])
+        assert best["latency"][batch]["p50_ms"] <= by_name["baseline"]["latency"][batch]["p50_ms"] * 1.05
+    assert report["paretoFront"]
+
+
+def test_markdown_report_names_the_best_and_the_machine(cnn_run):
+    run, report, _ = cnn_run
+    text = (run / "report.md").read_text()
+    assert report["fingerprint"]["cpu"]["model"] in text
+    assert ("**Best: " in text) == (report["best"] is not None)
+
+
+def test_an_onnx_model_is_its_own_baseline(cnn_run, workspace, write_spec, tmp_path):
+    run, _, _ = cnn_run
+    onnx_model = run / "candidates" / "onnx-export" / "model.onnx"
+    spec = write_spec(model=str(onnx_model), model_format="ONNX", passes=[{"type": "DynamicInt8"}])
+    result = run_optimization(load_resource_file(spec), base_dir=spec.parent, artifacts_uri=str(tmp_path / "out"))
+    baseline = result.report["candidates"][0]
+    assert baseline["runtime"] == "onnxruntime" and baseline["format"] == "ONNX"
+
+
+def test_torch_export_programs_go_through_the_dynamo_exporter(workspace, write_spec, tmp_path):
+    from kompress_jobs.reference import build_encoder
+
+    model, data, accuracy, _ = build_encoder(tmp_path / "enc")
+    spec = write_spec(model=str(model), model_format="TorchExport", data=str(data),
+                      passes=[{"type": "OnnxExport"}, {"type": "DynamicInt8"}], goals={"maxAccuracyDrop": 2})
+    result = run_optimization(load_resource_file(spec), base_dir=spec.parent, artifacts_uri=str(tmp_path / "out"))
+    by_name = {c["name"]: c for c in result.report["candidates"]}
+    assert by_name["onnx-export"]["outcome"] == "Measured"
+    assert by_name["dynamic-int8"]["metric"]["agreementWithBaseline"] > 0.95
+    assert accuracy > 0.8  # the tiny encoder did learn the task (chance: 0.25)
+
+
+def test_a_failing_pass_is_recorded_and_the_others_still_publish(workspace, write_spec, tmp_path):
+    spec = write_spec(passes=[{"type": "OnnxExport", "exporter": "Dynamo"}, {"type": "StaticInt8"}])
+    result = run_optimization(load_resource_file(spec), base_dir=spec.parent, artifacts_uri=str(tmp_path / "out"))
+    outcomes = {c["name"]: (c["outcome"], c.get("error", "")) for c in result.report["candidates"]}
+    assert outcomes["onnx-export"][0] == "Failed" and "use exporter: TorchScript" in outcomes["onnx-export"][1]
+    assert outcomes["static-int8"] == ("Skipped", "its input 'onnx-export' did not produce a model")
+    assert result.report["best"] is None
+
+
+class FailingStore(LocalStore):
+    """Fails on the n-th upload, like a store that goes away mid-run."""
+
+    def __init__(self, root, fail_at):
+        super().__init__(root)
+        self.calls, self.fail_at = 0, fail_at
+
+    def put(self, local, key):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise StoreError(f"upload of {key} failed: connection reset")
+        super().put(local, key)
+
+
+@pytest.mark.parametrize("fail_at", [2, 4])  # a model file, the manifest (the 4th of 4 puts)
+def test_a_failed_upload_leaves_no_partial_run(workspace, write_spec, tmp_path, monkeypatch, fail_at):
+    import kompress_jobs.pipeline as pipeline
+
+    store = FailingStore(tmp_path / "out", fail_at)
+    monkeypatch.setattr(pipeline, "_open_store", lambda *args: store)
+    spec = write_spec(passes=[{"type": "OnnxExport"}])  # uploads: model, report.json, report.md, pareto.png, manifest
+    with pytest.raises(StoreError, match="connection reset"):
+        run_optimization(load_resource_file(spec), base_dir=spec.parent)
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []

@@ -1,0 +1,98 @@
+"""The resource schema: the examples parse, and bad specs get one line naming the field."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kompress_jobs.errors import SpecError
+from kompress_jobs.schema import ModelOptimization, parse_size
+from kompress_jobs.specfile import load_resource_file, parse_resource, resource_from_dict
+
+from .conftest import EXAMPLES, resource_dict
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_is_a_valid_resource(path: Path):
+    resource = load_resource_file(path)
+    assert resource.kind == "ModelOptimization"
+    assert resource.spec.passes
+
+
+def test_wire_form_round_trips_in_camel_case():
+    resource = resource_from_dict(resource_dict(goals={"maxAccuracyDrop": 0.5, "maxSize": "2Mi"}))
+    wire = resource.to_wire()
+    assert wire["spec"]["goals"] == {"maxAccuracyDrop": 0.5, "accuracyDropMode": "Absolute", "maxSize": "2Mi",
+                                     "optimizeFor": "Latency"}
+    assert ModelOptimization.model_validate(wire) == resource
+
+
+def _error(document) -> str:
+    with pytest.raises(SpecError) as caught:
+        resource_from_dict(document, "spec.yaml")
+    return str(caught.value)
+
+
+def test_negative_goal_names_the_field():
+    message = _error(resource_dict(goals={"maxAccuracyDrop": -1}))
+    assert message == "spec.yaml: spec.goals.maxAccuracyDrop: must be ≥ 0"
+
+
+def test_unknown_pass_lists_the_known_types():
+    message = _error(resource_dict(passes=[{"type": "OnnxExport"}, {"type": "Quantum"}]))
+    assert "spec.passes[1]: unknown pass type 'Quantum'" in message
+    assert "StaticInt8" in message
+
+
+def test_bad_pass_parameter_names_its_index_not_the_union_tag():
+    message = _error(resource_dict(passes=[{"type": "StaticInt8", "calibrationSamples": 0}]))
+    assert message == "spec.yaml: spec.passes[0].calibrationSamples: must be ≥ 1"
+
+
+def test_unknown_field_is_rejected_rather_than_ignored():
+    assert "spec.goals.maxAccuracyDorp: unknown field" in _error(resource_dict(goals={"maxAccuracyDorp": 1}))
+
+
+def test_missing_model_is_required():
+    document = resource_dict()
+    del document["spec"]["model"]
+    assert "spec.model: is required" in _error(document)
+
+
+def test_latency_goal_batch_must_be_benchmarked():
+    message = _error(resource_dict(goals={"latency": {"maxMilliseconds": 1, "batchSize": 3}}))
+    assert "batchSize 3 is not among benchmark.batchSizes [1, 8]" in message
+
+
+def test_metric_must_fit_task():
+    message = _error(resource_dict(task={"type": "Regression", "metric": "Accuracy"}))
+    assert "spec.task: metric Accuracy does not fit a Regression task" in message
+
+
+def test_malformed_yaml_reports_line_and_column():
+    with pytest.raises(SpecError, match=r"bad.yaml: malformed YAML \(line 3, column 1\): expected .,. or .\]."):
+        parse_resource("spec:\n  passes: [a, b\n", "bad.yaml")
+
+
+def test_several_documents_are_refused():
+    text = yaml.safe_dump(resource_dict()) + "---\n" + yaml.safe_dump(resource_dict())
+    with pytest.raises(SpecError, match="expected one YAML document"):
+        parse_resource(text)
+
+
+def test_wrong_kind_is_refused():
+    document = resource_dict()
+    document["kind"] = "Deployment"
+    assert "kind: must be one of 'ModelOptimization'" in _error(document)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("1500", 1500), ("12Mi", 12 * 2**20), ("5M", 5_000_000), (2048, 2048),
+                                                ("1.5Gi", int(1.5 * 2**30))])
+def test_sizes_accept_kubernetes_quantities(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["12Qi", "-3", "ten", True])
+def test_bad_sizes_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_size(text)

@@ -1,0 +1,93 @@
+"""Goals, the Pareto front and the noise-aware ranking, on synthetic measurements."""
+
+from pathlib import Path
+
+from kompress_jobs.benchmark import LatencyStats
+from kompress_jobs.candidates import Candidate, Outcome
+from kompress_jobs.runtimes import ModelFile
+from kompress_jobs.schema import Benchmark, DropMode, Goals, Metric, ModelFormat
+from kompress_jobs.selection import judge, mark_pareto_front, rank
+
+
+class SizedModel(ModelFile):
+    """A model file whose size is given rather than read from disk."""
+
+    def __new__(cls, size):
+        instance = super().__new__(cls)
+        object.__setattr__(instance, "_size", size)
+        return instance
+
+    def __init__(self, size):
+        super().__init__(Path(f"/nonexistent/{size}"), ModelFormat.ONNX)
+
+    @property
+    def size_bytes(self):
+        return self._size
+
+
+def candidate(name, p50, size, drop, parent="baseline"):
+    stats = LatencyStats(1, p50, p50 * 1.2, p50 * 1.5, p50, 1000 / p50, [p50], 10)
+    return Candidate(name=name, technique="t", pass_type="T", parent=parent, lineage=[], model=SizedModel(size),
+                     metric_drop=drop, latency={1: stats})
+
+
+def baseline():
+    return candidate("baseline", 1.0, 1000, 0.0, parent=None)
+
+
+BENCH = Benchmark(batch_sizes=[1], tie_tolerance=0.05)
+
+
+def test_slower_than_baseline_and_goal_breakers_are_rejected_with_reasons():
+    pool = [baseline(), candidate("slow", 1.2, 500, 0.0), candidate("lossy", 0.5, 500, 2.5), candidate("big", 0.5, 900, 0.0),
+            candidate("good", 0.5, 400, 0.1)]
+    judge(pool, Goals(max_accuracy_drop=1.0, max_size=800), BENCH, Metric.ACCURACY)
+    reasons = {c.name: c.rejected_reasons for c in pool}
+    assert reasons["slow"] == ["slower than the baseline: p50 1.200 ms vs 1.000 ms at batch 1"]
+    assert reasons["lossy"] == ["Accuracy drop 2.5 points exceeds 1 points"]
+    assert reasons["big"] == ["size 900 B exceeds 800 B"]
+    assert reasons["good"] == []
+    assert [c.name for c in rank(pool, Goals(), BENCH)] == ["good"]
+
+
+def test_latency_goal_uses_the_requested_percentile():
+    pool = [baseline(), candidate("a", 0.8, 500, 0.0)]  # p95 = 0.96
+    judge(pool, Goals.model_validate({"latency": {"percentile": "P95", "maxMilliseconds": 0.9}}), BENCH, Metric.ACCURACY)
+    assert pool[1].rejected_reasons == ["P95 latency 0.960 ms at batch 1 exceeds 0.9 ms"]
+
+
+def test_latency_ties_inside_the_noise_are_broken_by_size_then_accuracy():
+    pool = [baseline(), candidate("fast-big", 0.50, 600, 0.0), candidate("near-small", 0.52, 300, 0.3),
+            candidate("near-small-better", 0.51, 300, 0.1), candidate("slow-tiny", 0.8, 100, 0.0)]
+    judge(pool, Goals(), BENCH, Metric.ACCURACY)
+    assert [c.name for c in rank(pool, Goals(), BENCH)] == ["near-small-better", "near-small", "fast-big", "slow-tiny"]
+
+
+def test_size_objective_prefers_the_smallest():
+    pool = [baseline(), candidate("fast", 0.3, 600, 0.0), candidate("small", 0.9, 200, 0.0)]
+    judge(pool, Goals(), BENCH, Metric.ACCURACY)
+    assert rank(pool, Goals(optimize_for="Size"), BENCH)[0].name == "small"
+
+
+def test_nothing_accepted_means_no_best():
+    pool = [baseline(), candidate("slow", 2.0, 500, 0.0)]
+    judge(pool, Goals(), BENCH, Metric.ACCURACY)
+    assert rank(pool, Goals(), BENCH) == []
+
+
+def test_pareto_front_over_latency_size_and_drop():
+    pool = [baseline(), candidate("fast", 0.3, 800, 0.5), candidate("small", 0.9, 200, 0.5),
+            candidate("dominated", 0.9, 900, 0.6), candidate("exact", 0.9, 900, 0.0)]
+    failed = candidate("broken", 0.1, 1, 0.0)
+    failed.outcome = Outcome.FAILED
+    front = mark_pareto_front(pool + [failed], 1)
+    assert {c.name for c in front} == {"fast", "small", "exact"}  # exact dominates the baseline
+    assert not failed.pareto_optimal
+
+
+def test_relative_drop_mode_is_percent_of_baseline():
+    from kompress_jobs.quality import quality_drop
+
+    assert quality_drop(0.8, 0.78, Metric.ACCURACY, DropMode.ABSOLUTE) == 2.0000000000000018
+    assert round(quality_drop(0.8, 0.78, Metric.ACCURACY, DropMode.RELATIVE), 6) == 2.5
+    assert quality_drop(2.0, 2.5, Metric.MEAN_SQUARED_ERROR, DropMode.ABSOLUTE) == 0.5
