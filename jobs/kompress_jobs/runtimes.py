@@ -54,7 +54,7 @@ def load_torch_module(model: ModelFile):
         if model.format is ModelFormat.TORCH_SCRIPT:
             module = torch.jit.load(str(model.path), map_location="cpu")
         elif model.format is ModelFormat.TORCH_EXPORT:
-            with _quiet("torch.export"):  # it logs a traceback before raising on a foreign file
+            with quiet_logger("torch.export"):  # it logs a traceback before raising on a foreign file
                 module = torch.export.load(str(model.path)).module()
         else:
             raise ModelLoadError(f"model file {model.path}: {model.format.value} is not a PyTorch format")
@@ -162,7 +162,7 @@ def make_runner(model: ModelFile, threads: int, providers: list[str] | None = No
 
 
 @contextlib.contextmanager
-def _quiet(logger_name: str):
+def quiet_logger(logger_name: str):
     logger = logging.getLogger(logger_name)
     previous = logger.level
     logger.setLevel(logging.CRITICAL)

@@ -7,7 +7,7 @@ import io
 import warnings
 
 from ..errors import PassError
-from ..runtimes import ModelFile, load_torch_module
+from ..runtimes import ModelFile, load_torch_module, quiet_logger
 from ..schema import Exporter, ModelFormat
 from .base import OptimizationPass, PassContext, register
 
@@ -35,7 +35,8 @@ class OnnxExport(OptimizationPass):
         output = ctx.output_dir / "model.onnx"
         example = (torch.from_numpy(ctx.example_inputs),)
         # Both exporters talk a lot on stdout/stderr; the CLI shows its own progress instead.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()), quiet_logger("torch.onnx"):
             warnings.simplefilter("ignore")
             try:
                 if exporter is Exporter.DYNAMO:
