@@ -7,6 +7,7 @@ and the operator image stay light.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -44,10 +45,57 @@ def _parser() -> argparse.ArgumentParser:
     optimize.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     optimize.set_defaults(handler=_optimize)
 
+    job = commands.add_parser("job", help="run one optimization inside a Kubernetes Job (launched by the operator)")
+    job.add_argument("--termination-log", type=Path,
+                     default=Path(os.environ.get("KOMPRESS_TERMINATION_LOG", "/dev/termination-log")),
+                     help="where the compact result for the operator goes [KOMPRESS_TERMINATION_LOG]")
+    job.set_defaults(handler=_job)
+
+    operator = commands.add_parser("operator", help="run the Kubernetes operator (kubeconfig or in-cluster config)")
+    env = lambda name, default: os.environ.get(f"KOMPRESS_{name}", default)  # noqa: E731
+    operator.add_argument("--namespace", action="append", default=[n for n in env("NAMESPACES", "").split(",") if n],
+                          help="watch only this namespace (repeatable; default: all) [KOMPRESS_NAMESPACES]")
+    operator.add_argument("--max-running", type=int, default=int(env("MAX_RUNNING", "4")),
+                          help="optimization Jobs in flight cluster-wide [KOMPRESS_MAX_RUNNING]")
+    operator.add_argument("--max-running-per-namespace", type=int, default=int(env("MAX_RUNNING_PER_NAMESPACE", "2")),
+                          help="optimization Jobs in flight per namespace [KOMPRESS_MAX_RUNNING_PER_NAMESPACE]")
+    operator.add_argument("--cpu-image", default=env("CPU_IMAGE", "ghcr.io/kompress/kompress-job:0.1.0"))
+    operator.add_argument("--gpu-image", default=env("GPU_IMAGE", "ghcr.io/kompress/kompress-job-gpu:0.1.0"))
+    operator.add_argument("--default-artifacts", default=env("DEFAULT_ARTIFACTS", None),
+                          help="artifact URI for specs that name none [KOMPRESS_DEFAULT_ARTIFACTS]")
+    operator.add_argument("--artifacts-secret", default=env("ARTIFACTS_SECRET", None),
+                          help="Secret (in each run's namespace) whose keys become the Job's environment, e.g. AWS_*")
+    operator.add_argument("--job-env", action="append", default=[], metavar="NAME=VALUE",
+                          help="environment variable for every Job (repeatable)")
+    operator.add_argument("--metrics-port", type=int, default=int(env("METRICS_PORT", "8000")))
+    operator.add_argument("--health-port", type=int, default=int(env("HEALTH_PORT", "8080")))
+    operator.add_argument("--queue-interval", type=float, default=float(env("QUEUE_INTERVAL", "5")),
+                          help="seconds between retries of queued runs")
+    operator.add_argument("--peering", default=env("PEERING", None),
+                          help="Kopf peering name, for more than one replica (default: standalone)")
+    operator.set_defaults(handler=_operator)
+
     validate = commands.add_parser("validate", help="check a ModelOptimization YAML without running it")
     validate.add_argument("file", type=Path)
     validate.set_defaults(handler=_validate)
     return parser
+
+
+def _operator(args: argparse.Namespace) -> int:
+    try:
+        from kompress_operator.main import run
+        from kompress_operator.settings import OperatorSettings
+    except ImportError as exc:
+        raise KompressError(f"the operator needs the 'operator' extra (pip install 'kompress[operator]'): {exc}") from None
+    extra_env = dict(item.split("=", 1) for item in args.job_env if "=" in item)
+    settings = OperatorSettings(
+        namespaces=tuple(args.namespace), max_running=args.max_running, max_running_per_namespace=args.max_running_per_namespace,
+        cpu_image=args.cpu_image, gpu_image=args.gpu_image, default_artifacts=args.default_artifacts,
+        artifacts_secret=args.artifacts_secret, metrics_port=args.metrics_port, health_port=args.health_port,
+        queue_interval_seconds=args.queue_interval, extra_env=extra_env,
+    )
+    run(settings, peering=args.peering)
+    return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -77,6 +125,48 @@ def _optimize(args: argparse.Namespace) -> int:
     )
     print(results_table(result.report))
     print(f"\nArtifacts: {result.run_uri}  (manifest sha256 {result.manifest_sha256[:16]}…)")
+    return 0
+
+
+def _job(args: argparse.Namespace) -> int:
+    """The resource arrives as JSON in $KOMPRESS_RESOURCE; the result leaves as JSON in the termination log."""
+    import json
+    import os
+
+    from .errors import SpecError
+    from .pipeline import run_optimization
+    from .specfile import resource_from_dict
+    from .summary import run_summary
+
+    def finish(document: dict) -> None:
+        try:
+            args.termination_log.write_text(json.dumps(document, separators=(",", ":")))
+        except OSError as exc:  # still exit with the real outcome; the operator falls back to the exit code
+            print(f"kompress: cannot write {args.termination_log}: {exc}", file=sys.stderr)
+
+    try:
+        raw = os.environ.get("KOMPRESS_RESOURCE")
+        if not raw:
+            raise SpecError("KOMPRESS_RESOURCE is not set: `kompress job` runs inside a Job the operator creates")
+        try:
+            document = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"KOMPRESS_RESOURCE is not JSON: {exc}") from None
+        resource = resource_from_dict(document, "resource")
+        started = time.monotonic()
+        result = run_optimization(
+            resource, run_id=os.environ.get("KOMPRESS_RUN_ID"),
+            artifacts_uri=None if resource.spec.artifacts.uri else os.environ.get("KOMPRESS_DEFAULT_ARTIFACTS"),
+            progress=lambda m: print(f"[{time.monotonic() - started:6.1f}s] {m}", file=sys.stderr, flush=True),
+        )
+    except KompressError as exc:
+        finish({"error": {"reason": exc.reason, "message": str(exc)[:3000]}})
+        raise
+    except Exception as exc:
+        finish({"error": {"reason": "PipelineFailed", "message": f"{type(exc).__name__}: {exc}"[:3000]}})
+        raise
+    finish({"result": run_summary(result.report, result.run_uri, result.manifest_sha256)})
+    print(results_table(result.report))
     return 0
 
 

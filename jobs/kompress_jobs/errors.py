@@ -8,10 +8,13 @@ class KompressError(Exception):
     """An error caused by the input or the environment, not by kompress itself."""
 
     exit_code = 1
+    reason = "PipelineFailed"  # CamelCase, for the resource's Failed condition
 
 
 class SpecError(KompressError):
     """The ModelOptimization spec is invalid; the message names the field path."""
+
+    reason = "InvalidSpec"
 
     exit_code = 2
 
@@ -19,14 +22,22 @@ class SpecError(KompressError):
 class ModelLoadError(KompressError):
     """The model file is missing, corrupt or not in the declared format."""
 
+    reason = "ModelLoadFailed"
+
 
 class DataError(KompressError):
     """The data file is missing, corrupt, or does not fit the model."""
+
+    reason = "DataInvalid"
 
 
 class StoreError(KompressError):
     """The artifact store cannot be reached or written."""
 
+    reason = "ArtifactStoreFailed"
+
 
 class PassError(KompressError):
     """An optimization pass failed on this model."""
+
+    reason = "PassFailed"

@@ -287,8 +287,10 @@ class Toleration(Model):
 
 
 class Resources(Model):
-    requests: dict[str, str] = Field(default_factory=dict)
-    limits: dict[str, str] = Field(default_factory=dict)
+    """Container resources as in a Pod spec (quantities: 2, "500m", "4Gi")."""
+
+    requests: dict[str, int | str] = Field(default_factory=dict)
+    limits: dict[str, int | str] = Field(default_factory=dict)
 
 
 class JobSettings(Model):

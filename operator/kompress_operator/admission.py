@@ -1,0 +1,43 @@
+"""Which queued runs may start now, under a cluster-wide and a per-namespace cap.
+
+Order: higher spec.job.priority first, then older resources first. A run blocked only by its
+own namespace's cap does not hold back runs of other namespaces.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Waiting:
+    namespace: str
+    name: str
+    priority: int
+    created: str  # RFC 3339: sorts chronologically as text
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.namespace, self.name
+
+
+def admit(waiting: list[Waiting], running: Counter, max_total: int, max_per_namespace: int) -> list[tuple[str, str]]:
+    """Keys of the runs to start now, in start order."""
+    in_flight = Counter(running)
+    total = sum(in_flight.values())
+    started = []
+    for run in sorted(waiting, key=lambda w: (-w.priority, w.created, w.namespace, w.name)):
+        if total >= max_total:
+            break
+        if in_flight[run.namespace] >= max_per_namespace:
+            continue
+        in_flight[run.namespace] += 1
+        total += 1
+        started.append(run.key)
+    return started
+
+
+def position(key: tuple[str, str], waiting: list[Waiting]) -> int:
+    order = sorted(waiting, key=lambda w: (-w.priority, w.created, w.namespace, w.name))
+    return next((i for i, w in enumerate(order, start=1) if w.key == key), len(order))

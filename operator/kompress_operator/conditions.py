@@ -1,0 +1,68 @@
+"""Status conditions in the Kubernetes convention, as pure functions.
+
+Types written by kompress:
+- Accepted:    the spec is valid (False with reason InvalidSpec names the field).
+- Running:     a Job for the current generation is executing.
+- Succeeded:   the bounded run's summary: Unknown while pending, True or False at the end.
+- Reconciling / Stalled: what kstatus readers (Argo CD, Flux health checks) look at.
+`lastTransitionTime` changes only when a condition's status flips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED = "Pending", "Queued", "Running", "Succeeded", "Failed"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Where a run stands, with the reason and message to show for it."""
+
+    name: str
+    reason: str
+    message: str = ""
+
+
+def set_condition(conditions: list[dict], type_: str, status: str, reason: str, message: str,
+                  generation: int | None, timestamp: str) -> list[dict]:
+    """A new list with one condition set; others kept in order."""
+    previous = next((c for c in conditions if c.get("type") == type_), None)
+    transition = previous["lastTransitionTime"] if previous and previous.get("status") == status else timestamp
+    updated = {"type": type_, "status": status, "reason": reason, "message": message[:1024],
+               "lastTransitionTime": transition, "observedGeneration": generation}
+    if previous is None:
+        return [*conditions, updated]
+    return [updated if c.get("type") == type_ else c for c in conditions]
+
+
+def conditions_for(phase: Phase, conditions: list[dict], generation: int | None, timestamp: str | None = None) -> list[dict]:
+    """The full condition list for a phase (written as a whole: merge patches replace lists)."""
+    ts = timestamp or now()
+    finished = phase.name in (SUCCEEDED, FAILED)
+    invalid = phase.reason == "InvalidSpec"
+    out = set_condition(conditions, "Accepted", "False" if invalid else "True",
+                        "InvalidSpec" if invalid else "SpecValid", phase.message if invalid else "", generation, ts)
+    out = set_condition(out, "Running", "True" if phase.name == RUNNING else "False", phase.reason,
+                        phase.message if phase.name == RUNNING else "", generation, ts)
+    succeeded = {SUCCEEDED: "True", FAILED: "False"}.get(phase.name, "Unknown")
+    out = set_condition(out, "Succeeded", succeeded, phase.reason, phase.message, generation, ts)
+    out = set_condition(out, "Reconciling", "False" if finished else "True", phase.reason,
+                        "" if finished else phase.message, generation, ts)
+    return set_condition(out, "Stalled", "True" if phase.name == FAILED else "False", phase.reason,
+                         phase.message if phase.name == FAILED else "", generation, ts)
+
+
+def status_patch(phase: Phase, current_status: dict, generation: int | None, **fields) -> dict:
+    """The status fields to merge-patch for a phase; extra fields (results, times) pass through."""
+    return {
+        "phase": phase.name,
+        "observedGeneration": generation,
+        "conditions": conditions_for(phase, list(current_status.get("conditions") or []), generation),
+        **fields,
+    }

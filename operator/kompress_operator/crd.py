@@ -1,0 +1,162 @@
+"""Generate the ModelOptimization CRD from the pydantic schema (the single source of truth).
+
+    python -m kompress_operator.crd > crds/kompress.io_modeloptimizations.yaml
+
+Pydantic emits JSON Schema; Kubernetes wants a *structural* OpenAPI v3 schema: no $ref, no
+anyOf/oneOf choosing between types, int-or-string spelled its own way. The pass list is a
+discriminated union: the CRD merges its variants into one object whose `type` is an enum and that
+carries every variant's fields without defaults (a default would add a field another pass type does
+not have). What the CRD cannot express (per-type fields, cross-field rules) the operator checks with
+the same pydantic models and reports as a condition naming the field.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Any
+
+import yaml
+
+from kompress_jobs.schema import API_GROUP, API_VERSION, KIND, PLURAL, ModelOptimizationSpec
+
+CRD_NAME = f"{PLURAL}.{API_GROUP}"
+CRD_FILE = f"{API_GROUP}_{PLURAL}.yaml"
+_DROP = {"title", "discriminator", "$defs"}
+
+
+def structural(node: Any, defs: dict[str, Any], in_union: bool = False) -> Any:
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = structural(defs[node["$ref"].split("/")[-1]], defs, in_union)
+        extras = {k: v for k, v in node.items() if k not in ("$ref",) and k not in _DROP}
+        return {**target, **structural(extras, defs, in_union)}
+    if "anyOf" in node:
+        return _any_of(node, defs, in_union)
+    if "oneOf" in node:
+        return _merge_union(node, defs)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP or (in_union and key == "default"):
+            continue
+        if key == "const":
+            out["enum"] = [value]
+        elif key == "properties":
+            out[key] = {name: structural(sub, defs, in_union) for name, sub in value.items()}
+        elif key == "additionalProperties" and value is False:
+            continue  # Kubernetes prunes unknown fields instead; it forbids this beside `properties`
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            out[key] = structural(value, defs, in_union)
+        elif key == "exclusiveMinimum":
+            out["minimum"], out["exclusiveMinimum"] = value, True
+        elif key == "exclusiveMaximum":
+            out["maximum"], out["exclusiveMaximum"] = value, True
+        else:
+            out[key] = value
+    return out
+
+
+def _any_of(node: dict, defs: dict, in_union: bool) -> dict:
+    options = [o for o in node["anyOf"] if o.get("type") != "null"]
+    rest = {k: v for k, v in node.items() if k != "anyOf" and k not in _DROP}
+    if in_union:
+        rest.pop("default", None)
+    if rest.get("default", "") is None:
+        rest.pop("default")  # "unset" needs no default in Kubernetes
+    kinds = {o.get("type") for o in options}
+    if kinds == {"integer", "string"}:
+        return {"x-kubernetes-int-or-string": True, **rest}
+    if len(options) == 1:
+        return {**structural(options[0], defs, in_union), **structural(rest, defs, in_union)}
+    raise ValueError(f"cannot express anyOf {options} structurally")
+
+
+def _merge_union(node: dict, defs: dict) -> dict:
+    variants = [structural(o, defs, in_union=True) for o in node["oneOf"]]
+    properties: dict[str, Any] = {}
+    for variant in variants:
+        for name, schema in variant.get("properties", {}).items():
+            if name == "type":
+                continue
+            if name in properties and properties[name] != schema:
+                properties[name] = _loosen(properties[name], schema)
+            else:
+                properties.setdefault(name, schema)
+    types = [v["properties"]["type"]["enum"][0] for v in variants]
+    merged = {
+        "type": "object",
+        "description": "One pass; `type` selects it. Fields of other pass types are rejected by the operator.",
+        "required": ["type"],
+        "properties": {"type": {"type": "string", "enum": types}, **dict(sorted(properties.items()))},
+    }
+    return merged
+
+
+def _loosen(first: dict, second: dict) -> dict:
+    """The same field in two pass types with different rules: keep only what both share."""
+    shared = {k: v for k, v in first.items() if second.get(k) == v}
+    return shared if "type" in shared or "x-kubernetes-int-or-string" in shared else {"x-kubernetes-preserve-unknown-fields": True}
+
+
+def spec_schema() -> dict:
+    raw = ModelOptimizationSpec.model_json_schema(by_alias=True, mode="validation")
+    return structural(copy.deepcopy(raw), raw.get("$defs", {}))
+
+
+def crd() -> dict:
+    condition = '.status.conditions[?(@.type=="Succeeded")]'
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": CRD_NAME, "annotations": {"kompress.io/generated-by": "python -m kompress_operator.crd"}},
+        "spec": {
+            "group": API_GROUP,
+            "scope": "Namespaced",
+            "names": {"kind": KIND, "listKind": f"{KIND}List", "plural": PLURAL, "singular": KIND.lower(),
+                      "shortNames": ["mopt"], "categories": ["kompress", "ml"]},
+            "versions": [{
+                "name": API_VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Succeeded", "type": "string", "jsonPath": f"{condition}.status"},
+                    {"name": "Reason", "type": "string", "jsonPath": f"{condition}.reason"},
+                    {"name": "Best", "type": "string", "jsonPath": ".status.best.name"},
+                    {"name": "Speedup", "type": "number", "jsonPath": ".status.best.speedup", "format": "float"},
+                    {"name": "Smaller", "type": "number", "jsonPath": ".status.best.sizeRatio", "format": "float"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                ],
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "description": "An optimization run: a model, its data, passes to try and goals to meet.",
+                    "required": ["spec"],
+                    "properties": {
+                        "apiVersion": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "metadata": {"type": "object"},
+                        "spec": spec_schema(),
+                        "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                                   "description": "Written by the operator; see kompress_jobs.schema.ModelOptimizationStatus."},
+                    },
+                }},
+            }],
+        },
+    }
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """No &anchors / *aliases: some YAML consumers (and readers) handle them badly."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def render() -> str:
+    header = "# Generated from jobs/kompress_jobs/schema.py by `python -m kompress_operator.crd`. Do not edit.\n"
+    return header + yaml.dump(crd(), Dumper=_PlainDumper, sort_keys=False, width=120)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())

@@ -1,0 +1,115 @@
+"""Build the batch Job for one run of a ModelOptimization: a pure function of the resource.
+
+The Job's name comes from the resource's name and generation, so a restarted operator finds the
+Job it already created instead of making a second one, and a spec change (new generation) gets a
+new Job that supersedes the old.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from kompress_jobs.schema import Device, ModelOptimizationSpec
+
+from .settings import OperatorSettings
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "kompress"}
+RESOURCE_LABEL = "kompress.io/resource"
+GENERATION_LABEL = "kompress.io/generation"
+SCRATCH = "/scratch"
+
+
+def job_name(name: str, generation: int) -> str:
+    """<name>-g<generation>, shortened with a hash when it would pass the 63-character label limit."""
+    suffix = f"-g{generation}"
+    if len(name) + len(suffix) <= 63:
+        return name + suffix
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: 63 - len(suffix) - 9].rstrip('-.')}-{digest}{suffix}"
+
+
+def run_id(namespace: str, name: str, generation: int) -> str:
+    return f"{namespace}-{name}-g{generation}"
+
+
+def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: OperatorSettings) -> dict[str, Any]:
+    meta = body["metadata"]
+    name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 1)
+    job = spec.job
+    gpus = job.gpus or (1 if job.device is Device.GPU else 0)
+    image = job.image or (settings.gpu_image if job.device is Device.GPU else settings.cpu_image)
+    labels = {**MANAGED_BY, "app.kubernetes.io/name": "kompress-job", RESOURCE_LABEL: name, GENERATION_LABEL: str(generation)}
+
+    limits = {k: str(v) for k, v in job.resources.limits.items()}
+    requests = {k: str(v) for k, v in job.resources.requests.items()}
+    if gpus:
+        limits["nvidia.com/gpu"] = str(gpus)
+    resource_document = {"apiVersion": body["apiVersion"], "kind": body["kind"],
+                         "metadata": {"name": name, "namespace": namespace, "generation": generation},
+                         "spec": spec.to_wire()}
+    env = [
+        {"name": "KOMPRESS_RESOURCE", "value": json.dumps(resource_document, separators=(",", ":"))},
+        {"name": "KOMPRESS_RUN_ID", "value": run_id(namespace, name, generation)},
+        {"name": "HOME", "value": SCRATCH},
+        {"name": "TMPDIR", "value": SCRATCH},
+        {"name": "MPLCONFIGDIR", "value": SCRATCH},
+    ]
+    if settings.default_artifacts:
+        env.append({"name": "KOMPRESS_DEFAULT_ARTIFACTS", "value": settings.default_artifacts})
+    env += [{"name": k, "value": v} for k, v in sorted(settings.extra_env.items())]
+
+    container: dict[str, Any] = {
+        "name": "optimize",
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["kompress", "job"],
+        "env": env,
+        "resources": {k: v for k, v in (("requests", requests), ("limits", limits)) if v},
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
+        "workingDir": SCRATCH,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if settings.artifacts_secret:
+        container["envFrom"] = [{"secretRef": {"name": settings.artifacts_secret, "optional": True}}]
+
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [{"name": "scratch", "emptyDir": {}}],
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "automountServiceAccountToken": False,  # the pipeline never talks to the API server
+    }
+    if job.node_selector:
+        pod_spec["nodeSelector"] = dict(job.node_selector)
+    if job.tolerations:
+        pod_spec["tolerations"] = [t.to_wire() for t in job.tolerations]
+    if job.priority_class_name:
+        pod_spec["priorityClassName"] = job.priority_class_name
+    service_account = job.service_account_name or settings.job_service_account
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+
+    job_spec: dict[str, Any] = {
+        "backoffLimit": job.backoff_limit,
+        "ttlSecondsAfterFinished": job.ttl_seconds_after_finished if job.ttl_seconds_after_finished is not None
+        else settings.ttl_seconds_after_finished,
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    if job.active_deadline_seconds:
+        job_spec["activeDeadlineSeconds"] = job.active_deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name(name, generation), "namespace": namespace, "labels": labels},
+        "spec": job_spec,
+    }

@@ -1,0 +1,84 @@
+"""The few API calls the operator makes beyond Kopf's own, through the official client.
+
+Calls are synchronous; handlers run them in a thread (asyncio.to_thread) so the event loop stays free.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from kompress_jobs.schema import API_GROUP, API_VERSION, PLURAL
+
+from .jobspec import GENERATION_LABEL, RESOURCE_LABEL
+
+
+def load_config() -> None:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient | None = None):
+        self.api = api_client or client.ApiClient()
+        self.batch = client.BatchV1Api(self.api)
+        self.core = client.CoreV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+
+    def create_job(self, manifest: dict) -> bool:
+        """True when created, False when a Job of that name already exists (idempotent)."""
+        try:
+            self.batch.create_namespaced_job(manifest["metadata"]["namespace"], manifest)
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    def get_job(self, namespace: str, name: str) -> dict | None:
+        try:
+            return self.api.sanitize_for_serialization(self.batch.read_namespaced_job(name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def jobs_of(self, namespace: str, resource: str) -> list[dict]:
+        jobs = self.batch.list_namespaced_job(namespace, label_selector=f"{RESOURCE_LABEL}={resource}")
+        return [self.api.sanitize_for_serialization(j) for j in jobs.items]
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def pods_of_job(self, namespace: str, job: str) -> list[dict]:
+        pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}")
+        return [self.api.sanitize_for_serialization(p) for p in pods.items]
+
+    def get_resource(self, namespace: str, name: str) -> dict | None:
+        try:
+            return self.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object_status(API_GROUP, API_VERSION, namespace, PLURAL, name,
+                                                              {"status": status})
+        except ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing to report to
+                raise
+
+
+def older_generation_jobs(jobs: list[dict], generation: int) -> list[str]:
+    return [j["metadata"]["name"] for j in jobs
+            if int(j["metadata"].get("labels", {}).get(GENERATION_LABEL, "0")) < generation]

@@ -1,0 +1,49 @@
+"""`kompress operator`: run the controller against the current kubeconfig or in-cluster config."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import kopf
+
+from .handlers import build_registry
+from .kube import Kube, load_config
+from .metrics import OperatorMetrics
+from .settings import OperatorSettings
+
+
+def configure(registry: kopf.OperatorRegistry, ours: OperatorSettings) -> None:
+    @kopf.on.startup(registry=registry)
+    def kopf_settings(settings: kopf.OperatorSettings, **_):
+        # Watch streams that go silent behind load balancers are Kopf's most reported failure:
+        # ask the server to end each watch, and give up on the client side a little later.
+        settings.watching.server_timeout = ours.watch_server_timeout_seconds
+        settings.watching.client_timeout = ours.watch_client_timeout_seconds
+        settings.watching.connect_timeout = 10
+        settings.watching.reconnect_backoff = 1.0
+        # Handler progress in annotations of our own prefix, not in status (ours to own).
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kompress.io")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="kompress.io", key="last-handled-configuration")
+        settings.persistence.finalizer = "kompress.io/finalizer"
+        settings.posting.level = logging.INFO
+        settings.execution.max_workers = 16
+
+
+def run(settings: OperatorSettings, peering: str | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    load_config()
+    metrics = OperatorMetrics()
+    metrics.serve(settings.metrics_port)
+    registry = build_registry(settings, Kube(), metrics)
+    configure(registry, settings)
+    namespaces = list(settings.namespaces)
+    asyncio.run(kopf.operator(
+        registry=registry,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=peering is None,
+        peering_name=peering,
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+    ))

@@ -1,0 +1,83 @@
+"""Prometheus metrics. Names mirror controller-runtime's (reconcile_total{controller,result},
+reconcile_time_seconds, ...) under the kompress_ prefix, so existing dashboards read the same.
+Per-resource series carry only namespace, name and candidate, and go when the resource goes."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+CONTROLLER = "modeloptimization"
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.reconcile_total = Counter("kompress_reconcile_total", "Reconciliations by result (success, error, requeue).",
+                                       ["controller", "result"], registry=r)
+        self.reconcile_errors = Counter("kompress_reconcile_errors_total", "Reconciliations that raised.", ["controller"], registry=r)
+        self.reconcile_time = Histogram("kompress_reconcile_time_seconds", "Time spent in one reconciliation.", ["controller"],
+                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
+        self.runs_total = Counter("kompress_runs_total", "Finished optimization runs by outcome.", ["outcome"], registry=r)
+        self.queue_depth = Gauge("kompress_queue_depth", "Runs waiting for a free Job slot.", registry=r)
+        self.running_jobs = Gauge("kompress_running_jobs", "Optimization Jobs in flight.", registry=r)
+        self.job_duration = Histogram("kompress_job_duration_seconds", "Wall time of optimization Jobs.", ["outcome"],
+                                      buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400), registry=r)
+        labels = ["namespace", "name", "candidate"]
+        self.best_latency = Gauge("kompress_best_latency_seconds", "p50 latency of the best candidate at the primary batch size.",
+                                  labels, registry=r)
+        self.best_size = Gauge("kompress_best_size_bytes", "Size on disk of the best candidate.", labels, registry=r)
+        self.best_speedup = Gauge("kompress_best_speedup_ratio", "Baseline p50 latency / best candidate's.", labels, registry=r)
+        self.best_size_reduction = Gauge("kompress_best_size_reduction_ratio", "Baseline size / best candidate's.", labels, registry=r)
+        self.best_metric_change = Gauge("kompress_best_metric_change", "Best candidate's task metric minus the baseline's.",
+                                        labels, registry=r)
+        self._candidates: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def reconciling(self):
+        with self.reconcile_time.labels(CONTROLLER).time():
+            try:
+                yield
+            except Exception:
+                self.reconcile_errors.labels(CONTROLLER).inc()
+                self.reconcile_total.labels(CONTROLLER, "error").inc()
+                raise
+        self.reconcile_total.labels(CONTROLLER, "success").inc()
+
+    def record_best(self, namespace: str, name: str, status: dict) -> None:
+        """Export the best candidate from a resource's status (also after an operator restart)."""
+        best, baseline = status.get("best"), status.get("baseline") or {}
+        self.forget(namespace, name)
+        if not best:
+            return
+        key = (namespace, name, best["name"])
+        with self._lock:
+            self._candidates[(namespace, name)] = best["name"]
+        if best.get("latencyP50Ms") is not None:
+            self.best_latency.labels(*key).set(best["latencyP50Ms"] / 1000)
+        if best.get("sizeBytes") is not None:
+            self.best_size.labels(*key).set(best["sizeBytes"])
+        if best.get("speedup") is not None:
+            self.best_speedup.labels(*key).set(best["speedup"])
+        if best.get("sizeRatio") is not None:
+            self.best_size_reduction.labels(*key).set(best["sizeRatio"])
+        if best.get("metricValue") is not None and baseline.get("metricValue") is not None:
+            self.best_metric_change.labels(*key).set(best["metricValue"] - baseline["metricValue"])
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            candidate = self._candidates.pop((namespace, name), None)
+        if candidate is None:
+            return
+        for gauge in (self.best_latency, self.best_size, self.best_speedup, self.best_size_reduction, self.best_metric_change):
+            try:
+                gauge.remove(namespace, name, candidate)
+            except KeyError:
+                pass
+
+    def serve(self, port: int, address: str = "0.0.0.0") -> None:
+        start_http_server(port, addr=address, registry=self.registry)

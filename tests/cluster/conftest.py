@@ -1,0 +1,148 @@
+"""Fixtures for tests against a real API server: the control plane, a node, S3, the operator."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from ..conftest import EXAMPLES, FAST_BENCHMARK, free_port
+from ..harness.control_plane import REPO, ControlPlane, User, assets_dir
+from ..harness.node import PodRunner
+from ..harness.operator_process import OperatorProcess
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+GROUP, VERSION, PLURAL = "kompress.io", "v1alpha1", "modeloptimizations"
+
+
+@pytest.fixture(scope="session")
+def assets() -> Path:
+    try:
+        return assets_dir()
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        if os.environ.get("KOMPRESS_REQUIRE_CLUSTER"):
+            raise
+        pytest.skip(f"no Kubernetes test binaries (run scripts/k8s-test-assets): {exc}")
+
+
+@pytest.fixture(scope="session")
+def cluster(assets):
+    plane = ControlPlane(assets, users=[User("outsider", "outsider-token")]).start()
+    plane.kubectl("apply", "-f", str(REPO / "crds"))
+    plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
+    yield plane
+    plane.stop()
+
+
+@pytest.fixture(scope="session")
+def api(cluster):
+    from kubernetes import config
+
+    return config.new_client_from_config(str(cluster.kubeconfig()))
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A moto S3 server holding the example model and data under s3://models/inputs/."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.update(S3_ENV)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).close()
+    client = boto3.client("s3", endpoint_url=endpoint)
+    client.create_bucket(Bucket="models")
+    client.upload_file(str(EXAMPLES / "models" / "digits-cnn.pt"), "models", "inputs/digits-cnn.pt")
+    client.upload_file(str(EXAMPLES / "data" / "digits.npz"), "models", "inputs/digits.npz")
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def node(api):
+    runner = PodRunner(api, bin_dir=Path(sys.executable).parent, extra_env={"MPLBACKEND": "Agg"}).start()
+    yield runner
+    runner.stop()
+
+
+@pytest.fixture
+def namespace(cluster):
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def start_operator(cluster, node, s3):
+    """start_operator(*flags) -> a running OperatorProcess; every one is stopped at the end."""
+    started: list[OperatorProcess] = []
+
+    def start(*flags: str) -> OperatorProcess:
+        job_env = [f"--job-env={k}={v}" for k, v in S3_ENV.items()]
+        process = OperatorProcess(cluster.kubeconfig(), "--queue-interval", "1", *job_env, *flags).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def resource(name: str, s3_endpoint: str, **spec_overrides) -> dict:
+    spec = {
+        "model": {"uri": "s3://models/inputs/digits-cnn.pt", "format": "TorchScript"},
+        "data": {"uri": "s3://models/inputs/digits.npz"},
+        "passes": [{"type": "OnnxExport"}, {"type": "StaticInt8"}],
+        "goals": {"maxAccuracyDrop": 1.0},
+        "benchmark": dict(FAST_BENCHMARK),
+        "artifacts": {"uri": "s3://models/runs", "endpointUrl": s3_endpoint},
+        "job": {"backoffLimit": 0},
+    }
+    spec.update(spec_overrides)
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelOptimization", "metadata": {"name": name}, "spec": spec}
+
+
+def apply(cluster, namespace: str, document: dict, check: bool = True):
+    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(document), check=check)
+
+
+def get(cluster, namespace: str, kind: str, name: str | None = None) -> dict:
+    args = ["get", kind, "-n", namespace, "-o", "json"] + ([name] if name else [])
+    return json.loads(cluster.kubectl(*args).stdout)
+
+
+def wait_for(predicate, what: str, timeout: float = 180, interval: float = 0.5):
+    """Poll until predicate() returns something truthy; the failure says what was awaited and the last value."""
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as exc:  # a transient API error while polling
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def condition(obj: dict, type_: str) -> dict | None:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), None)
+
+
+def phase_is(cluster, namespace, name, *phases):
+    def check():
+        obj = get(cluster, namespace, PLURAL, name)
+        return obj if (obj.get("status") or {}).get("phase") in phases else None
+    return check

@@ -1,0 +1,172 @@
+"""A real Kubernetes control plane on loopback (the envtest approach): etcd, kube-apiserver with
+RBAC and static-token users, and kube-controller-manager running the Job controller and the
+garbage collector. No kubelet: tests/harness/node.py plays the node."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+ADMIN_TOKEN = "kompress-admin-token"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def assets_dir() -> Path:
+    """Binaries from $KOMPRESS_TEST_ASSETS (set by scripts/test), else scripts/k8s-test-assets."""
+    given = os.environ.get("KOMPRESS_TEST_ASSETS")
+    if given:
+        return Path(given)
+    out = subprocess.run([str(REPO / "scripts" / "k8s-test-assets")], check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class User:
+    name: str
+    token: str
+    groups: tuple[str, ...] = ()
+
+
+def _wait(condition, what: str, timeout: float, process: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what}: process exited with {process.returncode}\n{tail}")
+        try:
+            if condition():
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    tail = log.read_text()[-3000:] if log and log.exists() else ""
+    raise TimeoutError(f"{what} not ready after {timeout}s\n{tail}")
+
+
+class ControlPlane:
+    def __init__(self, assets: Path, users: list[User] = ()):
+        self.assets = assets
+        self.dir = Path(tempfile.mkdtemp(prefix="kompress-cp-"))
+        self.users = [User("admin", ADMIN_TOKEN, ("system:masters",)), *users]
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.api_port = free_port()
+        self.etcd_port, self.etcd_peer = free_port(), free_port()
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    def kubeconfig(self, user: str = "admin", token: str | None = None) -> Path:
+        token = token or next(u.token for u in self.users if u.name == user)
+        path = self.dir / f"kubeconfig-{user}"
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "test",
+            "clusters": [{"name": "test", "cluster": {"server": self.server, "insecure-skip-tls-verify": True}}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": user, "namespace": "default"}}],
+        }))
+        return path
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = (self.dir / f"{name}.log").open("w")
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[name] = process
+        return process
+
+    def start(self) -> "ControlPlane":
+        self._start_etcd()
+        self.start_apiserver()
+        self._start_controller_manager()
+        return self
+
+    def _start_etcd(self) -> None:
+        etcd = self._spawn("etcd", [
+            str(self.assets / "etcd"), "--data-dir", str(self.dir / "etcd"), "--name", "test",
+            "--listen-client-urls", f"http://127.0.0.1:{self.etcd_port}",
+            "--advertise-client-urls", f"http://127.0.0.1:{self.etcd_port}",
+            "--listen-peer-urls", f"http://127.0.0.1:{self.etcd_peer}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.etcd_peer}",
+            "--initial-cluster", f"test=http://127.0.0.1:{self.etcd_peer}",
+            "--unsafe-no-fsync",
+        ])
+        _wait(lambda: urllib.request.urlopen(f"http://127.0.0.1:{self.etcd_port}/health", timeout=1).status == 200,
+              "etcd", 30, etcd, self.dir / "etcd.log")
+
+    def start_apiserver(self) -> None:
+        key = self.dir / "sa.key"
+        if not key.exists():
+            subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+            subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(self.dir / "sa.pub")],
+                           check=True, capture_output=True)
+            (self.dir / "tokens.csv").write_text("".join(
+                f'{u.token},{u.name},{u.name},"{",".join(u.groups)}"\n' for u in self.users))
+        apiserver = self._spawn("kube-apiserver", [
+            str(self.assets / "kube-apiserver"),
+            "--etcd-servers", f"http://127.0.0.1:{self.etcd_port}",
+            "--cert-dir", str(self.dir / "certs"),
+            "--secure-port", str(self.api_port), "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+            "--service-account-issuer", "https://kubernetes.default.svc",
+            "--service-account-key-file", str(self.dir / "sa.pub"),
+            "--service-account-signing-key-file", str(key),
+            "--token-auth-file", str(self.dir / "tokens.csv"),
+            "--authorization-mode", "RBAC",
+            "--service-cluster-ip-range", "10.96.0.0/24",
+        ])
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+
+        def ready() -> bool:
+            request = urllib.request.Request(f"{self.server}/readyz", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            return urllib.request.urlopen(request, timeout=2, context=context).status == 200
+
+        _wait(ready, "kube-apiserver", 90, apiserver, self.dir / "kube-apiserver.log")
+
+    def _start_controller_manager(self) -> None:
+        self._spawn("kube-controller-manager", [
+            str(self.assets / "kube-controller-manager"),
+            "--kubeconfig", str(self.kubeconfig()),
+            "--controllers", "job,garbagecollector,serviceaccount,serviceaccount-token,namespace,ttl-after-finished",
+            "--leader-elect=false", "--port=0", "--secure-port=0",
+            "--service-account-private-key-file", str(self.dir / "sa.key"),
+            "--root-ca-file", str(self.dir / "certs" / "apiserver.crt"),
+            "--use-service-account-credentials=false",
+            "--concurrent-gc-syncs", "5",
+        ])
+
+    def kubectl(self, *args: str, user: str = "admin", input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run([str(self.assets / "kubectl"), "--kubeconfig", str(self.kubeconfig(user)), *args],
+                              input=input, capture_output=True, text=True, check=check, timeout=120)
+
+    def restart_apiserver(self) -> None:
+        process = self.processes.pop("kube-apiserver")
+        process.terminate()
+        process.wait(30)
+        self.start_apiserver()
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,54 @@
+"""The operator as its own process (`kompress operator`), so tests can SIGKILL and restart it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from .control_plane import free_port
+
+
+class OperatorProcess:
+    def __init__(self, kubeconfig: Path, *args: str, env: dict[str, str] | None = None):
+        self.kubeconfig, self.args, self.env = kubeconfig, list(args), env or {}
+        self.metrics_port, self.health_port = free_port(), free_port()
+        self.log_path = Path(tempfile.mkstemp(prefix="kompress-operator-", suffix=".log")[1])
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "OperatorProcess":
+        command = [str(Path(sys.executable).parent / "kompress"), "operator", "--metrics-port", str(self.metrics_port),
+                   "--health-port", str(self.health_port), *self.args]
+        log = self.log_path.open("a")
+        self.process = subprocess.Popen(command, env={**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env},
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"operator exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1).status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"operator not healthy after 60s:\n{self.log()[-3000:]}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(30)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+    def metrics(self) -> str:
+        return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+
+    def log(self) -> str:
+        return self.log_path.read_text()

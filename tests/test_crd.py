@@ -1,0 +1,71 @@
+"""crds/ is generated from the pydantic schema and must not drift from it."""
+
+from pathlib import Path
+
+import yaml
+
+from kompress_operator.crd import CRD_FILE, render
+
+from .conftest import EXAMPLES
+
+CRDS = Path(__file__).resolve().parents[1] / "crds"
+
+
+def test_checked_in_crd_matches_the_schema():
+    checked_in = (CRDS / CRD_FILE).read_text()
+    assert checked_in == render(), "crds/ is stale: run `python -m kompress_operator.crd > crds/kompress.io_modeloptimizations.yaml`"
+
+
+def test_crd_is_structural():
+    """No $ref, anyOf or oneOf anywhere, and every object either typed or explicitly open."""
+    def walk(node, path="openAPIV3Schema"):
+        if isinstance(node, dict):
+            assert not {"$ref", "anyOf", "oneOf", "allOf", "const"} & set(node), path
+            if "properties" in node:
+                assert node.get("type") == "object" and "additionalProperties" not in node, path
+            for key, value in node.items():
+                walk(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{path}[{index}]")
+
+    crd = yaml.safe_load((CRDS / CRD_FILE).read_text())
+    version = crd["spec"]["versions"][0]
+    walk(version["schema"]["openAPIV3Schema"])
+    assert version["subresources"] == {"status": {}}
+    assert crd["spec"]["names"]["shortNames"] == ["mopt"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Succeeded", "Reason", "Best", "Speedup", "Smaller", "Age"]
+
+
+def test_pass_items_carry_no_defaults():
+    """A default on a merged pass field would add it to passes of other types."""
+    crd = yaml.safe_load((CRDS / CRD_FILE).read_text())
+    items = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["passes"]["items"]
+    def keys(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield key
+                yield from keys(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from keys(value)
+
+    assert "default" not in set(keys(items))
+    assert set(items["properties"]["type"]["enum"]) == {"OnnxExport", "OrtOptimize", "DynamicInt8", "StaticInt8", "Fp16"}
+
+
+def test_examples_only_use_fields_the_crd_knows():
+    crd = yaml.safe_load((CRDS / CRD_FILE).read_text())
+    spec_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+
+    def check(value, schema, path):
+        if isinstance(value, dict) and "properties" in schema:
+            for key, sub in value.items():
+                assert key in schema["properties"], f"{path}.{key} would be pruned by the API server"
+                check(sub, schema["properties"][key], f"{path}.{key}")
+        elif isinstance(value, list) and "items" in schema:
+            for index, sub in enumerate(value):
+                check(sub, schema["items"], f"{path}[{index}]")
+
+    for path in EXAMPLES.glob("*.yaml"):
+        check(yaml.safe_load(path.read_text())["spec"], spec_schema, f"{path.name}:spec")

@@ -1,0 +1,115 @@
+"""The operator's pure parts: the Job it builds, conditions, reading a Job's outcome, admission."""
+
+import json
+from collections import Counter
+
+from kompress_jobs.specfile import resource_from_dict
+from kompress_operator.admission import Waiting, admit, position
+from kompress_operator.conditions import FAILED, RUNNING, SUCCEEDED, Phase, conditions_for, set_condition
+from kompress_operator.jobspec import build_job, job_name
+from kompress_operator.jobstate import job_outcome
+from kompress_operator.settings import OperatorSettings
+
+from .conftest import resource_dict
+
+
+def body(**spec):
+    document = resource_dict(name="resnet", **spec)
+    document["metadata"] |= {"namespace": "team-a", "generation": 3, "uid": "u-1"}
+    return document
+
+
+def build(**spec):
+    document = body(**spec)
+    return build_job(document, resource_from_dict(document).spec, OperatorSettings(default_artifacts="s3://b/p"))
+
+
+def test_job_is_named_after_resource_and_generation():
+    assert job_name("resnet", 3) == "resnet-g3"
+    long = job_name("x" * 70, 12)
+    assert len(long) <= 63 and long.endswith("-g12") and long != job_name("x" * 71, 12)
+
+
+def test_cpu_job_is_hardened_and_carries_the_spec():
+    job = build()
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert job["metadata"]["name"] == "resnet-g3" and job["metadata"]["namespace"] == "team-a"
+    assert job["spec"]["backoffLimit"] == 1 and job["spec"]["ttlSecondsAfterFinished"] == 86400
+    assert container["command"] == ["kompress", "job"] and container["image"].endswith("kompress-job:0.1.0")
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"} and pod["restartPolicy"] == "Never"
+    assert {"name": "scratch", "emptyDir": {}} in pod["volumes"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    carried = json.loads(env["KOMPRESS_RESOURCE"])
+    assert carried["spec"]["passes"][1]["type"] == "StaticInt8" and carried["metadata"]["generation"] == 3
+    assert env["KOMPRESS_RUN_ID"] == "team-a-resnet-g3" and env["KOMPRESS_DEFAULT_ARTIFACTS"] == "s3://b/p"
+    assert "nvidia.com/gpu" not in json.dumps(job)
+
+
+def test_gpu_job_asks_for_a_gpu_and_lands_where_told():
+    job = build(job={"device": "GPU", "nodeSelector": {"accelerator": "h100"}, "priorityClassName": "batch-high",
+                     "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                     "resources": {"requests": {"cpu": 4, "memory": "16Gi"}}, "activeDeadlineSeconds": 3600})
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"] == {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"nvidia.com/gpu": "1"}}
+    assert container["image"].endswith("kompress-job-gpu:0.1.0")
+    assert pod["nodeSelector"] == {"accelerator": "h100"} and pod["priorityClassName"] == "batch-high"
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert job["spec"]["activeDeadlineSeconds"] == 3600
+
+
+def test_condition_transition_time_changes_only_on_flips():
+    first = set_condition([], "Running", "True", "JobCreated", "", 1, "t1")
+    same = set_condition(first, "Running", "True", "JobRunning", "now running", 1, "t2")
+    flipped = set_condition(same, "Running", "False", "Completed", "", 1, "t3")
+    assert same[0]["lastTransitionTime"] == "t1" and same[0]["reason"] == "JobRunning"
+    assert flipped[0]["lastTransitionTime"] == "t3"
+
+
+def test_conditions_for_each_phase():
+    running = {c["type"]: c["status"] for c in conditions_for(Phase(RUNNING, "JobCreated"), [], 2, "t")}
+    assert running == {"Accepted": "True", "Running": "True", "Succeeded": "Unknown", "Reconciling": "True", "Stalled": "False"}
+    done = {c["type"]: c for c in conditions_for(Phase(SUCCEEDED, "Completed"), [], 2, "t")}
+    assert done["Succeeded"]["status"] == "True" and done["Reconciling"]["status"] == "False"
+    invalid = {c["type"]: c for c in conditions_for(Phase(FAILED, "InvalidSpec", "spec.x: bad"), [], 2, "t")}
+    assert invalid["Accepted"]["status"] == "False" and invalid["Accepted"]["message"] == "spec.x: bad"
+    assert invalid["Stalled"]["status"] == "True" and invalid["Succeeded"]["observedGeneration"] == 2
+
+
+def pod(phase, message, exit_code, created="2026-01-01T00:00:00Z"):
+    return {"metadata": {"creationTimestamp": created}, "status": {"phase": phase, "containerStatuses": [
+        {"state": {"terminated": {"exitCode": exit_code, "reason": "Error" if exit_code else "Completed", "message": message}}}]}}
+
+
+def test_outcome_of_a_completed_job_is_its_pipeline_result():
+    job = {"metadata": {"name": "j"}, "status": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}}
+    outcome = job_outcome(job, [pod("Succeeded", json.dumps({"result": {"best": {"name": "static-int8"}}}), 0)])
+    assert outcome.state == SUCCEEDED and outcome.result["best"]["name"] == "static-int8"
+
+
+def test_outcome_of_a_failed_job_carries_the_pipelines_reason():
+    job = {"metadata": {"name": "j"}, "status": {"failed": 2, "conditions": [
+        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}}
+    error = {"error": {"reason": "ModelLoadFailed", "message": "model file /m.pt: no such file"}}
+    outcome = job_outcome(job, [pod("Failed", "old", 1, "2026-01-01T00:00:00Z"), pod("Failed", json.dumps(error), 1, "2026-01-01T00:01:00Z")])
+    assert outcome.state == FAILED and outcome.reason == "ModelLoadFailed" and outcome.failures == 2
+    assert outcome.message.startswith("model file /m.pt: no such file (BackoffLimitExceeded")
+
+
+def test_outcome_of_a_crashed_pod_without_message():
+    job = {"metadata": {"name": "j"}, "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                                                                "message": "Job was active longer than specified deadline"}]}}
+    outcome = job_outcome(job, [pod("Failed", "", 137)])
+    assert outcome.reason == "DeadlineExceeded" and "exit code 137" in outcome.message
+
+
+def test_admission_respects_both_caps_priority_and_age():
+    waiting = [Waiting("a", "old", 0, "2026-01-01T00:00:00Z"), Waiting("a", "new", 0, "2026-01-02T00:00:00Z"),
+               Waiting("b", "urgent", 5, "2026-01-03T00:00:00Z"), Waiting("c", "other", 0, "2026-01-04T00:00:00Z")]
+    assert admit(waiting, Counter({"a": 1}), max_total=4, max_per_namespace=2) == [("b", "urgent"), ("a", "old"), ("c", "other")]
+    assert admit(waiting, Counter({"a": 2}), max_total=3, max_per_namespace=2) == [("b", "urgent")]
+    assert admit(waiting, Counter(), max_total=0, max_per_namespace=2) == []
+    assert position(("a", "new"), waiting) == 3
