@@ -78,14 +78,17 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
     async def call(fn, *args):
         return await asyncio.to_thread(fn, *args)
 
+    async def event(obj, reason: str, message: str, warning: bool = False) -> None:
+        await call(kube.event, dict(obj), "Warning" if warning else "Normal", reason, message)
+
     # --- indexes: what is in flight and what waits -------------------------------------------
 
-    @kopf.index("batch", "v1", "jobs", labels=MANAGED_BY, registry=registry)
+    @kopf.index("batch", "v1", "jobs", labels=MANAGED_BY, id="active_jobs", registry=registry)
     def active_jobs(name, namespace, status, **_):
         done = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in status.get("conditions") or [])
         return None if done else {namespace: name}
 
-    @kopf.index(*resource, registry=registry)
+    @kopf.index(*resource, id="waiting_runs", registry=registry)
     def waiting_runs(name, namespace, status, spec, meta, **_):
         if status.get("phase") != QUEUED:
             return None
@@ -109,7 +112,7 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
                            f"{running[namespace]}/{settings.max_running_per_namespace} in {namespace}; position {place} of {len(waiting)}")
                 if (body.get("status") or {}).get("phase") != QUEUED:
                     patch.status.update(status_patch(Phase(QUEUED, "ConcurrencyLimit", message), body.get("status") or {}, generation))
-                    kopf.info(body, reason="Queued", message=message)
+                    await event(body, "Queued", message)
                 metrics.queue_depth.set(len(waiting))
                 return
             manifest = build_job(body, parsed.spec, settings)
@@ -120,11 +123,11 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
         patch.status.update(status_patch(Phase(RUNNING, "JobCreated", message), body.get("status") or {}, generation,
                                          startTime=now(), completionTime=None))
         if created:
-            kopf.info(body, reason="JobCreated", message=message)
+            await event(body, "JobCreated", message)
 
-    @kopf.on.resume(*resource, registry=registry)
-    @kopf.on.create(*resource, registry=registry)
-    @kopf.on.update(*resource, field="spec", registry=registry)
+    @kopf.on.resume(*resource, id="reconcile", registry=registry)
+    @kopf.on.create(*resource, id="reconcile", registry=registry)
+    @kopf.on.update(*resource, field="spec", id="reconcile", registry=registry)
     async def reconcile(body, meta, status, patch, active_jobs, waiting_runs, logger, **_):
         with metrics.reconciling():
             generation = int(meta.get("generation") or 1)
@@ -135,7 +138,7 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
                 message = str(exc).removeprefix("spec: ")
                 if status.get("observedGeneration") != generation or status.get("phase") != FAILED:
                     patch.status.update(status_patch(Phase(FAILED, "InvalidSpec", message), dict(status), generation))
-                    kopf.warn(body, reason="InvalidSpec", message=message)
+                    await event(body, "InvalidSpec", message, warning=True)
                     metrics.runs_total.labels("invalid").inc()
                 return
             if status.get("observedGeneration") == generation and status.get("phase") in (SUCCEEDED, FAILED):
@@ -143,7 +146,7 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
                 return
             for old in older_generation_jobs(await call(kube.jobs_of, namespace, name), generation):
                 await call(kube.delete_job, namespace, old)
-                kopf.info(body, reason="Superseded", message=f"spec changed: Job {old} stopped for generation {generation}")
+                await event(body, "Superseded", f"spec changed: Job {old} stopped for generation {generation}")
             existing = await call(kube.get_job, namespace, job_name(name, generation))
             if existing is not None:  # a restarted operator: the run goes on, the Job watch reports it
                 if status.get("phase") != RUNNING or status.get("observedGeneration") != generation:
@@ -152,7 +155,7 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
                 return
             await start_or_queue(body, patch, active_jobs, waiting_runs, parsed)
 
-    @kopf.timer(*resource, interval=settings.queue_interval_seconds, registry=registry,
+    @kopf.timer(*resource, interval=settings.queue_interval_seconds, id="retry_queued", registry=registry,
                 when=lambda status, **_: status.get("phase") == QUEUED)
     async def retry_queued(body, meta, status, patch, active_jobs, waiting_runs, **_):
         with metrics.reconciling():
@@ -165,7 +168,7 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
 
     # --- following Jobs --------------------------------------------------------------------
 
-    @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY, registry=registry)
+    @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY, id="job_changed", registry=registry)
     async def job_changed(body, type, labels, namespace, **_):
         if type == "DELETED" or type is None:
             return
@@ -213,10 +216,9 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
         duration = _seconds_between(outcome.start_time, outcome.completion_time)
         if duration is not None:
             metrics.job_duration.labels("succeeded" if outcome.state == SUCCEEDED else "failed").observe(duration)
-        event = kopf.info if outcome.state == SUCCEEDED else kopf.warn
-        event(current, reason=phase.reason, message=phase.message[:1000])
+        await event(current, phase.reason, phase.message, warning=outcome.state != SUCCEEDED)
 
-    @kopf.on.event(*resource, registry=registry)
+    @kopf.on.event(*resource, id="resource_deleted", registry=registry)
     def resource_deleted(type, namespace, name, **_):
         if type == "DELETED":  # the garbage collector takes the Job and its Pods
             metrics.forget(namespace, name)

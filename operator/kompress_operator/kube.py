@@ -5,6 +5,7 @@ Calls are synchronous; handlers run them in a thread (asyncio.to_thread) so the 
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from kubernetes import client, config
@@ -76,6 +77,24 @@ class Kube:
                                                               {"status": status})
         except ApiException as exc:
             if exc.status != 404:  # deleted meanwhile: nothing to report to
+                raise
+
+
+    def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the resource, as `kubectl describe` shows them."""
+        meta = obj["metadata"]
+        timestamp = datetime.now(timezone.utc)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=meta["namespace"]),
+            involved_object=client.V1ObjectReference(api_version=obj.get("apiVersion"), kind=obj.get("kind"),
+                                                     name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid")),
+            type=type_, reason=reason, message=message[:1024], count=1, first_timestamp=timestamp, last_timestamp=timestamp,
+            source=client.V1EventSource(component="kompress-operator"), reporting_component="kompress-operator",
+        )
+        try:
+            self.core.create_namespaced_event(meta["namespace"], body)
+        except ApiException as exc:  # an event is best effort: never fail a reconciliation for it
+            if exc.status not in (403, 404, 409, 422):
                 raise
 
 

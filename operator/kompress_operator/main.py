@@ -14,7 +14,11 @@ from .settings import OperatorSettings
 
 
 def configure(registry: kopf.OperatorRegistry, ours: OperatorSettings) -> None:
-    @kopf.on.startup(registry=registry)
+    # A custom registry has none of Kopf's default handlers: log in as the kubernetes client does
+    # (in-cluster service account, else the kubeconfig).
+    kopf.on.login(id="login", registry=registry)(kopf.login_via_client)
+
+    @kopf.on.startup(id="settings", registry=registry)
     def kopf_settings(settings: kopf.OperatorSettings, **_):
         # Watch streams that go silent behind load balancers are Kopf's most reported failure:
         # ask the server to end each watch, and give up on the client side a little later.
@@ -27,7 +31,9 @@ def configure(registry: kopf.OperatorRegistry, ours: OperatorSettings) -> None:
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix="kompress.io", key="last-handled-configuration")
         settings.persistence.finalizer = "kompress.io/finalizer"
-        settings.posting.level = logging.INFO
+        # Kopf would post every handler's INFO log line as an Event; the handlers post the
+        # transitions themselves, so only Kopf's warnings and errors (handler failures) go out.
+        settings.posting.level = logging.WARNING
         settings.execution.max_workers = 16
 
 

@@ -1,0 +1,84 @@
+"""kubectl apply → Job → Pod → the real pipeline → S3 → status → /metrics → Prometheus."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import boto3
+
+from ..harness.control_plane import free_port
+from .conftest import PLURAL, apply, condition, get, phase_is, resource, wait_for
+
+
+def test_apply_runs_the_pipeline_and_reports_everywhere(cluster, namespace, s3, start_operator, assets):
+    operator = start_operator()
+    apply(cluster, namespace, resource("digits", s3))
+
+    done = wait_for(phase_is(cluster, namespace, "digits", "Succeeded", "Failed"), "the run to finish")
+    status = done["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert condition(done, "Succeeded")["status"] == "True" and condition(done, "Succeeded")["reason"] == "Completed"
+    assert condition(done, "Accepted")["status"] == "True" and condition(done, "Reconciling")["status"] == "False"
+    assert all(c["observedGeneration"] == 1 for c in status["conditions"]) and status["observedGeneration"] == 1
+    assert status["best"]["name"] == "static-int8" and status["best"]["speedup"] > 1
+    assert status["baseline"]["name"] == "baseline" and status["startTime"] <= status["completionTime"]
+    assert {c["name"] for c in status["candidates"]} == {"onnx-export", "static-int8"}
+
+    # The artifacts the status points at are in S3, with the manifest whose digest it records.
+    uri = status["artifacts"]["uri"]
+    assert uri == f"s3://models/runs/{namespace}-digits-g1"
+    manifest = boto3.client("s3", endpoint_url=s3).get_object(Bucket="models", Key=f"runs/{namespace}-digits-g1/manifest.json")
+    body = manifest["Body"].read()
+    import hashlib
+    assert hashlib.sha256(body).hexdigest() == status["artifacts"]["manifestSha256"]
+
+    # One Job, owned by the resource, and events for the transitions.
+    jobs = get(cluster, namespace, "jobs")["items"]
+    assert [j["metadata"]["name"] for j in jobs] == ["digits-g1"]
+    owner = jobs[0]["metadata"]["ownerReferences"][0]
+    assert owner["kind"] == "ModelOptimization" and owner["name"] == "digits" and owner["controller"] is True
+    reasons = {e["reason"] for e in get(cluster, namespace, "events")["items"]}
+    assert {"JobCreated", "Completed"} <= reasons
+
+    # kubectl shows the printer columns.
+    table = cluster.kubectl("get", "mopt", "-n", namespace).stdout
+    assert "static-int8" in table and "Completed" in table
+
+    # The operator exports the result and a real Prometheus scrapes it.
+    text = operator.metrics()
+    series = f'kompress_best_speedup_ratio{{candidate="static-int8",name="digits",namespace="{namespace}"}}'
+    assert series in text
+    assert 'kompress_runs_total{outcome="succeeded"} 1.0' in text
+    assert 'kompress_reconcile_total{controller="modeloptimization",result="success"}' in text
+    speedup = query_prometheus(assets / "prometheus", operator.metrics_port,
+                               f'kompress_best_speedup_ratio{{namespace="{namespace}",name="digits"}}')
+    assert abs(speedup - status["best"]["speedup"]) < 1e-6
+
+
+def query_prometheus(binary: Path, metrics_port: int, query: str) -> float:
+    """Start Prometheus scraping the operator every second, and return the query's single value."""
+    workdir = Path(tempfile.mkdtemp(prefix="kompress-prom-"))
+    (workdir / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"scrape_configs: [{{job_name: kompress-operator, static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]}}]\n")
+    port = free_port()
+    process = subprocess.Popen([str(binary), f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
+                                f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/api/v1/query?query={urllib.parse.quote(query)}"
+
+        def value():
+            answer = json.loads(urllib.request.urlopen(url, timeout=2).read())
+            results = answer["data"]["result"]
+            return float(results[0]["value"][1]) if results else None
+
+        return wait_for(value, f"Prometheus to answer {query}", timeout=60)
+    finally:
+        process.terminate()
+        process.wait(20)
