@@ -28,20 +28,21 @@ from .kube import Kube, older_generation_jobs
 from .metrics import OperatorMetrics
 from .settings import OperatorSettings
 
-RESERVATION_SECONDS = 60.0  # a Job we created counts as running until the Jobs index shows it
+RESERVATION_SECONDS = 60.0  # a run we started counts as running until the index shows its status
 
 
 class Slots:
-    """Jobs in flight: the Jobs index, plus Jobs created but not yet seen by the watch."""
+    """Runs in flight: resources whose status says Running, plus runs whose Job was just created
+    and whose status change the watch has not delivered yet."""
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.reserved: dict[tuple[str, str], float] = {}
 
-    def running(self, active_jobs: kopf.Index) -> Counter:
+    def running(self, running_runs: kopf.Index) -> Counter:
         counts: Counter = Counter()
         seen = set()
-        for namespace, names in active_jobs.items():
+        for namespace, names in running_runs.items():
             for name in names:
                 counts[namespace] += 1
                 seen.add((namespace, name))
@@ -83,31 +84,31 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
 
     # --- indexes: what is in flight and what waits -------------------------------------------
 
-    @kopf.index("batch", "v1", "jobs", labels=MANAGED_BY, id="active_jobs", registry=registry)
-    def active_jobs(name, namespace, status, **_):
-        done = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in status.get("conditions") or [])
-        return None if done else {namespace: name}
+    # Kopf keeps an object's last index value until the object stops matching the filter, so the
+    # phase test belongs in `when=`, not in a None result.
+    @kopf.index(*resource, id="running_runs", registry=registry, when=lambda status, **_: status.get("phase") == RUNNING)
+    def running_runs(name, namespace, **_):
+        return {namespace: name}
 
-    @kopf.index(*resource, id="waiting_runs", registry=registry)
-    def waiting_runs(name, namespace, status, spec, meta, **_):
-        if status.get("phase") != QUEUED:
-            return None
+    @kopf.index(*resource, id="waiting_runs", registry=registry, when=lambda status, **_: status.get("phase") == QUEUED)
+    def waiting_runs(name, namespace, spec, meta, **_):
         priority = int(((spec or {}).get("job") or {}).get("priority") or 0)
         return {None: Waiting(namespace, name, priority, meta.get("creationTimestamp") or "")}
 
     # --- starting runs ---------------------------------------------------------------------
 
-    async def start_or_queue(body, patch, active_jobs, waiting_runs, parsed) -> None:
+    async def start_or_queue(body, patch, running_runs, waiting_runs, parsed, logger) -> None:
         meta, generation = body["metadata"], int(body["metadata"].get("generation") or 1)
         namespace, name = meta["namespace"], meta["name"]
         me = Waiting(namespace, name, parsed.spec.job.priority, meta.get("creationTimestamp") or "")
         async with slots.lock:
             waiting = [w for w in waiting_runs.get(None, []) if w.key != me.key] + [me]
-            running = slots.running(active_jobs)
+            running = slots.running(running_runs)
             metrics.running_jobs.set(sum(running.values()))
             metrics.queue_depth.set(len(waiting) - 1)
             if me.key not in admit(waiting, running, settings.max_running, settings.max_running_per_namespace):
                 place = position(me.key, waiting)
+                logger.debug(f"queued: in flight {dict(running)}, reserved {list(slots.reserved)}, waiting {[w.key for w in waiting]}")
                 message = (f"waiting for a Job slot: {sum(running.values())}/{settings.max_running} running cluster-wide, "
                            f"{running[namespace]}/{settings.max_running_per_namespace} in {namespace}; position {place} of {len(waiting)}")
                 if (body.get("status") or {}).get("phase") != QUEUED:
@@ -118,7 +119,7 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
             manifest = build_job(body, parsed.spec, settings)
             kopf.adopt(manifest, owner=body)
             created = await call(kube.create_job, manifest)
-            slots.reserved[(namespace, manifest["metadata"]["name"])] = time.monotonic()
+            slots.reserved[me.key] = time.monotonic()
         message = f"Job {manifest['metadata']['name']} {'created' if created else 'already exists'}"
         patch.status.update(status_patch(Phase(RUNNING, "JobCreated", message), body.get("status") or {}, generation,
                                          startTime=now(), completionTime=None))
@@ -128,7 +129,7 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
     @kopf.on.resume(*resource, id="reconcile", registry=registry)
     @kopf.on.create(*resource, id="reconcile", registry=registry)
     @kopf.on.update(*resource, field="spec", id="reconcile", registry=registry)
-    async def reconcile(body, meta, status, patch, active_jobs, waiting_runs, logger, **_):
+    async def reconcile(body, meta, status, patch, running_runs, waiting_runs, logger, **_):
         with metrics.reconciling():
             generation = int(meta.get("generation") or 1)
             namespace, name = meta["namespace"], meta["name"]
@@ -153,18 +154,18 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
                     patch.status.update(status_patch(Phase(RUNNING, "JobRunning", f"Job {existing['metadata']['name']} exists"),
                                                      dict(status), generation))
                 return
-            await start_or_queue(body, patch, active_jobs, waiting_runs, parsed)
+            await start_or_queue(body, patch, running_runs, waiting_runs, parsed, logger)
 
     @kopf.timer(*resource, interval=settings.queue_interval_seconds, id="retry_queued", registry=registry,
                 when=lambda status, **_: status.get("phase") == QUEUED)
-    async def retry_queued(body, meta, status, patch, active_jobs, waiting_runs, **_):
+    async def retry_queued(body, meta, status, patch, running_runs, waiting_runs, logger, **_):
         with metrics.reconciling():
             try:
                 parsed = _validate(body)
             except SpecError:
                 return  # the update handler reports it
             if status.get("observedGeneration") == int(meta.get("generation") or 1):
-                await start_or_queue(body, patch, active_jobs, waiting_runs, parsed)
+                await start_or_queue(body, patch, running_runs, waiting_runs, parsed, logger)
 
     # --- following Jobs --------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import logging
 
 import kopf
@@ -38,7 +39,7 @@ def configure(registry: kopf.OperatorRegistry, ours: OperatorSettings) -> None:
 
 
 def run(settings: OperatorSettings, peering: str | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if os.environ.get("KOMPRESS_DEBUG") else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     load_config()
     metrics = OperatorMetrics()
     metrics.serve(settings.metrics_port)

@@ -97,6 +97,7 @@ def start_operator(cluster, node, s3):
     yield start
     for process in started:
         process.stop()
+        print(f"--- operator log {process.log_path} (tail) ---\n{process.log()[-6000:]}")  # shown when a test fails
 
 
 def resource(name: str, s3_endpoint: str, **spec_overrides) -> dict:

@@ -69,7 +69,13 @@ class PodRunner:
             uid = pod.metadata.uid
             present.add(uid)
             if pod.metadata.deletion_timestamp is not None:
+                # As a kubelet does: stop the container, then confirm the deletion.
                 self._kill(uid)
+                try:
+                    self.core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
                 continue
             if uid not in self.seen and pod.status.phase == "Pending":
                 self.seen.add(uid)
