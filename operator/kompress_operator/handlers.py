@@ -219,8 +219,11 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
             metrics.job_duration.labels("succeeded" if outcome.state == SUCCEEDED else "failed").observe(duration)
         await event(current, phase.reason, phase.message, warning=outcome.state != SUCCEEDED)
 
-    @kopf.on.event(*resource, id="resource_deleted", registry=registry)
-    def resource_deleted(type, namespace, name, **_):
+    @kopf.on.event(*resource, id="resource_observed", registry=registry)
+    def resource_observed(type, namespace, name, running_runs, waiting_runs, **_):
+        # Indexes are updated before handlers run: the gauges follow every status change.
+        metrics.running_jobs.set(sum(len(names) for names in running_runs.values()))
+        metrics.queue_depth.set(len(waiting_runs.get(None, [])))
         if type == "DELETED":  # the garbage collector takes the Job and its Pods
             metrics.forget(namespace, name)
 
