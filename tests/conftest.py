@@ -4,12 +4,13 @@ endpoint (moto in server mode) for boto3."""
 from __future__ import annotations
 
 import shutil
-import socket
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
+
+from .harness.control_plane import free_port  # noqa: F401  (re-exported for the tests)
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -18,18 +19,16 @@ EXAMPLES = REPO / "examples"
 FAST_BENCHMARK = {"batchSizes": [1, 8], "warmup": 2, "iterations": 5, "rounds": 2, "threads": 1}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def copy_examples(folder: Path) -> Path:
+    """Copies of the example data and models in `folder`, as a user's project would hold them."""
+    for sub in ("data", "models"):
+        shutil.copytree(EXAMPLES / sub, folder / sub)
+    return folder
 
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
-    """A folder holding copies of the example data and models, as a user's project would."""
-    for sub in ("data", "models"):
-        shutil.copytree(EXAMPLES / sub, tmp_path / sub)
-    return tmp_path
+    return copy_examples(tmp_path)
 
 
 def resource_dict(name: str = "test-run", model: str = "models/digits-cnn.pt", model_format: str = "TorchScript",

@@ -7,12 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kompress_jobs.cli import main
 from kompress_jobs.errors import StoreError
 from kompress_jobs.pipeline import run_optimization
 from kompress_jobs.specfile import load_resource_file
 from kompress_jobs.store import LocalStore
+
+from .conftest import copy_examples, resource_dict
 
 ALL_PASSES = [{"type": "OnnxExport"}, {"type": "OrtOptimize"}, {"type": "DynamicInt8"},
               {"type": "StaticInt8", "calibrationMethod": "Entropy"}, {"type": "Fp16"}]
@@ -25,14 +28,7 @@ def sha256(path: Path) -> str:
 @pytest.fixture(scope="module")
 def cnn_run(tmp_path_factory):
     """One full run over every pass, shared by the tests that read its results."""
-    import shutil
-
-    from .conftest import EXAMPLES, resource_dict
-    import yaml
-
-    workspace = tmp_path_factory.mktemp("cnn")
-    for sub in ("data", "models"):
-        shutil.copytree(EXAMPLES / sub, workspace / sub)
+    workspace = copy_examples(tmp_path_factory.mktemp("cnn"))
     spec = workspace / "cnn.yaml"
     spec.write_text(yaml.safe_dump(resource_dict(name="cnn", passes=ALL_PASSES, goals={"maxAccuracyDrop": 1.0})))
     out = workspace / "runs"

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from kompress_operator.settings import OperatorSettings
+
 from . import __version__
 from .errors import KompressError
 
@@ -53,23 +55,25 @@ def _parser() -> argparse.ArgumentParser:
 
     operator = commands.add_parser("operator", help="run the Kubernetes operator (kubeconfig or in-cluster config)")
     env = lambda name, default: os.environ.get(f"KOMPRESS_{name}", default)  # noqa: E731
+    defaults = OperatorSettings()
     operator.add_argument("--namespace", action="append", default=[n for n in env("NAMESPACES", "").split(",") if n],
                           help="watch only this namespace (repeatable; default: all) [KOMPRESS_NAMESPACES]")
-    operator.add_argument("--max-running", type=int, default=int(env("MAX_RUNNING", "4")),
+    operator.add_argument("--max-running", type=int, default=int(env("MAX_RUNNING", defaults.max_running)),
                           help="optimization Jobs in flight cluster-wide [KOMPRESS_MAX_RUNNING]")
-    operator.add_argument("--max-running-per-namespace", type=int, default=int(env("MAX_RUNNING_PER_NAMESPACE", "2")),
+    operator.add_argument("--max-running-per-namespace", type=int,
+                          default=int(env("MAX_RUNNING_PER_NAMESPACE", defaults.max_running_per_namespace)),
                           help="optimization Jobs in flight per namespace [KOMPRESS_MAX_RUNNING_PER_NAMESPACE]")
-    operator.add_argument("--cpu-image", default=env("CPU_IMAGE", "ghcr.io/kompress/kompress-job:0.1.0"))
-    operator.add_argument("--gpu-image", default=env("GPU_IMAGE", "ghcr.io/kompress/kompress-job-gpu:0.1.0"))
+    operator.add_argument("--cpu-image", default=env("CPU_IMAGE", defaults.cpu_image))
+    operator.add_argument("--gpu-image", default=env("GPU_IMAGE", defaults.gpu_image))
     operator.add_argument("--default-artifacts", default=env("DEFAULT_ARTIFACTS", None),
                           help="artifact URI for specs that name none [KOMPRESS_DEFAULT_ARTIFACTS]")
     operator.add_argument("--artifacts-secret", default=env("ARTIFACTS_SECRET", None),
                           help="Secret (in each run's namespace) whose keys become the Job's environment, e.g. AWS_*")
     operator.add_argument("--job-env", action="append", default=[], metavar="NAME=VALUE",
                           help="environment variable for every Job (repeatable)")
-    operator.add_argument("--metrics-port", type=int, default=int(env("METRICS_PORT", "8000")))
-    operator.add_argument("--health-port", type=int, default=int(env("HEALTH_PORT", "8080")))
-    operator.add_argument("--queue-interval", type=float, default=float(env("QUEUE_INTERVAL", "5")),
+    operator.add_argument("--metrics-port", type=int, default=int(env("METRICS_PORT", defaults.metrics_port)))
+    operator.add_argument("--health-port", type=int, default=int(env("HEALTH_PORT", defaults.health_port)))
+    operator.add_argument("--queue-interval", type=float, default=float(env("QUEUE_INTERVAL", defaults.queue_interval_seconds)),
                           help="seconds between retries of queued runs")
     operator.add_argument("--peering", default=env("PEERING", None),
                           help="Kopf peering name, for more than one replica (default: standalone)")
@@ -84,7 +88,6 @@ def _parser() -> argparse.ArgumentParser:
 def _operator(args: argparse.Namespace) -> int:
     try:
         from kompress_operator.main import run
-        from kompress_operator.settings import OperatorSettings
     except ImportError as exc:
         raise KompressError(f"the operator needs the 'operator' extra (pip install 'kompress[operator]'): {exc}") from None
     extra_env = dict(item.split("=", 1) for item in args.job_env if "=" in item)

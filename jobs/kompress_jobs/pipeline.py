@@ -184,6 +184,7 @@ def _publish(store: ArtifactStore, run_id: str, report: dict, candidates: list[C
 
     files = {c.artifact_key: c.model.path for c in candidates if c.artifact_key}
     files |= {name: out / name for name in ("report.json", "report.md", "pareto.png")}
+    known = {c.artifact_key: c.sha256 for c in candidates if c.artifact_key}
     manifest = {
         "apiVersion": "kompress.io/v1alpha1",
         "kind": "RunManifest",
@@ -192,7 +193,8 @@ def _publish(store: ArtifactStore, run_id: str, report: dict, candidates: list[C
         "inputs": report["inputs"],
         "best": report["best"],
         "paretoFront": report["paretoFront"],
-        "files": [{"path": key, "sha256": _sha256(path), "sizeBytes": path.stat().st_size} for key, path in files.items()],
+        "files": [{"path": key, "sha256": known.get(key) or _sha256(path), "sizeBytes": path.stat().st_size}
+                  for key, path in files.items()],
         "candidates": [
             {k: r.get(k) for k in ("name", "outcome", "lineage", "artifact", "sha256", "sizeBytes", "metric", "accepted", "rank")}
             | {"latencyP50Ms": {b: s["p50_ms"] for b, s in r.get("latency", {}).items()}}

@@ -104,8 +104,6 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
         async with slots.lock:
             waiting = [w for w in waiting_runs.get(None, []) if w.key != me.key] + [me]
             running = slots.running(running_runs)
-            metrics.running_jobs.set(sum(running.values()))
-            metrics.queue_depth.set(len(waiting) - 1)
             if me.key not in admit(waiting, running, settings.max_running, settings.max_running_per_namespace):
                 place = position(me.key, waiting)
                 logger.debug(f"queued: in flight {dict(running)}, reserved {list(slots.reserved)}, waiting {[w.key for w in waiting]}")
@@ -114,7 +112,6 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
                 if (body.get("status") or {}).get("phase") != QUEUED:
                     patch.status.update(status_patch(Phase(QUEUED, "ConcurrencyLimit", message), body.get("status") or {}, generation))
                     await event(body, "Queued", message)
-                metrics.queue_depth.set(len(waiting))
                 return
             manifest = build_job(body, parsed.spec, settings)
             kopf.adopt(manifest, owner=body)

@@ -40,9 +40,8 @@ class OnnxExport(OptimizationPass):
             warnings.simplefilter("ignore")
             try:
                 if exporter is Exporter.DYNAMO:
-                    program = torch.export.load(str(model.path)) if model.format is ModelFormat.TORCH_EXPORT else load_torch_module(model)
                     torch.onnx.export(
-                        program, example, str(output), dynamo=True, external_data=False,
+                        torch.export.load(str(model.path)), example, str(output), dynamo=True, external_data=False,
                         opset_version=max(self.spec.opset, DYNAMO_MIN_OPSET), input_names=["input"], output_names=["output"],
                     )
                 else:
