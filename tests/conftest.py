@@ -3,6 +3,7 @@ endpoint (moto in server mode) for boto3."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import urllib.request
 from pathlib import Path
@@ -80,3 +81,16 @@ def s3_keys(endpoint: str, bucket: str = "models", prefix: str = "") -> list[str
 
     listing = boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=bucket, Prefix=prefix)
     return sorted(item["Key"] for item in listing.get("Contents", []))
+
+
+@pytest.fixture(scope="session")
+def assets() -> Path:
+    """The real Kubernetes binaries (etcd, kube-apiserver, kubectl, helm, promtool, ...)."""
+    from .harness.control_plane import assets_dir
+
+    try:
+        return assets_dir()
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        if os.environ.get("KOMPRESS_REQUIRE_CLUSTER"):
+            raise
+        pytest.skip(f"no Kubernetes test binaries (run scripts/k8s-test-assets): {exc}")

@@ -7,7 +7,9 @@ and the operator image stay light.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -15,8 +17,19 @@ from pathlib import Path
 from kompress_operator.settings import OperatorSettings
 
 from . import __version__
-from .errors import KompressError
+from .errors import KompressError, SpecError
 
+
+
+def _json_object(text: str) -> dict:
+    """argparse type: a JSON object (flags that take structured values, e.g. --job-resources)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
@@ -54,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     job.set_defaults(handler=_job)
 
     operator = commands.add_parser("operator", help="run the Kubernetes operator (kubeconfig or in-cluster config)")
-    env = lambda name, default: os.environ.get(f"KOMPRESS_{name}", default)  # noqa: E731
+    env = lambda name, default: os.environ.get(f"KOMPRESS_{name}") or default  # noqa: E731  (empty = unset, as charts write)
     defaults = OperatorSettings()
     operator.add_argument("--namespace", action="append", default=[n for n in env("NAMESPACES", "").split(",") if n],
                           help="watch only this namespace (repeatable; default: all) [KOMPRESS_NAMESPACES]")
@@ -70,13 +83,27 @@ def _parser() -> argparse.ArgumentParser:
     operator.add_argument("--artifacts-secret", default=env("ARTIFACTS_SECRET", None),
                           help="Secret (in each run's namespace) whose keys become the Job's environment, e.g. AWS_*")
     operator.add_argument("--job-env", action="append", default=[], metavar="NAME=VALUE",
-                          help="environment variable for every Job (repeatable)")
+                          help="environment variable for every Job (repeatable; adds to KOMPRESS_JOB_ENV, "
+                          'a JSON object such as \'{"AWS_REGION": "eu-west-1"}\')')
+    operator.add_argument("--job-resources", type=_json_object, default=env("JOB_RESOURCES", "{}"),
+                          metavar="JSON", help='default Job container resources, e.g. \'{"requests": {"cpu": "2"}}\'; '
+                          "a spec's own requests or limits replace them [KOMPRESS_JOB_RESOURCES]")
+    operator.add_argument("--job-service-account", default=env("JOB_SERVICE_ACCOUNT", None),
+                          help="ServiceAccount for Job Pods whose spec names none [KOMPRESS_JOB_SERVICE_ACCOUNT]")
+    operator.add_argument("--image-pull-policy", default=env("IMAGE_PULL_POLICY", defaults.image_pull_policy),
+                          choices=["Always", "IfNotPresent", "Never"])
+    operator.add_argument("--ttl-seconds-after-finished", type=int,
+                          default=int(env("TTL_SECONDS_AFTER_FINISHED", defaults.ttl_seconds_after_finished)),
+                          help="how long finished Jobs stay, unless a spec says otherwise")
     operator.add_argument("--metrics-port", type=int, default=int(env("METRICS_PORT", defaults.metrics_port)))
     operator.add_argument("--health-port", type=int, default=int(env("HEALTH_PORT", defaults.health_port)))
     operator.add_argument("--queue-interval", type=float, default=float(env("QUEUE_INTERVAL", defaults.queue_interval_seconds)),
                           help="seconds between retries of queued runs")
     operator.add_argument("--peering", default=env("PEERING", None),
                           help="Kopf peering name, for more than one replica (default: standalone)")
+    operator.add_argument("--peering-priority", type=int, default=env("PEERING_PRIORITY", None),
+                          help="this replica's peering priority (default: random, so one replica serves "
+                          "and the others stand by; equal priorities would make Kopf freeze all of them)")
     operator.set_defaults(handler=_operator)
 
     validate = commands.add_parser("validate", help="check a ModelOptimization YAML without running it")
@@ -90,12 +117,22 @@ def _operator(args: argparse.Namespace) -> int:
         from kompress_operator.main import run
     except ImportError as exc:
         raise KompressError(f"the operator needs the 'operator' extra (pip install 'kompress[operator]'): {exc}") from None
-    extra_env = dict(item.split("=", 1) for item in args.job_env if "=" in item)
+    bad_env = [item for item in args.job_env if "=" not in item]
+    if bad_env:
+        raise SpecError(f"--job-env takes NAME=VALUE, got {bad_env[0]!r}")
+    try:
+        env_json = _json_object(os.environ.get("KOMPRESS_JOB_ENV") or "{}")
+    except argparse.ArgumentTypeError as exc:
+        raise SpecError(f"KOMPRESS_JOB_ENV: {exc}") from None
+    extra_env = {str(k): str(v) for k, v in env_json.items()} | dict(item.split("=", 1) for item in args.job_env)
+    priority = args.peering_priority if args.peering_priority is not None else random.randint(1, 2**31 - 1)
     settings = OperatorSettings(
         namespaces=tuple(args.namespace), max_running=args.max_running, max_running_per_namespace=args.max_running_per_namespace,
         cpu_image=args.cpu_image, gpu_image=args.gpu_image, default_artifacts=args.default_artifacts,
         artifacts_secret=args.artifacts_secret, metrics_port=args.metrics_port, health_port=args.health_port,
-        queue_interval_seconds=args.queue_interval, extra_env=extra_env,
+        queue_interval_seconds=args.queue_interval, extra_env=extra_env, default_job_resources=args.job_resources,
+        job_service_account=args.job_service_account, image_pull_policy=args.image_pull_policy,
+        ttl_seconds_after_finished=args.ttl_seconds_after_finished, peering_priority=priority,
     )
     run(settings, peering=args.peering)
     return 0
@@ -133,10 +170,6 @@ def _optimize(args: argparse.Namespace) -> int:
 
 def _job(args: argparse.Namespace) -> int:
     """The resource arrives as JSON in $KOMPRESS_RESOURCE; the result leaves as JSON in the termination log."""
-    import json
-    import os
-
-    from .errors import SpecError
     from .pipeline import run_optimization
     from .specfile import resource_from_dict
     from .summary import run_summary

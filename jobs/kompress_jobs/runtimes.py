@@ -8,27 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from .errors import DataError, ModelLoadError
+from .modelfile import ModelFile
 from .schema import ModelFormat
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    path: Path
-    format: ModelFormat
-    precision: str = "fp32"
-    # Files the model needs beside itself (e.g. ONNX external data); counted in its size.
-    extra_files: tuple[Path, ...] = field(default_factory=tuple)
-
-    @property
-    def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in (self.path, *self.extra_files))
 
 
 class Runner:

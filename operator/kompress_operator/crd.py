@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -158,5 +159,17 @@ def render() -> str:
     return header + yaml.dump(crd(), Dumper=_PlainDumper, sort_keys=False, width=120)
 
 
+# Where the generated CRD is checked in: the plain manifests, and the chart (Helm reads files only
+# from inside the chart, so it carries its own copy; tests keep both equal to render()).
+REPO = Path(__file__).resolve().parents[2]
+CRD_COPIES = (REPO / "crds" / CRD_FILE, REPO / "charts" / "kompress" / "files" / "crds" / CRD_FILE)
+
+
 if __name__ == "__main__":
-    sys.stdout.write(render())
+    if sys.argv[1:] == ["--write"]:
+        for path in CRD_COPIES:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(render())
+            print(f"wrote {path.relative_to(REPO)}")
+    else:
+        sys.stdout.write(render())

@@ -42,8 +42,10 @@ def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Opera
     image = job.image or (settings.gpu_image if job.device is Device.GPU else settings.cpu_image)
     labels = {**MANAGED_BY, "app.kubernetes.io/name": "kompress-job", RESOURCE_LABEL: name, GENERATION_LABEL: str(generation)}
 
-    limits = {k: str(v) for k, v in job.resources.limits.items()}
-    requests = {k: str(v) for k, v in job.resources.requests.items()}
+    # The spec's requests (or limits) replace the operator's defaults as a whole, as a Pod's would.
+    defaults = settings.default_job_resources
+    limits = {k: str(v) for k, v in (job.resources.limits or defaults.get("limits") or {}).items()}
+    requests = {k: str(v) for k, v in (job.resources.requests or defaults.get("requests") or {}).items()}
     if gpus:
         limits["nvidia.com/gpu"] = str(gpus)
     resource_document = {"apiVersion": body["apiVersion"], "kind": body["kind"],

@@ -36,6 +36,7 @@ def configure(registry: kopf.OperatorRegistry, ours: OperatorSettings) -> None:
         # transitions themselves, so only Kopf's warnings and errors (handler failures) go out.
         settings.posting.level = logging.WARNING
         settings.execution.max_workers = 16
+        settings.peering.priority = ours.peering_priority
 
 
 def run(settings: OperatorSettings, peering: str | None = None) -> None:

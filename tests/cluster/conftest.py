@@ -15,22 +15,12 @@ import pytest
 import yaml
 
 from ..conftest import EXAMPLES, FAST_BENCHMARK, free_port
-from ..harness.control_plane import REPO, ControlPlane, User, assets_dir
+from ..harness.control_plane import REPO, ControlPlane, User
 from ..harness.node import PodRunner
 from ..harness.operator_process import OperatorProcess
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 GROUP, VERSION, PLURAL = "kompress.io", "v1alpha1", "modeloptimizations"
-
-
-@pytest.fixture(scope="session")
-def assets() -> Path:
-    try:
-        return assets_dir()
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        if os.environ.get("KOMPRESS_REQUIRE_CLUSTER"):
-            raise
-        pytest.skip(f"no Kubernetes test binaries (run scripts/k8s-test-assets): {exc}")
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ failing Pods and the concurrency cap — each against the real API server and Jo
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -123,5 +124,7 @@ def test_runs_over_the_cap_queue_and_start_by_priority(cluster, namespace, s3, s
     for name in ("first", "high", "low"):
         assert wait_for(phase_is(cluster, namespace, name, "Succeeded", "Failed"), f"{name} to finish",
                         timeout=240)["status"]["phase"] == "Succeeded"
-    order = [p.split("/")[1].rsplit("-g", 1)[0] for p in node.started_pods if p.startswith(f"{namespace}/")]
+    # Pod names are <resource>-g<generation>-<random suffix>; the suffix may itself start with "g".
+    order = [re.match(r"(.+)-g\d+-[a-z0-9]+$", p.split("/")[1]).group(1) for p in node.started_pods
+             if p.startswith(f"{namespace}/")]
     assert order == ["first", "high", "low"]

@@ -11,13 +11,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-import numpy as np
-
-from ..data import Dataset
-from ..runtimes import ModelFile
+from ..modelfile import ModelFile
 from ..schema import ModelFormat
+
+if TYPE_CHECKING:  # the operator imports passes to plan them, without numpy or the runtimes
+    import numpy as np
+
+    from ..data import Dataset
 
 
 @dataclass(frozen=True)

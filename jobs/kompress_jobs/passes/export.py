@@ -7,7 +7,7 @@ import io
 import warnings
 
 from ..errors import PassError
-from ..runtimes import ModelFile, load_torch_module, quiet_logger
+from ..modelfile import ModelFile
 from ..schema import Exporter, ModelFormat
 from .base import OptimizationPass, PassContext, register
 
@@ -26,6 +26,8 @@ class OnnxExport(OptimizationPass):
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         import torch
+
+        from ..runtimes import load_torch_module, quiet_logger
 
         exporter = self.spec.exporter
         if exporter is Exporter.AUTO:

@@ -4,7 +4,7 @@ slower (the selection then rejects it, with the reason, rather than hiding it)."
 from __future__ import annotations
 
 from ..errors import PassError
-from ..runtimes import ModelFile
+from ..modelfile import ModelFile
 from ..schema import ModelFormat
 from .base import OptimizationPass, PassContext, register
 

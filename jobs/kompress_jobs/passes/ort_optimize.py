@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..runtimes import ModelFile
+from ..modelfile import ModelFile
 from ..schema import ModelFormat, OptimizationLevel
 from .base import OptimizationPass, PassContext, register
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..errors import PassError
-from ..runtimes import ModelFile
+from ..modelfile import ModelFile
 from ..schema import ModelFormat
 from .base import OptimizationPass, PassContext, register
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _quant_type(value):

@@ -1,0 +1,48 @@
+{{- define "kompress.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "kompress.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains (include "kompress.name" .) .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name (include "kompress.name" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "kompress.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kompress.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "kompress.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "kompress.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kompress
+{{- end }}
+
+{{- define "kompress.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kompress.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "kompress.image" -}}
+{{- printf "%s:%s" .image.repository (default .chart.AppVersion .image.tag) }}
+{{- end }}
+
+{{/* Kopf peering: on when more than one replica runs. */}}
+{{- define "kompress.peering" -}}
+{{- if gt (int .Values.replicaCount) 1 }}{{ include "kompress.fullname" . }}{{ end }}
+{{- end }}
+
+{{/* The metrics Service's name, which is also Prometheus' `job` label under a ServiceMonitor. */}}
+{{- define "kompress.metricsService" -}}
+{{- printf "%s-metrics" (include "kompress.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}

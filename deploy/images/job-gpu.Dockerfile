@@ -1,0 +1,23 @@
+# syntax=docker/dockerfile:1
+# The GPU job image: NVIDIA's TensorRT container (CUDA, cuDNN and the `tensorrt` Python package
+# matched to each other), torch with CUDA, and ONNX Runtime's GPU build.
+# Build from the repository root: scripts/build-images
+ARG TENSORRT_IMAGE=nvcr.io/nvidia/tensorrt:25.01-py3
+FROM ${TENSORRT_IMAGE}
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY jobs/ jobs/
+COPY operator/ operator/
+# onnxruntime-gpu replaces the CPU build that the job extra names (same module, CUDA and
+# TensorRT execution providers added).
+RUN pip install --no-cache-dir ".[job]" \
+    && pip uninstall -y onnxruntime \
+    && pip install --no-cache-dir "onnxruntime-gpu>=1.20" \
+    && rm -rf /src
+COPY examples/ /opt/kompress/examples/
+ENV MPLBACKEND=Agg
+# The TensorRT image has no unprivileged user of its own; the Job's securityContext runs as 65532.
+USER 65532:65532
+WORKDIR /scratch
+ENTRYPOINT ["kompress"]
+CMD ["job"]

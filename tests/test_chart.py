@@ -1,0 +1,271 @@
+"""The Helm chart, kustomize overlays, GitOps manifests and images, checked by the real tools that
+consume them (helm, kubectl kustomize, promtool). Tests against the API server: tests/cluster/test_chart.py."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kompress_operator.crd import CRD_FILE, render
+from kompress_operator.metrics import OperatorMetrics
+
+from .conftest import REPO
+
+CHART = REPO / "charts" / "kompress"
+VALUES = sorted((REPO / "tests" / "fixtures" / "chart-values").glob("*.yaml"))
+DEPLOY = REPO / "deploy"
+
+
+def run(tool: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([str(tool), *map(str, args)], capture_output=True, text=True, check=check, timeout=120)
+
+
+def template(assets: Path, *args: str) -> list[dict]:
+    out = run(assets / "helm", "template", "kompress", CHART, "--namespace", "kompress-system", *args).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def of_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def operator_env(docs: list[dict]) -> dict[str, str]:
+    container = of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+@pytest.mark.parametrize("values", [None, *VALUES], ids=lambda v: v.stem if v else "defaults")
+def test_helm_lint_passes(assets, values):
+    args = ["--strict"] + (["-f", values] if values else [])
+    result = run(assets / "helm", "lint", CHART, *args, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_values_schema_rejects_typos_and_wrong_types(assets):
+    for bad in (["--set", "concurency.maxRunning=1"], ["--set", "replicaCount=two"],
+                ["--set", "metrics.serviceMonitor.interval=soon"], ["--set", "watchNamespaces[0]=Team_A"]):
+        result = run(assets / "helm", "template", "kompress", CHART, *bad, check=False)
+        assert result.returncode != 0 and "values don't meet the specifications of the schema" in result.stderr, bad
+
+
+def test_chart_installs_the_generated_crd_and_keeps_it(assets):
+    generated = yaml.safe_load(render())
+    crd = of_kind(template(assets), "CustomResourceDefinition")[0]
+    assert crd["spec"] == generated["spec"] and crd["metadata"]["name"] == generated["metadata"]["name"]
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    unkept = of_kind(template(assets, "--set", "crds.keep=false"), "CustomResourceDefinition")[0]
+    assert "helm.sh/resource-policy" not in unkept["metadata"]["annotations"]
+    assert not of_kind(template(assets, "--set", "crds.enabled=false"), "CustomResourceDefinition")
+    assert (CHART / "files" / "crds" / CRD_FILE).read_text() == render()
+
+
+def test_rbac_grants_only_what_the_operator_calls(assets):
+    for args in ([], ["-f", REPO / "tests/fixtures/chart-values/namespaced-ha.yaml"]):
+        docs = template(assets, *args)
+        rules = [rule for role in of_kind(docs, "ClusterRole") for rule in role["rules"]]
+        for rule in rules:
+            assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
+            assert not {"secrets", "configmaps"} & set(rule["resources"]), rule
+            assert not {"update", "deletecollection", "escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+        granted = {(g, r): set(rule["verbs"]) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
+        assert granted[("", "pods")] == {"list"} and granted[("", "events")] == {"create"}
+        assert granted[("batch", "jobs")] == {"get", "list", "watch", "create", "delete"}
+        assert granted[("kompress.io", "modeloptimizations/status")] == {"get", "patch"}
+    namespaced = template(assets, "-f", REPO / "tests/fixtures/chart-values/namespaced-ha.yaml")
+    assert {b["metadata"]["namespace"] for b in of_kind(namespaced, "RoleBinding")} == {"team-a", "team-b"}
+    assert operator_env(namespaced)["KOMPRESS_NAMESPACES"] == "team-a,team-b"
+
+
+def test_more_than_one_replica_turns_on_peering(assets):
+    single = template(assets)
+    assert operator_env(single)["KOMPRESS_PEERING"] == ""
+    assert of_kind(single, "Deployment")[0]["spec"]["strategy"] == {"type": "Recreate"}
+    assert not of_kind(single, "ClusterKopfPeering")
+    ha = template(assets, "--set", "replicaCount=2")
+    assert operator_env(ha)["KOMPRESS_PEERING"] == "kompress"
+    peering = of_kind(ha, "ClusterKopfPeering")[0]
+    assert peering["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    rules = [r for role in of_kind(ha, "ClusterRole") for r in role["rules"]]
+    assert {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["get", "list", "watch", "patch"]} in rules
+
+
+def test_job_settings_reach_the_operator(assets):
+    env = operator_env(template(assets, "-f", REPO / "tests/fixtures/chart-values/namespaced-ha.yaml"))
+    assert json.loads(env["KOMPRESS_JOB_RESOURCES"]) == {"requests": {"cpu": "4", "memory": "16Gi"},
+                                                         "limits": {"memory": "8Gi", "nvidia.com/gpu": 1}}  # Helm merges maps
+    assert json.loads(env["KOMPRESS_JOB_ENV"]) == {"AWS_REGION": "eu-west-1"}
+    assert env["KOMPRESS_DEFAULT_ARTIFACTS"] == "s3://ml-artifacts/kompress"
+    assert env["KOMPRESS_JOB_SERVICE_ACCOUNT"] == "kompress-jobs"
+    assert env["KOMPRESS_CPU_IMAGE"] == "ghcr.io/kompress/kompress-job:0.1.0"
+
+
+def test_service_monitor_selects_the_metrics_service(assets):
+    docs = template(assets, "-f", REPO / "tests/fixtures/chart-values/monitoring.yaml")
+    monitor, service = of_kind(docs, "ServiceMonitor")[0], of_kind(docs, "Service")[0]
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
+    dashboard = of_kind(docs, "ConfigMap")[0]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1" and dashboard["metadata"]["namespace"] == "monitoring"
+    json.loads(dashboard["data"]["kompress.json"])
+
+
+# --- alerts and dashboard: valid PromQL, and only metrics the operator exports ---------------------
+
+def exported_metric_names() -> set[str]:
+    """Every series name the operator's registry exposes, with the suffixes histograms and counters add."""
+    names = set()
+    for family in OperatorMetrics().registry.collect():
+        base = family.name
+        names |= {base, f"{base}_total", f"{base}_bucket", f"{base}_sum", f"{base}_count", f"{base}_created"}
+    return names
+
+
+def alert_rules(assets: Path) -> dict:
+    rule = of_kind(template(assets, "-f", REPO / "tests/fixtures/chart-values/monitoring.yaml"), "PrometheusRule")[0]
+    return rule["spec"]
+
+
+def dashboard_exprs() -> list[str]:
+    dashboard = json.loads((CHART / "files" / "dashboards" / "kompress.json").read_text())
+    return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+
+
+def test_alert_rules_pass_promtool(assets, tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(alert_rules(assets)))
+    result = run(assets / "promtool", "check", "rules", rules, check=False)
+    assert result.returncode == 0 and "SUCCESS: 4 rules found" in result.stdout, result.stdout + result.stderr
+    assert {r["alert"] for g in alert_rules(assets)["groups"] for r in g["rules"]} == {
+        "KompressOperatorDown", "KompressRunsFailing", "KompressQueueStuck", "KompressReconcileErrors"}
+
+
+def test_dashboard_queries_are_valid_promql(assets, tmp_path):
+    # Grafana's variables replaced by what they expand to, then promtool parses each query.
+    def expand(expr: str) -> str:
+        return expr.replace("$__rate_interval", "5m").replace("$__range", "1h").replace("$job", ".*").replace("$namespace", ".*")
+    rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"dashboard:query{i}", "expr": expand(e)}
+                                                        for i, e in enumerate(dashboard_exprs())]}]}
+    path = tmp_path / "dashboard-rules.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    result = run(assets / "promtool", "check", "rules", path, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def used_metric_names(assets: Path) -> set[str]:
+    exprs = dashboard_exprs() + [r["expr"] for g in alert_rules(assets)["groups"] for r in g["rules"]]
+    return {m for e in exprs for m in re.findall(r"\b(kompress_[a-z_]+)", e)}
+
+
+def test_dashboard_and_alerts_use_only_exported_metrics(assets):
+    used = used_metric_names(assets)
+    assert len(used) >= 9
+    assert used <= exported_metric_names(), used - exported_metric_names()
+
+
+# --- plain manifests, kustomize, GitOps ------------------------------------------------------------
+
+def test_plain_manifests_are_the_rendered_chart(assets):
+    checked_in = (DEPLOY / "kustomize" / "base" / "kompress.yaml").read_text()
+    rendered = run(assets / "helm", "template", "kompress", CHART, "--namespace", "kompress-system").stdout
+    assert checked_in.split("\n", 1)[1] == rendered, "deploy/kustomize/base/kompress.yaml is stale: run scripts/render-manifests"
+
+
+@pytest.mark.parametrize("overlay", ["base", "overlays/cpu", "overlays/gpu"])
+def test_kustomize_renders_every_overlay(assets, overlay):
+    docs = [d for d in yaml.safe_load_all(run(assets / "kubectl", "kustomize", DEPLOY / "kustomize" / overlay).stdout) if d]
+    deployment = of_kind(docs, "Deployment")[0]
+    assert deployment["metadata"]["namespace"] == "kompress-system"
+    env = operator_env(docs)
+    if overlay == "overlays/gpu":
+        assert env["KOMPRESS_MAX_RUNNING"] == "2"
+        assert [d["spec"]["job"]["device"] for d in of_kind(docs, "ModelOptimization") if "device" in d["spec"].get("job", {})] == ["GPU"]
+    if overlay == "overlays/cpu":
+        assert json.loads(env["KOMPRESS_JOB_RESOURCES"])["requests"]["cpu"] == "4"
+
+
+def test_samples_are_valid_resources():
+    from kompress_jobs.plan import plan_passes
+    from kompress_jobs.specfile import load_resource_file
+
+    samples = sorted((DEPLOY / "samples").glob("*/digits-*.yaml"))
+    assert len(samples) == 2
+    for sample in samples:
+        plan_passes(load_resource_file(sample).spec)
+
+
+def test_argocd_applications_point_at_paths_that_exist(assets, tmp_path):
+    for path in sorted((DEPLOY / "argocd").glob("*.yaml")):
+        app = yaml.safe_load(path.read_text())
+        assert (app["apiVersion"], app["kind"]) == ("argoproj.io/v1alpha1", "Application")
+        source = app["spec"]["source"]
+        assert (REPO / source["path"]).is_dir(), source["path"]
+        if "helm" in source:  # the values must pass the chart's schema
+            values = tmp_path / "values.yaml"
+            values.write_text(yaml.safe_dump(source["helm"]["valuesObject"]))
+            template(assets, "-f", str(values))
+        else:
+            run(assets / "kubectl", "kustomize", REPO / source["path"])
+
+
+def test_flux_release_points_at_the_chart(assets, tmp_path):
+    docs = [d for d in yaml.safe_load_all(run(assets / "kubectl", "kustomize", DEPLOY / "flux").stdout) if d]
+    repo, release = of_kind(docs, "GitRepository")[0], of_kind(docs, "HelmRelease")[0]
+    assert repo["apiVersion"] == "source.toolkit.fluxcd.io/v1" and release["apiVersion"] == "helm.toolkit.fluxcd.io/v2"
+    chart = release["spec"]["chart"]["spec"]
+    assert chart["sourceRef"] == {"kind": "GitRepository", "name": repo["metadata"]["name"], "namespace": "flux-system"}
+    assert (REPO / chart["chart"] / "Chart.yaml").is_file()
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(release["spec"]["values"]))
+    template(assets, "-f", str(values))
+
+
+# --- images ----------------------------------------------------------------------------------------
+
+def test_dockerfiles_run_as_non_root_and_the_operator_image_has_no_model_runtime():
+    images = DEPLOY / "images"
+    for name in ("operator", "job", "job-gpu"):
+        text = (images / f"{name}.Dockerfile").read_text()
+        assert re.search(r"^USER 65532:65532$", text, re.M), name
+        assert 'CMD ["operator"]' in text if name == "operator" else 'CMD ["job"]' in text
+    operator = (images / "operator.Dockerfile").read_text()
+    assert '".[operator]"' in operator and "[job]" not in operator and "torch" not in operator.replace("no torch", "")
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {".git", ".venv", "kompress-runs", "tests"} <= set(ignored)
+    build = (REPO / "scripts" / "build-images").read_text()
+    assert "deploy/images/$image.Dockerfile" in build and "for image in operator job job-gpu" in build
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["image"]["repository"] == "ghcr.io/kompress/kompress-operator"
+    assert values["jobs"]["cpuImage"]["repository"] == "ghcr.io/kompress/kompress-job"
+
+
+def test_operator_runs_without_torch_numpy_or_onnxruntime():
+    """What the slim operator image holds is enough: importing and starting the CLI never needs
+    the job's runtimes."""
+    blocked = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy", "boto3", "matplotlib", "optuna", "tensorrt")
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {blocked!r}: raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import kompress_operator.main, kompress_operator.handlers\n"
+        "from kompress_jobs.cli import main\n"
+        "sys.exit(main(['operator', '--help']))\n"
+    )
+    result = subprocess.run([__import__("sys").executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "--max-running" in result.stdout, result.stderr
+
+
+def test_kind_quickstart_is_valid_shell_and_uses_files_that_exist():
+    script = DEPLOY / "kind" / "quickstart.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    for path in re.findall(r"\b((?:deploy|charts|scripts)/[\w./-]+)", text):
+        assert (REPO / path).exists(), path
