@@ -5,6 +5,7 @@ Calls are synchronous; handlers run them in a thread (asyncio.to_thread) so the 
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 from typing import Any
 
@@ -14,6 +15,8 @@ from kubernetes.client.rest import ApiException
 from kompress_jobs.schema import API_GROUP, API_VERSION, PLURAL
 
 from .jobspec import GENERATION_LABEL, RESOURCE_LABEL
+
+log = logging.getLogger(__name__)
 
 
 def load_config() -> None:
@@ -94,7 +97,9 @@ class Kube:
         try:
             self.core.create_namespaced_event(meta["namespace"], body)
         except ApiException as exc:  # an event is best effort: never fail a reconciliation for it
-            if exc.status not in (403, 404, 409, 422):
+            if exc.status == 403:
+                log.warning("cannot post Events in %s (Forbidden): grant `create` on events", meta["namespace"])
+            elif exc.status not in (404, 409, 422):
                 raise
 
 

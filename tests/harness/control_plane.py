@@ -74,8 +74,11 @@ class ControlPlane:
         return f"https://127.0.0.1:{self.api_port}"
 
     def kubeconfig(self, user: str = "admin", token: str | None = None) -> Path:
-        token = token or next(u.token for u in self.users if u.name == user)
         path = self.dir / f"kubeconfig-{user}"
+        known = {u.name: u.token for u in self.users}
+        if token is None and user not in known and path.exists():
+            return path  # written earlier with a token of its own (e.g. a ServiceAccount's)
+        token = token or known[user]
         path.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "test",
             "clusters": [{"name": "test", "cluster": {"server": self.server, "insecure-skip-tls-verify": True}}],

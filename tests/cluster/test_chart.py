@@ -1,0 +1,125 @@
+"""The chart against the real API server: its manifests pass server-side validation, and the
+operator running as the chart's own ServiceAccount (a token checked by the real RBAC authorizer)
+completes a run — so the chart's RBAC is enough — while being refused what it does not need."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import yaml
+
+from ..conftest import REPO
+from ..harness.operator_process import OperatorProcess
+from ..test_chart import CHART, VALUES, used_metric_names
+from .conftest import S3_ENV, apply, condition, phase_is, resource, wait_for
+
+RELEASE, RELEASE_NAMESPACE = "kompress", "kompress-system"
+
+
+def helm(cluster, *args: str, check: bool = True):
+    import subprocess
+
+    return subprocess.run([str(cluster.assets / "helm"), "--kubeconfig", str(cluster.kubeconfig()), *map(str, args)],
+                          capture_output=True, text=True, check=check, timeout=180)
+
+
+def ensure_namespace(cluster, name: str) -> None:
+    cluster.kubectl("create", "namespace", name, check=False)
+
+
+@pytest.fixture(scope="module")
+def monitoring_crds(cluster):
+    cluster.kubectl("apply", "-f", str(REPO / "tests" / "fixtures" / "monitoring-crds.yaml"))
+    for plural in ("servicemonitors", "prometheusrules"):
+        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.monitoring.coreos.com")
+
+
+@pytest.mark.parametrize("values", [None, *VALUES], ids=lambda v: v.stem if v else "defaults")
+def test_rendered_chart_passes_server_side_validation(cluster, monitoring_crds, values):
+    for namespace in (RELEASE_NAMESPACE, "team-a", "team-b", "monitoring"):
+        ensure_namespace(cluster, namespace)
+    rendered = helm(cluster, "template", RELEASE, CHART, "--namespace", RELEASE_NAMESPACE,
+                    *(["-f", values] if values else [])).stdout
+    # Hooks (Kopf's peering objects) are created by Helm after the CRDs they need: not in this dry run.
+    docs = [d for d in yaml.safe_load_all(rendered) if d and "helm.sh/hook" not in d["metadata"].get("annotations", {})]
+    result = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs), check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(server dry run)") == len(docs)
+
+
+def service_account_token(cluster, namespace: str, name: str) -> str:
+    """The token the ServiceAccount token controller minted for it (Kubernetes 1.20 style)."""
+    def token():
+        secrets = json.loads(cluster.kubectl("get", "secrets", "-n", namespace, "-o", "json").stdout)["items"]
+        for secret in secrets:
+            annotations = secret["metadata"].get("annotations", {})
+            if secret["type"] == "kubernetes.io/service-account-token" and \
+                    annotations.get("kubernetes.io/service-account.name") == name and "token" in secret.get("data", {}):
+                return base64.b64decode(secret["data"]["token"]).decode()
+        return None
+    return wait_for(token, f"a token for ServiceAccount {namespace}/{name}", timeout=60)
+
+
+def adopt_existing_crd(cluster) -> None:
+    """The session's CRD was applied with kubectl; Helm adopts objects that carry its ownership marks."""
+    crd = "crd/modeloptimizations.kompress.io"
+    cluster.kubectl("label", "--overwrite", crd, "app.kubernetes.io/managed-by=Helm")
+    cluster.kubectl("annotate", "--overwrite", crd, f"meta.helm.sh/release-name={RELEASE}",
+                    f"meta.helm.sh/release-namespace={RELEASE_NAMESPACE}")
+
+
+def test_operator_with_the_charts_service_account_completes_a_run(cluster, node, s3, namespace):
+    ensure_namespace(cluster, RELEASE_NAMESPACE)
+    adopt_existing_crd(cluster)
+    job_env = {**S3_ENV, "AWS_ENDPOINT_URL": s3}  # no endpointUrl in the spec: boto3 takes it from here
+    sets = [f"--set-string=jobs.env.{k}={v}" for k, v in job_env.items()]
+    helm(cluster, "install", RELEASE, CHART, "--namespace", RELEASE_NAMESPACE, "--set", "replicaCount=2",
+         "--set", "artifacts.uri=s3://models/chart-runs", *sets)
+    operator = None
+    try:
+        manifest = [d for d in yaml.safe_load_all(helm(cluster, "get", "manifest", RELEASE, "-n", RELEASE_NAMESPACE).stdout) if d]
+        deployment = next(d for d in manifest if d["kind"] == "Deployment")
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        token = service_account_token(cluster, RELEASE_NAMESPACE, account)
+        kubeconfig = cluster.kubeconfig(user=f"sa-{account}", token=token)
+
+        # The Deployment's own command and environment (no kubelet here: the test runs the Pod's process).
+        env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        env["POD_ID"] = "kompress-test-pod"
+        assert container["command"] == ["kompress", "operator"] and env["KOMPRESS_PEERING"] == RELEASE
+        operator = OperatorProcess(kubeconfig, "--queue-interval", "1", env=env).start()
+
+        apply(cluster, namespace, resource("via-chart", s3, artifacts={}))
+        done = wait_for(phase_is(cluster, namespace, "via-chart", "Succeeded", "Failed"), "the run to finish", timeout=240)
+        assert condition(done, "Succeeded")["status"] == "True", done["status"]
+        assert done["status"]["artifacts"]["uri"].startswith("s3://models/chart-runs/")
+
+        log = operator.log()
+        assert "Not enough permissions" not in log and "Forbidden" not in log, log[-3000:]
+        exposition = operator.metrics()
+        for name in used_metric_names(cluster.assets):  # what the dashboard and the alerts query
+            family = name.removesuffix("_bucket")  # histograms are typed under their base name
+            assert f"# TYPE {family} " in exposition, name
+
+        # What the operator does not need, it does not get.
+        def can_i(*args: str) -> str:
+            return cluster.kubectl("auth", "can-i", *args, user=f"sa-{account}", check=False).stdout.strip()
+        assert can_i("list", "secrets", "--all-namespaces") == "no"
+        assert can_i("get", "secrets", "-n", RELEASE_NAMESPACE) == "no"
+        assert can_i("delete", "pods", "-n", namespace) == "no"
+        assert can_i("update", "modeloptimizations.kompress.io", "-n", namespace) == "no"
+        assert can_i("create", "jobs.batch", "-n", namespace) == "yes"
+        assert can_i("patch", "modeloptimizations.kompress.io", "--subresource=status", "-n", namespace) == "yes"
+        refused = cluster.kubectl("get", "secrets", "-A", user=f"sa-{account}", check=False)
+        assert refused.returncode != 0 and "Forbidden" in refused.stderr
+    finally:
+        if operator:
+            operator.stop()
+            print(f"--- operator log (tail) ---\n{operator.log()[-6000:]}")
+        helm(cluster, "uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, check=False)
+    # crds.keep: the CRD, and so every ModelOptimization, outlives the release.
+    assert cluster.kubectl("get", "crd", "modeloptimizations.kompress.io", check=False).returncode == 0
+    assert cluster.kubectl("get", "modeloptimizations", "-n", namespace, "via-chart", check=False).returncode == 0
