@@ -4,6 +4,7 @@ from pathlib import Path
 
 import yaml
 
+from kompress_jobs.schema import PASS_TYPES
 from kompress_operator.crd import CRD_COPIES, CRD_FILE, render
 
 from .conftest import EXAMPLES
@@ -52,7 +53,7 @@ def test_pass_items_carry_no_defaults():
                 yield from keys(value)
 
     assert "default" not in set(keys(items))
-    assert set(items["properties"]["type"]["enum"]) == {"OnnxExport", "OrtOptimize", "DynamicInt8", "StaticInt8", "Fp16"}
+    assert set(items["properties"]["type"]["enum"]) == set(PASS_TYPES)
 
 
 def test_examples_only_use_fields_the_crd_knows():

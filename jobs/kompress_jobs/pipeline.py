@@ -79,7 +79,8 @@ def run_optimization(
         runners = {BASELINE: make_runner(baseline.model, spec.benchmark.threads)}
         _check_fit(runners[BASELINE], dataset, data_path, spec)
 
-        candidates = [baseline] + _run_passes(steps, baseline, dataset, spec, scratch, runners, progress)
+        fetch = lambda uri: _local_input(uri, spec, base_dir, scratch)  # noqa: E731
+        candidates = [baseline] + _run_passes(steps, baseline, dataset, spec, scratch, runners, progress, fetch)
         measured = [c for c in candidates if c.measured]
 
         progress(f"evaluating {len(measured)} model(s) on {len(dataset.evaluation)} samples")
@@ -122,7 +123,7 @@ def run_optimization(
 
 
 def _run_passes(steps: list[Step], baseline: Candidate, dataset: Dataset, spec: ModelOptimizationSpec,
-                scratch: Path, runners: dict[str, Runner], progress: Progress) -> list[Candidate]:
+                scratch: Path, runners: dict[str, Runner], progress: Progress, fetch) -> list[Candidate]:
     by_name = {BASELINE: baseline}
     produced = []
     for number, step in enumerate(steps, start=1):
@@ -144,7 +145,8 @@ def _run_passes(steps: list[Step], baseline: Candidate, dataset: Dataset, spec: 
         progress(f"pass {number}/{len(steps)} {step.name} ({optimization.type}) on {parent.name}")
         output_dir = scratch / "candidates" / step.name
         output_dir.mkdir(parents=True)
-        context = PassContext(output_dir, dataset, spec.benchmark.threads, lambda m, n=step.name: progress(f"  {n}: {m}"))
+        context = PassContext(output_dir, dataset, spec.benchmark.threads, lambda m, n=step.name: progress(f"  {n}: {m}"),
+                              task=spec.task.type, fetch=fetch)
         try:
             candidate.model = optimization.run(parent.model, context)
             runners[step.name] = make_runner(candidate.model, spec.benchmark.threads)

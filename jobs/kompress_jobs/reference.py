@@ -71,6 +71,28 @@ def _digits_mlp():
     )
 
 
+def _digits_cnn_student():
+    """A narrow CNN for distilling digits-cnn into (about 1/30 of its weights); untrained."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 2 * 2, 32), nn.ReLU(), nn.Linear(32, 10),
+    )
+
+
+def build_student(out: Path, seed: int = 0) -> Path:
+    """examples/models/digits-cnn-student.pt: the starting point of the distillation example."""
+    import torch
+
+    torch.manual_seed(seed)
+    path = out / "models" / "digits-cnn-student.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.save(torch.jit.script(_digits_cnn_student().eval()), str(path))
+    return path
+
+
 def _encoder_classes():
     import torch
     from torch import nn
@@ -203,6 +225,7 @@ def main() -> None:
     args = parser.parse_args()
     for name, accuracy in build_digits(args.out).items():
         print(f"{name}: evaluation accuracy {accuracy:.4f}")
+    print(f"student: {build_student(args.out)}")
 
 
 if __name__ == "__main__":

@@ -169,11 +169,62 @@ class Fp16Pass(PassBase):
     keep_io_types: bool = Field(True, description="Keep FP32 inputs and outputs so callers need not change.")
 
 
+class FineTuning(Model):
+    """Training on the data's train split (classification: cross-entropy; regression: MSE)."""
+
+    epochs: int = Field(3, ge=0, le=1000, description="Passes over the train split; 0 skips training.")
+    learning_rate: float = Field(1e-3, gt=0, le=1)
+    batch_size: int = Field(64, ge=1, le=65536)
+    seed: int = Field(0, ge=0)
+
+
+class PrunePass(PassBase):
+    """Unstructured magnitude pruning: the smallest weights of Linear and Conv layers (ranked across
+    all of them) become zeros, kept at zero while fine-tuning recovers accuracy. Dense kernels do not
+    run faster on zeros; the candidate is smaller only compressed (the report says so)."""
+
+    type: Literal["Prune"]
+    amount: float = Field(0.5, gt=0, lt=1, description="Fraction of the weights to remove, in (0, 1).")
+    fine_tuning: FineTuning = Field(default_factory=FineTuning)
+
+
+class DistillPass(PassBase):
+    """Train a smaller student on the teacher's (the input model's) softened outputs and the labels."""
+
+    type: Literal["Distill"]
+    student: ModelSource = Field(description="A TorchScript archive with the teacher's input and output shapes "
+                                             "(its weights are the starting point).")
+    temperature: float = Field(4.0, gt=0, le=100, description="Softens both distributions in the KL term.")
+    alpha: float = Field(0.7, ge=0, le=1, description="Weight of the teacher term; 1 - alpha goes to the labels.")
+    training: FineTuning = Field(default_factory=lambda: FineTuning(epochs=30, learning_rate=2e-3))
+
+
+class LowRankPass(PassBase):
+    """Factor each large MatMul / Gemm weight W (n×m) of an ONNX model into U (n×r) · V (r×m) by SVD.
+    Faster and smaller only when r < n·m / (n + m); layers where it would not pay stay as they are."""
+
+    type: Literal["LowRank"]
+    energy: float | None = Field(None, gt=0, le=1, description="Keep the smallest rank whose singular values hold "
+                                 "this share of the squared spectrum (default 0.9 when no other choice is set).")
+    rank_ratio: float | None = Field(None, gt=0, le=1, description="Keep this fraction of each layer's full rank.")
+    rank: int | None = Field(None, ge=1, description="The same rank for every factored layer; must not exceed any of them.")
+    min_weights: int = Field(16_384, ge=1, description="Leave layers with fewer weights alone.")
+
+    @model_validator(mode="after")
+    def _one_rank_rule(self) -> "LowRankPass":
+        chosen = [n for n, v in (("energy", self.energy), ("rankRatio", self.rank_ratio), ("rank", self.rank)) if v is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"set one of energy, rankRatio, rank (got {', '.join(chosen)})")
+        if not chosen:
+            self.energy = 0.9
+        return self
+
+
 PassSpec = Annotated[
-    Union[OnnxExportPass, OrtOptimizePass, DynamicInt8Pass, StaticInt8Pass, Fp16Pass],
+    Union[OnnxExportPass, OrtOptimizePass, DynamicInt8Pass, StaticInt8Pass, Fp16Pass, PrunePass, DistillPass, LowRankPass],
     Field(discriminator="type"),
 ]
-PASS_TYPES: tuple[str, ...] = ("OnnxExport", "OrtOptimize", "DynamicInt8", "StaticInt8", "Fp16")
+PASS_TYPES: tuple[str, ...] = ("OnnxExport", "OrtOptimize", "DynamicInt8", "StaticInt8", "Fp16", "Prune", "Distill", "LowRank")
 
 
 # --- goals and measurement ---------------------------------------------------------------

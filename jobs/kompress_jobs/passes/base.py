@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from ..modelfile import ModelFile
-from ..schema import ModelFormat
+from ..schema import ModelFormat, TaskType
 
 if TYPE_CHECKING:  # the operator imports passes to plan them, without numpy or the runtimes
     import numpy as np
@@ -28,6 +28,10 @@ class PassContext:
     dataset: Dataset
     threads: int
     log: Callable[[str], None]
+    task: TaskType = TaskType.CLASSIFICATION
+    # Resolves a URI named in a pass's spec (e.g. a student model) to a local file, as the
+    # pipeline does for the model and data (relative to the spec file, or fetched from S3).
+    fetch: Callable[[str], Path] = Path
 
     @property
     def example_inputs(self) -> np.ndarray:

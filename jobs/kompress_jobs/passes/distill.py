@@ -1,0 +1,73 @@
+"""Knowledge distillation: a smaller student (a TorchScript archive named in the spec) learns from
+the input model (the teacher) — temperature-softened KL to the teacher's outputs, mixed with the
+task loss on the labels."""
+
+from __future__ import annotations
+
+from ..errors import ModelLoadError, PassError, SpecError
+from ..modelfile import ModelFile
+from ..schema import ModelFormat, TaskType
+from .base import OptimizationPass, PassContext, register
+from .training import task_loss, train, train_split
+
+
+@register
+class Distill(OptimizationPass):
+    type = "Distill"
+    technique = "distillation"
+    accepts = frozenset({ModelFormat.TORCH_SCRIPT, ModelFormat.TORCH_EXPORT})
+    output_format = ModelFormat.TORCH_SCRIPT
+    moves_head = True
+
+    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        import torch
+        import torch.nn.functional as F
+
+        from ..runtimes import load_torch_module
+
+        student_spec = self.spec.student
+        if student_spec.format is not ModelFormat.TORCH_SCRIPT:
+            raise SpecError("student.format: the student must be a TorchScript archive (its weights are trained and saved)")
+        teacher = load_torch_module(model).eval()
+        try:
+            student = load_torch_module(ModelFile(ctx.fetch(student_spec.uri), ModelFormat.TORCH_SCRIPT))
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"student: {exc}") from None
+        self._check_fit(teacher, student, ctx)
+
+        temperature, alpha = self.spec.temperature, self.spec.alpha
+        hard_loss = task_loss(ctx.task)
+        classification = ctx.task is TaskType.CLASSIFICATION
+
+        def loss(module, inputs, labels):
+            with torch.no_grad():
+                target = teacher(inputs)
+            output = module(inputs)
+            if classification:  # Hinton et al.: KL of softened distributions, scaled by T² to keep gradients comparable
+                soft = F.kl_div(F.log_softmax(output / temperature, -1), F.log_softmax(target / temperature, -1),
+                                log_target=True, reduction="batchmean") * temperature ** 2
+            else:
+                soft = F.mse_loss(output, target)
+            return alpha * soft + (1 - alpha) * hard_loss(output, labels)
+
+        train(student, ctx, self.spec.training, loss, what="distillation")
+        output = ctx.output_dir / "model.pt"
+        torch.jit.save(student, str(output))
+        return ModelFile(output, ModelFormat.TORCH_SCRIPT, model.precision)
+
+    @staticmethod
+    def _check_fit(teacher, student, ctx: PassContext) -> None:
+        """The student must take the teacher's inputs and give outputs of the teacher's shape."""
+        import torch
+
+        batch = torch.from_numpy(train_split(ctx, "distillation").inputs[:2])
+        with torch.no_grad():
+            expected = teacher(batch)
+            try:
+                got = student(batch)
+            except Exception as exc:
+                raise PassError(f"the student does not take the teacher's input {tuple(batch.shape)}: "
+                                f"{str(exc).strip().splitlines()[-1][:200]}") from None
+        if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            raise PassError(f"the student's output {shape} does not match the teacher's {tuple(expected.shape)}")

@@ -1,0 +1,99 @@
+"""Passes that change the network — pruning, distillation, low-rank factorization — and their
+clear errors on bad input. Speed figures live in benchmarks/techniques.py, not here."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kompress_jobs.cli import main
+from kompress_jobs.pipeline import run_optimization
+from kompress_jobs.specfile import load_resource_file
+
+STUDENT = {"uri": "models/digits-cnn-student.pt", "format": "TorchScript"}
+
+
+def run(spec, tmp_path):
+    result = run_optimization(load_resource_file(spec), base_dir=spec.parent, artifacts_uri=str(tmp_path / "out"))
+    return {c["name"]: c for c in result.report["candidates"]}, result
+
+
+def metric(candidate) -> float:
+    return candidate["metric"]["value"] if isinstance(candidate["metric"], dict) else candidate["metric"]
+
+
+def test_pruned_then_int8_candidates_keep_accuracy_and_record_lineage(write_spec, tmp_path):
+    spec = write_spec(passes=[
+        {"type": "Prune", "name": "pruned", "amount": 0.6, "fineTuning": {"epochs": 2, "learningRate": 0.0005}},
+        {"type": "OnnxExport", "name": "pruned-onnx"},
+        {"type": "StaticInt8", "name": "pruned-int8"},
+    ], goals={"maxAccuracyDrop": 1.0})
+    candidates, result = run(spec, tmp_path)
+    assert all(c["outcome"] == "Measured" for c in candidates.values()), candidates
+    pruned = torch.jit.load(str(tmp_path / "out" / result.run_id / "candidates" / "pruned" / "model.pt"))
+    weights = torch.cat([p.flatten() for n, p in pruned.named_parameters() if n.endswith("weight")])
+    assert (weights == 0).float().mean().item() == pytest.approx(0.6, abs=0.01)
+    assert metric(candidates["baseline"]) - metric(candidates["pruned-int8"]) <= 0.01
+    assert [step["pass"] for step in candidates["pruned-int8"]["lineage"]] == ["Prune", "OnnxExport", "StaticInt8"]
+
+
+def test_distilled_student_stays_within_two_points_and_is_much_smaller(write_spec, tmp_path):
+    spec = write_spec(passes=[{"type": "Distill", "student": STUDENT, "training": {"epochs": 40, "learningRate": 0.003}}])
+    candidates, _ = run(spec, tmp_path)
+    student, baseline = candidates["distill"], candidates["baseline"]
+    assert student["outcome"] == "Measured", student
+    assert metric(baseline) - metric(student) <= 0.02
+    assert baseline["sizeBytes"] / student["sizeBytes"] > 20
+
+
+def test_low_rank_factors_the_mlp_and_records_the_trade(write_spec, tmp_path):
+    spec = write_spec(model="models/digits-mlp.pt", passes=[
+        {"type": "OnnxExport"}, {"type": "LowRank", "name": "rank-half", "rankRatio": 0.25}])
+    candidates, _ = run(spec, tmp_path)
+    low, onnx = candidates["rank-half"], candidates["onnx-export"]
+    assert low["outcome"] == "Measured", low
+    assert low["sizeBytes"] < 0.7 * onnx["sizeBytes"]
+    assert metric(low) > 0.5  # recorded either way; the goals decide whether it is kept
+
+
+@pytest.mark.parametrize("student_code, message", [
+    ("torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5))", "does not match the teacher's (2, 10)"),
+    ("torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())", "does not take the teacher's input (2, 1, 8, 8)"),
+])
+def test_a_student_that_does_not_fit_the_teacher_fails_clearly(write_spec, workspace, tmp_path, student_code, message):
+    torch.jit.save(torch.jit.script(eval(student_code)), str(workspace / "models" / "bad-student.pt"))
+    spec = write_spec(passes=[{"type": "Distill", "student": {"uri": "models/bad-student.pt", "format": "TorchScript"}}])
+    candidates, result = run(spec, tmp_path)
+    assert candidates["distill"]["outcome"] == "Failed" and message in candidates["distill"]["error"]
+    assert result.report["best"] is None
+
+
+def test_a_rank_larger_than_the_layer_fails_clearly(write_spec, tmp_path):
+    spec = write_spec(model="models/digits-mlp.pt", passes=[{"type": "OnnxExport"}, {"type": "LowRank", "rank": 600}])
+    candidates, _ = run(spec, tmp_path)
+    assert candidates["low-rank"]["outcome"] == "Failed"
+    assert "rank 600 is larger than layer" in candidates["low-rank"]["error"] and "full rank 64" in candidates["low-rank"]["error"]
+    assert candidates["onnx-export"]["outcome"] == "Measured"  # the rest of the run still stands
+
+
+@pytest.mark.parametrize("bad_pass, message", [
+    ({"type": "Prune", "amount": 1.0}, "spec.passes[0].amount: must be < 1"),
+    ({"type": "Prune", "amount": 0}, "spec.passes[0].amount: must be > 0"),
+    ({"type": "LowRank", "rank": 8, "energy": 0.9}, "set one of energy, rankRatio, rank"),
+    ({"type": "Distill"}, "spec.passes[0].student"),
+    ({"type": "Distill", "student": STUDENT, "temperature": 0}, "spec.passes[0].temperature"),
+])
+def test_bad_pass_parameters_are_rejected_before_running(write_spec, capsys, bad_pass, message):
+    assert main(["validate", str(write_spec(passes=[bad_pass]))]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_training_passes_need_a_train_split(write_spec, workspace, tmp_path):
+    import numpy as np
+
+    with np.load(workspace / "data" / "digits.npz") as archive:
+        arrays = {k: archive[k] for k in archive.files if not k.endswith("_train")}
+    np.savez(workspace / "data" / "no-train.npz", **arrays)
+    spec = write_spec(data="data/no-train.npz", passes=[{"type": "Prune", "amount": 0.3}])
+    candidates, _ = run(spec, tmp_path)
+    assert candidates["prune"]["outcome"] == "Failed" and "needs a train split" in candidates["prune"]["error"]
