@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -259,7 +260,7 @@ def test_operator_runs_without_torch_numpy_or_onnxruntime():
         "from kompress_jobs.cli import main\n"
         "sys.exit(main(['operator', '--help']))\n"
     )
-    result = subprocess.run([__import__("sys").executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "--max-running" in result.stdout, result.stderr
 
 

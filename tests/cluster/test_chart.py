@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 
 import pytest
 import yaml
@@ -19,8 +20,6 @@ RELEASE, RELEASE_NAMESPACE = "kompress", "kompress-system"
 
 
 def helm(cluster, *args: str, check: bool = True):
-    import subprocess
-
     return subprocess.run([str(cluster.assets / "helm"), "--kubeconfig", str(cluster.kubeconfig()), *map(str, args)],
                           capture_output=True, text=True, check=check, timeout=180)
 
