@@ -37,6 +37,52 @@ def test_pruned_then_int8_candidates_keep_accuracy_and_record_lineage(write_spec
     assert [step["pass"] for step in candidates["pruned-int8"]["lineage"]] == ["Prune", "OnnxExport", "StaticInt8"]
 
 
+CNN_ARCHITECTURE = "kompress_jobs.reference:digits_cnn"
+
+
+def test_structured_pruning_then_int8_is_smaller_than_int8_alone_within_one_point(write_spec, tmp_path):
+    spec = write_spec(passes=[
+        {"type": "OnnxExport", "name": "onnx"},
+        {"type": "StaticInt8", "name": "int8"},
+        {"type": "StructuredPrune", "name": "narrow", "input": "baseline", "architecture": CNN_ARCHITECTURE,
+         "amount": 0.5, "fineTuning": {"epochs": 6, "learningRate": 0.001}},
+        {"type": "OnnxExport", "name": "narrow-onnx"},
+        {"type": "StaticInt8", "name": "narrow-int8"},
+    ], goals={"maxAccuracyDrop": 1.0})
+    candidates, result = run(spec, tmp_path)
+    assert all(c["outcome"] == "Measured" for c in candidates.values()), candidates
+    narrow = torch.jit.load(str(tmp_path / "out" / result.run_id / "candidates" / "narrow" / "model.pt"))
+    assert narrow.state_dict()["0.weight"].shape[0] == 16  # half of the first conv's 32 filters are gone
+    assert narrow.state_dict()["12.weight"].shape[0] == 10  # the output layer keeps its width
+    int8, narrow_int8 = candidates["int8"], candidates["narrow-int8"]
+    assert narrow_int8["sizeBytes"] < 0.5 * int8["sizeBytes"]
+    assert metric(candidates["baseline"]) - metric(narrow_int8) <= 0.01
+    assert [step["pass"] for step in narrow_int8["lineage"]] == ["StructuredPrune", "OnnxExport", "StaticInt8"]
+
+
+def test_structured_pruning_can_distill_from_the_unpruned_model(write_spec, tmp_path):
+    spec = write_spec(passes=[{"type": "StructuredPrune", "architecture": CNN_ARCHITECTURE, "amount": 0.7, "roundTo": 4,
+                               "fineTuning": {"epochs": 10}, "distillation": {"temperature": 2, "alpha": 0.5}}])
+    candidates, _ = run(spec, tmp_path)
+    narrow = candidates["structured-prune"]
+    assert narrow["outcome"] == "Measured", narrow
+    assert metric(candidates["baseline"]) - metric(narrow) <= 0.02
+    assert candidates["baseline"]["sizeBytes"] / narrow["sizeBytes"] > 5
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"architecture": "kompress_jobs.reference:digits_mlp"}, "the input's weights do not fit the architecture"),
+    ({"architecture": "kompress_jobs.nowhere:model"}, "cannot import 'kompress_jobs.nowhere'"),
+    ({"architecture": "kompress_jobs.reference:nothing"}, "has no 'nothing'"),
+    ({"ignoredLayers": ["7", "99"]}, "ignoredLayers: no module named '99'"),
+])
+def test_structured_pruning_with_a_wrong_architecture_fails_clearly(write_spec, tmp_path, change, message):
+    spec = write_spec(passes=[{"type": "StructuredPrune", "architecture": CNN_ARCHITECTURE, **change}])
+    candidates, _ = run(spec, tmp_path)
+    assert candidates["structured-prune"]["outcome"] == "Failed"
+    assert message in candidates["structured-prune"]["error"]
+
+
 def test_distilled_student_stays_within_two_points_and_is_much_smaller(write_spec, tmp_path):
     spec = write_spec(passes=[{"type": "Distill", "student": STUDENT, "training": {"epochs": 40, "learningRate": 0.003}}])
     candidates, _ = run(spec, tmp_path)
@@ -80,6 +126,8 @@ def test_a_rank_larger_than_the_layer_fails_clearly(write_spec, tmp_path):
     ({"type": "Prune", "amount": 1.0}, "spec.passes[0].amount: must be < 1"),
     ({"type": "Prune", "amount": 0}, "spec.passes[0].amount: must be > 0"),
     ({"type": "LowRank", "rank": 8, "energy": 0.9}, "set one of energy, rankRatio, rank"),
+    ({"type": "StructuredPrune", "architecture": CNN_ARCHITECTURE, "amount": 1.5}, "spec.passes[0].amount: must be < 1"),
+    ({"type": "StructuredPrune", "architecture": "not a module path"}, "spec.passes[0].architecture"),
     ({"type": "Distill"}, "spec.passes[0].student"),
     ({"type": "Distill", "student": STUDENT, "temperature": 0}, "spec.passes[0].temperature"),
 ])

@@ -52,7 +52,8 @@ def sequence_arrays(vocab: int, length: int, classes: int, rows: dict[str, int],
 # --- models ------------------------------------------------------------------------------
 
 
-def _digits_cnn():
+def digits_cnn():
+    """The eager module behind examples/models/digits-cnn.pt (StructuredPrune's `architecture`)."""
     from torch import nn
 
     return nn.Sequential(
@@ -63,7 +64,8 @@ def _digits_cnn():
     )
 
 
-def _digits_mlp():
+def digits_mlp():
+    """The eager module behind examples/models/digits-mlp.pt."""
     from torch import nn
 
     return nn.Sequential(
@@ -192,7 +194,7 @@ def build_digits(out: Path, seed: int = 0) -> dict[str, float]:
     (out / "models").mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out / "data" / "digits.npz", **arrays)
     accuracies = {}
-    for name, factory, epochs in (("digits-cnn", _digits_cnn, 25), ("digits-mlp", _digits_mlp, 30)):
+    for name, factory, epochs in (("digits-cnn", digits_cnn, 25), ("digits-mlp", digits_mlp, 30)):
         model = factory()
         accuracies[name] = train(model, arrays, epochs=epochs, seed=seed)
         torch.jit.save(torch.jit.script(model), str(out / "models" / f"{name}.pt"))

@@ -188,6 +188,40 @@ class PrunePass(PassBase):
     fine_tuning: FineTuning = Field(default_factory=FineTuning)
 
 
+class Importance(str, Enum):
+    L1 = "L1"
+    L2 = "L2"
+
+
+class Distillation(Model):
+    """Learn from the input model's softened outputs as well as from the labels."""
+
+    temperature: float = Field(4.0, gt=0, le=100, description="Softens both distributions in the KL term.")
+    alpha: float = Field(0.7, ge=0, le=1, description="Weight of the teacher term; 1 - alpha goes to the labels.")
+
+
+class StructuredPrunePass(PassBase):
+    """Structured pruning: whole channels of convolutions and neurons of Linear layers are removed
+    (with everything coupled to them, found by Torch-Pruning's dependency graph), so the network is
+    physically narrower, smaller and faster; then fine-tuned on the train split. The output layer
+    keeps its width."""
+
+    type: Literal["StructuredPrune"]
+    architecture: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$",
+        description="module:callable in the Job image that builds the input model as an eager torch.nn.Module "
+                    "(a TorchScript archive holds weights and compiled code, not a module that can be narrowed). "
+                    "The input's weights are loaded into it; code never comes from the model file.")
+    architecture_args: dict[str, int] = Field(default_factory=dict, description="Keyword arguments for the callable.")
+    amount: float = Field(0.5, gt=0, lt=1, description="Fraction of the channels / neurons of each prunable layer to remove, in (0, 1).")
+    importance: Importance = Field(Importance.L2, description="Norm of a channel's weights (over all coupled layers) that ranks it.")
+    global_ranking: bool = Field(False, description="Rank channels across layers instead of cutting each layer by `amount`.")
+    round_to: int | None = Field(None, ge=1, le=1024, description="Keep channel counts a multiple of this (8 suits SIMD and tensor cores).")
+    ignored_layers: list[str] = Field(default_factory=list, description="Names of modules to keep whole (the output layer always is).")
+    fine_tuning: FineTuning = Field(default_factory=lambda: FineTuning(epochs=5))
+    distillation: Distillation | None = Field(None, description="Fine-tune against the unpruned model's outputs as well (a student derived from the teacher).")
+
+
 class DistillPass(PassBase):
     """Train a smaller student on the teacher's (the input model's) softened outputs and the labels."""
 
@@ -221,10 +255,12 @@ class LowRankPass(PassBase):
 
 
 PassSpec = Annotated[
-    Union[OnnxExportPass, OrtOptimizePass, DynamicInt8Pass, StaticInt8Pass, Fp16Pass, PrunePass, DistillPass, LowRankPass],
+    Union[OnnxExportPass, OrtOptimizePass, DynamicInt8Pass, StaticInt8Pass, Fp16Pass, PrunePass, StructuredPrunePass,
+          DistillPass, LowRankPass],
     Field(discriminator="type"),
 ]
-PASS_TYPES: tuple[str, ...] = ("OnnxExport", "OrtOptimize", "DynamicInt8", "StaticInt8", "Fp16", "Prune", "Distill", "LowRank")
+PASS_TYPES: tuple[str, ...] = ("OnnxExport", "OrtOptimize", "DynamicInt8", "StaticInt8", "Fp16", "Prune", "StructuredPrune",
+                                 "Distill", "LowRank")
 
 
 # --- goals and measurement ---------------------------------------------------------------

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from ..errors import ModelLoadError, PassError, SpecError
 from ..modelfile import ModelFile
-from ..schema import ModelFormat, TaskType
+from ..schema import ModelFormat
 from .base import OptimizationPass, PassContext, register
-from .training import task_loss, train, train_split
+from .training import distillation_loss, train, train_split
 
 
 @register
@@ -21,7 +21,6 @@ class Distill(OptimizationPass):
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         import torch
-        import torch.nn.functional as F
 
         from ..runtimes import load_torch_module
 
@@ -35,21 +34,7 @@ class Distill(OptimizationPass):
             raise ModelLoadError(f"student: {exc}") from None
         self._check_fit(teacher, student, ctx)
 
-        temperature, alpha = self.spec.temperature, self.spec.alpha
-        hard_loss = task_loss(ctx.task)
-        classification = ctx.task is TaskType.CLASSIFICATION
-
-        def loss(module, inputs, labels):
-            with torch.no_grad():
-                target = teacher(inputs)
-            output = module(inputs)
-            if classification:  # Hinton et al.: KL of softened distributions, scaled by T² to keep gradients comparable
-                soft = F.kl_div(F.log_softmax(output / temperature, -1), F.log_softmax(target / temperature, -1),
-                                log_target=True, reduction="batchmean") * temperature ** 2
-            else:
-                soft = F.mse_loss(output, target)
-            return alpha * soft + (1 - alpha) * hard_loss(output, labels)
-
+        loss = distillation_loss(teacher, ctx.task, self.spec.temperature, self.spec.alpha)
         train(student, ctx, self.spec.training, loss, what="distillation")
         output = ctx.output_dir / "model.pt"
         torch.jit.save(student, str(output))

@@ -25,6 +25,31 @@ def task_loss(task: TaskType):
     return lambda output, labels: F.mse_loss(output.reshape(labels.shape), labels.float())
 
 
+def distillation_loss(teacher, task: TaskType, temperature: float, alpha: float) -> Callable:
+    """loss(student, inputs, labels): alpha · soft loss to the teacher + (1 - alpha) · task loss.
+
+    Classification follows Hinton et al.: KL of temperature-softened distributions, scaled by T²
+    to keep its gradients comparable to the task loss; regression matches the teacher's outputs."""
+    import torch
+    import torch.nn.functional as F
+
+    hard_loss = task_loss(task)
+    teacher.eval()
+
+    def loss(module, inputs, labels):
+        with torch.no_grad():
+            target = teacher(inputs)
+        output = module(inputs)
+        if task is TaskType.CLASSIFICATION:
+            soft = F.kl_div(F.log_softmax(output / temperature, -1), F.log_softmax(target / temperature, -1),
+                            log_target=True, reduction="batchmean") * temperature ** 2
+        else:
+            soft = F.mse_loss(output, target)
+        return alpha * soft + (1 - alpha) * hard_loss(output, labels)
+
+    return loss
+
+
 def train(module, ctx: PassContext, settings: FineTuning, loss: Callable, after_step: Callable[[], None] = lambda: None,
           what: str = "fine-tuning") -> None:
     """Adam over the train split for settings.epochs epochs; loss(module, inputs, labels) -> scalar."""

@@ -1,0 +1,129 @@
+"""Structured pruning: remove whole channels and neurons so the network is really narrower.
+
+Torch-Pruning finds which layers are coupled (a conv's filters, the next conv's input channels,
+the batch norm between them, ...) and cuts them together. It needs an eager nn.Module, which a
+TorchScript archive is not, so the spec names the Python callable that builds the architecture;
+the input's weights are loaded into it, and the narrowed module is saved as TorchScript again.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ..errors import ModelLoadError, PassError, SpecError
+from ..modelfile import ModelFile
+from ..schema import Importance, ModelFormat
+from .base import OptimizationPass, PassContext, register
+from .training import distillation_loss, task_loss, train
+
+
+def build_architecture(reference: str, arguments: dict[str, int]):
+    """Call `module:callable` from the Job image (never from the model file)."""
+    import torch
+
+    module_name, _, attribute = reference.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except ImportError as exc:
+        raise SpecError(f"architecture: cannot import {module_name!r} ({exc}); it must be installed in the Job image") from None
+    except AttributeError:
+        raise SpecError(f"architecture: module {module_name!r} has no {attribute!r}") from None
+    try:
+        built = factory(**arguments)
+    except TypeError as exc:
+        raise SpecError(f"architecture: {reference}(**architectureArgs) failed: {exc}") from None
+    if not isinstance(built, torch.nn.Module):
+        raise SpecError(f"architecture: {reference} returned {type(built).__name__}, not a torch.nn.Module")
+    return built
+
+
+def load_weights(module, source) -> None:
+    """The input's weights into the eager module; a mismatch names the first offending tensors."""
+    try:
+        module.load_state_dict(source.state_dict(), strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:400]
+        raise ModelLoadError(f"the input's weights do not fit the architecture (was it already restructured?): {detail}") from None
+
+
+def output_layers(module, example) -> list:
+    """The last Linear / Conv layer to run: its width is the model's output and must not change."""
+    import torch
+
+    order = []
+    hooks = [m.register_forward_hook(lambda m, i, o: order.append(m)) for m in module.modules()
+             if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d))]
+    try:
+        with torch.no_grad():
+            module(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return order[-1:]
+
+
+def to_torchscript(module, example):
+    """Script when the code allows it (keeps control flow); otherwise trace with a real batch."""
+    import torch
+
+    try:
+        return torch.jit.script(module)
+    except Exception:
+        with torch.no_grad():
+            return torch.jit.trace(module, example, check_trace=False)
+
+
+@register
+class StructuredPrune(OptimizationPass):
+    type = "StructuredPrune"
+    technique = "structured-pruning"
+    accepts = frozenset({ModelFormat.TORCH_SCRIPT})
+    output_format = ModelFormat.TORCH_SCRIPT
+    moves_head = True
+
+    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        import copy
+
+        import torch
+        import torch_pruning as tp
+
+        from ..runtimes import load_torch_module
+
+        spec = self.spec
+        module = build_architecture(spec.architecture, spec.architecture_args)
+        load_weights(module, load_torch_module(model))
+        module.eval()
+        example = torch.from_numpy(ctx.example_inputs)
+        teacher = copy.deepcopy(module) if spec.distillation else None
+
+        named = dict(module.named_modules())
+        unknown = [name for name in spec.ignored_layers if name not in named]
+        if unknown:
+            raise SpecError(f"ignoredLayers: no module named {', '.join(map(repr, unknown))} (known: {', '.join(n for n in named if n)[:300]})")
+        ignored = output_layers(module, example) + [named[name] for name in spec.ignored_layers]
+        before = sum(p.numel() for p in module.parameters())
+        try:
+            pruner = tp.pruner.MetaPruner(
+                module, example,
+                importance=tp.importance.GroupMagnitudeImportance(p=1 if spec.importance is Importance.L1 else 2),
+                pruning_ratio=spec.amount, global_pruning=spec.global_ranking,
+                round_to=spec.round_to, ignored_layers=ignored,
+            )
+            pruner.step()
+        except Exception as exc:  # an architecture the dependency graph cannot follow
+            raise PassError(f"Torch-Pruning could not prune this architecture: {type(exc).__name__}: {str(exc)[:300]}") from None
+        after = sum(p.numel() for p in module.parameters())
+        if after == before:
+            raise PassError("nothing was pruned: no prunable channels outside the output and ignored layers")
+        ctx.log(f"{before:,} → {after:,} parameters ({1 - after / before:.1%} removed)")
+
+        if teacher is not None:
+            loss = distillation_loss(teacher, ctx.task, spec.distillation.temperature, spec.distillation.alpha)
+        else:
+            hard = task_loss(ctx.task)
+            loss = lambda m, x, y: hard(m(x), y)  # noqa: E731
+        train(module, ctx, spec.fine_tuning, loss, what="fine-tuning after structured pruning")
+
+        output = ctx.output_dir / "model.pt"
+        torch.jit.save(to_torchscript(module.eval(), example), str(output))
+        return ModelFile(output, ModelFormat.TORCH_SCRIPT, model.precision)
