@@ -29,10 +29,12 @@ class Dataset:
     train: Split | None
     calibration: Split | None
     evaluation: Split
+    validation: Split | None = None  # what a tuning study judges trials on
 
 
-def load_dataset(path: Path, source: DataSource, task: TaskType) -> Dataset:
-    """Load x_<split>/y_<split> arrays; only the evaluation split is mandatory."""
+def load_dataset(path: Path, source: DataSource, task: TaskType, validation_split: str | None = None) -> Dataset:
+    """Load x_<split>/y_<split> arrays; only the evaluation split (and a tuning study's validation
+    split) is mandatory."""
     if not path.is_file():
         raise DataError(f"data file {path}: no such file")
     try:
@@ -64,4 +66,5 @@ def load_dataset(path: Path, source: DataSource, task: TaskType) -> Dataset:
         train=split(source.train_split, required=False),
         calibration=split(source.calibration_split, required=False),
         evaluation=split(source.evaluation_split, required=True),
+        validation=split(validation_split, required=True) if validation_split else None,
     )

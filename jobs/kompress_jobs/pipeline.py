@@ -13,6 +13,7 @@ import tempfile
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -24,12 +25,14 @@ from .errors import DataError, KompressError
 from .fingerprint import machine_fingerprint
 from .passes import PassContext
 from .plan import BASELINE, Step, plan_passes
+from .search_space import plan_tuning
 from .quality import agreement, predict, quality_drop, score
 from .report import candidate_record, plot_pareto, render_markdown, write_json
 from .runtimes import ModelFile, Runner, make_runner
 from .schema import ModelOptimization, ModelOptimizationSpec
 from .selection import judge, mark_pareto_front, primary_batch_size, rank
 from .store import ArtifactStore, fetch_input, is_s3, open_store
+from .tuning import run_tuning
 
 Progress = Callable[[str], None]
 DEFAULT_ARTIFACTS = "./kompress-runs"
@@ -72,7 +75,8 @@ def run_optimization(
         _pin_threads(spec.benchmark.threads)
 
         progress(f"loading data {data_path}")
-        dataset = load_dataset(data_path, spec.data, spec.task.type)
+        dataset = load_dataset(data_path, spec.data, spec.task.type,
+                               validation_split=spec.tuning.validation_split if spec.tuning else None)
         progress(f"loading model {model_path} ({spec.model.format.value})")
         baseline = Candidate(name=BASELINE, technique="baseline", pass_type=None, parent=None, lineage=[],
                              model=ModelFile(model_path, spec.model.format))
@@ -80,7 +84,15 @@ def run_optimization(
         _check_fit(runners[BASELINE], dataset, data_path, spec)
 
         fetch = lambda uri: _local_input(uri, spec, base_dir, scratch)  # noqa: E731
-        candidates = [baseline] + _run_passes(steps, baseline, dataset, spec, scratch, runners, progress, fetch)
+        run_chain = partial(_run_passes, dataset=dataset, spec=spec, progress=progress, fetch=fetch)
+        candidates = [baseline] + run_chain(steps, {BASELINE: baseline}, scratch / "candidates", runners=runners)
+        tuning_report = None
+        if spec.tuning is not None:
+            tuned = run_tuning(resource.metadata.name, spec, plan_tuning(spec, steps), {c.name: c for c in candidates},
+                               dataset, scratch, store, partial(run_chain, runners=None, quiet=True), progress)
+            for candidate in tuned.candidates:
+                runners[candidate.name] = make_runner(candidate.model, spec.benchmark.threads)
+            candidates, tuning_report = candidates + tuned.candidates, tuned.report
         measured = [c for c in candidates if c.measured]
 
         progress(f"evaluating {len(measured)} model(s) on {len(dataset.evaluation)} samples")
@@ -115,6 +127,7 @@ def run_optimization(
             "best": ranked[0].name if ranked else None,
             "paretoFront": [c.name for c in front],
             "candidates": [candidate_record(c, {x.name: x for x in candidates}, batch) for c in candidates],
+            **({"tuning": tuning_report} if tuning_report else {}),
             "inputs": {"model": {"uri": spec.model.uri, "sha256": _sha256(model_path)},
                        "data": {"uri": spec.data.uri, "sha256": _sha256(data_path)}},
         }
@@ -122,9 +135,13 @@ def run_optimization(
         return _publish(store, run_id, report, candidates, scratch)
 
 
-def _run_passes(steps: list[Step], baseline: Candidate, dataset: Dataset, spec: ModelOptimizationSpec,
-                scratch: Path, runners: dict[str, Runner], progress: Progress, fetch) -> list[Candidate]:
-    by_name = {BASELINE: baseline}
+def _run_passes(steps: list[Step], known: dict[str, Candidate], folder: Path, *, dataset: Dataset,
+                spec: ModelOptimizationSpec, runners: dict[str, Runner] | None, progress: Progress, fetch,
+                on_epoch=None, quiet: bool = False) -> list[Candidate]:
+    """Run steps in order, each on an earlier candidate (from `known` or this call); a pass that
+    fails is recorded on its candidate and the others go on. Runners for the new models go into
+    `runners` (None: a tuning trial, which measures its one model itself)."""
+    by_name = dict(known)
     produced = []
     for number, step in enumerate(steps, start=1):
         optimization, parent = step.optimization, by_name[step.input]
@@ -142,20 +159,24 @@ def _run_passes(steps: list[Step], baseline: Candidate, dataset: Dataset, spec: 
         if not parent.measured:
             candidate.outcome, candidate.error = Outcome.SKIPPED, f"its input {parent.name!r} did not produce a model"
             continue
-        progress(f"pass {number}/{len(steps)} {step.name} ({optimization.type}) on {parent.name}")
-        output_dir = scratch / "candidates" / step.name
+        if not quiet:
+            progress(f"pass {number}/{len(steps)} {step.name} ({optimization.type}) on {parent.name}")
+        output_dir = folder / step.name
         output_dir.mkdir(parents=True)
-        context = PassContext(output_dir, dataset, spec.benchmark.threads, lambda m, n=step.name: progress(f"  {n}: {m}"),
-                              task=spec.task.type, fetch=fetch)
+        log = (lambda m: None) if quiet else (lambda m, n=step.name: progress(f"  {n}: {m}"))
+        context = PassContext(output_dir, dataset, spec.benchmark.threads, log, task=spec.task.type, fetch=fetch,
+                              on_epoch=on_epoch)
         try:
             candidate.model = optimization.run(parent.model, context)
-            runners[step.name] = make_runner(candidate.model, spec.benchmark.threads)
+            if runners is not None:
+                runners[step.name] = make_runner(candidate.model, spec.benchmark.threads)
         except KompressError as exc:
             candidate.outcome, candidate.error = Outcome.FAILED, str(exc)
         except Exception as exc:  # a bug or library failure in one pass must not lose the others' results
             candidate.outcome, candidate.error = Outcome.FAILED, f"{type(exc).__name__}: {exc}"
-            progress(f"  {step.name}: failed:\n{traceback.format_exc(limit=3)}")
-        if candidate.outcome is Outcome.FAILED:
+            if not quiet:
+                progress(f"  {step.name}: failed:\n{traceback.format_exc(limit=3)}")
+        if candidate.outcome is Outcome.FAILED and not quiet:
             progress(f"  {step.name}: failed: {candidate.error}")
     return produced
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from .errors import SpecError
 from .passes import OptimizationPass, build_pass
 from .schema import ModelOptimizationSpec
+from .search_space import plan_tuning
 
 BASELINE = "baseline"
 
@@ -52,6 +53,8 @@ def plan_passes(spec: ModelOptimizationSpec) -> list[Step]:
         if optimization.moves_head:
             head = name
         steps.append(Step(index, name, source, optimization))
+    if spec.tuning is not None:
+        plan_tuning(spec, steps)
     return steps
 
 

@@ -110,7 +110,23 @@ def render_markdown(report: dict) -> str:
                 s = c["latency"][str(other)]
                 lines.append(f"| {c['name']} | {s['p50_ms']:.3f} | {s['p95_ms']:.3f} | {s['p99_ms']:.3f} | {s['throughput_per_second']:.0f} |")
         lines.append("")
+    if "tuning" in report:
+        lines += _tuning_section(report["tuning"])
     return "\n".join(lines)
+
+
+def _tuning_section(tuning: dict) -> list[str]:
+    lines = [f"## Tuning study `{tuning['study']}`", "",
+             f"{tuning['finishedTrials']} finished trial(s) ({tuning['resumedWithTrials']} from an earlier attempt), judged on "
+             f"`{tuning['target']}` over the `{tuning['validationSplit']}` split; stopped: {tuning['stoppedBecause']}. "
+             f"Candidates: {', '.join(tuning['selected']) or 'none'}.", "",
+             "| trial | state | parameters | values | meets goals |", "|---|---|---|---|---|"]
+    for t in tuning["trials"]:
+        params = ", ".join(f"{k.split('.', 1)[1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.', 1)[1]}={v}"
+                           for k, v in t["parameters"].items())
+        values = ", ".join(f"{k} {v:.4g}" for k, v in t.get("values", {}).items()) or t.get("error", "–")
+        lines.append(f"| {t['number']} | {t['state']} | {params} | {values} | {'yes' if t.get('meetsGoals') else 'no'} |")
+    return lines + [""]
 
 
 def _conclusion(report: dict) -> str:

@@ -38,6 +38,10 @@ class ArtifactStore(ABC):
     def put(self, local: Path, key: str) -> None: ...
 
     @abstractmethod
+    def get(self, key: str, local: Path) -> bool:
+        """Download key to local; False when there is no such key."""
+
+    @abstractmethod
     def delete(self, keys: list[str]) -> None: ...
 
     @abstractmethod
@@ -62,6 +66,14 @@ class LocalStore(ArtifactStore):
         partial = target.with_name(f".{target.name}.partial")
         shutil.copyfile(local, partial)
         os.replace(partial, target)  # a reader never sees half a file
+
+    def get(self, key: str, local: Path) -> bool:
+        source = self.root / key
+        if not source.is_file():
+            return False
+        local.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, local)
+        return True
 
     def delete(self, keys: list[str]) -> None:
         for key in keys:
@@ -110,6 +122,20 @@ class S3Store(ArtifactStore):
             self.client.upload_file(str(local), self.bucket, self._key(key))
         except (BotoCoreError, ClientError) as exc:
             raise StoreError(f"upload of {key} to s3://{self.bucket} failed: {exc}") from None
+
+    def get(self, key: str, local: Path) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        local.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.client.download_file(self.bucket, self._key(key), str(local))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise StoreError(f"download of {key} from s3://{self.bucket} failed: {exc}") from None
+        except BotoCoreError as exc:
+            raise StoreError(f"download of {key} from s3://{self.bucket} failed: {exc}") from None
+        return True
 
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):

@@ -70,6 +70,10 @@ def _any_of(node: dict, defs: dict, in_union: bool) -> dict:
         return {"x-kubernetes-int-or-string": True, **rest}
     if len(options) == 1:
         return {**structural(options[0], defs, in_union), **structural(rest, defs, in_union)}
+    if kinds <= {"integer", "number", "string", "boolean"}:
+        # A scalar of several types (search choices): Kubernetes cannot say "one of these types",
+        # so the CRD lets any value through and the operator's pydantic check names a bad one.
+        return {"x-kubernetes-preserve-unknown-fields": True, **rest}
     raise ValueError(f"cannot express anyOf {options} structurally")
 
 

@@ -32,6 +32,8 @@ class PassContext:
     # Resolves a URI named in a pass's spec (e.g. a student model) to a local file, as the
     # pipeline does for the model and data (relative to the spec file, or fetched from S3).
     fetch: Callable[[str], Path] = Path
+    # Called with (epoch, module) after each training epoch; a tuning study uses it to stop weak trials.
+    on_epoch: Callable[[int, Any], None] | None = None
 
     @property
     def example_inputs(self) -> np.ndarray:

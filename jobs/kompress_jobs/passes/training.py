@@ -79,4 +79,8 @@ def train(module, ctx: PassContext, settings: FineTuning, loss: Callable, after_
             after_step()
             total += value.item()
         ctx.log(f"epoch {epoch + 1}/{settings.epochs}: loss {total / batches:.4f}")
+        if ctx.on_epoch is not None:
+            module.eval()
+            ctx.on_epoch(epoch + 1, module)
+            module.train()
     module.eval()

@@ -1,0 +1,326 @@
+"""Hyperparameter search over pass parameters with Optuna (`spec.tuning`).
+
+Each trial reruns the tuned chain (first searched pass → target) with sampled values, then judges
+the target's output on the validation split: metric drop, size and a short latency measurement.
+The goals become constraints. The study lives in an Optuna journal that is uploaded to the
+artifact store after every trial, together with the model of every trial that is best so far,
+so a killed Job resumes the study where it stopped and never loses its best model. The best
+trials become ordinary candidates and are measured by the full benchmark like every other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from .benchmark import measure_latency
+from .candidates import Candidate
+from .data import Dataset
+from .errors import KompressError
+from .passes import build_pass
+from .plan import Step
+from .quality import predict, quality_drop, score
+from .runtimes import ModelFile, make_runner
+from .schema import Benchmark, ModelOptimizationSpec, Objective
+from .search_space import SearchParameter, TuningPlan, with_values
+from .selection import primary_batch_size
+from .store import ArtifactStore
+
+# The pipeline's pass loop: run_chain(steps, known_candidates, folder, on_epoch=...) -> candidates.
+ChainRunner = Callable[..., list[Candidate]]
+
+
+class TrialStopped(BaseException):
+    """Raised inside a pass's training loop to abandon a weak trial. A BaseException, so the pass
+    loop's own error handling (which records failures) lets it through to Optuna."""
+
+
+@dataclass
+class TuningResult:
+    candidates: list[Candidate]
+    report: dict
+
+
+def study_key(name: str, spec: ModelOptimizationSpec) -> str:
+    """Where the study lives in the store: the same inputs and search give the same study, so a
+    restarted Job resumes it; a changed spec starts a new one. Budget fields are left out, so
+    raising `trials` continues the study instead of starting over."""
+    tuning = spec.tuning.to_wire()
+    for budget in ("trials", "timeoutSeconds", "maxFailedTrials", "stopWhenAcceptable", "keepBest"):
+        tuning.pop(budget, None)
+    identity = {"model": spec.model.to_wire(), "data": spec.data.to_wire(), "task": spec.task.to_wire(),
+                "passes": [p.to_wire() for p in spec.passes], "goals": spec.goals.to_wire(), "tuning": tuning,
+                "threads": spec.benchmark.threads, "batch": primary_batch_size(spec.goals, spec.benchmark)}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    return f"studies/{name}-{digest}"
+
+
+class Study:
+    """One tuning study: its Optuna study, where it is stored, and how a trial is judged."""
+
+    def __init__(self, name: str, spec: ModelOptimizationSpec, plan: TuningPlan, known: dict[str, Candidate],
+                 dataset: Dataset, scratch: Path, store: ArtifactStore, run_chain: ChainRunner,
+                 progress: Callable[[str], None]):
+        self.spec, self.tuning, self.plan, self.known = spec, spec.tuning, plan, known
+        self.scratch, self.store, self.run_chain, self.progress = scratch / "tuning", store, run_chain, progress
+        self.key = study_key(name, spec)
+        self.journal = self.scratch / "journal.log"
+        self.validation = dataset.validation
+        self.batch = primary_batch_size(spec.goals, spec.benchmark)
+        self.local_models: dict[int, ModelFile] = {}
+        self.stop_reason = "trial budget reached"
+
+    # --- the study ---------------------------------------------------------------------
+
+    def run(self) -> TuningResult:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        resumed = self.store.get(f"{self.key}/journal.log", self.journal)
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(self.journal)))
+        finished_before = self._close_interrupted(storage) if resumed else 0
+        study = optuna.create_study(
+            storage=storage, study_name=self.key, load_if_exists=True,
+            directions=["minimize"] * len(self.tuning.objectives),
+            # Reseeded per attempt, so a resumed study does not replay the first attempt's samples.
+            sampler=optuna.samplers.TPESampler(seed=self.tuning.seed + finished_before,
+                                               n_startup_trials=min(10, max(2, self.tuning.trials // 3))),
+            pruner=(optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+                    if self.tuning.prune_weak_trials else optuna.pruners.NopPruner()),
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([_metric_name(o) for o in self.tuning.objectives])
+        self._reference = self._reference_quality()
+        if resumed:
+            self.progress(f"tuning: resuming study {self.key} with {finished_before} finished trial(s)")
+        remaining = self.tuning.trials - finished_before
+        failed = _count(study, "FAIL")
+        if failed >= self.tuning.max_failed_trials:
+            self.stop_reason, remaining = f"{failed} trials failed (maxFailedTrials {self.tuning.max_failed_trials})", 0
+        if remaining > 0:
+            self.progress(f"tuning: {remaining} trial(s) over {', '.join(p.key for p in self.plan.parameters)}, "
+                          f"judged on {self.plan.target.name}")
+            study.optimize(self._objective, n_trials=remaining, timeout=self.tuning.timeout_seconds,
+                           catch=(Exception,), callbacks=[self._after_trial], gc_after_trial=True)
+            if self.tuning.timeout_seconds and _finished(study) < self.tuning.trials and self.stop_reason == "trial budget reached":
+                self.stop_reason = f"timeout ({self.tuning.timeout_seconds} s)"
+        return TuningResult(self._best_candidates(study), self._report(study, finished_before))
+
+    def _close_interrupted(self, storage) -> int:
+        """Trials left RUNNING by a killed attempt can never finish: mark them failed."""
+        from optuna.trial import TrialState
+
+        try:
+            study_id = storage.get_study_id_from_name(self.key)
+        except KeyError:
+            return 0
+        trials = storage.get_all_trials(study_id, deepcopy=False)
+        for trial in trials:
+            if trial.state is TrialState.RUNNING:
+                storage.set_trial_user_attr(trial._trial_id, "error", "interrupted (the Job stopped during this trial)")
+                storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        return sum(1 for t in trials if t.state.is_finished() or t.state is TrialState.RUNNING)
+
+    # --- one trial ---------------------------------------------------------------------
+
+    def _objective(self, trial) -> tuple[float, ...]:
+        import optuna
+
+        values = {p.key: _suggest(trial, p) for p in self.plan.parameters}
+        chain = [self._step_with(step, values) for step in self.plan.chain]
+        trial.set_user_attr("lineage", [{"name": s.name, "pass": s.optimization.type, "parameters": s.optimization.parameters}
+                                        for s in chain])
+        self.progress(f"tuning: trial {trial.number}: " + ", ".join(f"{k}={_show(v)}" for k, v in values.items()))
+        try:
+            produced = self.run_chain(chain, self.known, self.scratch / f"trial-{trial.number}",
+                                      on_epoch=self._pruning_reporter(trial) if self.tuning.prune_weak_trials else None)
+        except TrialStopped:
+            raise optuna.TrialPruned() from None
+        result = produced[-1]
+        if not result.measured:
+            trial.set_user_attr("error", result.error or "the chain produced no model")
+            raise KompressError(result.error or "the chain produced no model")
+        measured = self._measure(result.model)
+        trial.set_user_attr("validation", measured)
+        for goal, value in self._constraint_values(measured).items():
+            trial.set_constraint(goal, value)
+        trial.set_user_attr("model", {"file": result.model.path.name, "format": result.model.format.value,
+                                      "precision": result.model.precision})
+        self.local_models[trial.number] = result.model
+        return tuple(measured[_metric_name(o)] for o in self.tuning.objectives)
+
+    def _step_with(self, step: Step, values: dict) -> Step:
+        mine = {p.path: values[p.key] for p in self.plan.parameters if p.pass_name == step.name}
+        if not mine:
+            return step
+        return replace(step, optimization=build_pass(with_values(self.spec.passes[step.index], mine)))
+
+    def _pruning_reporter(self, trial):
+        import torch
+
+        steps = iter(range(1, 1_000_000))
+        inputs = torch.from_numpy(self.validation.inputs)
+
+        def report(epoch: int, module) -> None:
+            with torch.no_grad():
+                outputs = module(inputs).numpy()
+            value = score(outputs, self.validation.labels, self.spec.task.metric)
+            trial.report(self._drop(value), next(steps))
+            if trial.should_prune():
+                self.progress(f"tuning: trial {trial.number}: pruned after epoch {epoch} (behind the median)")
+                raise TrialStopped()
+
+        return report
+
+    def _reference_quality(self) -> float:
+        runner = make_runner(self.known["baseline"].model, self.spec.benchmark.threads)
+        return score(predict(runner, self.validation, self.spec.benchmark.evaluation_batch_size),
+                     self.validation.labels, self.spec.task.metric)
+
+    def _drop(self, value: float) -> float:
+        return quality_drop(self._reference, value, self.spec.task.metric, self.spec.goals.accuracy_drop_mode)
+
+    def _measure(self, model: ModelFile) -> dict:
+        """The validation metric, size and a short single-model latency measurement."""
+        runner = make_runner(model, self.spec.benchmark.threads)
+        value = score(predict(runner, self.validation, self.spec.benchmark.evaluation_batch_size),
+                      self.validation.labels, self.spec.task.metric)
+        quick = Benchmark(batch_sizes=[self.batch], warmup=self.spec.benchmark.warmup, rounds=1,
+                          iterations=self.spec.benchmark.iterations, threads=self.spec.benchmark.threads)
+        latency = measure_latency({"trial": runner}, self.validation.inputs, quick)["trial"][self.batch]
+        percentile = self.spec.goals.latency.percentile.value if self.spec.goals.latency else "P50"
+        return {"metric": value, "drop": self._drop(value), "latencyMs": latency.percentile_ms(percentile),
+                "sizeMiB": model.size_bytes / 2**20}
+
+    def _constraint_values(self, measured: dict) -> dict[str, float]:
+        """Optuna's convention: ≤ 0 is feasible. One value per goal the spec sets."""
+        goals, values = self.spec.goals, {}
+        if goals.max_accuracy_drop is not None:
+            values["maxAccuracyDrop"] = measured["drop"] - goals.max_accuracy_drop
+        if goals.latency is not None:
+            values["latency"] = measured["latencyMs"] - goals.latency.max_milliseconds
+        if goals.max_size_bytes is not None:
+            values["maxSize"] = measured["sizeMiB"] - goals.max_size_bytes / 2**20
+        return values
+
+    def _after_trial(self, study, trial) -> None:
+        from optuna.trial import TrialState
+
+        if trial.state is TrialState.COMPLETE:
+            shown = ", ".join(f"{n}={v:.4g}" for n, v in zip(study.metric_names, trial.values))
+            self.progress(f"tuning: trial {trial.number} done: {shown}" + ("" if _feasible(trial) else " (breaks a goal)"))
+            if trial.number in {t.number for t in study.best_trials}:
+                # Saved before the journal that records it, so a resumed study never names a missing model.
+                model = self.local_models[trial.number]
+                self.store.put(model.path, f"{self.key}/trials/{trial.number}/{model.path.name}")
+        elif trial.state is TrialState.FAIL:
+            self.progress(f"tuning: trial {trial.number} failed: {trial.user_attrs.get('error', 'see the log above')}")
+        self.store.put(self.journal, f"{self.key}/journal.log")
+
+        failed = _count(study, "FAIL")
+        if failed >= self.tuning.max_failed_trials:
+            self.stop_reason = f"{failed} trials failed (maxFailedTrials {self.tuning.max_failed_trials})"
+            study.stop()
+        elif self.tuning.stop_when_acceptable and trial.state is TrialState.COMPLETE and _feasible(trial):
+            self.stop_reason = f"trial {trial.number} meets every goal (stopWhenAcceptable)"
+            study.stop()
+
+    # --- results -------------------------------------------------------------------------
+
+    def _best_trials(self, study) -> list:
+        complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        if not complete:
+            return []
+        if len(self.tuning.objectives) == 1:
+            ranked = sorted(complete, key=lambda t: (not _feasible(t), t.values[0]))
+        else:  # the Pareto front, feasible trials first, then by the first objective
+            ranked = sorted(study.best_trials, key=lambda t: (not _feasible(t), t.values[0]))
+        return ranked[: self.tuning.keep_best]
+
+    def _best_candidates(self, study) -> list[Candidate]:
+        target, start = self.plan.target, self.known[self.plan.start]
+        candidates = []
+        for trial in self._best_trials(study):
+            model = self._model_of(trial)
+            if model is None:
+                self.progress(f"tuning: trial {trial.number}'s model is not in the store; left out")
+                continue
+            candidates.append(Candidate(
+                name=f"{target.name}-trial-{trial.number}", technique=target.optimization.technique,
+                pass_type=target.optimization.type, parent=start.name,
+                lineage=start.lineage + trial.user_attrs["lineage"] + [{"trial": trial.number, "study": self.key}],
+                model=model,
+            ))
+        return candidates
+
+    def _model_of(self, trial) -> ModelFile | None:
+        if trial.number in self.local_models:
+            return self.local_models[trial.number]
+        saved = trial.user_attrs["model"]
+        local = self.scratch / f"saved-{trial.number}" / saved["file"]
+        if not self.store.get(f"{self.key}/trials/{trial.number}/{saved['file']}", local):
+            return None
+        from .schema import ModelFormat
+
+        return ModelFile(local, ModelFormat(saved["format"]), saved["precision"])
+
+    def _report(self, study, finished_before: int) -> dict:
+        trials = study.get_trials(deepcopy=False)
+        best = {t.number for t in self._best_trials(study)}
+        return {
+            "study": self.key,
+            "storage": self.store.uri(f"{self.key}/journal.log"),
+            "objectives": [o.value for o in self.tuning.objectives],
+            "target": self.plan.target.name,
+            "validationSplit": self.tuning.validation_split,
+            "resumedWithTrials": finished_before,
+            "finishedTrials": _finished(study),
+            "stoppedBecause": self.stop_reason,
+            "selected": [f"{self.plan.target.name}-trial-{n}" for n in sorted(best)],
+            "trials": [{
+                "number": t.number, "state": t.state.name.capitalize(), "parameters": t.params,
+                **({"values": dict(zip(study.metric_names, t.values))} if t.values else {}),
+                **({"validation": t.user_attrs["validation"]} if "validation" in t.user_attrs else {}),
+                **({"meetsGoals": _feasible(t)} if t.values else {}),
+                **({"error": t.user_attrs["error"]} if "error" in t.user_attrs else {}),
+            } for t in trials],
+        }
+
+
+def run_tuning(*args, **kwargs) -> TuningResult:
+    return Study(*args, **kwargs).run()
+
+
+def _suggest(trial, parameter: SearchParameter):
+    search = parameter.range
+    if parameter.kind == "categorical":
+        return trial.suggest_categorical(parameter.key, search.choices)
+    if parameter.kind == "int":
+        return trial.suggest_int(parameter.key, int(search.low), int(search.high), log=search.log)
+    return trial.suggest_float(parameter.key, search.low, search.high, log=search.log)
+
+
+def _metric_name(objective: Objective) -> str:
+    return {Objective.LATENCY: "latencyMs", Objective.SIZE: "sizeMiB", Objective.ACCURACY: "drop"}[objective]
+
+
+def _feasible(trial) -> bool:
+    return all(value <= 0 for value in (trial.constraints or {}).values())
+
+
+def _count(study, state: str) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == state)
+
+
+def _finished(study) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+
+
+def _show(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
