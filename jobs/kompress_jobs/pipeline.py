@@ -165,7 +165,7 @@ def _run_passes(steps: list[Step], known: dict[str, Candidate], folder: Path, *,
         output_dir.mkdir(parents=True)
         log = (lambda m: None) if quiet else (lambda m, n=step.name: progress(f"  {n}: {m}"))
         context = PassContext(output_dir, dataset, spec.benchmark.threads, log, task=spec.task.type, fetch=fetch,
-                              on_epoch=on_epoch)
+                              on_epoch=on_epoch, batch_sizes=tuple(spec.benchmark.batch_sizes))
         try:
             candidate.model = optimization.run(parent.model, context)
             if runners is not None:

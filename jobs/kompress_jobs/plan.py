@@ -26,7 +26,9 @@ class Step:
 
 
 def default_name(pass_type: str) -> str:
-    """OnnxExport -> onnx-export, StaticInt8 -> static-int8."""
+    """OnnxExport -> onnx-export, StaticInt8 -> static-int8, TensorRT -> tensorrt."""
+    if pass_type == "TensorRT":
+        return "tensorrt"
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", pass_type).lower()
 
 

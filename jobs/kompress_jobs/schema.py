@@ -43,6 +43,7 @@ class ModelFormat(str, Enum):
     ONNX = "ONNX"
     TORCH_SCRIPT = "TorchScript"  # torch.jit.save archive
     TORCH_EXPORT = "TorchExport"  # torch.export.save program (.pt2)
+    TENSORRT = "TensorRT"  # serialized engine; runs only on the GPU model and TensorRT version that built it
 
 
 class ModelSource(Model):
@@ -169,6 +170,22 @@ class Fp16Pass(PassBase):
     keep_io_types: bool = Field(True, description="Keep FP32 inputs and outputs so callers need not change.")
 
 
+class TensorRtPrecision(str, Enum):
+    FP16 = "FP16"
+    INT8 = "INT8"
+
+
+class TensorRtPass(PassBase):
+    """A TensorRT engine built from the ONNX model on the Job's GPU, benchmarked there like every
+    other candidate. Without a GPU or TensorRT the pass is reported NotApplicable with the reason."""
+
+    type: Literal["TensorRT"]
+    precision: TensorRtPrecision = Field(TensorRtPrecision.FP16, description="FP16, or INT8 calibrated on the "
+                                         "calibration split (FP16 kernels where INT8 has none). A QDQ model keeps its own scales.")
+    workspace_mi_b: int = Field(1024, ge=16, le=1_048_576, alias="workspaceMiB", description="Builder scratch memory.")
+    calibration_batch_size: int = Field(32, ge=1, le=4096)
+
+
 class FineTuning(Model):
     """Training on the data's train split (classification: cross-entropy; regression: MSE)."""
 
@@ -255,12 +272,12 @@ class LowRankPass(PassBase):
 
 
 PassSpec = Annotated[
-    Union[OnnxExportPass, OrtOptimizePass, DynamicInt8Pass, StaticInt8Pass, Fp16Pass, PrunePass, StructuredPrunePass,
-          DistillPass, LowRankPass],
+    Union[OnnxExportPass, OrtOptimizePass, DynamicInt8Pass, StaticInt8Pass, Fp16Pass, TensorRtPass, PrunePass,
+          StructuredPrunePass, DistillPass, LowRankPass],
     Field(discriminator="type"),
 ]
-PASS_TYPES: tuple[str, ...] = ("OnnxExport", "OrtOptimize", "DynamicInt8", "StaticInt8", "Fp16", "Prune", "StructuredPrune",
-                                 "Distill", "LowRank")
+PASS_TYPES: tuple[str, ...] = ("OnnxExport", "OrtOptimize", "DynamicInt8", "StaticInt8", "Fp16", "TensorRT", "Prune",
+                                 "StructuredPrune", "Distill", "LowRank")
 
 
 # --- goals and measurement ---------------------------------------------------------------

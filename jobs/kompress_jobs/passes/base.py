@@ -34,6 +34,7 @@ class PassContext:
     fetch: Callable[[str], Path] = Path
     # Called with (epoch, module) after each training epoch; a tuning study uses it to stop weak trials.
     on_epoch: Callable[[int, Any], None] | None = None
+    batch_sizes: tuple[int, ...] = (1,)  # what the benchmark will run (engines are built for them)
 
     @property
     def example_inputs(self) -> np.ndarray:

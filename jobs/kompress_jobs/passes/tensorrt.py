@@ -1,0 +1,120 @@
+"""TensorRT engines (FP16, INT8) built from an ONNX candidate with the `tensorrt` Python API.
+
+The engine is built for the batch sizes the benchmark runs (one optimization profile spanning
+them) and measured on the GPU by the same harness as every other candidate. INT8 uses entropy
+calibration over the calibration split; a QDQ model from StaticInt8 carries its own scales.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from ..errors import PassError
+from ..modelfile import ModelFile
+from ..schema import ModelFormat, TensorRtPrecision
+from .base import OptimizationPass, PassContext, register
+
+
+def gpu_unavailable_reason() -> str | None:
+    """Why TensorRT cannot run here, or None. Checked before any work, so the report says why."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return "TensorRT is not installed (run on the GPU Job image: spec.job.device: GPU)"
+    try:
+        import torch
+    except ImportError:
+        return "PyTorch is not installed"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible to this Job (spec.job.device: GPU schedules it on a GPU node)"
+    return None
+
+
+def _calibrator(trt, inputs, batch_size: int):
+    """An entropy calibrator feeding the calibration split through a device buffer."""
+    import torch
+
+    class Calibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            super().__init__()
+            usable = len(inputs) - len(inputs) % batch_size or len(inputs)
+            self.batches = [inputs[i:i + batch_size] for i in range(0, usable, batch_size)]
+            self.size = len(self.batches[0])
+            self.device = None
+            self.cache = None
+
+        def get_batch_size(self):
+            return self.size
+
+        def get_batch(self, names):
+            if not self.batches:
+                return None
+            self.device = torch.from_numpy(self.batches.pop(0)).cuda().contiguous()
+            return [int(self.device.data_ptr())]
+
+        def read_calibration_cache(self):
+            return self.cache
+
+        def write_calibration_cache(self, cache):
+            self.cache = bytes(cache)
+
+    return Calibrator()
+
+
+@register
+class TensorRt(OptimizationPass):
+    type = "TensorRT"
+    technique = "tensorrt"
+    accepts = frozenset({ModelFormat.ONNX})
+    output_format = ModelFormat.TENSORRT
+    moves_head = False
+
+    def not_applicable_reason(self) -> str | None:
+        return gpu_unavailable_reason()
+
+    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        import tensorrt as trt
+
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        network = builder.create_network(0)  # explicit batch: the only mode TensorRT 10 has
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(model.path)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise PassError(f"TensorRT cannot parse the ONNX model: {errors[:400]}")
+
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.spec.workspace_mi_b * 2**20)
+        profile = builder.create_optimization_profile()
+        for index in range(network.num_inputs):
+            tensor = network.get_input(index)
+            sample = tuple(tensor.shape[1:])
+            if any(d < 0 for d in sample):
+                raise PassError(f"input {tensor.name!r} has dynamic dimensions beyond the batch {tuple(tensor.shape)}")
+            low, high = min(ctx.batch_sizes), max(ctx.batch_sizes)
+            profile.set_shape(tensor.name, (low, *sample), (ctx.batch_sizes[0], *sample), (high, *sample))
+        config.add_optimization_profile(profile)
+        config.set_flag(trt.BuilderFlag.FP16)  # also the fallback for layers without INT8 kernels
+        if self.spec.precision is TensorRtPrecision.INT8:
+            config.set_flag(trt.BuilderFlag.INT8)
+            if not _has_qdq(network):
+                calibration = ctx.dataset.calibration
+                if calibration is None:
+                    raise PassError("INT8 calibration needs a calibration split (x_calibration / y_calibration)")
+                config.int8_calibrator = _calibrator(trt, calibration.inputs, self.spec.calibration_batch_size)
+                config.set_calibration_profile(profile)
+                ctx.log(f"calibrating INT8 on {len(calibration.inputs)} samples")
+
+        ctx.log(f"building a {self.spec.precision.value} engine for batch sizes {min(ctx.batch_sizes)}–{max(ctx.batch_sizes)}")
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise PassError("TensorRT could not build an engine for this model (see the builder's log above)")
+        output = ctx.output_dir / "model.engine"
+        output.write_bytes(bytes(serialized))
+        return ModelFile(output, ModelFormat.TENSORRT, self.spec.precision.value.lower())
+
+
+def _has_qdq(network) -> bool:
+    """A StaticInt8 (QDQ) model brings its own scales: explicit quantization, no calibration."""
+    import tensorrt as trt
+
+    return any(network.get_layer(i).type in (trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE)
+               for i in range(network.num_layers))

@@ -1,0 +1,76 @@
+"""TensorRT engines: reported NotApplicable with the reason where no GPU or TensorRT is present;
+built, measured on the GPU and selected like other candidates where one is (marker `gpu`)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from kompress_jobs.passes.tensorrt import gpu_unavailable_reason
+from kompress_jobs.pipeline import run_optimization
+from kompress_jobs.specfile import load_resource_file
+
+ENGINES = [{"type": "OnnxExport", "name": "onnx"},
+           {"type": "TensorRT", "name": "trt-fp16"},
+           {"type": "TensorRT", "name": "trt-int8", "precision": "INT8"},
+           {"type": "StaticInt8", "name": "int8"}]
+
+
+def run(spec, tmp_path):
+    result = run_optimization(load_resource_file(spec), base_dir=spec.parent, artifacts_uri=str(tmp_path / "out"))
+    return result.report, {c["name"]: c for c in result.report["candidates"]}
+
+
+def test_without_tensorrt_the_engines_are_not_applicable_with_the_reason(write_spec, tmp_path, monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorrt" else real_find_spec(name, *a))
+    report, candidates = run(write_spec(passes=ENGINES), tmp_path)
+    for name in ("trt-fp16", "trt-int8"):
+        assert candidates[name]["outcome"] == "NotApplicable"
+        assert candidates[name]["error"] == "TensorRT is not installed (run on the GPU Job image: spec.job.device: GPU)"
+    assert candidates["int8"]["outcome"] == "Measured" and report["best"] == "int8"  # the rest of the run stands
+
+
+def test_without_a_gpu_the_engines_are_not_applicable_with_the_reason(write_spec, tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "tensorrt" else real_find_spec(name, *a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _, candidates = run(write_spec(passes=ENGINES), tmp_path)
+    assert candidates["trt-fp16"]["outcome"] == "NotApplicable"
+    assert "no CUDA GPU is visible" in candidates["trt-fp16"]["error"]
+
+
+def test_tensorrt_needs_an_onnx_model(write_spec, capsys):
+    from kompress_jobs.cli import main
+
+    assert main(["validate", str(write_spec(passes=[{"type": "TensorRT"}]))]) == 2
+    assert "TensorRT needs an ONNX model" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_fp16_and_int8_engines_are_built_measured_on_the_gpu_and_selected(write_spec, tmp_path):
+    reason = gpu_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    report, candidates = run(write_spec(passes=ENGINES, goals={"maxAccuracyDrop": 1.0},
+                                        benchmark={"batchSizes": [1, 64], "iterations": 50, "rounds": 3}), tmp_path)
+    for name, precision in (("trt-fp16", "fp16"), ("trt-int8", "int8")):
+        engine = candidates[name]
+        assert engine["outcome"] == "Measured", engine
+        assert engine["runtime"] == "tensorrt" and engine["device"] == "cuda" and engine["precision"] == precision
+        assert engine["metric"]["drop"] <= 1.0
+        assert engine["lineage"][-1]["pass"] == "TensorRT"
+    assert {"trt-fp16", "trt-int8"} & set(report["paretoFront"])
+
+
+@pytest.mark.gpu
+def test_an_int8_engine_from_a_qdq_model_keeps_its_scales(write_spec, tmp_path):
+    reason = gpu_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    _, candidates = run(write_spec(passes=[{"type": "OnnxExport"}, {"type": "StaticInt8", "name": "qdq"},
+                                           {"type": "TensorRT", "input": "qdq", "precision": "INT8"}]), tmp_path)
+    assert candidates["tensorrt"]["outcome"] == "Measured", candidates["tensorrt"]
+    assert candidates["tensorrt"]["metric"]["drop"] <= 1.0
