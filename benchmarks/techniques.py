@@ -2,10 +2,12 @@
 
     .venv/bin/python benchmarks/techniques.py [--rounds 7] [--out DIR]
 
-1. The digits CNN (examples/digits-cnn-compress.yaml): INT8 alone, unstructured pruning, a
-   distilled student (PyTorch, ONNX, INT8) — every candidate against the PyTorch FP32 teacher.
-2. Low-rank factorization of the digits MLP and of a BERT-style encoder at several ranks, against
-   their ONNX Runtime FP32 export.
+1. The digits CNN (examples/digits-cnn-compress.yaml): INT8 alone, unstructured pruning,
+   structured pruning (PyTorch, ONNX, INT8, and the Optuna-tuned trials), a distilled student
+   (PyTorch, ONNX, INT8) — every candidate against the PyTorch FP32 teacher, and the narrowed
+   INT8 models against INT8 alone.
+2. Low-rank factorization of the digits MLP, a small encoder and the 26M-parameter BERT-style
+   encoder (--no-base-encoder skips it) at several ranks, against their ONNX Runtime FP32 export.
 
 Every latency is the median over interleaved rounds (all candidates of a run in rotating order);
 "spread" is (max - min) / median of the round medians.
@@ -25,7 +27,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from quantization import row  # noqa: E402
 
 from kompress_jobs.pipeline import run_optimization  # noqa: E402
-from kompress_jobs.reference import TINY_ENCODER, build_encoder  # noqa: E402
+from kompress_jobs.reference import BASE_ENCODER, TINY_ENCODER, build_encoder  # noqa: E402
 from kompress_jobs.specfile import load_resource_file, resource_from_dict  # noqa: E402
 
 LOW_RANK = [{"type": "OnnxExport", "name": "onnx"},
@@ -44,11 +46,18 @@ def digits_cnn(rounds: int, out: Path) -> None:
     report = run(resource, REPO / "examples", out)
     print(f"digits CNN, every candidate vs the PyTorch FP32 teacher (best: {report['best']}, "
           f"Pareto front: {', '.join(report['paretoFront'])})")
-    for name in ("int8", "pruned", "student", "student-onnx", "student-int8"):
+    tuned = report["tuning"]["selected"]
+    for name in ("int8", "pruned", "narrow", "narrow-onnx", "narrow-int8", *tuned, "student", "student-onnx", "student-int8"):
         print(row(report, name, "baseline", 1))
+    print("structured-pruned INT8 vs INT8 alone")
+    for name in ("narrow-int8", *tuned):
+        print(row(report, name, "int8", 1))
+    study = report["tuning"]
+    print(f"Optuna study: {study['finishedTrials']} trials, {sum(t['state'] == 'Complete' for t in study['trials'])} complete, "
+          f"stopped: {study['stoppedBecause']}")
 
 
-def low_rank(rounds: int, out: Path) -> None:
+def low_rank(rounds: int, out: Path, base_encoder: bool) -> None:
     mlp = resource_from_dict({"apiVersion": "kompress.io/v1alpha1", "kind": "ModelOptimization",
                               "metadata": {"name": "mlp-low-rank"}, "spec": {
         "model": {"uri": "models/digits-mlp.pt", "format": "TorchScript"}, "data": {"uri": "data/digits.npz"},
@@ -58,26 +67,30 @@ def low_rank(rounds: int, out: Path) -> None:
     for name in ("energy-90", "ratio-50", "ratio-25"):
         print(row(report, name, "onnx", 1))
         print(row(report, name, "onnx", 64))
-    with tempfile.TemporaryDirectory() as folder:
-        model, data, accuracy, parameters = build_encoder(Path(folder), TINY_ENCODER)
-        encoder = resource_from_dict({"apiVersion": "kompress.io/v1alpha1", "kind": "ModelOptimization",
-                                      "metadata": {"name": "encoder-low-rank"}, "spec": {
-            "model": {"uri": str(model), "format": "TorchExport"}, "data": {"uri": str(data)},
-            "passes": [dict(p, minWeights=4096) if p["type"] == "LowRank" else p for p in LOW_RANK],
-            "benchmark": {"batchSizes": [1, 8], "rounds": rounds, "iterations": 50, "threads": 1}}})
-        report = run(encoder, Path(folder), out)
-    print(f"encoder ({parameters / 1e6:.1f}M parameters, trained accuracy {accuracy:.3f}), low rank vs ONNX Runtime FP32")
-    for name in ("energy-90", "ratio-50", "ratio-25"):
-        print(row(report, name, "onnx", 1))
+    for size, iterations in ((TINY_ENCODER, 50), *(((BASE_ENCODER, 10),) if base_encoder else ())):
+        with tempfile.TemporaryDirectory() as folder:
+            model, data, accuracy, parameters = build_encoder(Path(folder), size)
+            encoder = resource_from_dict({"apiVersion": "kompress.io/v1alpha1", "kind": "ModelOptimization",
+                                          "metadata": {"name": "encoder-low-rank"}, "spec": {
+                "model": {"uri": str(model), "format": "TorchExport"}, "data": {"uri": str(data)},
+                "passes": [dict(p, minWeights=4096) if p["type"] == "LowRank" else p for p in LOW_RANK],
+                "benchmark": {"batchSizes": [1, 8], "rounds": rounds, "iterations": iterations, "threads": 1}}})
+            report = run(encoder, Path(folder), out)
+        print(f"encoder ({parameters / 1e6:.1f}M parameters, trained accuracy {accuracy:.3f}), low rank vs ONNX Runtime FP32")
+        for name in ("energy-90", "ratio-50", "ratio-25"):
+            print(row(report, name, "onnx", 1))
+            print(row(report, name, "onnx", 8))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="kompress-bench-")))
+    parser.add_argument("--no-base-encoder", dest="base_encoder", action="store_false",
+                        help="skip the 26M-parameter encoder (minutes to train and factor)")
     args = parser.parse_args()
     digits_cnn(args.rounds, args.out)
-    low_rank(args.rounds, args.out)
+    low_rank(args.rounds, args.out, args.base_encoder)
 
 
 if __name__ == "__main__":

@@ -72,3 +72,27 @@ def test_an_interrupted_upload_is_rolled_back(s3_endpoint, write_spec, monkeypat
     with pytest.raises(StoreError, match="endpoint went away"):
         run_optimization(load_resource_file(spec), base_dir=spec.parent, run_id="broken")
     assert s3_keys(s3_endpoint, prefix="runs/") == []
+
+
+def test_s3_unreachable_during_upload_is_retried_then_a_clear_error_without_a_manifest(s3_endpoint, write_spec):
+    from .harness.proxy import BreakableProxy
+
+    host, port = s3_endpoint.removeprefix("http://").split(":")
+    proxy = BreakableProxy(host, int(port))
+    spec = write_spec(artifacts={"uri": "s3://models/runs", "endpointUrl": f"http://{proxy.address}"})
+    seen: dict[str, int] = {}
+
+    def progress(message: str) -> None:
+        if message.startswith("writing report and uploading"):  # the work is done; S3 goes away now
+            proxy.refuse()
+            seen["connections"] = proxy.connections
+
+    try:
+        with pytest.raises(StoreError) as failure:
+            run_optimization(load_resource_file(spec), base_dir=spec.parent, run_id="cut", progress=progress)
+        assert "upload of" in str(failure.value) and "s3://models" in str(failure.value)
+        assert proxy.connections - seen["connections"] >= S3Store.ATTEMPTS  # retried, not given up at once
+    finally:
+        proxy.restore()
+        proxy.close()
+    assert "runs/cut/manifest.json" not in s3_keys(s3_endpoint, prefix="runs/")  # nothing claims the run is complete

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,9 @@ def describe_errors(exc: ValidationError) -> list[str]:
     return list(dict.fromkeys(lines))  # unions can repeat an error; keep the first of each
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
     for index, item in enumerate(loc):
@@ -64,6 +69,8 @@ def _field_path(loc: tuple[Any, ...]) -> str:
             parts.append(f"[{item}]")
         elif isinstance(item, str) and item.startswith("function-"):
             continue
+        elif isinstance(item, str) and not _PLAIN_KEY.match(item):
+            parts.append(f"[{json.dumps(item)}]")  # a key with spaces or control characters: quoted, one line
         else:
             parts.append(("." if parts else "") + str(item))
     return "".join(parts)

@@ -89,6 +89,10 @@ class LocalStore(ArtifactStore):
 
 
 class S3Store(ArtifactStore):
+    # botocore's "standard" retries: exponential backoff with jitter on connection errors,
+    # throttling and 5xx, so a store that blips for a few seconds does not fail a long run.
+    ATTEMPTS = 5
+
     def __init__(self, uri: str, endpoint_url: str | None = None, region: str | None = None):
         import boto3
         from botocore.config import Config
@@ -96,8 +100,7 @@ class S3Store(ArtifactStore):
         self.bucket, prefix = split_s3(uri)
         self.prefix = prefix.rstrip("/")
         self.endpoint_url = endpoint_url
-        # Few, quick retries: an unreachable endpoint should fail in seconds, not minutes.
-        config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"})
+        config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": self.ATTEMPTS, "mode": "standard"})
         self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
 
     def _key(self, key: str) -> str:
@@ -116,12 +119,17 @@ class S3Store(ArtifactStore):
             raise StoreError(f"artifact store {where}: unreachable ({exc})") from None
 
     def put(self, local: Path, key: str) -> None:
+        from boto3.exceptions import S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.upload_file(str(local), self.bucket, self._key(key))
-        except (BotoCoreError, ClientError) as exc:
+        except ClientError as exc:  # an answer (denied, no bucket): retrying would not change it
             raise StoreError(f"upload of {key} to s3://{self.bucket} failed: {exc}") from None
+        except (BotoCoreError, S3UploadFailedError) as exc:
+            where = f" at {self.endpoint_url}" if self.endpoint_url else ""
+            raise StoreError(f"upload of {key} to s3://{self.bucket}{where} failed "
+                             f"(retried up to {self.ATTEMPTS} times with backoff): {exc}") from None
 
     def get(self, key: str, local: Path) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError

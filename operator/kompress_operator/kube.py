@@ -17,6 +17,9 @@ from kompress_jobs.schema import API_GROUP, API_VERSION, PLURAL
 from .jobspec import GENERATION_LABEL, RESOURCE_LABEL
 
 log = logging.getLogger(__name__)
+# (connect, read) seconds for every call: without it a connection that silently stops answering
+# (a dropped NAT entry, a restarted load balancer) would hang a handler thread for good.
+REQUEST_TIMEOUT = (10, 60)
 
 
 def load_config() -> None:
@@ -36,7 +39,7 @@ class Kube:
     def create_job(self, manifest: dict) -> bool:
         """True when created, False when a Job of that name already exists (idempotent)."""
         try:
-            self.batch.create_namespaced_job(manifest["metadata"]["namespace"], manifest)
+            self.batch.create_namespaced_job(manifest["metadata"]["namespace"], manifest, _request_timeout=REQUEST_TIMEOUT)
             return True
         except ApiException as exc:
             if exc.status == 409:
@@ -45,30 +48,30 @@ class Kube:
 
     def get_job(self, namespace: str, name: str) -> dict | None:
         try:
-            return self.api.sanitize_for_serialization(self.batch.read_namespaced_job(name, namespace))
+            return self.api.sanitize_for_serialization(self.batch.read_namespaced_job(name, namespace, _request_timeout=REQUEST_TIMEOUT))
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
 
     def jobs_of(self, namespace: str, resource: str) -> list[dict]:
-        jobs = self.batch.list_namespaced_job(namespace, label_selector=f"{RESOURCE_LABEL}={resource}")
+        jobs = self.batch.list_namespaced_job(namespace, label_selector=f"{RESOURCE_LABEL}={resource}", _request_timeout=REQUEST_TIMEOUT)
         return [self.api.sanitize_for_serialization(j) for j in jobs.items]
 
     def delete_job(self, namespace: str, name: str) -> None:
         try:
-            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT)
         except ApiException as exc:
             if exc.status != 404:
                 raise
 
     def pods_of_job(self, namespace: str, job: str) -> list[dict]:
-        pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}")
+        pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}", _request_timeout=REQUEST_TIMEOUT)
         return [self.api.sanitize_for_serialization(p) for p in pods.items]
 
     def get_resource(self, namespace: str, name: str) -> dict | None:
         try:
-            return self.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
+            return self.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -77,11 +80,10 @@ class Kube:
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         try:
             self.custom.patch_namespaced_custom_object_status(API_GROUP, API_VERSION, namespace, PLURAL, name,
-                                                              {"status": status})
+                                                              {"status": status}, _request_timeout=REQUEST_TIMEOUT)
         except ApiException as exc:
             if exc.status != 404:  # deleted meanwhile: nothing to report to
                 raise
-
 
     def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the resource, as `kubectl describe` shows them."""
@@ -95,7 +97,7 @@ class Kube:
             source=client.V1EventSource(component="kompress-operator"), reporting_component="kompress-operator",
         )
         try:
-            self.core.create_namespaced_event(meta["namespace"], body)
+            self.core.create_namespaced_event(meta["namespace"], body, _request_timeout=REQUEST_TIMEOUT)
         except ApiException as exc:  # an event is best effort: never fail a reconciliation for it
             if exc.status == 403:
                 log.warning("cannot post Events in %s (Forbidden): grant `create` on events", meta["namespace"])

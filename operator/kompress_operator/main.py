@@ -27,6 +27,8 @@ def configure(registry: kopf.OperatorRegistry, ours: OperatorSettings) -> None:
         settings.watching.client_timeout = ours.watch_client_timeout_seconds
         settings.watching.connect_timeout = 10
         settings.watching.reconnect_backoff = 1.0
+        settings.networking.connect_timeout = 10
+        settings.networking.request_timeout = 60  # Kopf's own patches, same reason as kube.REQUEST_TIMEOUT
         # Handler progress in annotations of our own prefix, not in status (ours to own).
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kompress.io")
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(

@@ -75,12 +75,12 @@ def namespace(cluster):
 
 @pytest.fixture
 def start_operator(cluster, node, s3):
-    """start_operator(*flags) -> a running OperatorProcess; every one is stopped at the end."""
+    """start_operator(*flags, kubeconfig=None) -> a running OperatorProcess; every one is stopped at the end."""
     started: list[OperatorProcess] = []
 
-    def start(*flags: str) -> OperatorProcess:
+    def start(*flags: str, kubeconfig: Path | None = None) -> OperatorProcess:
         job_env = [f"--job-env={k}={v}" for k, v in S3_ENV.items()]
-        process = OperatorProcess(cluster.kubeconfig(), "--queue-interval", "1", *job_env, *flags).start()
+        process = OperatorProcess(kubeconfig or cluster.kubeconfig(), "--queue-interval", "1", *job_env, *flags).start()
         started.append(process)
         return process
 
