@@ -168,7 +168,8 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
 
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY, id="job_changed", registry=registry)
     async def job_changed(body, type, labels, namespace, **_):
-        if type == "DELETED" or type is None:
+        # type None is the initial listing: a Job that finished while no operator ran is reported now.
+        if type == "DELETED":
             return
         owner, generation = labels.get(RESOURCE_LABEL), int(labels.get(GENERATION_LABEL, "0"))
         outcome = job_outcome(body, [])

@@ -158,9 +158,15 @@ class ControlPlane:
                               input=input, capture_output=True, text=True, check=check, timeout=120)
 
     def restart_apiserver(self) -> None:
+        """Stop kube-apiserver (SIGTERM; SIGKILL when its graceful shutdown, which waits on open
+        watches, takes longer than 10 s) and start it again on the same port and data."""
         process = self.processes.pop("kube-apiserver")
         process.terminate()
-        process.wait(30)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
         self.start_apiserver()
 
     def stop(self) -> None:
