@@ -113,10 +113,14 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
                     patch.status.update(status_patch(Phase(QUEUED, "ConcurrencyLimit", message), body.get("status") or {}, generation))
                     await event(body, "Queued", message)
                 return
-            manifest = build_job(body, parsed.spec, settings)
-            kopf.adopt(manifest, owner=body)
+            slots.reserved[me.key] = time.monotonic()  # the slot is ours; the API call needs no lock
+        manifest = build_job(body, parsed.spec, settings)
+        kopf.adopt(manifest, owner=body)
+        try:
             created = await call(kube.create_job, manifest)
-            slots.reserved[me.key] = time.monotonic()
+        except BaseException:
+            slots.reserved.pop(me.key, None)
+            raise
         message = f"Job {manifest['metadata']['name']} {'created' if created else 'already exists'}"
         patch.status.update(status_patch(Phase(RUNNING, "JobCreated", message), body.get("status") or {}, generation,
                                          startTime=now(), completionTime=None))
@@ -142,9 +146,10 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
             if status.get("observedGeneration") == generation and status.get("phase") in (SUCCEEDED, FAILED):
                 metrics.record_best(namespace, name, dict(status))  # after a restart, the gauges come back
                 return
-            for old in older_generation_jobs(await call(kube.jobs_of, namespace, name), generation):
-                await call(kube.delete_job, namespace, old)
-                await event(body, "Superseded", f"spec changed: Job {old} stopped for generation {generation}")
+            if generation > 1:  # only a changed spec leaves Jobs of older generations behind
+                for old in older_generation_jobs(await call(kube.jobs_of, namespace, name), generation):
+                    await call(kube.delete_job, namespace, old)
+                    await event(body, "Superseded", f"spec changed: Job {old} stopped for generation {generation}")
             existing = await call(kube.get_job, namespace, job_name(name, generation))
             if existing is not None:  # a restarted operator: the run goes on, the Job watch reports it
                 if status.get("phase") != RUNNING or status.get("observedGeneration") != generation:
@@ -192,6 +197,9 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
 
     async def record_finish(current: dict, outcome, generation: int) -> None:
         namespace, name = current["metadata"]["namespace"], current["metadata"]["name"]
+        # A run that ends before the index ever showed it Running would otherwise hold its slot
+        # until the reservation expires, stalling the queue behind short runs.
+        slots.reserved.pop((namespace, name), None)
         status = current.get("status") or {}
         extra: dict[str, Any] = {"completionTime": outcome.completion_time or now()}
         if outcome.start_time:
@@ -224,6 +232,7 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
         metrics.queue_depth.set(len(waiting_runs.get(None, [])))
         if type == "DELETED":  # the garbage collector takes the Job and its Pods
             metrics.forget(namespace, name)
+            slots.reserved.pop((namespace, name), None)
 
     return registry
 

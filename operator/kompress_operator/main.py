@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import kopf
 
@@ -12,6 +13,8 @@ from .handlers import build_registry
 from .kube import Kube, load_config
 from .metrics import OperatorMetrics
 from .settings import OperatorSettings
+
+API_THREADS = 32
 
 
 def configure(registry: kopf.OperatorRegistry, ours: OperatorSettings) -> None:
@@ -43,17 +46,24 @@ def configure(registry: kopf.OperatorRegistry, ours: OperatorSettings) -> None:
 
 def run(settings: OperatorSettings, peering: str | None = None) -> None:
     logging.basicConfig(level=logging.DEBUG if os.environ.get("KOMPRESS_DEBUG") else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    load_config()
+    load_config(connections=API_THREADS)
     metrics = OperatorMetrics()
     metrics.serve(settings.metrics_port)
     registry = build_registry(settings, Kube(), metrics)
     configure(registry, settings)
     namespaces = list(settings.namespaces)
-    asyncio.run(kopf.operator(
-        registry=registry,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        standalone=peering is None,
-        peering_name=peering,
-        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
-    ))
+
+    async def operate() -> None:
+        # Handlers run their API calls in threads; asyncio's default pool (CPUs + 4 threads) would
+        # make a burst of new resources wait on each other's round trips.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(API_THREADS, thread_name_prefix="kube"))
+        await kopf.operator(
+            registry=registry,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=peering is None,
+            peering_name=peering,
+            liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+        )
+
+    asyncio.run(operate())

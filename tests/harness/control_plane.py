@@ -61,8 +61,10 @@ def _wait(condition, what: str, timeout: float, process: subprocess.Popen | None
 
 
 class ControlPlane:
-    def __init__(self, assets: Path, users: list[User] = ()):
+    def __init__(self, assets: Path, users: list[User] = (), apiserver_args: list[str] = (),
+                 controller_manager_args: list[str] = ()):
         self.assets = assets
+        self.apiserver_args, self.controller_manager_args = list(apiserver_args), list(controller_manager_args)
         self.dir = Path(tempfile.mkdtemp(prefix="kompress-cp-"))
         self.users = [User("admin", ADMIN_TOKEN, ("system:masters",)), *users]
         self.processes: dict[str, subprocess.Popen] = {}
@@ -131,6 +133,7 @@ class ControlPlane:
             "--token-auth-file", str(self.dir / "tokens.csv"),
             "--authorization-mode", "RBAC",
             "--service-cluster-ip-range", "10.96.0.0/24",
+            *self.apiserver_args,
         ])
         context = ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
@@ -151,6 +154,7 @@ class ControlPlane:
             "--root-ca-file", str(self.dir / "certs" / "apiserver.crt"),
             "--use-service-account-credentials=false",
             "--concurrent-gc-syncs", "5",
+            *self.controller_manager_args,
         ])
 
     def kubectl(self, *args: str, user: str = "admin", input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:

@@ -1,0 +1,292 @@
+"""Fleet scale: many ModelOptimizations at once against a real API server with the operator running.
+
+    .venv/bin/python benchmarks/scale.py [--resources 1000] [--namespaces 10] [--cap 50]
+
+A real control plane (etcd, kube-apiserver with an audit log, kube-controller-manager) from
+tests/harness; the operator as its own process (`kompress operator`, its own token user); an
+"instant node" that binds each Pod and reports it Succeeded at once with a real result message,
+so what is measured is the operator, not the pipeline. Two phases:
+
+1. latency: every resource created at once, the cap above their number — the time from the
+   resource's ADDED event to its Job's ADDED event (both seen by this script's watches);
+2. drain: as many again under a concurrency cap (--cap) — the time until every run succeeded.
+
+Then everything is deleted. Printed: creation→Job p50/p99, drain time and rate, the operator's
+peak RSS (VmHWM), and API writes per resource lifecycle (create → succeed → delete) by the
+operator's user, counted from the API server's audit log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import json
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "jobs"))
+sys.path.insert(0, str(REPO / "operator"))
+
+from tests.harness.control_plane import ControlPlane, User, assets_dir  # noqa: E402
+from tests.harness.operator_process import OperatorProcess  # noqa: E402
+
+GROUP, VERSION, PLURAL = "kompress.io", "v1alpha1", "modeloptimizations"
+OPERATOR_USER = User("kompress-operator", "kompress-operator-token", ("system:masters",))
+AUDIT_POLICY = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+                "rules": [{"level": "Metadata", "users": [OPERATOR_USER.name]}, {"level": "None"}]}
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+# What a finished Pod of a real run writes to its termination log (see kompress_jobs.cli._job).
+RESULT = {"result": {
+    "runId": "scale", "metric": "Accuracy", "batchSize": 1,
+    "artifacts": {"uri": "s3://bench/runs/scale", "manifestSha256": "0" * 64},
+    "baseline": {"name": "baseline", "technique": "baseline", "accepted": False, "paretoOptimal": True,
+                 "latencyP50Ms": 0.16, "sizeBytes": 926_000, "metricValue": 0.9875},
+    "best": {"name": "static-int8", "technique": "quantization", "accepted": True, "paretoOptimal": True,
+             "latencyP50Ms": 0.032, "sizeBytes": 242_700, "metricValue": 0.9875, "speedup": 4.94, "sizeRatio": 3.82},
+    "candidates": [{"name": "static-int8", "technique": "quantization", "accepted": True, "paretoOptimal": True,
+                    "latencyP50Ms": 0.032, "sizeBytes": 242_700, "metricValue": 0.9875, "speedup": 4.94, "sizeRatio": 3.82}],
+}}
+
+
+def resource(name: str) -> dict:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelOptimization", "metadata": {"name": name}, "spec": {
+        "model": {"uri": "s3://bench/models/digits-cnn.pt", "format": "TorchScript"},
+        "data": {"uri": "s3://bench/data/digits.npz"},
+        "passes": [{"type": "OnnxExport"}, {"type": "StaticInt8"}],
+        "artifacts": {"uri": "s3://bench/runs"}}}
+
+
+class InstantNode:
+    """Binds each kompress Pod and reports it Succeeded with RESULT as its termination message."""
+
+    def __init__(self, api):
+        from kubernetes import client
+
+        self.core = client.CoreV1Api(api)
+        self.pool = concurrent.futures.ThreadPoolExecutor(8)
+        self.done: set[str] = set()
+        self.stop = threading.Event()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        from kubernetes import watch
+
+        while not self.stop.is_set():
+            try:
+                for event in watch.Watch().stream(self.core.list_pod_for_all_namespaces, timeout_seconds=30,
+                                                  label_selector="app.kubernetes.io/managed-by=kompress"):
+                    pod = event["object"]
+                    if event["type"] != "DELETED" and pod.status.phase == "Pending" and pod.metadata.uid not in self.done:
+                        self.done.add(pod.metadata.uid)
+                        self.pool.submit(self._finish, pod)
+            except Exception:  # a dropped watch: list again
+                time.sleep(0.5)
+
+    def _finish(self, pod) -> None:
+        from kubernetes import client
+
+        namespace, name, container = pod.metadata.namespace, pod.metadata.name, pod.spec.containers[0]
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.core.create_namespaced_binding(namespace, client.V1Binding(
+            metadata=client.V1ObjectMeta(name=name), target=client.V1ObjectReference(kind="Node", name="instant")),
+            _preload_content=False)
+        self.core.patch_namespaced_pod_status(name, namespace, {"status": {
+            "phase": "Succeeded", "startTime": stamp,
+            "containerStatuses": [{"name": container.name, "image": container.image, "imageID": "", "ready": False,
+                                   "restartCount": 0, "state": {"terminated": {
+                                       "exitCode": 0, "reason": "Completed", "message": json.dumps(RESULT),
+                                       "startedAt": stamp, "finishedAt": stamp}}}]}})
+
+
+class Observer:
+    """Local arrival times of ADDED events for resources and Jobs, and the phases resources reach."""
+
+    def __init__(self, api):
+        from kubernetes import client
+
+        self.custom, self.batch = client.CustomObjectsApi(api), client.BatchV1Api(api)
+        self.resource_seen: dict[tuple[str, str], float] = {}
+        self.job_seen: dict[tuple[str, str], float] = {}
+        self.succeeded: dict[tuple[str, str], float] = {}
+        threading.Thread(target=self._resources, daemon=True).start()
+        threading.Thread(target=self._jobs, daemon=True).start()
+
+    def _resources(self) -> None:
+        from kubernetes import watch
+
+        while True:
+            for event in watch.Watch().stream(self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, timeout_seconds=300):
+                meta, now = event["object"]["metadata"], time.monotonic()
+                key = (meta["namespace"], meta["name"])
+                self.resource_seen.setdefault(key, now)
+                if (event["object"].get("status") or {}).get("phase") == "Succeeded":
+                    self.succeeded.setdefault(key, now)
+
+    def _jobs(self) -> None:
+        from kubernetes import watch
+
+        while True:
+            for event in watch.Watch().stream(self.batch.list_job_for_all_namespaces, timeout_seconds=300,
+                                              label_selector="app.kubernetes.io/managed-by=kompress"):
+                job = event["object"]
+                owner = job.metadata.labels.get("kompress.io/resource")
+                self.job_seen.setdefault((job.metadata.namespace, owner), time.monotonic())
+
+
+def create_all(api, namespaces: list[str], count: int, prefix: str) -> list[tuple[str, str]]:
+    from kubernetes import client
+
+    custom = client.CustomObjectsApi(api)
+    keys = [(namespaces[i % len(namespaces)], f"{prefix}-{i:04d}") for i in range(count)]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda key: custom.create_namespaced_custom_object(GROUP, VERSION, key[0], PLURAL, resource(key[1])), keys))
+    return keys
+
+
+def wait_until(condition, what: str, timeout: float) -> float:
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"{what}: not done after {timeout:.0f}s")
+        time.sleep(0.2)
+    return time.monotonic() - start
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def reconcile_quantile(metrics_text: str, q: float) -> float:
+    """The bucket bound under which q of the operator's reconciliations finished (as
+    histogram_quantile would, without interpolation): handler start → Job created → done."""
+    buckets = []
+    for line in metrics_text.splitlines():
+        if line.startswith("kompress_reconcile_time_seconds_bucket"):
+            bound = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
+    total = buckets[-1][1]
+    return next(bound for bound, count in buckets if count >= q * total)
+
+
+def cpu_seconds(pid: int) -> float:
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def count_writes(audit_log: Path) -> collections.Counter:
+    writes: collections.Counter = collections.Counter()
+    for line in audit_log.read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("stage") != "ResponseComplete" or entry.get("verb") not in WRITE_VERBS:
+            continue
+        ref = entry.get("objectRef") or {}
+        what = ref.get("resource", "?") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        writes[(entry["verb"], what, entry.get("responseStatus", {}).get("code"))] += 1
+    return writes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resources", type=int, default=1000)
+    parser.add_argument("--namespaces", type=int, default=10)
+    parser.add_argument("--cap", type=int, default=50, help="concurrency cap of the drain phase")
+    args = parser.parse_args()
+
+    from kubernetes import client, config
+
+    plane = ControlPlane(assets_dir(), users=[OPERATOR_USER],
+                         controller_manager_args=["--kube-api-qps", "500", "--kube-api-burst", "1000"])
+    audit_log = plane.dir / "audit.log"
+    (plane.dir / "audit-policy.yaml").write_text(json.dumps(AUDIT_POLICY))
+    plane.apiserver_args = ["--audit-policy-file", str(plane.dir / "audit-policy.yaml"), "--audit-log-path", str(audit_log),
+                            "--audit-log-maxsize", "2000", "--max-requests-inflight", "800",
+                            "--max-mutating-requests-inflight", "400"]
+    plane.start()
+    operator = None
+    try:
+        plane.kubectl("apply", "-f", str(REPO / "crds"))
+        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
+        api = config.new_client_from_config(str(plane.kubeconfig()))
+        api.configuration.connection_pool_maxsize = 32
+        namespaces = [f"team-{i:02d}" for i in range(args.namespaces)]
+        for name in namespaces:
+            client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+        node, seen = InstantNode(api), Observer(api)
+
+        def start_operator(cap: int) -> OperatorProcess:
+            return OperatorProcess(plane.kubeconfig(OPERATOR_USER.name), "--max-running", str(cap),
+                                   "--max-running-per-namespace", str(cap), "--queue-interval", "1").start()
+
+        # 1. latency: nothing queues
+        operator = start_operator(args.resources * 2)
+        time.sleep(2)
+        started = time.monotonic()
+        first = create_all(api, namespaces, args.resources, "burst")
+        created_in = time.monotonic() - started
+        wait_until(lambda: all(k in seen.job_seen for k in first), "a Job for every resource", 900)
+        wait_until(lambda: all(k in seen.succeeded for k in first), "every run Succeeded", 900)
+        lag = [seen.job_seen[k] - seen.resource_seen[k] for k in first]
+        done_first = max(seen.succeeded[k] for k in first) - started
+        print(f"phase 1: {args.resources} resources in {args.namespaces} namespaces created in {created_in:.1f}s (16 clients)")
+        print(f"  resource ADDED → Job ADDED: p50 {statistics.median(lag) * 1000:.0f} ms, p99 {percentile(lag, 99) * 1000:.0f} ms, "
+              f"min {min(lag) * 1000:.0f} ms, max {max(lag) * 1000:.0f} ms")
+        print(f"  all Succeeded {done_first:.1f}s after the first create ({args.resources / done_first:.1f} runs/s)")
+        rss = [peak_rss_mb(operator.process.pid)]
+        print(f"  operator CPU time so far: {cpu_seconds(operator.process.pid):.1f} s")
+        handled = operator.metrics()
+        print(f"  inside the operator (reconcile handler, which creates the Job): p50 ≤ {reconcile_quantile(handled, 0.5)} s, "
+              f"p99 ≤ {reconcile_quantile(handled, 0.99)} s (histogram buckets)")
+        operator.stop()
+
+        # 2. drain under the cap
+        operator = start_operator(args.cap)
+        started = time.monotonic()
+        second = create_all(api, namespaces, args.resources, "capped")
+        wait_until(lambda: all(k in seen.succeeded for k in second), "every capped run Succeeded", 1800)
+        drained = max(seen.succeeded[k] for k in second) - started
+        lag = [seen.job_seen[k] - seen.resource_seen[k] for k in second]
+        print(f"phase 2: cap {args.cap}: {args.resources} runs drained in {drained:.1f}s ({args.resources / drained:.1f} runs/s); "
+              f"resource → Job incl. queueing p50 {statistics.median(lag):.1f}s, p99 {percentile(lag, 99):.1f}s")
+
+        # 3. delete everything: the finalizer is part of a lifecycle
+        custom = client.CustomObjectsApi(api)
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda k: custom.delete_namespaced_custom_object(GROUP, VERSION, k[0], PLURAL, k[1]), first + second))
+        wait_until(lambda: not custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"], "every resource gone", 900)
+        time.sleep(3)
+        rss.append(peak_rss_mb(operator.process.pid))
+        print(f"operator peak RSS (VmHWM): phase 1 {rss[0]:.0f} MB, phase 2 and deletion {rss[1]:.0f} MB")
+        operator.stop()
+        operator = None
+
+        writes = count_writes(audit_log)
+        total = sum(writes.values())
+        lifecycles = 2 * args.resources
+        print(f"API writes by the operator: {total} for {lifecycles} lifecycles = {total / lifecycles:.2f} per lifecycle")
+        for (verb, what, code), count in writes.most_common():
+            print(f"  {verb:<7} {what:<32} {code}  {count:6d}  ({count / lifecycles:.2f} per lifecycle)")
+        node.stop.set()
+    finally:
+        if operator is not None:
+            operator.stop()
+        plane.stop()
+
+
+if __name__ == "__main__":
+    main()
