@@ -121,6 +121,13 @@ class Observer:
         from kubernetes import watch
 
         while True:
+            try:
+                self._resource_events(watch)
+            except Exception:  # the control plane stopped, or a watch dropped: list again
+                time.sleep(0.5)
+
+    def _resource_events(self, watch) -> None:
+        while True:
             for event in watch.Watch().stream(self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, timeout_seconds=300):
                 meta, now = event["object"]["metadata"], time.monotonic()
                 key = (meta["namespace"], meta["name"])
@@ -131,6 +138,13 @@ class Observer:
     def _jobs(self) -> None:
         from kubernetes import watch
 
+        while True:
+            try:
+                self._job_events(watch)
+            except Exception:
+                time.sleep(0.5)
+
+    def _job_events(self, watch) -> None:
         while True:
             for event in watch.Watch().stream(self.batch.list_job_for_all_namespaces, timeout_seconds=300,
                                               label_selector="app.kubernetes.io/managed-by=kompress"):
@@ -206,6 +220,7 @@ def main() -> None:
     parser.add_argument("--resources", type=int, default=1000)
     parser.add_argument("--namespaces", type=int, default=10)
     parser.add_argument("--cap", type=int, default=50, help="concurrency cap of the drain phase")
+    parser.add_argument("--profile", help="write a py-spy profile of the operator's first minute here")
     args = parser.parse_args()
 
     from kubernetes import client, config
@@ -235,6 +250,11 @@ def main() -> None:
 
         # 1. latency: nothing queues
         operator = start_operator(args.resources * 2)
+        if args.profile:  # py-spy, if installed: where the operator's CPU goes during the burst
+            import subprocess
+
+            profiler = subprocess.Popen(["py-spy", "record", "-p", str(operator.process.pid), "-f", "raw", "-o", args.profile,
+                                         "-d", "60", "-r", "50"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(2)
         started = time.monotonic()
         first = create_all(api, namespaces, args.resources, "burst")
