@@ -249,7 +249,7 @@ def main() -> None:
                                    "--max-running-per-namespace", str(cap), "--queue-interval", "1").start()
 
         # 1. latency: nothing queues
-        operator = start_operator(args.resources * 2)
+        operator, profiler = start_operator(args.resources * 2), None
         if args.profile:  # py-spy, if installed: where the operator's CPU goes during the burst
             import subprocess
 
@@ -273,6 +273,9 @@ def main() -> None:
         print(f"  inside the operator (reconcile handler, which creates the Job): p50 ≤ {reconcile_quantile(handled, 0.5)} s, "
               f"p99 ≤ {reconcile_quantile(handled, 0.99)} s (histogram buckets)")
         operator.stop()
+        if profiler is not None:  # py-spy writes its file when the operator it watched exits
+            profiler.wait(90)
+            print(f"  py-spy profile of the burst: {args.profile}")
 
         # 2. drain under the cap
         operator = start_operator(args.cap)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import boto3
 
 from ..harness.control_plane import free_port
-from .conftest import PLURAL, apply, condition, get, phase_is, resource, wait_for
+from .conftest import apply, condition, get, phase_is, resource, wait_for
 
 
 def test_apply_runs_the_pipeline_and_reports_everywhere(cluster, namespace, s3, start_operator, assets):
