@@ -26,6 +26,9 @@ PASS_FIELDS = sorted({info.alias or name for model in typing.get_args(typing.get
                       for name, info in model.model_fields.items()} - {"type"})
 
 
+ANYTHING = st.one_of(PLAUSIBLE, ANY_JSON)
+
+
 def maybe(values) -> st.SearchStrategy:
     """Mostly the well-formed values, sometimes anything: enough valid resources reach the Job builder."""
     return st.one_of(values, values, values, values, PLAUSIBLE, ANY_JSON)
@@ -39,7 +42,7 @@ passes = st.lists(st.builds(
 
 search_range = st.fixed_dictionaries({"pass": maybe(st.sampled_from(["onnx-export", "prune", "static-int8"])),
                                       "parameter": maybe(st.sampled_from(["amount", "fineTuning.learningRate", "calibrationMethod"]))},
-                                     optional={"low": maybe(st.nothing()), "high": maybe(st.nothing()),
+                                     optional={"low": ANYTHING, "high": ANYTHING,
                                                "choices": maybe(st.lists(PLAUSIBLE, max_size=3)), "log": st.booleans()})
 
 specs = st.fixed_dictionaries(
@@ -47,17 +50,17 @@ specs = st.fixed_dictionaries(
      "data": maybe(st.fixed_dictionaries({"uri": st.text(min_size=1, max_size=20)})),
      "passes": maybe(passes)},
     optional={
-        "goals": maybe(st.fixed_dictionaries({}, optional={"maxAccuracyDrop": maybe(st.nothing()), "maxSize": maybe(st.text(max_size=6)),
-                                                           "latency": maybe(st.nothing()), "optimizeFor": maybe(st.nothing())})),
+        "goals": maybe(st.fixed_dictionaries({}, optional={"maxAccuracyDrop": ANYTHING, "maxSize": maybe(st.text(max_size=6)),
+                                                           "latency": ANYTHING, "optimizeFor": ANYTHING})),
         "benchmark": maybe(st.fixed_dictionaries({}, optional={"batchSizes": maybe(st.lists(st.integers(-2, 70), max_size=4)),
-                                                               "rounds": maybe(st.nothing()), "threads": maybe(st.nothing())})),
+                                                               "rounds": ANYTHING, "threads": ANYTHING})),
         "tuning": maybe(st.fixed_dictionaries({}, optional={"searchSpace": maybe(st.lists(search_range, max_size=3)),
                                                             "objectives": maybe(st.lists(st.sampled_from(["Latency", "Size", "Accuracy", "Speed"]), max_size=3)),
-                                                            "trials": maybe(st.nothing()), "target": maybe(st.nothing())})),
+                                                            "trials": ANYTHING, "target": ANYTHING})),
         "job": maybe(st.fixed_dictionaries({}, optional={"device": maybe(st.sampled_from(["CPU", "GPU", "TPU"])),
-                                                         "resources": maybe(st.nothing()), "tolerations": maybe(st.nothing()),
-                                                         "activeDeadlineSeconds": maybe(st.nothing())})),
-        "artifacts": maybe(st.fixed_dictionaries({}, optional={"uri": maybe(st.nothing()), "endpointUrl": maybe(st.nothing())})),
+                                                         "resources": ANYTHING, "tolerations": ANYTHING,
+                                                         "activeDeadlineSeconds": ANYTHING})),
+        "artifacts": maybe(st.fixed_dictionaries({}, optional={"uri": ANYTHING, "endpointUrl": ANYTHING})),
     })
 
 

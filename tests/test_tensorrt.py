@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+import torch
 
 from kompress_jobs.passes.tensorrt import gpu_unavailable_reason
 from kompress_jobs.pipeline import run_optimization
@@ -15,6 +16,14 @@ ENGINES = [{"type": "OnnxExport", "name": "onnx"},
            {"type": "TensorRT", "name": "trt-fp16"},
            {"type": "TensorRT", "name": "trt-int8", "precision": "INT8"},
            {"type": "StaticInt8", "name": "int8"}]
+
+
+@pytest.fixture
+def gpu_with_tensorrt():
+    """Skips, naming what is missing (TensorRT, or a visible CUDA GPU), where engines cannot be built."""
+    reason = gpu_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
 
 
 def run(spec, tmp_path):
@@ -33,7 +42,6 @@ def test_without_tensorrt_the_engines_are_not_applicable_with_the_reason(write_s
 
 
 def test_without_a_gpu_the_engines_are_not_applicable_with_the_reason(write_spec, tmp_path, monkeypatch):
-    torch = pytest.importorskip("torch")
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "tensorrt" else real_find_spec(name, *a))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -50,10 +58,7 @@ def test_tensorrt_needs_an_onnx_model(write_spec, capsys):
 
 
 @pytest.mark.gpu
-def test_fp16_and_int8_engines_are_built_measured_on_the_gpu_and_selected(write_spec, tmp_path):
-    reason = gpu_unavailable_reason()
-    if reason:
-        pytest.skip(reason)
+def test_fp16_and_int8_engines_are_built_measured_on_the_gpu_and_selected(write_spec, tmp_path, gpu_with_tensorrt):
     report, candidates = run(write_spec(passes=ENGINES, goals={"maxAccuracyDrop": 1.0},
                                         benchmark={"batchSizes": [1, 64], "iterations": 50, "rounds": 3}), tmp_path)
     for name, precision in (("trt-fp16", "fp16"), ("trt-int8", "int8")):
@@ -66,10 +71,7 @@ def test_fp16_and_int8_engines_are_built_measured_on_the_gpu_and_selected(write_
 
 
 @pytest.mark.gpu
-def test_an_int8_engine_from_a_qdq_model_keeps_its_scales(write_spec, tmp_path):
-    reason = gpu_unavailable_reason()
-    if reason:
-        pytest.skip(reason)
+def test_an_int8_engine_from_a_qdq_model_keeps_its_scales(write_spec, tmp_path, gpu_with_tensorrt):
     _, candidates = run(write_spec(passes=[{"type": "OnnxExport"}, {"type": "StaticInt8", "name": "qdq"},
                                            {"type": "TensorRT", "input": "qdq", "precision": "INT8"}]), tmp_path)
     assert candidates["tensorrt"]["outcome"] == "Measured", candidates["tensorrt"]

@@ -11,6 +11,7 @@ trials become ordinary candidates and are measured by the full benchmark like ev
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import warnings
 from dataclasses import dataclass, replace
@@ -110,7 +111,8 @@ class Study:
                            catch=(Exception,), callbacks=[self._after_trial], gc_after_trial=True)
             if self.tuning.timeout_seconds and _finished(study) < self.tuning.trials and self.stop_reason == "trial budget reached":
                 self.stop_reason = f"timeout ({self.tuning.timeout_seconds} s)"
-        return TuningResult(self._best_candidates(study), self._report(study, finished_before))
+        best = self._best_trials(study)
+        return TuningResult(self._best_candidates(best), self._report(study, best, finished_before))
 
     def _close_interrupted(self, storage) -> int:
         """Trials left RUNNING by a killed attempt can never finish: mark them failed."""
@@ -164,7 +166,7 @@ class Study:
     def _pruning_reporter(self, trial):
         import torch
 
-        steps = iter(range(1, 1_000_000))
+        steps = itertools.count(1)  # across every training pass of the trial
         inputs = torch.from_numpy(self.validation.inputs)
 
         def report(epoch: int, module) -> None:
@@ -243,10 +245,10 @@ class Study:
             ranked = sorted(study.best_trials, key=lambda t: (not _feasible(t), t.values[0]))
         return ranked[: self.tuning.keep_best]
 
-    def _best_candidates(self, study) -> list[Candidate]:
+    def _best_candidates(self, best: list) -> list[Candidate]:
         target, start = self.plan.target, self.known[self.plan.start]
         candidates = []
-        for trial in self._best_trials(study):
+        for trial in best:
             model = self._model_of(trial)
             if model is None:
                 self.progress(f"tuning: trial {trial.number}'s model is not in the store; left out")
@@ -270,9 +272,9 @@ class Study:
 
         return ModelFile(local, ModelFormat(saved["format"]), saved["precision"])
 
-    def _report(self, study, finished_before: int) -> dict:
+    def _report(self, study, best: list, finished_before: int) -> dict:
         trials = study.get_trials(deepcopy=False)
-        best = {t.number for t in self._best_trials(study)}
+        best = {t.number for t in best}
         return {
             "study": self.key,
             "storage": self.store.uri(f"{self.key}/journal.log"),

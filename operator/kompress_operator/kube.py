@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 # (a dropped NAT entry, a restarted load balancer) would hang a handler thread for good.
 REQUEST_TIMEOUT = (10, 60)
 # Answers are taken as JSON, not turned into the client's model classes (and back to dicts):
-# that round trip was most of the operator's CPU time per resource at scale.
+# that round trip cost about a fifth of the operator's CPU in a 200-resource burst.
 RAW = {"_request_timeout": REQUEST_TIMEOUT, "_preload_content": False}
 
 

@@ -51,10 +51,7 @@ class BreakableProxy:
         with self._lock:
             for client, upstream, _ in self._open:
                 for sock in (client, upstream):
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+                    _shutdown(sock)
                     sock.close()
             self._open = []
 
@@ -94,7 +91,11 @@ class BreakableProxy:
         except OSError:
             pass
         for sock in (source, sink):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed by the other side
+        pass
