@@ -75,7 +75,7 @@ def test_rbac_grants_only_what_the_operator_calls(assets):
             assert not {"update", "deletecollection", "escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
         granted = {(g, r): set(rule["verbs"]) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
         assert granted[("", "pods")] == {"list"} and granted[("", "events")] == {"create"}
-        assert granted[("batch", "jobs")] == {"get", "list", "watch", "create", "delete"}
+        assert granted[("batch", "jobs")] == {"list", "watch", "create", "delete"}
         assert granted[("kompress.io", "modeloptimizations/status")] == {"get", "patch"}
     namespaced = template(assets, "-f", REPO / "tests/fixtures/chart-values/namespaced-ha.yaml")
     assert {b["metadata"]["namespace"] for b in of_kind(namespaced, "RoleBinding")} == {"team-a", "team-b"}

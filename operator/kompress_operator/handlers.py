@@ -1,16 +1,19 @@
 """Kopf handlers: thin glue between watch events and the pure builders.
 
-- A ModelOptimization is created, resumed or its spec changes → validate, supersede older Jobs,
-  and start a Job for this generation when a slot is free (otherwise Queued).
-- Queued resources retry on a timer, in priority-then-age order.
+- A ModelOptimization's generation is not yet observed (new, or its spec changed) → validate,
+  supersede older Jobs, and start a Job for this generation when a slot is free (otherwise Queued).
+- Queued resources, and those whose last attempt failed (Pending), retry on a timer; queued ones
+  in priority-then-age order.
 - A Job changes → the owner's status follows (Running, Succeeded with results, Failed with reasons).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -21,7 +24,7 @@ from kompress_jobs.schema import API_GROUP, API_VERSION, PLURAL
 from kompress_jobs.specfile import resource_from_dict
 
 from .admission import Waiting, admit, position
-from .conditions import FAILED, QUEUED, RUNNING, SUCCEEDED, Phase, now, status_patch
+from .conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, Phase, now, status_patch
 from .jobspec import GENERATION_LABEL, MANAGED_BY, RESOURCE_LABEL, build_job, job_name
 from .jobstate import job_outcome
 from .kube import Kube, older_generation_jobs
@@ -29,6 +32,13 @@ from .metrics import OperatorMetrics
 from .settings import OperatorSettings
 
 RESERVATION_SECONDS = 60.0  # a run we started counts as running until the index shows its status
+# API calls run in threads, in three lanes, so that a burst of new resources gets its Jobs first:
+# Job creates never queue behind the reads and status reports of runs already going, and Events
+# (best effort, as client-go's recorder treats them) never hold up either.
+START_THREADS, REPORT_THREADS, EVENT_THREADS = 32, 24, 4
+API_THREADS = START_THREADS + REPORT_THREADS + EVENT_THREADS  # pooled connections: one per thread
+
+log = logging.getLogger(__name__)
 
 
 class Slots:
@@ -76,24 +86,38 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
     slots = Slots()
     resource = (API_GROUP, API_VERSION, PLURAL)
 
-    async def call(fn, *args):
-        return await asyncio.to_thread(fn, *args)
+    starts = ThreadPoolExecutor(START_THREADS, thread_name_prefix="kube-start")
+    reports = ThreadPoolExecutor(REPORT_THREADS, thread_name_prefix="kube-report")
+    events = ThreadPoolExecutor(EVENT_THREADS, thread_name_prefix="kube-event")
 
-    async def event(obj, reason: str, message: str, warning: bool = False) -> None:
-        await call(kube.event, dict(obj), "Warning" if warning else "Normal", reason, message)
+    async def call(fn, *args, lane: ThreadPoolExecutor = reports):
+        return await asyncio.get_running_loop().run_in_executor(lane, fn, *args)
+
+    def event(obj, reason: str, message: str, warning: bool = False) -> None:
+        """Post an Event without waiting for it."""
+        posted = events.submit(kube.event, dict(obj), "Warning" if warning else "Normal", reason, message)
+        posted.add_done_callback(_log_failed_event)
 
     # --- indexes: what is in flight and what waits -------------------------------------------
+    # Indexers are coroutines although they never wait: Kopf runs plain
+    # functions in a thread, a hop per event that cost more than their work in a burst.
 
     # Kopf keeps an object's last index value until the object stops matching the filter, so the
     # phase test belongs in `when=`, not in a None result.
     @kopf.index(*resource, id="running_runs", registry=registry, when=lambda status, **_: status.get("phase") == RUNNING)
-    def running_runs(name, namespace, **_):
+    async def running_runs(name, namespace, **_):
         return {namespace: name}
 
     @kopf.index(*resource, id="waiting_runs", registry=registry, when=lambda status, **_: status.get("phase") == QUEUED)
-    def waiting_runs(name, namespace, spec, meta, **_):
+    async def waiting_runs(name, namespace, spec, meta, **_):
         priority = int(((spec or {}).get("job") or {}).get("priority") or 0)
         return {None: Waiting(namespace, name, priority, meta.get("creationTimestamp") or "")}
+
+    @kopf.index("batch", "v1", "jobs", labels=MANAGED_BY, id="run_jobs", registry=registry)
+    async def run_jobs(namespace, labels, **_):
+        # Complete before any handler runs (Kopf waits for every index's initial listing), so a
+        # restarted operator knows which runs already have their Job without asking per resource.
+        return {(namespace, labels.get(RESOURCE_LABEL)): int(labels.get(GENERATION_LABEL, "0"))}
 
     # --- starting runs ---------------------------------------------------------------------
 
@@ -111,13 +135,13 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
                            f"{running[namespace]}/{settings.max_running_per_namespace} in {namespace}; position {place} of {len(waiting)}")
                 if (body.get("status") or {}).get("phase") != QUEUED:
                     patch.status.update(status_patch(Phase(QUEUED, "ConcurrencyLimit", message), body.get("status") or {}, generation))
-                    await event(body, "Queued", message)
+                    event(body, "Queued", message)
                 return
             slots.reserved[me.key] = time.monotonic()  # the slot is ours; the API call needs no lock
         manifest = build_job(body, parsed.spec, settings)
         kopf.adopt(manifest, owner=body)
-        try:
-            created = await call(kube.create_job, manifest)
+        try:  # no read first: the name carries the generation, so an existing Job answers 409
+            created = await call(kube.create_job, manifest, lane=starts)
         except BaseException:
             slots.reserved.pop(me.key, None)
             raise
@@ -125,63 +149,98 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
         patch.status.update(status_patch(Phase(RUNNING, "JobCreated", message), body.get("status") or {}, generation,
                                          startTime=now(), completionTime=None))
         if created:
-            await event(body, "JobCreated", message)
+            event(body, "JobCreated", message)
 
-    @kopf.on.resume(*resource, id="reconcile", registry=registry)
-    @kopf.on.create(*resource, id="reconcile", registry=registry)
-    @kopf.on.update(*resource, field="spec", id="reconcile", registry=registry)
-    async def reconcile(body, meta, status, patch, running_runs, waiting_runs, logger, **_):
-        with metrics.reconciling():
-            generation = int(meta.get("generation") or 1)
-            namespace, name = meta["namespace"], meta["name"]
-            try:
-                parsed = _validate(body)
-            except SpecError as exc:
-                message = str(exc).removeprefix("spec: ")
-                if status.get("observedGeneration") != generation or status.get("phase") != FAILED:
-                    patch.status.update(status_patch(Phase(FAILED, "InvalidSpec", message), dict(status), generation))
-                    await event(body, "InvalidSpec", message, warning=True)
-                    metrics.runs_total.labels("invalid").inc()
-                return
-            if status.get("observedGeneration") == generation and status.get("phase") in (SUCCEEDED, FAILED):
-                metrics.record_best(namespace, name, dict(status))  # after a restart, the gauges come back
-                return
-            if generation > 1:  # only a changed spec leaves Jobs of older generations behind
-                for old in older_generation_jobs(await call(kube.jobs_of, namespace, name), generation):
-                    await call(kube.delete_job, namespace, old)
-                    await event(body, "Superseded", f"spec changed: Job {old} stopped for generation {generation}")
-            existing = await call(kube.get_job, namespace, job_name(name, generation))
-            if existing is not None:  # a restarted operator: the run goes on, the Job watch reports it
-                if status.get("phase") != RUNNING or status.get("observedGeneration") != generation:
-                    patch.status.update(status_patch(Phase(RUNNING, "JobRunning", f"Job {existing['metadata']['name']} exists"),
-                                                     dict(status), generation))
-                return
-            await start_or_queue(body, patch, running_runs, waiting_runs, parsed, logger)
+    async def advance(body, status, patch, running_runs, waiting_runs, run_jobs, logger) -> None:
+        """Bring the resource's current generation forward: validate it, stop Jobs of older
+        generations, then start its Job (or queue it)."""
+        meta = body["metadata"]
+        generation, namespace, name = int(meta.get("generation") or 1), meta["namespace"], meta["name"]
+        try:
+            parsed = _validate(body)
+        except SpecError as exc:
+            message = str(exc).removeprefix("spec: ")
+            patch.status.update(status_patch(Phase(FAILED, "InvalidSpec", message), dict(status), generation))
+            event(body, "InvalidSpec", message, warning=True)
+            metrics.runs_total.labels("invalid").inc()
+            return
+        if generation > 1:  # only a changed spec leaves Jobs of older generations behind
+            for old in older_generation_jobs(await call(kube.jobs_of, namespace, name), generation):
+                await call(kube.delete_job, namespace, old)
+                event(body, "Superseded", f"spec changed: Job {old} stopped for generation {generation}")
+        if generation in run_jobs.get((namespace, name), []):  # a restarted operator: the run goes on
+            if status.get("phase") != RUNNING or status.get("observedGeneration") != generation:
+                patch.status.update(status_patch(Phase(RUNNING, "JobRunning", f"Job {job_name(name, generation)} exists"),
+                                                 dict(status), generation))
+            return
+        await start_or_queue(body, patch, running_runs, waiting_runs, parsed, logger)
 
-    @kopf.timer(*resource, interval=settings.queue_interval_seconds, id="retry_queued", registry=registry,
-                when=lambda status, **_: status.get("phase") == QUEUED)
-    async def retry_queued(body, meta, status, patch, running_runs, waiting_runs, logger, **_):
+    async def advance_or_retry(body, status, patch, running_runs, waiting_runs, run_jobs, logger) -> None:
+        """advance(); an error (the API server away, a refused call) is written to the status as
+        Pending/RetryingAfterError, which the requeue timer picks up."""
+        generation = int(body["metadata"].get("generation") or 1)
+        try:
+            with metrics.reconciling():
+                await advance(body, status, patch, running_runs, waiting_runs, run_jobs, logger)
+        except Exception as exc:  # noqa: BLE001 - every failure is retried; the status says which
+            message = f"{type(exc).__name__}: {str(exc)[:400]}; retrying every {settings.queue_interval_seconds:g}s"
+            log.warning("%s/%s: %s", body["metadata"]["namespace"], body["metadata"]["name"], message)
+            patch.status.update(status_patch(Phase(PENDING, "RetryingAfterError", message), dict(status), generation))
+            if status.get("phase") != PENDING:
+                event(body, "RetryingAfterError", message, warning=True)
+
+    @kopf.on.event(*resource, id="reconcile", registry=registry)
+    async def reconcile(type, body, meta, status, patch, running_runs, waiting_runs, run_jobs, logger, **_):
+        # Level-triggered, as controller-runtime reconcilers are: status.observedGeneration says
+        # whether this generation was handled. So no "last handled" copy of the spec is kept in
+        # an annotation (one write and one watch event less per resource, and nothing for a
+        # GitOps replace to strip), and a restart or a re-list simply looks again.
+        namespace, name = meta["namespace"], meta["name"]
+        metrics.running_jobs.set(sum(len(names) for names in running_runs.values()))
+        metrics.queue_depth.set(len(waiting_runs.get(None, [])))
+        if type == "DELETED":  # the garbage collector takes the Job and its Pods
+            metrics.forget(namespace, name)
+            slots.reserved.pop((namespace, name), None)
+            return
+        generation = int(meta.get("generation") or 1)
+        if status.get("observedGeneration") == generation:
+            phase = status.get("phase")
+            if type is None and phase in (SUCCEEDED, FAILED):  # listed after a restart: the gauges come back
+                metrics.record_best(namespace, name, dict(status))
+            if type is None and phase == RUNNING and generation not in run_jobs.get((namespace, name), []):
+                # listed, Running, and no Job: it went away while no operator watched
+                await advance_or_retry(body, status, patch, running_runs, waiting_runs, run_jobs, logger)
+            return  # handled; Queued and Pending runs are the requeue timer's
+        await advance_or_retry(body, status, patch, running_runs, waiting_runs, run_jobs, logger)
+
+    @kopf.timer(*resource, interval=settings.queue_interval_seconds, id="requeue", registry=registry,
+                when=lambda status, **_: status.get("phase") in (QUEUED, PENDING))
+    async def requeue(body, meta, status, patch, running_runs, waiting_runs, run_jobs, logger, **_):
+        if status.get("observedGeneration") != int(meta.get("generation") or 1):
+            return  # a newer spec: the event handler has it
+        if status.get("phase") == PENDING:  # an earlier attempt failed: the whole way again
+            await advance_or_retry(body, status, patch, running_runs, waiting_runs, run_jobs, logger)
+            return
         with metrics.reconciling():
             try:
                 parsed = _validate(body)
             except SpecError:
-                return  # the update handler reports it
-            if status.get("observedGeneration") == int(meta.get("generation") or 1):
-                await start_or_queue(body, patch, running_runs, waiting_runs, parsed, logger)
+                return  # unreachable for a Queued generation, which was validated
+            await start_or_queue(body, patch, running_runs, waiting_runs, parsed, logger)
 
     # --- following Jobs --------------------------------------------------------------------
 
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY, id="job_changed", registry=registry)
-    async def job_changed(body, type, labels, namespace, **_):
+    async def job_changed(body, type, labels, namespace, running_runs, **_):
         # type None is the initial listing: a Job that finished while no operator ran is reported now.
         if type == "DELETED":
             return
         owner, generation = labels.get(RESOURCE_LABEL), int(labels.get(GENERATION_LABEL, "0"))
         outcome = job_outcome(body, [])
+        if not outcome.state or (outcome.state == RUNNING and owner in running_runs.get(namespace, [])):
+            return  # nothing to report: the status already says Running (set when the Job was created)
         if outcome.state in (SUCCEEDED, FAILED):
             outcome = job_outcome(body, await call(kube.pods_of_job, namespace, body["metadata"]["name"]))
-        if not outcome.state:
-            return
         current = await call(kube.get_resource, namespace, owner)
         if current is None or int(current["metadata"].get("generation") or 1) != generation:
             return  # deleted, or superseded by a newer spec
@@ -189,7 +248,7 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
         if status.get("observedGeneration") == generation and status.get("phase") in (SUCCEEDED, FAILED):
             return  # already recorded
         if outcome.state == RUNNING:
-            if status.get("phase") != RUNNING or (status.get("conditions") and _reason(status, "Running") != "JobRunning"):
+            if status.get("phase") != RUNNING or status.get("observedGeneration") != generation:
                 await call(kube.patch_status, namespace, owner,
                            status_patch(Phase(RUNNING, outcome.reason, outcome.message), status, generation))
             return
@@ -223,22 +282,14 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
         duration = _seconds_between(outcome.start_time, outcome.completion_time)
         if duration is not None:
             metrics.job_duration.labels("succeeded" if outcome.state == SUCCEEDED else "failed").observe(duration)
-        await event(current, phase.reason, phase.message, warning=outcome.state != SUCCEEDED)
-
-    @kopf.on.event(*resource, id="resource_observed", registry=registry)
-    def resource_observed(type, namespace, name, running_runs, waiting_runs, **_):
-        # Indexes are updated before handlers run: the gauges follow every status change.
-        metrics.running_jobs.set(sum(len(names) for names in running_runs.values()))
-        metrics.queue_depth.set(len(waiting_runs.get(None, [])))
-        if type == "DELETED":  # the garbage collector takes the Job and its Pods
-            metrics.forget(namespace, name)
-            slots.reserved.pop((namespace, name), None)
+        event(current, phase.reason, phase.message, warning=outcome.state != SUCCEEDED)
 
     return registry
 
 
-def _reason(status: dict, condition_type: str) -> str | None:
-    return next((c.get("reason") for c in status.get("conditions") or [] if c.get("type") == condition_type), None)
+def _log_failed_event(posted: Future) -> None:
+    if posted.exception() is not None:
+        log.warning("could not post an Event: %s", posted.exception())
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:

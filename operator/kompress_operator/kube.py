@@ -67,14 +67,6 @@ class Kube:
                 return False
             raise
 
-    def get_job(self, namespace: str, name: str) -> dict | None:
-        try:
-            return _json(self.batch.read_namespaced_job(name, namespace, **RAW))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
     def jobs_of(self, namespace: str, resource: str) -> list[dict]:
         return _json(self.batch.list_namespaced_job(namespace, label_selector=f"{RESOURCE_LABEL}={resource}", **RAW))["items"]
 

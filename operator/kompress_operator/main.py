@@ -5,17 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 import kopf
 
-from .handlers import build_registry
+from .handlers import API_THREADS, build_registry
 from .kube import Kube, load_config
 from .metrics import OperatorMetrics
 from .settings import OperatorSettings
 
-API_THREADS = 32
 KOPF_CONNECTIONS = 48  # a few long-lived watches plus concurrent patches
 
 
@@ -47,10 +45,8 @@ def configure(registry: kopf.OperatorRegistry, ours: OperatorSettings) -> None:
         settings.watching.reconnect_backoff = 1.0
         settings.networking.connect_timeout = 10
         settings.networking.request_timeout = 60  # Kopf's own patches, same reason as kube.REQUEST_TIMEOUT
-        # Handler progress in annotations of our own prefix, not in status (ours to own).
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kompress.io")
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix="kompress.io", key="last-handled-configuration")
+        # The handlers keep no state of Kopf's in the resource (they read status.observedGeneration);
+        # only the requeue timer's finalizer remains, which Kopf adds while a run waits.
         settings.persistence.finalizer = "kompress.io/finalizer"
         # Kopf would post every handler's INFO log line as an Event; the handlers post the
         # transitions themselves, so only Kopf's warnings and errors (handler failures) go out.
@@ -69,9 +65,6 @@ def run(settings: OperatorSettings, peering: str | None = None) -> None:
     namespaces = list(settings.namespaces)
 
     async def operate() -> None:
-        # Handlers run their API calls in threads; asyncio's default pool (CPUs + 4 threads) would
-        # make a burst of new resources wait on each other's round trips.
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(API_THREADS, thread_name_prefix="kube"))
         await kopf.operator(
             registry=registry,
             clusterwide=not namespaces,

@@ -20,7 +20,7 @@ class OperatorMetrics:
                                        ["controller", "result"], registry=r)
         self.reconcile_errors = Counter("kompress_reconcile_errors_total", "Reconciliations that raised.", ["controller"], registry=r)
         self.reconcile_time = Histogram("kompress_reconcile_time_seconds", "Time spent in one reconciliation.", ["controller"],
-                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
+                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r)
         self.runs_total = Counter("kompress_runs_total", "Finished optimization runs by outcome.", ["outcome"], registry=r)
         self.queue_depth = Gauge("kompress_queue_depth", "Runs waiting for a free Job slot.", registry=r)
         self.running_jobs = Gauge("kompress_running_jobs", "Optimization Jobs in flight.", registry=r)

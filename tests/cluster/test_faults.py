@@ -100,3 +100,28 @@ def test_s3_down_fails_the_run_with_the_store_reason_and_no_manifest(cluster, na
 
     listing = boto3.client("s3", endpoint_url=s3).list_objects_v2(Bucket="models", Prefix=f"runs/{namespace}-unstored")
     assert not listing.get("Contents"), json.dumps(listing, default=str)
+
+
+def test_a_refused_job_create_is_retried_until_it_goes_through(cluster, namespace, s3, start_operator, node):
+    # A quota that admits no Jobs: the API server answers 403, as for an RBAC or quota slip.
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-jobs"},
+             "spec": {"hard": {"count/jobs.batch": "0"}}}
+    apply(cluster, namespace, quota)
+    wait_for(lambda: (get(cluster, namespace, "resourcequota", "no-jobs").get("status") or {}).get("used"),
+             "the quota controller to count")
+    start_operator()
+    apply(cluster, namespace, resource("refused", s3))
+    pending = wait_for(phase_is(cluster, namespace, "refused", "Pending"), "the refusal in the status")
+    reconciling = condition(pending, "Reconciling")
+    assert reconciling["status"] == "True" and reconciling["reason"] == "RetryingAfterError"
+    assert "403" in reconciling["message"] or "Forbidden" in reconciling["message"], reconciling["message"]
+    wait_for(lambda: "RetryingAfterError" in {e["reason"] for e in get(cluster, namespace, "events")["items"]},
+             "a Warning Event saying so")
+    assert jobs(cluster, namespace) == []
+    # Level-triggered: nothing of Kopf's handler state is written into the resource.
+    assert not [key for key in pending["metadata"].get("annotations", {}) if "last-handled" in key]
+
+    cluster.kubectl("delete", "resourcequota", "no-jobs", "-n", namespace)
+    done = wait_for(phase_is(cluster, namespace, "refused", "Succeeded", "Failed"), "the retried run to finish")
+    assert done["status"]["phase"] == "Succeeded"
+    assert jobs(cluster, namespace) == ["refused-g1"] and len(pods_started(node, namespace, "refused")) == 1
