@@ -113,3 +113,15 @@ def test_admission_respects_both_caps_priority_and_age():
     assert admit(waiting, Counter({"a": 2}), max_total=3, max_per_namespace=2) == [("b", "urgent")]
     assert admit(waiting, Counter(), max_total=0, max_per_namespace=2) == []
     assert position(("a", "new"), waiting) == 3
+
+
+def test_operator_registers_no_change_handlers():
+    # main.NoDiffBase gives Kopf no diff base, so a change handler (on.create / update / resume /
+    # field) would never see a change: the handlers read status.observedGeneration instead.
+    from kompress_operator.handlers import build_registry
+    from kompress_operator.kube import Kube
+    from kompress_operator.metrics import OperatorMetrics
+
+    registry = build_registry(OperatorSettings(), Kube(), OperatorMetrics())
+    assert not registry._changing.get_all_handlers()  # Kopf keeps no public accessor for this kind
+    assert {h.id for h in registry._watching.get_all_handlers()} == {"reconcile", "job_changed"}

@@ -49,6 +49,10 @@ class Slots:
         self.lock = asyncio.Lock()
         self.reserved: dict[tuple[str, str], float] = {}
 
+    def far_below(self, running_runs: kopf.Index, starting: int, cap: int) -> bool:
+        """True when even counting every reservation twice, `starting` more runs stay under `cap`."""
+        return sum(len(names) for names in running_runs.values()) + len(self.reserved) + starting <= cap
+
     def running(self, running_runs: kopf.Index) -> Counter:
         counts: Counter = Counter()
         seen = set()
@@ -94,7 +98,9 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
         return await asyncio.get_running_loop().run_in_executor(lane, fn, *args)
 
     def event(obj, reason: str, message: str, warning: bool = False) -> None:
-        """Post an Event without waiting for it."""
+        """Log a transition and post it as an Event, without waiting for the post."""
+        meta = obj["metadata"]
+        log.log(logging.WARNING if warning else logging.INFO, "%s/%s: %s: %s", meta["namespace"], meta["name"], reason, message)
         posted = events.submit(kube.event, dict(obj), "Warning" if warning else "Normal", reason, message)
         posted.add_done_callback(_log_failed_event)
 
@@ -127,8 +133,11 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
         me = Waiting(namespace, name, parsed.spec.job.priority, meta.get("creationTimestamp") or "")
         async with slots.lock:
             waiting = [w for w in waiting_runs.get(None, []) if w.key != me.key] + [me]
-            running = slots.running(running_runs)
-            if me.key not in admit(waiting, running, settings.max_running, settings.max_running_per_namespace):
+            if slots.far_below(running_runs, len(waiting), min(settings.max_running, settings.max_running_per_namespace)):
+                running = None  # every waiting run fits: no need to count exactly (linear in the runs in flight)
+            else:
+                running = slots.running(running_runs)
+            if running is not None and me.key not in admit(waiting, running, settings.max_running, settings.max_running_per_namespace):
                 place = position(me.key, waiting)
                 logger.debug(f"queued: in flight {dict(running)}, reserved {list(slots.reserved)}, waiting {[w.key for w in waiting]}")
                 message = (f"waiting for a Job slot: {sum(running.values())}/{settings.max_running} running cluster-wide, "
@@ -184,10 +193,11 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
                 await advance(body, status, patch, running_runs, waiting_runs, run_jobs, logger)
         except Exception as exc:  # noqa: BLE001 - every failure is retried; the status says which
             message = f"{type(exc).__name__}: {str(exc)[:400]}; retrying every {settings.queue_interval_seconds:g}s"
-            log.warning("%s/%s: %s", body["metadata"]["namespace"], body["metadata"]["name"], message)
             patch.status.update(status_patch(Phase(PENDING, "RetryingAfterError", message), dict(status), generation))
-            if status.get("phase") != PENDING:
+            if status.get("phase") != PENDING:  # one Event per failing streak; a log line per attempt
                 event(body, "RetryingAfterError", message, warning=True)
+            else:
+                log.warning("%s/%s: RetryingAfterError: %s", body["metadata"]["namespace"], body["metadata"]["name"], message)
 
     @kopf.on.event(*resource, id="reconcile", registry=registry)
     async def reconcile(type, body, meta, status, patch, running_runs, waiting_runs, run_jobs, logger, **_):
