@@ -318,6 +318,7 @@ def main() -> None:
     parser.add_argument("--run-seconds", type=float, default=30.0,
                         help="how long each phase-1 Pod runs before it succeeds (0: at once, everything overlaps the burst)")
     parser.add_argument("--cpu-timeline", action="store_true", help="print each process's CPU use per second of phase 1")
+    parser.add_argument("--warmup", type=int, default=0, help="resources run through the operator before the measured burst")
     parser.add_argument("--latency-only", action="store_true", help="phase 1 only (no drain, deletion or write counts)")
     args = parser.parse_args()
 
@@ -352,8 +353,12 @@ def main() -> None:
             import subprocess
 
             profiler = subprocess.Popen(["py-spy", "record", "-p", str(operator.process.pid), "-f", "raw", "-o", args.profile,
-                                         "-d", "15", "-r", "100", "--gil"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                         "-d", "8", "-r", "100", "--gil"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(2)
+        if args.warmup:  # a long-running operator has its threads and pooled connections already
+            warm = create_all(api, namespaces, args.warmup, "warmup")
+            wait_until(lambda: all(k in seen.seen for k in warm), "the warm-up resources", 300)
+            time.sleep(5)
         processes = {name: process.pid for name, process in plane.processes.items()} | {"operator": operator.process.pid}
         cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()} | {"benchmark": own_cpu_seconds()}
         timeline = CpuTimeline(processes) if args.cpu_timeline else None

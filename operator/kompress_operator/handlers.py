@@ -14,7 +14,7 @@ import logging
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
 
 import kopf
 
@@ -36,6 +36,7 @@ RESERVATION_SECONDS = 60.0  # a run we started counts as running until the index
 # Job creates never queue behind the reads and status reports of runs already going, and Events
 # (best effort, as client-go's recorder treats them) never hold up either.
 START_THREADS, REPORT_THREADS, EVENT_THREADS = 32, 24, 4
+STATUS_WRITE_ATTEMPTS = 5
 API_THREADS = START_THREADS + REPORT_THREADS + EVENT_THREADS  # pooled connections: one per thread
 
 log = logging.getLogger(__name__)
@@ -97,12 +98,30 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
     async def call(fn, *args, lane: ThreadPoolExecutor = reports):
         return await asyncio.get_running_loop().run_in_executor(lane, fn, *args)
 
-    def event(obj, reason: str, message: str, warning: bool = False) -> None:
+    def post_event(obj, reason: str, message: str, warning: bool = False) -> None:
         """Log a transition and post it as an Event, without waiting for the post."""
         meta = obj["metadata"]
         log.log(logging.WARNING if warning else logging.INFO, "%s/%s: %s: %s", meta["namespace"], meta["name"], reason, message)
         posted = events.submit(kube.event, dict(obj), "Warning" if warning else "Normal", reason, message)
         posted.add_done_callback(_log_failed_event)
+
+    async def write_status(current, decide: Callable[[dict], dict | None]) -> dict | None:
+        """Write the status fields decide(current) returns (None: nothing to write), only over
+        the resource version they were decided on. Two writers race on a run's status, its
+        start and its Job's watch; with a short run the result can be recorded before the start
+        is written, and a plain write would then put the run back to Running for good. A
+        conflict is decided again on a fresh read. Returns what was written."""
+        namespace, name = current["metadata"]["namespace"], current["metadata"]["name"]
+        for _ in range(STATUS_WRITE_ATTEMPTS):
+            fields = decide(current)
+            if fields is None:
+                return None
+            if await call(kube.patch_status, namespace, name, fields, current["metadata"]["resourceVersion"]):
+                return fields
+            current = await call(kube.get_resource, namespace, name)
+            if current is None:
+                return None  # deleted meanwhile
+        raise RuntimeError(f"the status of {namespace}/{name} kept changing while it was being written")
 
     # --- indexes: what is in flight and what waits -------------------------------------------
     # Indexers are coroutines although they never wait: Kopf runs plain
@@ -144,7 +163,7 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
                            f"{running[namespace]}/{settings.max_running_per_namespace} in {namespace}; position {place} of {len(waiting)}")
                 if (body.get("status") or {}).get("phase") != QUEUED:
                     patch.status.update(status_patch(Phase(QUEUED, "ConcurrencyLimit", message), body.get("status") or {}, generation))
-                    event(body, "Queued", message)
+                    post_event(body, "Queued", message)
                 return
             slots.reserved[me.key] = time.monotonic()  # the slot is ours; the API call needs no lock
         manifest = build_job(body, parsed.spec, settings)
@@ -155,10 +174,18 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
             slots.reserved.pop(me.key, None)
             raise
         message = f"Job {manifest['metadata']['name']} {'created' if created else 'already exists'}"
-        patch.status.update(status_patch(Phase(RUNNING, "JobCreated", message), body.get("status") or {}, generation,
-                                         startTime=now(), completionTime=None))
         if created:
-            event(body, "JobCreated", message)
+            post_event(body, "JobCreated", message)
+
+        def started(current: dict) -> dict | None:
+            status = current.get("status") or {}
+            if int(current["metadata"].get("generation") or 1) != generation:
+                return None  # a newer spec: its own reconciliation writes
+            if status.get("observedGeneration") == generation and status.get("phase") in (RUNNING, SUCCEEDED, FAILED):
+                return None  # the Job's watch got there first
+            return status_patch(Phase(RUNNING, "JobCreated", message), status, generation, startTime=now(), completionTime=None)
+
+        await write_status(body, started)
 
     async def advance(body, status, patch, running_runs, waiting_runs, run_jobs, logger) -> None:
         """Bring the resource's current generation forward: validate it, stop Jobs of older
@@ -170,13 +197,13 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
         except SpecError as exc:
             message = str(exc).removeprefix("spec: ")
             patch.status.update(status_patch(Phase(FAILED, "InvalidSpec", message), dict(status), generation))
-            event(body, "InvalidSpec", message, warning=True)
+            post_event(body, "InvalidSpec", message, warning=True)
             metrics.runs_total.labels("invalid").inc()
             return
         if generation > 1:  # only a changed spec leaves Jobs of older generations behind
             for old in older_generation_jobs(await call(kube.jobs_of, namespace, name), generation):
                 await call(kube.delete_job, namespace, old)
-                event(body, "Superseded", f"spec changed: Job {old} stopped for generation {generation}")
+                post_event(body, "Superseded", f"spec changed: Job {old} stopped for generation {generation}")
         if generation in run_jobs.get((namespace, name), []):  # a restarted operator: the run goes on
             if status.get("phase") != RUNNING or status.get("observedGeneration") != generation:
                 patch.status.update(status_patch(Phase(RUNNING, "JobRunning", f"Job {job_name(name, generation)} exists"),
@@ -195,16 +222,18 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
             message = f"{type(exc).__name__}: {str(exc)[:400]}; retrying every {settings.queue_interval_seconds:g}s"
             patch.status.update(status_patch(Phase(PENDING, "RetryingAfterError", message), dict(status), generation))
             if status.get("phase") != PENDING:  # one Event per failing streak; a log line per attempt
-                event(body, "RetryingAfterError", message, warning=True)
+                post_event(body, "RetryingAfterError", message, warning=True)
             else:
                 log.warning("%s/%s: RetryingAfterError: %s", body["metadata"]["namespace"], body["metadata"]["name"], message)
 
     @kopf.on.event(*resource, id="reconcile", registry=registry)
-    async def reconcile(type, body, meta, status, patch, running_runs, waiting_runs, run_jobs, logger, **_):
+    async def reconcile(event, type, patch, running_runs, waiting_runs, run_jobs, logger, **_):
         # Level-triggered, as controller-runtime reconcilers are: status.observedGeneration says
         # whether this generation was handled. So no "last handled" copy of the spec is kept in
         # an annotation (one write and one watch event less per resource, and nothing for a
         # GitOps replace to strip), and a restart or a re-list simply looks again.
+        body = event["object"]  # plain dicts: Kopf's Body views re-walk the path on every read
+        meta, status = body["metadata"], body.get("status") or {}
         namespace, name = meta["namespace"], meta["name"]
         metrics.running_jobs.set(sum(len(names) for names in running_runs.values()))
         metrics.queue_depth.set(len(waiting_runs.get(None, [])))
@@ -241,10 +270,11 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
     # --- following Jobs --------------------------------------------------------------------
 
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY, id="job_changed", registry=registry)
-    async def job_changed(body, type, labels, namespace, running_runs, **_):
+    async def job_changed(event, type, labels, namespace, running_runs, **_):
         # type None is the initial listing: a Job that finished while no operator ran is reported now.
         if type == "DELETED":
             return
+        body = event["object"]  # the plain dict, as in reconcile
         owner, generation = labels.get(RESOURCE_LABEL), int(labels.get(GENERATION_LABEL, "0"))
         outcome = job_outcome(body, [])
         if not outcome.state or (outcome.state == RUNNING and owner in running_runs.get(namespace, [])):
@@ -252,49 +282,68 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
         if outcome.state in (SUCCEEDED, FAILED):
             outcome = job_outcome(body, await call(kube.pods_of_job, namespace, body["metadata"]["name"]))
         current = await call(kube.get_resource, namespace, owner)
-        if current is None or int(current["metadata"].get("generation") or 1) != generation:
-            return  # deleted, or superseded by a newer spec
-        status = current.get("status") or {}
-        if status.get("observedGeneration") == generation and status.get("phase") in (SUCCEEDED, FAILED):
-            return  # already recorded
+        if current is None:
+            return  # deleted: the garbage collector takes the Job
         if outcome.state == RUNNING:
-            if status.get("phase") != RUNNING or status.get("observedGeneration") != generation:
-                await call(kube.patch_status, namespace, owner,
-                           status_patch(Phase(RUNNING, outcome.reason, outcome.message), status, generation))
+            await write_status(current, lambda fresh: _running_status(fresh, generation, outcome))
             return
-        await record_finish(current, outcome, generation)
-
-    async def record_finish(current: dict, outcome, generation: int) -> None:
-        namespace, name = current["metadata"]["namespace"], current["metadata"]["name"]
+        written = await write_status(current, lambda fresh: _finish_status(fresh, generation, outcome))
         # A run that ends before the index ever showed it Running would otherwise hold its slot
         # until the reservation expires, stalling the queue behind short runs.
-        slots.reserved.pop((namespace, name), None)
-        status = current.get("status") or {}
-        extra: dict[str, Any] = {"completionTime": outcome.completion_time or now()}
-        if outcome.start_time:
-            extra["startTime"] = outcome.start_time
+        slots.reserved.pop((namespace, owner), None)
+        if written is None:
+            return  # already recorded, or superseded by a newer spec
+        phase = written["phase"]
         if outcome.state == SUCCEEDED:
-            result = outcome.result
-            extra |= _summary_fields(result)
-            if result.get("best"):
-                best = result["best"]
-                phase = Phase(SUCCEEDED, "Completed", f"best candidate {best['name']}: {best.get('speedup')}x faster, "
-                                                      f"{best.get('sizeRatio')}x smaller than the baseline")
-            else:
-                phase = Phase(SUCCEEDED, "NoCandidateMetGoals", "no candidate met the goals; keep the baseline")
-            await call(kube.patch_status, namespace, name, status_patch(phase, status, generation, **extra))
-            metrics.record_best(namespace, name, extra)
-            metrics.runs_total.labels("succeeded" if result.get("best") else "no_candidate").inc()
+            metrics.record_best(namespace, owner, written)
+            metrics.runs_total.labels("succeeded" if written.get("best") else "no_candidate").inc()
         else:
-            phase = Phase(FAILED, outcome.reason or "JobFailed", outcome.message or "the Job failed")
-            await call(kube.patch_status, namespace, name, status_patch(phase, status, generation, **extra))
             metrics.runs_total.labels("failed").inc()
         duration = _seconds_between(outcome.start_time, outcome.completion_time)
         if duration is not None:
             metrics.job_duration.labels("succeeded" if outcome.state == SUCCEEDED else "failed").observe(duration)
-        event(current, phase.reason, phase.message, warning=outcome.state != SUCCEEDED)
+        succeeded = next(c for c in written["conditions"] if c["type"] == "Succeeded")
+        post_event(current, succeeded["reason"], succeeded["message"], warning=phase != SUCCEEDED)
 
     return registry
+
+
+def _current_run(resource: dict, generation: int) -> dict | None:
+    """The resource's status when `generation` is still its spec and not yet finished, else None."""
+    status = resource.get("status") or {}
+    if int(resource["metadata"].get("generation") or 1) != generation:
+        return None  # superseded by a newer spec
+    if status.get("observedGeneration") == generation and status.get("phase") in (SUCCEEDED, FAILED):
+        return None  # already recorded
+    return status
+
+
+def _running_status(resource: dict, generation: int, outcome) -> dict | None:
+    status = _current_run(resource, generation)
+    if status is None or (status.get("phase") == RUNNING and status.get("observedGeneration") == generation):
+        return None
+    return status_patch(Phase(RUNNING, outcome.reason, outcome.message), status, generation)
+
+
+def _finish_status(resource: dict, generation: int, outcome) -> dict | None:
+    status = _current_run(resource, generation)
+    if status is None:
+        return None
+    extra: dict[str, Any] = {"completionTime": outcome.completion_time or now()}
+    if outcome.start_time:
+        extra["startTime"] = outcome.start_time
+    if outcome.state == SUCCEEDED:
+        result = outcome.result
+        extra |= _summary_fields(result)
+        if result.get("best"):
+            best = result["best"]
+            phase = Phase(SUCCEEDED, "Completed", f"best candidate {best['name']}: {best.get('speedup')}x faster, "
+                                                  f"{best.get('sizeRatio')}x smaller than the baseline")
+        else:
+            phase = Phase(SUCCEEDED, "NoCandidateMetGoals", "no candidate met the goals; keep the baseline")
+    else:
+        phase = Phase(FAILED, outcome.reason or "JobFailed", outcome.message or "the Job failed")
+    return status_patch(phase, status, generation, **extra)
 
 
 def _log_failed_event(posted: Future) -> None:

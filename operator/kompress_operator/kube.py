@@ -88,13 +88,19 @@ class Kube:
                 return None
             raise
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None) -> bool:
+        """Merge-patch the status; with resource_version, only over that version of the resource.
+        False when the resource is gone, or changed since that version (409 Conflict)."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         try:
-            _read(self.custom.patch_namespaced_custom_object_status(API_GROUP, API_VERSION, namespace, PLURAL, name,
-                                                                    {"status": status}, **RAW))
+            _read(self.custom.patch_namespaced_custom_object_status(API_GROUP, API_VERSION, namespace, PLURAL, name, body, **RAW))
+            return True
         except ApiException as exc:
-            if exc.status != 404:  # deleted meanwhile: nothing to report to
-                raise
+            if exc.status == 404 or (exc.status == 409 and resource_version):
+                return False
+            raise
 
     def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the resource, as `kubectl describe` shows them."""
