@@ -355,6 +355,7 @@ def main() -> None:
             profiler = subprocess.Popen(["py-spy", "record", "-p", str(operator.process.pid), "-f", "raw", "-o", args.profile,
                                          "-d", "8", "-r", "100", "--gil"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(2)
+        warm = []
         if args.warmup:  # a long-running operator has its threads and pooled connections already
             warm = create_all(api, namespaces, args.warmup, "warmup")
             wait_until(lambda: all(k in seen.seen for k in warm), "the warm-up resources", 300)
@@ -412,7 +413,7 @@ def main() -> None:
         # 3. delete everything: the finalizer is part of a lifecycle
         custom = client.CustomObjectsApi(api)
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            list(pool.map(lambda k: custom.delete_namespaced_custom_object(GROUP, VERSION, k[0], PLURAL, k[1]), first + second))
+            list(pool.map(lambda k: custom.delete_namespaced_custom_object(GROUP, VERSION, k[0], PLURAL, k[1]), warm + first + second))
         wait_until(lambda: not custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"], "every resource gone", 900)
         time.sleep(3)
         rss.append(peak_rss_mb(operator.process.pid))
@@ -422,7 +423,7 @@ def main() -> None:
 
         writes = count_writes(audit_log)
         total = sum(writes.values())
-        lifecycles = 2 * args.resources
+        lifecycles = 2 * args.resources + args.warmup
         print(f"API writes by the operator: {total} for {lifecycles} lifecycles = {total / lifecycles:.2f} per lifecycle")
         for (verb, what, code), count in writes.most_common():
             print(f"  {verb:<7} {what:<32} {code}  {count:6d}  ({count / lifecycles:.2f} per lifecycle)")

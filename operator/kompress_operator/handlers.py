@@ -48,7 +48,7 @@ class Slots:
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
-        self.reserved: dict[tuple[str, str], float] = {}
+        self.reserved: dict[tuple[str, str], tuple[int, float]] = {}  # key → (generation, when)
 
     def far_below(self, running_runs: kopf.Index, starting: int, cap: int) -> bool:
         """True when even counting every reservation twice, `starting` more runs stay under `cap`."""
@@ -62,7 +62,7 @@ class Slots:
                 counts[namespace] += 1
                 seen.add((namespace, name))
         deadline = time.monotonic() - RESERVATION_SECONDS
-        for key, at in list(self.reserved.items()):
+        for key, (_, at) in list(self.reserved.items()):
             if key in seen or at < deadline:
                 del self.reserved[key]
             else:
@@ -151,6 +151,11 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
         namespace, name = meta["namespace"], meta["name"]
         me = Waiting(namespace, name, parsed.spec.job.priority, meta.get("creationTimestamp") or "")
         async with slots.lock:
+            if slots.reserved.get(me.key, (None,))[0] == generation:
+                return  # started a moment ago; its status write has not come back yet
+            queued = (body.get("status") or {}).get("phase") == QUEUED
+            if queued and sum(slots.running(running_runs).values()) >= settings.max_running:
+                return  # every slot taken: nothing to decide (a timer tick of each waiting run)
             waiting = [w for w in waiting_runs.get(None, []) if w.key != me.key] + [me]
             if slots.far_below(running_runs, len(waiting), min(settings.max_running, settings.max_running_per_namespace)):
                 running = None  # every waiting run fits: no need to count exactly (linear in the runs in flight)
@@ -161,11 +166,11 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
                 logger.debug(f"queued: in flight {dict(running)}, reserved {list(slots.reserved)}, waiting {[w.key for w in waiting]}")
                 message = (f"waiting for a Job slot: {sum(running.values())}/{settings.max_running} running cluster-wide, "
                            f"{running[namespace]}/{settings.max_running_per_namespace} in {namespace}; position {place} of {len(waiting)}")
-                if (body.get("status") or {}).get("phase") != QUEUED:
+                if not queued:
                     patch.status.update(status_patch(Phase(QUEUED, "ConcurrencyLimit", message), body.get("status") or {}, generation))
                     post_event(body, "Queued", message)
                 return
-            slots.reserved[me.key] = time.monotonic()  # the slot is ours; the API call needs no lock
+            slots.reserved[me.key] = (generation, time.monotonic())  # the slot is ours; the API call needs no lock
         manifest = build_job(body, parsed.spec, settings)
         kopf.adopt(manifest, owner=body)
         try:  # no read first: the name carries the generation, so an existing Job answers 409
