@@ -1,19 +1,21 @@
 """Fleet scale: many ModelOptimizations at once against a real API server with the operator running.
 
-    .venv/bin/python benchmarks/scale.py [--resources 1000] [--namespaces 10] [--cap 50]
+    .venv/bin/python benchmarks/scale.py [--resources 1000] [--namespaces 10] [--cap 50] [--warmup 100]
 
 A real control plane (etcd, kube-apiserver with an audit log, kube-controller-manager) from
-tests/harness; the operator as its own process (`kompress operator`, its own token user); an
-"instant node" that binds each Pod and reports it Succeeded at once with a real result message,
-so what is measured is the operator, not the pipeline. Two phases:
+tests/harness; the operator as its own process (`kompress operator`, its own token user); a
+stand-in node that binds each Pod, reports it Running and, after --run-seconds, Succeeded with a
+real result message, so what is measured is the operator, not the pipeline. Two phases:
 
-1. latency: every resource created at once, the cap above their number — the time from the
-   resource's ADDED event to its Job's ADDED event (both seen by this script's watches);
-2. drain: as many again under a concurrency cap (--cap) — the time until every run succeeded.
+1. latency: every resource created at once, the cap above their number: the time from each
+   resource's create to its Job's create (both from the audit log), and from a watch's first
+   sight of the resource (a watch in a process of its own) to its Job's create;
+2. drain: as many again under a concurrency cap (--cap), runs finishing at once: the time until
+   every run succeeded.
 
-Then everything is deleted. Printed: creation→Job p50/p99, drain time and rate, the operator's
-peak RSS (VmHWM), and API writes per resource lifecycle (create → succeed → delete) by the
-operator's user, counted from the API server's audit log.
+Then everything is deleted. Printed: those latencies, drain time and rate, the operator's peak
+RSS (VmHWM) and CPU, and API writes per resource lifecycle (create → succeed → delete) by the
+operator's user, counted from the audit log.
 """
 
 from __future__ import annotations
