@@ -123,6 +123,17 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
                 return None  # deleted meanwhile
         raise RuntimeError(f"the status of {namespace}/{name} kept changing while it was being written")
 
+    @kopf.on.startup(id="warm_up", registry=registry)
+    async def warm_up(**_):
+        # Start every thread and open its pooled connection now: the first burst after a start
+        # would otherwise pay for them (200 resources: p99 2.6 s cold, 0.57 s warm). Best effort.
+        try:
+            await asyncio.gather(*(call(kube.ping, lane=lane) for lane, threads in ((starts, START_THREADS),
+                                                                                    (reports, REPORT_THREADS))
+                                   for _ in range(threads)))
+        except Exception as exc:  # noqa: BLE001 - the API server may be away; the handlers cope then
+            log.warning("could not open connections ahead of time: %s", exc)
+
     # --- indexes: what is in flight and what waits -------------------------------------------
     # Indexers are coroutines although they never wait: Kopf runs plain
     # functions in a thread, a hop per event that cost more than their work in a burst.
@@ -210,9 +221,8 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
                 await call(kube.delete_job, namespace, old)
                 post_event(body, "Superseded", f"spec changed: Job {old} stopped for generation {generation}")
         if generation in run_jobs.get((namespace, name), []):  # a restarted operator: the run goes on
-            if status.get("phase") != RUNNING or status.get("observedGeneration") != generation:
-                patch.status.update(status_patch(Phase(RUNNING, "JobRunning", f"Job {job_name(name, generation)} exists"),
-                                                 dict(status), generation))
+            exists = Phase(RUNNING, "JobRunning", f"Job {job_name(name, generation)} exists")
+            await write_status(body, lambda current: _running_status(current, generation, exists))
             return
         await start_or_queue(body, patch, running_runs, waiting_runs, parsed, logger)
 
@@ -225,7 +235,9 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
                 await advance(body, status, patch, running_runs, waiting_runs, run_jobs, logger)
         except Exception as exc:  # noqa: BLE001 - every failure is retried; the status says which
             message = f"{type(exc).__name__}: {str(exc)[:400]}; retrying every {settings.queue_interval_seconds:g}s"
-            patch.status.update(status_patch(Phase(PENDING, "RetryingAfterError", message), dict(status), generation))
+            retrying = Phase(PENDING, "RetryingAfterError", message)
+            # Versioned too: the Job may have been created, and even finished, before the failure.
+            await write_status(body, lambda current: _pending_status(current, generation, retrying))
             if status.get("phase") != PENDING:  # one Event per failing streak; a log line per attempt
                 post_event(body, "RetryingAfterError", message, warning=True)
             else:
@@ -321,6 +333,13 @@ def _current_run(resource: dict, generation: int) -> dict | None:
     if status.get("observedGeneration") == generation and status.get("phase") in (SUCCEEDED, FAILED):
         return None  # already recorded
     return status
+
+
+def _pending_status(resource: dict, generation: int, retrying: Phase) -> dict | None:
+    status = _current_run(resource, generation)
+    if status is None or (status.get("phase") == RUNNING and status.get("observedGeneration") == generation):
+        return None  # the run started, or finished, after all
+    return status_patch(retrying, status, generation)
 
 
 def _running_status(resource: dict, generation: int, outcome) -> dict | None:

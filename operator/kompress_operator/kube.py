@@ -57,6 +57,10 @@ class Kube:
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
 
+    def ping(self) -> None:
+        """GET /version (open to every authenticated user): opens a pooled connection."""
+        _read(client.VersionApi(self.api).get_code(**RAW))
+
     def create_job(self, manifest: dict) -> bool:
         """True when created, False when a Job of that name already exists (idempotent)."""
         try:
