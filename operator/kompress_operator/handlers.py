@@ -192,16 +192,8 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
         message = f"Job {manifest['metadata']['name']} {'created' if created else 'already exists'}"
         if created:
             post_event(body, "JobCreated", message)
-
-        def started(current: dict) -> dict | None:
-            status = current.get("status") or {}
-            if int(current["metadata"].get("generation") or 1) != generation:
-                return None  # a newer spec: its own reconciliation writes
-            if status.get("observedGeneration") == generation and status.get("phase") in (RUNNING, SUCCEEDED, FAILED):
-                return None  # the Job's watch got there first
-            return status_patch(Phase(RUNNING, "JobCreated", message), status, generation, startTime=now(), completionTime=None)
-
-        await write_status(body, started)
+        started = Phase(RUNNING, "JobCreated", message)
+        await write_status(body, lambda current: _unless_started(current, generation, started, startTime=now(), completionTime=None))
 
     async def advance(body, status, patch, running_runs, waiting_runs, run_jobs, logger) -> None:
         """Bring the resource's current generation forward: validate it, stop Jobs of older
@@ -222,7 +214,7 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
                 post_event(body, "Superseded", f"spec changed: Job {old} stopped for generation {generation}")
         if generation in run_jobs.get((namespace, name), []):  # a restarted operator: the run goes on
             exists = Phase(RUNNING, "JobRunning", f"Job {job_name(name, generation)} exists")
-            await write_status(body, lambda current: _running_status(current, generation, exists))
+            await write_status(body, lambda current: _unless_started(current, generation, exists))
             return
         await start_or_queue(body, patch, running_runs, waiting_runs, parsed, logger)
 
@@ -237,7 +229,7 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
             message = f"{type(exc).__name__}: {str(exc)[:400]}; retrying every {settings.queue_interval_seconds:g}s"
             retrying = Phase(PENDING, "RetryingAfterError", message)
             # Versioned too: the Job may have been created, and even finished, before the failure.
-            await write_status(body, lambda current: _pending_status(current, generation, retrying))
+            await write_status(body, lambda current: _unless_started(current, generation, retrying))
             if status.get("phase") != PENDING:  # one Event per failing streak; a log line per attempt
                 post_event(body, "RetryingAfterError", message, warning=True)
             else:
@@ -302,15 +294,16 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
         if current is None:
             return  # deleted: the garbage collector takes the Job
         if outcome.state == RUNNING:
-            await write_status(current, lambda fresh: _running_status(fresh, generation, outcome))
+            running = Phase(RUNNING, outcome.reason, outcome.message)
+            await write_status(current, lambda fresh: _unless_started(fresh, generation, running))
             return
-        written = await write_status(current, lambda fresh: _finish_status(fresh, generation, outcome))
+        finished = _finish_phase(outcome)
+        written = await write_status(current, lambda fresh: _finish_status(fresh, generation, finished, outcome))
         # A run that ends before the index ever showed it Running would otherwise hold its slot
         # until the reservation expires, stalling the queue behind short runs.
         slots.reserved.pop((namespace, owner), None)
         if written is None:
             return  # already recorded, or superseded by a newer spec
-        phase = written["phase"]
         if outcome.state == SUCCEEDED:
             metrics.record_best(namespace, owner, written)
             metrics.runs_total.labels("succeeded" if written.get("best") else "no_candidate").inc()
@@ -319,8 +312,7 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
         duration = _seconds_between(outcome.start_time, outcome.completion_time)
         if duration is not None:
             metrics.job_duration.labels("succeeded" if outcome.state == SUCCEEDED else "failed").observe(duration)
-        succeeded = next(c for c in written["conditions"] if c["type"] == "Succeeded")
-        post_event(current, succeeded["reason"], succeeded["message"], warning=phase != SUCCEEDED)
+        post_event(current, finished.reason, finished.message, warning=outcome.state != SUCCEEDED)
 
     return registry
 
@@ -335,21 +327,26 @@ def _current_run(resource: dict, generation: int) -> dict | None:
     return status
 
 
-def _pending_status(resource: dict, generation: int, retrying: Phase) -> dict | None:
-    status = _current_run(resource, generation)
-    if status is None or (status.get("phase") == RUNNING and status.get("observedGeneration") == generation):
-        return None  # the run started, or finished, after all
-    return status_patch(retrying, status, generation)
-
-
-def _running_status(resource: dict, generation: int, outcome) -> dict | None:
+def _unless_started(resource: dict, generation: int, phase: Phase, **fields) -> dict | None:
+    """The status for `phase` (Running, or Pending after an error), unless the run is already
+    Running or finished for this generation, or its spec moved on."""
     status = _current_run(resource, generation)
     if status is None or (status.get("phase") == RUNNING and status.get("observedGeneration") == generation):
         return None
-    return status_patch(Phase(RUNNING, outcome.reason, outcome.message), status, generation)
+    return status_patch(phase, status, generation, **fields)
 
 
-def _finish_status(resource: dict, generation: int, outcome) -> dict | None:
+def _finish_phase(outcome) -> Phase:
+    if outcome.state != SUCCEEDED:
+        return Phase(FAILED, outcome.reason or "JobFailed", outcome.message or "the Job failed")
+    best = outcome.result.get("best")
+    if not best:
+        return Phase(SUCCEEDED, "NoCandidateMetGoals", "no candidate met the goals; keep the baseline")
+    return Phase(SUCCEEDED, "Completed", f"best candidate {best['name']}: {best.get('speedup')}x faster, "
+                                         f"{best.get('sizeRatio')}x smaller than the baseline")
+
+
+def _finish_status(resource: dict, generation: int, phase: Phase, outcome) -> dict | None:
     status = _current_run(resource, generation)
     if status is None:
         return None
@@ -357,16 +354,7 @@ def _finish_status(resource: dict, generation: int, outcome) -> dict | None:
     if outcome.start_time:
         extra["startTime"] = outcome.start_time
     if outcome.state == SUCCEEDED:
-        result = outcome.result
-        extra |= _summary_fields(result)
-        if result.get("best"):
-            best = result["best"]
-            phase = Phase(SUCCEEDED, "Completed", f"best candidate {best['name']}: {best.get('speedup')}x faster, "
-                                                  f"{best.get('sizeRatio')}x smaller than the baseline")
-        else:
-            phase = Phase(SUCCEEDED, "NoCandidateMetGoals", "no candidate met the goals; keep the baseline")
-    else:
-        phase = Phase(FAILED, outcome.reason or "JobFailed", outcome.message or "the Job failed")
+        extra |= _summary_fields(outcome.result)
     return status_patch(phase, status, generation, **extra)
 
 
