@@ -97,8 +97,8 @@ def _parser() -> argparse.ArgumentParser:
                           help="how long finished Jobs stay, unless a spec says otherwise")
     operator.add_argument("--metrics-port", type=int, default=int(env("METRICS_PORT", defaults.metrics_port)))
     operator.add_argument("--health-port", type=int, default=int(env("HEALTH_PORT", defaults.health_port)))
-    operator.add_argument("--queue-interval", type=float, default=float(env("QUEUE_INTERVAL", defaults.queue_interval_seconds)),
-                          help="seconds between retries of queued runs")
+    operator.add_argument("--retry-interval", type=float, default=float(env("RETRY_INTERVAL", defaults.retry_interval_seconds)),
+                          help="seconds between retries of a run whose start failed (the API server away, a refused Job)")
     operator.add_argument("--watch-server-timeout", type=int,
                           default=int(env("WATCH_SERVER_TIMEOUT", defaults.watch_server_timeout_seconds)),
                           help="seconds after which the API server ends each watch (Kopf then resumes it)")
@@ -137,7 +137,7 @@ def _operator(args: argparse.Namespace) -> int:
         namespaces=tuple(args.namespace), max_running=args.max_running, max_running_per_namespace=args.max_running_per_namespace,
         cpu_image=args.cpu_image, gpu_image=args.gpu_image, default_artifacts=args.default_artifacts,
         artifacts_secret=args.artifacts_secret, metrics_port=args.metrics_port, health_port=args.health_port,
-        queue_interval_seconds=args.queue_interval, extra_env=extra_env,
+        retry_interval_seconds=args.retry_interval, extra_env=extra_env,
         watch_server_timeout_seconds=args.watch_server_timeout, watch_client_timeout_seconds=args.watch_client_timeout,
         default_job_resources=args.job_resources,
         job_service_account=args.job_service_account, image_pull_policy=args.image_pull_policy,

@@ -7,7 +7,7 @@ own namespace's cap does not hold back runs of other namespaces.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,9 @@ class Waiting:
     name: str
     priority: int
     created: str  # RFC 3339: sorts chronologically as text
+    # The resource as last seen, to start it from. Compared (Kopf keeps an index's old value when
+    # the new one is equal, which would keep a stale spec), not hashed (a dict).
+    body: dict = field(default_factory=dict, hash=False, repr=False)
 
     @property
     def key(self) -> tuple[str, str]:

@@ -2,8 +2,8 @@
 
 - A ModelOptimization's generation is not yet observed (new, or its spec changed) → validate,
   supersede older Jobs, and start a Job for this generation when a slot is free (otherwise Queued).
-- Queued resources, and those whose last attempt failed (Pending), retry on a timer; queued ones
-  in priority-then-age order.
+- A slot frees (a run finishes or is deleted) → the queued runs that now fit start, in
+  priority-then-age order. Runs whose last attempt failed (Pending) retry on a timer.
 - A Job changes → the owner's status follows (Running, Succeeded with results, Failed with reasons).
 """
 
@@ -14,7 +14,7 @@ import logging
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import kopf
 
@@ -145,9 +145,11 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
         return {namespace: name}
 
     @kopf.index(*resource, id="waiting_runs", registry=registry, when=lambda status, **_: status.get("phase") == QUEUED)
-    async def waiting_runs(name, namespace, spec, meta, **_):
+    async def waiting_runs(name, namespace, spec, meta, body, **_):
         priority = int(((spec or {}).get("job") or {}).get("priority") or 0)
-        return {None: Waiting(namespace, name, priority, meta.get("creationTimestamp") or "")}
+        # A shallow copy of the raw object (Kopf gives each event a new one): a freed slot starts
+        # the run from here, without reading it again.
+        return {None: Waiting(namespace, name, priority, meta.get("creationTimestamp") or "", dict(body))}
 
     @kopf.index("batch", "v1", "jobs", labels=MANAGED_BY, id="run_jobs", registry=registry)
     async def run_jobs(namespace, labels, **_):
@@ -157,17 +159,18 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
 
     # --- starting runs ---------------------------------------------------------------------
 
+    def waiting_now(waiting_runs: kopf.Index) -> list[Waiting]:
+        """Queued runs not already being started."""
+        return [w for w in waiting_runs.get(None, []) if w.key not in slots.reserved]
+
     async def start_or_queue(body, patch, running_runs, waiting_runs, parsed, logger) -> None:
-        meta, generation = body["metadata"], int(body["metadata"].get("generation") or 1)
+        meta, status, generation = body["metadata"], body.get("status") or {}, int(body["metadata"].get("generation") or 1)
         namespace, name = meta["namespace"], meta["name"]
         me = Waiting(namespace, name, parsed.spec.job.priority, meta.get("creationTimestamp") or "")
         async with slots.lock:
             if slots.reserved.get(me.key, (None,))[0] == generation:
                 return  # started a moment ago; its status write has not come back yet
-            queued = (body.get("status") or {}).get("phase") == QUEUED
-            if queued and sum(slots.running(running_runs).values()) >= settings.max_running:
-                return  # every slot taken: nothing to decide (a timer tick of each waiting run)
-            waiting = [w for w in waiting_runs.get(None, []) if w.key != me.key] + [me]
+            waiting = [w for w in waiting_now(waiting_runs) if w.key != me.key] + [me]
             if slots.far_below(running_runs, len(waiting), min(settings.max_running, settings.max_running_per_namespace)):
                 running = None  # every waiting run fits: no need to count exactly (linear in the runs in flight)
             else:
@@ -177,23 +180,55 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
                 logger.debug(f"queued: in flight {dict(running)}, reserved {list(slots.reserved)}, waiting {[w.key for w in waiting]}")
                 message = (f"waiting for a Job slot: {sum(running.values())}/{settings.max_running} running cluster-wide, "
                            f"{running[namespace]}/{settings.max_running_per_namespace} in {namespace}; position {place} of {len(waiting)}")
-                if not queued:
-                    patch.status.update(status_patch(Phase(QUEUED, "ConcurrencyLimit", message), body.get("status") or {}, generation))
+                if not (status.get("phase") == QUEUED and status.get("observedGeneration") == generation):
+                    patch.status.update(status_patch(Phase(QUEUED, "ConcurrencyLimit", message), status, generation))
                     post_event(body, "Queued", message)
                 return
             slots.reserved[me.key] = (generation, time.monotonic())  # the slot is ours; the API call needs no lock
-        manifest = build_job(body, parsed.spec, settings)
-        kopf.adopt(manifest, owner=body)
-        try:  # no read first: the name carries the generation, so an existing Job answers 409
+        await launch(body, parsed, generation)
+
+    async def launch(body, parsed, generation: int) -> None:
+        """Create the run's Job (its slot already reserved) and record it as Running."""
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        try:
+            manifest = build_job(body, parsed.spec, settings)
+            kopf.adopt(manifest, owner=body)
+            # no read first: the name carries the generation, so an existing Job answers 409
             created = await call(kube.create_job, manifest, lane=starts)
         except BaseException:
-            slots.reserved.pop(me.key, None)
+            slots.reserved.pop(key, None)
             raise
         message = f"Job {manifest['metadata']['name']} {'created' if created else 'already exists'}"
         if created:
             post_event(body, "JobCreated", message)
         started = Phase(RUNNING, "JobCreated", message)
         await write_status(body, lambda current: _unless_started(current, generation, started, startTime=now(), completionTime=None))
+
+    async def start_waiting(running_runs, waiting_runs) -> None:
+        """Start the queued runs that fit now, in queue order. Called whenever a slot may have
+        freed (a run finished or was deleted) and when a run is queued (a slot may have freed
+        while its Queued status was on its way): one pass over the queue per such event, where a
+        timer per waiting run used to sort the whole queue every interval, each."""
+        if not waiting_runs.get(None):
+            return
+        async with slots.lock:
+            running = slots.running(running_runs)
+            if sum(running.values()) >= settings.max_running:
+                return
+            # Only runs queued for their current spec: a newer generation is reconcile's to decide.
+            waiting = [w for w in waiting_now(waiting_runs)
+                       if (w.body.get("status") or {}).get("observedGeneration") == int(w.body["metadata"].get("generation") or 1)]
+            chosen = set(admit(waiting, running, settings.max_running, settings.max_running_per_namespace))
+            starting = [w for w in waiting if w.key in chosen]
+            for run in starting:
+                slots.reserved[run.key] = (int(run.body["metadata"].get("generation") or 1), time.monotonic())
+        for failed in await asyncio.gather(*(start_queued(run.body) for run in starting), return_exceptions=True):
+            if isinstance(failed, Exception):  # not even Pending could be written; the next event looks again
+                log.error("could not start a queued run: %s", failed)
+
+    async def start_queued(body) -> None:
+        generation = int(body["metadata"].get("generation") or 1)
+        await guarded(body, lambda: launch(body, _validate(body), generation))
 
     async def advance(body, status, patch, running_runs, waiting_runs, run_jobs, logger) -> None:
         """Bring the resource's current generation forward: validate it, stop Jobs of older
@@ -218,15 +253,15 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
             return
         await start_or_queue(body, patch, running_runs, waiting_runs, parsed, logger)
 
-    async def advance_or_retry(body, status, patch, running_runs, waiting_runs, run_jobs, logger) -> None:
-        """advance(); an error (the API server away, a refused call) is written to the status as
-        Pending/RetryingAfterError, which the requeue timer picks up."""
-        generation = int(body["metadata"].get("generation") or 1)
+    async def guarded(body, step: Callable[[], Awaitable[None]]) -> None:
+        """Run a step of reconciliation; an error (the API server away, a refused call) is
+        written to the status as Pending/RetryingAfterError, which the retry timer picks up."""
+        generation, status = int(body["metadata"].get("generation") or 1), body.get("status") or {}
         try:
             with metrics.reconciling():
-                await advance(body, status, patch, running_runs, waiting_runs, run_jobs, logger)
+                await step()
         except Exception as exc:  # noqa: BLE001 - every failure is retried; the status says which
-            message = f"{type(exc).__name__}: {str(exc)[:400]}; retrying every {settings.queue_interval_seconds:g}s"
+            message = f"{type(exc).__name__}: {str(exc)[:400]}; retrying every {settings.retry_interval_seconds:g}s"
             retrying = Phase(PENDING, "RetryingAfterError", message)
             # Versioned too: the Job may have been created, and even finished, before the failure.
             await write_status(body, lambda current: _unless_started(current, generation, retrying))
@@ -246,40 +281,38 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
         namespace, name = meta["namespace"], meta["name"]
         metrics.running_jobs.set(sum(len(names) for names in running_runs.values()))
         metrics.queue_depth.set(len(waiting_runs.get(None, [])))
+        advance_it = lambda: advance(body, status, patch, running_runs, waiting_runs, run_jobs, logger)  # noqa: E731
         if type == "DELETED":  # the garbage collector takes the Job and its Pods
             metrics.forget(namespace, name)
             slots.reserved.pop((namespace, name), None)
+            await start_waiting(running_runs, waiting_runs)  # its slot, if it had one, is free
             return
         generation = int(meta.get("generation") or 1)
-        if status.get("observedGeneration") == generation:
-            phase = status.get("phase")
-            if type is None and phase in (SUCCEEDED, FAILED):  # listed after a restart: the gauges come back
-                metrics.record_best(namespace, name, dict(status))
-            if type is None and phase == RUNNING and generation not in run_jobs.get((namespace, name), []):
-                # listed, Running, and no Job: it went away while no operator watched
-                await advance_or_retry(body, status, patch, running_runs, waiting_runs, run_jobs, logger)
-            return  # handled; Queued and Pending runs are the requeue timer's
-        await advance_or_retry(body, status, patch, running_runs, waiting_runs, run_jobs, logger)
+        if status.get("observedGeneration") != generation:
+            await guarded(body, advance_it)
+            return
+        phase = status.get("phase")
+        if type is None and phase in (SUCCEEDED, FAILED):  # listed after a restart: the gauges come back
+            metrics.record_best(namespace, name, dict(status))
+        if type is None and phase == RUNNING and generation not in run_jobs.get((namespace, name), []):
+            await guarded(body, advance_it)  # listed, Running, and no Job: it went away while no operator watched
+        elif phase in (QUEUED, SUCCEEDED, FAILED):
+            await start_waiting(running_runs, waiting_runs)  # a slot may have freed, or this run may fit
 
-    @kopf.timer(*resource, interval=settings.queue_interval_seconds, id="requeue", registry=registry,
-                when=lambda status, **_: status.get("phase") in (QUEUED, PENDING))
-    async def requeue(body, meta, status, patch, running_runs, waiting_runs, run_jobs, logger, **_):
+    # Only runs whose last attempt failed wait on a timer (Kopf puts a finalizer on a resource
+    # while a timer of its applies: queued runs carry none, so they delete without the operator).
+    @kopf.timer(*resource, interval=settings.retry_interval_seconds, id="retry", registry=registry,
+                when=lambda status, **_: status.get("phase") == PENDING)
+    async def retry(body, meta, status, patch, running_runs, waiting_runs, run_jobs, logger, **_):
         if status.get("observedGeneration") != int(meta.get("generation") or 1):
             return  # a newer spec: the event handler has it
-        if status.get("phase") == PENDING:  # an earlier attempt failed: the whole way again
-            await advance_or_retry(body, status, patch, running_runs, waiting_runs, run_jobs, logger)
-            return
-        with metrics.reconciling():
-            try:
-                parsed = _validate(body)
-            except SpecError:
-                return  # unreachable for a Queued generation, which was validated
-            await start_or_queue(body, patch, running_runs, waiting_runs, parsed, logger)
+        body = dict(body)
+        await guarded(body, lambda: advance(body, status, patch, running_runs, waiting_runs, run_jobs, logger))
 
     # --- following Jobs --------------------------------------------------------------------
 
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY, id="job_changed", registry=registry)
-    async def job_changed(event, type, labels, namespace, running_runs, **_):
+    async def job_changed(event, type, labels, namespace, running_runs, waiting_runs, **_):
         # type None is the initial listing: a Job that finished while no operator ran is reported now.
         if type == "DELETED":
             return
@@ -297,11 +330,13 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
             running = Phase(RUNNING, outcome.reason, outcome.message)
             await write_status(current, lambda fresh: _unless_started(fresh, generation, running))
             return
+        # Before the write: its watch event may reach reconcile (and the queue) before this
+        # handler resumes, and a reservation left then would hold the freed slot. (A run that
+        # ends before the index showed it Running would hold it until the reservation expired.)
+        slots.reserved.pop((namespace, owner), None)
         finished = _finish_phase(outcome)
         written = await write_status(current, lambda fresh: _finish_status(fresh, generation, finished, outcome))
-        # A run that ends before the index ever showed it Running would otherwise hold its slot
-        # until the reservation expires, stalling the queue behind short runs.
-        slots.reserved.pop((namespace, owner), None)
+        await start_waiting(running_runs, waiting_runs)
         if written is None:
             return  # already recorded, or superseded by a newer spec
         if outcome.state == SUCCEEDED:

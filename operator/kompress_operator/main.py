@@ -62,7 +62,7 @@ def configure(registry: kopf.OperatorRegistry, ours: OperatorSettings) -> None:
         settings.networking.connect_timeout = 10
         settings.networking.request_timeout = 60  # Kopf's own patches, same reason as kube.REQUEST_TIMEOUT
         # The handlers keep no state of Kopf's in the resource (they read status.observedGeneration);
-        # only the requeue timer's finalizer remains, which Kopf adds while a run waits.
+        # only the retry timer's finalizer remains, which Kopf adds while a failed start is retried.
         settings.persistence.diffbase_storage = NoDiffBase()
         settings.persistence.finalizer = "kompress.io/finalizer"
         # Kopf would post every handler's INFO log line as an Event; the handlers post the

@@ -21,7 +21,7 @@ class OperatorSettings:
     ttl_seconds_after_finished: int = 86_400
     metrics_port: int = 8000
     health_port: int = 8080
-    queue_interval_seconds: float = 5.0
+    retry_interval_seconds: float = 5.0
     watch_server_timeout_seconds: int = 300
     watch_client_timeout_seconds: int = 330
     extra_env: dict[str, str] = field(default_factory=dict)  # handed to every Job (e.g. AWS_REGION)

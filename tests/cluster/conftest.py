@@ -80,7 +80,7 @@ def start_operator(cluster, node, s3):
 
     def start(*flags: str, kubeconfig: Path | None = None) -> OperatorProcess:
         job_env = [f"--job-env={k}={v}" for k, v in S3_ENV.items()]
-        process = OperatorProcess(kubeconfig or cluster.kubeconfig(), "--queue-interval", "1", *job_env, *flags).start()
+        process = OperatorProcess(kubeconfig or cluster.kubeconfig(), "--retry-interval", "1", *job_env, *flags).start()
         started.append(process)
         return process
 

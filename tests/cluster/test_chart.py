@@ -89,7 +89,7 @@ def test_operator_with_the_charts_service_account_completes_a_run(cluster, node,
         env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
         env["POD_ID"] = "kompress-test-pod"
         assert container["command"] == ["kompress", "operator"] and env["KOMPRESS_PEERING"] == RELEASE
-        operator = OperatorProcess(kubeconfig, "--queue-interval", "1", env=env).start()
+        operator = OperatorProcess(kubeconfig, "--retry-interval", "1", env=env).start()
 
         apply(cluster, namespace, resource("via-chart", s3, artifacts={}))
         done = wait_for(phase_is(cluster, namespace, "via-chart", "Succeeded", "Failed"), "the run to finish", timeout=240)

@@ -120,7 +120,13 @@ def test_runs_over_the_cap_queue_and_start_by_priority(cluster, namespace, s3, s
         queued = wait_for(phase_is(cluster, namespace, name, "Queued"), f"{name} to be queued")
         assert condition(queued, "Running")["reason"] == "ConcurrencyLimit"
         assert "1/1 running cluster-wide" in condition(queued, "Succeeded")["message"]
+        assert "kompress.io/finalizer" not in (queued["metadata"].get("finalizers") or [])  # deletes without the operator
     assert "kompress_queue_depth 2.0" in operator.metrics() or "kompress_queue_depth 1.0" in operator.metrics()
+    # Edited while it waits: queued again for its new spec, keeping its place by age.
+    apply(cluster, namespace, resource("low", s3, benchmark={**SLOW_BENCHMARK, "iterations": 20}))
+    wait_for(lambda: (get(cluster, namespace, PLURAL, "low").get("status") or {}).get("observedGeneration") == 2,
+             "the edited run to be queued for its new spec")
+    assert get(cluster, namespace, PLURAL, "low")["status"]["phase"] == "Queued"
     for name in ("first", "high", "low"):
         assert wait_for(phase_is(cluster, namespace, name, "Succeeded", "Failed"), f"{name} to finish",
                         timeout=240)["status"]["phase"] == "Succeeded"
@@ -128,3 +134,4 @@ def test_runs_over_the_cap_queue_and_start_by_priority(cluster, namespace, s3, s
     order = [re.match(r"(.+)-g\d+-[a-z0-9]+$", p.split("/")[1]).group(1) for p in node.started_pods
              if p.startswith(f"{namespace}/")]
     assert order == ["first", "high", "low"]
+    assert sorted(jobs(cluster, namespace)) == ["first-g1", "high-g1", "low-g2"]  # the edited spec ran, once

@@ -15,14 +15,16 @@ from .control_plane import free_port
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: Path, *args: str, env: dict[str, str] | None = None):
+    def __init__(self, kubeconfig: Path, *args: str, env: dict[str, str] | None = None, launcher: list[str] | None = None):
+        """launcher: what runs in place of the `kompress` command (a benchmark's instrumented wrapper)."""
         self.kubeconfig, self.args, self.env = kubeconfig, list(args), env or {}
+        self.launcher = launcher or [str(Path(sys.executable).parent / "kompress")]
         self.metrics_port, self.health_port = free_port(), free_port()
         self.log_path = Path(tempfile.mkstemp(prefix="kompress-operator-", suffix=".log")[1])
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "OperatorProcess":
-        command = [str(Path(sys.executable).parent / "kompress"), "operator", "--metrics-port", str(self.metrics_port),
+        command = [*self.launcher, "operator", "--metrics-port", str(self.metrics_port),
                    "--health-port", str(self.health_port), *self.args]
         log = self.log_path.open("a")
         self.process = subprocess.Popen(command, env={**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env},
