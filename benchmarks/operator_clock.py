@@ -26,7 +26,8 @@ def stamp_first_sightings(seen_log) -> None:
 
     async def infinite_watch(*, resource, **kwargs):
         async for raw_event in original(resource=resource, **kwargs):
-            if resource.plural == PLURAL and isinstance(raw_event, dict):
+            # ADDED, or None when listed; not BOOKMARK, whose object is a bare resourceVersion
+            if resource.plural == PLURAL and isinstance(raw_event, dict) and raw_event.get("type") in ("ADDED", None):
                 meta = raw_event["object"]["metadata"]
                 key = (meta["namespace"], meta["name"])
                 if key not in seen:
