@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
@@ -164,7 +165,7 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
         return [w for w in waiting_runs.get(None, []) if w.key not in slots.reserved]
 
     async def start_or_queue(body, patch, running_runs, waiting_runs, parsed, logger) -> None:
-        meta, status, generation = body["metadata"], body.get("status") or {}, int(body["metadata"].get("generation") or 1)
+        meta, status, generation = body["metadata"], body.get("status") or {}, _generation(body)
         namespace, name = meta["namespace"], meta["name"]
         me = Waiting(namespace, name, parsed.spec.job.priority, meta.get("creationTimestamp") or "")
         async with slots.lock:
@@ -185,12 +186,13 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
                     post_event(body, "Queued", message)
                 return
             slots.reserved[me.key] = (generation, time.monotonic())  # the slot is ours; the API call needs no lock
-        await launch(body, parsed, generation)
+        await launch(body, generation, parsed)
 
-    async def launch(body, parsed, generation: int) -> None:
+    async def launch(body, generation: int, parsed=None) -> None:
         """Create the run's Job (its slot already reserved) and record it as Running."""
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         try:
+            parsed = parsed or _validate(body)  # a queued run is started from its last-seen body
             manifest = build_job(body, parsed.spec, settings)
             kopf.adopt(manifest, owner=body)
             # no read first: the name carries the generation, so an existing Job answers 409
@@ -217,24 +219,23 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
                 return
             # Only runs queued for their current spec: a newer generation is reconcile's to decide.
             waiting = [w for w in waiting_now(waiting_runs)
-                       if (w.body.get("status") or {}).get("observedGeneration") == int(w.body["metadata"].get("generation") or 1)]
+                       if (w.body.get("status") or {}).get("observedGeneration") == _generation(w.body)]
             chosen = set(admit(waiting, running, settings.max_running, settings.max_running_per_namespace))
             starting = [w for w in waiting if w.key in chosen]
             for run in starting:
-                slots.reserved[run.key] = (int(run.body["metadata"].get("generation") or 1), time.monotonic())
+                slots.reserved[run.key] = (_generation(run.body), time.monotonic())
         for failed in await asyncio.gather(*(start_queued(run.body) for run in starting), return_exceptions=True):
             if isinstance(failed, Exception):  # not even Pending could be written; the next event looks again
                 log.error("could not start a queued run: %s", failed)
 
     async def start_queued(body) -> None:
-        generation = int(body["metadata"].get("generation") or 1)
-        await guarded(body, lambda: launch(body, _validate(body), generation))
+        await guarded(body, functools.partial(launch, body, _generation(body)))
 
     async def advance(body, status, patch, running_runs, waiting_runs, run_jobs, logger) -> None:
         """Bring the resource's current generation forward: validate it, stop Jobs of older
         generations, then start its Job (or queue it)."""
         meta = body["metadata"]
-        generation, namespace, name = int(meta.get("generation") or 1), meta["namespace"], meta["name"]
+        generation, namespace, name = _generation(body), meta["namespace"], meta["name"]
         try:
             parsed = _validate(body)
         except SpecError as exc:
@@ -256,7 +257,7 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
     async def guarded(body, step: Callable[[], Awaitable[None]]) -> None:
         """Run a step of reconciliation; an error (the API server away, a refused call) is
         written to the status as Pending/RetryingAfterError, which the retry timer picks up."""
-        generation, status = int(body["metadata"].get("generation") or 1), body.get("status") or {}
+        generation, status = _generation(body), body.get("status") or {}
         try:
             with metrics.reconciling():
                 await step()
@@ -281,13 +282,13 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
         namespace, name = meta["namespace"], meta["name"]
         metrics.running_jobs.set(sum(len(names) for names in running_runs.values()))
         metrics.queue_depth.set(len(waiting_runs.get(None, [])))
-        advance_it = lambda: advance(body, status, patch, running_runs, waiting_runs, run_jobs, logger)  # noqa: E731
+        advance_it = functools.partial(advance, body, status, patch, running_runs, waiting_runs, run_jobs, logger)
         if type == "DELETED":  # the garbage collector takes the Job and its Pods
             metrics.forget(namespace, name)
             slots.reserved.pop((namespace, name), None)
             await start_waiting(running_runs, waiting_runs)  # its slot, if it had one, is free
             return
-        generation = int(meta.get("generation") or 1)
+        generation = _generation(body)
         if status.get("observedGeneration") != generation:
             await guarded(body, advance_it)
             return
@@ -303,11 +304,11 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
     # while a timer of its applies: queued runs carry none, so they delete without the operator).
     @kopf.timer(*resource, interval=settings.retry_interval_seconds, id="retry", registry=registry,
                 when=lambda status, **_: status.get("phase") == PENDING)
-    async def retry(body, meta, status, patch, running_runs, waiting_runs, run_jobs, logger, **_):
-        if status.get("observedGeneration") != int(meta.get("generation") or 1):
+    async def retry(body, status, patch, running_runs, waiting_runs, run_jobs, logger, **_):
+        body = dict(body)  # the raw object, as the other handlers read it
+        if status.get("observedGeneration") != _generation(body):
             return  # a newer spec: the event handler has it
-        body = dict(body)
-        await guarded(body, lambda: advance(body, status, patch, running_runs, waiting_runs, run_jobs, logger))
+        await guarded(body, functools.partial(advance, body, status, patch, running_runs, waiting_runs, run_jobs, logger))
 
     # --- following Jobs --------------------------------------------------------------------
 
@@ -352,10 +353,14 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
     return registry
 
 
+def _generation(resource: dict) -> int:
+    return int(resource["metadata"].get("generation") or 1)
+
+
 def _current_run(resource: dict, generation: int) -> dict | None:
     """The resource's status when `generation` is still its spec and not yet finished, else None."""
     status = resource.get("status") or {}
-    if int(resource["metadata"].get("generation") or 1) != generation:
+    if _generation(resource) != generation:
         return None  # superseded by a newer spec
     if status.get("observedGeneration") == generation and status.get("phase") in (SUCCEEDED, FAILED):
         return None  # already recorded
