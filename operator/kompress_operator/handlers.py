@@ -313,7 +313,7 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
     # --- following Jobs --------------------------------------------------------------------
 
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY, id="job_changed", registry=registry)
-    async def job_changed(event, type, labels, namespace, running_runs, waiting_runs, **_):
+    async def job_changed(event, type, labels, namespace, running_runs, **_):
         # type None is the initial listing: a Job that finished while no operator ran is reported now.
         if type == "DELETED":
             return
@@ -331,13 +331,11 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
             running = Phase(RUNNING, outcome.reason, outcome.message)
             await write_status(current, lambda fresh: _unless_started(fresh, generation, running))
             return
-        # Before the write: its watch event may reach reconcile (and the queue) before this
-        # handler resumes, and a reservation left then would hold the freed slot. (A run that
-        # ends before the index showed it Running would hold it until the reservation expired.)
+        # Before the write: its watch event reaches reconcile, which starts the next queued run,
+        # possibly before this handler resumes, and a reservation left then would hold the slot.
         slots.reserved.pop((namespace, owner), None)
         finished = _finish_phase(outcome)
         written = await write_status(current, lambda fresh: _finish_status(fresh, generation, finished, outcome))
-        await start_waiting(running_runs, waiting_runs)
         if written is None:
             return  # already recorded, or superseded by a newer spec
         if outcome.state == SUCCEEDED:
