@@ -93,7 +93,7 @@ def _flat_digits(workspace: Path) -> None:
 def test_data_that_does_not_fit_a_torch_model(capsys, write_spec, workspace, tmp_path):
     _flat_digits(workspace)
     code, lines, _ = run_cli(capsys, str(write_spec(data="data/flat.npz")), "--output", str(tmp_path / "out"))
-    assert_one_error(code, lines, "flat.npz: evaluation inputs of shape (64,) per sample do not fit the model")
+    assert_one_error(code, lines, "flat.npz: evaluation input 'input' of shape (64,) (float32) per sample does not fit the model")
     assert_nothing_published(tmp_path / "out")
 
 
@@ -106,7 +106,7 @@ def test_data_that_does_not_fit_an_onnx_model(capsys, write_spec, workspace, tmp
     _flat_digits(workspace)
     spec = write_spec(model=str(exported), model_format="ONNX", data="data/flat.npz", passes=[{"type": "DynamicInt8"}])
     code, lines, _ = run_cli(capsys, str(spec), "--output", str(tmp_path / "out"))
-    assert_one_error(code, lines, "inputs of shape (64,) per sample do not fit the model, which expects (1, 8, 8)")
+    assert_one_error(code, lines, "input 'input' has shape (64,) per sample but the model expects (1, 8, 8)")
 
 
 def test_labels_beyond_the_models_outputs(capsys, write_spec, workspace, tmp_path):

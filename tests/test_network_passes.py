@@ -104,7 +104,7 @@ def test_low_rank_factors_the_mlp_and_records_the_trade(write_spec, tmp_path):
 
 @pytest.mark.parametrize("student_code, message", [
     ("torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5))", "does not match the teacher's (2, 10)"),
-    ("torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())", "does not take the teacher's input (2, 1, 8, 8)"),
+    ("torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())", "does not take the teacher's inputs (input (2, 1, 8, 8))"),
 ])
 def test_a_student_that_does_not_fit_the_teacher_fails_clearly(write_spec, workspace, tmp_path, student_code, message):
     torch.jit.save(torch.jit.script(eval(student_code)), str(workspace / "models" / "bad-student.pt"))

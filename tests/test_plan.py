@@ -38,7 +38,7 @@ def test_quantizing_a_torch_model_without_export_says_what_to_add():
 
 
 def test_exporting_an_onnx_model_is_refused():
-    with pytest.raises(SpecError, match="OnnxExport needs a TorchExport or TorchScript model but 'baseline' is ONNX"):
+    with pytest.raises(SpecError, match="OnnxExport needs a HuggingFace, TorchExport or TorchScript model but 'baseline' is ONNX"):
         plan([{"type": "OnnxExport"}], model_format="ONNX")
 
 

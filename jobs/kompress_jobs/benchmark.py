@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from .data import Inputs, batch_of
 from .runtimes import Runner
 from .schema import Benchmark
 
@@ -42,17 +43,9 @@ class LatencyStats:
         return asdict(self) | {"spread": self.spread}
 
 
-def batch_of(inputs: np.ndarray, size: int) -> np.ndarray:
-    """The first `size` rows, repeated if the split is smaller than the batch."""
-    if len(inputs) >= size:
-        return np.ascontiguousarray(inputs[:size])
-    repeats = -(-size // len(inputs))
-    return np.ascontiguousarray(np.concatenate([inputs] * repeats)[:size])
-
-
 def measure_latency(
     runners: dict[str, Runner],
-    inputs: np.ndarray,
+    inputs: Inputs,
     settings: Benchmark,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, dict[int, LatencyStats]]:

@@ -31,7 +31,8 @@ class Candidate:
     device: str | None = None
     metric_value: float | None = None
     metric_drop: float | None = None
-    agreement: float | None = None
+    fidelity: dict[str, float] = field(default_factory=dict)  # closeness to the baseline's outputs (quality.fidelity)
+    details: dict[str, Any] | None = None  # what the pass that made it reports (e.g. a steered search's trials)
     latency: dict[int, LatencyStats] = field(default_factory=dict)
     rejected_reasons: list[str] = field(default_factory=list)
     pareto_optimal: bool = False

@@ -6,17 +6,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .schema import ModelFormat
+from .schema import HuggingFaceOptions, ModelFormat
 
 
 @dataclass(frozen=True)
 class ModelFile:
-    path: Path
+    path: Path  # a file, or a checkpoint directory for HuggingFace
     format: ModelFormat
     precision: str = "fp32"
     # Files the model needs beside itself (e.g. ONNX external data); counted in its size.
     extra_files: tuple[Path, ...] = field(default_factory=tuple)
+    options: HuggingFaceOptions | None = None  # HuggingFace: the task head
+    input_names: tuple[str, ...] = ()  # HuggingFace: what the tokenizer feeds (files of other formats name their own)
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """What the model is made of; a checkpoint counts its config and weights, not its tokenizer."""
+        if self.path.is_dir():
+            return tuple(sorted([self.path / "config.json", *self.path.glob("*.safetensors")]))
+        return (self.path, *self.extra_files)
 
     @property
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in (self.path, *self.extra_files))
+        return sum(p.stat().st_size for p in self.files)

@@ -20,18 +20,18 @@ from typing import Callable
 from . import __version__
 from .benchmark import measure_latency
 from .candidates import Candidate, Outcome
-from .data import Dataset, load_dataset
+from .data import Dataset, load_dataset, require_labels, rows
 from .errors import DataError, KompressError
 from .fingerprint import machine_fingerprint
 from .passes import PassContext
 from .plan import BASELINE, Step, plan_passes
 from .search_space import plan_tuning
-from .quality import agreement, predict, quality_drop, score
+from .quality import Scorer, predict, scored
 from .report import candidate_record, plot_pareto, render_markdown, write_json
 from .runtimes import ModelFile, Runner, make_runner
-from .schema import ModelOptimization, ModelOptimizationSpec
+from .schema import AutoQuantizePass, ModelFormat, ModelOptimization, ModelOptimizationSpec, TaskType
 from .selection import judge, mark_pareto_front, primary_batch_size, rank
-from .store import ArtifactStore, fetch_input, is_s3, open_store
+from .store import ArtifactStore, fetch_directory, fetch_input, is_s3, open_store
 from .tuning import run_tuning
 
 Progress = Callable[[str], None]
@@ -70,19 +70,11 @@ def run_optimization(
 
     with tempfile.TemporaryDirectory(prefix="kompress-") as scratch_name:
         scratch = Path(scratch_name)
-        model_path = _local_input(spec.model.uri, spec, base_dir, scratch)
+        model_path = _local_input(spec.model.uri, spec, base_dir, scratch, directory=_is_checkpoint(spec.model.format))
         data_path = _local_input(spec.data.uri, spec, base_dir, scratch)
         _pin_threads(spec.benchmark.threads)
 
-        progress(f"loading data {data_path}")
-        dataset = load_dataset(data_path, spec.data, spec.task.type,
-                               validation_split=spec.tuning.validation_split if spec.tuning else None)
-        progress(f"loading model {model_path} ({spec.model.format.value})")
-        baseline = Candidate(name=BASELINE, technique="baseline", pass_type=None, parent=None, lineage=[],
-                             model=ModelFile(model_path, spec.model.format))
-        runners = {BASELINE: make_runner(baseline.model, spec.benchmark.threads)}
-        _check_fit(runners[BASELINE], dataset, data_path, spec)
-
+        dataset, baseline, runners = _load_inputs(spec, model_path, data_path, base_dir, scratch, progress)
         fetch = lambda uri: _local_input(uri, spec, base_dir, scratch)  # noqa: E731
         run_chain = partial(_run_passes, dataset=dataset, spec=spec, progress=progress, fetch=fetch)
         candidates = [baseline] + run_chain(steps, {BASELINE: baseline}, scratch / "candidates", runners=runners)
@@ -91,7 +83,7 @@ def run_optimization(
             tuned = run_tuning(resource.metadata.name, spec, plan_tuning(spec, steps), {c.name: c for c in candidates},
                                dataset, scratch, store, partial(run_chain, runners=None, quiet=True), progress)
             for candidate in tuned.candidates:
-                runners[candidate.name] = make_runner(candidate.model, spec.benchmark.threads)
+                runners[candidate.name] = make_runner(candidate.model, spec.benchmark.threads, input_names=dataset.input_names)
             candidates, tuning_report = candidates + tuned.candidates, tuned.report
         measured = [c for c in candidates if c.measured]
 
@@ -129,6 +121,7 @@ def run_optimization(
             "candidates": [candidate_record(c, {x.name: x for x in candidates}, batch) for c in candidates],
             **({"tuning": tuning_report} if tuning_report else {}),
             "inputs": {"model": {"uri": spec.model.uri, "sha256": _sha256(model_path)},
+                       "inputNames": list(dataset.input_names),
                        "data": {"uri": spec.data.uri, "sha256": _sha256(data_path)}},
         }
         progress("writing report and uploading artifacts")
@@ -164,12 +157,14 @@ def _run_passes(steps: list[Step], known: dict[str, Candidate], folder: Path, *,
         output_dir = folder / step.name
         output_dir.mkdir(parents=True)
         log = (lambda m: None) if quiet else (lambda m, n=step.name: progress(f"  {n}: {m}"))
-        context = PassContext(output_dir, dataset, spec.benchmark.threads, log, task=spec.task.type, fetch=fetch,
-                              on_epoch=on_epoch, batch_sizes=tuple(spec.benchmark.batch_sizes))
+        context = PassContext(output_dir, dataset, spec.benchmark.threads, log, task=spec.task, fetch=fetch,
+                              on_epoch=on_epoch, batch_sizes=tuple(spec.benchmark.batch_sizes), goals=spec.goals,
+                              benchmark=spec.benchmark)
         try:
             candidate.model = optimization.run(parent.model, context)
+            candidate.details = optimization.details
             if runners is not None:
-                runners[step.name] = make_runner(candidate.model, spec.benchmark.threads)
+                runners[step.name] = make_runner(candidate.model, spec.benchmark.threads, input_names=dataset.input_names)
         except KompressError as exc:
             candidate.outcome, candidate.error = Outcome.FAILED, str(exc)
         except Exception as exc:  # a bug or library failure in one pass must not lose the others' results
@@ -182,20 +177,18 @@ def _run_passes(steps: list[Step], known: dict[str, Candidate], folder: Path, *,
 
 
 def _evaluate(measured: list[Candidate], runners: dict[str, Runner], dataset: Dataset, spec: ModelOptimizationSpec) -> None:
-    metric, split = spec.task.metric, dataset.evaluation
+    split = dataset.evaluation
     reference = predict(runners[BASELINE], split, spec.benchmark.evaluation_batch_size)
-    base_value = score(reference, split.labels, metric)
+    scorer = Scorer(spec.task, spec.goals.accuracy_drop_mode, split, reference)
     for c in measured:
         try:
             outputs = reference if c.is_baseline else predict(runners[c.name], split, spec.benchmark.evaluation_batch_size)
+            c.metric_value, c.metric_drop, c.fidelity = scorer.judge(outputs)
         except Exception as exc:
             c.outcome, c.error = Outcome.FAILED, f"inference failed: {str(exc).splitlines()[0][:300]}"
             runners.pop(c.name, None)
             continue
         c.runtime, c.device = runners[c.name].runtime, runners[c.name].device
-        c.metric_value = score(outputs, split.labels, metric)
-        c.metric_drop = quality_drop(base_value, c.metric_value, metric, spec.goals.accuracy_drop_mode)
-        c.agreement = agreement(outputs, reference, metric)
 
 
 def _publish(store: ArtifactStore, run_id: str, report: dict, candidates: list[Candidate], scratch: Path) -> RunResult:
@@ -251,10 +244,43 @@ def _open_store(spec: ModelOptimizationSpec, base_dir: Path, override: str | Non
     return open_store(uri, spec.artifacts.endpoint_url, spec.artifacts.region)
 
 
-def _local_input(uri: str, spec: ModelOptimizationSpec, base_dir: Path, scratch: Path) -> Path:
+def _local_input(uri: str, spec: ModelOptimizationSpec, base_dir: Path, scratch: Path, directory: bool = False) -> Path:
     if is_s3(uri):
-        return fetch_input(uri, scratch, spec.artifacts.endpoint_url, spec.artifacts.region)
+        fetch = fetch_directory if directory else fetch_input
+        return fetch(uri, scratch, spec.artifacts.endpoint_url, spec.artifacts.region)
     return _resolve(uri, base_dir)
+
+
+def _is_checkpoint(model_format: ModelFormat) -> bool:
+    return model_format is ModelFormat.HUGGING_FACE
+
+
+def _load_inputs(spec: ModelOptimizationSpec, model_path: Path, data_path: Path, base_dir: Path, scratch: Path,
+                 progress: Progress) -> tuple[Dataset, Candidate, dict[str, Runner]]:
+    """The data bound to the model's input names, the baseline candidate and its runner."""
+    tokenizer_dir = None
+    if spec.data.text is not None:
+        tokenizer_dir = (_local_input(spec.data.text.tokenizer, spec, base_dir, scratch, directory=True)
+                         if spec.data.text.tokenizer else model_path)
+    progress(f"loading data {data_path}")
+    dataset = load_dataset(data_path, spec.data, spec.task, extra_splits=_judging_splits(spec), tokenizer_dir=tokenizer_dir)
+    progress(f"loading model {model_path} ({spec.model.format.value})")
+    model = ModelFile(model_path, spec.model.format, options=spec.model.hugging_face,
+                      input_names=dataset.input_names if _is_checkpoint(spec.model.format) else ())
+    runner = make_runner(model, spec.benchmark.threads)
+    dataset = dataset.bind(runner.input_names, f"data file {data_path}")
+    require_labels(dataset, spec.task, f"data file {data_path}")
+    _check_fit(runner, dataset, data_path, spec)
+    baseline = Candidate(name=BASELINE, technique="baseline", pass_type=None, parent=None, lineage=[], model=model)
+    return dataset, baseline, {BASELINE: runner}
+
+
+def _judging_splits(spec: ModelOptimizationSpec) -> tuple[str, ...]:
+    """Splits that a tuning study or a steered pass is judged on: they must be in the data."""
+    names = [p.validation_split for p in spec.passes if isinstance(p, AutoQuantizePass)]
+    if spec.tuning is not None:
+        names.append(spec.tuning.validation_split)
+    return tuple(dict.fromkeys(names))
 
 
 def _resolve(path: str, base_dir: Path) -> Path:
@@ -265,12 +291,14 @@ def _resolve(path: str, base_dir: Path) -> Path:
 
 def _check_fit(runner: Runner, dataset: Dataset, data_path: Path, spec: ModelOptimizationSpec) -> None:
     """Fail early, naming the data file, when the data cannot feed the model or its labels cannot match."""
+    sample = rows(dataset.evaluation.inputs, 0, 2)
     try:
-        runner.check_input(dataset.evaluation.inputs[:2])
+        runner.check_input(sample)
     except DataError as exc:
         raise DataError(f"data file {data_path}: evaluation {exc}") from None
-    if spec.task.metric.higher_is_better:  # classification: one output per class
-        classes = runner(dataset.evaluation.inputs[:2]).shape[-1]
+    output = scored(runner(sample), spec.task)
+    if spec.task.type is TaskType.CLASSIFICATION:  # one output per class
+        classes = output.shape[-1]
         highest = int(dataset.evaluation.labels.max())
         if highest >= classes or int(dataset.evaluation.labels.min()) < 0:
             raise DataError(f"data file {data_path}: labels reach {highest} but the model has {classes} outputs")
@@ -283,6 +311,10 @@ def _pin_threads(threads: int) -> None:
 
 
 def _sha256(path: Path) -> str:
+    """A file's digest; a directory's covers each file's relative path and digest."""
+    if path.is_dir():
+        listing = "".join(f"{p.relative_to(path).as_posix()}\0{_sha256(p)}\n" for p in sorted(path.rglob("*")) if p.is_file())
+        return hashlib.sha256(listing.encode()).hexdigest()
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

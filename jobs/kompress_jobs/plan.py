@@ -46,7 +46,8 @@ def plan_passes(spec: ModelOptimizationSpec) -> list[Step]:
         if source not in formats:
             raise SpecError(f"{where}.input: no earlier pass is named {source!r} (known: {', '.join(formats)})")
         if formats[source] not in optimization.accepts:
-            needs = " or ".join(sorted(f.value for f in optimization.accepts))
+            accepted = sorted(f.value for f in optimization.accepts)
+            needs = " or ".join(accepted) if len(accepted) < 3 else f"{', '.join(accepted[:-1])} or {accepted[-1]}"
             hint = "; add a pass of type OnnxExport before it" if needs == "ONNX" else ""
             raise SpecError(
                 f"{where}: {pass_spec.type} needs {'an' if needs[0] in 'AEIOU' else 'a'} {needs} model but {source!r} is {formats[source].value}{hint}"

@@ -38,7 +38,7 @@ def candidate_record(c: Candidate, by_name: dict[str, Candidate], batch: int) ->
         "artifact": c.artifact_key,
         "sha256": c.sha256,
         "sizeBytes": c.size_bytes,
-        "metric": {"value": c.metric_value, "drop": c.metric_drop, "agreementWithBaseline": c.agreement},
+        "metric": {"value": c.metric_value, "drop": c.metric_drop, "fidelity": c.fidelity},
         "latency": {str(b): stats.to_dict() for b, stats in c.latency.items()},
         "accepted": c.accepted,
         "rejectedReasons": c.rejected_reasons,
@@ -48,6 +48,8 @@ def candidate_record(c: Candidate, by_name: dict[str, Candidate], batch: int) ->
     }
     if parent is not None and parent.measured:
         record["vsParent"] = _ratios(c, parent, batch)
+    if c.details:
+        record["details"] = c.details
     return record
 
 

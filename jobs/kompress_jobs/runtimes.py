@@ -1,5 +1,5 @@
-"""Load a model file and run it: PyTorch for TorchScript / torch.export, ONNX Runtime for ONNX,
-TensorRT for engines.
+"""Load a model and run it: PyTorch for TorchScript / torch.export / Hugging Face checkpoints,
+ONNX Runtime for ONNX, TensorRT for engines. Every runner takes and returns named arrays.
 
 Nothing here unpickles Python objects: TorchScript archives and torch.export programs carry
 code in their own restricted formats, and ONNX is protobuf.
@@ -19,17 +19,46 @@ from .modelfile import ModelFile
 from .schema import ModelFormat
 
 
+Inputs = dict[str, np.ndarray]
+
+
 class Runner:
-    """Runs one model on numpy batches; the same call shape for every runtime."""
+    """Runs one model on named numpy batches and returns named outputs; the same call shape for
+    every runtime. `input_names` is the order the model takes its inputs in."""
 
     runtime: str
     device: str = "cpu"
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+    def __call__(self, inputs: Inputs) -> Inputs:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def check_input(self, batch: np.ndarray) -> None:
-        """Raise DataError when a batch of this shape cannot feed the model."""
+    def check_input(self, inputs: Inputs) -> None:
+        """Raise DataError when these arrays cannot feed the model, naming the input."""
+        try:
+            self(inputs)
+        except DataError:
+            raise
+        except Exception as exc:
+            shapes = ", ".join(f"{n!r} of shape {tuple(a.shape[1:])} ({a.dtype})" for n, a in inputs.items())
+            verb = "input {} per sample does not" if len(inputs) == 1 else "inputs {} per sample do not"
+            raise DataError(f"{verb.format(shapes)} fit the model: {_telling_line(exc)}") from None
+
+
+def output_names_for(count: int) -> tuple[str, ...]:
+    """PyTorch outputs have no names: `output`, or `output_0`, `output_1`, ... for several."""
+    return ("output",) if count == 1 else tuple(f"output_{i}" for i in range(count))
+
+
+def torch_input_names(module, model: ModelFile) -> tuple[str, ...]:
+    """The argument names of a TorchScript module's forward, or the user inputs of a torch.export program."""
+    schema = getattr(getattr(module, "forward", None), "schema", None)
+    if schema is not None:
+        return tuple(a.name for a in schema.arguments[1:])  # [0] is self
+    import inspect
+
+    return tuple(p for p in inspect.signature(module.forward).parameters if p not in ("args", "kwargs"))
 
 
 def load_torch_module(model: ModelFile):
@@ -74,25 +103,42 @@ def check_onnx(path: Path) -> None:
 class TorchRunner(Runner):
     runtime = "pytorch"
 
-    def __init__(self, model: ModelFile):
+    def __init__(self, model: ModelFile, module=None, input_names: tuple[str, ...] | None = None):
         import torch
 
         self._torch = torch
-        self.module = load_torch_module(model)
+        self.module = module if module is not None else load_torch_module(model)
+        self.input_names = input_names or torch_input_names(self.module, model)
+        self.output_names = ("output",)
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, inputs: Inputs) -> Inputs:
         torch = self._torch
         with torch.inference_mode():
-            output = self.module(torch.from_numpy(batch))
-        if isinstance(output, (tuple, list)):
-            output = output[0]
-        return output.detach().float().numpy()
+            output = self.module(*[torch.from_numpy(inputs[name]) for name in self.input_names])
+        tensors = list(output) if isinstance(output, (tuple, list)) else [output]
+        self.output_names = output_names_for(len(tensors))
+        return {name: t.detach().float().numpy() for name, t in zip(self.output_names, tensors)}
 
-    def check_input(self, batch: np.ndarray) -> None:
-        try:
-            self(batch)
-        except Exception as exc:
-            raise DataError(f"inputs of shape {tuple(batch.shape[1:])} per sample do not fit the model: {_first_line(exc)}") from None
+
+class HuggingFaceRunner(TorchRunner):
+    """A checkpoint directory run in PyTorch eager with its task head (`huggingface.TaskModel`)."""
+
+    def __init__(self, model: ModelFile, input_names: tuple[str, ...]):
+        from .huggingface import load_task_model
+
+        module = load_task_model(model.path, model.options, input_names)
+        super().__init__(model, module, tuple(input_names))
+        self.output_names = (module.output_name,)
+
+    def __call__(self, inputs: Inputs) -> Inputs:
+        from .huggingface import check_inputs
+
+        problem = check_inputs(self.input_names, inputs, self.module.max_positions)
+        if problem:
+            raise DataError(problem)
+        (output,) = super().__call__(inputs).values()
+        self.output_names = (self.module.output_name,)
+        return {self.module.output_name: output}
 
 
 _ORT_TYPES: dict[str, Callable] = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -117,30 +163,30 @@ class OrtRunner(Runner):
         except Exception as exc:
             raise ModelLoadError(f"model file {model.path}: ONNX Runtime cannot load it: {_first_line(exc)}") from None
         self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
-        (model_input,) = self.session.get_inputs()[:1]
-        self.input_name = model_input.name
-        self.input_shape = model_input.shape
-        self.input_type = _ORT_TYPES.get(model_input.type, np.float32)
+        self.inputs = {i.name: (i.shape, _ORT_TYPES.get(i.type, np.float32)) for i in self.session.get_inputs()}
+        self.input_names = tuple(self.inputs)
+        self.output_names = tuple(o.name for o in self.session.get_outputs())
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        if batch.dtype != self.input_type:
-            batch = batch.astype(self.input_type)
-        output = self.session.run(None, {self.input_name: batch})[0]
-        return np.asarray(output, dtype=np.float32)
+    def __call__(self, inputs: Inputs) -> Inputs:
+        feed = {}
+        for name, (_, dtype) in self.inputs.items():
+            array = inputs[name]
+            feed[name] = array if array.dtype == dtype else array.astype(dtype)
+        outputs = self.session.run(None, feed)
+        return {name: np.asarray(value, dtype=np.float32) for name, value in zip(self.output_names, outputs)}
 
-    def check_input(self, batch: np.ndarray) -> None:
-        expected = self.input_shape[1:]
-        actual = batch.shape[1:]
-        fits = len(expected) == len(actual) and all(
-            not isinstance(want, int) or want == got for want, got in zip(expected, actual)
-        )
-        if not fits:
-            shown = tuple(d if isinstance(d, int) else "?" for d in expected)
-            raise DataError(f"inputs of shape {tuple(actual)} per sample do not fit the model, which expects {shown}")
-        try:
-            self(batch)
-        except Exception as exc:
-            raise DataError(f"inputs of shape {tuple(actual)} per sample do not fit the model: {_first_line(exc)}") from None
+    def check_input(self, inputs: Inputs) -> None:
+        for name, (shape, dtype) in self.inputs.items():
+            array = inputs[name]
+            if np.issubdtype(array.dtype, np.integer) != np.issubdtype(dtype, np.integer):
+                raise DataError(f"input {name!r} holds {array.dtype} but the model takes {np.dtype(dtype).name}")
+            expected, actual = shape[1:], array.shape[1:]
+            fits = len(expected) == len(actual) and all(
+                not isinstance(want, int) or want == got for want, got in zip(expected, actual))
+            if not fits:
+                shown = tuple(d if isinstance(d, int) else "?" for d in expected)
+                raise DataError(f"input {name!r} has shape {tuple(actual)} per sample but the model expects {shown}")
+        super().check_input(inputs)
 
 
 class TensorRtRunner(Runner):
@@ -163,11 +209,9 @@ class TensorRtRunner(Runner):
             raise ModelLoadError(f"model file {model.path}: not an engine this GPU and TensorRT version can load")
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.input_name, self.output_name = inputs[0], outputs[0]
-        self.input_dtype = self._torch_dtype(self.engine.get_tensor_dtype(self.input_name))
-        self.output_dtype = self._torch_dtype(self.engine.get_tensor_dtype(self.output_name))
+        self.input_names = tuple(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        self.output_names = tuple(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        self.dtypes = {n: self._torch_dtype(self.engine.get_tensor_dtype(n)) for n in names}
         self.stream = torch.cuda.Stream()
 
     def _torch_dtype(self, dtype):
@@ -175,25 +219,35 @@ class TensorRtRunner(Runner):
         return {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32,
                 trt.int64: torch.int64, trt.int8: torch.int8, trt.bool: torch.bool}[dtype]
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, inputs: Inputs) -> Inputs:
         torch = self._torch
         with torch.cuda.stream(self.stream):
-            inputs = torch.from_numpy(batch).to("cuda", self.input_dtype, non_blocking=False).contiguous()
-            self.context.set_input_shape(self.input_name, tuple(inputs.shape))
-            output = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=self.output_dtype, device="cuda")
-            self.context.set_tensor_address(self.input_name, inputs.data_ptr())
-            self.context.set_tensor_address(self.output_name, output.data_ptr())
+            device_inputs = {}
+            for name in self.input_names:
+                tensor = torch.from_numpy(inputs[name]).to("cuda", self.dtypes[name], non_blocking=False).contiguous()
+                self.context.set_input_shape(name, tuple(tensor.shape))
+                self.context.set_tensor_address(name, tensor.data_ptr())
+                device_inputs[name] = tensor  # kept alive until the stream is done
+            outputs = {}
+            for name in self.output_names:
+                outputs[name] = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self.dtypes[name], device="cuda")
+                self.context.set_tensor_address(name, outputs[name].data_ptr())
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise RuntimeError("TensorRT execution failed")
-            result = output.float().cpu()  # waits for the stream
-        return result.numpy()
+            result = {name: tensor.float().cpu() for name, tensor in outputs.items()}  # waits for the stream
+        return {name: tensor.numpy() for name, tensor in result.items()}
 
 
-def make_runner(model: ModelFile, threads: int, providers: list[str] | None = None) -> Runner:
+def make_runner(model: ModelFile, threads: int, providers: list[str] | None = None,
+                input_names: tuple[str, ...] | None = None) -> Runner:
+    """A runner for any candidate. `input_names` is needed only where the file does not name its
+    inputs (a Hugging Face checkpoint takes whatever the tokenizer gives)."""
     if model.format is ModelFormat.ONNX:
         return OrtRunner(model, threads, providers)
     if model.format is ModelFormat.TENSORRT:
         return TensorRtRunner(model)
+    if model.format is ModelFormat.HUGGING_FACE:
+        return HuggingFaceRunner(model, input_names or model.input_names)
     return TorchRunner(model)
 
 
@@ -206,6 +260,14 @@ def quiet_logger(logger_name: str):
         yield
     finally:
         logger.setLevel(previous)
+
+
+def _telling_line(exc: BaseException) -> str:
+    """TorchScript errors start with a generic line and end with the real one."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and "TorchScript interpreter" in lines[0]:
+        return lines[-1][:300]
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:

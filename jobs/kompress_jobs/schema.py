@@ -44,18 +44,61 @@ class ModelFormat(str, Enum):
     TORCH_SCRIPT = "TorchScript"  # torch.jit.save archive
     TORCH_EXPORT = "TorchExport"  # torch.export.save program (.pt2)
     TENSORRT = "TensorRT"  # serialized engine; runs only on the GPU model and TensorRT version that built it
+    HUGGING_FACE = "HuggingFace"  # a checkpoint directory: config.json, *.safetensors, tokenizer files
+
+
+class HeadType(str, Enum):
+    AUTO = "Auto"  # from the checkpoint's config.json `architectures`
+    FEATURE_EXTRACTION = "FeatureExtraction"  # pooled embeddings
+    SEQUENCE_CLASSIFICATION = "SequenceClassification"
+    TOKEN_CLASSIFICATION = "TokenClassification"
+
+
+class Pooling(str, Enum):
+    MEAN = "Mean"  # average of the token states under the attention mask (sentence-transformers' default)
+    CLS = "Cls"  # the first token's state
+
+
+class HuggingFaceOptions(Model):
+    """How a Hugging Face checkpoint becomes a model with named inputs and one task output."""
+
+    head: HeadType = Field(HeadType.AUTO, description="Task head; Auto reads `architectures` in config.json "
+                           "(…ForSequenceClassification, …ForTokenClassification, otherwise FeatureExtraction).")
+    pooling: Pooling = Field(Pooling.MEAN, description="FeatureExtraction only: how token states become one embedding.")
+    normalize: bool = Field(False, description="FeatureExtraction only: L2-normalize the embedding.")
 
 
 class ModelSource(Model):
-    uri: str = Field(min_length=1, description="Path or s3:// URI of the model file.")
-    format: ModelFormat = Field(description="How the file was saved. Pickled modules are never loaded.")
+    uri: str = Field(min_length=1, description="Path or s3:// URI of the model file (a directory for HuggingFace).")
+    format: ModelFormat = Field(description="How the model was saved. Pickled modules are never loaded.")
+    hugging_face: HuggingFaceOptions | None = Field(None, description="HuggingFace format only; defaults apply when unset.")
+
+    @model_validator(mode="after")
+    def _options_fit_format(self) -> "ModelSource":
+        if self.hugging_face is not None and self.format is not ModelFormat.HUGGING_FACE:
+            raise ValueError(f"huggingFace options need format: HuggingFace, not {self.format.value}")
+        return self
+
+
+class TextData(Model):
+    """Rows of text (JSONL, CSV or Parquet), tokenized with the checkpoint's tokenizer."""
+
+    column: str = Field("text", min_length=1, description="Column holding the text.")
+    pair_column: str | None = Field(None, min_length=1, description="Second text of a pair (rerankers, NLI).")
+    label_column: str | None = Field(None, min_length=1, description="Integer class labels or numbers; none for label-free tasks.")
+    split_column: str = Field("split", min_length=1, description="Column naming each row's split (train, calibration, evaluation, ...).")
+    max_length: int = Field(128, ge=1, le=8192, description="Tokens per row: longer rows are cut, shorter ones padded.")
+    tokenizer: str | None = Field(None, min_length=1, description="Tokenizer directory (path or s3://); "
+                                  "defaults to the model's checkpoint directory.")
 
 
 class DataSource(Model):
     uri: str = Field(
         min_length=1,
-        description="Path or s3:// URI of an .npz holding x_<split> and y_<split> arrays.",
+        description="Path or s3:// URI of an .npz (x_<split> or x_<split>/<input name> arrays, y_<split> labels "
+                    "optional), or of a .jsonl / .csv / .parquet text file (with `text`).",
     )
+    text: TextData | None = Field(None, description="Read the file as text rows and tokenize them.")
     train_split: str = Field("train", min_length=1, description="Split used to fine-tune.")
     calibration_split: str = Field("calibration", min_length=1, description="Split used to calibrate static quantization.")
     evaluation_split: str = Field("evaluation", min_length=1, description="Split used to measure the metric and latency.")
@@ -64,29 +107,64 @@ class DataSource(Model):
 class TaskType(str, Enum):
     CLASSIFICATION = "Classification"
     REGRESSION = "Regression"
+    FIDELITY = "Fidelity"  # no labels: every candidate is scored against the baseline's own outputs
 
 
 class Metric(str, Enum):
     ACCURACY = "Accuracy"  # higher is better, a fraction in [0, 1]
     MEAN_SQUARED_ERROR = "MeanSquaredError"  # lower is better
     MEAN_ABSOLUTE_ERROR = "MeanAbsoluteError"  # lower is better
+    # Fidelity to the baseline's outputs (no labels needed):
+    COSINE_SIMILARITY = "CosineSimilarity"  # mean per-sample cosine; embeddings
+    TOP1_AGREEMENT = "Top1Agreement"  # share of samples whose arg-max class matches; classifiers
+    TOPK_AGREEMENT = "TopKAgreement"  # share of the baseline's top-k classes also in the candidate's top-k
+    KL_DIVERGENCE = "KlDivergence"  # mean KL(baseline ‖ candidate) of the softmax; logits
+    RELATIVE_ERROR = "RelativeError"  # ‖candidate − baseline‖ / ‖baseline‖ over the split
 
     @property
     def higher_is_better(self) -> bool:
-        return self is Metric.ACCURACY
+        return self in _FRACTION_METRICS
+
+    @property
+    def is_fraction(self) -> bool:
+        """A share in [0, 1]: drops are counted in percentage points in Absolute mode."""
+        return self in _FRACTION_METRICS
+
+    @property
+    def is_fidelity(self) -> bool:
+        return self in _FIDELITY_METRICS
+
+
+_FRACTION_METRICS = frozenset({Metric.ACCURACY, Metric.COSINE_SIMILARITY, Metric.TOP1_AGREEMENT, Metric.TOPK_AGREEMENT})
+_FIDELITY_METRICS = frozenset({Metric.COSINE_SIMILARITY, Metric.TOP1_AGREEMENT, Metric.TOPK_AGREEMENT,
+                               Metric.KL_DIVERGENCE, Metric.RELATIVE_ERROR})
+_TASK_METRICS = {
+    "Classification": (Metric.ACCURACY, {Metric.ACCURACY}),
+    "Regression": (Metric.MEAN_SQUARED_ERROR, {Metric.MEAN_SQUARED_ERROR, Metric.MEAN_ABSOLUTE_ERROR}),
+    "Fidelity": (Metric.COSINE_SIMILARITY, set(_FIDELITY_METRICS)),
+}
 
 
 class Task(Model):
     type: TaskType = TaskType.CLASSIFICATION
-    metric: Metric | None = Field(None, description="Defaults to Accuracy (classification) or MeanSquaredError (regression).")
+    metric: Metric | None = Field(None, description="Defaults to Accuracy (Classification), MeanSquaredError "
+                                  "(Regression) or CosineSimilarity (Fidelity).")
+    output: str | None = Field(None, min_length=1, description="The model output that is scored (default: the first).")
+    top_k: int = Field(5, ge=1, le=1000, description="k of TopKAgreement.")
 
     @model_validator(mode="after")
     def _metric_fits_task(self) -> "Task":
+        default, allowed = _TASK_METRICS[self.type.value]
         if self.metric is None:
-            self.metric = Metric.ACCURACY if self.type is TaskType.CLASSIFICATION else Metric.MEAN_SQUARED_ERROR
-        elif (self.metric is Metric.ACCURACY) != (self.type is TaskType.CLASSIFICATION):
-            raise ValueError(f"metric {self.metric.value} does not fit a {self.type.value} task")
+            self.metric = default
+        elif self.metric not in allowed:
+            raise ValueError(f"metric {self.metric.value} does not fit a {self.type.value} task "
+                             f"(it takes {', '.join(sorted(m.value for m in allowed))})")
         return self
+
+    @property
+    def needs_labels(self) -> bool:
+        return self.type is not TaskType.FIDELITY
 
 
 # --- passes ------------------------------------------------------------------------------
@@ -186,6 +264,37 @@ class TensorRtPass(PassBase):
     calibration_batch_size: int = Field(32, ge=1, le=4096)
 
 
+class QuantizationMethod(str, Enum):
+    DYNAMIC = "Dynamic"  # INT8 weights, activations quantized at run time
+    STATIC = "Static"  # INT8 weights and activations, ranges calibrated on the calibration split
+
+
+class AutoQuantizePass(PassBase):
+    """INT8 quantization steered by the goals: tries the settings that matter (dynamic and static,
+    per-channel, reduce-range, activation types, calibration methods, QDQ or operator format), judges
+    each on the validation split against this pass's input, and when fidelity falls short keeps the
+    most sensitive operators in FP32, one at a time in order of measured sensitivity, until
+    goals.maxAccuracyDrop holds or the budget ends. The fastest passing model is the candidate; every
+    tried configuration is in the report."""
+
+    type: Literal["AutoQuantize"]
+    methods: list[QuantizationMethod] = Field(default_factory=lambda: [QuantizationMethod.DYNAMIC, QuantizationMethod.STATIC],
+                                              min_length=1, max_length=2, description="Which families to search.")
+    max_trials: int = Field(24, ge=1, le=500, description="Quantized models to build and judge, fallback steps included.")
+    timeout_seconds: int = Field(900, ge=10, le=86_400, description="Stop starting new trials after this long.")
+    validation_split: str = Field("calibration", min_length=1, description="Split each trial is judged on (never the evaluation split).")
+    validation_samples: int = Field(256, ge=8, le=100_000, description="Rows of the validation split used to judge a trial.")
+    calibration_samples: int = Field(128, ge=1, le=100_000, description="Rows that calibrate static quantization.")
+    max_fallback_nodes: int = Field(24, ge=0, le=10_000, description="Most operators kept in FP32 before the search gives up.")
+
+    @field_validator("methods")
+    @classmethod
+    def _unique_methods(cls, methods: list[QuantizationMethod]) -> list[QuantizationMethod]:
+        if len(set(methods)) != len(methods):
+            raise ValueError("methods must be unique")
+        return methods
+
+
 class FineTuning(Model):
     """Training on the data's train split (classification: cross-entropy; regression: MSE)."""
 
@@ -271,13 +380,11 @@ class LowRankPass(PassBase):
         return self
 
 
-PassSpec = Annotated[
-    Union[OnnxExportPass, OrtOptimizePass, DynamicInt8Pass, StaticInt8Pass, Fp16Pass, TensorRtPass, PrunePass,
-          StructuredPrunePass, DistillPass, LowRankPass],
-    Field(discriminator="type"),
-]
-PASS_TYPES: tuple[str, ...] = ("OnnxExport", "OrtOptimize", "DynamicInt8", "StaticInt8", "Fp16", "TensorRT", "Prune",
-                                 "StructuredPrune", "Distill", "LowRank")
+_PASS_SPECS = (OnnxExportPass, OrtOptimizePass, DynamicInt8Pass, StaticInt8Pass, AutoQuantizePass, Fp16Pass, TensorRtPass,
+               PrunePass, StructuredPrunePass, DistillPass, LowRankPass)
+PassSpec = Annotated[Union[_PASS_SPECS], Field(discriminator="type")]
+# Each pass type is declared once, by its spec's `type` literal.
+PASS_TYPES: tuple[str, ...] = tuple(spec.model_fields["type"].annotation.__args__[0] for spec in _PASS_SPECS)
 
 
 # --- goals and measurement ---------------------------------------------------------------
@@ -499,6 +606,22 @@ class ModelOptimizationSpec(Model):
     tuning: Tuning | None = None
     artifacts: Artifacts = Field(default_factory=Artifacts)
     job: JobSettings = Field(default_factory=JobSettings)
+
+    @model_validator(mode="after")
+    def _drop_mode_fits_metric(self) -> "ModelOptimizationSpec":
+        if self.goals.accuracy_drop_mode is DropMode.RELATIVE and self.task.metric in (Metric.KL_DIVERGENCE, Metric.RELATIVE_ERROR):
+            raise ValueError(f"goals.accuracyDropMode Relative needs a metric whose baseline value is not zero; "
+                             f"{self.task.metric.value} of the baseline to itself is 0 (use Absolute)")
+        return self
+
+    @model_validator(mode="after")
+    def _text_data_has_a_tokenizer(self) -> "ModelOptimizationSpec":
+        text = self.data.text
+        if text is not None and text.tokenizer is None and self.model.format is not ModelFormat.HUGGING_FACE:
+            raise ValueError("data.text.tokenizer: text data needs a tokenizer directory unless the model is a HuggingFace checkpoint")
+        if text is not None and self.task.needs_labels and text.label_column is None:
+            raise ValueError(f"data.text.labelColumn: a {self.task.type.value} task needs labels (or use task.type: Fidelity)")
+        return self
 
     @model_validator(mode="after")
     def _latency_goal_is_measured(self) -> "ModelOptimizationSpec":

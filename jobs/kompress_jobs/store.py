@@ -178,3 +178,28 @@ def fetch_input(uri: str, scratch: Path, endpoint_url: str | None = None, region
     except BotoCoreError as exc:
         raise StoreError(f"{uri}: cannot download ({exc})") from None
     return target
+
+
+def fetch_directory(uri: str, scratch: Path, endpoint_url: str | None = None, region: str | None = None) -> Path:
+    """A local copy of every object under an s3:// prefix (a checkpoint directory)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = split_s3(uri)
+    prefix = prefix.rstrip("/") + "/"
+    target = scratch / "inputs" / Path(prefix.rstrip("/")).name
+    client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
+    try:
+        keys = [item["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+                for item in page.get("Contents", [])]
+        if not keys:
+            raise StoreError(f"{uri}: no objects under this prefix")
+        for key in keys:
+            local = target / key[len(prefix):]
+            local.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, key, str(local))
+    except ClientError as exc:
+        raise StoreError(f"{uri}: cannot download ({exc.response.get('Error', {}).get('Code', exc)})") from None
+    except BotoCoreError as exc:
+        raise StoreError(f"{uri}: cannot download ({exc})") from None
+    return target

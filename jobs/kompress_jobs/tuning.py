@@ -24,7 +24,8 @@ from .data import Dataset
 from .errors import KompressError
 from .passes import build_pass
 from .plan import Step
-from .quality import predict, quality_drop, score
+from .passes.training import first_output
+from .quality import Scorer, predict
 from .runtimes import ModelFile, make_runner
 from .schema import Benchmark, ModelOptimizationSpec, Objective
 from .search_space import SearchParameter, TuningPlan, with_values
@@ -70,7 +71,8 @@ class Study:
         self.scratch, self.store, self.run_chain, self.progress = scratch / "tuning", store, run_chain, progress
         self.key = study_key(name, spec)
         self.journal = self.scratch / "journal.log"
-        self.validation = dataset.validation
+        self.validation = dataset.split(spec.tuning.validation_split)
+        self.input_names = dataset.input_names
         self.batch = primary_batch_size(spec.goals, spec.benchmark)
         self.local_models: dict[int, ModelFile] = {}
         self.stop_reason = "trial budget reached"
@@ -97,7 +99,7 @@ class Study:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([_metric_name(o) for o in self.tuning.objectives])
-        self._reference = self._reference_quality()
+        self._scorer = self._reference_scorer()
         if resumed:
             self.progress(f"tuning: resuming study {self.key} with {finished_before} finished trial(s)")
         remaining = self.tuning.trials - finished_before
@@ -167,37 +169,32 @@ class Study:
         import torch
 
         steps = itertools.count(1)  # across every training pass of the trial
-        inputs = torch.from_numpy(self.validation.inputs)
+        inputs = [torch.from_numpy(self.validation.inputs[name]) for name in self.input_names]
 
         def report(epoch: int, module) -> None:
             with torch.no_grad():
-                outputs = module(inputs).numpy()
-            value = score(outputs, self.validation.labels, self.spec.task.metric)
-            trial.report(self._drop(value), next(steps))
+                output = first_output(module(*inputs)).numpy()
+            trial.report(self._scorer.drop(self._scorer.value(output)), next(steps))
             if trial.should_prune():
                 self.progress(f"tuning: trial {trial.number}: pruned after epoch {epoch} (behind the median)")
                 raise TrialStopped()
 
         return report
 
-    def _reference_quality(self) -> float:
-        runner = make_runner(self.known["baseline"].model, self.spec.benchmark.threads)
-        return score(predict(runner, self.validation, self.spec.benchmark.evaluation_batch_size),
-                     self.validation.labels, self.spec.task.metric)
-
-    def _drop(self, value: float) -> float:
-        return quality_drop(self._reference, value, self.spec.task.metric, self.spec.goals.accuracy_drop_mode)
+    def _reference_scorer(self) -> Scorer:
+        runner = make_runner(self.known["baseline"].model, self.spec.benchmark.threads, input_names=self.input_names)
+        reference = predict(runner, self.validation, self.spec.benchmark.evaluation_batch_size)
+        return Scorer(self.spec.task, self.spec.goals.accuracy_drop_mode, self.validation, reference)
 
     def _measure(self, model: ModelFile) -> dict:
         """The validation metric, size and a short single-model latency measurement."""
-        runner = make_runner(model, self.spec.benchmark.threads)
-        value = score(predict(runner, self.validation, self.spec.benchmark.evaluation_batch_size),
-                      self.validation.labels, self.spec.task.metric)
+        runner = make_runner(model, self.spec.benchmark.threads, input_names=self.input_names)
+        value, drop, _ = self._scorer.judge(predict(runner, self.validation, self.spec.benchmark.evaluation_batch_size))
         quick = Benchmark(batch_sizes=[self.batch], warmup=self.spec.benchmark.warmup, rounds=1,
                           iterations=self.spec.benchmark.iterations, threads=self.spec.benchmark.threads)
         latency = measure_latency({"trial": runner}, self.validation.inputs, quick)["trial"][self.batch]
         percentile = self.spec.goals.latency.percentile.value if self.spec.goals.latency else "P50"
-        return {"metric": value, "drop": self._drop(value), "latencyMs": latency.percentile_ms(percentile),
+        return {"metric": value, "drop": drop, "latencyMs": latency.percentile_ms(percentile),
                 "sizeMiB": model.size_bytes / 2**20}
 
     def _constraint_values(self, measured: dict) -> dict[str, float]:

@@ -9,17 +9,15 @@ output is a candidate that the benchmark measures.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from ..modelfile import ModelFile
-from ..schema import ModelFormat, TaskType
+from ..schema import Benchmark, Goals, ModelFormat, Task
 
 if TYPE_CHECKING:  # the operator imports passes to plan them, without numpy or the runtimes
-    import numpy as np
-
-    from ..data import Dataset
+    from ..data import Dataset, Inputs
 
 
 @dataclass(frozen=True)
@@ -28,18 +26,27 @@ class PassContext:
     dataset: Dataset
     threads: int
     log: Callable[[str], None]
-    task: TaskType = TaskType.CLASSIFICATION
+    task: Task = field(default_factory=Task)
     # Resolves a URI named in a pass's spec (e.g. a student model) to a local file, as the
     # pipeline does for the model and data (relative to the spec file, or fetched from S3).
     fetch: Callable[[str], Path] = Path
     # Called with (epoch, module) after each training epoch; a tuning study uses it to stop weak trials.
     on_epoch: Callable[[int, Any], None] | None = None
     batch_sizes: tuple[int, ...] = (1,)  # what the benchmark will run (engines are built for them)
+    goals: Goals = field(default_factory=Goals)  # a pass steered by the goals (AutoQuantize) reads them
+    benchmark: Benchmark = field(default_factory=Benchmark)
 
     @property
-    def example_inputs(self) -> np.ndarray:
+    def input_names(self) -> tuple[str, ...]:
+        """The model's inputs in the order it takes them (the data is bound to them)."""
+        return self.dataset.input_names
+
+    @property
+    def example_inputs(self) -> Inputs:
         """A small real batch (two rows, so exporters do not specialise on batch 1)."""
-        return self.dataset.evaluation.inputs[:2]
+        from ..data import rows
+
+        return rows(self.dataset.evaluation.inputs, 0, 2)
 
 
 class OptimizationPass(ABC):
@@ -51,6 +58,7 @@ class OptimizationPass(ABC):
 
     def __init__(self, spec: Any):
         self.spec = spec
+        self.details: dict[str, Any] | None = None  # set by run() for the report, when the pass has more to say
 
     def not_applicable_reason(self) -> str | None:
         """Why this pass cannot run here (e.g. no GPU), or None when it can."""

@@ -8,7 +8,7 @@ from ..errors import ModelLoadError, PassError, SpecError
 from ..modelfile import ModelFile
 from ..schema import ModelFormat
 from .base import OptimizationPass, PassContext, register
-from .training import distillation_loss, train, train_split
+from .training import distillation_loss, first_output, train, train_split
 
 
 @register
@@ -45,13 +45,15 @@ class Distill(OptimizationPass):
         """The student must take the teacher's inputs and give outputs of the teacher's shape."""
         import torch
 
-        batch = torch.from_numpy(train_split(ctx, "distillation").inputs[:2])
+        split = train_split(ctx, "distillation")
+        batch = [torch.from_numpy(split.inputs[name][:2]) for name in ctx.input_names]
         with torch.no_grad():
-            expected = teacher(batch)
+            expected = first_output(teacher(*batch))
             try:
-                got = student(batch)
+                got = first_output(student(*batch))
             except Exception as exc:
-                raise PassError(f"the student does not take the teacher's input {tuple(batch.shape)}: "
+                shapes = ", ".join(f"{n} {tuple(t.shape)}" for n, t in zip(ctx.input_names, batch))
+                raise PassError(f"the student does not take the teacher's inputs ({shapes}): "
                                 f"{str(exc).strip().splitlines()[-1][:200]}") from None
         if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
             shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__

@@ -16,26 +16,47 @@ from .base import OptimizationPass, PassContext, register
 DYNAMO_MIN_OPSET = 18
 
 
+def dynamic_axes(inputs: dict, output_names: tuple[str, ...]) -> dict[str, dict[int, str]]:
+    """Batch is dynamic everywhere; so is the sequence axis of token inputs (integer, 2-D)."""
+    import numpy as np
+
+    axes = {}
+    for name, array in inputs.items():
+        axes[name] = {0: "batch"}
+        if array.ndim == 2 and np.issubdtype(array.dtype, np.integer):
+            axes[name][1] = "sequence"
+    return axes | {name: {0: "batch"} for name in output_names}
+
+
 @register
 class OnnxExport(OptimizationPass):
     type = "OnnxExport"
     technique = "export"
-    accepts = frozenset({ModelFormat.TORCH_SCRIPT, ModelFormat.TORCH_EXPORT})
+    accepts = frozenset({ModelFormat.TORCH_SCRIPT, ModelFormat.TORCH_EXPORT, ModelFormat.HUGGING_FACE})
     output_format = ModelFormat.ONNX
     moves_head = True
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         import torch
 
-        from ..runtimes import load_torch_module, quiet_logger
+        from ..runtimes import output_names_for, quiet_logger
 
         exporter = self.spec.exporter
         if exporter is Exporter.AUTO:
             exporter = Exporter.DYNAMO if model.format is ModelFormat.TORCH_EXPORT else Exporter.TORCH_SCRIPT
-        if exporter is Exporter.DYNAMO and model.format is ModelFormat.TORCH_SCRIPT:
-            raise PassError("the Dynamo exporter cannot take a TorchScript archive; use exporter: TorchScript")
+        if exporter is Exporter.DYNAMO and model.format is not ModelFormat.TORCH_EXPORT:
+            raise PassError(f"the Dynamo exporter takes torch.export programs, not {model.format.value}; use exporter: TorchScript")
         output = ctx.output_dir / "model.onnx"
-        example = (torch.from_numpy(ctx.example_inputs),)
+        names = ctx.input_names
+        example = tuple(torch.from_numpy(ctx.example_inputs[name]) for name in names)
+        module = self._module(model, names) if exporter is Exporter.TORCH_SCRIPT else None
+        if module is not None:
+            with torch.no_grad():
+                result = module(*example)
+            outputs = ((module.output_name,) if hasattr(module, "output_name") else
+                       output_names_for(len(result) if isinstance(result, (tuple, list)) else 1))
+        else:
+            outputs = output_names_for(1)
         # Both exporters talk a lot on stdout/stderr; the CLI shows its own progress instead.
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
                 contextlib.redirect_stderr(io.StringIO()), quiet_logger("torch.onnx"):
@@ -44,14 +65,24 @@ class OnnxExport(OptimizationPass):
                 if exporter is Exporter.DYNAMO:
                     torch.onnx.export(
                         torch.export.load(str(model.path)), example, str(output), dynamo=True, external_data=False,
-                        opset_version=max(self.spec.opset, DYNAMO_MIN_OPSET), input_names=["input"], output_names=["output"],
+                        opset_version=max(self.spec.opset, DYNAMO_MIN_OPSET), input_names=list(names), output_names=list(outputs),
                     )
                 else:
                     torch.onnx.export(
-                        load_torch_module(model), example, str(output), dynamo=False,
-                        opset_version=self.spec.opset, input_names=["input"], output_names=["output"],
-                        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                        module, example, str(output), dynamo=False, opset_version=self.spec.opset,
+                        input_names=list(names), output_names=list(outputs),
+                        dynamic_axes=dynamic_axes(ctx.example_inputs, outputs),
                     )
             except Exception as exc:
                 raise PassError(f"ONNX export failed: {str(exc).strip().splitlines()[0][:300]}") from None
         return ModelFile(output, ModelFormat.ONNX, model.precision)
+
+    @staticmethod
+    def _module(model: ModelFile, names: tuple[str, ...]):
+        from ..runtimes import load_torch_module
+
+        if model.format is ModelFormat.HUGGING_FACE:
+            from ..huggingface import load_task_model
+
+            return load_task_model(model.path, model.options, names)
+        return load_torch_module(model)

@@ -6,7 +6,7 @@ from ..errors import PassError
 from ..modelfile import ModelFile
 from ..schema import ModelFormat
 from .base import OptimizationPass, PassContext, register
-from .training import task_loss, train
+from .training import fine_tuning_loss, train
 
 
 def prunable_weights(module) -> list:
@@ -52,9 +52,9 @@ class Prune(OptimizationPass):
                     weight.mul_(mask)
 
         apply_masks()
-        loss = task_loss(ctx.task)
-        train(module, ctx, self.spec.fine_tuning, lambda m, x, y: loss(m(x), y), after_step=apply_masks,
-              what="fine-tuning after pruning")
+        # A label-free task fine-tunes towards the unpruned model's outputs.
+        loss = fine_tuning_loss(ctx.task, reference=load_torch_module(model))
+        train(module, ctx, self.spec.fine_tuning, loss, after_step=apply_masks, what="fine-tuning after pruning")
         kept = sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
         ctx.log(f"{1 - kept:.1%} of Linear/Conv weights are zero")
         output = ctx.output_dir / "model.pt"

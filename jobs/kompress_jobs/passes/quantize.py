@@ -14,16 +14,16 @@ from ..schema import ModelFormat
 from .base import OptimizationPass, PassContext, register
 
 if TYPE_CHECKING:
-    import numpy as np
+    from ..data import Inputs
 
 
-def _quant_type(value):
+def _quant_type(name: str):
     from onnxruntime.quantization import QuantType
 
-    return {"QInt8": QuantType.QInt8, "QUInt8": QuantType.QUInt8}[value.value]
+    return {"QInt8": QuantType.QInt8, "QUInt8": QuantType.QUInt8}[name]
 
 
-def _preprocess(model: ModelFile, ctx: PassContext):
+def preprocess(model: ModelFile, ctx: PassContext):
     """Shape inference and basic folding, as ONNX Runtime recommends before quantizing."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -37,6 +37,40 @@ def _preprocess(model: ModelFile, ctx: PassContext):
     return prepared, prepared
 
 
+def dynamic_int8(source, output, *, per_channel: bool, reduce_range: bool, weight_type: str = "QInt8",
+                 op_types: list[str] | None = None, nodes_to_exclude: list[str] | None = None) -> None:
+    """ONNX Runtime's quantize_dynamic; PassError with its first line when it fails."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    try:
+        quantize_dynamic(str(source), str(output), weight_type=_quant_type(weight_type), per_channel=per_channel,
+                         reduce_range=reduce_range, op_types_to_quantize=op_types, nodes_to_exclude=nodes_to_exclude or [])
+    except Exception as exc:
+        raise PassError(f"dynamic INT8 quantization failed: {str(exc).splitlines()[0][:300]}") from None
+
+
+def static_int8(source, output, reader, *, quant_format: str, per_channel: bool, reduce_range: bool,
+                activation_type: str, weight_type: str, calibration_method: str, op_types: list[str] | None = None,
+                nodes_to_exclude: list[str] | None = None) -> None:
+    """ONNX Runtime's quantize_static over a calibration reader; PassError with its first line when it fails."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    methods = {"MinMax": CalibrationMethod.MinMax, "Entropy": CalibrationMethod.Entropy,
+               "Percentile": CalibrationMethod.Percentile}
+    logging.getLogger("root").setLevel(logging.WARNING)  # the calibrator logs every tensor at INFO
+    try:
+        quantize_static(
+            str(source), str(output), reader,
+            quant_format=QuantFormat.QDQ if quant_format == "QDQ" else QuantFormat.QOperator,
+            per_channel=per_channel, reduce_range=reduce_range,
+            activation_type=_quant_type(activation_type), weight_type=_quant_type(weight_type),
+            calibrate_method=methods[calibration_method], op_types_to_quantize=op_types,
+            nodes_to_exclude=nodes_to_exclude or [],
+        )
+    except Exception as exc:
+        raise PassError(f"static INT8 quantization failed: {str(exc).splitlines()[0][:300]}") from None
+
+
 @register
 class DynamicInt8(OptimizationPass):
     type = "DynamicInt8"
@@ -46,39 +80,46 @@ class DynamicInt8(OptimizationPass):
     moves_head = False
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        from onnxruntime.quantization import quantize_dynamic
-
-        source, scratch = _preprocess(model, ctx)
+        source, scratch = preprocess(model, ctx)
         output = ctx.output_dir / "model.onnx"
         try:
-            quantize_dynamic(
-                str(source), str(output),
-                weight_type=_quant_type(self.spec.weight_type),
-                per_channel=self.spec.per_channel,
-                reduce_range=self.spec.reduce_range,
-                op_types_to_quantize=self.spec.op_types,
-            )
-        except Exception as exc:
-            raise PassError(f"dynamic INT8 quantization failed: {str(exc).splitlines()[0][:300]}") from None
+            dynamic_int8(source, output, per_channel=self.spec.per_channel, reduce_range=self.spec.reduce_range,
+                         weight_type=self.spec.weight_type.value, op_types=self.spec.op_types)
         finally:
             if scratch is not None:
                 scratch.unlink(missing_ok=True)
         return ModelFile(output, ModelFormat.ONNX, "int8")
 
 
-def _calibration_reader(input_name: str, inputs: np.ndarray, batch_size: int):
-    """Feeds the calibration split to ONNX Runtime's calibrator in equal batches
-    (the histogram calibrators stack batches, so a short last batch breaks them)."""
+def calibration_reader(inputs: Inputs, batch_size: int):
+    """Feeds named calibration rows to ONNX Runtime's calibrator in equal batches (the histogram
+    calibrators stack batches, so a short last batch breaks them). Integer inputs (token ids,
+    masks) are fed as they are; only the float activations they produce are calibrated."""
     from onnxruntime.quantization import CalibrationDataReader
+
+    from ..data import row_count, rows
+
+    usable = row_count(inputs) - row_count(inputs) % batch_size
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self._batches = iter([{input_name: inputs[i : i + batch_size]} for i in range(0, len(inputs), batch_size)])
+            self._batches = iter([rows(inputs, i, i + batch_size) for i in range(0, usable, batch_size)])
 
         def get_next(self):
             return next(self._batches, None)
 
     return Reader()
+
+
+def calibration_rows(ctx: PassContext, samples: int) -> tuple[Inputs, int]:
+    """Up to `samples` calibration rows (the train split when there is no calibration split) and a batch size."""
+    from ..data import row_count, rows
+
+    calibration = ctx.dataset.calibration or ctx.dataset.train
+    if calibration is None:
+        raise PassError(f"static INT8 needs a calibration split ({ctx.dataset.source.calibration_split!r}) or a train split")
+    inputs = rows(calibration.inputs, 0, samples)
+    return inputs, min(16, row_count(inputs))
 
 
 @register
@@ -90,38 +131,19 @@ class StaticInt8(OptimizationPass):
     moves_head = False
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        import onnx
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+        from ..data import row_count
 
-        calibration = ctx.dataset.calibration or ctx.dataset.train
-        if calibration is None:
-            raise PassError("static INT8 needs a calibration split (x_calibration / y_calibration) or a train split")
-        samples = calibration.inputs[: self.spec.calibration_samples]
-        batch_size = min(16, len(samples))
-        samples = samples[: len(samples) - len(samples) % batch_size]
-        input_name = onnx.load(str(model.path), load_external_data=False).graph.input[0].name
-
-        reader = _calibration_reader(input_name, samples, batch_size)
-        source, scratch = _preprocess(model, ctx)
+        samples, batch_size = calibration_rows(ctx, self.spec.calibration_samples)
+        source, scratch = preprocess(model, ctx)
         output = ctx.output_dir / "model.onnx"
-        methods = {"MinMax": CalibrationMethod.MinMax, "Entropy": CalibrationMethod.Entropy,
-                   "Percentile": CalibrationMethod.Percentile}
-        logging.getLogger("root").setLevel(logging.WARNING)  # the calibrator logs every tensor at INFO
+        spec = self.spec
         try:
-            quantize_static(
-                str(source), str(output), reader,
-                quant_format=QuantFormat.QDQ if self.spec.quant_format.value == "QDQ" else QuantFormat.QOperator,
-                per_channel=self.spec.per_channel,
-                reduce_range=self.spec.reduce_range,
-                activation_type=_quant_type(self.spec.activation_type),
-                weight_type=_quant_type(self.spec.weight_type),
-                calibrate_method=methods[self.spec.calibration_method.value],
-                op_types_to_quantize=self.spec.op_types,
-            )
-        except Exception as exc:
-            raise PassError(f"static INT8 quantization failed: {str(exc).splitlines()[0][:300]}") from None
+            static_int8(source, output, calibration_reader(samples, batch_size), quant_format=spec.quant_format.value,
+                        per_channel=spec.per_channel, reduce_range=spec.reduce_range,
+                        activation_type=spec.activation_type.value, weight_type=spec.weight_type.value,
+                        calibration_method=spec.calibration_method.value, op_types=spec.op_types)
         finally:
             if scratch is not None:
                 scratch.unlink(missing_ok=True)
-        ctx.log(f"calibrated on {len(samples)} samples ({self.spec.calibration_method.value})")
+        ctx.log(f"calibrated on {batch_size * (row_count(samples) // batch_size)} samples ({spec.calibration_method.value})")
         return ModelFile(output, ModelFormat.ONNX, "int8")

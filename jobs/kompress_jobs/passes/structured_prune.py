@@ -14,7 +14,7 @@ from ..errors import ModelLoadError, PassError, SpecError
 from ..modelfile import ModelFile
 from ..schema import Importance, ModelFormat
 from .base import OptimizationPass, PassContext, register
-from .training import distillation_loss, task_loss, train
+from .training import distillation_loss, fine_tuning_loss, train
 
 
 def build_architecture(reference: str, arguments: dict[str, int]):
@@ -46,7 +46,7 @@ def load_weights(module, source) -> None:
         raise ModelLoadError(f"the input's weights do not fit the architecture (was it already restructured?): {detail}") from None
 
 
-def output_layers(module, example) -> list:
+def output_layers(module, example: tuple) -> list:
     """The last Linear / Conv layer to run: its width is the model's output and must not change."""
     import torch
 
@@ -55,14 +55,14 @@ def output_layers(module, example) -> list:
              if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d))]
     try:
         with torch.no_grad():
-            module(example)
+            module(*example)
     finally:
         for hook in hooks:
             hook.remove()
     return order[-1:]
 
 
-def to_torchscript(module, example):
+def to_torchscript(module, example: tuple):
     """Script when the code allows it (keeps control flow); otherwise trace with a real batch."""
     import torch
 
@@ -93,8 +93,8 @@ class StructuredPrune(OptimizationPass):
         module = build_architecture(spec.architecture, spec.architecture_args)
         load_weights(module, load_torch_module(model))
         module.eval()
-        example = torch.from_numpy(ctx.example_inputs)
-        teacher = copy.deepcopy(module) if spec.distillation else None
+        example = tuple(torch.from_numpy(ctx.example_inputs[name]) for name in ctx.input_names)
+        teacher = copy.deepcopy(module) if spec.distillation or not ctx.task.needs_labels else None
 
         named = dict(module.named_modules())
         unknown = [name for name in spec.ignored_layers if name not in named]
@@ -117,11 +117,10 @@ class StructuredPrune(OptimizationPass):
             raise PassError("nothing was pruned: no prunable channels outside the output and ignored layers")
         ctx.log(f"{before:,} → {after:,} parameters ({1 - after / before:.1%} removed)")
 
-        if teacher is not None:
+        if spec.distillation is not None:
             loss = distillation_loss(teacher, ctx.task, spec.distillation.temperature, spec.distillation.alpha)
         else:
-            hard = task_loss(ctx.task)
-            loss = lambda m, x, y: hard(m(x), y)  # noqa: E731
+            loss = fine_tuning_loss(ctx.task, reference=teacher)
         train(module, ctx, spec.fine_tuning, loss, what="fine-tuning after structured pruning")
 
         output = ctx.output_dir / "model.pt"

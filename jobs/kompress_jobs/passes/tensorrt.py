@@ -28,17 +28,20 @@ def gpu_unavailable_reason() -> str | None:
     return None
 
 
-def _calibrator(trt, inputs, batch_size: int):
-    """An entropy calibrator feeding the calibration split through a device buffer."""
+def _calibrator(trt, inputs: dict, batch_size: int):
+    """An entropy calibrator feeding the named calibration rows through device buffers."""
     import torch
+
+    from ..data import row_count, rows
 
     class Calibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self):
             super().__init__()
-            usable = len(inputs) - len(inputs) % batch_size or len(inputs)
-            self.batches = [inputs[i:i + batch_size] for i in range(0, usable, batch_size)]
-            self.size = len(self.batches[0])
-            self.device = None
+            count = row_count(inputs)
+            usable = count - count % batch_size or count
+            self.batches = [rows(inputs, i, i + batch_size) for i in range(0, usable, batch_size)]
+            self.size = row_count(self.batches[0])
+            self.device = {}
             self.cache = None
 
         def get_batch_size(self):
@@ -47,8 +50,9 @@ def _calibrator(trt, inputs, batch_size: int):
         def get_batch(self, names):
             if not self.batches:
                 return None
-            self.device = torch.from_numpy(self.batches.pop(0)).cuda().contiguous()
-            return [int(self.device.data_ptr())]
+            batch = self.batches.pop(0)
+            self.device = {name: torch.from_numpy(batch[name]).cuda().contiguous() for name in names}
+            return [int(self.device[name].data_ptr()) for name in names]
 
         def read_calibration_cache(self):
             return self.cache
@@ -84,11 +88,13 @@ class TensorRt(OptimizationPass):
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.spec.workspace_mi_b * 2**20)
         profile = builder.create_optimization_profile()
+        data = ctx.dataset.evaluation.inputs
         for index in range(network.num_inputs):
             tensor = network.get_input(index)
-            sample = tuple(tensor.shape[1:])
-            if any(d < 0 for d in sample):
-                raise PassError(f"input {tensor.name!r} has dynamic dimensions beyond the batch {tuple(tensor.shape)}")
+            if tensor.name not in data:
+                raise PassError(f"the ONNX model's input {tensor.name!r} is not in the data ({', '.join(data)})")
+            # Dynamic axes beyond the batch (a sequence) take the data's length, which every call uses.
+            sample = tuple(d if d >= 0 else data[tensor.name].shape[axis + 1] for axis, d in enumerate(tensor.shape[1:]))
             low, high = min(ctx.batch_sizes), max(ctx.batch_sizes)
             profile.set_shape(tensor.name, (low, *sample), (ctx.batch_sizes[0], *sample), (high, *sample))
         config.add_optimization_profile(profile)
@@ -98,10 +104,10 @@ class TensorRt(OptimizationPass):
             if not _has_qdq(network):
                 calibration = ctx.dataset.calibration
                 if calibration is None:
-                    raise PassError("INT8 calibration needs a calibration split (x_calibration / y_calibration)")
+                    raise PassError(f"INT8 calibration needs a calibration split ({ctx.dataset.source.calibration_split!r})")
                 config.int8_calibrator = _calibrator(trt, calibration.inputs, self.spec.calibration_batch_size)
                 config.set_calibration_profile(profile)
-                ctx.log(f"calibrating INT8 on {len(calibration.inputs)} samples")
+                ctx.log(f"calibrating INT8 on {len(calibration)} samples")
 
         ctx.log(f"building a {self.spec.precision.value} engine for batch sizes {min(ctx.batch_sizes)}–{max(ctx.batch_sizes)}")
         serialized = builder.build_serialized_network(network, config)
