@@ -68,12 +68,15 @@ def fidelity_metric(output: np.ndarray, reference: np.ndarray, metric: Metric, t
     raise ValueError(f"{metric.value} is not a fidelity metric")
 
 
-def fidelity(output: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+_CLASS_METRICS = frozenset({Metric.ACCURACY, Metric.TOP1_AGREEMENT, Metric.TOPK_AGREEMENT, Metric.KL_DIVERGENCE})
+
+
+def fidelity(output: np.ndarray, reference: np.ndarray, task: Task) -> dict[str, float]:
     """How closely a candidate follows the baseline, whatever the task: reported for every candidate.
-    Class-like outputs (2-D, several columns) add top-1 agreement and KL divergence."""
+    Outputs that are class scores (the metric says so) add top-1 agreement and KL divergence."""
     figures = {"cosineSimilarity": fidelity_metric(output, reference, Metric.COSINE_SIMILARITY),
                "relativeError": fidelity_metric(output, reference, Metric.RELATIVE_ERROR)}
-    if output.ndim == 2 and output.shape[-1] > 1:
+    if task.metric in _CLASS_METRICS and output.shape[-1] > 1:
         figures["top1Agreement"] = fidelity_metric(output, reference, Metric.TOP1_AGREEMENT)
         figures["klDivergence"] = fidelity_metric(output, reference, Metric.KL_DIVERGENCE)
     return figures
@@ -119,4 +122,4 @@ class Scorer:
         """(metric value, drop against the reference, fidelity figures)."""
         output = scored(outputs, self.task)
         value = self.value(output)
-        return value, self.drop(value), fidelity(output, self.reference)
+        return value, self.drop(value), fidelity(output, self.reference, self.task)

@@ -49,6 +49,45 @@ def sequence_arrays(vocab: int, length: int, classes: int, rows: dict[str, int],
     return arrays
 
 
+_SUBJECTS = ["the engineer", "our team", "the operator", "a new intern", "the on-call SRE", "the platform group",
+             "my manager", "the release train", "the model server", "the nightly build", "the data pipeline", "the cluster"]
+_VERBS = ["shipped", "reviewed", "rolled back", "deployed", "tested", "described", "benchmarked", "migrated", "rebuilt", "watched"]
+_OBJECTS = ["the dashboard", "a small service", "the inference endpoint", "the storage layer", "every alert", "the queue",
+            "the training job", "a risky change", "the search index", "the login flow", "the GPU nodes", "the quarterly report"]
+_GOOD = ["carefully", "quickly", "cleanly", "smoothly", "with great care", "ahead of schedule", "without a single error",
+         "and everyone was delighted", "to wide applause", "and it works beautifully"]
+_BAD = ["badly", "far too late", "with many errors", "and broke production", "despite every warning", "and nobody was happy",
+        "while the pager screamed", "and it failed again", "in a terrible hurry", "and lost a day of data"]
+
+
+def sentence_rows(counts: dict[str, int], seed: int = 0) -> list[dict]:
+    """Generated English sentences with a sentiment label (1 good, 0 bad) and a split column:
+    text data for the transformer examples without downloading any."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for split, count in counts.items():
+        for _ in range(count):
+            label = int(rng.integers(0, 2))
+            ending = (_GOOD if label else _BAD)[rng.integers(0, len(_GOOD))]
+            words = [_SUBJECTS[rng.integers(0, len(_SUBJECTS))], _VERBS[rng.integers(0, len(_VERBS))],
+                     _OBJECTS[rng.integers(0, len(_OBJECTS))], ending]
+            if rng.random() < 0.5:  # vary the length, so padding and masks matter
+                words.append(["on Monday", "last night", "after the outage", "before lunch", "this quarter"][rng.integers(0, 5)])
+            rows.append({"text": " ".join(words) + ".", "label": label, "split": split})
+    return rows
+
+
+def build_sentences(out: Path, seed: int = 0) -> Path:
+    """examples/data/sentences.jsonl: train / calibration / evaluation sentences."""
+    import json
+
+    path = out / "data" / "sentences.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = sentence_rows({"train": 512, "calibration": 256, "evaluation": 256}, seed)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
 # --- models ------------------------------------------------------------------------------
 
 
@@ -228,6 +267,7 @@ def main() -> None:
     for name, accuracy in build_digits(args.out).items():
         print(f"{name}: evaluation accuracy {accuracy:.4f}")
     print(f"student: {build_student(args.out)}")
+    print(f"sentences: {build_sentences(args.out)}")
 
 
 if __name__ == "__main__":

@@ -112,9 +112,36 @@ def render_markdown(report: dict) -> str:
                 s = c["latency"][str(other)]
                 lines.append(f"| {c['name']} | {s['p50_ms']:.3f} | {s['p95_ms']:.3f} | {s['p99_ms']:.3f} | {s['throughput_per_second']:.0f} |")
         lines.append("")
+    for c in report["candidates"]:
+        if (c.get("details") or {}).get("search") == "AutoQuantize":
+            lines += _search_section(c["name"], c["details"])
     if "tuning" in report:
         lines += _tuning_section(report["tuning"])
     return "\n".join(lines)
+
+
+def _search_section(name: str, search: dict) -> list[str]:
+    goal = search["goal"]
+    limit = "none" if goal["maxAccuracyDrop"] is None else f"drop ≤ {goal['maxAccuracyDrop']:g} ({goal['mode']})"
+    lines = [f"## Steered quantization `{name}`", "",
+             f"{len(search['trials'])} configuration(s) judged on {search['validationRows']} rows of "
+             f"`{search['validationSplit']}` against this pass's input ({goal['metric']}, goal: {limit}), timed at batch "
+             f"{search['batchSize']} interleaved with the input; {search['seconds']} s; stopped: {search['stoppedBecause']}. "
+             f"Chosen: trial {search['chosenTrial']}.", "",
+             "| trial | method | settings | FP32 nodes | metric | drop | × input | size | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for t in search["trials"]:
+        settings = ", ".join(f"{k}={'/'.join(v) if isinstance(v, list) else ('all' if v is None else v)}"
+                             for k, v in t["settings"].items())
+        measured = t["drop"] is not None
+        lines.append(f"| {t['number']}{' (chosen)' if t['number'] == search['chosenTrial'] else ''} | {t['method']} | {settings} | "
+                     f"{len(t['fallbackNodes'])} | {t['metric']:.4f} | {t['drop']:+.3f} | {t['speedupVsInput']:.2f}× | "
+                     f"{_size(t['sizeBytes'])} | {t['verdict']} |" if measured else
+                     f"| {t['number']} | {t['method']} | {settings} | {len(t['fallbackNodes'])} | – | – | – | – | {t['verdict']} |")
+    if search["sensitivity"]:
+        lines += ["", "Most error-adding nodes (relative L2 error added at the node's output): "
+                  + ", ".join(f"`{e['node']}` {e['addedError']:.3f}" for e in search["sensitivity"][:8]) + "."]
+    return lines + [""]
 
 
 def _tuning_section(tuning: dict) -> list[str]:

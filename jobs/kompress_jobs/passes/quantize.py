@@ -23,6 +23,20 @@ def _quant_type(name: str):
     return {"QInt8": QuantType.QInt8, "QUInt8": QuantType.QUInt8}[name]
 
 
+@contextlib.contextmanager
+def quiet_quantizer():
+    """ONNX Runtime's quantizer warns on the root logger and prints calibration progress on stdout;
+    the pass logs its own summary instead."""
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(previous)
+
+
 def preprocess(model: ModelFile, ctx: PassContext):
     """Shape inference and basic folding, as ONNX Runtime recommends before quantizing."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -43,8 +57,9 @@ def dynamic_int8(source, output, *, per_channel: bool, reduce_range: bool, weigh
     from onnxruntime.quantization import quantize_dynamic
 
     try:
-        quantize_dynamic(str(source), str(output), weight_type=_quant_type(weight_type), per_channel=per_channel,
-                         reduce_range=reduce_range, op_types_to_quantize=op_types, nodes_to_exclude=nodes_to_exclude or [])
+        with quiet_quantizer():
+            quantize_dynamic(str(source), str(output), weight_type=_quant_type(weight_type), per_channel=per_channel,
+                             reduce_range=reduce_range, op_types_to_quantize=op_types, nodes_to_exclude=nodes_to_exclude or [])
     except Exception as exc:
         raise PassError(f"dynamic INT8 quantization failed: {str(exc).splitlines()[0][:300]}") from None
 
@@ -57,16 +72,16 @@ def static_int8(source, output, reader, *, quant_format: str, per_channel: bool,
 
     methods = {"MinMax": CalibrationMethod.MinMax, "Entropy": CalibrationMethod.Entropy,
                "Percentile": CalibrationMethod.Percentile}
-    logging.getLogger("root").setLevel(logging.WARNING)  # the calibrator logs every tensor at INFO
     try:
-        quantize_static(
-            str(source), str(output), reader,
-            quant_format=QuantFormat.QDQ if quant_format == "QDQ" else QuantFormat.QOperator,
-            per_channel=per_channel, reduce_range=reduce_range,
-            activation_type=_quant_type(activation_type), weight_type=_quant_type(weight_type),
-            calibrate_method=methods[calibration_method], op_types_to_quantize=op_types,
-            nodes_to_exclude=nodes_to_exclude or [],
-        )
+        with quiet_quantizer():
+            quantize_static(
+                str(source), str(output), reader,
+                quant_format=QuantFormat.QDQ if quant_format == "QDQ" else QuantFormat.QOperator,
+                per_channel=per_channel, reduce_range=reduce_range,
+                activation_type=_quant_type(activation_type), weight_type=_quant_type(weight_type),
+                calibrate_method=methods[calibration_method], op_types_to_quantize=op_types,
+                nodes_to_exclude=nodes_to_exclude or [],
+            )
     except Exception as exc:
         raise PassError(f"static INT8 quantization failed: {str(exc).splitlines()[0][:300]}") from None
 
