@@ -23,7 +23,7 @@ FAST_BENCHMARK = {"batchSizes": [1, 8], "warmup": 2, "iterations": 5, "rounds": 
 def copy_examples(folder: Path) -> Path:
     """Copies of the example data and models in `folder`, as a user's project would hold them."""
     for sub in ("data", "models"):
-        shutil.copytree(EXAMPLES / sub, folder / sub)
+        shutil.copytree(EXAMPLES / sub, folder / sub, symlinks=True)  # the linked checkpoint stays a link
     return folder
 
 

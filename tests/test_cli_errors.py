@@ -157,3 +157,146 @@ def test_missing_spec_file(capsys, tmp_path, command):
     code = main([*command, str(tmp_path / "absent.yaml")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err == [f"kompress: error: {tmp_path / 'absent.yaml'}: no such file"]
+
+
+# --- models as users keep them: named inputs, checkpoints, text --------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    from .transformer_fixtures import tiny_bert
+
+    return tiny_bert(tmp_path_factory.mktemp("checkpoint") / "tiny-bert")
+
+
+def _write_text_spec(workspace: Path, model: Path, data: Path, text: dict, **spec) -> Path:
+    import yaml
+
+    from .conftest import resource_dict
+
+    resource = resource_dict(passes=[{"type": "OnnxExport"}])
+    resource["spec"].update({"model": {"uri": str(model), "format": "HuggingFace"}, "data": {"uri": str(data), "text": text},
+                             "task": {"type": "Fidelity"}}, **spec)
+    path = workspace / "text.yaml"
+    path.write_text(yaml.safe_dump(resource))
+    return path
+
+
+@pytest.fixture
+def sentences(workspace) -> Path:
+    from .transformer_fixtures import write_sentences
+
+    return write_sentences(workspace / "sentences.jsonl", {"calibration": 16, "evaluation": 16})
+
+
+def _token_npz(path: Path, **overrides) -> Path:
+    rng = np.random.default_rng(0)
+    arrays = {"x_evaluation/input_ids": rng.integers(1000, 2000, size=(8, 16)), "x_evaluation/attention_mask": np.ones((8, 16), np.int64)}
+    arrays.update(overrides)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+def test_data_missing_one_of_the_models_inputs(capsys, workspace, tmp_path, tiny_checkpoint, write_spec):
+    # Export first, so the model names its inputs itself; then feed it data without the mask.
+    from .transformer_fixtures import write_sentences
+
+    onnx_run = tmp_path / "export"
+    spec = _write_text_spec(workspace, tiny_checkpoint, write_sentences(workspace / "s.jsonl", {"evaluation": 8}), {"maxLength": 16})
+    assert main(["optimize", "-q", str(spec), "--output", str(onnx_run), "--run-id", "e"]) == 0
+    capsys.readouterr()
+    data = _token_npz(workspace / "data" / "ids-only.npz", **{"x_evaluation/attention_mask": None})
+    spec = write_spec(model=str(onnx_run / "e" / "candidates" / "onnx-export" / "model.onnx"), model_format="ONNX",
+                      data="data/ids-only.npz", passes=[{"type": "DynamicInt8"}], task={"type": "Fidelity"})
+    code, lines, _ = run_cli(capsys, str(spec), "--output", str(tmp_path / "out"))
+    assert_one_error(code, lines, f"{data}: the model's input 'attention_mask' is missing from the data",
+                     "the model takes input_ids, attention_mask; the data holds input_ids")
+    assert_nothing_published(tmp_path / "out")
+
+
+def test_token_ids_of_the_wrong_dtype(capsys, workspace, tmp_path, tiny_checkpoint, write_spec):
+    _token_npz(workspace / "data" / "float-ids.npz", **{"x_evaluation/input_ids": np.ones((8, 16), np.float32)})
+    spec = write_spec(model=str(tiny_checkpoint), model_format="HuggingFace", data="data/float-ids.npz",
+                      passes=[{"type": "OnnxExport"}], task={"type": "Fidelity"})
+    code, lines, _ = run_cli(capsys, str(spec), "--output", str(tmp_path / "out"))
+    assert_one_error(code, lines, "input 'input_ids' holds float32 but the model takes integer token ids")
+    assert_nothing_published(tmp_path / "out")
+
+
+def test_a_sequence_longer_than_the_model_has_positions(capsys, workspace, tmp_path, tiny_checkpoint, sentences):
+    spec = _write_text_spec(workspace, tiny_checkpoint, sentences, {"maxLength": 600})
+    code, lines, _ = run_cli(capsys, str(spec), "--output", str(tmp_path / "out"))
+    assert_one_error(code, lines, "input 'input_ids' has sequence length 600 but the model has 512 positions")
+    assert_nothing_published(tmp_path / "out")
+
+
+def test_a_checkpoint_with_only_pickled_weights_is_refused_unopened(capsys, workspace, tmp_path, sentences):
+    checkpoint = workspace / "pickled"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text('{"model_type": "bert", "architectures": ["BertModel"]}')
+    marker = tmp_path / "unpickled"
+    (checkpoint / "pytorch_model.bin").write_bytes(pickle.dumps(_Trap(str(marker))))
+    spec = _write_text_spec(workspace, checkpoint, sentences, {"tokenizer": str(EXAMPLES_TOKENIZER())})
+    code, lines, _ = run_cli(capsys, str(spec), "--output", str(tmp_path / "out"))
+    assert_one_error(code, lines, "holds only pickled weights (pytorch_model.bin); kompress never unpickles")
+    assert not marker.exists()
+    assert_nothing_published(tmp_path / "out")
+
+
+def test_a_checkpoint_that_needs_remote_code_is_refused(capsys, workspace, tmp_path, tiny_checkpoint, sentences):
+    import json
+    import shutil
+
+    checkpoint = workspace / "remote"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text()) | {"auto_map": {"AutoModel": "modeling_evil.EvilModel"}}
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    code, lines, _ = run_cli(capsys, str(_write_text_spec(workspace, checkpoint, sentences, {})), "--output", str(tmp_path / "out"))
+    assert_one_error(code, lines, "config.json needs remote code (auto_map: AutoModel)", "never runs code from a checkpoint")
+    assert_nothing_published(tmp_path / "out")
+
+
+def test_an_architecture_transformers_does_not_know(capsys, workspace, tmp_path, tiny_checkpoint, sentences):
+    import json
+    import shutil
+
+    checkpoint = workspace / "unknown"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text()) | {"model_type": "quantum-llama"}
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    code, lines, _ = run_cli(capsys, str(_write_text_spec(workspace, checkpoint, sentences, {})), "--output", str(tmp_path / "out"))
+    assert_one_error(code, lines, "architecture model_type 'quantum-llama' is not known to transformers")
+    assert_nothing_published(tmp_path / "out")
+
+
+def test_a_text_column_that_does_not_exist(capsys, workspace, tmp_path, tiny_checkpoint, sentences):
+    spec = _write_text_spec(workspace, tiny_checkpoint, sentences, {"column": "sentence"})
+    code, lines, _ = run_cli(capsys, str(spec), "--output", str(tmp_path / "out"))
+    assert_one_error(code, lines, "sentences.jsonl: no column 'sentence' (columns: text, label, split)")
+    assert_nothing_published(tmp_path / "out")
+
+
+def test_unnamed_data_for_a_model_with_two_inputs(capsys, workspace, tmp_path, tiny_checkpoint, write_spec):
+    np.savez(workspace / "data" / "unnamed.npz", x_evaluation=np.ones((4, 8), np.int64))
+    spec = write_spec(model=str(tiny_checkpoint), model_format="HuggingFace", data="data/unnamed.npz",
+                      passes=[{"type": "OnnxExport"}], task={"type": "Fidelity"})
+    code, lines, _ = run_cli(capsys, str(spec), "--output", str(tmp_path / "out"))
+    # A checkpoint takes what the data names; one unnamed array cannot say which input it is.
+    assert_one_error(code, lines, "unnamed.npz: a HuggingFace model takes named inputs", "x_<split>/<input name>")
+    assert_nothing_published(tmp_path / "out")
+
+
+class _Trap:
+    """Unpickling this writes a file: proof that a checkpoint was (or was not) unpickled."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path(self.path).write_text, ("unpickled!",))
+
+
+def EXAMPLES_TOKENIZER() -> Path:  # noqa: N802
+    from .transformer_fixtures import minilm_dir
+
+    return minilm_dir()

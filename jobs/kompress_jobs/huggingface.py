@@ -28,7 +28,11 @@ _INTEGER_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_id
 def _offline() -> None:
     # Set before transformers first touches the hub client: nothing is ever fetched at run time.
     os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()  # the CLI shows its own progress, not loading bars
+    transformers_logging.disable_progress_bar()
 
 
 def read_config(directory: Path) -> dict:

@@ -264,6 +264,9 @@ def _load_inputs(spec: ModelOptimizationSpec, model_path: Path, data_path: Path,
                          if spec.data.text.tokenizer else model_path)
     progress(f"loading data {data_path}")
     dataset = load_dataset(data_path, spec.data, spec.task, extra_splits=_judging_splits(spec), tokenizer_dir=tokenizer_dir)
+    if _is_checkpoint(spec.model.format) and not dataset.named:
+        raise DataError(f"data file {data_path}: a HuggingFace model takes named inputs (input_ids, attention_mask, ...): "
+                        "store x_<split>/<input name> arrays, or use text rows (data.text)")
     progress(f"loading model {model_path} ({spec.model.format.value})")
     model = ModelFile(model_path, spec.model.format, options=spec.model.hugging_face,
                       input_names=dataset.input_names if _is_checkpoint(spec.model.format) else ())

@@ -1,0 +1,160 @@
+"""Models as users keep them: Hugging Face checkpoints with named inputs, text data, label-free
+fidelity, and quantization steered by the goal. The real pretrained all-MiniLM-L6-v2 runs once;
+the other tests use a small random BERT with the same tokenizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import yaml
+
+from kompress_jobs.cli import main
+
+from .conftest import EXAMPLES, resource_dict
+from .transformer_fixtures import minilm_dir, tiny_bert, write_sentences
+
+TEXT = {"column": "text", "maxLength": 32}
+QUICK = {"batchSizes": [1], "warmup": 2, "iterations": 5, "rounds": 2, "threads": 1, "evaluationBatchSize": 64}
+
+
+def optimize(tmp_path: Path, name: str, **spec) -> tuple[dict, dict]:
+    path = tmp_path / f"{name}.yaml"
+    resource = resource_dict(name=name)
+    resource["spec"].update(spec)
+    path.write_text(yaml.safe_dump(resource, sort_keys=False))
+    out = tmp_path / "runs"
+    assert main(["optimize", "-q", str(path), "--output", str(out), "--run-id", name]) == 0
+    report = json.loads((out / name / "report.json").read_text())
+    return report, {c["name"]: c for c in report["candidates"]}
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory) -> Path:
+    return tiny_bert(tmp_path_factory.mktemp("tiny") / "tiny-bert")
+
+
+@pytest.fixture
+def sentences(tmp_path) -> Path:
+    return write_sentences(tmp_path / "sentences.jsonl")
+
+
+@pytest.mark.slow
+def test_the_real_pretrained_minilm_keeps_cosine_and_gets_faster(tmp_path):
+    """The sentence-embeddings example on all-MiniLM-L6-v2, with a shorter benchmark."""
+    example = yaml.safe_load((EXAMPLES / "sentence-embeddings.yaml").read_text())
+    spec = example["spec"] | {"model": example["spec"]["model"] | {"uri": str(minilm_dir())},
+                              "data": example["spec"]["data"] | {"uri": str(EXAMPLES / "data" / "sentences.jsonl")},
+                              "benchmark": QUICK}
+    report, candidates = optimize(tmp_path, "minilm", **spec)
+    assert report["inputs"]["inputNames"] == ["input_ids", "attention_mask"]
+    assert candidates["baseline"]["runtime"] == "pytorch" and candidates["baseline"]["format"] == "HuggingFace"
+
+    exported = onnx.load(str(tmp_path / "runs" / "minilm" / candidates["onnx-export"]["artifact"]), load_external_data=False)
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in exported.graph.input}
+    assert dims == {"input_ids": ["batch", "sequence"], "attention_mask": ["batch", "sequence"]}
+
+    best = candidates[report["best"]]
+    assert best["name"] == "auto-quantize" and best["precision"] == "int8"
+    assert best["metric"]["value"] >= 0.99 and best["metric"]["fidelity"]["cosineSimilarity"] >= 0.99
+    search = best["details"]
+    assert search["validationSplit"] == "calibration" and len(search["trials"]) >= 2
+    chosen = next(t for t in search["trials"] if t["number"] == search["chosenTrial"])
+    assert chosen["verdict"] == "meets the goal" and chosen["drop"] <= 1.0
+    assert any(t["verdict"].startswith("breaks the goal") for t in search["trials"])  # the defaults lose too much
+    markdown = (tmp_path / "runs" / "minilm" / "report.md").read_text()
+    assert "## Steered quantization `auto-quantize`" in markdown and "(chosen)" in markdown
+
+
+def test_a_labelled_classifier_checkpoint_with_text_rows(tmp_path, sentences):
+    model = tiny_bert(tmp_path / "classifier", head="SequenceClassification")
+    report, candidates = optimize(
+        tmp_path, "classifier", model={"uri": str(model), "format": "HuggingFace"},
+        data={"uri": str(sentences), "text": TEXT | {"labelColumn": "label"}},
+        passes=[{"type": "OnnxExport"}, {"type": "DynamicInt8", "perChannel": True}], benchmark=QUICK)
+    assert report["metric"] == "Accuracy"
+    quantized = candidates["dynamic-int8"]
+    assert quantized["outcome"] == "Measured", quantized
+    # A labelled task reports its fidelity to the baseline as well.
+    assert {"cosineSimilarity", "top1Agreement", "klDivergence"} <= set(quantized["metric"]["fidelity"])
+    assert candidates["onnx-export"]["metric"]["fidelity"]["top1Agreement"] == 1.0
+
+
+def test_the_fallback_keeps_the_most_sensitive_nodes_in_fp32_one_at_a_time(tmp_path, tiny_encoder, sentences):
+    report, candidates = optimize(
+        tmp_path, "fallback", model={"uri": str(tiny_encoder), "format": "HuggingFace"},
+        data={"uri": str(sentences), "text": TEXT}, task={"type": "Fidelity", "metric": "CosineSimilarity"},
+        passes=[{"type": "OnnxExport"}, {"type": "AutoQuantize", "methods": ["Dynamic"], "maxTrials": 7,
+                                          "maxFallbackNodes": 3, "validationSamples": 32}],
+        goals={"maxAccuracyDrop": 0.0001}, benchmark=QUICK)
+    search = candidates["auto-quantize"]["details"]
+    trials = search["trials"]
+    assert [len(t["fallbackNodes"]) for t in trials] == [0, 0, 0, 0, 1, 2, 3][:len(trials)] and len(trials) <= 7
+    ranked = [e["node"] for e in search["sensitivity"]]
+    for trial in trials[4:]:
+        assert trial["fallbackNodes"] == ranked[:len(trial["fallbackNodes"])]  # worst first, cumulatively
+        assert trial["settings"] == trials[0]["settings"] or trial["settings"] in [t["settings"] for t in trials[:4]]
+    assert search["stoppedBecause"]
+    # No configuration meets a goal this strict: the closest one is still measured and judged.
+    assert candidates["auto-quantize"]["outcome"] == "Measured"
+
+
+def test_named_npz_inputs_feed_a_two_input_model_and_every_pass(tmp_path, tiny_encoder, sentences):
+    """x_<split>/<input> arrays, no labels: a label-free task on an ONNX export with two inputs."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_encoder), local_files_only=True)
+    rows = [json.loads(line) for line in sentences.read_text().splitlines()]
+    arrays = {}
+    for split in ("calibration", "evaluation"):
+        encoded = tokenizer([r["text"] for r in rows if r["split"] == split], padding="max_length", max_length=24,
+                            truncation=True, return_tensors="np")
+        arrays[f"x_{split}/input_ids"], arrays[f"x_{split}/attention_mask"] = encoded["input_ids"], encoded["attention_mask"]
+    np.savez(tmp_path / "tokens.npz", **arrays)
+    report, candidates = optimize(
+        tmp_path, "named", model={"uri": str(tiny_encoder), "format": "HuggingFace"}, data={"uri": str(tmp_path / "tokens.npz")},
+        task={"type": "Fidelity", "metric": "RelativeError"},
+        passes=[{"type": "OnnxExport"}, {"type": "StaticInt8", "opTypes": ["MatMul"]}, {"type": "DynamicInt8"}],
+        benchmark=QUICK)
+    assert report["inputs"]["inputNames"] == ["input_ids", "attention_mask"]
+    for name in ("onnx-export", "static-int8", "dynamic-int8"):
+        assert candidates[name]["outcome"] == "Measured", candidates[name]
+    assert candidates["baseline"]["metric"]["value"] == 0.0 and candidates["static-int8"]["metric"]["value"] > 0
+
+
+def test_a_checkpoint_directory_in_s3(tmp_path, tiny_encoder, sentences, s3_endpoint):
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    for path in tiny_encoder.iterdir():
+        client.upload_file(str(path), "models", f"checkpoints/tiny/{path.name}")
+    report, candidates = optimize(
+        tmp_path, "from-s3", model={"uri": "s3://models/checkpoints/tiny", "format": "HuggingFace"},
+        data={"uri": str(sentences), "text": TEXT}, task={"type": "Fidelity"}, passes=[{"type": "OnnxExport"}],
+        benchmark=QUICK, artifacts={"endpointUrl": s3_endpoint})
+    assert candidates["onnx-export"]["metric"]["value"] > 0.999
+    assert len(report["inputs"]["model"]["sha256"]) == 64
+
+
+def test_mean_pooling_matches_a_hand_computed_embedding(tiny_encoder):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from kompress_jobs.modelfile import ModelFile
+    from kompress_jobs.runtimes import make_runner
+    from kompress_jobs.schema import ModelFormat
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_encoder), local_files_only=True)
+    encoded = tokenizer(["a short one", "a somewhat longer sentence than that"], padding=True, return_tensors="np")
+    inputs = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+    runner = make_runner(ModelFile(tiny_encoder, ModelFormat.HUGGING_FACE), 1, input_names=tuple(inputs))
+    (name, embeddings), = runner(inputs).items()
+    model = AutoModel.from_pretrained(str(tiny_encoder), local_files_only=True).eval()
+    with torch.no_grad():
+        states = model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).last_hidden_state.numpy()
+    mask = inputs["attention_mask"][..., None]
+    assert name == "embeddings"
+    np.testing.assert_allclose(embeddings, (states * mask).sum(1) / mask.sum(1), atol=1e-5)
