@@ -32,11 +32,12 @@ def workspace(tmp_path: Path) -> Path:
     return copy_examples(tmp_path)
 
 
-def resource_dict(name: str = "test-run", model: str = "models/digits-cnn.pt", model_format: str = "TorchScript",
-                  data: str = "data/digits.npz", passes: list | None = None, **spec) -> dict:
+def resource_dict(name: str = "test-run", model: str | dict = "models/digits-cnn.pt", model_format: str = "TorchScript",
+                  data: str | dict = "data/digits.npz", passes: list | None = None, **spec) -> dict:
+    """model and data: a URI, or the whole object."""
     body = {
-        "model": {"uri": model, "format": model_format},
-        "data": {"uri": data},
+        "model": model if isinstance(model, dict) else {"uri": model, "format": model_format},
+        "data": data if isinstance(data, dict) else {"uri": data},
         "passes": passes if passes is not None else [{"type": "OnnxExport"}, {"type": "StaticInt8"}],
         "benchmark": dict(FAST_BENCHMARK),
     }

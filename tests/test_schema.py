@@ -96,3 +96,36 @@ def test_sizes_accept_kubernetes_quantities(text, expected):
 def test_bad_sizes_are_refused(text):
     with pytest.raises(ValueError):
         parse_size(text)
+
+
+def test_a_fidelity_task_defaults_to_cosine_and_takes_only_fidelity_metrics():
+    resource = resource_from_dict(resource_dict(task={"type": "Fidelity"}))
+    assert resource.spec.task.metric.value == "CosineSimilarity" and not resource.spec.task.needs_labels
+    message = _error(resource_dict(task={"type": "Fidelity", "metric": "Accuracy"}))
+    assert "metric Accuracy does not fit a Fidelity task (it takes CosineSimilarity, KlDivergence" in message
+
+
+def test_a_relative_drop_of_a_metric_whose_baseline_is_zero_is_refused():
+    message = _error(resource_dict(task={"type": "Fidelity", "metric": "KlDivergence"}, goals={"accuracyDropMode": "Relative"}))
+    assert "KlDivergence of the baseline to itself is 0 (use Absolute)" in message
+
+
+def test_text_data_needs_a_tokenizer_and_labelled_tasks_need_a_label_column():
+    text = {"uri": "data/s.jsonl", "text": {"column": "text"}}
+    assert "data.text.tokenizer: text data needs a tokenizer directory" in _error(resource_dict(data=text))
+    checkpoint = {"uri": "models/ckpt", "format": "HuggingFace"}
+    message = _error(resource_dict(model=checkpoint, data=text))
+    assert "data.text.labelColumn: a Classification task needs labels (or use task.type: Fidelity)" in message
+    assert resource_from_dict(resource_dict(model=checkpoint, data=text, task={"type": "Fidelity"})).spec.data.text.max_length == 128
+
+
+def test_hugging_face_options_need_the_hugging_face_format():
+    message = _error(resource_dict(model={"uri": "m.onnx", "format": "ONNX", "huggingFace": {"pooling": "Cls"}}))
+    assert "huggingFace options need format: HuggingFace, not ONNX" in message
+
+
+def test_every_pass_type_is_registered_once_from_the_schema():
+    from kompress_jobs.passes import PASSES
+    from kompress_jobs.schema import PASS_TYPES
+
+    assert sorted(PASSES) == sorted(PASS_TYPES) and len(set(PASS_TYPES)) == len(PASS_TYPES)

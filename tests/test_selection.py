@@ -1,5 +1,7 @@
 """Goals, the Pareto front and the noise-aware ranking, on synthetic measurements."""
 
+import pytest
+
 from pathlib import Path
 
 from kompress_jobs.benchmark import LatencyStats
@@ -91,3 +93,22 @@ def test_relative_drop_mode_is_percent_of_baseline():
     assert quality_drop(0.8, 0.78, Metric.ACCURACY, DropMode.ABSOLUTE) == 2.0000000000000018
     assert round(quality_drop(0.8, 0.78, Metric.ACCURACY, DropMode.RELATIVE), 6) == 2.5
     assert quality_drop(2.0, 2.5, Metric.MEAN_SQUARED_ERROR, DropMode.ABSOLUTE) == 0.5
+
+
+def test_fidelity_metrics_against_the_baseline_outputs():
+    import numpy as np
+
+    from kompress_jobs.quality import fidelity_metric, quality_drop
+
+    reference = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 1.0]])
+    assert fidelity_metric(reference, reference, Metric.COSINE_SIMILARITY) == pytest.approx(1.0)
+    rotated = np.array([[0.0, 1.0, 0.0], [0.0, 2.0, 1.0]])
+    assert fidelity_metric(rotated, reference, Metric.COSINE_SIMILARITY) == pytest.approx(0.5)  # one orthogonal row of two
+    assert fidelity_metric(rotated, reference, Metric.TOP1_AGREEMENT) == 0.5
+    assert fidelity_metric(reference, reference, Metric.KL_DIVERGENCE) == 0.0
+    assert fidelity_metric(rotated, reference, Metric.KL_DIVERGENCE) > 0
+    assert fidelity_metric(2 * reference, reference, Metric.RELATIVE_ERROR) == 1.0
+    assert fidelity_metric(np.array([[3.0, 2.0, 1.0]]), np.array([[3.0, 1.0, 2.0]]), Metric.TOPK_AGREEMENT, top_k=2) == 0.5
+    # Cosine is a share: 0.99 against the baseline's 1.0 is a drop of one point.
+    assert round(quality_drop(1.0, 0.99, Metric.COSINE_SIMILARITY, DropMode.ABSOLUTE), 9) == 1.0
+    assert quality_drop(0.0, 0.25, Metric.KL_DIVERGENCE, DropMode.ABSOLUTE) == 0.25

@@ -82,3 +82,35 @@ def query_prometheus(binary: Path, metrics_port: int, query: str) -> float:
     finally:
         process.terminate()
         process.wait(20)
+
+
+def test_a_fine_tuned_transformer_classifier_runs_through_the_operator(cluster, namespace, s3, start_operator, tmp_path):
+    """A labelled multi-input model as users keep it: a Hugging Face checkpoint directory and text rows in S3."""
+    from ..transformer_fixtures import fine_tuned_minilm_classifier, write_sentences
+
+    sentences = write_sentences(tmp_path / "sentences.jsonl", {"train": 256, "calibration": 64, "evaluation": 64})
+    checkpoint = fine_tuned_minilm_classifier(tmp_path / "classifier", sentences)
+    client = boto3.client("s3", endpoint_url=s3)
+    for path in checkpoint.iterdir():
+        client.upload_file(str(path), "models", f"inputs/minilm-classifier/{path.name}")
+    client.upload_file(str(sentences), "models", "inputs/sentences.jsonl")
+
+    start_operator()
+    apply(cluster, namespace, resource(
+        "classifier", s3,
+        model={"uri": "s3://models/inputs/minilm-classifier", "format": "HuggingFace"},
+        data={"uri": "s3://models/inputs/sentences.jsonl", "text": {"column": "text", "labelColumn": "label", "maxLength": 32}},
+        task={"type": "Classification"},
+        passes=[{"type": "OnnxExport"}, {"type": "AutoQuantize", "methods": ["Dynamic"], "maxTrials": 2}],
+        goals={"maxAccuracyDrop": 2.0},
+        benchmark={"batchSizes": [1], "warmup": 2, "iterations": 5, "rounds": 2, "threads": 1},
+    ))
+    done = wait_for(phase_is(cluster, namespace, "classifier", "Succeeded", "Failed"), "the transformer run to finish", timeout=600)
+    status = done["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert status["baseline"]["metricValue"] > 0.9  # the brief fine-tuning learnt the generated sentiment
+    assert {c["name"] for c in status["candidates"]} == {"onnx-export", "auto-quantize"}
+    report = json.loads(client.get_object(Bucket="models", Key=f"runs/{namespace}-classifier-g1/report.json")["Body"].read())
+    assert report["inputs"]["inputNames"] == ["input_ids", "attention_mask"]
+    quantized = next(c for c in report["candidates"] if c["name"] == "auto-quantize")
+    assert quantized["details"]["trials"] and quantized["metric"]["fidelity"]["top1Agreement"] > 0.9
