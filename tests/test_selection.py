@@ -1,8 +1,8 @@
 """Goals, the Pareto front and the noise-aware ranking, on synthetic measurements."""
 
-import pytest
-
 from pathlib import Path
+
+import pytest
 
 from kompress_jobs.benchmark import LatencyStats
 from kompress_jobs.candidates import Candidate, Outcome
