@@ -50,3 +50,9 @@ def test_unknown_input_names_the_known_ones():
 def test_duplicate_explicit_names_are_refused():
     with pytest.raises(SpecError, match=r"spec.passes\[2\].name: 'q' is already used"):
         plan([{"type": "OnnxExport"}, {"type": "StaticInt8", "name": "q"}, {"type": "DynamicInt8", "name": "q"}])
+
+
+def test_a_steered_search_judged_on_the_evaluation_split_is_refused():
+    spec = resource_from_dict(resource_dict(passes=[{"type": "OnnxExport"}, {"type": "AutoQuantize", "validationSplit": "evaluation"}])).spec
+    with pytest.raises(SpecError, match=r"spec.passes\[1\].validationSplit: must differ from spec.data.evaluationSplit"):
+        plan_passes(spec)

@@ -9,7 +9,7 @@ input and split (`x_<split>/<input name>`); labels are `y_<split>` and optional 
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,7 @@ class Split:
 @dataclass(frozen=True)
 class Dataset:
     splits: dict[str, Split]
-    source: DataSource = field(default_factory=lambda: DataSource(uri="-"))
+    source: DataSource  # which split plays which role
     named: bool = True  # False: one `x_<split>` input per split, not yet bound to the model's input name
 
     @property

@@ -39,6 +39,9 @@ def plan_passes(spec: ModelOptimizationSpec) -> list[Step]:
     for index, pass_spec in enumerate(spec.passes):
         where = f"spec.passes[{index}]"
         optimization = build_pass(pass_spec)
+        problem = optimization.check(spec)
+        if problem:
+            raise SpecError(f"{where}.{problem}")
         name = pass_spec.name or _unique(default_name(pass_spec.type), formats)
         if name in formats:
             raise SpecError(f"{where}.name: {name!r} is already used by an earlier pass")

@@ -68,6 +68,12 @@ class AutoQuantize(OptimizationPass):
     output_format = ModelFormat.ONNX
     moves_head = False
 
+    def check(self, spec) -> str | None:
+        if self.spec.validation_split == spec.data.evaluation_split:
+            return ("validationSplit: must differ from spec.data.evaluationSplit, or the final figures would be "
+                    "measured on the data the search was steered by")
+        return None
+
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         search = SteeredSearch(self.spec, model, ctx)
         try:

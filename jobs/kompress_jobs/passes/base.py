@@ -60,6 +60,10 @@ class OptimizationPass(ABC):
         self.spec = spec
         self.details: dict[str, Any] | None = None  # set by run() for the report, when the pass has more to say
 
+    def check(self, spec: Any) -> str | None:
+        """What is wrong with this pass in the whole resource's spec (checked by `kompress validate`), or None."""
+        return None
+
     def not_applicable_reason(self) -> str | None:
         """Why this pass cannot run here (e.g. no GPU), or None when it can."""
         return None
