@@ -145,3 +145,59 @@ def test_training_passes_need_a_train_split(write_spec, workspace, tmp_path):
     spec = write_spec(data="data/no-train.npz", passes=[{"type": "Prune", "amount": 0.3}])
     candidates, _ = run(spec, tmp_path)
     assert candidates["prune"]["outcome"] == "Failed" and "needs a train split" in candidates["prune"]["error"]
+
+
+class _TwoInputs(torch.nn.Module):
+    """Features and a per-row mask: two named inputs of different dtypes."""
+
+    def __init__(self, hidden: int = 32):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(64, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 10))
+
+    def forward(self, pixels: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        return self.body(pixels * keep.unsqueeze(-1).to(pixels.dtype))
+
+
+def _two_input_workspace(workspace):
+    import numpy as np
+
+    digits = np.load(workspace / "data" / "digits.npz")
+    arrays = {}
+    for split in ("train", "calibration", "evaluation"):
+        pixels = digits[f"x_{split}"].reshape(len(digits[f"x_{split}"]), -1)
+        arrays[f"x_{split}/pixels"], arrays[f"x_{split}/keep"] = pixels, np.ones(len(pixels), np.int64)
+        arrays[f"y_{split}"] = digits[f"y_{split}"]
+    np.savez(workspace / "data" / "two-inputs.npz", **arrays)
+    for name, hidden in (("two-inputs", 64), ("two-inputs-student", 16)):
+        torch.manual_seed(0)
+        torch.jit.save(torch.jit.script(_TwoInputs(hidden)), str(workspace / "models" / f"{name}.pt"))
+
+
+def test_training_passes_take_named_inputs(write_spec, workspace, tmp_path):
+    _two_input_workspace(workspace)
+    spec = write_spec(model="models/two-inputs.pt", data="data/two-inputs.npz", passes=[
+        {"type": "Prune", "amount": 0.5, "fineTuning": {"epochs": 1}},
+        {"type": "Distill", "input": "baseline", "student": {"uri": "models/two-inputs-student.pt", "format": "TorchScript"},
+         "training": {"epochs": 1}},
+        {"type": "OnnxExport", "input": "distill"},
+        {"type": "StaticInt8"},
+    ])
+    candidates, result = run(spec, tmp_path)
+    assert all(c["outcome"] == "Measured" for c in candidates.values()), candidates
+    import onnx
+
+    exported = onnx.load(str(tmp_path / "out" / result.run_id / candidates["onnx-export"]["artifact"]))
+    assert [i.name for i in exported.graph.input] == ["pixels", "keep"]
+    assert result.report["inputs"]["inputNames"] == ["pixels", "keep"]
+
+
+def test_a_label_free_task_fine_tunes_towards_the_unpruned_model(write_spec, workspace, tmp_path):
+    import numpy as np
+
+    digits = dict(np.load(workspace / "data" / "digits.npz"))
+    np.savez(workspace / "data" / "unlabelled.npz", **{k: v for k, v in digits.items() if k.startswith("x_")})
+    spec = write_spec(data="data/unlabelled.npz", task={"type": "Fidelity", "metric": "Top1Agreement"},
+                      passes=[{"type": "Prune", "amount": 0.7, "fineTuning": {"epochs": 2, "learningRate": 0.0005}}])
+    candidates, _ = run(spec, tmp_path)
+    assert candidates["prune"]["outcome"] == "Measured", candidates["prune"]
+    assert candidates["prune"]["metric"]["value"] > 0.9  # follows the unpruned model without any label
