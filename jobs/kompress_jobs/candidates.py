@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from .benchmark import LatencyStats
@@ -51,6 +52,15 @@ class Candidate:
     @property
     def accepted(self) -> bool:
         return self.measured and not self.is_baseline and not self.rejected_reasons
+
+    def artifact_files(self) -> dict[str, Path]:
+        """Store key → local file for every file of this candidate (an IR's .xml and .bin, a
+        checkpoint directory), all under candidates/<name>/; empty until it has an artifact key."""
+        if not self.artifact_key:
+            return {}
+        if self.model.path.is_dir():
+            return {f"{self.artifact_key}/{p.relative_to(self.model.path).as_posix()}": p for p in self.model.files}
+        return {f"candidates/{self.name}/{p.name}": p for p in self.model.files}
 
     @property
     def size_bytes(self) -> int | None:

@@ -21,11 +21,17 @@ class ModelFile:
 
     @property
     def files(self) -> tuple[Path, ...]:
-        """What the model is made of; a checkpoint counts its config and weights, not its tokenizer."""
+        """Every file the model is stored as (uploaded together, one candidate): an IR's .xml and
+        .bin, a checkpoint directory's files, a model and its external data."""
         if self.path.is_dir():
-            return tuple(sorted([self.path / "config.json", *self.path.glob("*.safetensors")]))
+            return tuple(sorted(p for p in self.path.rglob("*") if p.is_file()))
+        if self.format is ModelFormat.OPENVINO:
+            return (self.path, self.path.with_suffix(".bin"), *self.extra_files)
         return (self.path, *self.extra_files)
 
     @property
     def size_bytes(self) -> int:
+        """The model's size: a checkpoint counts its config and weights, not its tokenizer."""
+        if self.path.is_dir():
+            return sum(p.stat().st_size for p in [self.path / "config.json", *self.path.glob("*.safetensors")])
         return sum(p.stat().st_size for p in self.files)

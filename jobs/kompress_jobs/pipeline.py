@@ -105,7 +105,7 @@ def run_optimization(
         for c in measured:
             if not c.is_baseline:
                 c.sha256 = _sha256(c.model.path)
-                c.artifact_key = f"candidates/{c.name}/{c.model.path.name}"
+                c.artifact_key = f"candidates/{c.name}/{c.model.path.name}"  # a directory's prefix for a checkpoint
         report = {
             "apiVersion": "kompress.io/v1alpha1",
             "kind": "OptimizationReport",
@@ -198,9 +198,9 @@ def _publish(store: ArtifactStore, run_id: str, report: dict, candidates: list[C
     (out / "report.md").write_text(render_markdown(report))
     plot_pareto(report, out / "pareto.png")
 
-    files = {c.artifact_key: c.model.path for c in candidates if c.artifact_key}
+    files = {key: path for c in candidates if c.artifact_key for key, path in c.artifact_files().items()}
     files |= {name: out / name for name in ("report.json", "report.md", "pareto.png")}
-    known = {c.artifact_key: c.sha256 for c in candidates if c.artifact_key}
+    known = {c.artifact_key: c.sha256 for c in candidates if c.artifact_key and not c.model.path.is_dir()}
     manifest = {
         "apiVersion": "kompress.io/v1alpha1",
         "kind": "RunManifest",

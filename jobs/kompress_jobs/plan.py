@@ -25,10 +25,14 @@ class Step:
     optimization: OptimizationPass
 
 
+# Product names that are one word, whatever their capitals.
+_ONE_WORD = {"TensorRT": "Tensorrt", "OpenVino": "Openvino"}
+
+
 def default_name(pass_type: str) -> str:
-    """OnnxExport -> onnx-export, StaticInt8 -> static-int8, TensorRT -> tensorrt."""
-    if pass_type == "TensorRT":
-        return "tensorrt"
+    """OnnxExport -> onnx-export, StaticInt8 -> static-int8, TensorRT -> tensorrt, OpenVinoInt8 -> openvino-int8."""
+    for word, plain in _ONE_WORD.items():
+        pass_type = pass_type.replace(word, plain)
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", pass_type).lower()
 
 

@@ -36,6 +36,7 @@ def candidate_record(c: Candidate, by_name: dict[str, Candidate], batch: int) ->
         "format": c.model.format.value,
         "precision": c.model.precision,
         "artifact": c.artifact_key,
+        "artifactFiles": sorted(c.artifact_files()) or None,
         "sha256": c.sha256,
         "sizeBytes": c.size_bytes,
         "metric": {"value": c.metric_value, "drop": c.metric_drop, "fidelity": c.fidelity},

@@ -1,5 +1,5 @@
 """Load a model and run it: PyTorch for TorchScript / torch.export / Hugging Face checkpoints,
-ONNX Runtime for ONNX, TensorRT for engines. Every runner takes and returns named arrays.
+ONNX Runtime for ONNX, OpenVINO for IR, TensorRT for engines. Every runner takes and returns named arrays.
 
 Nothing here unpickles Python objects: TorchScript archives and torch.export programs carry
 code in their own restricted formats, and ONNX is protobuf.
@@ -189,6 +189,47 @@ class OrtRunner(Runner):
         super().check_input(inputs)
 
 
+class OpenVinoRunner(Runner):
+    """An OpenVINO IR (or an ONNX file read by OpenVINO) on the CPU: fixed thread count, latency hint,
+    one stream, and f32 inference precision for FP32 models (the CPU plugin would otherwise pick bf16
+    on CPUs that have it, which is a precision change, not a runtime's merit)."""
+
+    runtime = "openvino"
+
+    def __init__(self, model: ModelFile, threads: int):
+        import openvino as ov
+
+        check_ir(model.path)
+        core = ov.Core()
+        try:
+            read = core.read_model(str(model.path))
+            config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+            if model.precision == "fp32":
+                config["INFERENCE_PRECISION_HINT"] = "f32"
+            self.compiled = core.compile_model(read, "CPU", config)
+        except Exception as exc:
+            raise ModelLoadError(f"model file {model.path}: OpenVINO cannot load it: {_first_line(exc)}") from None
+        self.request = self.compiled.create_infer_request()
+        self.input_names = tuple(port.get_any_name() for port in self.compiled.inputs)
+        self.output_names = tuple(port.get_any_name() for port in self.compiled.outputs)
+        self.input_types = {port.get_any_name(): port.get_element_type().to_dtype() for port in self.compiled.inputs}
+
+    def __call__(self, inputs: Inputs) -> Inputs:
+        feed = {name: inputs[name] if inputs[name].dtype == dtype else inputs[name].astype(dtype)
+                for name, dtype in self.input_types.items()}
+        results = self.request.infer(feed)
+        return {name: np.asarray(results[port], dtype=np.float32) for name, port in zip(self.output_names, self.compiled.outputs)}
+
+
+def check_ir(path: Path) -> None:
+    """An IR is two files: fail with ModelLoadError, naming the missing one, before OpenVINO does."""
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path}: no such file")
+    if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
+        raise ModelLoadError(f"model file {path}: its weights {path.with_suffix('.bin').name} are missing "
+                             "(an OpenVINO IR is a .xml and the .bin beside it)")
+
+
 class TensorRtRunner(Runner):
     """A serialized TensorRT engine on the GPU. Timed calls include the host↔device copies, as a
     serving call would (ONNX Runtime's and PyTorch's CPU runs have no copies to make)."""
@@ -246,6 +287,8 @@ def make_runner(model: ModelFile, threads: int, providers: list[str] | None = No
         return OrtRunner(model, threads, providers)
     if model.format is ModelFormat.TENSORRT:
         return TensorRtRunner(model)
+    if model.format is ModelFormat.OPENVINO:
+        return OpenVinoRunner(model, threads)
     if model.format is ModelFormat.HUGGING_FACE:
         return HuggingFaceRunner(model, input_names or model.input_names)
     return TorchRunner(model)

@@ -45,6 +45,7 @@ class ModelFormat(str, Enum):
     TORCH_EXPORT = "TorchExport"  # torch.export.save program (.pt2)
     TENSORRT = "TensorRT"  # serialized engine; runs only on the GPU model and TensorRT version that built it
     HUGGING_FACE = "HuggingFace"  # a checkpoint directory: config.json, *.safetensors, tokenizer files
+    OPENVINO = "OpenVINO"  # IR: model.xml, with its weights in model.bin beside it
 
 
 class HeadType(str, Enum):
@@ -295,6 +296,75 @@ class AutoQuantizePass(PassBase):
         return methods
 
 
+class OpenVinoConvertPass(PassBase):
+    """The ONNX model converted to OpenVINO IR (model.xml + model.bin) and run by OpenVINO on the CPU
+    (inference precision f32, latency hint, benchmark.threads threads)."""
+
+    type: Literal["OpenVinoConvert"]
+
+
+class NncfModelType(str, Enum):
+    DEFAULT = "Default"
+    TRANSFORMER = "Transformer"  # NNCF's transformer preset: keeps the sensitive parts of attention blocks in FP32
+
+
+class NncfPreset(str, Enum):
+    PERFORMANCE = "Performance"  # symmetric weights and activations
+    MIXED = "Mixed"  # symmetric weights, asymmetric activations (NNCF's default for transformers)
+
+
+class IgnoredScope(Model):
+    """Operators NNCF leaves in FP32, by OpenVINO name, name pattern (regex) or type; each must match one."""
+
+    names: list[str] = Field(default_factory=list)
+    patterns: list[str] = Field(default_factory=list)
+    types: list[str] = Field(default_factory=list)
+
+
+class OpenVinoInt8Pass(PassBase):
+    """INT8 post-training quantization of weights and activations with NNCF, calibrated on the
+    calibration split; the result is an OpenVINO IR."""
+
+    type: Literal["OpenVinoInt8"]
+    model_type: NncfModelType = NncfModelType.DEFAULT
+    preset: NncfPreset | None = Field(None, description="NNCF's choice for the model type when unset.")
+    calibration_samples: int = Field(300, ge=1, le=100_000)
+    fast_bias_correction: bool = True
+    ignored_scope: IgnoredScope = Field(default_factory=IgnoredScope)
+
+
+class WeightBits(str, Enum):
+    INT8 = "INT8"
+    INT4 = "INT4"
+
+
+class OpenVinoWeightCompressionPass(PassBase):
+    """Weight-only compression with NNCF (MatMul / embedding weights to INT8 or INT4, activations stay
+    FP32): mostly a size gain on CPU encoders; the benchmark says whether it is also faster."""
+
+    type: Literal["OpenVinoWeightCompression"]
+    bits: WeightBits = WeightBits.INT4
+    symmetric: bool = True
+    block_size: int | None = Field(128, ge=8, le=4096, description="INT4: weights per scale (group size); must divide every compressed layer's input width.")
+    ratio: float = Field(1.0, gt=0, le=1, description="INT4: share of the layers in INT4; the rest INT8.")
+
+
+class Int4WeightOnlyPass(PassBase):
+    """ONNX Runtime's INT4 weight-only quantization of MatMul weights (MatMulNBits, block-wise scales)."""
+
+    type: Literal["Int4WeightOnly"]
+    block_size: int = Field(32, ge=16, le=1024, description="Weights per scale, a power of two that divides every MatMul's input width.")
+    symmetric: bool = True
+    accuracy_level: int | None = Field(None, ge=0, le=4, description="ONNX Runtime's compute type for the activations (4: INT8, fastest on CPU).")
+
+    @field_validator("block_size")
+    @classmethod
+    def _power_of_two(cls, size: int) -> int:
+        if size & (size - 1):
+            raise ValueError(f"must be a power of two, not {size}")
+        return size
+
+
 class FineTuning(Model):
     """Training on the data's train split (classification: cross-entropy; regression: MSE)."""
 
@@ -381,6 +451,7 @@ class LowRankPass(PassBase):
 
 
 _PASS_SPECS = (OnnxExportPass, OrtOptimizePass, DynamicInt8Pass, StaticInt8Pass, AutoQuantizePass, Fp16Pass, TensorRtPass,
+               OpenVinoConvertPass, OpenVinoInt8Pass, OpenVinoWeightCompressionPass, Int4WeightOnlyPass,
                PrunePass, StructuredPrunePass, DistillPass, LowRankPass)
 PassSpec = Annotated[Union[_PASS_SPECS], Field(discriminator="type")]
 # Each pass type is declared once, by its spec's `type` literal.

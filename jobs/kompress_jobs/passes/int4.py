@@ -1,0 +1,54 @@
+"""INT4 weight-only quantization with ONNX Runtime: MatMul weights in 4 bits with a scale per block
+of `blockSize` weights (MatMulNBits); activations stay FP32. On CPU encoders this buys size (about
+7× smaller MatMul weights) more than speed; the benchmark reports which."""
+
+from __future__ import annotations
+
+from ..errors import PassError
+from ..modelfile import ModelFile
+from ..schema import ModelFormat
+from .base import OptimizationPass, PassContext, register
+from .openvino import check_block_size
+
+
+def matmul_widths(graph) -> dict[str, int]:
+    """Input width (rows of the weight) of every MatMul whose weight is a 2-D initializer."""
+    initializers = {init.name: init for init in graph.initializer}
+    widths = {}
+    for node in graph.node:
+        weight = initializers.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
+        if weight is not None and len(weight.dims) == 2:
+            widths[node.name or node.output[0]] = weight.dims[0]
+    return widths
+
+
+@register
+class Int4WeightOnly(OptimizationPass):
+    type = "Int4WeightOnly"
+    technique = "weight-compression"
+    accepts = frozenset({ModelFormat.ONNX})
+    output_format = ModelFormat.ONNX
+    moves_head = False
+
+    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        import onnx
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        from .quantize import quiet_quantizer
+
+        graph_model = onnx.load(str(model.path))
+        widths = matmul_widths(graph_model.graph)
+        if not widths:
+            raise PassError("no MatMul with a constant 2-D weight to quantize (MatMulNBits covers MatMul, not Gemm or Conv)")
+        check_block_size(widths, self.spec.block_size)
+        output = ctx.output_dir / "model.onnx"
+        try:
+            with quiet_quantizer():
+                quantizer = MatMulNBitsQuantizer(graph_model, bits=4, block_size=self.spec.block_size,
+                                                 is_symmetric=self.spec.symmetric, accuracy_level=self.spec.accuracy_level)
+                quantizer.process()
+                quantizer.model.save_model_to_file(str(output), use_external_data_format=False)
+        except Exception as exc:
+            raise PassError(f"INT4 weight-only quantization failed: {str(exc).splitlines()[0][:300]}") from None
+        ctx.log(f"{len(widths)} MatMul weights in INT4, blocks of {self.spec.block_size}")
+        return ModelFile(output, ModelFormat.ONNX, "int4")

@@ -1,0 +1,180 @@
+"""OpenVINO: conversion to IR, INT8 post-training quantization and weight compression with NNCF.
+
+Each pass takes an ONNX model (or an IR) and writes an IR, model.xml with its weights model.bin,
+which the pipeline treats as one candidate (stored, hashed and reported together). `openvino` and
+`nncf` are in the job image only; without them the passes say so and the run goes on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from ..errors import PassError
+from ..modelfile import ModelFile
+from ..schema import ModelFormat, WeightBits
+from .base import OptimizationPass, PassContext, register
+
+
+def _missing(*modules: str) -> str | None:
+    absent = [m for m in modules if importlib.util.find_spec(m) is None]
+    return f"{' and '.join(absent)} not installed (the job image has them: pip install 'kompress[job]')" if absent else None
+
+
+def read_model(model: ModelFile):
+    """The model as an openvino.Model: an IR read, or an ONNX file converted in memory."""
+    import openvino as ov
+
+    from ..runtimes import check_ir
+
+    if model.format is ModelFormat.OPENVINO:
+        check_ir(model.path)
+        return ov.Core().read_model(str(model.path))
+    return ov.convert_model(str(model.path))
+
+
+def save(ov_model, ctx: PassContext, precision: str) -> ModelFile:
+    import openvino as ov
+
+    output = ctx.output_dir / "model.xml"
+    ov.save_model(ov_model, str(output), compress_to_fp16=False)  # FP16 weights would be a precision change
+    return ModelFile(output, ModelFormat.OPENVINO, precision)
+
+
+def calibration_dataset(ctx: PassContext, samples: int):
+    """One calibration row per item, fed by input name, as NNCF's OpenVINO backend takes them."""
+    import nncf
+
+    from ..data import row_count, rows
+    from .quantize import calibration_rows
+
+    inputs, _ = calibration_rows(ctx, samples)
+    return nncf.Dataset([rows(inputs, i, i + 1) for i in range(row_count(inputs))])
+
+
+def matmul_widths(ov_model) -> dict[str, int]:
+    """Input width (the reduced dimension) of every MatMul with a constant weight: what a block divides."""
+    widths = {}
+    for op in ov_model.get_ordered_ops():
+        if op.get_type_name() != "MatMul":
+            continue
+        weight = op.input_value(1).get_node()
+        while weight.get_type_name() in ("Convert", "Transpose", "Reshape") and weight.get_input_size():
+            weight = weight.input_value(0).get_node()
+        if weight.get_type_name() != "Constant":
+            continue
+        shape = list(op.input_value(1).get_partial_shape().to_shape())
+        transposed = op.get_attributes().get("transpose_b", False)
+        widths[op.get_friendly_name()] = shape[-1] if transposed else shape[-2]
+    return widths
+
+
+def check_block_size(widths: dict[str, int], block: int) -> None:
+    bad = {name: width for name, width in widths.items() if width % block}
+    if bad:
+        name, width = next(iter(bad.items()))
+        raise PassError(f"block size {block} does not divide layer {name!r} (input width {width}); "
+                        f"{len(bad)} layer(s) affected: pick a block size that divides every MatMul's input width")
+
+
+@register
+class OpenVinoConvert(OptimizationPass):
+    type = "OpenVinoConvert"
+    technique = "runtime"
+    accepts = frozenset({ModelFormat.ONNX})
+    output_format = ModelFormat.OPENVINO
+    moves_head = False
+
+    def not_applicable_reason(self) -> str | None:
+        return _missing("openvino")
+
+    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        try:
+            return save(read_model(model), ctx, model.precision)
+        except Exception as exc:
+            raise PassError(f"OpenVINO conversion failed: {str(exc).strip().splitlines()[0][:300]}") from None
+
+
+@register
+class OpenVinoInt8(OptimizationPass):
+    type = "OpenVinoInt8"
+    technique = "quantization"
+    accepts = frozenset({ModelFormat.ONNX, ModelFormat.OPENVINO})
+    output_format = ModelFormat.OPENVINO
+    moves_head = False
+
+    def not_applicable_reason(self) -> str | None:
+        return _missing("openvino", "nncf")
+
+    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        import nncf
+
+        spec = self.spec
+        scope = spec.ignored_scope
+        options = {}
+        if spec.model_type.value == "Transformer":
+            options["model_type"] = nncf.ModelType.TRANSFORMER
+        if spec.preset is not None:
+            options["preset"] = nncf.QuantizationPreset.PERFORMANCE if spec.preset.value == "Performance" else nncf.QuantizationPreset.MIXED
+        ignored = nncf.IgnoredScope(names=scope.names, patterns=scope.patterns, types=scope.types) if (
+            scope.names or scope.patterns or scope.types) else None
+        dataset = calibration_dataset(ctx, spec.calibration_samples)
+        with _quiet_nncf():
+            try:
+                quantized = nncf.quantize(read_model(model), dataset, subset_size=spec.calibration_samples,
+                                          fast_bias_correction=spec.fast_bias_correction, ignored_scope=ignored, **options)
+            except Exception as exc:  # nncf.ValidationError names an ignored scope that matches nothing
+                raise PassError(f"NNCF INT8 quantization failed: {' '.join(str(exc).split())[:400]}") from None
+        ctx.log(f"NNCF INT8 ({spec.model_type.value}) calibrated on up to {spec.calibration_samples} rows")
+        return save(quantized, ctx, "int8")
+
+
+@register
+class OpenVinoWeightCompression(OptimizationPass):
+    type = "OpenVinoWeightCompression"
+    technique = "weight-compression"
+    accepts = frozenset({ModelFormat.ONNX, ModelFormat.OPENVINO})
+    output_format = ModelFormat.OPENVINO
+    moves_head = False
+
+    def not_applicable_reason(self) -> str | None:
+        return _missing("openvino", "nncf")
+
+    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        import nncf
+
+        spec = self.spec
+        ov_model = read_model(model)
+        options: dict = {}
+        if spec.bits is WeightBits.INT4:
+            mode = nncf.CompressWeightsMode.INT4_SYM if spec.symmetric else nncf.CompressWeightsMode.INT4_ASYM
+            if spec.block_size is not None:
+                check_block_size(matmul_widths(ov_model), spec.block_size)
+            options = {"group_size": spec.block_size or -1, "ratio": spec.ratio}
+        else:
+            mode = nncf.CompressWeightsMode.INT8_SYM if spec.symmetric else nncf.CompressWeightsMode.INT8_ASYM
+        with _quiet_nncf():
+            try:
+                compressed = nncf.compress_weights(ov_model, mode=mode, **options)
+            except Exception as exc:
+                raise PassError(f"NNCF weight compression failed: {' '.join(str(exc).split())[:400]}") from None
+        return save(compressed, ctx, spec.bits.value.lower())
+
+
+def _quiet_nncf():
+    """NNCF reports progress with rich bars and INFO lines; the pass logs its own summary."""
+    import contextlib
+    import io
+    import logging
+
+    @contextlib.contextmanager
+    def quiet():
+        logger = logging.getLogger("nncf")
+        previous = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                yield
+        finally:
+            logger.setLevel(previous)
+
+    return quiet()
