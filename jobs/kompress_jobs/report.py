@@ -129,16 +129,17 @@ def _search_section(name: str, search: dict) -> list[str]:
              f"`{search['validationSplit']}` against this pass's input ({goal['metric']}, goal: {limit}), timed at batch "
              f"{search['batchSize']} interleaved with the input; {search['seconds']} s; stopped: {search['stoppedBecause']}. "
              f"Chosen: trial {search['chosenTrial']}.", "",
-             "| trial | method | settings | FP32 nodes | metric | drop | × input | size | verdict |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| trial | runtime | method | settings | FP32 nodes | metric | drop | × input | size | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for t in search["trials"]:
         settings = ", ".join(f"{k}={'/'.join(v) if isinstance(v, list) else ('all' if v is None else v)}"
                              for k, v in t["settings"].items())
         measured = t["drop"] is not None
-        lines.append(f"| {t['number']}{' (chosen)' if t['number'] == search['chosenTrial'] else ''} | {t['method']} | {settings} | "
+        lines.append(f"| {t['number']}{' (chosen)' if t['number'] == search['chosenTrial'] else ''} | {t.get('runtime', '')} | {t['method']} | {settings} | "
                      f"{len(t['fallbackNodes'])} | {t['metric']:.4f} | {t['drop']:+.3f} | {t['speedupVsInput']:.2f}× | "
                      f"{_size(t['sizeBytes'])} | {t['verdict']} |" if measured else
-                     f"| {t['number']} | {t['method']} | {settings} | {len(t['fallbackNodes'])} | – | – | – | – | {t['verdict']} |")
+                     f"| {t['number']} | {t.get('runtime', '')} | {t['method']} | {settings} | {len(t['fallbackNodes'])} | – | – | – | – | {t['verdict']} |")
+    lines += [""] + [f"Note: {note}." for note in search.get("notes", [])] if search.get("notes") else []
     if search["sensitivity"]:
         lines += ["", "Most error-adding nodes (relative L2 error added at the node's output): "
                   + ", ".join(f"`{e['node']}` {e['addedError']:.3f}" for e in search["sensitivity"][:8]) + "."]

@@ -270,6 +270,11 @@ class QuantizationMethod(str, Enum):
     STATIC = "Static"  # INT8 weights and activations, ranges calibrated on the calibration split
 
 
+class Runtime(str, Enum):
+    ONNX_RUNTIME = "OnnxRuntime"
+    OPENVINO = "OpenVINO"
+
+
 class AutoQuantizePass(PassBase):
     """INT8 quantization steered by the goals: tries the settings that matter (dynamic and static,
     per-channel, reduce-range, activation types, calibration methods, QDQ or operator format), judges
@@ -281,6 +286,9 @@ class AutoQuantizePass(PassBase):
     type: Literal["AutoQuantize"]
     methods: list[QuantizationMethod] = Field(default_factory=lambda: [QuantizationMethod.DYNAMIC, QuantizationMethod.STATIC],
                                               min_length=1, max_length=2, description="Which families to search.")
+    runtimes: list[Runtime] = Field(default_factory=lambda: [Runtime.ONNX_RUNTIME, Runtime.OPENVINO], min_length=1, max_length=2,
+                                    description="Runtimes whose INT8 configurations are searched side by side (OpenVINO: NNCF, "
+                                                "static only); one that is not installed is skipped, with a note in the report.")
     max_trials: int = Field(24, ge=1, le=500, description="Quantized models to build and judge, fallback steps included.")
     timeout_seconds: int = Field(900, ge=10, le=86_400, description="Stop starting new trials after this long.")
     validation_split: str = Field("calibration", min_length=1, description="Split each trial is judged on (never the evaluation split).")
@@ -288,12 +296,12 @@ class AutoQuantizePass(PassBase):
     calibration_samples: int = Field(128, ge=1, le=100_000, description="Rows that calibrate static quantization.")
     max_fallback_nodes: int = Field(24, ge=0, le=10_000, description="Most operators kept in FP32 before the search gives up.")
 
-    @field_validator("methods")
+    @field_validator("methods", "runtimes")
     @classmethod
-    def _unique_methods(cls, methods: list[QuantizationMethod]) -> list[QuantizationMethod]:
-        if len(set(methods)) != len(methods):
-            raise ValueError("methods must be unique")
-        return methods
+    def _unique(cls, values: list) -> list:
+        if len(set(values)) != len(values):
+            raise ValueError("must be unique")
+        return values
 
 
 class OpenVinoConvertPass(PassBase):

@@ -1,6 +1,7 @@
 """INT8 quantization steered by the goals (`AutoQuantize`): the fastest configuration that keeps
-goals.maxAccuracyDrop, found by trying the settings that matter and, where none is good enough,
-keeping the most sensitive operators in FP32 one at a time.
+goals.maxAccuracyDrop, whatever the runtime (ONNX Runtime and OpenVINO / NNCF side by side), found by
+trying the settings that matter and, where none is good enough, keeping the most sensitive operators
+in FP32 one at a time.
 
 Every trial is judged on the validation split against this pass's input model (never on the
 evaluation split, which stays for the final benchmark) and timed interleaved with that input, so
@@ -15,7 +16,7 @@ from typing import Any
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..schema import ModelFormat, QuantizationMethod
+from ..schema import ModelFormat, QuantizationMethod, Runtime
 from .base import OptimizationPass, PassContext, register
 
 _MATMULS = ["MatMul", "Gemm"]
@@ -26,6 +27,11 @@ DYNAMIC_SETTINGS = [
     {"perChannel": True, "reduceRange": True},
     {"perChannel": False, "reduceRange": True},
 ]
+# NNCF's presets: its transformer model type keeps the sensitive parts of attention in FP32.
+OPENVINO_SETTINGS = [
+    {"modelType": "Transformer", "preset": "Mixed"},
+    {"modelType": "Default", "preset": "Performance"},
+]
 STATIC_SETTINGS = [
     {"quantFormat": "QDQ", "perChannel": True, "activationType": "QUInt8", "calibrationMethod": "MinMax", "opTypes": _MATMULS},
     {"quantFormat": "QDQ", "perChannel": True, "activationType": "QUInt8", "calibrationMethod": "Percentile", "opTypes": _MATMULS},
@@ -35,9 +41,13 @@ STATIC_SETTINGS = [
 ]
 
 
+ORT, OPENVINO = Runtime.ONNX_RUNTIME.value, Runtime.OPENVINO.value
+
+
 @dataclass
 class Trial:
     number: int
+    runtime: str
     method: str
     settings: dict[str, Any]
     fallback: list[str] = field(default_factory=list)
@@ -54,7 +64,7 @@ class Trial:
         return self.verdict == "meets the goal"
 
     def record(self) -> dict[str, Any]:
-        return {"number": self.number, "method": self.method, "settings": self.settings,
+        return {"number": self.number, "runtime": self.runtime, "method": self.method, "settings": self.settings,
                 "fallbackNodes": self.fallback, "metric": self.metric, "drop": self.drop, "fidelity": self.fidelity,
                 "p50Ms": self.p50_ms, "speedupVsInput": self.speedup,
                 "sizeBytes": self.model.size_bytes if self.model else None, "verdict": self.verdict}
@@ -94,6 +104,7 @@ class SteeredSearch:
         self.ranking: list = []
         self.started = time.monotonic()
         self.stop_reason = "every configuration was tried"
+        self.notes: list[str] = []
 
     # --- the search ----------------------------------------------------------------------
 
@@ -102,19 +113,34 @@ class SteeredSearch:
 
         self._prepare()
         self.source, _ = preprocess(self.model, self.ctx)
-        for method, settings in self._configurations():
+        for runtime, method, settings in self._configurations():
             if not self._budget_left():
                 break
-            self._try(method, settings)
+            self._try(runtime, method, settings)
         if not any(t.passes for t in self.trials) and self._budget_left() and self.spec.max_fallback_nodes:
             self._fall_back()
         return self._choose()
 
     def _configurations(self):
-        for method in self.spec.methods:
-            table = DYNAMIC_SETTINGS if method is QuantizationMethod.DYNAMIC else STATIC_SETTINGS
-            for settings in table:
-                yield method.value, dict(settings)
+        """ONNX Runtime's and OpenVINO's configurations side by side: the pick is the fastest that keeps the goal."""
+        runtimes = [r.value for r in self.spec.runtimes]
+        if OPENVINO in runtimes and not self._has_openvino():
+            runtimes.remove(OPENVINO)
+            self.notes.append("OpenVINO configurations skipped: openvino and nncf are not installed")
+        if ORT in runtimes:
+            for method in self.spec.methods:
+                table = DYNAMIC_SETTINGS if method is QuantizationMethod.DYNAMIC else STATIC_SETTINGS
+                for settings in table:
+                    yield ORT, method.value, dict(settings)
+        if OPENVINO in runtimes and QuantizationMethod.STATIC in self.spec.methods:
+            for settings in OPENVINO_SETTINGS:
+                yield OPENVINO, QuantizationMethod.STATIC.value, dict(settings)
+
+    @staticmethod
+    def _has_openvino() -> bool:
+        import importlib.util
+
+        return all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf"))
 
     def _budget_left(self) -> bool:
         if len(self.trials) >= self.spec.max_trials:
@@ -129,7 +155,8 @@ class SteeredSearch:
         """Keep the worst nodes of the most faithful configuration that still pays in FP32, one more each trial."""
         from .sensitivity import quantizable_nodes, rank_nodes
 
-        measured = [t for t in self.trials if t.model is not None]
+        # ONNX Runtime trials only: the ranking and the exclusion list speak of its node names.
+        measured = [t for t in self.trials if t.model is not None and t.runtime == ORT]
         if not measured:
             return
         faster = [t for t in measured if (t.speedup or 0) > 1] or measured
@@ -142,7 +169,7 @@ class SteeredSearch:
         for count in range(1, min(self.spec.max_fallback_nodes, len(self.ranking)) + 1):
             if not self._budget_left():
                 return
-            trial = self._try(base.method, base.settings, [e.node for e in self.ranking[:count]])
+            trial = self._try(ORT, base.method, base.settings, [e.node for e in self.ranking[:count]])
             if trial.passes:
                 self.stop_reason = f"the goal holds with {count} node(s) in FP32"
                 return
@@ -162,7 +189,7 @@ class SteeredSearch:
             self.chosen = min(measured, key=lambda t: (t.drop, t.p50_ms))
             self.ctx.log(f"no configuration met the goal; the closest (trial {self.chosen.number}, drop "
                          f"{self.chosen.drop:.3g}) is the candidate, for the benchmark to judge")
-        self.ctx.log(f"chose trial {self.chosen.number}: {self.chosen.method} {self.chosen.settings}, "
+        self.ctx.log(f"chose trial {self.chosen.number}: {self.chosen.runtime} {self.chosen.method} {self.chosen.settings}, "
                      f"{len(self.chosen.fallback)} node(s) in FP32, drop {self.chosen.drop:.3g}, {self.chosen.speedup:.2f}× its input")
         return self.chosen.model
 
@@ -182,42 +209,47 @@ class SteeredSearch:
         outputs = predict(self.reference, self.validation, self.ctx.benchmark.evaluation_batch_size)
         self.scorer = Scorer(self.ctx.task, self.ctx.goals.accuracy_drop_mode, self.validation, outputs)
 
-    def _try(self, method: str, settings: dict, fallback: list[str] | None = None) -> Trial:
-        trial = Trial(len(self.trials) + 1, method, settings, list(fallback or []))
+    def _try(self, runtime: str, method: str, settings: dict, fallback: list[str] | None = None) -> Trial:
+        trial = Trial(len(self.trials) + 1, runtime, method, settings, list(fallback or []))
         self.trials.append(trial)
-        output = self.ctx.output_dir / f"trial-{trial.number}.onnx"
         try:
-            self._quantize(method, settings, trial.fallback, output)
-            trial.model = ModelFile(output, ModelFormat.ONNX, "int8")
+            trial.model = self._quantize(trial)
             self._judge(trial)
         except Exception as exc:  # one failing configuration must not end the search
             trial.model, trial.verdict = None, f"failed: {str(exc).splitlines()[0][:200]}"
-        self.ctx.log(f"trial {trial.number} {method} {_show(settings)}"
+        self.ctx.log(f"trial {trial.number} {runtime} {method} {_show(settings)}"
                      + (f" +{len(trial.fallback)} FP32" if trial.fallback else "")
                      + (f": drop {trial.drop:.3g}, {trial.speedup:.2f}×" if trial.drop is not None else "")
                      + f" → {trial.verdict}")
         return trial
 
-    def _quantize(self, method: str, settings: dict, fallback: list[str], output) -> None:
+    def _quantize(self, trial: Trial) -> ModelFile:
+        from .openvino import nncf_int8
         from .quantize import calibration_reader, calibration_rows, dynamic_int8, static_int8
 
-        if method == QuantizationMethod.DYNAMIC.value:
+        settings, fallback = trial.settings, trial.fallback
+        if trial.runtime == OPENVINO:
+            return nncf_int8(self.model, self.ctx, self.ctx.output_dir / f"trial-{trial.number}.xml",
+                             model_type=settings["modelType"], preset=settings["preset"], samples=self.spec.calibration_samples)
+        output = self.ctx.output_dir / f"trial-{trial.number}.onnx"
+        if trial.method == QuantizationMethod.DYNAMIC.value:
             dynamic_int8(self.source, output, per_channel=settings["perChannel"], reduce_range=settings["reduceRange"],
                          nodes_to_exclude=fallback)
-            return
-        samples, batch_size = calibration_rows(self.ctx, self.spec.calibration_samples)
-        static_int8(self.source, output, calibration_reader(samples, batch_size), quant_format=settings["quantFormat"],
-                    per_channel=settings["perChannel"], reduce_range=False, activation_type=settings["activationType"],
-                    weight_type="QInt8", calibration_method=settings["calibrationMethod"], op_types=settings["opTypes"],
-                    nodes_to_exclude=fallback)
+        else:
+            samples, batch_size = calibration_rows(self.ctx, self.spec.calibration_samples)
+            static_int8(self.source, output, calibration_reader(samples, batch_size), quant_format=settings["quantFormat"],
+                        per_channel=settings["perChannel"], reduce_range=False, activation_type=settings["activationType"],
+                        weight_type="QInt8", calibration_method=settings["calibrationMethod"], op_types=settings["opTypes"],
+                        nodes_to_exclude=fallback)
+        return ModelFile(output, ModelFormat.ONNX, "int8")
 
     def _judge(self, trial: Trial) -> None:
         from ..benchmark import measure_latency
         from ..quality import predict
-        from ..runtimes import OrtRunner
+        from ..runtimes import make_runner
         from ..schema import Benchmark
 
-        runner = OrtRunner(trial.model, self.ctx.threads)
+        runner = make_runner(trial.model, self.ctx.threads)
         outputs = predict(runner, self.validation, self.ctx.benchmark.evaluation_batch_size)
         trial.metric, trial.drop, trial.fidelity = self.scorer.judge(outputs)
         quick = Benchmark(batch_sizes=[self.batch], warmup=5, iterations=30, rounds=3, threads=self.ctx.threads)
@@ -253,6 +285,7 @@ class SteeredSearch:
             "batchSize": self.batch,
             "seconds": round(time.monotonic() - self.started, 1),
             "stoppedBecause": self.stop_reason,
+            "notes": self.notes,
             "chosenTrial": chosen.number if chosen else None,
             "sensitivity": [{"node": e.node, "opType": e.op_type, "addedError": e.added_error, "outputError": e.output_error}
                             for e in self.ranking[:20]],

@@ -32,10 +32,10 @@ def read_model(model: ModelFile):
     return ov.convert_model(str(model.path))
 
 
-def save(ov_model, ctx: PassContext, precision: str) -> ModelFile:
+def save(ov_model, output, precision: str) -> ModelFile:
+    """output: the .xml path; its .bin is written beside it."""
     import openvino as ov
 
-    output = ctx.output_dir / "model.xml"
     ov.save_model(ov_model, str(output), compress_to_fp16=False)  # FP16 weights would be a precision change
     return ModelFile(output, ModelFormat.OPENVINO, precision)
 
@@ -89,7 +89,7 @@ class OpenVinoConvert(OptimizationPass):
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         try:
-            return save(read_model(model), ctx, model.precision)
+            return save(read_model(model), ctx.output_dir / "model.xml", model.precision)
         except Exception as exc:
             raise PassError(f"OpenVINO conversion failed: {str(exc).strip().splitlines()[0][:300]}") from None
 
@@ -106,26 +106,36 @@ class OpenVinoInt8(OptimizationPass):
         return _missing("openvino", "nncf")
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        import nncf
 
         spec = self.spec
-        scope = spec.ignored_scope
-        options = {}
-        if spec.model_type.value == "Transformer":
-            options["model_type"] = nncf.ModelType.TRANSFORMER
-        if spec.preset is not None:
-            options["preset"] = nncf.QuantizationPreset.PERFORMANCE if spec.preset.value == "Performance" else nncf.QuantizationPreset.MIXED
-        ignored = nncf.IgnoredScope(names=scope.names, patterns=scope.patterns, types=scope.types) if (
-            scope.names or scope.patterns or scope.types) else None
-        dataset = calibration_dataset(ctx, spec.calibration_samples)
-        with _quiet_nncf():
-            try:
-                quantized = nncf.quantize(read_model(model), dataset, subset_size=spec.calibration_samples,
-                                          fast_bias_correction=spec.fast_bias_correction, ignored_scope=ignored, **options)
-            except Exception as exc:  # nncf.ValidationError names an ignored scope that matches nothing
-                raise PassError(f"NNCF INT8 quantization failed: {' '.join(str(exc).split())[:400]}") from None
+        quantized = nncf_int8(model, ctx, ctx.output_dir / "model.xml", model_type=spec.model_type.value,
+                              preset=spec.preset.value if spec.preset else None, samples=spec.calibration_samples,
+                              fast_bias_correction=spec.fast_bias_correction, ignored_scope=spec.ignored_scope)
         ctx.log(f"NNCF INT8 ({spec.model_type.value}) calibrated on up to {spec.calibration_samples} rows")
-        return save(quantized, ctx, "int8")
+        return quantized
+
+
+def nncf_int8(model: ModelFile, ctx: PassContext, output, *, model_type: str, preset: str | None, samples: int,
+              fast_bias_correction: bool = True, ignored_scope=None) -> ModelFile:
+    """NNCF post-training INT8 of an ONNX model or IR into `output` (.xml); PassError with NNCF's reason."""
+    import nncf
+
+    options = {}
+    if model_type == "Transformer":
+        options["model_type"] = nncf.ModelType.TRANSFORMER
+    if preset is not None:
+        options["preset"] = nncf.QuantizationPreset.PERFORMANCE if preset == "Performance" else nncf.QuantizationPreset.MIXED
+    if ignored_scope is not None and (ignored_scope.names or ignored_scope.patterns or ignored_scope.types):
+        options["ignored_scope"] = nncf.IgnoredScope(names=ignored_scope.names, patterns=ignored_scope.patterns,
+                                                     types=ignored_scope.types)
+    dataset = calibration_dataset(ctx, samples)
+    with _quiet_nncf():
+        try:
+            quantized = nncf.quantize(read_model(model), dataset, subset_size=samples,
+                                      fast_bias_correction=fast_bias_correction, **options)
+        except Exception as exc:  # nncf.ValidationError names an ignored scope that matches nothing
+            raise PassError(f"NNCF INT8 quantization failed: {' '.join(str(exc).split())[:400]}") from None
+    return save(quantized, output, "int8")
 
 
 @register
@@ -157,7 +167,7 @@ class OpenVinoWeightCompression(OptimizationPass):
                 compressed = nncf.compress_weights(ov_model, mode=mode, **options)
             except Exception as exc:
                 raise PassError(f"NNCF weight compression failed: {' '.join(str(exc).split())[:400]}") from None
-        return save(compressed, ctx, spec.bits.value.lower())
+        return save(compressed, ctx.output_dir / "model.xml", spec.bits.value.lower())
 
 
 def _quiet_nncf():
