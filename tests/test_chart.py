@@ -247,9 +247,10 @@ def test_dockerfiles_run_as_non_root_and_the_operator_image_has_no_model_runtime
 
 
 def test_operator_runs_without_torch_numpy_or_onnxruntime():
-    """What the slim operator image holds is enough: importing and starting the CLI never needs
-    the job's runtimes."""
-    blocked = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy", "boto3", "matplotlib", "optuna", "tensorrt")
+    """What the slim operator image holds is enough: importing and starting the CLI, and planning
+    every pass type (as the operator validates specs), never needs the job's runtimes."""
+    blocked = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy", "boto3", "matplotlib", "optuna", "tensorrt",
+               "openvino", "nncf", "transformers", "safetensors", "tokenizers", "pyarrow")
     code = (
         "import sys\n"
         "class Block:\n"
@@ -257,6 +258,9 @@ def test_operator_runs_without_torch_numpy_or_onnxruntime():
         f"        if name.split('.')[0] in {blocked!r}: raise ImportError('blocked ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "import kompress_operator.main, kompress_operator.handlers\n"
+        "from kompress_jobs.passes import PASSES\n"
+        "from kompress_jobs.schema import PASS_TYPES\n"
+        "assert sorted(PASSES) == sorted(PASS_TYPES)\n"
         "from kompress_jobs.cli import main\n"
         "sys.exit(main(['operator', '--help']))\n"
     )

@@ -426,6 +426,24 @@ class StructuredPrunePass(PassBase):
     distillation: Distillation | None = Field(None, description="Fine-tune against the unpruned model's outputs as well (a student derived from the teacher).")
 
 
+class TransformerCompressPass(PassBase):
+    """Structured compression of a Hugging Face encoder (BERT family): removes attention heads and
+    feed-forward neurons by measured importance (their contribution to the residual stream on the
+    train split), optionally keeps fewer layers, then recovers by distillation from the uncompressed
+    model on the train split (label-free tasks match its outputs; no labels needed). The smaller
+    encoder is written as ONNX FP32, ready to quantize."""
+
+    type: Literal["TransformerCompress"]
+    head_amount: float = Field(0.0, ge=0, lt=1, description="Share of each layer's attention heads to remove.")
+    ffn_amount: float = Field(0.5, ge=0, lt=1, description="Share of each layer's feed-forward neurons to remove.")
+    keep_layers: int | None = Field(None, ge=1, le=1000, description="Layers to keep, evenly spaced from the first to the last (default: all).")
+    importance_samples: int = Field(64, ge=1, le=100_000, description="Train rows the importance is measured on.")
+    distillation: Distillation = Field(default_factory=Distillation, description="Classification: KL to the teacher's logits with "
+                                       "this temperature and alpha; label-free tasks match the teacher's outputs only.")
+    training: FineTuning = Field(default_factory=lambda: FineTuning(epochs=4, learning_rate=1e-4, batch_size=32))
+    opset: int = Field(17, ge=13, le=23)
+
+
 class DistillPass(PassBase):
     """Train a smaller student on the teacher's (the input model's) softened outputs and the labels."""
 
@@ -460,7 +478,7 @@ class LowRankPass(PassBase):
 
 _PASS_SPECS = (OnnxExportPass, OrtOptimizePass, DynamicInt8Pass, StaticInt8Pass, AutoQuantizePass, Fp16Pass, TensorRtPass,
                OpenVinoConvertPass, OpenVinoInt8Pass, OpenVinoWeightCompressionPass, Int4WeightOnlyPass,
-               PrunePass, StructuredPrunePass, DistillPass, LowRankPass)
+               PrunePass, StructuredPrunePass, TransformerCompressPass, DistillPass, LowRankPass)
 PassSpec = Annotated[Union[_PASS_SPECS], Field(discriminator="type")]
 # Each pass type is declared once, by its spec's `type` literal.
 PASS_TYPES: tuple[str, ...] = tuple(spec.model_fields["type"].annotation.__args__[0] for spec in _PASS_SPECS)

@@ -2,6 +2,7 @@
 
 from . import (  # noqa: F401  (registration)
     auto_quantize, distill, export, fp16, int4, lowrank, openvino, ort_optimize, prune, quantize, structured_prune, tensorrt,
+    transformer_compress,
 )
 from .base import PASSES, OptimizationPass, PassContext, build_pass
 

@@ -37,44 +37,20 @@ class OnnxExport(OptimizationPass):
     moves_head = True
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        import torch
-
-        from ..runtimes import output_names_for, quiet_logger
-
         exporter = self.spec.exporter
         if exporter is Exporter.AUTO:
             exporter = Exporter.DYNAMO if model.format is ModelFormat.TORCH_EXPORT else Exporter.TORCH_SCRIPT
         if exporter is Exporter.DYNAMO and model.format is not ModelFormat.TORCH_EXPORT:
             raise PassError(f"the Dynamo exporter takes torch.export programs, not {model.format.value}; use exporter: TorchScript")
         output = ctx.output_dir / "model.onnx"
-        names = ctx.input_names
-        example = tuple(torch.from_numpy(ctx.example_inputs[name]) for name in names)
-        module = self._module(model, names) if exporter is Exporter.TORCH_SCRIPT else None
-        if module is not None:
-            with torch.no_grad():
-                result = module(*example)
-            outputs = ((module.output_name,) if hasattr(module, "output_name") else
-                       output_names_for(len(result) if isinstance(result, (tuple, list)) else 1))
+        if exporter is Exporter.DYNAMO:
+            import torch
+
+            _exporting(lambda example, names, outputs: torch.onnx.export(
+                torch.export.load(str(model.path)), example, str(output), dynamo=True, external_data=False,
+                opset_version=max(self.spec.opset, DYNAMO_MIN_OPSET), input_names=names, output_names=outputs), ctx, None)
         else:
-            outputs = output_names_for(1)
-        # Both exporters talk a lot on stdout/stderr; the CLI shows its own progress instead.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()), quiet_logger("torch.onnx"):
-            warnings.simplefilter("ignore")
-            try:
-                if exporter is Exporter.DYNAMO:
-                    torch.onnx.export(
-                        torch.export.load(str(model.path)), example, str(output), dynamo=True, external_data=False,
-                        opset_version=max(self.spec.opset, DYNAMO_MIN_OPSET), input_names=list(names), output_names=list(outputs),
-                    )
-                else:
-                    torch.onnx.export(
-                        module, example, str(output), dynamo=False, opset_version=self.spec.opset,
-                        input_names=list(names), output_names=list(outputs),
-                        dynamic_axes=dynamic_axes(ctx.example_inputs, outputs),
-                    )
-            except Exception as exc:
-                raise PassError(f"ONNX export failed: {str(exc).strip().splitlines()[0][:300]}") from None
+            export_module(self._module(model, ctx.input_names), ctx, output, self.spec.opset)
         return ModelFile(output, ModelFormat.ONNX, model.precision)
 
     @staticmethod
@@ -86,3 +62,38 @@ class OnnxExport(OptimizationPass):
 
             return load_task_model(model.path, model.options, names)
         return load_torch_module(model)
+
+
+def export_module(module, ctx: PassContext, output, opset: int = 17) -> None:
+    """An eager or TorchScript module to ONNX with the data's input names, the module's output names,
+    and dynamic batch (and sequence) axes."""
+    import torch
+
+    _exporting(lambda example, names, outputs: torch.onnx.export(
+        module, example, str(output), dynamo=False, opset_version=opset, input_names=names, output_names=outputs,
+        dynamic_axes=dynamic_axes(ctx.example_inputs, tuple(outputs))), ctx, module)
+
+
+def _exporting(export, ctx: PassContext, module) -> None:
+    import torch
+
+    from ..runtimes import output_names_for, quiet_logger
+
+    names = ctx.input_names
+    example = tuple(torch.from_numpy(ctx.example_inputs[name]) for name in names)
+    if module is None:
+        outputs = output_names_for(1)
+    elif hasattr(module, "output_name"):
+        outputs = (module.output_name,)
+    else:
+        with torch.no_grad():
+            result = module(*example)
+        outputs = output_names_for(len(result) if isinstance(result, (tuple, list)) else 1)
+    # Both exporters talk a lot on stdout/stderr; the CLI shows its own progress instead.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()), quiet_logger("torch.onnx"):
+        warnings.simplefilter("ignore")
+        try:
+            export(example, list(names), list(outputs))
+        except Exception as exc:
+            raise PassError(f"ONNX export failed: {str(exc).strip().splitlines()[0][:300]}") from None

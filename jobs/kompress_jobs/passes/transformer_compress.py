@@ -1,0 +1,177 @@
+"""Structured compression of a Hugging Face encoder: fewer attention heads, narrower feed-forward
+blocks and optionally fewer layers, then distillation from the uncompressed model.
+
+Importance is measured, not guessed from weights alone: over `importanceSamples` train rows, a
+head's score is the mean norm of what it writes into the residual stream (its context vectors
+through its slice of the attention output projection), a feed-forward neuron's the mean magnitude
+of its activation times the norm of its output weights (under the attention mask, both). The
+lowest-scoring heads and neurons of every layer go, the same count in each, and the model is
+physically smaller: the Linear layers are sliced. Distillation then trains the smaller model to
+reproduce the teacher's outputs on the train split (a label-free task needs no labels). The result
+is exported to ONNX FP32, so the quantization passes can follow.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from ..errors import PassError
+from ..modelfile import ModelFile
+from ..schema import ModelFormat
+from .base import OptimizationPass, PassContext, register
+from .training import distillation_loss, train, train_split
+
+
+def encoder_layers(model) -> list:
+    """The BERT-family layers (encoder.layer[i] with attention.self, attention.output, intermediate, output)."""
+    base = getattr(model, "base_model", model)
+    layers = list(getattr(getattr(base, "encoder", None), "layer", []) or [])
+    needed = ("attention", "intermediate", "output")
+    if not layers or not all(hasattr(layer, part) for layer in layers for part in needed) or not hasattr(layers[0].attention, "self"):
+        raise PassError(f"TransformerCompress takes BERT-family encoders (encoder.layer[i].attention.self / intermediate / output); "
+                        f"{type(model).__name__} is not one")
+    return layers
+
+
+def measure_importance(task_model, layers, inputs: list, mask) -> tuple[list, list]:
+    """Per layer: head scores (num_heads) and neuron scores (intermediate width), averaged over real tokens."""
+    import torch
+
+    weights = (mask.unsqueeze(-1).float() if mask is not None else None)
+    heads, neurons, hooks = [None] * len(layers), [None] * len(layers), []
+
+    def average(values):  # (batch, sequence, n) → n, over the tokens the mask keeps
+        if weights is None:
+            return values.mean(dim=(0, 1))
+        return (values * weights).sum(dim=(0, 1)) / weights.sum().clamp(min=1)
+
+    for index, layer in enumerate(layers):
+        attention = layer.attention.self
+        head_size = attention.attention_head_size
+        out_weight = layer.attention.output.dense.weight  # (hidden, heads · head_size)
+
+        def on_context(module, args, output, index=index, head_size=head_size, out_weight=out_weight):
+            context = output[0] if isinstance(output, tuple) else output  # (batch, sequence, heads · head_size)
+            batch, sequence, _ = context.shape
+            per_head = context.view(batch, sequence, -1, head_size)
+            projected = torch.einsum("bshd,ohd->bsho", per_head, out_weight.view(out_weight.shape[0], -1, head_size))
+            heads[index] = average(projected.norm(dim=-1))
+
+        def on_intermediate(module, args, output, index=index, layer=layer):
+            column_norms = layer.output.dense.weight.norm(dim=0)  # (intermediate,)
+            neurons[index] = average(output.abs()) * column_norms
+
+        hooks += [attention.register_forward_hook(on_context), layer.intermediate.register_forward_hook(on_intermediate)]
+    try:
+        with torch.no_grad():
+            task_model(*inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return heads, neurons
+
+
+def _slice_linear(linear, keep, dim: int):
+    """A Linear keeping `keep` output rows (dim 0) or input columns (dim 1)."""
+    import torch
+
+    weight = linear.weight.detach().index_select(dim, keep)
+    sliced = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=linear.bias is not None)
+    sliced.weight.data.copy_(weight)
+    if linear.bias is not None:
+        sliced.bias.data.copy_(linear.bias.detach() if dim == 1 else linear.bias.detach().index_select(0, keep))
+    return sliced
+
+
+def prune_heads(layer, keep_heads) -> None:
+    import torch
+
+    attention = layer.attention.self
+    size = attention.attention_head_size
+    rows = torch.cat([torch.arange(h * size, (h + 1) * size) for h in keep_heads.tolist()])
+    for name in ("query", "key", "value"):
+        setattr(attention, name, _slice_linear(getattr(attention, name), rows, 0))
+    layer.attention.output.dense = _slice_linear(layer.attention.output.dense, rows, 1)
+    attention.num_attention_heads = len(keep_heads)  # the forward splits heads by head size
+    attention.all_head_size = len(keep_heads) * size
+
+
+def prune_neurons(layer, keep) -> None:
+    layer.intermediate.dense = _slice_linear(layer.intermediate.dense, keep, 0)
+    layer.output.dense = _slice_linear(layer.output.dense, keep, 1)
+
+
+def kept(scores, amount: float):
+    """Indices of the highest scores after removing round(amount · n), in their original order."""
+    import torch
+
+    remove = int(round(amount * len(scores)))
+    return torch.sort(torch.topk(scores, len(scores) - remove).indices).values
+
+
+@register
+class TransformerCompress(OptimizationPass):
+    type = "TransformerCompress"
+    technique = "structured-compression"
+    accepts = frozenset({ModelFormat.HUGGING_FACE})
+    output_format = ModelFormat.ONNX
+    moves_head = True
+
+    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        import torch
+
+        from ..huggingface import load_task_model
+        from .export import export_module
+
+        spec = self.spec
+        teacher = load_task_model(model.path, model.options, ctx.input_names)
+        student = copy.deepcopy(teacher)
+        layers = encoder_layers(student.model)
+        self._check_amounts(layers)
+
+        split = train_split(ctx, "TransformerCompress")
+        rows = [torch.from_numpy(split.inputs[name][:spec.importance_samples]) for name in ctx.input_names]
+        mask = rows[ctx.input_names.index("attention_mask")] if "attention_mask" in ctx.input_names else None
+        head_scores, neuron_scores = measure_importance(student, layers, rows, mask)
+        before = sum(p.numel() for p in student.parameters())
+        for layer, heads, neurons in zip(layers, head_scores, neuron_scores):
+            if spec.head_amount:
+                prune_heads(layer, kept(heads, spec.head_amount))
+            if spec.ffn_amount:
+                prune_neurons(layer, kept(neurons, spec.ffn_amount))
+        if spec.keep_layers is not None:
+            self._keep_layers(student.model, layers)
+        after = sum(p.numel() for p in student.parameters())
+        ctx.log(f"{before:,} → {after:,} parameters: {self._shape(student.model)}")
+
+        loss = distillation_loss(teacher, ctx.task, spec.distillation.temperature, spec.distillation.alpha)
+        train(student, ctx, spec.training, loss, what="distillation after compression")
+        output = ctx.output_dir / "model.onnx"
+        export_module(student.eval(), ctx, output, spec.opset)
+        return ModelFile(output, ModelFormat.ONNX, model.precision)
+
+    def _check_amounts(self, layers) -> None:
+        spec = self.spec
+        heads = layers[0].attention.self.num_attention_heads
+        if int(round(spec.head_amount * heads)) >= heads:
+            raise PassError(f"headAmount {spec.head_amount:g} would remove every one of the {heads} attention heads of a layer")
+        width = layers[0].intermediate.dense.out_features
+        if int(round(spec.ffn_amount * width)) >= width:
+            raise PassError(f"ffnAmount {spec.ffn_amount:g} would remove every feed-forward neuron of a layer")
+        if spec.keep_layers is not None and spec.keep_layers > len(layers):
+            raise PassError(f"keepLayers {spec.keep_layers} is more than the model's {len(layers)} layers")
+
+    def _keep_layers(self, model, layers) -> None:
+        import torch
+
+        count = self.spec.keep_layers
+        chosen = sorted({round(i * (len(layers) - 1) / max(count - 1, 1)) for i in range(count)})
+        base = getattr(model, "base_model", model)
+        base.encoder.layer = torch.nn.ModuleList([layers[i] for i in chosen])
+        model.config.num_hidden_layers = len(chosen)
+
+    @staticmethod
+    def _shape(model) -> str:
+        layers = encoder_layers(model)
+        return (f"{len(layers)} layers, {layers[0].attention.self.num_attention_heads} heads, "
+                f"{layers[0].intermediate.dense.out_features} feed-forward neurons each")
