@@ -159,7 +159,7 @@ def _run_passes(steps: list[Step], known: dict[str, Candidate], folder: Path, *,
         log = (lambda m: None) if quiet else (lambda m, n=step.name: progress(f"  {n}: {m}"))
         context = PassContext(output_dir, dataset, spec.benchmark.threads, log, task=spec.task, fetch=fetch,
                               on_epoch=on_epoch, batch_sizes=tuple(spec.benchmark.batch_sizes), goals=spec.goals,
-                              benchmark=spec.benchmark)
+                              benchmark=spec.benchmark, baseline=by_name[BASELINE].model)
         try:
             candidate.model = optimization.run(parent.model, context)
             candidate.details = optimization.details

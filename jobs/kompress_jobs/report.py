@@ -126,8 +126,8 @@ def _search_section(name: str, search: dict) -> list[str]:
     limit = "none" if goal["maxAccuracyDrop"] is None else f"drop ≤ {goal['maxAccuracyDrop']:g} ({goal['mode']})"
     lines = [f"## Steered quantization `{name}`", "",
              f"{len(search['trials'])} configuration(s) judged on {search['validationRows']} rows of "
-             f"`{search['validationSplit']}` against this pass's input ({goal['metric']}, goal: {limit}), timed at batch "
-             f"{search['batchSize']} interleaved with the input; {search['seconds']} s; stopped: {search['stoppedBecause']}. "
+             f"`{search['validationSplit']}` against the baseline ({goal['metric']}, goal: {limit}), timed at batch "
+             f"{search['batchSize']} interleaved with the pass's input; {search['seconds']} s; stopped: {search['stoppedBecause']}. "
              f"Chosen: trial {search['chosenTrial']}.", "",
              "| trial | runtime | method | settings | FP32 nodes | metric | drop | × input | size | verdict |",
              "|---|---|---|---|---|---|---|---|---|---|"]

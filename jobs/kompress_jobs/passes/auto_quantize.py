@@ -3,9 +3,9 @@ goals.maxAccuracyDrop, whatever the runtime (ONNX Runtime and OpenVINO / NNCF si
 trying the settings that matter and, where none is good enough, keeping the most sensitive operators
 in FP32 one at a time.
 
-Every trial is judged on the validation split against this pass's input model (never on the
-evaluation split, which stays for the final benchmark) and timed interleaved with that input, so
-the speed it reports is a same-run ratio. Every trial lands in the report, whatever its verdict.
+Every trial is judged on the validation split against the baseline, as the final selection judges
+(never on the evaluation split, which stays for the final benchmark), and timed interleaved with
+this pass's input, so the speed it reports is a same-run ratio against what it quantized. Every trial lands in the report, whatever its verdict.
 """
 
 from __future__ import annotations
@@ -198,15 +198,19 @@ class SteeredSearch:
     def _prepare(self) -> None:
         from ..data import rows
         from ..quality import Scorer, predict
-        from ..runtimes import OrtRunner
+        from ..runtimes import OrtRunner, make_runner
 
         split = self.ctx.dataset.split(self.spec.validation_split)
         if self.ctx.task.needs_labels and split.labels is None:
             raise PassError(f"validation split {self.spec.validation_split!r} has no labels for a {self.ctx.task.type.value} task")
         self.validation = split.take(self.spec.validation_samples)
         self._rows = lambda start, stop: rows(self.validation.inputs, start, stop)
-        self.reference = OrtRunner(self.model, self.ctx.threads)
-        outputs = predict(self.reference, self.validation, self.ctx.benchmark.evaluation_batch_size)
+        self.reference = OrtRunner(self.model, self.ctx.threads)  # what a trial must be faster than
+        # Drops count from the baseline, as the final selection's do: after a lossy pass (pruning,
+        # compression) the goal's budget is what is left of it, not a fresh one.
+        judge_by = self.ctx.baseline or self.model
+        scoring = self.reference if judge_by is self.model else make_runner(judge_by, self.ctx.threads, input_names=self.ctx.input_names)
+        outputs = predict(scoring, self.validation, self.ctx.benchmark.evaluation_batch_size)
         self.scorer = Scorer(self.ctx.task, self.ctx.goals.accuracy_drop_mode, self.validation, outputs)
 
     def _try(self, runtime: str, method: str, settings: dict, fallback: list[str] | None = None) -> Trial:

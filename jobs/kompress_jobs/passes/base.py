@@ -35,6 +35,8 @@ class PassContext:
     batch_sizes: tuple[int, ...] = (1,)  # what the benchmark will run (engines are built for them)
     goals: Goals = field(default_factory=Goals)  # a pass steered by the goals (AutoQuantize) reads them
     benchmark: Benchmark = field(default_factory=Benchmark)
+    # The model as given: what the goals' drops are measured against (a pass deep in a chain steers by it).
+    baseline: ModelFile | None = None
 
     @property
     def input_names(self) -> tuple[str, ...]:
