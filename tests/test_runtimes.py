@@ -142,3 +142,23 @@ def test_a_pruning_amount_that_removes_every_head_is_refused(tmp_path, tiny_enco
     candidates, _ = run(spec, tmp_path)
     assert candidates["transformer-compress"]["outcome"] == "Failed"
     assert "headAmount 0.9 would remove every one of the 4 attention heads" in candidates["transformer-compress"]["error"]
+
+
+def test_a_study_searches_the_compression_amounts_against_the_fidelity_goal(tmp_path, tiny_encoder):
+    import yaml
+
+    spec = _encoder_spec(tmp_path, tiny_encoder, [
+        {"type": "TransformerCompress", "name": "compress", "training": {"epochs": 1, "learningRate": 0.001}},
+        {"type": "AutoQuantize", "methods": ["Dynamic"], "runtimes": ["OnnxRuntime"], "maxTrials": 1}])
+    resource = yaml.safe_load(spec.read_text())
+    resource["spec"]["goals"] = {"maxAccuracyDrop": 5.0}
+    resource["spec"]["tuning"] = {"trials": 2, "objectives": ["Latency"], "keepBest": 1, "searchSpace": [
+        {"pass": "compress", "parameter": "ffnAmount", "choices": [0.25, 0.75]},
+        {"pass": "compress", "parameter": "keepLayers", "choices": [1, 2]}]}
+    spec.write_text(yaml.safe_dump(resource))
+    candidates, result = run(spec, tmp_path)
+    tuning = result.report["tuning"]
+    assert tuning["target"] == "auto-quantize" and tuning["finishedTrials"] == 2
+    assert all(t["state"] == "Complete" for t in tuning["trials"]), tuning["trials"]
+    (tuned,) = [c for c in candidates.values() if "-trial-" in c["name"]]
+    assert tuned["outcome"] == "Measured" and tuned["lineage"][0]["pass"] == "TransformerCompress"
