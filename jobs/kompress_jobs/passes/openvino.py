@@ -94,10 +94,9 @@ class OpenVinoConvert(OptimizationPass):
             raise PassError(f"OpenVINO conversion failed: {str(exc).strip().splitlines()[0][:300]}") from None
 
 
-@register
-class OpenVinoInt8(OptimizationPass):
-    type = "OpenVinoInt8"
-    technique = "quantization"
+class NncfPass(OptimizationPass):
+    """What the NNCF passes share: an ONNX model or an IR in, an IR variant out, both libraries needed."""
+
     accepts = frozenset({ModelFormat.ONNX, ModelFormat.OPENVINO})
     output_format = ModelFormat.OPENVINO
     moves_head = False
@@ -105,8 +104,13 @@ class OpenVinoInt8(OptimizationPass):
     def not_applicable_reason(self) -> str | None:
         return _missing("openvino", "nncf")
 
-    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
 
+@register
+class OpenVinoInt8(NncfPass):
+    type = "OpenVinoInt8"
+    technique = "quantization"
+
+    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         spec = self.spec
         quantized = nncf_int8(model, ctx, ctx.output_dir / "model.xml", model_type=spec.model_type.value,
                               preset=spec.preset.value if spec.preset else None, samples=spec.calibration_samples,
@@ -139,15 +143,9 @@ def nncf_int8(model: ModelFile, ctx: PassContext, output, *, model_type: str, pr
 
 
 @register
-class OpenVinoWeightCompression(OptimizationPass):
+class OpenVinoWeightCompression(NncfPass):
     type = "OpenVinoWeightCompression"
     technique = "weight-compression"
-    accepts = frozenset({ModelFormat.ONNX, ModelFormat.OPENVINO})
-    output_format = ModelFormat.OPENVINO
-    moves_head = False
-
-    def not_applicable_reason(self) -> str | None:
-        return _missing("openvino", "nncf")
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         import nncf
