@@ -105,7 +105,7 @@ def load_task_model(directory: Path, options: HuggingFaceOptions | None, input_n
     except Exception as exc:
         raise ModelLoadError(f"model directory {directory}: transformers cannot load it as {head.value}: "
                              f"{str(exc).strip().splitlines()[0][:300]}") from None
-    return TaskModel.build(model, head, options, input_names, config.get("max_position_embeddings")).eval()
+    return TaskModel(model, head, options.pooling, options.normalize, input_names, config.get("max_position_embeddings")).eval()
 
 
 def check_inputs(input_names: tuple[str, ...], inputs: dict, max_positions: int | None) -> str | None:
@@ -132,10 +132,6 @@ class TaskModel(torch.nn.Module):
         self.model, self.head, self.pooling, self.normalize = model, head, pooling, normalize
         self.input_names, self.max_positions = tuple(input_names), max_positions
         self.output_name = OUTPUT_NAMES[head]
-
-    @classmethod
-    def build(cls, model, head: HeadType, options: HuggingFaceOptions, input_names, max_positions) -> "TaskModel":
-        return cls(model, head, options.pooling, options.normalize, input_names, max_positions)
 
     def forward(self, *tensors):
         named = dict(zip(self.input_names, tensors))

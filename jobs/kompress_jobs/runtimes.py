@@ -51,7 +51,7 @@ def output_names_for(count: int) -> tuple[str, ...]:
     return ("output",) if count == 1 else tuple(f"output_{i}" for i in range(count))
 
 
-def torch_input_names(module, model: ModelFile) -> tuple[str, ...]:
+def torch_input_names(module) -> tuple[str, ...]:
     """The argument names of a TorchScript module's forward, or the user inputs of a torch.export program."""
     schema = getattr(getattr(module, "forward", None), "schema", None)
     if schema is not None:
@@ -108,7 +108,7 @@ class TorchRunner(Runner):
 
         self._torch = torch
         self.module = module if module is not None else load_torch_module(model)
-        self.input_names = input_names or torch_input_names(self.module, model)
+        self.input_names = input_names or torch_input_names(self.module)
         self.output_names = ("output",)
 
     def __call__(self, inputs: Inputs) -> Inputs:
@@ -116,8 +116,11 @@ class TorchRunner(Runner):
         with torch.inference_mode():
             output = self.module(*[torch.from_numpy(inputs[name]) for name in self.input_names])
         tensors = list(output) if isinstance(output, (tuple, list)) else [output]
-        self.output_names = output_names_for(len(tensors))
+        self.output_names = self._name_outputs(len(tensors))  # known once the module has run
         return {name: t.detach().float().numpy() for name, t in zip(self.output_names, tensors)}
+
+    def _name_outputs(self, count: int) -> tuple[str, ...]:
+        return output_names_for(count)
 
 
 class HuggingFaceRunner(TorchRunner):
@@ -126,9 +129,8 @@ class HuggingFaceRunner(TorchRunner):
     def __init__(self, model: ModelFile, input_names: tuple[str, ...]):
         from .huggingface import load_task_model
 
-        module = load_task_model(model.path, model.options, input_names)
-        super().__init__(model, module, tuple(input_names))
-        self.output_names = (module.output_name,)
+        super().__init__(model, load_task_model(model.path, model.options, input_names), tuple(input_names))
+        self.output_names = self._name_outputs(1)
 
     def __call__(self, inputs: Inputs) -> Inputs:
         from .huggingface import check_inputs
@@ -136,9 +138,10 @@ class HuggingFaceRunner(TorchRunner):
         problem = check_inputs(self.input_names, inputs, self.module.max_positions)
         if problem:
             raise DataError(problem)
-        (output,) = super().__call__(inputs).values()
-        self.output_names = (self.module.output_name,)
-        return {self.module.output_name: output}
+        return super().__call__(inputs)
+
+    def _name_outputs(self, count: int) -> tuple[str, ...]:
+        return (self.module.output_name,)  # the task head gives one tensor
 
 
 _ORT_TYPES: dict[str, Callable] = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,

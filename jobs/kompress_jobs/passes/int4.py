@@ -34,7 +34,7 @@ class Int4WeightOnly(OptimizationPass):
         import onnx
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-        from .quantize import quiet_quantizer
+        from .quantize import quiet_library
 
         graph_model = onnx.load(str(model.path))
         widths = matmul_widths(graph_model.graph)
@@ -43,7 +43,7 @@ class Int4WeightOnly(OptimizationPass):
         check_block_size(widths, self.spec.block_size)
         output = ctx.output_dir / "model.onnx"
         try:
-            with quiet_quantizer():
+            with quiet_library():
                 quantizer = MatMulNBitsQuantizer(graph_model, bits=4, block_size=self.spec.block_size,
                                                  is_symmetric=self.spec.symmetric, accuracy_level=self.spec.accuracy_level)
                 quantizer.process()

@@ -13,6 +13,7 @@ from ..errors import PassError
 from ..modelfile import ModelFile
 from ..schema import ModelFormat, WeightBits
 from .base import OptimizationPass, PassContext, register
+from .quantize import quiet_library
 
 
 def _missing(*modules: str) -> str | None:
@@ -133,7 +134,7 @@ def nncf_int8(model: ModelFile, ctx: PassContext, output, *, model_type: str, pr
         options["ignored_scope"] = nncf.IgnoredScope(names=ignored_scope.names, patterns=ignored_scope.patterns,
                                                      types=ignored_scope.types)
     dataset = calibration_dataset(ctx, samples)
-    with _quiet_nncf():
+    with quiet_library("nncf"):
         try:
             quantized = nncf.quantize(read_model(model), dataset, subset_size=samples,
                                       fast_bias_correction=fast_bias_correction, **options)
@@ -160,29 +161,9 @@ class OpenVinoWeightCompression(NncfPass):
             options = {"group_size": spec.block_size or -1, "ratio": spec.ratio}
         else:
             mode = nncf.CompressWeightsMode.INT8_SYM if spec.symmetric else nncf.CompressWeightsMode.INT8_ASYM
-        with _quiet_nncf():
+        with quiet_library("nncf"):
             try:
                 compressed = nncf.compress_weights(ov_model, mode=mode, **options)
             except Exception as exc:
                 raise PassError(f"NNCF weight compression failed: {' '.join(str(exc).split())[:400]}") from None
         return save(compressed, ctx.output_dir / "model.xml", spec.bits.value.lower())
-
-
-def _quiet_nncf():
-    """NNCF reports progress with rich bars and INFO lines; the pass logs its own summary."""
-    import contextlib
-    import io
-    import logging
-
-    @contextlib.contextmanager
-    def quiet():
-        logger = logging.getLogger("nncf")
-        previous = logger.level
-        logger.setLevel(logging.ERROR)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                yield
-        finally:
-            logger.setLevel(previous)
-
-    return quiet()

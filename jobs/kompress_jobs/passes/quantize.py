@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 from typing import TYPE_CHECKING
 
 from ..errors import PassError
@@ -24,17 +23,14 @@ def _quant_type(name: str):
 
 
 @contextlib.contextmanager
-def quiet_quantizer():
-    """ONNX Runtime's quantizer warns on the root logger and prints calibration progress on stdout;
-    the pass logs its own summary instead."""
-    root = logging.getLogger()
-    previous = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(previous)
+def quiet_library(logger_name: str = ""):
+    """Quantizers talk: ONNX Runtime's warns on the root logger and prints calibration progress,
+    NNCF logs INFO lines and draws progress bars. Failures still surface as exceptions; the passes
+    log their own summaries."""
+    from ..runtimes import quiet_logger
+
+    with quiet_logger(logger_name), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
 
 
 def preprocess(model: ModelFile, ctx: PassContext):
@@ -57,7 +53,7 @@ def dynamic_int8(source, output, *, per_channel: bool, reduce_range: bool, weigh
     from onnxruntime.quantization import quantize_dynamic
 
     try:
-        with quiet_quantizer():
+        with quiet_library():
             quantize_dynamic(str(source), str(output), weight_type=_quant_type(weight_type), per_channel=per_channel,
                              reduce_range=reduce_range, op_types_to_quantize=op_types, nodes_to_exclude=nodes_to_exclude or [])
     except Exception as exc:
@@ -73,7 +69,7 @@ def static_int8(source, output, reader, *, quant_format: str, per_channel: bool,
     methods = {"MinMax": CalibrationMethod.MinMax, "Entropy": CalibrationMethod.Entropy,
                "Percentile": CalibrationMethod.Percentile}
     try:
-        with quiet_quantizer():
+        with quiet_library():
             quantize_static(
                 str(source), str(output), reader,
                 quant_format=QuantFormat.QDQ if quant_format == "QDQ" else QuantFormat.QOperator,
