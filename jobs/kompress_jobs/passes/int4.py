@@ -34,7 +34,7 @@ class Int4WeightOnly(OptimizationPass):
         import onnx
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-        from .quantize import quiet_library
+        from .quantize import in_scratch, quiet_library
 
         graph_model = onnx.load(str(model.path))
         widths = matmul_widths(graph_model.graph)
@@ -43,11 +43,11 @@ class Int4WeightOnly(OptimizationPass):
         check_block_size(widths, self.spec.block_size)
         output = ctx.output_dir / "model.onnx"
         try:
-            with quiet_library():
+            with quiet_library(), in_scratch(ctx.output_dir):
                 quantizer = MatMulNBitsQuantizer(graph_model, bits=4, block_size=self.spec.block_size,
                                                  is_symmetric=self.spec.symmetric, accuracy_level=self.spec.accuracy_level)
                 quantizer.process()
-                quantizer.model.save_model_to_file(str(output), use_external_data_format=False)
+                quantizer.model.save_model_to_file(str(output.resolve()), use_external_data_format=False)
         except Exception as exc:
             raise PassError(f"INT4 weight-only quantization failed: {str(exc).splitlines()[0][:300]}") from None
         ctx.log(f"{len(widths)} MatMul weights in INT4, blocks of {self.spec.block_size}")

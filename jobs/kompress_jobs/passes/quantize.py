@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import PassError
@@ -20,6 +21,14 @@ def _quant_type(name: str):
     from onnxruntime.quantization import QuantType
 
     return {"QInt8": QuantType.QInt8, "QUInt8": QuantType.QUInt8}[name]
+
+
+@contextlib.contextmanager
+def in_scratch(folder):
+    """ONNX Runtime's shape inference writes temporary files (sym_shape_infer_temp.onnx, <uuid>.data
+    external weights) into the working directory: run it from the pass's own folder, with absolute paths."""
+    with contextlib.chdir(folder):
+        yield
 
 
 @contextlib.contextmanager
@@ -39,8 +48,8 @@ def preprocess(model: ModelFile, ctx: PassContext):
 
     prepared = ctx.output_dir / "preprocessed.onnx"
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            quant_pre_process(str(model.path), str(prepared), skip_symbolic_shape=False)
+        with contextlib.redirect_stdout(io.StringIO()), in_scratch(ctx.output_dir):
+            quant_pre_process(str(model.path.resolve()), str(prepared.resolve()), skip_symbolic_shape=False)
     except Exception as exc:  # symbolic shape inference gives up on some graphs: quantize as given
         ctx.log(f"pre-processing skipped ({str(exc).splitlines()[0][:120]})")
         return model.path, None
@@ -53,8 +62,8 @@ def dynamic_int8(source, output, *, per_channel: bool, reduce_range: bool, weigh
     from onnxruntime.quantization import quantize_dynamic
 
     try:
-        with quiet_library():
-            quantize_dynamic(str(source), str(output), weight_type=_quant_type(weight_type), per_channel=per_channel,
+        with quiet_library(), in_scratch(Path(output).resolve().parent):
+            quantize_dynamic(str(Path(source).resolve()), str(Path(output).resolve()), weight_type=_quant_type(weight_type), per_channel=per_channel,
                              reduce_range=reduce_range, op_types_to_quantize=op_types, nodes_to_exclude=nodes_to_exclude or [])
     except Exception as exc:
         raise PassError(f"dynamic INT8 quantization failed: {str(exc).splitlines()[0][:300]}") from None
@@ -69,9 +78,9 @@ def static_int8(source, output, reader, *, quant_format: str, per_channel: bool,
     methods = {"MinMax": CalibrationMethod.MinMax, "Entropy": CalibrationMethod.Entropy,
                "Percentile": CalibrationMethod.Percentile}
     try:
-        with quiet_library():
+        with quiet_library(), in_scratch(Path(output).resolve().parent):
             quantize_static(
-                str(source), str(output), reader,
+                str(Path(source).resolve()), str(Path(output).resolve()), reader,
                 quant_format=QuantFormat.QDQ if quant_format == "QDQ" else QuantFormat.QOperator,
                 per_channel=per_channel, reduce_range=reduce_range,
                 activation_type=_quant_type(activation_type), weight_type=_quant_type(weight_type),
