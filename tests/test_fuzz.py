@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from kompress_jobs.errors import SpecError
 from kompress_jobs.schema import PASS_TYPES, PassSpec
-from kompress_operator.handlers import _validate
+from kompress_operator.controller import validate as _validate
 from kompress_operator.jobspec import build_job
 from kompress_operator.settings import OperatorSettings
 

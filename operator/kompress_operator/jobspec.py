@@ -38,10 +38,49 @@ def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Opera
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 1)
     job = spec.job
-    gpus = job.gpus or (1 if job.device is Device.GPU else 0)
-    image = job.image or (settings.gpu_image if job.device is Device.GPU else settings.cpu_image)
     labels = {**MANAGED_BY, "app.kubernetes.io/name": "kompress-job", RESOURCE_LABEL: name, GENERATION_LABEL: str(generation)}
+    job_spec: dict[str, Any] = {
+        "backoffLimit": job.backoff_limit,
+        "ttlSecondsAfterFinished": job.ttl_seconds_after_finished if job.ttl_seconds_after_finished is not None
+        else settings.ttl_seconds_after_finished,
+        "template": {"metadata": {"labels": labels}, "spec": _pod_spec(body, spec, settings)},
+    }
+    if job.active_deadline_seconds:
+        job_spec["activeDeadlineSeconds"] = job.active_deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name(name, generation), "namespace": namespace, "labels": labels},
+        "spec": job_spec,
+    }
 
+
+def _pod_spec(body: dict[str, Any], spec: ModelOptimizationSpec, settings: OperatorSettings) -> dict[str, Any]:
+    job = spec.job
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [_container(body, spec, settings)],
+        "volumes": [{"name": "scratch", "emptyDir": {}}],
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "automountServiceAccountToken": False,  # the pipeline never talks to the API server
+    }
+    if job.node_selector:
+        pod_spec["nodeSelector"] = dict(job.node_selector)
+    if job.tolerations:
+        pod_spec["tolerations"] = [t.to_wire() for t in job.tolerations]
+    if job.priority_class_name:
+        pod_spec["priorityClassName"] = job.priority_class_name
+    service_account = job.service_account_name or settings.job_service_account
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+    return pod_spec
+
+
+def _container(body: dict[str, Any], spec: ModelOptimizationSpec, settings: OperatorSettings) -> dict[str, Any]:
+    meta, job = body["metadata"], spec.job
+    name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 1)
+    gpus = job.gpus or (1 if job.device is Device.GPU else 0)
     # The spec's requests (or limits) replace the operator's defaults as a whole, as a Pod's would.
     defaults = settings.default_job_resources
     limits = {k: str(v) for k, v in (job.resources.limits or defaults.get("limits") or {}).items()}
@@ -61,10 +100,9 @@ def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Opera
     if settings.default_artifacts:
         env.append({"name": "KOMPRESS_DEFAULT_ARTIFACTS", "value": settings.default_artifacts})
     env += [{"name": k, "value": v} for k, v in sorted(settings.extra_env.items())]
-
     container: dict[str, Any] = {
         "name": "optimize",
-        "image": image,
+        "image": job.image or (settings.gpu_image if job.device is Device.GPU else settings.cpu_image),
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["kompress", "job"],
         "env": env,
@@ -82,36 +120,4 @@ def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Opera
     }
     if settings.artifacts_secret:
         container["envFrom"] = [{"secretRef": {"name": settings.artifacts_secret, "optional": True}}]
-
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "containers": [container],
-        "volumes": [{"name": "scratch", "emptyDir": {}}],
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "automountServiceAccountToken": False,  # the pipeline never talks to the API server
-    }
-    if job.node_selector:
-        pod_spec["nodeSelector"] = dict(job.node_selector)
-    if job.tolerations:
-        pod_spec["tolerations"] = [t.to_wire() for t in job.tolerations]
-    if job.priority_class_name:
-        pod_spec["priorityClassName"] = job.priority_class_name
-    service_account = job.service_account_name or settings.job_service_account
-    if service_account:
-        pod_spec["serviceAccountName"] = service_account
-
-    job_spec: dict[str, Any] = {
-        "backoffLimit": job.backoff_limit,
-        "ttlSecondsAfterFinished": job.ttl_seconds_after_finished if job.ttl_seconds_after_finished is not None
-        else settings.ttl_seconds_after_finished,
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-    }
-    if job.active_deadline_seconds:
-        job_spec["activeDeadlineSeconds"] = job.active_deadline_seconds
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": job_name(name, generation), "namespace": namespace, "labels": labels},
-        "spec": job_spec,
-    }
+    return container

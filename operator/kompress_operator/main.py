@@ -9,8 +9,9 @@ import os
 import aiohttp
 import kopf
 
-from .handlers import API_THREADS, build_registry
+from .handlers import build_registry
 from .kube import Kube, load_config
+from .lanes import API_THREADS
 from .metrics import OperatorMetrics
 from .settings import OperatorSettings
 

@@ -5,6 +5,7 @@ Per-resource series carry only namespace, name and candidate, and go when the re
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -67,6 +68,13 @@ class OperatorMetrics:
             self.best_size_reduction.labels(*key).set(best["sizeRatio"])
         if best.get("metricValue") is not None and baseline.get("metricValue") is not None:
             self.best_metric_change.labels(*key).set(best["metricValue"] - baseline["metricValue"])
+
+    def observe_job(self, start: str | None, end: str | None, succeeded: bool) -> None:
+        """A finished Job's wall time, from its status times (RFC 3339, whole seconds)."""
+        if not start or not end:
+            return
+        parse = lambda text: datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+        self.job_duration.labels("succeeded" if succeeded else "failed").observe((parse(end) - parse(start)).total_seconds())
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:

@@ -82,6 +82,21 @@ def test_deleting_mid_run_stops_the_pod(cluster, namespace, s3, start_operator, 
              "the Job and Pod to go", timeout=60)
 
 
+def test_a_job_deleted_mid_run_fails_the_run_and_frees_its_slot(cluster, namespace, s3, start_operator, node):
+    start_operator("--max-running", "1", "--max-running-per-namespace", "1")
+    apply(cluster, namespace, resource("orphaned", s3, benchmark=SLOW_BENCHMARK))
+    wait_for(phase_is(cluster, namespace, "orphaned", "Running"), "the run to start")
+    apply(cluster, namespace, resource("next", s3))
+    wait_for(phase_is(cluster, namespace, "next", "Queued"), "the second run to wait for the only slot")
+    cluster.kubectl("delete", "job", "orphaned-g1", "-n", namespace, "--wait=false")
+    failed = wait_for(phase_is(cluster, namespace, "orphaned", "Failed"), "the run whose Job went to fail")
+    stalled = condition(failed, "Stalled")
+    assert stalled["reason"] == "JobDeleted" and "Job orphaned-g1 was deleted" in stalled["message"]
+    done = wait_for(phase_is(cluster, namespace, "next", "Succeeded", "Failed"), "the queued run to take the freed slot")
+    assert done["status"]["phase"] == "Succeeded"
+    assert "JobDeleted" in {e["reason"] for e in get(cluster, namespace, "events")["items"]}
+
+
 def test_a_spec_change_mid_run_supersedes_the_old_job(cluster, namespace, s3, start_operator, node):
     start_operator()
     apply(cluster, namespace, resource("edited", s3, benchmark=SLOW_BENCHMARK))

@@ -1,0 +1,213 @@
+"""The run controller: what the operator does for each event, over the queue, the pure
+decisions, the status writer and the Job builder. Kopf stays in handlers.py; this module sees
+plain dicts and index snapshots (queue.InFlight).
+
+- A ModelOptimization's generation is not yet observed (new, or its spec changed) → validate,
+  supersede older Jobs, and start a Job for this generation when a slot is free (otherwise Queued).
+- A slot frees (a run finishes, is deleted, or its Job goes) → the queued runs that now fit
+  start, in priority-then-age order. Runs whose last attempt failed (Pending) retry on a timer.
+- A Job changes → the owner's status follows (Running, Succeeded with results, Failed with
+  reasons); a Job deleted before its run finished fails the run (JobDeleted) and frees its slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable
+
+import kopf
+
+from kompress_jobs.errors import SpecError
+from kompress_jobs.plan import plan_passes
+from kompress_jobs.specfile import resource_from_dict
+
+from . import decisions
+from .admission import Waiting
+from .conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, Phase
+from .decisions import generation_of
+from .jobspec import GENERATION_LABEL, RESOURCE_LABEL, build_job, job_name
+from .jobstate import JobOutcome, job_outcome
+from .kube import Kube, older_generation_jobs
+from .lanes import ApiLanes
+from .metrics import OperatorMetrics
+from .queue import InFlight, RunQueue
+from .settings import OperatorSettings
+from .writer import EventRecorder, StatusWriter
+
+log = logging.getLogger(__name__)
+
+
+def validate(body: dict):
+    """The resource as pydantic sees it, checked as `kompress validate` would; SpecError otherwise."""
+    document = {"apiVersion": body["apiVersion"], "kind": body["kind"],
+                "metadata": {k: body["metadata"].get(k) for k in ("name", "namespace", "generation") if body["metadata"].get(k)},
+                "spec": dict(body.get("spec") or {})}
+    resource = resource_from_dict(document, "spec")
+    plan_passes(resource.spec)
+    return resource
+
+
+def _key(obj: dict) -> tuple[str, str]:
+    return obj["metadata"]["namespace"], obj["metadata"]["name"]
+
+
+class RunController:
+    def __init__(self, settings: OperatorSettings, kube: Kube, metrics: OperatorMetrics, lanes: ApiLanes | None = None):
+        self.settings, self.kube, self.metrics = settings, kube, metrics
+        self.lanes = lanes or ApiLanes()
+        self.queue = RunQueue(settings.max_running, settings.max_running_per_namespace)
+        self.status = StatusWriter(kube, self.lanes)
+        self.events = EventRecorder(kube, self.lanes)
+
+    # --- a ModelOptimization changed ---------------------------------------------------------
+
+    async def resource_event(self, body: dict, event_type: str | None, now: InFlight) -> None:
+        """Level-triggered, as controller-runtime reconcilers are: status.observedGeneration says
+        whether this generation was handled, so a restart or a re-list simply looks again."""
+        self.metrics.running_jobs.set(now.running_count())
+        self.metrics.queue_depth.set(len(now.waiting))
+        if event_type == "DELETED":  # the garbage collector takes the Job and its Pods
+            self.metrics.forget(*_key(body))
+            self.queue.release(_key(body))
+            await self.start_waiting(now)  # its slot, if it had one, is free
+            return
+        generation = generation_of(body)
+        observed, phase = decisions.observed(body)
+        if observed != generation:
+            await self.guarded(body, lambda: self.advance(body, now))
+            return
+        if event_type is None and phase in (SUCCEEDED, FAILED):  # listed after a restart: the gauges come back
+            self.metrics.record_best(*_key(body), dict(body.get("status") or {}))
+        if event_type is None and phase == RUNNING and not now.has_job(_key(body), generation):
+            # listed, Running, and no Job: it went away while no operator watched
+            await self.guarded(body, lambda: self.job_gone(body, job_name(body["metadata"]["name"], generation)))
+        elif phase in (QUEUED, SUCCEEDED, FAILED):
+            await self.start_waiting(now)  # a slot may have freed, or this run may fit
+
+    async def retry(self, body: dict, now: InFlight) -> None:
+        """The timer of a run whose last attempt failed (Pending)."""
+        if decisions.observed(body)[0] == generation_of(body):  # else a newer spec: the event handler has it
+            await self.guarded(body, lambda: self.advance(body, now))
+
+    async def advance(self, body: dict, now: InFlight) -> None:
+        """Bring the resource's current generation forward: validate it, stop Jobs of older
+        generations, then start its Job (or queue it)."""
+        (namespace, name), generation = _key(body), generation_of(body)
+        try:
+            parsed = validate(body)
+        except SpecError as exc:
+            message = str(exc).removeprefix("spec: ")
+            if await self.status.write(body, lambda current: decisions.invalid_spec(current, generation, message)):
+                self.events.post(body, "InvalidSpec", message, warning=True)
+                self.metrics.runs_total.labels("invalid").inc()
+            return
+        if generation > 1:  # only a changed spec leaves Jobs of older generations behind
+            for old in older_generation_jobs(await self.lanes.report(self.kube.jobs_of, namespace, name), generation):
+                await self.lanes.report(self.kube.delete_job, namespace, old)
+                self.events.post(body, "Superseded", f"spec changed: Job {old} stopped for generation {generation}")
+        if now.has_job((namespace, name), generation):  # a restarted operator: the run goes on
+            exists = Phase(RUNNING, "JobRunning", f"Job {job_name(name, generation)} exists")
+            await self.status.write(body, lambda current: decisions.unless_started(current, generation, exists))
+            return
+        await self.start_or_queue(body, parsed, now)
+
+    async def start_or_queue(self, body: dict, parsed, now: InFlight) -> None:
+        generation, meta = generation_of(body), body["metadata"]
+        me = Waiting(meta["namespace"], meta["name"], parsed.spec.job.priority, meta.get("creationTimestamp") or "")
+        if self.queue.just_started(me.key, generation):
+            return  # its Running status has not come back yet
+        verdict = self.queue.try_start(me, generation, now)
+        if verdict.start:
+            await self.launch(body, generation, parsed)
+        elif await self.status.write(body, lambda current: decisions.queued(current, generation, verdict.message)):
+            self.events.post(body, "Queued", verdict.message)
+
+    async def launch(self, body: dict, generation: int, parsed=None) -> None:
+        """Create the run's Job (its slot already reserved) and record it as Running."""
+        try:
+            parsed = parsed or validate(body)  # a queued run is started from its last-seen body
+            manifest = build_job(body, parsed.spec, self.settings)
+            kopf.adopt(manifest, owner=body)
+            # no read first: the name carries the generation, so an existing Job answers 409
+            created = await self.lanes.start(self.kube.create_job, manifest)
+        except BaseException:
+            self.queue.release(_key(body))
+            raise
+        message = f"Job {manifest['metadata']['name']} {'created' if created else 'already exists'}"
+        if created:
+            self.events.post(body, "JobCreated", message)
+        await self.status.write(body, lambda current: decisions.started(current, generation, message))
+
+    async def start_waiting(self, now: InFlight) -> None:
+        """Start the queued runs that fit now, in queue order: one pass over the queue per event
+        that may free a slot, where a timer per waiting run would sort the whole queue each."""
+        starting = self.queue.take_startable(now, generation_of)
+        results = await asyncio.gather(*(self.guarded(run.body, lambda run=run: self.launch(run.body, generation_of(run.body)))
+                                         for run in starting), return_exceptions=True)
+        for failed in results:
+            if isinstance(failed, Exception):  # not even Pending could be written; the next event looks again
+                log.error("could not start a queued run: %s", failed)
+
+    async def guarded(self, body: dict, step: Callable[[], Awaitable[None]]) -> None:
+        """Run a step of reconciliation; an error (the API server away, a refused call) is
+        written to the status as Pending/RetryingAfterError, which the retry timer picks up."""
+        generation, was_pending = generation_of(body), decisions.observed(body)[1] == PENDING
+        try:
+            with self.metrics.reconciling():
+                await step()
+        except Exception as exc:  # noqa: BLE001 - every failure is retried; the status says which
+            message = f"{type(exc).__name__}: {str(exc)[:400]}; retrying every {self.settings.retry_interval_seconds:g}s"
+            await self.status.write(body, lambda current: decisions.retrying(current, generation, message))
+            if not was_pending:  # one Event per failing streak; a log line per attempt
+                self.events.post(body, "RetryingAfterError", message, warning=True)
+            else:
+                log.warning("%s/%s: RetryingAfterError: %s", *_key(body), message)
+
+    # --- a Job changed -------------------------------------------------------------------------
+
+    async def job_event(self, job: dict, event_type: str | None, now: InFlight) -> None:
+        """type None is the initial listing: a Job that finished while no operator ran is reported now."""
+        namespace, labels = job["metadata"]["namespace"], job["metadata"].get("labels") or {}
+        owner, generation = labels.get(RESOURCE_LABEL), int(labels.get(GENERATION_LABEL, "0"))
+        outcome = job_outcome(job, [])
+        if event_type == "DELETED" and outcome.state not in (SUCCEEDED, FAILED):
+            self.queue.release((namespace, owner))
+            current = await self.lanes.report(self.kube.get_resource, namespace, owner)
+            if current is not None:
+                await self.job_gone(current, job["metadata"]["name"], generation)
+            return
+        if not outcome.state or (outcome.state == RUNNING and now.is_running((namespace, owner))):
+            return  # nothing to report: the status already says Running (set when the Job was created)
+        if outcome.state in (SUCCEEDED, FAILED):
+            outcome = job_outcome(job, await self.lanes.report(self.kube.pods_of_job, namespace, job["metadata"]["name"]))
+        current = await self.lanes.report(self.kube.get_resource, namespace, owner)
+        if current is None:
+            return  # deleted: the garbage collector takes the Job
+        if outcome.state == RUNNING:
+            running = Phase(RUNNING, outcome.reason, outcome.message)
+            await self.status.write(current, lambda fresh: decisions.unless_started(fresh, generation, running))
+        else:
+            await self.finish(current, generation, outcome)
+
+    async def finish(self, current: dict, generation: int, outcome: JobOutcome) -> None:
+        # Before the write: its watch event reaches the reconciler, which starts the next queued
+        # run, possibly before this resumes, and a reservation left then would hold the slot.
+        self.queue.release(_key(current))
+        written = await self.status.write(current, lambda fresh: decisions.finished(fresh, generation, outcome))
+        if written is None:
+            return  # already recorded, or superseded by a newer spec
+        succeeded = outcome.state == SUCCEEDED
+        if succeeded:
+            self.metrics.record_best(*_key(current), written)
+        self.metrics.runs_total.labels(("succeeded" if written.get("best") else "no_candidate") if succeeded else "failed").inc()
+        self.metrics.observe_job(outcome.start_time, outcome.completion_time, succeeded)
+        self.events.phase(current, decisions.finish_phase(outcome), warning=not succeeded)
+
+    async def job_gone(self, current: dict, job: str, generation: int | None = None) -> None:
+        """The run's Job was deleted (by hand, or collected) before the run finished."""
+        generation = generation or generation_of(current)
+        self.queue.release(_key(current))
+        if await self.status.write(current, lambda fresh: decisions.job_gone(fresh, generation, job)):
+            self.metrics.runs_total.labels("failed").inc()
+            self.events.phase(current, decisions.job_gone_phase(job), warning=True)

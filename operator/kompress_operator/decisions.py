@@ -1,0 +1,108 @@
+"""Every status transition of a run, as pure functions: the resource as last read (and what was
+observed of its Job) in, the status fields to write out, or None when nothing is to be written.
+
+The status writer calls them again on a fresh read when its versioned write meets a conflict, so
+each must decide from the resource it is given, never from what the caller saw earlier: two
+writers race on a run's status (its start, and its Job's watch), and a late "Running" must not
+overwrite a result already recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, Phase, now, status_patch
+from .jobstate import JobOutcome
+
+
+def generation_of(resource: dict) -> int:
+    return int(resource["metadata"].get("generation") or 1)
+
+
+def observed(resource: dict) -> tuple[int | None, str | None]:
+    """(status.observedGeneration, status.phase)."""
+    status = resource.get("status") or {}
+    return status.get("observedGeneration"), status.get("phase")
+
+
+def current_run(resource: dict, generation: int) -> dict | None:
+    """The resource's status when `generation` is still its spec and not yet finished, else None."""
+    if generation_of(resource) != generation:
+        return None  # superseded by a newer spec
+    if observed(resource) in ((generation, SUCCEEDED), (generation, FAILED)):
+        return None  # already recorded
+    return resource.get("status") or {}
+
+
+def invalid_spec(resource: dict, generation: int, message: str) -> dict | None:
+    """Failed/InvalidSpec for this generation (unless the spec moved on meanwhile)."""
+    if generation_of(resource) != generation:
+        return None
+    return status_patch(Phase(FAILED, "InvalidSpec", message), resource.get("status") or {}, generation)
+
+
+def unless_started(resource: dict, generation: int, phase: Phase, **fields: Any) -> dict | None:
+    """The status for `phase` (Running, or Pending after an error), unless the run is already
+    Running or finished for this generation, or its spec moved on."""
+    status = current_run(resource, generation)
+    if status is None or observed(resource) == (generation, RUNNING):
+        return None
+    return status_patch(phase, status, generation, **fields)
+
+
+def queued(resource: dict, generation: int, message: str) -> dict | None:
+    """Queued for this generation, unless it already is (the position message is not refreshed:
+    that would be a write per queued run each time the queue moves) or the run went on."""
+    if observed(resource) == (generation, QUEUED):
+        return None
+    return unless_started(resource, generation, Phase(QUEUED, "ConcurrencyLimit", message))
+
+
+def started(resource: dict, generation: int, message: str) -> dict | None:
+    return unless_started(resource, generation, Phase(RUNNING, "JobCreated", message), startTime=now(), completionTime=None)
+
+
+def retrying(resource: dict, generation: int, message: str) -> dict | None:
+    # Versioned too: the Job may have been created, and even finished, before the failure.
+    return unless_started(resource, generation, Phase(PENDING, "RetryingAfterError", message))
+
+
+def finish_phase(outcome: JobOutcome) -> Phase:
+    if outcome.state != SUCCEEDED:
+        return Phase(FAILED, outcome.reason or "JobFailed", outcome.message or "the Job failed")
+    best = outcome.result.get("best")
+    if not best:
+        return Phase(SUCCEEDED, "NoCandidateMetGoals", "no candidate met the goals; keep the baseline")
+    return Phase(SUCCEEDED, "Completed", f"best candidate {best['name']}: {best.get('speedup')}x faster, "
+                                         f"{best.get('sizeRatio')}x smaller than the baseline")
+
+
+def finished(resource: dict, generation: int, outcome: JobOutcome) -> dict | None:
+    """Succeeded with the results, or Failed with the Job's reason; once per generation."""
+    status = current_run(resource, generation)
+    if status is None:
+        return None
+    fields: dict[str, Any] = {"completionTime": outcome.completion_time or now()}
+    if outcome.start_time:
+        fields["startTime"] = outcome.start_time
+    if outcome.state == SUCCEEDED:
+        fields |= result_fields(outcome.result)
+    return status_patch(finish_phase(outcome), status, generation, **fields)
+
+
+def job_gone_phase(job: str) -> Phase:
+    return Phase(FAILED, "JobDeleted", f"Job {job} was deleted before the run finished; change the spec to run it again")
+
+
+def job_gone(resource: dict, generation: int, job: str) -> dict | None:
+    """Failed/JobDeleted when the run of this generation had not finished: its slot frees."""
+    status = current_run(resource, generation)
+    if status is None:
+        return None
+    return status_patch(job_gone_phase(job), status, generation, completionTime=now())
+
+
+def result_fields(result: dict) -> dict[str, Any]:
+    return {"baseline": result.get("baseline"), "best": result.get("best"), "candidates": result.get("candidates") or [],
+            "artifacts": {"uri": result["artifacts"]["uri"], "manifestSha256": result["artifacts"]["manifestSha256"]},
+            "runId": result.get("runId")}

@@ -1,0 +1,118 @@
+"""The run queue: which runs hold a Job slot, and which queued runs may start now.
+
+A plain object over snapshots of the operator's indexes (no API calls, no Kopf), so that every
+queue decision is unit-tested. Its methods never wait, so on the operator's event loop each is
+atomic: no lock is needed between deciding that a run fits and reserving its slot.
+
+A run holds a slot while its status says Running (the `running` index) or, for a short while,
+while its Job has been created and its Running status has not come back through the watch yet
+(a reservation).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Collection, Mapping
+
+from .admission import Waiting, admit, position
+
+RESERVATION_SECONDS = 60.0  # a run we started counts as running until the index shows its status
+Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """What the indexes say now: the names of Running runs per namespace, the Queued runs, and
+    the generation of every run's Job that exists."""
+
+    running: Mapping[str, Collection[str]] = field(default_factory=dict)
+    waiting: list[Waiting] = field(default_factory=list)
+    jobs: Mapping[Key, Collection[int]] = field(default_factory=dict)
+
+    def has_job(self, key: Key, generation: int) -> bool:
+        return generation in self.jobs.get(key, ())
+
+    def is_running(self, key: Key) -> bool:
+        return key[1] in self.running.get(key[0], ())
+
+    def running_count(self) -> int:
+        return sum(len(names) for names in self.running.values())
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """try_start's answer: start now (the slot is reserved), or wait with the reason why."""
+
+    start: bool
+    message: str = ""
+
+
+class RunQueue:
+    def __init__(self, max_running: int, max_per_namespace: int, clock: Callable[[], float] = time.monotonic):
+        self.max_running, self.max_per_namespace, self.clock = max_running, max_per_namespace, clock
+        self.reserved: dict[Key, tuple[int, float]] = {}  # key → (generation, when)
+
+    def just_started(self, key: Key, generation: int) -> bool:
+        """Started a moment ago: its Running status has not come back yet."""
+        return self.reserved.get(key, (None,))[0] == generation
+
+    def try_start(self, run: Waiting, generation: int, now: InFlight) -> Verdict:
+        """Reserve a slot for `run` if admission would start it now, among the queued runs."""
+        waiting = [w for w in self._not_starting(now.waiting) if w.key != run.key] + [run]
+        if not self._far_below(now, len(waiting)):  # when every waiting run fits, counting exactly is not needed
+            running = self.running(now)
+            if run.key not in admit(waiting, running, self.max_running, self.max_per_namespace):
+                return Verdict(False, f"waiting for a Job slot: {sum(running.values())}/{self.max_running} running cluster-wide, "
+                                      f"{running[run.namespace]}/{self.max_per_namespace} in {run.namespace}; "
+                                      f"position {position(run.key, waiting)} of {len(waiting)}")
+        self.reserve(run.key, generation)
+        return Verdict(True)
+
+    def take_startable(self, now: InFlight, generation_of: Callable[[dict], int]) -> list[Waiting]:
+        """The queued runs that fit now, in queue order, with their slots reserved. Only runs
+        queued for their current spec: a newer generation is the reconciler's to decide."""
+        if not now.waiting:
+            return []
+        running = self.running(now)
+        if sum(running.values()) >= self.max_running:
+            return []
+        waiting = [w for w in self._not_starting(now.waiting)
+                   if (w.body.get("status") or {}).get("observedGeneration") == generation_of(w.body)]
+        by_key = {w.key: w for w in waiting}
+        starting = [by_key[key] for key in admit(waiting, running, self.max_running, self.max_per_namespace)]
+        for run in starting:
+            self.reserve(run.key, generation_of(run.body))
+        return starting
+
+    def reserve(self, key: Key, generation: int) -> None:
+        self.reserved[key] = (generation, self.clock())
+
+    def release(self, key: Key) -> None:
+        self.reserved.pop(key, None)
+
+    def running(self, now: InFlight) -> Counter:
+        """Slots taken per namespace: Running runs plus live reservations (expired ones and those
+        the index now shows are dropped)."""
+        counts: Counter = Counter()
+        seen = set()
+        for namespace, names in now.running.items():
+            for name in names:
+                counts[namespace] += 1
+                seen.add((namespace, name))
+        deadline = self.clock() - RESERVATION_SECONDS
+        for key, (_, at) in list(self.reserved.items()):
+            if key in seen or at < deadline:
+                del self.reserved[key]
+            else:
+                counts[key[0]] += 1
+        return counts
+
+    def _not_starting(self, waiting: list[Waiting]) -> list[Waiting]:
+        return [w for w in waiting if w.key not in self.reserved]
+
+    def _far_below(self, now: InFlight, starting: int) -> bool:
+        """True when even counting every reservation twice, `starting` more runs stay under both caps."""
+        cap = min(self.max_running, self.max_per_namespace)
+        return now.running_count() + len(self.reserved) + starting <= cap
