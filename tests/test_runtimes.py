@@ -162,3 +162,35 @@ def test_a_study_searches_the_compression_amounts_against_the_fidelity_goal(tmp_
     assert all(t["state"] == "Complete" for t in tuning["trials"]), tuning["trials"]
     (tuned,) = [c for c in candidates.values() if "-trial-" in c["name"]]
     assert tuned["outcome"] == "Measured" and tuned["lineage"][0]["pass"] == "TransformerCompress"
+
+
+def test_hidden_state_matching_pairs_each_kept_layer_with_the_teacher_layer_it_stands_for(tiny_encoder):
+    import copy
+
+    import torch
+
+    from kompress_jobs.huggingface import load_task_model
+    from kompress_jobs.passes.transformer_compress import encoder_layers, with_hidden_states
+
+    names = ("input_ids", "attention_mask")
+    teacher = load_task_model(tiny_encoder[0], None, names)
+    student = copy.deepcopy(teacher)
+    inputs = [torch.randint(0, 100, (3, 8)), torch.ones(3, 8, dtype=torch.int64)]
+    no_output_term = lambda module, batch, labels: module(*batch).sum() * 0  # noqa: E731 - runs the student only
+    layers = list(range(len(encoder_layers(student.model))))
+
+    def loss_with(mapping):
+        loss, hooks = with_hidden_states(lambda m, b, y: no_output_term(teacher, b, y) + no_output_term(m, b, y),
+                                         teacher, student, mapping, names, weight=1.0)
+        try:
+            return loss(student, inputs, None).item()
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    assert loss_with(layers) == pytest.approx(0.0, abs=1e-6)  # an unchanged student matches its teacher exactly
+    assert loss_with(layers[::-1]) > 1e-4  # paired with the wrong teacher layers, it does not
+    with torch.no_grad():
+        encoder_layers(student.model)[-1].output.dense.weight.mul_(0.5)
+    assert loss_with(layers) > 0
+    assert not teacher.model.encoder.layer[0]._forward_hooks and not student.model.encoder.layer[0]._forward_hooks

@@ -440,6 +440,8 @@ class TransformerCompressPass(PassBase):
     importance_samples: int = Field(64, ge=1, le=100_000, description="Train rows the importance is measured on.")
     distillation: Distillation = Field(default_factory=Distillation, description="Classification: KL to the teacher's logits with "
                                        "this temperature and alpha; label-free tasks match the teacher's outputs only.")
+    hidden_state_weight: float = Field(1.0, ge=0, le=100, description="Weight of matching each kept layer's hidden states to "
+                                       "those of the teacher layer it stands for (0: the outputs only).")
     training: FineTuning = Field(default_factory=lambda: FineTuning(epochs=4, learning_rate=1e-4, batch_size=32))
     opset: int = Field(17, ge=13, le=23)
 

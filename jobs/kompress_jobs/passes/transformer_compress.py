@@ -7,8 +7,11 @@ through its slice of the attention output projection), a feed-forward neuron's t
 of its activation times the norm of its output weights (under the attention mask, both). The
 lowest-scoring heads and neurons of every layer go, the same count in each, and the model is
 physically smaller: the Linear layers are sliced. Distillation then trains the smaller model to
-reproduce the teacher's outputs on the train split (a label-free task needs no labels). The result
-is exported to ONNX FP32, so the quantization passes can follow.
+reproduce the teacher's outputs on the train split (a label-free task needs no labels) and, with
+`hiddenStateWeight`, each kept layer's hidden states those of the teacher layer it stands for
+(TinyBERT's intermediate-layer matching: much more signal per sentence than one pooled vector,
+which is what recovers fidelity when whole layers go). The result is exported to ONNX FP32, so the
+quantization passes can follow.
 """
 
 from __future__ import annotations
@@ -101,6 +104,38 @@ def prune_neurons(layer, keep) -> None:
     layer.output.dense = _slice_linear(layer.output.dense, keep, 1)
 
 
+def with_hidden_states(output_loss, teacher, student, teacher_layers: list[int], input_names, weight: float):
+    """(loss, hooks): output_loss + weight · mean over kept layers of the masked squared error between
+    the student layer's hidden states and its teacher layer's, relative to the teacher's (scale-free).
+    The hooks capture the layers' outputs; remove them when training is over."""
+    import torch
+
+    captured = {"teacher": {}, "student": {}}
+
+    def capture(side, index):
+        def hook(module, args, output):
+            captured[side][index] = output[0] if isinstance(output, tuple) else output
+        return hook
+
+    hooks = [layer.register_forward_hook(capture("teacher", i)) for i, layer in enumerate(encoder_layers(teacher.model))]
+    hooks += [layer.register_forward_hook(capture("student", i)) for i, layer in enumerate(encoder_layers(student.model))]
+    mask_at = input_names.index("attention_mask") if "attention_mask" in input_names else None
+
+    def loss(module, inputs, labels):
+        value = output_loss(module, inputs, labels)  # runs teacher (no grad) and student: fills `captured`
+        weights = None if mask_at is None else inputs[mask_at].unsqueeze(-1).float()
+        terms = []
+        for student_index, teacher_index in enumerate(teacher_layers):
+            mine, target = captured["student"][student_index], captured["teacher"][teacher_index].detach()
+            error, scale = (mine - target) ** 2, target ** 2
+            if weights is not None:
+                error, scale = error * weights, scale * weights
+            terms.append(error.sum() / scale.sum().clamp(min=1e-9))
+        return value + weight * torch.stack(terms).mean()
+
+    return loss, hooks
+
+
 def kept(scores, amount: float):
     """Indices of the highest scores after removing round(amount · n), in their original order."""
     import torch
@@ -139,13 +174,21 @@ class TransformerCompress(OptimizationPass):
                 prune_heads(layer, kept(heads, spec.head_amount))
             if spec.ffn_amount:
                 prune_neurons(layer, kept(neurons, spec.ffn_amount))
+        teacher_layers = list(range(len(layers)))
         if spec.keep_layers is not None:
-            self._keep_layers(student.model, layers)
+            teacher_layers = self._keep_layers(student.model, layers)
         after = sum(p.numel() for p in student.parameters())
         ctx.log(f"{before:,} → {after:,} parameters: {self._shape(student.model)}")
 
         loss = distillation_loss(teacher, ctx.task, spec.distillation.temperature, spec.distillation.alpha)
-        train(student, ctx, spec.training, loss, what="distillation after compression")
+        hooks = []
+        if spec.hidden_state_weight:
+            loss, hooks = with_hidden_states(loss, teacher, student, teacher_layers, ctx.input_names, spec.hidden_state_weight)
+        try:
+            train(student, ctx, spec.training, loss, what="distillation after compression")
+        finally:
+            for hook in hooks:
+                hook.remove()
         output = ctx.output_dir / "model.onnx"
         export_module(student.eval(), ctx, output, spec.opset)
         return ModelFile(output, ModelFormat.ONNX, model.precision)
@@ -161,7 +204,8 @@ class TransformerCompress(OptimizationPass):
         if spec.keep_layers is not None and spec.keep_layers > len(layers):
             raise PassError(f"keepLayers {spec.keep_layers} is more than the model's {len(layers)} layers")
 
-    def _keep_layers(self, model, layers) -> None:
+    def _keep_layers(self, model, layers) -> list[int]:
+        """Keeps `keepLayers` evenly spaced layers; returns the teacher index of each."""
         import torch
 
         count = self.spec.keep_layers
@@ -169,6 +213,7 @@ class TransformerCompress(OptimizationPass):
         base = getattr(model, "base_model", model)
         base.encoder.layer = torch.nn.ModuleList([layers[i] for i in chosen])
         model.config.num_hidden_layers = len(chosen)
+        return chosen
 
     @staticmethod
     def _shape(model) -> str:
