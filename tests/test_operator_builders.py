@@ -3,6 +3,8 @@
 import json
 from collections import Counter
 
+from kompress_jobs.contract import JobMessage, RunArtifacts, RunSummary
+from kompress_jobs.schema import CandidateSummary
 from kompress_jobs.specfile import resource_from_dict
 from kompress_operator.admission import Waiting, admit, position
 from kompress_operator.conditions import FAILED, RUNNING, SUCCEEDED, Phase, conditions_for, set_condition
@@ -11,6 +13,11 @@ from kompress_operator.jobstate import job_outcome
 from kompress_operator.settings import OperatorSettings
 
 from .conftest import resource_dict
+
+
+SUMMARY = RunSummary(run_id="r", metric="accuracy", batch_size=1, artifacts=RunArtifacts(uri="s3://b/r", manifest_sha256="ab" * 32),
+                     baseline=CandidateSummary(name="baseline", technique="none", accepted=True),
+                     best=CandidateSummary(name="static-int8", technique="quantization", accepted=True, speedup=2.0))
 
 
 def body(**spec):
@@ -86,14 +93,14 @@ def pod(phase, message, exit_code, created="2026-01-01T00:00:00Z"):
 
 def test_outcome_of_a_completed_job_is_its_pipeline_result():
     job = {"metadata": {"name": "j"}, "status": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}}
-    outcome = job_outcome(job, [pod("Succeeded", json.dumps({"result": {"best": {"name": "static-int8"}}}), 0)])
-    assert outcome.state == SUCCEEDED and outcome.result["best"]["name"] == "static-int8"
+    outcome = job_outcome(job, [pod("Succeeded", json.dumps(JobMessage.success(SUMMARY).to_wire()), 0)])
+    assert outcome.state == SUCCEEDED and outcome.result.best.name == "static-int8"
 
 
 def test_outcome_of_a_failed_job_carries_the_pipelines_reason():
     job = {"metadata": {"name": "j"}, "status": {"failed": 2, "conditions": [
         {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}}
-    error = {"error": {"reason": "ModelLoadFailed", "message": "model file /m.pt: no such file"}}
+    error = JobMessage.failure("ModelLoadFailed", "model file /m.pt: no such file").to_wire()
     outcome = job_outcome(job, [pod("Failed", "old", 1, "2026-01-01T00:00:00Z"), pod("Failed", json.dumps(error), 1, "2026-01-01T00:01:00Z")])
     assert outcome.state == FAILED and outcome.reason == "ModelLoadFailed" and outcome.failures == 2
     assert outcome.message.startswith("model file /m.pt: no such file (BackoffLimitExceeded")

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import pytest
 
+from kompress_jobs.contract import RunArtifacts, RunSummary
+from kompress_jobs.schema import CandidateSummary
 from kompress_operator import decisions
 from kompress_operator.admission import Waiting
 from kompress_operator.conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, Phase
 from kompress_operator.jobstate import JobOutcome
 from kompress_operator.queue import RESERVATION_SECONDS, InFlight, RunQueue
 
-RESULT = {"runId": "r", "baseline": {"name": "baseline"}, "best": {"name": "int8", "speedup": 2.0, "sizeRatio": 3.9},
-          "candidates": [], "artifacts": {"uri": "s3://b/r", "manifestSha256": "ab" * 32}}
+RESULT = RunSummary(run_id="r", metric="accuracy", batch_size=1, artifacts=RunArtifacts(uri="s3://b/r", manifest_sha256="ab" * 32),
+                    baseline=CandidateSummary(name="baseline", technique="none", accepted=True),
+                    best=CandidateSummary(name="int8", technique="quantization", accepted=True, speedup=2.0, size_ratio=3.9))
 SUCCESS = JobOutcome(SUCCEEDED, "Completed", result=RESULT, start_time="2026-01-01T00:00:00Z", completion_time="2026-01-01T00:01:00Z")
-NO_PICK = JobOutcome(SUCCEEDED, "Completed", result={**RESULT, "best": None})
+NO_PICK = JobOutcome(SUCCEEDED, "Completed", result=RESULT.model_copy(update={"best": None}))
 FAILURE = JobOutcome(FAILED, "ModelLoadFailed", "model file /m.pt: no such file")
 
 
@@ -81,7 +84,8 @@ def test_status_decisions(decide, standing, written):
 
 def test_a_result_carries_the_summary_and_the_job_times():
     patch = decisions.finished(resource(), 2, SUCCESS)
-    assert patch["best"]["name"] == "int8" and patch["artifacts"] == RESULT["artifacts"] and patch["runId"] == "r"
+    assert patch["best"]["name"] == "int8" and patch["artifacts"] == {"uri": "s3://b/r", "manifestSha256": "ab" * 32}
+    assert patch["runId"] == "r" and patch["baseline"] == {"name": "baseline", "technique": "none", "accepted": True, "paretoOptimal": False}
     assert (patch["startTime"], patch["completionTime"]) == ("2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z")
     assert reason_of(patch) == "Completed"
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from kompress_operator.settings import OperatorSettings
 
 from . import __version__
-from .errors import KompressError, SpecError
+from .contract import JobEnv
+from .errors import KompressError, SpecError, VersionMismatchError
 
 
 
@@ -62,8 +63,8 @@ def _parser() -> argparse.ArgumentParser:
 
     job = commands.add_parser("job", help="run one optimization inside a Kubernetes Job (launched by the operator)")
     job.add_argument("--termination-log", type=Path,
-                     default=Path(os.environ.get("KOMPRESS_TERMINATION_LOG", "/dev/termination-log")),
-                     help="where the compact result for the operator goes [KOMPRESS_TERMINATION_LOG]")
+                     default=Path(os.environ.get(JobEnv.TERMINATION_LOG.value, "/dev/termination-log")),
+                     help=f"where the compact result for the operator goes [{JobEnv.TERMINATION_LOG.value}]")
     job.set_defaults(handler=_job)
 
     operator = commands.add_parser("operator", help="run the Kubernetes operator (kubeconfig or in-cluster config)")
@@ -178,41 +179,55 @@ def _optimize(args: argparse.Namespace) -> int:
 
 
 def _job(args: argparse.Namespace) -> int:
-    """The resource arrives as JSON in $KOMPRESS_RESOURCE; the result leaves as JSON in the termination log."""
+    """The resource arrives as JSON in $KOMPRESS_RESOURCE; a JobMessage leaves in the termination log."""
+    from .contract import JobMessage, job_mismatch, unknown_field_hint
     from .pipeline import run_optimization
     from .specfile import resource_from_dict
     from .summary import run_summary
 
-    def finish(document: dict) -> None:
+    def finish(message: JobMessage) -> None:
         try:
-            args.termination_log.write_text(json.dumps(document, separators=(",", ":")))
+            args.termination_log.write_text(json.dumps(message.to_wire(), separators=(",", ":")))
         except OSError as exc:  # still exit with the real outcome; the operator falls back to the exit code
             print(f"kompress: cannot write {args.termination_log}: {exc}", file=sys.stderr)
 
+    operator_release = os.environ.get(JobEnv.OPERATOR_RELEASE.value)
     try:
-        raw = os.environ.get("KOMPRESS_RESOURCE")
-        if not raw:
-            raise SpecError("KOMPRESS_RESOURCE is not set: `kompress job` runs inside a Job the operator creates")
-        try:
-            document = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise SpecError(f"KOMPRESS_RESOURCE is not JSON: {exc}") from None
-        resource = resource_from_dict(document, "resource")
+        mismatch = job_mismatch(os.environ.get(JobEnv.CONTRACT_VERSION.value), operator_release)
+        if mismatch:
+            raise VersionMismatchError(mismatch)
+        resource = _job_resource(resource_from_dict, operator_release, unknown_field_hint)
         started = time.monotonic()
         result = run_optimization(
-            resource, run_id=os.environ.get("KOMPRESS_RUN_ID"),
-            artifacts_uri=None if resource.spec.artifacts.uri else os.environ.get("KOMPRESS_DEFAULT_ARTIFACTS"),
+            resource, run_id=os.environ.get(JobEnv.RUN_ID.value),
+            artifacts_uri=None if resource.spec.artifacts.uri else os.environ.get(JobEnv.DEFAULT_ARTIFACTS.value),
             progress=lambda m: print(f"[{time.monotonic() - started:6.1f}s] {m}", file=sys.stderr, flush=True),
         )
     except KompressError as exc:
-        finish({"error": {"reason": exc.reason, "message": str(exc)[:3000]}})
+        finish(JobMessage.failure(exc.reason, str(exc)))
         raise
     except Exception as exc:
-        finish({"error": {"reason": "PipelineFailed", "message": f"{type(exc).__name__}: {exc}"[:3000]}})
+        finish(JobMessage.failure("PipelineFailed", f"{type(exc).__name__}: {exc}"))
         raise
-    finish({"result": run_summary(result.report, result.run_uri, result.manifest_sha256)})
+    finish(JobMessage.success(run_summary(result.report, result.run_uri, result.manifest_sha256)))
     print(results_table(result.report))
     return 0
+
+
+def _job_resource(resource_from_dict, operator_release: str | None, hint):
+    raw = os.environ.get(JobEnv.RESOURCE.value)
+    if not raw:
+        raise SpecError(f"{JobEnv.RESOURCE.value} is not set: `kompress job` runs inside a Job the operator creates")
+    try:
+        document = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{JobEnv.RESOURCE.value} is not JSON: {exc}") from None
+    try:
+        return resource_from_dict(document, "resource")
+    except SpecError as exc:
+        if not hint(operator_release):
+            raise
+        raise VersionMismatchError(f"{exc}{hint(operator_release)}") from None
 
 
 def results_table(report: dict) -> str:

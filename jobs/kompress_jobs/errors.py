@@ -11,6 +11,12 @@ class KompressError(Exception):
     reason = "PipelineFailed"  # CamelCase, for the resource's Failed condition
 
 
+class VersionMismatchError(KompressError):
+    """The operator and the job image are of releases that cannot read each other's messages or spec."""
+
+    reason = "VersionMismatch"
+
+
 class SpecError(KompressError):
     """The ModelOptimization spec is invalid; the message names the field path."""
 

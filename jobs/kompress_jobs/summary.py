@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from .contract import RunArtifacts, RunSummary
 from .schema import CandidateSummary
 
 MESSAGE_LIMIT = 3800  # bytes; below Kubernetes' 4096 with room for the envelope
@@ -34,22 +35,19 @@ def candidate_summary(record: dict, batch: int) -> CandidateSummary:
     )
 
 
-def run_summary(report: dict, run_uri: str, manifest_sha256: str) -> dict:
+def run_summary(report: dict, run_uri: str, manifest_sha256: str) -> RunSummary:
     batch = report["primaryBatchSize"]
     records = report["candidates"]
     baseline = next(r for r in records if r["parent"] is None)
     best = next((r for r in records if r["name"] == report["best"]), None)
     others = sorted((r for r in records if r["parent"] is not None),
                     key=lambda r: (not r.get("paretoOptimal"), r.get("rank") or 1_000, r["name"]))
-    summary = {
-        "runId": report["run"]["id"],
-        "metric": report["metric"],
-        "batchSize": batch,
-        "artifacts": {"uri": run_uri, "manifestSha256": manifest_sha256},
-        "baseline": candidate_summary(baseline, batch).to_wire(),
-        "best": candidate_summary(best, batch).to_wire() if best else None,
-        "candidates": [candidate_summary(r, batch).to_wire() for r in others[:MAX_CANDIDATES]],
-    }
-    while len(json.dumps(summary, separators=(",", ":")).encode()) > MESSAGE_LIMIT and summary["candidates"]:
-        summary["candidates"].pop()
+    summary = RunSummary(
+        run_id=report["run"]["id"], metric=report["metric"], batch_size=batch,
+        artifacts=RunArtifacts(uri=run_uri, manifest_sha256=manifest_sha256),
+        baseline=candidate_summary(baseline, batch), best=candidate_summary(best, batch) if best else None,
+        candidates=[candidate_summary(r, batch) for r in others[:MAX_CANDIDATES]],
+    )
+    while len(json.dumps(summary.to_wire(), separators=(",", ":")).encode()) > MESSAGE_LIMIT and summary.candidates:
+        summary.candidates.pop()
     return summary

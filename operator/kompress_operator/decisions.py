@@ -70,11 +70,11 @@ def retrying(resource: dict, generation: int, message: str) -> dict | None:
 def finish_phase(outcome: JobOutcome) -> Phase:
     if outcome.state != SUCCEEDED:
         return Phase(FAILED, outcome.reason or "JobFailed", outcome.message or "the Job failed")
-    best = outcome.result.get("best")
-    if not best:
+    best = outcome.result.best
+    if best is None:
         return Phase(SUCCEEDED, "NoCandidateMetGoals", "no candidate met the goals; keep the baseline")
-    return Phase(SUCCEEDED, "Completed", f"best candidate {best['name']}: {best.get('speedup')}x faster, "
-                                         f"{best.get('sizeRatio')}x smaller than the baseline")
+    return Phase(SUCCEEDED, "Completed", f"best candidate {best.name}: {best.speedup}x faster, "
+                                         f"{best.size_ratio}x smaller than the baseline")
 
 
 def finished(resource: dict, generation: int, outcome: JobOutcome) -> dict | None:
@@ -86,7 +86,7 @@ def finished(resource: dict, generation: int, outcome: JobOutcome) -> dict | Non
     if outcome.start_time:
         fields["startTime"] = outcome.start_time
     if outcome.state == SUCCEEDED:
-        fields |= result_fields(outcome.result)
+        fields |= outcome.result.status_fields()
     return status_patch(finish_phase(outcome), status, generation, **fields)
 
 
@@ -100,9 +100,3 @@ def job_gone(resource: dict, generation: int, job: str) -> dict | None:
     if status is None:
         return None
     return status_patch(job_gone_phase(job), status, generation, completionTime=now())
-
-
-def result_fields(result: dict) -> dict[str, Any]:
-    return {"baseline": result.get("baseline"), "best": result.get("best"), "candidates": result.get("candidates") or [],
-            "artifacts": {"uri": result["artifacts"]["uri"], "manifestSha256": result["artifacts"]["manifestSha256"]},
-            "runId": result.get("runId")}

@@ -11,6 +11,8 @@ import hashlib
 import json
 from typing import Any
 
+from kompress_jobs import __version__
+from kompress_jobs.contract import CONTRACT_VERSION, JobEnv, sparse_wire
 from kompress_jobs.schema import Device, ModelOptimizationSpec
 
 from .settings import OperatorSettings
@@ -87,18 +89,21 @@ def _container(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Oper
     requests = {k: str(v) for k, v in (job.resources.requests or defaults.get("requests") or {}).items()}
     if gpus:
         limits["nvidia.com/gpu"] = str(gpus)
+    # Without the fields at their defaults: a job image of an older release reads what it knows.
     resource_document = {"apiVersion": body["apiVersion"], "kind": body["kind"],
                          "metadata": {"name": name, "namespace": namespace, "generation": generation},
-                         "spec": spec.to_wire()}
+                         "spec": sparse_wire(spec)}
     env = [
-        {"name": "KOMPRESS_RESOURCE", "value": json.dumps(resource_document, separators=(",", ":"))},
-        {"name": "KOMPRESS_RUN_ID", "value": run_id(namespace, name, generation)},
+        {"name": JobEnv.RESOURCE.value, "value": json.dumps(resource_document, separators=(",", ":"))},
+        {"name": JobEnv.CONTRACT_VERSION.value, "value": str(CONTRACT_VERSION)},
+        {"name": JobEnv.OPERATOR_RELEASE.value, "value": __version__},
+        {"name": JobEnv.RUN_ID.value, "value": run_id(namespace, name, generation)},
         {"name": "HOME", "value": SCRATCH},
         {"name": "TMPDIR", "value": SCRATCH},
         {"name": "MPLCONFIGDIR", "value": SCRATCH},
     ]
     if settings.default_artifacts:
-        env.append({"name": "KOMPRESS_DEFAULT_ARTIFACTS", "value": settings.default_artifacts})
+        env.append({"name": JobEnv.DEFAULT_ARTIFACTS.value, "value": settings.default_artifacts})
     env += [{"name": k, "value": v} for k, v in sorted(settings.extra_env.items())]
     container: dict[str, Any] = {
         "name": "optimize",

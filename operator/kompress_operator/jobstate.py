@@ -5,6 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from pydantic import ValidationError
+
+from kompress_jobs.contract import JobMessage, RunSummary, operator_mismatch
+from kompress_jobs.errors import VersionMismatchError
+
 from .conditions import FAILED, RUNNING, SUCCEEDED
 
 
@@ -13,7 +18,7 @@ class JobOutcome:
     state: str  # Running / Succeeded / Failed, or "" while nothing has started
     reason: str = ""
     message: str = ""
-    result: dict | None = None  # the pipeline's summary from a successful Pod
+    result: RunSummary | None = None  # the pipeline's summary from a successful Pod
     failures: int = 0
     start_time: str | None = None
     completion_time: str | None = None
@@ -28,16 +33,25 @@ def _termination(pod: dict) -> dict | None:
     return None
 
 
-def _message(terminated: dict | None) -> dict:
-    """The JSON the pipeline wrote to its termination log, or its text as an error."""
-    if not terminated:
-        return {}
-    text = (terminated.get("message") or "").strip()
+def _message(terminated: dict | None) -> JobMessage | None:
+    """The JobMessage the pipeline wrote to its termination log; its text (the log's tail, with
+    FallbackToLogsOnError) as an error when it is not one; None when there is nothing."""
+    text = ((terminated or {}).get("message") or "").strip()
+    if not text:
+        return None
     try:
-        document = json.loads(text) if text else {}
-        return document if isinstance(document, dict) else {}
+        document = json.loads(text)
     except json.JSONDecodeError:
-        return {"error": {"reason": terminated.get("reason") or "Error", "message": text[-500:]}}
+        return JobMessage.failure(terminated.get("reason") or "Error", text[-500:])
+    if not isinstance(document, dict):
+        return JobMessage.failure(terminated.get("reason") or "Error", text[-500:])
+    mismatch = operator_mismatch(document)
+    if mismatch:
+        return JobMessage.failure(VersionMismatchError.reason, mismatch)
+    try:
+        return JobMessage.model_validate(document)
+    except ValidationError as exc:
+        return JobMessage.failure("ResultUnreadable", f"the Job's message does not follow the contract: {exc}"[:500])
 
 
 def job_outcome(job: dict, pods: list[dict]) -> JobOutcome:
@@ -50,9 +64,11 @@ def job_outcome(job: dict, pods: list[dict]) -> JobOutcome:
     if "Complete" in finished:
         for pod in newest_first:
             if pod.get("status", {}).get("phase") == "Succeeded":
-                document = _message(_termination(pod))
-                if "result" in document:
-                    return JobOutcome(SUCCEEDED, "Completed", "", document["result"], **common)
+                message = _message(_termination(pod))
+                if message is not None and message.result is not None:
+                    return JobOutcome(SUCCEEDED, "Completed", "", message.result, **common)
+                if message is not None:  # a message the operator cannot read
+                    return JobOutcome(FAILED, message.error.reason, message.error.message, **common)
         return JobOutcome(FAILED, "ResultMissing", "the Job completed but left no result in its termination message", **common)
 
     if "Failed" in finished:
@@ -60,10 +76,9 @@ def job_outcome(job: dict, pods: list[dict]) -> JobOutcome:
         reason, message = condition.get("reason") or "JobFailed", condition.get("message") or ""
         for pod in newest_first:
             terminated = _termination(pod)
-            error = _message(terminated).get("error")
-            if error:  # the pipeline said why: that is the useful reason
-                return JobOutcome(FAILED, error.get("reason", reason), f"{error.get('message', '')} ({reason}: {message})".strip(),
-                                  **common)
+            said = _message(terminated)
+            if said is not None and said.error is not None:  # the pipeline said why: that is the useful reason
+                return JobOutcome(FAILED, said.error.reason, f"{said.error.message} ({reason}: {message})".strip(), **common)
             if terminated:
                 exit_text = f"exit code {terminated.get('exitCode')}, {terminated.get('reason') or 'Error'}"
                 return JobOutcome(FAILED, reason, f"{message}; last Pod: {exit_text}".strip("; "), **common)
