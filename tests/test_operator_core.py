@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kompress_jobs.contract import RunArtifacts, RunSummary
-from kompress_jobs.schema import CandidateSummary
+from kompress_jobs.schema import CandidateSummary, ModelOptimizationStatus
 from kompress_operator import decisions
 from kompress_operator.admission import Waiting
 from kompress_operator.conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, Phase
@@ -77,7 +77,8 @@ TABLE = [
 def test_status_decisions(decide, standing, written):
     patch = decide(resource(*standing))
     assert phase_of(patch) == written
-    if patch is not None:
+    if patch is not None:  # what the CRD's status schema (generated from this model) accepts
+        ModelOptimizationStatus.model_validate({k: v for k, v in patch.items() if v is not None})
         assert patch["observedGeneration"] == 2
         assert {c["type"] for c in patch["conditions"]} == {"Accepted", "Running", "Succeeded", "Reconciling", "Stalled"}
 
@@ -106,6 +107,14 @@ def test_a_job_gone_names_the_job_and_how_to_run_again():
     assert reason_of(patch) == "JobDeleted"
     stalled = next(c for c in patch["conditions"] if c["type"] == "Stalled")
     assert stalled["status"] == "True" and "Job m-g2 was deleted" in stalled["message"] and "change the spec" in stalled["message"]
+
+
+@pytest.mark.parametrize("given, written", [("BackoffLimitExceeded", "BackoffLimitExceeded"), ("store: S3 down!", "store:S3down"),
+                                            ("9lives", "lives"), ("", "Unknown"), ("Error", "Error")])
+def test_condition_reasons_follow_the_kubernetes_rule(given, written):
+    from kompress_operator.conditions import condition_reason
+
+    assert condition_reason(given) == written
 
 
 def test_unless_started_keeps_extra_fields():

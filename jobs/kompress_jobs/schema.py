@@ -738,45 +738,66 @@ class ConditionStatus(str, Enum):
     UNKNOWN = "Unknown"
 
 
+class Phase(str, Enum):
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+# metav1.Condition's rules, so the API server checks what kubectl explain documents.
+CONDITION_TYPE = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+CONDITION_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+TIMESTAMP = {"format": "date-time"}
+
+
 class Condition(Model):
-    type: str
+    """One aspect of the run's state, in the Kubernetes condition convention."""
+
+    type: str = Field(max_length=316, pattern=CONDITION_TYPE, description="Accepted, Running, Succeeded, Reconciling or Stalled.")
     status: ConditionStatus
-    reason: str
-    message: str = ""
-    last_transition_time: str
-    observed_generation: int | None = None
+    reason: str = Field(min_length=1, max_length=1024, pattern=CONDITION_REASON,
+                        description="CamelCase reason for the last transition (e.g. InvalidSpec, ConcurrencyLimit, Completed).")
+    message: str = Field("", max_length=32768, description="What a person needs to know about the transition.")
+    last_transition_time: str = Field(json_schema_extra=TIMESTAMP, description="When the status last changed.")
+    observed_generation: int | None = Field(None, ge=0, description="The metadata.generation the condition was set for.")
 
 
 class CandidateSummary(Model):
+    """One candidate model, as measured (latency at the report's primary batch size)."""
+
     name: str
     technique: str
-    accepted: bool
+    accepted: bool = Field(description="Whether it met every goal.")
     pareto_optimal: bool = False
     latency_p50_ms: float | None = None
     size_bytes: int | None = None
     metric_value: float | None = None
-    speedup: float | None = None
-    size_ratio: float | None = None
+    speedup: float | None = Field(None, description="Baseline p50 latency / this candidate's.")
+    size_ratio: float | None = Field(None, description="Baseline size / this candidate's.")
     rejected_reason: str | None = None
 
 
 class ArtifactRef(Model):
-    uri: str
-    manifest_sha256: str | None = None
+    uri: str = Field(description="Where the run's artifacts and report.json are.")
+    manifest_sha256: str | None = Field(None, description="Digest of manifest.json, which lists every artifact's digest.")
 
 
 class ModelOptimizationStatus(Model):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+    """Written by the operator: where the run stands (conditions) and what it found."""
 
-    observed_generation: int | None = None
-    phase: str | None = Field(None, description="For humans; the contract is conditions.")
-    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = Field(None, ge=0, description="The metadata.generation this status is for.")
+    phase: Phase | None = Field(None, description="For humans; the contract is conditions.")
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
     baseline: CandidateSummary | None = None
-    best: CandidateSummary | None = None
-    candidates: list[CandidateSummary] = Field(default_factory=list)
+    best: CandidateSummary | None = Field(None, description="The pick: the best candidate that met every goal.")
+    candidates: list[CandidateSummary] = Field(default_factory=list, description="The Pareto front first, then the best-ranked.")
     artifacts: ArtifactRef | None = None
-    start_time: str | None = None
-    completion_time: str | None = None
+    run_id: str | None = Field(None, description="The run's folder in the artifact store.")
+    start_time: str | None = Field(None, json_schema_extra=TIMESTAMP)
+    completion_time: str | None = Field(None, json_schema_extra=TIMESTAMP)
 
 
 class ObjectMeta(Model):

@@ -10,6 +10,7 @@ Types written by kompress:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -34,11 +35,22 @@ def set_condition(conditions: list[dict], type_: str, status: str, reason: str, 
     """A new list with one condition set; others kept in order."""
     previous = next((c for c in conditions if c.get("type") == type_), None)
     transition = previous["lastTransitionTime"] if previous and previous.get("status") == status else timestamp
-    updated = {"type": type_, "status": status, "reason": reason, "message": message[:1024],
+    updated = {"type": type_, "status": status, "reason": condition_reason(reason), "message": message[:1024],
                "lastTransitionTime": transition, "observedGeneration": generation}
+    if not message:
+        # Left out, not "": a status merge patch with "" here reached the API server (1.20) as
+        # null, which the status schema refuses (tests/cluster/test_status.py).
+        del updated["message"]
     if previous is None:
         return [*conditions, updated]
     return [updated if c.get("type") == type_ else c for c in conditions]
+
+
+def condition_reason(reason: str) -> str:
+    """A reason the API server accepts (the CRD keeps metav1.Condition's rule): a Job's or a
+    pipeline's reason is written as given when it is CamelCase, cleaned up otherwise."""
+    cleaned = re.sub(r"[^A-Za-z0-9_,:]", "", reason).lstrip("0123456789_,:").rstrip(",:")
+    return cleaned[:1024] or "Unknown"
 
 
 def conditions_for(phase: Phase, conditions: list[dict], generation: int | None, timestamp: str | None = None) -> list[dict]:

@@ -19,36 +19,36 @@ from typing import Any
 
 import yaml
 
-from kompress_jobs.schema import API_GROUP, API_VERSION, KIND, PLURAL, ModelOptimizationSpec
+from kompress_jobs.schema import API_GROUP, API_VERSION, KIND, PLURAL, ModelOptimizationSpec, ModelOptimizationStatus
 
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
 CRD_FILE = f"{API_GROUP}_{PLURAL}.yaml"
 _DROP = {"title", "discriminator", "$defs"}
 
 
-def structural(node: Any, defs: dict[str, Any], in_union: bool = False) -> Any:
+def structural(node: Any, defs: dict[str, Any], no_defaults: bool = False) -> Any:
     if not isinstance(node, dict):
         return node
     if "$ref" in node:
-        target = structural(defs[node["$ref"].split("/")[-1]], defs, in_union)
+        target = structural(defs[node["$ref"].split("/")[-1]], defs, no_defaults)
         extras = {k: v for k, v in node.items() if k not in ("$ref",) and k not in _DROP}
-        return {**target, **structural(extras, defs, in_union)}
+        return {**target, **structural(extras, defs, no_defaults)}
     if "anyOf" in node:
-        return _any_of(node, defs, in_union)
+        return _any_of(node, defs, no_defaults)
     if "oneOf" in node:
         return _merge_union(node, defs)
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key in _DROP or (in_union and key == "default"):
+        if key in _DROP or (no_defaults and key == "default"):
             continue
         if key == "const":
             out["enum"] = [value]
         elif key == "properties":
-            out[key] = {name: structural(sub, defs, in_union) for name, sub in value.items()}
+            out[key] = {name: structural(sub, defs, no_defaults) for name, sub in value.items()}
         elif key == "additionalProperties" and value is False:
             continue  # Kubernetes prunes unknown fields instead; it forbids this beside `properties`
         elif key in ("items", "additionalProperties") and isinstance(value, dict):
-            out[key] = structural(value, defs, in_union)
+            out[key] = structural(value, defs, no_defaults)
         elif key == "exclusiveMinimum":
             out["minimum"], out["exclusiveMinimum"] = value, True
         elif key == "exclusiveMaximum":
@@ -58,10 +58,10 @@ def structural(node: Any, defs: dict[str, Any], in_union: bool = False) -> Any:
     return out
 
 
-def _any_of(node: dict, defs: dict, in_union: bool) -> dict:
+def _any_of(node: dict, defs: dict, no_defaults: bool) -> dict:
     options = [o for o in node["anyOf"] if o.get("type") != "null"]
     rest = {k: v for k, v in node.items() if k != "anyOf" and k not in _DROP}
-    if in_union:
+    if no_defaults:
         rest.pop("default", None)
     if rest.get("default", "") is None:
         rest.pop("default")  # "unset" needs no default in Kubernetes
@@ -69,7 +69,7 @@ def _any_of(node: dict, defs: dict, in_union: bool) -> dict:
     if kinds == {"integer", "string"}:
         return {"x-kubernetes-int-or-string": True, **rest}
     if len(options) == 1:
-        return {**structural(options[0], defs, in_union), **structural(rest, defs, in_union)}
+        return {**structural(options[0], defs, no_defaults), **structural(rest, defs, no_defaults)}
     if kinds <= {"integer", "number", "string", "boolean"}:
         # A scalar of several types (search choices): Kubernetes cannot say "one of these types",
         # so the CRD lets any value through and the operator's pydantic check names a bad one.
@@ -78,7 +78,7 @@ def _any_of(node: dict, defs: dict, in_union: bool) -> dict:
 
 
 def _merge_union(node: dict, defs: dict) -> dict:
-    variants = [structural(o, defs, in_union=True) for o in node["oneOf"]]
+    variants = [structural(o, defs, no_defaults=True) for o in node["oneOf"]]
     properties: dict[str, Any] = {}
     for variant in variants:
         for name, schema in variant.get("properties", {}).items():
@@ -104,9 +104,13 @@ def _loosen(first: dict, second: dict) -> dict:
     return shared if "type" in shared or "x-kubernetes-int-or-string" in shared else {"x-kubernetes-preserve-unknown-fields": True}
 
 
+def schema_of(model, defaults: bool = True) -> dict:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    return structural(copy.deepcopy(raw), raw.get("$defs", {}), no_defaults=not defaults)
+
+
 def spec_schema() -> dict:
-    raw = ModelOptimizationSpec.model_json_schema(by_alias=True, mode="validation")
-    return structural(copy.deepcopy(raw), raw.get("$defs", {}))
+    return schema_of(ModelOptimizationSpec)
 
 
 def crd() -> dict:
@@ -142,8 +146,8 @@ def crd() -> dict:
                         "kind": {"type": "string"},
                         "metadata": {"type": "object"},
                         "spec": spec_schema(),
-                        "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
-                                   "description": "Written by the operator; see kompress_jobs.schema.ModelOptimizationStatus."},
+                        # The operator writes every field it means; a default would only add noise.
+                        "status": schema_of(ModelOptimizationStatus, defaults=False),
                     },
                 }},
             }],
