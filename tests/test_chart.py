@@ -105,6 +105,25 @@ def test_job_settings_reach_the_operator(assets):
     assert env["KOMPRESS_CPU_IMAGE"] == "ghcr.io/kompress/kompress-job:0.1.0"
 
 
+# Set per replica on purpose: equal peering priorities would make Kopf freeze every replica.
+NOT_FROM_THE_CHART = {"peering_priority"}
+
+
+def test_the_charts_operator_environment_is_the_operator_settings(assets, monkeypatch):
+    from kompress_operator.settings import OperatorSettings
+
+    env = operator_env(template(assets, "-f", REPO / "tests/fixtures/chart-values/namespaced-ha.yaml", "--set", "debug=true"))
+    env.pop("POD_ID")  # Kopf's peer identity, not a setting
+    expected = {OperatorSettings.env_name(name) for name in OperatorSettings.model_fields} - {
+        OperatorSettings.env_name(name) for name in NOT_FROM_THE_CHART}
+    assert set(env) == expected, f"only in the chart: {set(env) - expected}; only in the settings: {expected - set(env)}"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value or "")
+    settings = OperatorSettings()  # every value the chart writes parses
+    assert settings.namespaces == ("team-a", "team-b") and settings.peering == "kompress" and settings.debug
+    assert settings.job_env == {"AWS_REGION": "eu-west-1"} and settings.retry_interval == 5.0
+
+
 def test_service_monitor_selects_the_metrics_service(assets):
     docs = template(assets, "-f", REPO / "tests/fixtures/chart-values/monitoring.yaml")
     monitor, service = of_kind(docs, "ServiceMonitor")[0], of_kind(docs, "Service")[0]

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import time
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from kompress_operator.settings import OperatorSettings
 
@@ -20,17 +21,6 @@ from . import __version__
 from .contract import JobEnv
 from .errors import KompressError, SpecError, VersionMismatchError
 
-
-
-def _json_object(text: str) -> dict:
-    """argparse type: a JSON object (flags that take structured values, e.g. --job-resources)."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object")
-    return value
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
@@ -68,50 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     job.set_defaults(handler=_job)
 
     operator = commands.add_parser("operator", help="run the Kubernetes operator (kubeconfig or in-cluster config)")
-    env = lambda name, default: os.environ.get(f"KOMPRESS_{name}") or default  # noqa: E731  (empty = unset, as charts write)
-    defaults = OperatorSettings()
-    operator.add_argument("--namespace", action="append", default=[n for n in env("NAMESPACES", "").split(",") if n],
-                          help="watch only this namespace (repeatable; default: all) [KOMPRESS_NAMESPACES]")
-    operator.add_argument("--max-running", type=int, default=int(env("MAX_RUNNING", defaults.max_running)),
-                          help="optimization Jobs in flight cluster-wide [KOMPRESS_MAX_RUNNING]")
-    operator.add_argument("--max-running-per-namespace", type=int,
-                          default=int(env("MAX_RUNNING_PER_NAMESPACE", defaults.max_running_per_namespace)),
-                          help="optimization Jobs in flight per namespace [KOMPRESS_MAX_RUNNING_PER_NAMESPACE]")
-    operator.add_argument("--cpu-image", default=env("CPU_IMAGE", defaults.cpu_image))
-    operator.add_argument("--gpu-image", default=env("GPU_IMAGE", defaults.gpu_image))
-    operator.add_argument("--default-artifacts", default=env("DEFAULT_ARTIFACTS", None),
-                          help="artifact URI for specs that name none [KOMPRESS_DEFAULT_ARTIFACTS]")
-    operator.add_argument("--artifacts-secret", default=env("ARTIFACTS_SECRET", None),
-                          help="Secret (in each run's namespace) whose keys become the Job's environment, e.g. AWS_*")
-    operator.add_argument("--job-env", action="append", default=[], metavar="NAME=VALUE",
-                          help="environment variable for every Job (repeatable; adds to KOMPRESS_JOB_ENV, "
-                          'a JSON object such as \'{"AWS_REGION": "eu-west-1"}\')')
-    operator.add_argument("--job-resources", type=_json_object, default=env("JOB_RESOURCES", "{}"),
-                          metavar="JSON", help='default Job container resources, e.g. \'{"requests": {"cpu": "2"}}\'; '
-                          "a spec's own requests or limits replace them [KOMPRESS_JOB_RESOURCES]")
-    operator.add_argument("--job-service-account", default=env("JOB_SERVICE_ACCOUNT", None),
-                          help="ServiceAccount for Job Pods whose spec names none [KOMPRESS_JOB_SERVICE_ACCOUNT]")
-    operator.add_argument("--image-pull-policy", default=env("IMAGE_PULL_POLICY", defaults.image_pull_policy),
-                          choices=["Always", "IfNotPresent", "Never"])
-    operator.add_argument("--ttl-seconds-after-finished", type=int,
-                          default=int(env("TTL_SECONDS_AFTER_FINISHED", defaults.ttl_seconds_after_finished)),
-                          help="how long finished Jobs stay, unless a spec says otherwise")
-    operator.add_argument("--metrics-port", type=int, default=int(env("METRICS_PORT", defaults.metrics_port)))
-    operator.add_argument("--health-port", type=int, default=int(env("HEALTH_PORT", defaults.health_port)))
-    operator.add_argument("--retry-interval", type=float, default=float(env("RETRY_INTERVAL", defaults.retry_interval_seconds)),
-                          help="seconds between retries of a run whose start failed (the API server away, a refused Job)")
-    operator.add_argument("--watch-server-timeout", type=int,
-                          default=int(env("WATCH_SERVER_TIMEOUT", defaults.watch_server_timeout_seconds)),
-                          help="seconds after which the API server ends each watch (Kopf then resumes it)")
-    operator.add_argument("--watch-client-timeout", type=int,
-                          default=int(env("WATCH_CLIENT_TIMEOUT", defaults.watch_client_timeout_seconds)),
-                          help="seconds after which the operator gives up on a watch stream that went silent and "
-                               "opens a new one (keep it above --watch-server-timeout)")
-    operator.add_argument("--peering", default=env("PEERING", None),
-                          help="Kopf peering name, for more than one replica (default: standalone)")
-    operator.add_argument("--peering-priority", type=int, default=env("PEERING_PRIORITY", None),
-                          help="this replica's peering priority (default: random, so one replica serves "
-                          "and the others stand by; equal priorities would make Kopf freeze all of them)")
+    OperatorSettings.add_arguments(operator)
     operator.set_defaults(handler=_operator)
 
     validate = commands.add_parser("validate", help="check a ModelOptimization YAML without running it")
@@ -125,27 +72,17 @@ def _operator(args: argparse.Namespace) -> int:
         from kompress_operator.main import run
     except ImportError as exc:
         raise KompressError(f"the operator needs the 'operator' extra (pip install 'kompress[operator]'): {exc}") from None
-    bad_env = [item for item in args.job_env if "=" not in item]
-    if bad_env:
-        raise SpecError(f"--job-env takes NAME=VALUE, got {bad_env[0]!r}")
     try:
-        env_json = _json_object(os.environ.get("KOMPRESS_JOB_ENV") or "{}")
-    except argparse.ArgumentTypeError as exc:
-        raise SpecError(f"KOMPRESS_JOB_ENV: {exc}") from None
-    extra_env = {str(k): str(v) for k, v in env_json.items()} | dict(item.split("=", 1) for item in args.job_env)
-    priority = args.peering_priority if args.peering_priority is not None else random.randint(1, 2**31 - 1)
-    settings = OperatorSettings(
-        namespaces=tuple(args.namespace), max_running=args.max_running, max_running_per_namespace=args.max_running_per_namespace,
-        cpu_image=args.cpu_image, gpu_image=args.gpu_image, default_artifacts=args.default_artifacts,
-        artifacts_secret=args.artifacts_secret, metrics_port=args.metrics_port, health_port=args.health_port,
-        retry_interval_seconds=args.retry_interval, extra_env=extra_env,
-        watch_server_timeout_seconds=args.watch_server_timeout, watch_client_timeout_seconds=args.watch_client_timeout,
-        default_job_resources=args.job_resources,
-        job_service_account=args.job_service_account, image_pull_policy=args.image_pull_policy,
-        ttl_seconds_after_finished=args.ttl_seconds_after_finished, peering_priority=priority,
-    )
-    run(settings, peering=args.peering)
+        settings = OperatorSettings.from_arguments(args)
+    except ValidationError as exc:
+        raise SpecError(f"operator settings: {_settings_errors(exc)}") from None
+    run(settings)
     return 0
+
+
+def _settings_errors(exc: ValidationError) -> str:
+    return "; ".join(f"{OperatorSettings.env_name(str(e['loc'][0]))} / --{str(e['loc'][0]).replace('_', '-')}: {e['msg']}"
+                     for e in exc.errors())
 
 
 def _validate(args: argparse.Namespace) -> int:

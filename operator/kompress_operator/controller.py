@@ -157,7 +157,7 @@ class RunController:
             with self.metrics.reconciling():
                 await step()
         except Exception as exc:  # noqa: BLE001 - every failure is retried; the status says which
-            message = f"{type(exc).__name__}: {str(exc)[:400]}; retrying every {self.settings.retry_interval_seconds:g}s"
+            message = f"{type(exc).__name__}: {str(exc)[:400]}; retrying every {self.settings.retry_interval:g}s"
             await self.status.write(body, lambda current: decisions.retrying(current, generation, message))
             if not was_pending:  # one Event per failing streak; a log line per attempt
                 self.events.post(body, "RetryingAfterError", message, warning=True)

@@ -39,7 +39,7 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
 
     # Only runs whose last attempt failed wait on a timer (Kopf puts a finalizer on a resource
     # while a timer of its applies: queued runs carry none, so they delete without the operator).
-    @kopf.timer(*RESOURCE, interval=settings.retry_interval_seconds, id="retry", registry=registry,
+    @kopf.timer(*RESOURCE, interval=settings.retry_interval, id="retry", registry=registry,
                 when=lambda status, **_: status.get("phase") == PENDING)
     async def retry(body, running_runs, waiting_runs, run_jobs, **_):
         await controller.retry(dict(body), snapshot(running_runs, waiting_runs, run_jobs))

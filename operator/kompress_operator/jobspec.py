@@ -84,7 +84,7 @@ def _container(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Oper
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 1)
     gpus = job.gpus or (1 if job.device is Device.GPU else 0)
     # The spec's requests (or limits) replace the operator's defaults as a whole, as a Pod's would.
-    defaults = settings.default_job_resources
+    defaults = settings.job_resources
     limits = {k: str(v) for k, v in (job.resources.limits or defaults.get("limits") or {}).items()}
     requests = {k: str(v) for k, v in (job.resources.requests or defaults.get("requests") or {}).items()}
     if gpus:
@@ -104,7 +104,7 @@ def _container(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Oper
     ]
     if settings.default_artifacts:
         env.append({"name": JobEnv.DEFAULT_ARTIFACTS.value, "value": settings.default_artifacts})
-    env += [{"name": k, "value": v} for k, v in sorted(settings.extra_env.items())]
+    env += [{"name": k, "value": v} for k, v in sorted(settings.job_env.items())]
     container: dict[str, Any] = {
         "name": "optimize",
         "image": job.image or (settings.gpu_image if job.device is Device.GPU else settings.cpu_image),

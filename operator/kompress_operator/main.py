@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 import aiohttp
 import kopf
@@ -56,8 +55,8 @@ def configure(registry: kopf.OperatorRegistry, ours: OperatorSettings) -> None:
     def kopf_settings(settings: kopf.OperatorSettings, **_):
         # Watch streams that go silent behind load balancers are Kopf's most reported failure:
         # ask the server to end each watch, and give up on the client side a little later.
-        settings.watching.server_timeout = ours.watch_server_timeout_seconds
-        settings.watching.client_timeout = ours.watch_client_timeout_seconds
+        settings.watching.server_timeout = ours.watch_server_timeout
+        settings.watching.client_timeout = ours.watch_client_timeout
         settings.watching.connect_timeout = 10
         settings.watching.reconnect_backoff = 1.0
         settings.networking.connect_timeout = 10
@@ -73,10 +72,9 @@ def configure(registry: kopf.OperatorRegistry, ours: OperatorSettings) -> None:
         settings.peering.priority = ours.peering_priority
 
 
-def run(settings: OperatorSettings, peering: str | None = None) -> None:
-    debug = bool(os.environ.get("KOMPRESS_DEBUG"))
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not debug:  # Kopf says "Handler succeeded" for every watch event; the handlers log transitions
+def run(settings: OperatorSettings) -> None:
+    logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.debug:  # Kopf says "Handler succeeded" for every watch event; the handlers log transitions
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     load_config(connections=API_THREADS)
     metrics = OperatorMetrics()
@@ -90,8 +88,8 @@ def run(settings: OperatorSettings, peering: str | None = None) -> None:
             registry=registry,
             clusterwide=not namespaces,
             namespaces=namespaces,
-            standalone=peering is None,
-            peering_name=peering,
+            standalone=settings.peering is None,
+            peering_name=settings.peering,
             liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
         )
 

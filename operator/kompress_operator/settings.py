@@ -1,28 +1,92 @@
-"""Operator-wide settings, from `kompress operator` flags (each also an environment variable)."""
+"""Operator-wide settings: one pydantic-settings model that is also `kompress operator`'s flags.
+
+Each field is read from KOMPRESS_<FIELD> (the chart sets them; an empty value counts as unset,
+as charts write optional values) and can be given as --<field-with-dashes>, which wins over the
+environment. Lists and maps are JSON in the environment and on the command line, except
+`namespaces`, which also takes a comma-separated list. tests/test_chart.py keeps the chart's
+Deployment and this model in step.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import argparse
+import json
+import random
+from typing import Annotated, Any, Literal, get_origin
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "KOMPRESS_"
 
 
-@dataclass(frozen=True)
-class OperatorSettings:
-    namespaces: tuple[str, ...] = ()  # empty: all namespaces
-    max_running: int = 4  # optimization Jobs in flight cluster-wide
-    max_running_per_namespace: int = 2
-    cpu_image: str = "ghcr.io/kompress/kompress-job:0.1.0"
-    gpu_image: str = "ghcr.io/kompress/kompress-job-gpu:0.1.0"
-    image_pull_policy: str = "IfNotPresent"
-    default_artifacts: str | None = None  # used when a spec names no artifacts.uri
-    artifacts_secret: str | None = None  # Secret with AWS_* keys, in each run's namespace
-    job_service_account: str | None = None
-    # Container resources for Jobs whose spec sets none of that kind ({"requests": {...}, "limits": {...}}).
-    default_job_resources: dict[str, dict[str, str]] = field(default_factory=dict)
-    ttl_seconds_after_finished: int = 86_400
-    metrics_port: int = 8000
-    health_port: int = 8080
-    retry_interval_seconds: float = 5.0
-    watch_server_timeout_seconds: int = 300
-    watch_client_timeout_seconds: int = 330
-    extra_env: dict[str, str] = field(default_factory=dict)  # handed to every Job (e.g. AWS_REGION)
-    peering_priority: int = 0  # Kopf peering: the replica with the highest priority serves, the others wait
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, frozen=True, extra="forbid")
+
+    namespaces: Annotated[tuple[str, ...], NoDecode] = Field((), description="namespaces to watch, comma-separated (default: all)")
+    max_running: int = Field(4, ge=0, description="optimization Jobs in flight cluster-wide")
+    max_running_per_namespace: int = Field(2, ge=0, description="optimization Jobs in flight per namespace")
+    cpu_image: str = Field("ghcr.io/kompress/kompress-job:0.1.0", description="job image for CPU runs")
+    gpu_image: str = Field("ghcr.io/kompress/kompress-job-gpu:0.1.0", description="job image for GPU runs")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field("IfNotPresent", description="the Jobs' image pull policy")
+    default_artifacts: str | None = Field(None, description="artifact URI for specs that name none")
+    artifacts_secret: str | None = Field(None, description="Secret (in each run's namespace) whose keys become the Job's "
+                                                           "environment, e.g. AWS_*")
+    job_service_account: str | None = Field(None, description="ServiceAccount for Job Pods whose spec names none")
+    job_resources: dict[str, dict[str, str | int | float]] = Field(default_factory=dict, description=(
+        'default Job container resources as JSON, e.g. {"requests": {"cpu": "2"}}; a spec\'s own requests or limits replace them'))
+    job_env: dict[str, str] = Field(default_factory=dict, description='environment for every Job as JSON, e.g. {"AWS_REGION": "eu-west-1"}')
+    ttl_seconds_after_finished: int = Field(86_400, ge=0, description="how long finished Jobs stay, unless a spec says otherwise")
+    metrics_port: int = Field(8000, ge=1, le=65535, description="port of the Prometheus metrics")
+    health_port: int = Field(8080, ge=1, le=65535, description="port of /healthz")
+    retry_interval: float = Field(5.0, gt=0, description="seconds between retries of a run whose start failed "
+                                                         "(the API server away, a refused Job)")
+    watch_server_timeout: int = Field(300, ge=1, description="seconds after which the API server ends each watch (Kopf resumes it)")
+    watch_client_timeout: int = Field(330, ge=1, description="seconds after which the operator gives up on a silent watch "
+                                                             "stream and opens a new one (keep it above the server timeout)")
+    peering: str | None = Field(None, description="Kopf peering name, for more than one replica (default: standalone)")
+    peering_priority: int = Field(default_factory=lambda: random.randint(1, 2**31 - 1), description=(
+        "this replica's peering priority (default: random, so one replica serves and the others stand by; "
+        "equal priorities would make Kopf freeze all of them)"))
+    debug: bool = Field(False, description="debug logging, Kopf's included")
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        return ENV_PREFIX + field.upper()
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """One flag per field, with the field's description and environment name as its help."""
+        for name, field in cls.model_fields.items():
+            flag = "--" + name.replace("_", "-")
+            help_text = f"{field.description} [{cls.env_name(name)}]"
+            if field.annotation is bool:
+                parser.add_argument(flag, action="store_const", const=True, default=None, help=help_text)
+            else:
+                as_json = get_origin(field.annotation) is dict
+                parser.add_argument(flag, default=None, metavar="JSON" if as_json else "VALUE", help=help_text,
+                                    type=_json_object if as_json else str)
+
+    @classmethod
+    def from_arguments(cls, args: argparse.Namespace) -> "OperatorSettings":
+        """Flags given on the command line, the environment for the rest."""
+        given = {name: getattr(args, name) for name in cls.model_fields if getattr(args, name, None) is not None}
+        return cls(**given)
+
+
+def _json_object(text: str) -> dict:
+    """argparse type of the map settings: a JSON object."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value

@@ -79,8 +79,8 @@ def start_operator(cluster, node, s3):
     started: list[OperatorProcess] = []
 
     def start(*flags: str, kubeconfig: Path | None = None) -> OperatorProcess:
-        job_env = [f"--job-env={k}={v}" for k, v in S3_ENV.items()]
-        process = OperatorProcess(kubeconfig or cluster.kubeconfig(), "--retry-interval", "1", *job_env, *flags).start()
+        process = OperatorProcess(kubeconfig or cluster.kubeconfig(), "--retry-interval", "1", f"--job-env={json.dumps(S3_ENV)}",
+                                  *flags).start()
         started.append(process)
         return process
 
