@@ -126,6 +126,13 @@ def test_hugging_face_options_need_the_hugging_face_format():
 
 def test_every_pass_type_is_registered_once_from_the_schema():
     from kompress_jobs.passes import PASSES
-    from kompress_jobs.schema import PASS_TYPES
+    from kompress_jobs.schema import _PASS_SPECS, PASS_TYPES, pass_type_of
 
     assert sorted(PASSES) == sorted(PASS_TYPES) and len(set(PASS_TYPES)) == len(PASS_TYPES)
+    for spec_class in _PASS_SPECS:  # each pass class is registered for its schema class, its type taken from there
+        assert PASSES[pass_type_of(spec_class)].type == pass_type_of(spec_class)
+
+
+def test_a_distillation_student_that_cannot_be_trained_is_refused_at_validation():
+    message = _error(resource_dict(passes=[{"type": "Distill", "student": {"uri": "s.onnx", "format": "ONNX"}}]))
+    assert "spec.passes[0].student" in message and "the student must be a TorchScript archive" in message

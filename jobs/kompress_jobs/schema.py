@@ -456,6 +456,14 @@ class DistillPass(PassBase):
     alpha: float = Field(0.7, ge=0, le=1, description="Weight of the teacher term; 1 - alpha goes to the labels.")
     training: FineTuning = Field(default_factory=lambda: FineTuning(epochs=30, learning_rate=2e-3))
 
+    @field_validator("student")
+    @classmethod
+    def _trainable_student(cls, student: ModelSource) -> ModelSource:
+        if student.format is not ModelFormat.TORCH_SCRIPT:
+            raise ValueError("the student must be a TorchScript archive (its weights are trained and saved), "
+                             f"not {student.format.value}")
+        return student
+
 
 class LowRankPass(PassBase):
     """Factor each large MatMul / Gemm weight W (n×m) of an ONNX model into U (n×r) · V (r×m) by SVD.
@@ -483,7 +491,14 @@ _PASS_SPECS = (OnnxExportPass, OrtOptimizePass, DynamicInt8Pass, StaticInt8Pass,
                PrunePass, StructuredPrunePass, TransformerCompressPass, DistillPass, LowRankPass)
 PassSpec = Annotated[Union[_PASS_SPECS], Field(discriminator="type")]
 # Each pass type is declared once, by its spec's `type` literal.
-PASS_TYPES: tuple[str, ...] = tuple(spec.model_fields["type"].annotation.__args__[0] for spec in _PASS_SPECS)
+
+
+def pass_type_of(spec_class: type[PassBase]) -> str:
+    """The `type` a pass spec class declares (its Literal): the one place a pass type is written."""
+    return spec_class.model_fields["type"].annotation.__args__[0]
+
+
+PASS_TYPES: tuple[str, ...] = tuple(pass_type_of(spec) for spec in _PASS_SPECS)
 
 
 # --- goals and measurement ---------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..schema import ModelFormat, QuantizationMethod, Runtime
+from ..schema import AutoQuantizePass, ModelFormat, QuantizationMethod, Runtime
 from .base import OptimizationPass, PassContext, register
 
 _MATMULS = ["MatMul", "Gemm"]
@@ -70,9 +70,8 @@ class Trial:
                 "sizeBytes": self.model.size_bytes if self.model else None, "verdict": self.verdict}
 
 
-@register
+@register(AutoQuantizePass)
 class AutoQuantize(OptimizationPass):
-    type = "AutoQuantize"
     technique = "quantization"
     accepts = frozenset({ModelFormat.ONNX})
     output_format = ModelFormat.ONNX

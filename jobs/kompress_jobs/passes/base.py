@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from ..modelfile import ModelFile
-from ..schema import Benchmark, Goals, ModelFormat, Task
+from ..schema import Benchmark, Goals, ModelFormat, Task, pass_type_of
 
 if TYPE_CHECKING:  # the operator imports passes to plan them, without numpy or the runtimes
     from ..data import Dataset, Inputs
@@ -52,7 +52,7 @@ class PassContext:
 
 
 class OptimizationPass(ABC):
-    type: ClassVar[str]
+    type: ClassVar[str]  # set by @register from the spec class
     technique: ClassVar[str]
     accepts: ClassVar[frozenset[ModelFormat]]
     output_format: ClassVar[ModelFormat]
@@ -82,9 +82,16 @@ class OptimizationPass(ABC):
 PASSES: dict[str, type[OptimizationPass]] = {}
 
 
-def register(cls: type[OptimizationPass]) -> type[OptimizationPass]:
-    PASSES[cls.type] = cls
-    return cls
+def register(spec_class: type) -> Callable[[type[OptimizationPass]], type[OptimizationPass]]:
+    """@register(SomePass): the pass class runs specs of that schema class; its type is the
+    schema's (declared once, there) and the registry is keyed by it."""
+
+    def add(cls: type[OptimizationPass]) -> type[OptimizationPass]:
+        cls.type = pass_type_of(spec_class)
+        PASSES[cls.type] = cls
+        return cls
+
+    return add
 
 
 def build_pass(spec: Any) -> OptimizationPass:

@@ -4,16 +4,15 @@ task loss on the labels."""
 
 from __future__ import annotations
 
-from ..errors import ModelLoadError, PassError, SpecError
+from ..errors import ModelLoadError, PassError
 from ..modelfile import ModelFile
-from ..schema import ModelFormat
+from ..schema import DistillPass, ModelFormat
 from .base import OptimizationPass, PassContext, register
 from .training import distillation_loss, first_output, train, train_split
 
 
-@register
+@register(DistillPass)
 class Distill(OptimizationPass):
-    type = "Distill"
     technique = "distillation"
     accepts = frozenset({ModelFormat.TORCH_SCRIPT, ModelFormat.TORCH_EXPORT})
     output_format = ModelFormat.TORCH_SCRIPT
@@ -24,9 +23,7 @@ class Distill(OptimizationPass):
 
         from ..runtimes import load_torch_module
 
-        student_spec = self.spec.student
-        if student_spec.format is not ModelFormat.TORCH_SCRIPT:
-            raise SpecError("student.format: the student must be a TorchScript archive (its weights are trained and saved)")
+        student_spec = self.spec.student  # a TorchScript archive: the schema checks that at validation
         teacher = load_torch_module(model).eval()
         try:
             student = load_torch_module(ModelFile(ctx.fetch(student_spec.uri), ModelFormat.TORCH_SCRIPT))

@@ -8,7 +8,7 @@ import warnings
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..schema import Exporter, ModelFormat
+from ..schema import Exporter, ModelFormat, OnnxExportPass
 from .base import OptimizationPass, PassContext, register
 
 
@@ -28,9 +28,8 @@ def dynamic_axes(inputs: dict, output_names: tuple[str, ...]) -> dict[str, dict[
     return axes | {name: {0: "batch"} for name in output_names}
 
 
-@register
+@register(OnnxExportPass)
 class OnnxExport(OptimizationPass):
-    type = "OnnxExport"
     technique = "export"
     accepts = frozenset({ModelFormat.TORCH_SCRIPT, ModelFormat.TORCH_EXPORT, ModelFormat.HUGGING_FACE})
     output_format = ModelFormat.ONNX

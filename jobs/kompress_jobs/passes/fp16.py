@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..schema import ModelFormat
+from ..schema import Fp16Pass, ModelFormat
 from .base import OptimizationPass, PassContext, register
 
 
-@register
+@register(Fp16Pass)
 class Fp16(OptimizationPass):
-    type = "Fp16"
     technique = "half-precision"
     accepts = frozenset({ModelFormat.ONNX})
     output_format = ModelFormat.ONNX

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..schema import ModelFormat
+from ..schema import Int4WeightOnlyPass, ModelFormat
 from .base import OptimizationPass, PassContext, register
 from .openvino import check_block_size
 
@@ -22,9 +22,8 @@ def matmul_widths(graph) -> dict[str, int]:
     return widths
 
 
-@register
+@register(Int4WeightOnlyPass)
 class Int4WeightOnly(OptimizationPass):
-    type = "Int4WeightOnly"
     technique = "weight-compression"
     accepts = frozenset({ModelFormat.ONNX})
     output_format = ModelFormat.ONNX

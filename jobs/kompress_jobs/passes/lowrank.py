@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..schema import ModelFormat
+from ..schema import LowRankPass, ModelFormat
 from .base import OptimizationPass, PassContext, register
 
 
@@ -34,9 +34,8 @@ def rank_for(singular_values, spec) -> int:
     return int(np.searchsorted(energy / energy[-1], spec.energy) + 1)
 
 
-@register
+@register(LowRankPass)
 class LowRank(OptimizationPass):
-    type = "LowRank"
     technique = "low-rank factorization"
     accepts = frozenset({ModelFormat.ONNX})
     output_format = ModelFormat.ONNX

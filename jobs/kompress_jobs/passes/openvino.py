@@ -11,7 +11,7 @@ import importlib.util
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..schema import ModelFormat, WeightBits
+from ..schema import ModelFormat, OpenVinoConvertPass, OpenVinoInt8Pass, OpenVinoWeightCompressionPass, WeightBits
 from .base import OptimizationPass, PassContext, register
 from .quantize import quiet_library
 
@@ -77,9 +77,8 @@ def check_block_size(widths: dict[str, int], block: int) -> None:
                         f"{len(bad)} layer(s) affected: pick a block size that divides every MatMul's input width")
 
 
-@register
+@register(OpenVinoConvertPass)
 class OpenVinoConvert(OptimizationPass):
-    type = "OpenVinoConvert"
     technique = "runtime"
     accepts = frozenset({ModelFormat.ONNX})
     output_format = ModelFormat.OPENVINO
@@ -106,9 +105,8 @@ class NncfPass(OptimizationPass):
         return _missing("openvino", "nncf")
 
 
-@register
+@register(OpenVinoInt8Pass)
 class OpenVinoInt8(NncfPass):
-    type = "OpenVinoInt8"
     technique = "quantization"
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
@@ -143,9 +141,8 @@ def nncf_int8(model: ModelFile, ctx: PassContext, output, *, model_type: str, pr
     return save(quantized, output, "int8")
 
 
-@register
+@register(OpenVinoWeightCompressionPass)
 class OpenVinoWeightCompression(NncfPass):
-    type = "OpenVinoWeightCompression"
     technique = "weight-compression"
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from ..modelfile import ModelFile
-from ..schema import ModelFormat, OptimizationLevel
+from ..schema import ModelFormat, OptimizationLevel, OrtOptimizePass
 from .base import OptimizationPass, PassContext, register
 
 
-@register
+@register(OrtOptimizePass)
 class OrtOptimize(OptimizationPass):
-    type = "OrtOptimize"
     technique = "graph-optimization"
     accepts = frozenset({ModelFormat.ONNX})
     output_format = ModelFormat.ONNX

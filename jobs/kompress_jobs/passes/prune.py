@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..schema import ModelFormat
+from ..schema import ModelFormat, PrunePass
 from .base import OptimizationPass, PassContext, register
 from .training import fine_tuning_loss, train
 
@@ -27,9 +27,8 @@ def global_magnitude_masks(weights: list, amount: float) -> list:
     return [w.detach().abs() > threshold for w in weights]
 
 
-@register
+@register(PrunePass)
 class Prune(OptimizationPass):
-    type = "Prune"
     technique = "pruning"
     accepts = frozenset({ModelFormat.TORCH_SCRIPT})
     output_format = ModelFormat.TORCH_SCRIPT

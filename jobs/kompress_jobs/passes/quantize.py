@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..schema import ModelFormat
+from ..schema import DynamicInt8Pass, ModelFormat, StaticInt8Pass
 from .base import OptimizationPass, PassContext, register
 
 if TYPE_CHECKING:
@@ -91,9 +91,8 @@ def static_int8(source, output, reader, *, quant_format: str, per_channel: bool,
         raise PassError(f"static INT8 quantization failed: {str(exc).splitlines()[0][:300]}") from None
 
 
-@register
+@register(DynamicInt8Pass)
 class DynamicInt8(OptimizationPass):
-    type = "DynamicInt8"
     technique = "quantization"
     accepts = frozenset({ModelFormat.ONNX})
     output_format = ModelFormat.ONNX
@@ -142,9 +141,8 @@ def calibration_rows(ctx: PassContext, samples: int) -> tuple[Inputs, int]:
     return inputs, min(16, row_count(inputs))
 
 
-@register
+@register(StaticInt8Pass)
 class StaticInt8(OptimizationPass):
-    type = "StaticInt8"
     technique = "quantization"
     accepts = frozenset({ModelFormat.ONNX})
     output_format = ModelFormat.ONNX

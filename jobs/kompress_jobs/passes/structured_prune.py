@@ -12,7 +12,7 @@ import importlib
 
 from ..errors import ModelLoadError, PassError, SpecError
 from ..modelfile import ModelFile
-from ..schema import Importance, ModelFormat
+from ..schema import Importance, ModelFormat, StructuredPrunePass
 from .base import OptimizationPass, PassContext, register
 from .training import distillation_loss, fine_tuning_loss, train
 
@@ -73,9 +73,8 @@ def to_torchscript(module, example: tuple):
             return torch.jit.trace(module, example, check_trace=False)
 
 
-@register
+@register(StructuredPrunePass)
 class StructuredPrune(OptimizationPass):
-    type = "StructuredPrune"
     technique = "structured-pruning"
     accepts = frozenset({ModelFormat.TORCH_SCRIPT})
     output_format = ModelFormat.TORCH_SCRIPT

@@ -11,7 +11,7 @@ import importlib.util
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..schema import ModelFormat, TensorRtPrecision
+from ..schema import ModelFormat, TensorRtPass, TensorRtPrecision
 from .base import OptimizationPass, PassContext, register
 
 
@@ -63,9 +63,8 @@ def _calibrator(trt, inputs: dict, batch_size: int):
     return Calibrator()
 
 
-@register
+@register(TensorRtPass)
 class TensorRt(OptimizationPass):
-    type = "TensorRT"
     technique = "tensorrt"
     accepts = frozenset({ModelFormat.ONNX})
     output_format = ModelFormat.TENSORRT

@@ -20,7 +20,7 @@ import copy
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..schema import ModelFormat
+from ..schema import ModelFormat, TransformerCompressPass
 from .base import OptimizationPass, PassContext, register
 from .training import distillation_loss, train, train_split
 
@@ -144,9 +144,8 @@ def kept(scores, amount: float):
     return torch.sort(torch.topk(scores, len(scores) - remove).indices).values
 
 
-@register
+@register(TransformerCompressPass)
 class TransformerCompress(OptimizationPass):
-    type = "TransformerCompress"
     technique = "structured-compression"
     accepts = frozenset({ModelFormat.HUGGING_FACE})
     output_format = ModelFormat.ONNX
