@@ -194,3 +194,18 @@ def test_hidden_state_matching_pairs_each_kept_layer_with_the_teacher_layer_it_s
         encoder_layers(student.model)[-1].output.dense.weight.mul_(0.5)
     assert loss_with(layers) > 0
     assert not teacher.model.encoder.layer[0]._forward_hooks and not student.model.encoder.layer[0]._forward_hooks
+
+
+def test_a_trial_that_repeats_finished_parameters_reuses_their_result(tmp_path, tiny_encoder):
+    import yaml
+
+    spec = _encoder_spec(tmp_path, tiny_encoder, [
+        {"type": "TransformerCompress", "name": "compress", "training": {"epochs": 1, "learningRate": 0.001}}])
+    resource = yaml.safe_load(spec.read_text())
+    resource["spec"]["tuning"] = {"trials": 3, "objectives": ["Latency"], "keepBest": 3, "searchSpace": [
+        {"pass": "compress", "parameter": "keepLayers", "choices": [1]}]}  # one point: every trial after the first repeats it
+    spec.write_text(yaml.safe_dump(resource))
+    candidates, result = run(spec, tmp_path)
+    trials = result.report["tuning"]["trials"]
+    assert [t.get("repeatOf") for t in trials] == [None, 0, 0] and len({str(t["values"]) for t in trials}) == 1
+    assert [c for c in candidates if "-trial-" in c] == ["compress-trial-0"]  # the repeats are not candidates again

@@ -141,6 +141,10 @@ class Study:
         trial.set_user_attr("lineage", [{"name": s.name, "pass": s.optimization.type, "parameters": s.optimization.parameters}
                                         for s in chain])
         self.progress(f"tuning: trial {trial.number}: " + ", ".join(f"{k}={_show(v)}" for k, v in values.items()))
+        earlier = _same_parameters(trial)
+        if earlier is not None:  # samplers repeat choices over small categorical spaces; a rerun costs a whole chain
+            self.progress(f"tuning: trial {trial.number} repeats trial {earlier.number}'s parameters: its result stands")
+            return self._repeat(trial, earlier)
         try:
             produced = self.run_chain(chain, self.known, self.scratch / f"trial-{trial.number}",
                                       on_epoch=self._pruning_reporter(trial) if self.tuning.prune_weak_trials else None)
@@ -158,6 +162,14 @@ class Study:
                                       "precision": result.model.precision})
         self.local_models[trial.number] = result.model
         return tuple(measured[_metric_name(o)] for o in self.tuning.objectives)
+
+    def _repeat(self, trial, earlier) -> tuple[float, ...]:
+        for key in ("validation", "model"):
+            trial.set_user_attr(key, earlier.user_attrs[key])
+        trial.set_user_attr("repeatOf", earlier.number)
+        for goal, value in (earlier.constraints or {}).items():
+            trial.set_constraint(goal, value)
+        return tuple(earlier.values)
 
     def _step_with(self, step: Step, values: dict) -> Step:
         mine = {p.path: values[p.key] for p in self.plan.parameters if p.pass_name == step.name}
@@ -214,7 +226,7 @@ class Study:
         if trial.state is TrialState.COMPLETE:
             shown = ", ".join(f"{n}={v:.4g}" for n, v in zip(study.metric_names, trial.values))
             self.progress(f"tuning: trial {trial.number} done: {shown}" + ("" if _feasible(trial) else " (breaks a goal)"))
-            if trial.number in {t.number for t in study.best_trials}:
+            if trial.number in {t.number for t in study.best_trials} and trial.number in self.local_models:
                 # Saved before the journal that records it, so a resumed study never names a missing model.
                 model = self.local_models[trial.number]
                 self.store.put(model.path, f"{self.key}/trials/{trial.number}/{model.path.name}")
@@ -233,13 +245,14 @@ class Study:
     # --- results -------------------------------------------------------------------------
 
     def _best_trials(self, study) -> list:
-        complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        # A repeat stands for the trial it repeats: never a second candidate of the same model.
+        complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and "repeatOf" not in t.user_attrs]
         if not complete:
             return []
         if len(self.tuning.objectives) == 1:
             ranked = sorted(complete, key=lambda t: (not _feasible(t), t.values[0]))
         else:  # the Pareto front, feasible trials first, then by the first objective
-            ranked = sorted(study.best_trials, key=lambda t: (not _feasible(t), t.values[0]))
+            ranked = sorted((t for t in study.best_trials if "repeatOf" not in t.user_attrs), key=lambda t: (not _feasible(t), t.values[0]))
         return ranked[: self.tuning.keep_best]
 
     def _best_candidates(self, best: list) -> list[Candidate]:
@@ -288,6 +301,7 @@ class Study:
                 **({"validation": t.user_attrs["validation"]} if "validation" in t.user_attrs else {}),
                 **({"meetsGoals": _feasible(t)} if t.values else {}),
                 **({"error": t.user_attrs["error"]} if "error" in t.user_attrs else {}),
+                **({"repeatOf": t.user_attrs["repeatOf"]} if "repeatOf" in t.user_attrs else {}),
             } for t in trials],
         }
 
@@ -323,3 +337,13 @@ def _finished(study) -> int:
 
 def _show(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _same_parameters(trial):
+    """A finished trial of the study with exactly this trial's parameters, or None."""
+    from optuna.trial import TrialState
+
+    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if other.params == trial.params and "repeatOf" not in other.user_attrs:
+            return other
+    return None
