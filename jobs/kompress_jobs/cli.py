@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -100,23 +99,22 @@ def _optimize(args: argparse.Namespace) -> int:
     from .pipeline import run_optimization
     from .specfile import load_resource_file
 
+    from .console import ProgressDisplay, console_for, results_table
+
     resource = load_resource_file(args.file)
-    started = time.monotonic()
-
-    def progress(message: str) -> None:
-        if not args.quiet:
-            print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-    result = run_optimization(
-        resource, base_dir=args.file.parent, artifacts_uri=args.output, run_id=args.run_id, progress=progress,
-    )
-    print(results_table(result.report))
-    print(f"\nArtifacts: {result.run_uri}  (manifest sha256 {result.manifest_sha256[:16]}…)")
+    with ProgressDisplay(quiet=args.quiet) as progress:
+        result = run_optimization(
+            resource, base_dir=args.file.parent, artifacts_uri=args.output, run_id=args.run_id, progress=progress,
+        )
+    out = console_for(sys.stdout)
+    out.print(results_table(result.report))
+    out.print(f"\nArtifacts: {result.run_uri}  (manifest sha256 {result.manifest_sha256[:16]}…)", soft_wrap=True)
     return 0
 
 
 def _job(args: argparse.Namespace) -> int:
     """The resource arrives as JSON in $KOMPRESS_RESOURCE; a JobMessage leaves in the termination log."""
+    from .console import ProgressDisplay, console_for, results_table
     from .contract import JobMessage, job_mismatch, unknown_field_hint
     from .pipeline import run_optimization
     from .specfile import resource_from_dict
@@ -134,12 +132,12 @@ def _job(args: argparse.Namespace) -> int:
         if mismatch:
             raise VersionMismatchError(mismatch)
         resource = _job_resource(resource_from_dict, operator_release, unknown_field_hint)
-        started = time.monotonic()
-        result = run_optimization(
-            resource, run_id=os.environ.get(JobEnv.RUN_ID.value),
-            artifacts_uri=None if resource.spec.artifacts.uri else os.environ.get(JobEnv.DEFAULT_ARTIFACTS.value),
-            progress=lambda m: print(f"[{time.monotonic() - started:6.1f}s] {m}", file=sys.stderr, flush=True),
-        )
+        with ProgressDisplay() as progress:  # plain timestamped lines in a Pod's log
+            result = run_optimization(
+                resource, run_id=os.environ.get(JobEnv.RUN_ID.value),
+                artifacts_uri=None if resource.spec.artifacts.uri else os.environ.get(JobEnv.DEFAULT_ARTIFACTS.value),
+                progress=progress,
+            )
     except KompressError as exc:
         finish(JobMessage.failure(exc.reason, str(exc)))
         raise
@@ -147,7 +145,7 @@ def _job(args: argparse.Namespace) -> int:
         finish(JobMessage.failure("PipelineFailed", f"{type(exc).__name__}: {exc}"))
         raise
     finish(JobMessage.success(run_summary(result.report, result.run_uri, result.manifest_sha256)))
-    print(results_table(result.report))
+    console_for(sys.stdout).print(results_table(result.report))
     return 0
 
 
@@ -165,27 +163,6 @@ def _job_resource(resource_from_dict, operator_release: str | None, hint):
         if not hint(operator_release):
             raise
         raise VersionMismatchError(f"{exc}{hint(operator_release)}") from None
-
-
-def results_table(report: dict) -> str:
-    batch = str(report["primaryBatchSize"])
-    header = ("candidate", "runtime", report["metric"], "drop", f"p50 ms (b={batch})", "speedup", "size KiB", "smaller", "verdict")
-    rows = []
-    for c in report["candidates"]:
-        if c["outcome"] != "Measured":
-            rows.append((c["name"], "-", "-", "-", "-", "-", "-", "-", f"{c['outcome']}: {c.get('error', '')}"))
-            continue
-        verdict = "baseline" if c["parent"] is None else (
-            "BEST" if c["rank"] == 1 else f"ok #{c['rank']}" if c["accepted"] else "rejected: " + "; ".join(c["rejectedReasons"]))
-        rows.append((
-            c["name"], f"{c['runtime']} {c['precision']}", f"{c['metric']['value']:.4f}", f"{c['metric']['drop']:+.2f}",
-            f"{c['latency'][batch]['p50_ms']:.3f}", f"{c['vsBaseline']['speedupP50']:.2f}x", f"{c['sizeBytes'] / 1024:.1f}",
-            f"{c['vsBaseline']['sizeReduction']:.2f}x", verdict,
-        ))
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header) - 1)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1] for row in [header, *rows]]
-    summary = (f"Best: {report['best']}" if report["best"] else "No candidate met the goals; keep the baseline.")
-    return "\n".join(lines + ["", summary])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,104 @@
+"""What a person sees while a run goes, and the results at the end.
+
+The pipeline reports progress as lines: a step ("pass 2/4 static-int8 ...", "benchmarking ...")
+or, indented, a detail of the step (an epoch, a trial, a benchmark round). At a terminal, a live
+display shows the current step and its latest detail with their elapsed times, and each step,
+once done, stays as one line with its duration. Elsewhere (a Pod's log, a CI job) each line is
+printed as it comes, with a UTC timestamp and the run's elapsed time, for log search.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime, timezone
+from typing import TextIO
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+LOG_WIDTH = 160  # rich's width when not at a terminal: results tables are not cut at 80 columns
+
+
+def console_for(stream: TextIO) -> Console:
+    return Console(file=stream, width=None if stream.isatty() else LOG_WIDTH, highlight=False)
+
+
+class ProgressDisplay:
+    """`with ProgressDisplay() as progress: run(progress=progress)`; progress(message) per line."""
+
+    def __init__(self, stream: TextIO = sys.stderr, quiet: bool = False, console: Console | None = None):
+        self.quiet = quiet
+        self.console = console or console_for(stream)
+        self.live_mode = self.console.is_terminal
+        self.started = self.step_started = time.monotonic()
+        self.step: str | None = None
+        self.detail = ""
+        self.live: Live | None = None
+
+    def __enter__(self) -> "ProgressDisplay":
+        if self.live_mode and not self.quiet:
+            self.live = Live(self, console=self.console, refresh_per_second=4, transient=True)
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.live is not None:
+            self._close_step(failed=exc_info[0] is not None)
+            self.live.stop()
+
+    def __call__(self, message: str) -> None:
+        if self.quiet:
+            return
+        if not self.live_mode:
+            stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            print(f"{stamp} [{time.monotonic() - self.started:7.1f}s] {message}", file=self.console.file, flush=True)
+            return
+        if message.startswith(" "):
+            self.detail = message.strip()
+            if "failed" in self.detail:  # kept in the scrollback, not only in the live line
+                self.console.print(Text(f"  {self.detail}", style="red"))
+            return
+        self._close_step()
+        self.step, self.detail, self.step_started = message, "", time.monotonic()
+
+    def _close_step(self, failed: bool = False) -> None:
+        if self.step is not None:
+            mark, style = ("✗", "red") if failed else ("✓", "green")
+            self.console.print(Text.assemble((f"{mark} ", style), self.step, (f"  {time.monotonic() - self.step_started:.1f}s", "dim")))
+
+    def __rich__(self) -> Group:
+        """Drawn by Live on every refresh, so the elapsed times tick."""
+        now = time.monotonic()
+        line = Text.assemble(self.step or "starting", (f"  {now - self.step_started:.1f}s", "dim"),
+                             (f"  (run {now - self.started:.0f}s)", "dim"))
+        parts = [Spinner("dots", text=line)]
+        if self.detail:
+            parts.append(Text(f"   {self.detail}", style="dim"))
+        return Group(*parts)
+
+
+def results_table(report: dict) -> Table:
+    batch = str(report["primaryBatchSize"])
+    table = Table(title=f"{report['metric']} and latency at batch {batch}, against the baseline", title_justify="left")
+    for header, justify in (("candidate", "left"), ("runtime", "left"), (report["metric"], "right"), ("drop", "right"),
+                            ("p50 ms", "right"), ("speedup", "right"), ("size KiB", "right"), ("smaller", "right"),
+                            ("verdict", "left")):
+        table.add_column(header, justify=justify, overflow="fold")
+    for c in report["candidates"]:
+        if c["outcome"] != "Measured":
+            table.add_row(c["name"], "-", "-", "-", "-", "-", "-", "-", Text(f"{c['outcome']}: {c.get('error', '')}", style="yellow"))
+            continue
+        verdict = "baseline" if c["parent"] is None else (
+            "BEST" if c["rank"] == 1 else f"ok #{c['rank']}" if c["accepted"] else "rejected: " + "; ".join(c["rejectedReasons"]))
+        table.add_row(
+            c["name"], f"{c['runtime']} {c['precision']}", f"{c['metric']['value']:.4f}", f"{c['metric']['drop']:+.2f}",
+            f"{c['latency'][batch]['p50_ms']:.3f}", f"{c['vsBaseline']['speedupP50']:.2f}x", f"{c['sizeBytes'] / 1024:.1f}",
+            f"{c['vsBaseline']['sizeReduction']:.2f}x", Text(verdict, style="bold green" if verdict == "BEST" else ""),
+        )
+    table.caption = f"Best: {report['best']}" if report["best"] else "No candidate met the goals; keep the baseline."
+    table.caption_justify = "left"
+    return table

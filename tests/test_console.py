@@ -1,0 +1,63 @@
+"""The CLI's display: a live view at a terminal, timestamped lines elsewhere, the results table."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from rich.console import Console
+
+from kompress_jobs.console import ProgressDisplay, results_table
+
+STEPS = ["loading data d.npz", "pass 1/2 onnx-export (OnnxExport) on baseline", "  onnx-export: epoch 1/2: loss 0.1",
+         "benchmarking 2 model(s) at batch sizes [1], 3 interleaved rounds", "batch 1: round 1/3 done"]
+
+
+class Pipe(io.StringIO):
+    def isatty(self) -> bool:
+        return False
+
+
+def test_off_a_terminal_every_line_is_printed_with_a_utc_timestamp_and_the_elapsed_time():
+    out = Pipe()
+    with ProgressDisplay(stream=out) as progress:
+        for step in STEPS:
+            progress(step)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == len(STEPS)
+    for line, step in zip(lines, STEPS):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[ *\d+\.\d+s\] " + re.escape(step), line), line
+
+
+def test_at_a_terminal_each_finished_step_stays_as_one_line_with_its_duration():
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120, color_system=None)
+    with ProgressDisplay(console=console) as progress:
+        for step in STEPS:
+            progress(step)
+        progress("  onnx-export: failed: boom")
+    text = screen.getvalue()
+    for step in ("loading data d.npz", "pass 1/2 onnx-export (OnnxExport) on baseline", "benchmarking 2 model(s)"):
+        assert re.search(r"✓ " + re.escape(step) + r".*  \d+\.\ds", text), text
+    assert "onnx-export: failed: boom" in text  # failures stay in the scrollback
+
+
+def test_quiet_prints_nothing():
+    out = Pipe()
+    with ProgressDisplay(stream=out, quiet=True) as progress:
+        progress("loading data")
+    assert out.getvalue() == ""
+
+
+def test_the_results_table_shows_every_candidate_and_the_pick():
+    measured = {"outcome": "Measured", "runtime": "onnxruntime", "precision": "int8", "metric": {"value": 0.97, "drop": 0.4},
+                "latency": {"1": {"p50_ms": 0.5}}, "sizeBytes": 2048, "vsBaseline": {"speedupP50": 2.5, "sizeReduction": 3.9}}
+    report = {"primaryBatchSize": 1, "metric": "accuracy", "best": "static-int8", "candidates": [
+        {**measured, "name": "baseline", "parent": None, "runtime": "pytorch", "precision": "fp32"},
+        {**measured, "name": "static-int8", "parent": "onnx-export", "rank": 1, "accepted": True},
+        {"name": "tensorrt", "outcome": "NotApplicable", "error": "no GPU"}]}
+    screen = io.StringIO()
+    Console(file=screen, width=160, color_system=None).print(results_table(report))
+    text = screen.getvalue()
+    assert "static-int8" in text and "BEST" in text and "2.50x" in text and "NotApplicable: no GPU" in text
+    assert "Best: static-int8" in text
