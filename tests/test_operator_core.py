@@ -159,6 +159,15 @@ def test_a_reservation_counts_until_the_index_shows_the_run_or_it_expires():
     assert queue.running(InFlight()) == {} and not queue.reserved
 
 
+def test_a_job_of_an_older_spec_going_does_not_free_the_slot_reserved_for_the_new_one():
+    queue = RunQueue(max_running=1, max_per_namespace=1, clock=Clock())
+    queue.reserve(("a", "m"), 2)
+    queue.release(("a", "m"), 1)  # the superseded generation's Job was deleted
+    assert queue.just_started(("a", "m"), 2)
+    queue.release(("a", "m"), 2)
+    assert not queue.reserved
+
+
 def test_a_released_slot_starts_the_next_queued_runs_in_priority_then_age_order():
     queue = RunQueue(max_running=3, max_per_namespace=2, clock=Clock())
     queued = [waiting("a", "old", created="2026-01-01T00:00:00Z"), waiting("a", "new", created="2026-01-02T00:00:00Z"),

@@ -172,7 +172,7 @@ class RunController:
         owner, generation = labels.get(RESOURCE_LABEL), int(labels.get(GENERATION_LABEL, "0"))
         outcome = job_outcome(job, [])
         if event_type == "DELETED" and outcome.state not in (SUCCEEDED, FAILED):
-            self.queue.release((namespace, owner))
+            self.queue.release((namespace, owner), generation)
             current = await self.lanes.report(self.kube.get_resource, namespace, owner)
             if current is not None:
                 await self.job_gone(current, job["metadata"]["name"], generation)
@@ -193,7 +193,7 @@ class RunController:
     async def finish(self, current: dict, generation: int, outcome: JobOutcome) -> None:
         # Before the write: its watch event reaches the reconciler, which starts the next queued
         # run, possibly before this resumes, and a reservation left then would hold the slot.
-        self.queue.release(_key(current))
+        self.queue.release(_key(current), generation)
         written = await self.status.write(current, lambda fresh: decisions.finished(fresh, generation, outcome))
         if written is None:
             return  # already recorded, or superseded by a newer spec
@@ -207,7 +207,7 @@ class RunController:
     async def job_gone(self, current: dict, job: str, generation: int | None = None) -> None:
         """The run's Job was deleted (by hand, or collected) before the run finished."""
         generation = generation or generation_of(current)
-        self.queue.release(_key(current))
+        self.queue.release(_key(current), generation)
         if await self.status.write(current, lambda fresh: decisions.job_gone(fresh, generation, job)):
             self.metrics.runs_total.labels("failed").inc()
             self.events.phase(current, decisions.job_gone_phase(job), warning=True)

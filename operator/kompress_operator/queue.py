@@ -89,8 +89,11 @@ class RunQueue:
     def reserve(self, key: Key, generation: int) -> None:
         self.reserved[key] = (generation, self.clock())
 
-    def release(self, key: Key) -> None:
-        self.reserved.pop(key, None)
+    def release(self, key: Key, generation: int | None = None) -> None:
+        """Free a reservation; with a generation, only that generation's (a Job of an older spec
+        going must not free the slot just reserved for the new one)."""
+        if generation is None or self.just_started(key, generation):
+            self.reserved.pop(key, None)
 
     def running(self, now: InFlight) -> Counter:
         """Slots taken per namespace: Running runs plus live reservations (expired ones and those
