@@ -300,3 +300,12 @@ def EXAMPLES_TOKENIZER() -> Path:  # noqa: N802
     from .transformer_fixtures import minilm_dir
 
     return minilm_dir()
+
+
+def test_the_operator_command_without_the_operator_extra_says_which_extra(capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "kompress_operator.settings", None)  # as if pydantic-settings were not installed
+    code = main(["operator", "--max-running", "3"])
+    err = capsys.readouterr().err
+    assert code == 1 and "the operator needs the 'operator' extra" in err

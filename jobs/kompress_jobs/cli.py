@@ -14,8 +14,6 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from kompress_operator.settings import OperatorSettings
-
 from . import __version__
 from .contract import JobEnv
 from .errors import KompressError, SpecError, VersionMismatchError
@@ -23,7 +21,9 @@ from .errors import KompressError, SpecError, VersionMismatchError
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "missing_extra", None):  # without the extra, the operator's flags are unknown
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return 2
@@ -57,7 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     job.set_defaults(handler=_job)
 
     operator = commands.add_parser("operator", help="run the Kubernetes operator (kubeconfig or in-cluster config)")
-    OperatorSettings.add_arguments(operator)
+    try:  # the operator's settings need the 'operator' extra; `kompress optimize` does not
+        from kompress_operator.settings import OperatorSettings
+    except ImportError as exc:
+        operator.set_defaults(missing_extra=str(exc))
+    else:
+        OperatorSettings.add_arguments(operator)
     operator.set_defaults(handler=_operator)
 
     validate = commands.add_parser("validate", help="check a ModelOptimization YAML without running it")
@@ -68,7 +73,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _operator(args: argparse.Namespace) -> int:
     try:
+        if getattr(args, "missing_extra", None):
+            raise ImportError(args.missing_extra)
         from kompress_operator.main import run
+        from kompress_operator.settings import OperatorSettings
     except ImportError as exc:
         raise KompressError(f"the operator needs the 'operator' extra (pip install 'kompress[operator]'): {exc}") from None
     try:
@@ -80,6 +88,8 @@ def _operator(args: argparse.Namespace) -> int:
 
 
 def _settings_errors(exc: ValidationError) -> str:
+    from kompress_operator.settings import OperatorSettings
+
     return "; ".join(f"{OperatorSettings.env_name(str(e['loc'][0]))} / --{str(e['loc'][0]).replace('_', '-')}: {e['msg']}"
                      for e in exc.errors())
 
