@@ -48,8 +48,10 @@ AUDIT_POLICY = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages":
     {"level": "Metadata", "verbs": ["create"], "resources": [{"group": GROUP, "resources": [PLURAL]}]},
     {"level": "None"}]}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
-# What a finished Pod of a real run writes to its termination log (see kompress_jobs.cli._job).
-RESULT = {"result": {
+from kompress_jobs import __version__  # noqa: E402
+from kompress_jobs.contract import CONTRACT_VERSION, JobMessage  # noqa: E402
+# What a finished Pod of a real run writes to its termination log: a JobMessage (kompress_jobs.contract).
+RESULT = {"contractVersion": CONTRACT_VERSION, "release": __version__, "result": {
     "runId": "scale", "metric": "Accuracy", "batchSize": 1,
     "artifacts": {"uri": "s3://bench/runs/scale", "manifestSha256": "0" * 64},
     "baseline": {"name": "baseline", "technique": "baseline", "accepted": False, "paretoOptimal": True,
@@ -59,6 +61,9 @@ RESULT = {"result": {
     "candidates": [{"name": "static-int8", "technique": "quantization", "accepted": True, "paretoOptimal": True,
                     "latencyP50Ms": 0.032, "sizeBytes": 242_700, "metricValue": 0.9875, "speedup": 4.94, "sizeRatio": 3.82}],
 }}
+
+
+JobMessage.model_validate(RESULT)  # the operator reads it with this model
 
 
 def resource(name: str) -> dict:
