@@ -125,9 +125,8 @@ def _optimize(args: argparse.Namespace) -> int:
 def _job(args: argparse.Namespace) -> int:
     """The resource arrives as JSON in $KOMPRESS_RESOURCE; a JobMessage leaves in the termination log."""
     from .console import ProgressDisplay, console_for, results_table
-    from .contract import JobMessage, job_mismatch, unknown_field_hint
+    from .contract import JobMessage, job_mismatch
     from .pipeline import run_optimization
-    from .specfile import resource_from_dict
     from .summary import run_summary
 
     def finish(message: JobMessage) -> None:
@@ -141,7 +140,7 @@ def _job(args: argparse.Namespace) -> int:
         mismatch = job_mismatch(os.environ.get(JobEnv.CONTRACT_VERSION.value), operator_release)
         if mismatch:
             raise VersionMismatchError(mismatch)
-        resource = _job_resource(resource_from_dict, operator_release, unknown_field_hint)
+        resource = _job_resource(operator_release)
         with ProgressDisplay() as progress:  # plain timestamped lines in a Pod's log
             result = run_optimization(
                 resource, run_id=os.environ.get(JobEnv.RUN_ID.value),
@@ -159,7 +158,10 @@ def _job(args: argparse.Namespace) -> int:
     return 0
 
 
-def _job_resource(resource_from_dict, operator_release: str | None, hint):
+def _job_resource(operator_release: str | None):
+    from .contract import unknown_field_hint
+    from .specfile import resource_from_dict
+
     raw = os.environ.get(JobEnv.RESOURCE.value)
     if not raw:
         raise SpecError(f"{JobEnv.RESOURCE.value} is not set: `kompress job` runs inside a Job the operator creates")
@@ -170,9 +172,10 @@ def _job_resource(resource_from_dict, operator_release: str | None, hint):
     try:
         return resource_from_dict(document, "resource")
     except SpecError as exc:
-        if not hint(operator_release):
+        hint = unknown_field_hint(operator_release)
+        if not hint:
             raise
-        raise VersionMismatchError(f"{exc}{hint(operator_release)}") from None
+        raise VersionMismatchError(f"{exc}{hint}") from None
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ RESOURCE = (API_GROUP, API_VERSION, PLURAL)
 
 
 def snapshot(running_runs: kopf.Index, waiting_runs: kopf.Index, run_jobs: kopf.Index) -> InFlight:
-    return InFlight(running=running_runs, waiting=list(waiting_runs.get(None, [])), jobs=run_jobs)
+    # The index's own store, not a copy: this runs on every watch event, and the queue can be 1000 long.
+    return InFlight(running=running_runs, waiting=waiting_runs.get(None, ()), jobs=run_jobs)
 
 
 def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetrics) -> kopf.OperatorRegistry:

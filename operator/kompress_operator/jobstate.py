@@ -42,7 +42,7 @@ def _message(terminated: dict | None) -> JobMessage | None:
     try:
         document = json.loads(text)
     except json.JSONDecodeError:
-        return JobMessage.failure(terminated.get("reason") or "Error", text[-500:])
+        document = None
     if not isinstance(document, dict):
         return JobMessage.failure(terminated.get("reason") or "Error", text[-500:])
     mismatch = operator_mismatch(document)

@@ -28,7 +28,7 @@ class InFlight:
     the generation of every run's Job that exists."""
 
     running: Mapping[str, Collection[str]] = field(default_factory=dict)
-    waiting: list[Waiting] = field(default_factory=list)
+    waiting: Collection[Waiting] = ()
     jobs: Mapping[Key, Collection[int]] = field(default_factory=dict)
 
     def has_job(self, key: Key, generation: int) -> bool:
@@ -112,7 +112,7 @@ class RunQueue:
                 counts[key[0]] += 1
         return counts
 
-    def _not_starting(self, waiting: list[Waiting]) -> list[Waiting]:
+    def _not_starting(self, waiting: Collection[Waiting]) -> list[Waiting]:
         return [w for w in waiting if w.key not in self.reserved]
 
     def _far_below(self, now: InFlight, starting: int) -> bool:
