@@ -22,7 +22,7 @@ from kompress_jobs.errors import SpecError
 from kompress_jobs.plan import plan_passes
 from kompress_jobs.specfile import resource_from_dict
 
-from . import decisions
+from . import decisions, policy
 from .admission import Waiting
 from .conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, Phase
 from .decisions import generation_of
@@ -31,6 +31,7 @@ from .jobstate import JobOutcome, job_outcome
 from .kube import Kube, older_generation_jobs
 from .lanes import ApiLanes
 from .metrics import OperatorMetrics
+from .policy import PolicyViolation
 from .queue import InFlight, RunQueue
 from .settings import OperatorSettings
 from .writer import EventRecorder, StatusWriter
@@ -96,11 +97,12 @@ class RunController:
         (namespace, name), generation = _key(body), generation_of(body)
         try:
             parsed = validate(body)
+            policy.enforce(parsed.spec, self.settings)
         except SpecError as exc:
-            message = str(exc).removeprefix("spec: ")
-            if await self.status.write(body, lambda current: decisions.invalid_spec(current, generation, message)):
-                self.events.post(body, "InvalidSpec", message, warning=True)
-                self.metrics.runs_total.labels("invalid").inc()
+            await self.refuse(body, generation, "InvalidSpec", str(exc).removeprefix("spec: "))
+            return
+        except PolicyViolation as exc:
+            await self.refuse(body, generation, "PolicyViolation", str(exc))
             return
         if generation > 1:  # only a changed spec leaves Jobs of older generations behind
             for old in older_generation_jobs(await self.lanes.report(self.kube.jobs_of, namespace, name), generation):
@@ -111,6 +113,12 @@ class RunController:
             await self.status.write(body, lambda current: decisions.unless_started(current, generation, exists))
             return
         await self.start_or_queue(body, parsed, now)
+
+    async def refuse(self, body: dict, generation: int, reason: str, message: str) -> None:
+        """Failed before any Job: nothing to retry until the spec (or the operator's policy) changes."""
+        if await self.status.write(body, lambda current: decisions.refused(current, generation, reason, message)):
+            self.events.post(body, reason, message, warning=True)
+            self.metrics.runs_total.labels("invalid").inc()
 
     async def start_or_queue(self, body: dict, parsed, now: InFlight) -> None:
         generation, meta = generation_of(body), body["metadata"]
@@ -131,6 +139,10 @@ class RunController:
             kopf.adopt(manifest, owner=body)
             # no read first: the name carries the generation, so an existing Job answers 409
             created = await self.lanes.start(self.kube.create_job, manifest)
+        except PolicyViolation as exc:  # queued before the operator restarted with a stricter policy
+            self.queue.release(_key(body))
+            await self.refuse(body, generation, "PolicyViolation", str(exc))
+            return
         except BaseException:
             self.queue.release(_key(body))
             raise

@@ -34,11 +34,15 @@ def current_run(resource: dict, generation: int) -> dict | None:
     return resource.get("status") or {}
 
 
-def invalid_spec(resource: dict, generation: int, message: str) -> dict | None:
-    """Failed/InvalidSpec for this generation (unless the spec moved on meanwhile)."""
+def refused(resource: dict, generation: int, reason: str, message: str) -> dict | None:
+    """Failed for this generation before any Job (InvalidSpec, PolicyViolation), unless the spec moved on."""
     if generation_of(resource) != generation:
         return None
-    return status_patch(Phase(FAILED, "InvalidSpec", message), resource.get("status") or {}, generation)
+    return status_patch(Phase(FAILED, reason, message), resource.get("status") or {}, generation)
+
+
+def invalid_spec(resource: dict, generation: int, message: str) -> dict | None:
+    return refused(resource, generation, "InvalidSpec", message)
 
 
 def unless_started(resource: dict, generation: int, phase: Phase, **fields: Any) -> dict | None:

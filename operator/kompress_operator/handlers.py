@@ -7,6 +7,7 @@ import kopf
 
 from kompress_jobs.schema import API_GROUP, API_VERSION, PLURAL
 
+from . import webhook
 from .admission import Waiting
 from .conditions import PENDING, QUEUED, RUNNING
 from .controller import RunController
@@ -28,6 +29,9 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
     registry = kopf.OperatorRegistry()
     controller = RunController(settings, kube, metrics)
     register_indexes(registry)
+    if settings.webhook_port:
+        webhook.register(registry, settings, lambda user, namespace: controller.lanes.report(
+            kube.user_can, user, namespace, webhook.JOB_CREATE))
 
     @kopf.on.startup(id="warm_up", registry=registry)
     async def warm_up(**_):

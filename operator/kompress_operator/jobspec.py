@@ -15,6 +15,7 @@ from kompress_jobs import __version__
 from kompress_jobs.contract import CONTRACT_VERSION, JobEnv, sparse_wire
 from kompress_jobs.schema import Device, ModelOptimizationSpec
 
+from . import policy
 from .settings import OperatorSettings
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kompress"}
@@ -37,6 +38,7 @@ def run_id(namespace: str, name: str, generation: int) -> str:
 
 
 def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: OperatorSettings) -> dict[str, Any]:
+    policy.enforce(spec, settings)  # again here: the webhook can be deleted by whoever may delete it
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 1)
     job = spec.job
@@ -107,7 +109,7 @@ def _container(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Oper
     env += [{"name": k, "value": v} for k, v in sorted(settings.job_env.items())]
     container: dict[str, Any] = {
         "name": "optimize",
-        "image": job.image or (settings.gpu_image if job.device is Device.GPU else settings.cpu_image),
+        "image": policy.job_image(spec, settings),
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["kompress", "job"],
         "env": env,
@@ -123,6 +125,7 @@ def _container(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Oper
             "capabilities": {"drop": ["ALL"]},
         },
     }
-    if settings.artifacts_secret:
+    # The team's storage credentials only ever reach an image the operator's policy trusts.
+    if settings.artifacts_secret and policy.image_allowed(container["image"], settings):
         container["envFrom"] = [{"secretRef": {"name": settings.artifacts_secret, "optional": True}}]
     return container

@@ -106,6 +106,24 @@ class Kube:
                 return False
             raise
 
+    def user_can(self, user: dict, namespace: str, attributes: dict[str, str]) -> tuple[bool, str]:
+        """A SubjectAccessReview for an admission request's userInfo: (allowed, the authorizer's reason)."""
+        spec = {"user": user.get("username"), "uid": user.get("uid"), "groups": user.get("groups") or [],
+                "extra": user.get("extra") or {}, "resourceAttributes": {"namespace": namespace, **attributes}}
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
+        status = _json(client.AuthorizationV1Api(self.api).create_subject_access_review(review, **RAW)).get("status") or {}
+        return bool(status.get("allowed")), status.get("reason") or status.get("evaluationError") or ""
+
+    def apply_webhook_configuration(self, configuration: dict) -> None:
+        """Create the ValidatingWebhookConfiguration, or bring an existing one of that name up to date."""
+        api = client.AdmissionregistrationV1Api(self.api)
+        try:
+            _read(api.create_validating_webhook_configuration(configuration, **RAW))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            _read(api.patch_validating_webhook_configuration(configuration["metadata"]["name"], configuration, **RAW))
+
     def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the resource, as `kubectl describe` shows them."""
         meta = obj["metadata"]

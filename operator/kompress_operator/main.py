@@ -8,6 +8,7 @@ import logging
 import aiohttp
 import kopf
 
+from . import webhook
 from .handlers import build_registry
 from .kube import Kube, load_config
 from .lanes import API_THREADS
@@ -33,7 +34,7 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
-def configure(registry: kopf.OperatorRegistry, ours: OperatorSettings) -> None:
+def configure(registry: kopf.OperatorRegistry, ours: OperatorSettings, kube: Kube) -> None:
     # A custom registry has none of Kopf's default handlers: log in as the kubernetes client does
     # (in-cluster service account, else the kubeconfig).
     @kopf.on.login(id="login", registry=registry)
@@ -70,6 +71,9 @@ def configure(registry: kopf.OperatorRegistry, ours: OperatorSettings) -> None:
         settings.posting.level = logging.WARNING
         settings.execution.max_workers = 16
         settings.peering.priority = ours.peering_priority
+        settings.peering.lifetime = ours.peering_lifetime
+        if ours.webhook_port:
+            settings.admission.server = webhook.server(ours, kube)
 
 
 def run(settings: OperatorSettings) -> None:
@@ -79,8 +83,9 @@ def run(settings: OperatorSettings) -> None:
     load_config(connections=API_THREADS)
     metrics = OperatorMetrics()
     metrics.serve(settings.metrics_port)
-    registry = build_registry(settings, Kube(), metrics)
-    configure(registry, settings)
+    kube = Kube()
+    registry = build_registry(settings, kube, metrics)
+    configure(registry, settings, kube)
     namespaces = list(settings.namespaces)
 
     async def operate() -> None:

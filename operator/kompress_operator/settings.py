@@ -3,7 +3,7 @@
 Each field is read from KOMPRESS_<FIELD> (the chart sets them; an empty value counts as unset,
 as charts write optional values) and can be given as --<field-with-dashes>, which wins over the
 environment. Lists and maps are JSON in the environment and on the command line, except
-`namespaces`, which also takes a comma-separated list. tests/test_chart.py keeps the chart's
+`namespaces` and `allowed_images`, which also take comma-separated lists. tests/test_chart.py keeps the chart's
 Deployment and this model in step.
 """
 
@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, get_origin
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from kompress_jobs.schema import Toleration
 
 ENV_PREFIX = "KOMPRESS_"
 
@@ -48,9 +50,30 @@ class OperatorSettings(BaseSettings):
     peering_priority: int = Field(default_factory=lambda: random.randint(1, 2**31 - 1), description=(
         "this replica's peering priority (default: random, so one replica serves and the others stand by; "
         "equal priorities would make Kopf freeze all of them)"))
+    peering_lifetime: int = Field(60, ge=5, description=(
+        "seconds a replica's peering record stays valid without renewal: how long a standby waits "
+        "before it takes over from a replica that died"))
+    # The policy (policy.py): what any spec may ask of the Jobs, enforced at admission and at Job build.
+    allowed_images: Annotated[tuple[str, ...], NoDecode] = Field((), description=(
+        "image patterns (shell-style, comma-separated) specs may set in job.image besides the operator's "
+        "own images; the artifacts Secret goes only into Jobs of allowed images"))
+    allow_service_accounts: bool = Field(False, description="whether specs may choose the Job's ServiceAccount")
+    allowed_tolerations: list[Toleration] = Field(
+        default_factory=lambda: [Toleration(key="nvidia.com/gpu", effect="NoSchedule")], description=(
+            'tolerations specs may set, as JSON; unset fields match anything, e.g. [{"key": "nvidia.com/gpu"}]'))
+    # The admission webhook (webhook.py), served when webhook_port is set.
+    webhook_port: int | None = Field(None, ge=1, le=65535, description="port of the HTTPS admission webhook (default: none)")
+    webhook_cert_dir: str | None = Field(None, description=(
+        "folder holding tls.crt and tls.key (a mounted Secret, e.g. cert-manager's), re-read when they change; "
+        "default: a self-signed certificate made at start"))
+    webhook_register: bool = Field(False, description=(
+        "create or update the ValidatingWebhookConfiguration, pointing at https://<webhook-host>:<webhook-port> "
+        "(for clusters without the chart, which renders it itself)"))
+    webhook_host: str = Field("127.0.0.1", description="host name or address the API server reaches the webhook at, "
+                                                       "when the operator registers it")
     debug: bool = Field(False, description="debug logging, Kopf's included")
 
-    @field_validator("namespaces", mode="before")
+    @field_validator("namespaces", "allowed_images", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -70,9 +93,9 @@ class OperatorSettings(BaseSettings):
             if field.annotation is bool:
                 parser.add_argument(flag, action="store_const", const=True, default=None, help=help_text)
             else:
-                as_json = get_origin(field.annotation) is dict
+                as_json = get_origin(field.annotation) in (dict, list)
                 parser.add_argument(flag, default=None, metavar="JSON" if as_json else "VALUE", help=help_text,
-                                    type=_json_object if as_json else str)
+                                    type=_json if as_json else str)
 
     @classmethod
     def from_arguments(cls, args: argparse.Namespace) -> "OperatorSettings":
@@ -81,12 +104,12 @@ class OperatorSettings(BaseSettings):
         return cls(**given)
 
 
-def _json_object(text: str) -> dict:
-    """argparse type of the map settings: a JSON object."""
+def _json(text: str) -> dict | list:
+    """argparse type of the map and list settings: a JSON object or array."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object")
+    if not isinstance(value, (dict, list)):
+        raise argparse.ArgumentTypeError("expected a JSON object or array")
     return value

@@ -1,0 +1,174 @@
+"""The admission webhook: `kubectl apply` refuses what the operator would refuse later, and what
+the requesting user could not do without the operator (the confused-deputy check).
+
+For each create or update of a ModelOptimization:
+1. the full pydantic validation (what the CRD's schema cannot express), refused with the field path;
+2. the operator-wide policy (policy.py);
+3. when the spec decides what its Job runs as or where (image, ServiceAccount, tolerations, node
+   selector, priority class), a SubjectAccessReview: the user must be allowed to create Jobs in
+   the namespace themselves. Kubernetes lets whoever may create Pods or Jobs in a namespace run them
+   as any of its ServiceAccounts, so that one permission is the boundary for all five fields.
+
+Kopf serves it (both replicas do: admission is not paused by peering); the chart renders the
+ValidatingWebhookConfiguration from `configuration()`'s conventions (tests/test_chart.py compares).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import kopf
+
+from kompress_jobs.errors import SpecError
+from kompress_jobs.schema import API_GROUP, API_VERSION, PLURAL, JobSettings
+
+from . import policy
+from .controller import validate  # the same check the controller runs before it starts a run
+from .settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+HANDLER_ID = "validate"  # Kopf routes POST /<handler id> to the handler
+WEBHOOK_NAME = f"validate.{API_GROUP}"
+CONFIGURATION_NAME = API_GROUP  # when the operator registers it itself
+# Deliberate: fail closed. With the operator down, creates and spec edits of ModelOptimizations are
+# refused (deletes are not matched); otherwise a restart would be a window without the user check,
+# which the Job-build policy check cannot replace (the requester is not known there).
+FAILURE_POLICY = "Fail"
+TIMEOUT_SECONDS = 10  # one SubjectAccessReview: milliseconds when the API server is well
+# What a spec decides about its Job's identity and placement: each asks the operator to do what
+# Kubernetes lets only Job creators do.
+PRIVILEGED_FIELDS = ("image", "service_account_name", "tolerations", "node_selector", "priority_class_name")
+JOB_CREATE = {"verb": "create", "group": "batch", "resource": "jobs"}
+
+CanCreateJobs = Callable[[dict, str], Awaitable[tuple[bool, str]]]  # (userInfo, namespace) -> allowed, reason
+
+
+async def review(new: dict, old: dict | None, user: dict, settings: OperatorSettings, can_create_jobs: CanCreateJobs) -> None:
+    """Raise kopf.AdmissionError for a request to refuse; return to admit it."""
+    if old is not None and old.get("spec") == new.get("spec"):
+        return  # metadata only (finalizers, labels): never block the operator, or a deletion
+    namespace = new["metadata"].get("namespace") or ""
+    if settings.namespaces and namespace not in settings.namespaces:
+        return  # not this operator's to run
+    try:
+        spec = validate(new).spec
+    except SpecError as exc:
+        raise kopf.AdmissionError(str(exc), code=422) from None
+    found = policy.violations(spec, settings)
+    if found:
+        raise kopf.AdmissionError("; ".join(map(str, found)), code=403)
+    fields = asked_fields(spec.job, _previous_job(old))
+    if not fields:
+        return
+    allowed, reason = await can_create_jobs(user, namespace)
+    if not allowed:
+        who = user.get("username") or "the requesting user"
+        raise kopf.AdmissionError(
+            f"{', '.join(fields)}: setting {'this field' if len(fields) == 1 else 'these fields'} needs permission to "
+            f"create jobs.batch in namespace {namespace}, which {who} does not have"
+            + (f" ({reason})" if reason else "") + "; leave it unset to run with the operator's defaults", code=403)
+
+
+def asked_fields(new: JobSettings, old: JobSettings | None) -> list[str]:
+    """The privileged fields the request sets (create) or changes (update), as wire paths."""
+    return [policy.job_field(name) for name in PRIVILEGED_FIELDS
+            if getattr(new, name) and (old is None or getattr(old, name) != getattr(new, name))]
+
+
+def _previous_job(old: dict | None) -> JobSettings | None:
+    if old is None:
+        return None
+    try:
+        return validate(old).spec.job
+    except SpecError:
+        return None  # an old spec that never ran: every field counts as new
+
+
+def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, can_create_jobs: CanCreateJobs) -> None:
+    @kopf.on.validate(API_GROUP, API_VERSION, PLURAL, id=HANDLER_ID, operations=["CREATE", "UPDATE"], registry=registry)
+    async def validate_resource(body, old, userinfo, **_):
+        await review(dict(body), dict(old) if old is not None else None, dict(userinfo or {}), settings, can_create_jobs)
+
+
+def configuration(client_config: dict[str, Any], name: str = CONFIGURATION_NAME) -> dict[str, Any]:
+    """The ValidatingWebhookConfiguration; client_config is a url or a service reference, with caBundle."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "kompress"}},
+        "webhooks": [{
+            "name": WEBHOOK_NAME,
+            "rules": [{"apiGroups": [API_GROUP], "apiVersions": [API_VERSION], "resources": [PLURAL],
+                       "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}],
+            "clientConfig": client_config,
+            "failurePolicy": FAILURE_POLICY,
+            "matchPolicy": "Equivalent",
+            "sideEffects": "None",
+            "timeoutSeconds": TIMEOUT_SECONDS,
+            "admissionReviewVersions": ["v1"],
+        }],
+    }
+
+
+def server(settings: OperatorSettings, kube) -> "WebhookServer":
+    """The server Kopf runs; with webhook_register, it (re)registers the configuration as it starts."""
+    async def register(client_config: dict) -> None:
+        client_config["url"] = f"{client_config['url'].rstrip('/')}/{HANDLER_ID}"
+        await asyncio.to_thread(kube.apply_webhook_configuration, configuration(client_config))
+        log.info("registered the admission webhook %s at %s", CONFIGURATION_NAME, client_config["url"])
+    return WebhookServer(settings, register if settings.webhook_register else None)
+
+
+class WebhookServer(kopf.WebhookServer):
+    """Kopf's HTTPS server, with our certificate, registering the configuration on each (re)start
+    when asked to (Kopf's own managed mode needs `create` on every webhook configuration)."""
+
+    def __init__(self, settings: OperatorSettings, on_config: Callable[[dict], Awaitable[None]] | None = None):
+        if settings.webhook_cert_dir:
+            folder = Path(settings.webhook_cert_dir)
+            ca = folder / "ca.crt"
+            files = {"certfile": folder / "tls.crt", "pkeyfile": folder / "tls.key", "cafile": ca if ca.exists() else None}
+        else:
+            files = self_signed(settings.webhook_host)
+        super().__init__(port=settings.webhook_port, host=settings.webhook_host, **files)
+        self.on_config = on_config
+
+    async def __call__(self, fn) -> AsyncIterator[dict]:
+        async for client_config in super().__call__(fn):
+            if self.on_config is not None:
+                await self.on_config(dict(client_config))
+            yield client_config
+
+
+def self_signed(host: str) -> dict[str, Path]:
+    """A self-signed certificate (its own CA) for host, valid a year, in a private temp folder."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    try:
+        san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        san = x509.DNSName(host)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=365))
+                   .add_extension(x509.SubjectAlternativeName([san]), critical=False)
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(key, hashes.SHA256()))
+    folder = Path(tempfile.mkdtemp(prefix="kompress-webhook-"))
+    (folder / "tls.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (folder / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    return {"certfile": folder / "tls.crt", "pkeyfile": folder / "tls.key"}
