@@ -77,6 +77,8 @@ def test_rbac_grants_only_what_the_operator_calls(assets):
         assert granted[("", "pods")] == {"list"} and granted[("", "events")] == {"create"}
         assert granted[("batch", "jobs")] == {"list", "watch", "create", "delete"}
         assert granted[("kompress.io", "modeloptimizations/status")] == {"get", "patch"}
+        assert granted[("authorization.k8s.io", "subjectaccessreviews")] == {"create"}  # the webhook's one need
+        assert not [r for r in rules if "admissionregistration.k8s.io" in r["apiGroups"]]  # the chart registers it
     namespaced = template(assets, "-f", REPO / "tests/fixtures/chart-values/namespaced-ha.yaml")
     assert {b["metadata"]["namespace"] for b in of_kind(namespaced, "RoleBinding")} == {"team-a", "team-b"}
     assert operator_env(namespaced)["KOMPRESS_NAMESPACES"] == "team-a,team-b"
@@ -105,8 +107,9 @@ def test_job_settings_reach_the_operator(assets):
     assert env["KOMPRESS_CPU_IMAGE"] == "ghcr.io/kompress/kompress-job:0.1.0"
 
 
-# Set per replica on purpose: equal peering priorities would make Kopf freeze every replica.
-NOT_FROM_THE_CHART = {"peering_priority"}
+# Set per replica on purpose: equal peering priorities would make Kopf freeze every replica. The
+# chart registers the webhook itself, so the operator's self-registration stays off.
+NOT_FROM_THE_CHART = {"peering_priority", "webhook_register", "webhook_host"}
 
 
 def test_the_charts_operator_environment_is_the_operator_settings(assets, monkeypatch):
@@ -122,6 +125,57 @@ def test_the_charts_operator_environment_is_the_operator_settings(assets, monkey
     settings = OperatorSettings()  # every value the chart writes parses
     assert settings.namespaces == ("team-a", "team-b") and settings.peering == "kompress" and settings.debug
     assert settings.job_env == {"AWS_REGION": "eu-west-1"} and settings.retry_interval == 5.0
+
+
+def test_the_charts_webhook_is_the_operators_and_its_certificate_matches_the_service(assets):
+    import base64
+
+    from cryptography import x509
+
+    from kompress_operator import webhook
+
+    docs = template(assets)
+    charted = of_kind(docs, "ValidatingWebhookConfiguration")[0]["webhooks"][0]
+    ours = webhook.configuration({})["webhooks"][0]
+    client_config = charted.pop("clientConfig")
+    assert charted == {k: v for k, v in ours.items() if k != "clientConfig"}
+    service = next(s for s in of_kind(docs, "Service") if s["metadata"]["name"] == client_config["service"]["name"])
+    assert client_config["service"]["path"] == f"/{webhook.HANDLER_ID}" and service["spec"]["ports"][0]["targetPort"] == "webhook"
+    secret = next(s for s in of_kind(docs, "Secret") if s["metadata"]["name"].endswith("-webhook-tls"))
+    assert secret["data"]["ca.crt"] == client_config["caBundle"]
+    certificate = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    assert f"{service['metadata']['name']}.kompress-system.svc" in names
+    deployment = of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    assert deployment["volumes"] == [{"name": "webhook-tls", "secret": {"secretName": secret["metadata"]["name"]}}]
+    env = operator_env(docs)
+    assert env["KOMPRESS_WEBHOOK_PORT"] == "9443" and env["KOMPRESS_WEBHOOK_CERT_DIR"] == "/tls"
+
+    managed = template(assets, "--set", "webhook.certificate.source=cert-manager")
+    assert not [s for s in of_kind(managed, "Secret") if s["metadata"]["name"].endswith("-webhook-tls")]
+    certificate = of_kind(managed, "Certificate")[0]
+    hook = of_kind(managed, "ValidatingWebhookConfiguration")[0]
+    assert hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"kompress-system/{certificate['metadata']['name']}"
+    assert "caBundle" not in hook["webhooks"][0]["clientConfig"] and of_kind(managed, "Issuer")
+
+    off = template(assets, "--set", "webhook.enabled=false")
+    assert not of_kind(off, "ValidatingWebhookConfiguration") and operator_env(off)["KOMPRESS_WEBHOOK_PORT"] == ""
+    rules = [r for role in of_kind(off, "ClusterRole") for r in role["rules"]]
+    assert not [r for r in rules if "subjectaccessreviews" in r["resources"]]
+
+
+def test_the_policy_reaches_the_operator(assets, monkeypatch):
+    from kompress_operator.settings import OperatorSettings
+
+    env = operator_env(template(assets, "--set-json", 'policy={"allowedImages": ["registry.example.com/ml/*", "ghcr.io/acme/*"],'
+                                                      ' "allowServiceAccounts": true, "allowedTolerations": [{"key": "dedicated"}]}'))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value or "")
+    settings = OperatorSettings()
+    assert settings.allowed_images == ("registry.example.com/ml/*", "ghcr.io/acme/*") and settings.allow_service_accounts
+    assert [t.key for t in settings.allowed_tolerations] == ["dedicated"]
+    defaults = operator_env(template(assets))
+    assert defaults["KOMPRESS_ALLOW_SERVICE_ACCOUNTS"] == "false" and defaults["KOMPRESS_ALLOWED_IMAGES"] == ""
 
 
 def test_service_monitor_selects_the_metrics_service(assets):
@@ -193,7 +247,8 @@ def test_dashboard_and_alerts_use_only_exported_metrics(assets):
 
 def test_plain_manifests_are_the_rendered_chart(assets):
     checked_in = (DEPLOY / "kustomize" / "base" / "kompress.yaml").read_text()
-    rendered = run(assets / "helm", "template", "kompress", CHART, "--namespace", "kompress-system").stdout
+    rendered = run(assets / "helm", "template", "kompress", CHART, "--namespace", "kompress-system",
+                   "--set", "webhook.certificate.source=cert-manager").stdout
     assert checked_in.split("\n", 1)[1] == rendered, "deploy/kustomize/base/kompress.yaml is stale: run scripts/render-manifests"
 
 

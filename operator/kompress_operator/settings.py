@@ -50,7 +50,7 @@ class OperatorSettings(BaseSettings):
     peering_priority: int = Field(default_factory=lambda: random.randint(1, 2**31 - 1), description=(
         "this replica's peering priority (default: random, so one replica serves and the others stand by; "
         "equal priorities would make Kopf freeze all of them)"))
-    peering_lifetime: int = Field(60, ge=5, description=(
+    peering_lifetime: int = Field(60, ge=15, description=(
         "seconds a replica's peering record stays valid without renewal: how long a standby waits "
         "before it takes over from a replica that died"))
     # The policy (policy.py): what any spec may ask of the Jobs, enforced at admission and at Job build.

@@ -7,11 +7,13 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 
 from ..conftest import REPO
+from ..harness.control_plane import free_port, host_address
 from ..harness.operator_process import OperatorProcess
 from ..test_chart import CHART, VALUES, used_metric_names
 from .conftest import S3_ENV, apply, condition, phase_is, resource, wait_for
@@ -69,7 +71,25 @@ def adopt_existing_crd(cluster) -> None:
                     f"meta.helm.sh/release-namespace={RELEASE_NAMESPACE}")
 
 
-def test_operator_with_the_charts_service_account_completes_a_run(cluster, node, s3, namespace):
+def mount_secret(cluster, namespace: str, name: str, folder: Path) -> Path:
+    """A Secret's keys as files, as the kubelet mounts them."""
+    secret = json.loads(cluster.kubectl("get", "secret", "-n", namespace, name, "-o", "json").stdout)
+    mounted = folder / name
+    mounted.mkdir()
+    for key, value in secret["data"].items():
+        (mounted / key).write_bytes(base64.b64decode(value))
+    return mounted
+
+
+def serve_service_here(cluster, namespace: str, service: str, port_name: str, port: int) -> None:
+    """Endpoints for a Service, pointing at this machine (the API server routes webhooks to
+    endpoints with --enable-aggregator-routing; Endpoints may not be loopback addresses)."""
+    endpoints = {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": service, "namespace": namespace},
+                 "subsets": [{"addresses": [{"ip": host_address()}], "ports": [{"name": port_name, "port": port}]}]}
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(endpoints))
+
+
+def test_operator_with_the_charts_service_account_completes_a_run(cluster, node, s3, namespace, tmp_path):
     ensure_namespace(cluster, RELEASE_NAMESPACE)
     adopt_existing_crd(cluster)
     job_env = {**S3_ENV, "AWS_ENDPOINT_URL": s3}  # no endpointUrl in the spec: boto3 takes it from here
@@ -89,7 +109,17 @@ def test_operator_with_the_charts_service_account_completes_a_run(cluster, node,
         env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
         env["POD_ID"] = "kompress-test-pod"
         assert container["command"] == ["kompress", "operator"] and env["KOMPRESS_PEERING"] == RELEASE
+        # The Pod's mounted webhook Secret, and the webhook Service's endpoint, played here too.
+        env["KOMPRESS_WEBHOOK_CERT_DIR"] = str(mount_secret(cluster, RELEASE_NAMESPACE, f"{RELEASE}-webhook-tls", tmp_path))
+        env["KOMPRESS_WEBHOOK_PORT"] = str(free_port())
+        serve_service_here(cluster, RELEASE_NAMESPACE, f"{RELEASE}-webhook", "webhook", int(env["KOMPRESS_WEBHOOK_PORT"]))
         operator = OperatorProcess(kubeconfig, "--retry-interval", "1", env=env).start()
+
+        # The chart's webhook answers through its Service, with the chart's certificate.
+        judged = resource("judged", s3, passes=[{"type": "OnnxExport"}, {"type": "StaticInt8", "opset": 17}])
+        refused = wait_for(lambda: (lambda r: r if r.returncode != 0 and "denied the request" in r.stderr else None)(
+            apply(cluster, namespace, judged, check=False)), "the chart's webhook to refuse a spec", timeout=60)
+        assert "spec.passes[1].opset" in refused.stderr, refused.stderr
 
         apply(cluster, namespace, resource("via-chart", s3, artifacts={}))
         done = wait_for(phase_is(cluster, namespace, "via-chart", "Succeeded", "Failed"), "the run to finish", timeout=240)

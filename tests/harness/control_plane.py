@@ -37,6 +37,16 @@ def assets_dir() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+def host_address() -> str:
+    """This machine's address on its default route: reachable like loopback, but allowed in Endpoints."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect(("10.255.255.255", 1))  # no packet is sent: this only picks the route
+        address = sock.getsockname()[0]
+    if address.startswith("127."):
+        raise RuntimeError("no non-loopback IPv4 address: a Service's Endpoints cannot point at this machine")
+    return address
+
+
 @dataclass
 class User:
     name: str
@@ -133,6 +143,8 @@ class ControlPlane:
             "--token-auth-file", str(self.dir / "tokens.csv"),
             "--authorization-mode", "RBAC",
             "--service-cluster-ip-range", "10.96.0.0/24",
+            # Webhooks behind a Service are called at its endpoints (no kube-proxy here for a ClusterIP).
+            "--enable-aggregator-routing=true",
             *self.apiserver_args,
         ])
         context = ssl.create_default_context()

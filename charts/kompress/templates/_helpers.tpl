@@ -46,3 +46,14 @@ app.kubernetes.io/part-of: kompress
 {{- define "kompress.metricsService" -}}
 {{- printf "%s-metrics" (include "kompress.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
+
+{{/* The admission webhook's Service, TLS Secret and the DNS name the API server checks its certificate against. */}}
+{{- define "kompress.webhookService" -}}
+{{- printf "%s-webhook" (include "kompress.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "kompress.webhookSecret" -}}
+{{- printf "%s-webhook-tls" (include "kompress.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "kompress.webhookHost" -}}
+{{- printf "%s.%s.svc" (include "kompress.webhookService" .) .Release.Namespace }}
+{{- end }}
