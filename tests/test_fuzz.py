@@ -1,6 +1,7 @@
 """Bad-input fuzzing: Hypothesis-generated resources through the pydantic models, the planner and
 the operator's own validation and Job builder. Whatever comes in, the answer is a valid Job or a
-SpecError naming a field — never another exception."""
+SpecError naming a field (or, outside the operator's policy, a PolicyViolation naming one) — never
+another exception."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from kompress_jobs.errors import SpecError
 from kompress_jobs.schema import PASS_TYPES, PassSpec
 from kompress_operator.controller import validate as _validate
 from kompress_operator.jobspec import build_job
+from kompress_operator.policy import PolicyViolation
 from kompress_operator.settings import OperatorSettings
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40),
@@ -134,6 +136,10 @@ mutation = st.sampled_from(PATHS).flatmap(lambda path: st.tuples(st.just(path), 
 mutants = st.lists(mutation, min_size=1, max_size=3).map(_mutate)
 
 
+# A policy that lets every spec through, so that every valid spec still exercises the Job builder.
+PERMISSIVE = OperatorSettings(allowed_images=("*",), allow_service_accounts=True, allowed_tolerations=[{}])
+
+
 def body(spec) -> dict:
     return {"apiVersion": "kompress.io/v1alpha1", "kind": "ModelOptimization",
             "metadata": {"name": "fuzzed", "namespace": "default", "generation": 1, "uid": "0000"}, "spec": spec}
@@ -148,8 +154,13 @@ def test_any_spec_is_either_a_job_or_a_spec_error(spec):
     except SpecError as error:
         assert str(error).startswith("spec") and "\n" not in str(error)  # names the field, one line
         return
-    event("valid resource: Job built")
-    job = build_job(document, resource.spec, OperatorSettings())
+    try:
+        build_job(document, resource.spec, OperatorSettings())
+        event("valid resource: Job built under the default policy")
+    except PolicyViolation as refusal:
+        assert all(str(v).startswith("spec.job.") and "\n" not in str(v) for v in refusal.violations)
+        event("valid resource: refused by the default policy")
+    job = build_job(document, resource.spec, PERMISSIVE)
     assert job["kind"] == "Job" and job["metadata"]["name"] == "fuzzed-g1"
 
 
