@@ -25,7 +25,8 @@ GROUP, VERSION, PLURAL = "kompress.io", "v1alpha1", "modeloptimizations"
 
 @pytest.fixture(scope="session")
 def cluster(assets):
-    plane = ControlPlane(assets, users=[User("outsider", "outsider-token")]).start()
+    users = [User("outsider", "outsider-token"), User("team-dev", "team-dev-token"), User("team-lead", "team-lead-token")]
+    plane = ControlPlane(assets, users=users).start()
     plane.kubectl("apply", "-f", str(REPO / "crds"))
     plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
     yield plane
