@@ -105,8 +105,17 @@ def resource(name: str, s3_endpoint: str, **spec_overrides) -> dict:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelOptimization", "metadata": {"name": name}, "spec": spec}
 
 
-def apply(cluster, namespace: str, document: dict, check: bool = True):
-    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(document), check=check)
+def apply(cluster, namespace: str, document: dict, check: bool = True, user: str = "admin"):
+    return cluster.kubectl("apply", "-n", namespace, "-f", "-", user=user, input=yaml.safe_dump(document), check=check)
+
+
+def refusal(cluster, namespace: str, document: dict, user: str = "admin") -> str:
+    """The admission webhook's message for a refused apply (retried while its server comes up)."""
+    def refused():
+        answer = apply(cluster, namespace, document, check=False, user=user)
+        assert answer.returncode != 0, f"{user}'s apply was accepted"
+        return answer.stderr if "denied the request" in answer.stderr else None
+    return wait_for(refused, f"the webhook to refuse {user}'s spec", timeout=60)
 
 
 def get(cluster, namespace: str, kind: str, name: str | None = None) -> dict:

@@ -13,22 +13,23 @@ import json
 import pytest
 import yaml
 
+from kompress_operator.webhook import CONFIGURATION_NAME
+
 from ..harness.control_plane import free_port
-from .conftest import apply, condition, get, phase_is, resource, wait_for
+from .conftest import apply, condition, get, phase_is, refusal, resource, wait_for
 
 ALLOWED_IMAGE = "registry.example.com/ml/kompress-jobs:custom"
 TOLERATION = {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
 POLICY = ("--allowed-images", "registry.example.com/ml/*", "--allow-service-accounts",
           "--allowed-tolerations", json.dumps([{"key": "dedicated"}]))
-CONFIGURATION = "kompress.io"  # the name the operator registers its webhook configuration under
 
 
-def role(namespace: str, name: str, rules: list[dict]) -> list[dict]:
-    user = name.removesuffix("-role")
-    return [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name, "namespace": namespace},
-             "rules": rules},
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name, "namespace": namespace},
-             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+def role(namespace: str, user: str, rules: list[dict]) -> list[dict]:
+    """A Role of the given rules, bound to the user under the user's name."""
+    meta = {"name": user, "namespace": namespace}
+    return [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": rules},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": user},
              "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user}]}]
 
 
@@ -38,7 +39,7 @@ JOBS_RULE = {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", 
 
 @pytest.fixture
 def team(cluster, namespace):
-    documents = role(namespace, "team-dev-role", [MOPT_RULE]) + role(namespace, "team-lead-role", [MOPT_RULE, JOBS_RULE])
+    documents = role(namespace, "team-dev", [MOPT_RULE]) + role(namespace, "team-lead", [MOPT_RULE, JOBS_RULE])
     documents.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "trainer", "namespace": namespace}})
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
     return namespace
@@ -48,23 +49,10 @@ def team(cluster, namespace):
 def guarded_operator(cluster, start_operator):
     """The operator with its webhook registered; the configuration is removed again (it fails closed)."""
     operator = start_operator("--webhook-port", str(free_port()), "--webhook-register", "--webhook-host", "127.0.0.1", *POLICY)
-    wait_for(lambda: cluster.kubectl("get", "validatingwebhookconfiguration", CONFIGURATION, check=False).returncode == 0,
+    wait_for(lambda: cluster.kubectl("get", "validatingwebhookconfiguration", CONFIGURATION_NAME, check=False).returncode == 0,
              "the operator to register its webhook", timeout=60)
     yield operator
-    cluster.kubectl("delete", "validatingwebhookconfiguration", CONFIGURATION, "--ignore-not-found")
-
-
-def apply_as(cluster, user: str, namespace: str, document: dict):
-    return cluster.kubectl("apply", "-n", namespace, "-f", "-", user=user, input=yaml.safe_dump(document), check=False)
-
-
-def refusal(cluster, user: str, namespace: str, document: dict) -> str:
-    """The webhook's message for a refused apply (retried while the webhook's server comes up)."""
-    def refused():
-        answer = apply_as(cluster, user, namespace, document)
-        assert answer.returncode != 0, f"{user}'s apply was accepted"
-        return answer.stderr if "denied the request" in answer.stderr else None
-    return wait_for(refused, f"the webhook to refuse {user}'s spec", timeout=60)
+    cluster.kubectl("delete", "validatingwebhookconfiguration", CONFIGURATION_NAME, "--ignore-not-found")
 
 
 PRIVILEGED = {
@@ -77,7 +65,7 @@ PRIVILEGED = {
 @pytest.mark.parametrize("field", sorted(PRIVILEGED))
 def test_a_user_who_cannot_create_jobs_cannot_have_the_operator_run_one_as_they_choose(cluster, team, s3, guarded_operator, field):
     spec = resource("chosen", s3, job={"backoffLimit": 0, **PRIVILEGED[field]})
-    message = refusal(cluster, "team-dev", team, spec)
+    message = refusal(cluster, team, spec, user="team-dev")
     assert field in message and f"create jobs.batch in namespace {team}" in message and "team-dev" in message, message
     assert get(cluster, team, "modeloptimizations")["items"] == []
 
@@ -85,8 +73,8 @@ def test_a_user_who_cannot_create_jobs_cannot_have_the_operator_run_one_as_they_
 def test_the_same_spec_from_a_user_who_may_create_jobs_is_accepted_and_runs(cluster, team, s3, node, guarded_operator):
     job = {"backoffLimit": 0, "image": ALLOWED_IMAGE, "serviceAccountName": "trainer", "tolerations": [TOLERATION]}
     spec = resource("chosen", s3, job=job)
-    refusal(cluster, "team-dev", team, spec)  # also waits for the webhook to answer
-    answer = apply_as(cluster, "team-lead", team, spec)
+    refusal(cluster, team, spec, user="team-dev")  # also waits for the webhook to answer
+    answer = apply(cluster, team, spec, check=False, user="team-lead")
     assert answer.returncode == 0, answer.stderr
 
     done = wait_for(phase_is(cluster, team, "chosen", "Succeeded", "Failed"), "the run to finish", timeout=240)
@@ -97,23 +85,24 @@ def test_the_same_spec_from_a_user_who_may_create_jobs_is_accepted_and_runs(clus
 
 
 def test_a_default_spec_from_a_user_who_cannot_create_jobs_runs(cluster, team, s3, node, guarded_operator):
-    wait_for(lambda: "denied the request" in apply_as(cluster, "team-dev", team, resource(
-        "probe", s3, job={"image": "elsewhere.example.com/miner"})).stderr, "the webhook to answer", timeout=60)
-    answer = apply_as(cluster, "team-dev", team, resource("plain", s3))
+    probe = resource("probe", s3, job={"image": "elsewhere.example.com/miner"})
+    refusal(cluster, team, probe, user="team-dev")  # waits for the webhook to answer
+    answer = apply(cluster, team, resource("plain", s3), check=False, user="team-dev")
     assert answer.returncode == 0, answer.stderr
     done = wait_for(phase_is(cluster, team, "plain", "Succeeded", "Failed"), "the run to finish", timeout=240)
     assert condition(done, "Succeeded")["status"] == "True", json.dumps(done["status"], indent=1)
 
 
 def test_an_image_outside_the_policy_is_refused_even_to_a_user_who_may_create_jobs(cluster, team, s3, guarded_operator):
-    message = refusal(cluster, "team-lead", team, resource("miner", s3, job={"image": "elsewhere.example.com/miner:1"}))
+    miner = resource("miner", s3, job={"image": "elsewhere.example.com/miner:1"})
+    message = refusal(cluster, team, miner, user="team-lead")
     assert "spec.job.image" in message and "allowedImages" in message, message
 
 
 def test_a_spec_the_crd_schema_admits_but_the_models_do_not_is_refused_with_its_field_path(cluster, team, s3, guarded_operator):
     # StaticInt8 takes no opset of its own: the CRD's schema keeps unknown pass fields, the models forbid them.
     judged = resource("judged", s3, passes=[{"type": "OnnxExport"}, {"type": "StaticInt8", "opset": 17}])
-    message = refusal(cluster, "team-dev", team, judged)
+    message = refusal(cluster, team, judged, user="team-dev")
     assert "spec.passes[1].opset" in message, message
 
 
