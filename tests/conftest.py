@@ -95,3 +95,17 @@ def assets() -> Path:
         if os.environ.get("KOMPRESS_REQUIRE_CLUSTER"):
             raise
         pytest.skip(f"no Kubernetes test binaries (run scripts/k8s-test-assets): {exc}")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL on loopback (Debian's package; scripts/test installs it)."""
+    from .harness.postgres import PostgresServer, binaries
+
+    if binaries() is None:
+        if os.environ.get("KOMPRESS_REQUIRE_CLUSTER"):
+            pytest.fail("PostgreSQL is not installed (scripts/k8s-test-assets installs Debian's postgresql)")
+        pytest.skip("PostgreSQL is not installed (scripts/k8s-test-assets installs Debian's postgresql)")
+    server = PostgresServer()
+    yield server
+    server.stop()

@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     job.add_argument("--termination-log", type=Path,
                      default=Path(os.environ.get(JobEnv.TERMINATION_LOG.value, "/dev/termination-log")),
                      help=f"where the compact result for the operator goes [{JobEnv.TERMINATION_LOG.value}]")
+    job.add_argument("--tuning-trial", action="store_true",
+                     help="run one trial of the resource's parallel study (a Pod of its tuning Job)")
     job.set_defaults(handler=_job)
 
     operator = commands.add_parser("operator", help="run the Kubernetes operator (kubeconfig or in-cluster config)")
@@ -125,8 +127,9 @@ def _optimize(args: argparse.Namespace) -> int:
 def _job(args: argparse.Namespace) -> int:
     """The resource arrives as JSON in $KOMPRESS_RESOURCE; a JobMessage leaves in the termination log."""
     from .console import ProgressDisplay, console_for, results_table
-    from .contract import JobMessage, job_mismatch
-    from .pipeline import run_optimization
+    from .contract import JobMessage, TrialReport, job_mismatch
+    from .pipeline import run_optimization, run_tuning_trial
+    from .schema import TrialCounts
     from .summary import run_summary
 
     def finish(message: JobMessage) -> None:
@@ -141,12 +144,18 @@ def _job(args: argparse.Namespace) -> int:
         if mismatch:
             raise VersionMismatchError(mismatch)
         resource = _job_resource(operator_release)
+        artifacts = None if resource.spec.artifacts.uri else os.environ.get(JobEnv.DEFAULT_ARTIFACTS.value)
+        study_storage = _study_storage(resource.spec)
         with ProgressDisplay() as progress:  # plain timestamped lines in a Pod's log
-            result = run_optimization(
-                resource, run_id=os.environ.get(JobEnv.RUN_ID.value),
-                artifacts_uri=None if resource.spec.artifacts.uri else os.environ.get(JobEnv.DEFAULT_ARTIFACTS.value),
-                progress=progress,
-            )
+            if args.tuning_trial:
+                study, trial = run_tuning_trial(resource, study_storage=study_storage, attempt=os.environ.get(JobEnv.RUN_ID.value, ""),
+                                                artifacts_uri=artifacts, progress=progress)
+                finish(JobMessage.trial_done(TrialReport(
+                    study=study, trial=trial.trial, state=trial.state, stopped_because=trial.stopped_because,
+                    counts=TrialCounts(finished=trial.finished, failed=trial.failed, running=trial.running))))
+                return 0
+            result = run_optimization(resource, run_id=os.environ.get(JobEnv.RUN_ID.value), artifacts_uri=artifacts,
+                                      progress=progress, study_storage=study_storage)
     except KompressError as exc:
         finish(JobMessage.failure(exc.reason, str(exc)))
         raise
@@ -156,6 +165,22 @@ def _job(args: argparse.Namespace) -> int:
     finish(JobMessage.success(run_summary(result.report, result.run_uri, result.manifest_sha256)))
     console_for(sys.stdout).print(results_table(result.report))
     return 0
+
+
+def _study_storage(spec) -> str | None:
+    """The shared study's URL, for a parallel study (its trials run in the tuning Job's Pods)."""
+    from .errors import StudyStorageMissing
+    from .study_storage import check_url
+
+    if spec.tuning is None or spec.tuning.parallelism == 1:
+        return None
+    url = os.environ.get(JobEnv.STUDY_STORAGE.value)
+    if not url:
+        raise StudyStorageMissing(f"spec.tuning.parallelism {spec.tuning.parallelism} needs a study database, and "
+                                f"{JobEnv.STUDY_STORAGE.value} is empty: the Secret named by spec.tuning.storageSecret "
+                                f"(or the operator's studyStorageSecret) must exist in this namespace with the URL under its key")
+    check_url(url)
+    return url
 
 
 def _job_resource(operator_release: str | None):

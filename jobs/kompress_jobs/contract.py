@@ -18,7 +18,7 @@ from enum import Enum
 from pydantic import Field, model_validator
 
 from . import __version__
-from .schema import CandidateSummary, Model
+from .schema import CandidateSummary, Model, TrialCounts, TuningStatus
 
 CONTRACT_VERSION = 1  # bump when either message changes in a way the other side cannot read
 
@@ -32,6 +32,7 @@ class JobEnv(str, Enum):
     RUN_ID = "KOMPRESS_RUN_ID"
     DEFAULT_ARTIFACTS = "KOMPRESS_DEFAULT_ARTIFACTS"  # for specs that name no artifacts.uri
     TERMINATION_LOG = "KOMPRESS_TERMINATION_LOG"  # where the JobMessage goes (default /dev/termination-log)
+    STUDY_STORAGE = "KOMPRESS_STUDY_STORAGE"  # the shared study's database URL (from a Secret), parallel tuning
 
 
 class RunArtifacts(Model):
@@ -49,12 +50,24 @@ class RunSummary(Model):
     baseline: CandidateSummary
     best: CandidateSummary | None = None
     candidates: list[CandidateSummary] = Field(default_factory=list)
+    tuning: TuningStatus | None = None
 
     def status_fields(self) -> dict:
         """What the resource's status carries of it."""
         wire = self.to_wire()
         return {"baseline": wire["baseline"], "best": wire.get("best"), "candidates": wire["candidates"],
-                "artifacts": wire["artifacts"], "runId": self.run_id}
+                "artifacts": wire["artifacts"], "runId": self.run_id, **({"tuning": wire["tuning"]} if self.tuning else {})}
+
+
+class TrialReport(Model):
+    """What one worker Pod of a parallel study did: its trial (none when the study was already
+    over), and the study's counts as it left."""
+
+    study: str
+    trial: int | None = None
+    state: str | None = None
+    stopped_because: str | None = None
+    counts: TrialCounts
 
 
 class JobFailure(Model):
@@ -63,22 +76,28 @@ class JobFailure(Model):
 
 
 class JobMessage(Model):
-    """What a Job leaves in its termination message: exactly one of result and error."""
+    """What a Job leaves in its termination message: exactly one of result (a run), trial (a
+    tuning worker) and error."""
 
     contract_version: int
     release: str = Field(description="The job image's kompress release.")
     result: RunSummary | None = None
+    trial: TrialReport | None = None
     error: JobFailure | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> "JobMessage":
-        if (self.result is None) == (self.error is None):
-            raise ValueError("a JobMessage holds exactly one of result and error")
+        if sum(part is not None for part in (self.result, self.trial, self.error)) != 1:
+            raise ValueError("a JobMessage holds exactly one of result, trial and error")
         return self
 
     @classmethod
     def success(cls, summary: RunSummary) -> "JobMessage":
         return cls(contract_version=CONTRACT_VERSION, release=__version__, result=summary)
+
+    @classmethod
+    def trial_done(cls, report: TrialReport) -> "JobMessage":
+        return cls(contract_version=CONTRACT_VERSION, release=__version__, trial=report)
 
     @classmethod
     def failure(cls, reason: str, message: str) -> "JobMessage":

@@ -47,3 +47,17 @@ class PassError(KompressError):
     """An optimization pass failed on this model."""
 
     reason = "PassFailed"
+
+
+class StudyStorageError(KompressError):
+    """The shared study database cannot be used: unreachable, refused, or an unsupported URL."""
+
+    reason = "StudyStorageUnreachable"
+
+
+class StudyStorageUnsupported(StudyStorageError):
+    reason = "StudyStorageUnsupported"
+
+
+class StudyStorageMissing(StudyStorageError):
+    reason = "StudyStorageMissing"

@@ -32,7 +32,7 @@ from .runtimes import ModelFile, Runner, make_runner
 from .schema import AutoQuantizePass, ModelFormat, ModelOptimization, ModelOptimizationSpec, TaskType
 from .selection import judge, mark_pareto_front, primary_batch_size, rank
 from .store import ArtifactStore, fetch_directory, fetch_input, is_s3, open_store
-from .tuning import run_tuning
+from .tuning import Study, TrialRun
 
 Progress = Callable[[str], None]
 DEFAULT_ARTIFACTS = "./kompress-runs"
@@ -59,7 +59,10 @@ def run_optimization(
     artifacts_uri: str | None = None,
     run_id: str | None = None,
     progress: Progress = lambda _: None,
+    study_storage: str | None = None,
 ) -> RunResult:
+    """With `study_storage`, a parallel study's trials already ran in the tuning Job's Pods: the
+    run reads its best trials from the shared study instead of running any."""
     spec = resource.spec
     steps = plan_passes(spec)
     run_id = run_id or new_run_id(resource.metadata.name)
@@ -80,8 +83,12 @@ def run_optimization(
         candidates = [baseline] + run_chain(steps, {BASELINE: baseline}, scratch / "candidates", runners=runners)
         tuning_report = None
         if spec.tuning is not None:
-            tuned = run_tuning(resource.metadata.name, spec, plan_tuning(spec, steps), {c.name: c for c in candidates},
-                               dataset, scratch, store, partial(run_chain, runners=None, quiet=True), progress)
+            study = Study(resource.metadata.name, spec, plan_tuning(spec, steps), {c.name: c for c in candidates},
+                          dataset, scratch, store, partial(run_chain, runners=None, quiet=True), progress,
+                          storage_url=study_storage)
+            if spec.tuning.parallelism > 1 and not study_storage:
+                progress(f"tuning: parallelism {spec.tuning.parallelism} applies on the cluster; here the trials run one at a time")
+            tuned = study.collect() if study_storage else study.run()
             for candidate in tuned.candidates:
                 runners[candidate.name] = make_runner(candidate.model, spec.benchmark.threads, input_names=dataset.input_names)
             candidates, tuning_report = candidates + tuned.candidates, tuned.report
@@ -126,6 +133,38 @@ def run_optimization(
         }
         progress("writing report and uploading artifacts")
         return _publish(store, run_id, report, candidates, scratch)
+
+
+def run_tuning_trial(resource: ModelOptimization, *, study_storage: str, attempt: str, artifacts_uri: str | None = None,
+                     progress: Progress = lambda _: None) -> tuple[str, TrialRun]:
+    """One worker Pod of a parallel study: the passes the tuned chain starts from, then one trial
+    on the shared study (or none, when the study is over). Returns the study's name and the trial."""
+    spec = resource.spec
+    steps = plan_passes(spec)
+    plan = plan_tuning(spec, steps)
+    store = _open_store(spec, Path("."), artifacts_uri)
+    with tempfile.TemporaryDirectory(prefix="kompress-") as scratch_name:
+        scratch = Path(scratch_name)
+        model_path = _local_input(spec.model.uri, spec, Path("."), scratch, directory=_is_checkpoint(spec.model.format))
+        data_path = _local_input(spec.data.uri, spec, Path("."), scratch)
+        _pin_threads(spec.benchmark.threads)
+        dataset, baseline, _ = _load_inputs(spec, model_path, data_path, Path("."), scratch, progress)
+        fetch = lambda uri: _local_input(uri, spec, Path("."), scratch)  # noqa: E731
+        run_chain = partial(_run_passes, dataset=dataset, spec=spec, progress=progress, fetch=fetch, runners=None)
+        head = [step for step in steps if step.name in _ancestry(steps, plan.start)]
+        known = {c.name: c for c in [baseline] + run_chain(head, {BASELINE: baseline}, scratch / "candidates")}
+        study = Study(resource.metadata.name, spec, plan, known, dataset, scratch, store, partial(run_chain, quiet=True),
+                      progress, storage_url=study_storage, attempt=attempt)
+        return study.key, study.run_one_trial()
+
+
+def _ancestry(steps: list[Step], name: str) -> set[str]:
+    """`name` and the passes it is made from (what a tuned chain starting there needs)."""
+    by_name, names = {step.name: step for step in steps}, set()
+    while name in by_name:
+        names.add(name)
+        name = by_name[name].input
+    return names
 
 
 def _run_passes(steps: list[Step], known: dict[str, Candidate], folder: Path, *, dataset: Dataset,

@@ -613,6 +613,11 @@ class SearchRange(Model):
         return self
 
 
+class SecretKeyRef(Model):
+    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    key: str = Field("url", min_length=1, description="The key holding the value.")
+
+
 class Tuning(Model):
     """An Optuna study over pass parameters. Each trial reruns the chain from the first searched
     pass to `target` with sampled values and is judged on the validation split; the best trials join
@@ -634,6 +639,16 @@ class Tuning(Model):
     keep_best: int = Field(3, ge=1, le=20, description="How many of the best trials become candidates.")
     validation_split: str = Field("calibration", min_length=1, description="Split trials are judged on (keeps the evaluation split unseen).")
     seed: int = Field(0, ge=0)
+    parallelism: int = Field(1, ge=1, le=64, description=(
+        "Trials run at once. Above 1 (on the cluster) each trial runs in its own Pod of a tuning Job, all on one "
+        "study in a shared database (storageSecret), then the run's Job measures the best trials with the other "
+        "candidates on one node. Each Pod takes a Job slot."))
+    storage_secret: SecretKeyRef | None = Field(None, description=(
+        "Secret in the run's namespace holding the study database's URL (postgresql://…), for parallelism above 1; "
+        "default: the operator's studyStorageSecret."))
+    heartbeat_seconds: int = Field(10, ge=1, le=600, description=(
+        "With a shared study: how often a running trial reports it is alive; a trial silent for three "
+        "heartbeats (its Pod died) is marked failed and retried."))
 
     @field_validator("search_space")
     @classmethod
@@ -649,6 +664,13 @@ class Tuning(Model):
         if len(set(objectives)) != len(objectives):
             raise ValueError("objectives must be unique")
         return objectives
+
+    @model_validator(mode="after")
+    def _parallelism_within_trials(self) -> "Tuning":
+        if self.parallelism > self.trials:
+            raise ValueError(f"parallelism ({self.parallelism}) is above trials ({self.trials}): "
+                             f"the extra Pods would have no trial to run")
+        return self
 
     @model_validator(mode="after")
     def _pruning_needs_one_accuracy_objective(self) -> "Tuning":
@@ -756,6 +778,7 @@ class ConditionStatus(str, Enum):
 class Phase(str, Enum):
     PENDING = "Pending"
     QUEUED = "Queued"
+    TUNING = "Tuning"
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
@@ -799,6 +822,22 @@ class ArtifactRef(Model):
     manifest_sha256: str | None = Field(None, description="Digest of manifest.json, which lists every artifact's digest.")
 
 
+class TrialCounts(Model):
+    """Trials of a study. While Tuning they are counted from the tuning Job's Pods (one per trial:
+    finished = Pods done, failed = Pods lost, running = Pods active); from the study itself once the
+    run's Job has read it."""
+
+    finished: int = Field(0, ge=0)
+    failed: int = Field(0, ge=0)
+    running: int = Field(0, ge=0)
+
+
+class TuningStatus(Model):
+    study: str | None = Field(None, description="The Optuna study's name.")
+    parallelism: int = Field(1, ge=1)
+    trials: TrialCounts = Field(default_factory=TrialCounts)
+
+
 class ModelOptimizationStatus(Model):
     """Written by the operator: where the run stands (conditions) and what it found."""
 
@@ -811,6 +850,7 @@ class ModelOptimizationStatus(Model):
     candidates: list[CandidateSummary] = Field(default_factory=list, description="The Pareto front first, then the best-ranked.")
     artifacts: ArtifactRef | None = None
     run_id: str | None = Field(None, description="The run's folder in the artifact store.")
+    tuning: TuningStatus | None = Field(None, description="The tuning study of a run with spec.tuning.")
     start_time: str | None = Field(None, json_schema_extra=TIMESTAMP)
     completion_time: str | None = Field(None, json_schema_extra=TIMESTAMP)
 

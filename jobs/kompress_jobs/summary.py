@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from .contract import RunArtifacts, RunSummary
-from .schema import CandidateSummary
+from .schema import CandidateSummary, TrialCounts, TuningStatus
 
 MESSAGE_LIMIT = 3800  # bytes; below Kubernetes' 4096 with room for the envelope
 MAX_CANDIDATES = 8
@@ -47,7 +47,14 @@ def run_summary(report: dict, run_uri: str, manifest_sha256: str) -> RunSummary:
         artifacts=RunArtifacts(uri=run_uri, manifest_sha256=manifest_sha256),
         baseline=candidate_summary(baseline, batch), best=candidate_summary(best, batch) if best else None,
         candidates=[candidate_summary(r, batch) for r in others[:MAX_CANDIDATES]],
+        tuning=tuning_status(report["tuning"]) if report.get("tuning") else None,
     )
     while len(json.dumps(summary.to_wire(), separators=(",", ":")).encode()) > MESSAGE_LIMIT and summary.candidates:
         summary.candidates.pop()
     return summary
+
+
+def tuning_status(tuning: dict) -> TuningStatus:
+    return TuningStatus(study=tuning["study"], parallelism=tuning.get("parallelism", 1), trials=TrialCounts(
+        finished=tuning["finishedTrials"], failed=tuning.get("failedTrials", 0),
+        running=sum(1 for t in tuning["trials"] if t["state"] == "Running")))

@@ -6,6 +6,10 @@ The goals become constraints. The study lives in an Optuna journal that is uploa
 artifact store after every trial, together with the model of every trial that is best so far,
 so a killed Job resumes the study where it stopped and never loses its best model. The best
 trials become ordinary candidates and are measured by the full benchmark like every other.
+
+With `parallelism` above 1 the study lives in a shared database instead (study_storage.py): each
+Pod of the tuning Job runs one trial (`run_one_trial`), and the run's Job later only reads the
+study (`collect`); trial models go to the store as in a single-Pod study.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
+import time
 import warnings
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -31,6 +38,7 @@ from .schema import Benchmark, ModelOptimizationSpec, Objective
 from .search_space import SearchParameter, TuningPlan, with_values
 from .selection import primary_batch_size
 from .store import ArtifactStore
+from .study_storage import open_storage, where
 
 # The pipeline's pass loop: run_chain(steps, known_candidates, folder, on_epoch=...) -> candidates.
 ChainRunner = Callable[..., list[Candidate]]
@@ -52,7 +60,8 @@ def study_key(name: str, spec: ModelOptimizationSpec) -> str:
     restarted Job resumes it; a changed spec starts a new one. Budget fields are left out, so
     raising `trials` continues the study instead of starting over."""
     tuning = spec.tuning.to_wire()
-    for budget in ("trials", "timeoutSeconds", "maxFailedTrials", "stopWhenAcceptable", "keepBest"):
+    for budget in ("trials", "timeoutSeconds", "maxFailedTrials", "stopWhenAcceptable", "keepBest",
+                   "parallelism", "storageSecret", "heartbeatSeconds"):
         tuning.pop(budget, None)
     identity = {"model": spec.model.to_wire(), "data": spec.data.to_wire(), "task": spec.task.to_wire(),
                 "passes": [p.to_wire() for p in spec.passes], "goals": spec.goals.to_wire(), "tuning": tuning,
@@ -61,14 +70,28 @@ def study_key(name: str, spec: ModelOptimizationSpec) -> str:
     return f"studies/{name}-{digest}"
 
 
+@dataclass
+class TrialRun:
+    """What one worker Pod of a parallel study did: the trial it ran (None when the study was over
+    or full), and the study's counts as it left."""
+
+    trial: int | None
+    state: str | None
+    stopped_because: str | None
+    finished: int
+    failed: int
+    running: int
+
+
 class Study:
     """One tuning study: its Optuna study, where it is stored, and how a trial is judged."""
 
     def __init__(self, name: str, spec: ModelOptimizationSpec, plan: TuningPlan, known: dict[str, Candidate],
                  dataset: Dataset, scratch: Path, store: ArtifactStore, run_chain: ChainRunner,
-                 progress: Callable[[str], None]):
+                 progress: Callable[[str], None], storage_url: str | None = None, attempt: str = ""):
         self.spec, self.tuning, self.plan, self.known = spec, spec.tuning, plan, known
         self.scratch, self.store, self.run_chain, self.progress = scratch / "tuning", store, run_chain, progress
+        self.storage_url, self.attempt = storage_url, attempt
         self.key = study_key(name, spec)
         self.journal = self.scratch / "journal.log"
         self.validation = dataset.split(spec.tuning.validation_split)
@@ -79,19 +102,15 @@ class Study:
 
     # --- the study ---------------------------------------------------------------------
 
-    def run(self) -> TuningResult:
+    def _create(self, storage, seed: int):
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.scratch.mkdir(parents=True, exist_ok=True)
-        resumed = self.store.get(f"{self.key}/journal.log", self.journal)
-        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(self.journal)))
-        finished_before = self._close_interrupted(storage) if resumed else 0
         study = optuna.create_study(
             storage=storage, study_name=self.key, load_if_exists=True,
             directions=["minimize"] * len(self.tuning.objectives),
-            # Reseeded per attempt, so a resumed study does not replay the first attempt's samples.
-            sampler=optuna.samplers.TPESampler(seed=self.tuning.seed + finished_before,
+            # constant_liar: parallel workers see each other's running trials, and spread out.
+            sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=self.tuning.parallelism > 1,
                                                n_startup_trials=min(10, max(2, self.tuning.trials // 3))),
             pruner=(optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
                     if self.tuning.prune_weak_trials else optuna.pruners.NopPruner()),
@@ -99,6 +118,18 @@ class Study:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([_metric_name(o) for o in self.tuning.objectives])
+        return study
+
+    def run(self) -> TuningResult:
+        """A single-Pod study: every trial in this process, the journal in the artifact store."""
+        import optuna
+
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        resumed = self.store.get(f"{self.key}/journal.log", self.journal)
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(self.journal)))
+        finished_before = self._close_interrupted(storage) if resumed else 0
+        # Reseeded per attempt, so a resumed study does not replay the first attempt's samples.
+        study = self._create(storage, self.tuning.seed + finished_before)
         self._scorer = self._reference_scorer()
         if resumed:
             self.progress(f"tuning: resuming study {self.key} with {finished_before} finished trial(s)")
@@ -111,10 +142,69 @@ class Study:
                           f"judged on {self.plan.target.name}")
             study.optimize(self._objective, n_trials=remaining, timeout=self.tuning.timeout_seconds,
                            catch=(Exception,), callbacks=[self._after_trial], gc_after_trial=True)
-            if self.tuning.timeout_seconds and _finished(study) < self.tuning.trials and self.stop_reason == "trial budget reached":
+            if self.tuning.timeout_seconds and _judged(study) < self.tuning.trials and self.stop_reason == "trial budget reached":
                 self.stop_reason = f"timeout ({self.tuning.timeout_seconds} s)"
         best = self._best_trials(study)
         return TuningResult(self._best_candidates(best), self._report(study, best, finished_before))
+
+    def run_one_trial(self) -> TrialRun:
+        """A worker Pod of a parallel study: run one trial, unless the study is over. While the
+        trials running elsewhere would fill it, wait: one of them may be dead, and its retry needs
+        a worker (the heartbeat check fails it after three missed beats)."""
+        import optuna
+
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        salt = zlib.crc32(os.environ.get("HOSTNAME", str(os.getpid())).encode())
+        study = self._create(open_storage(self.storage_url, self.tuning.heartbeat_seconds), self.tuning.seed + salt)
+        started = study.user_attrs.get(f"attempt:{self.attempt}") or time.time()
+        study.set_user_attr(f"attempt:{self.attempt}", started)
+        while True:
+            optuna.storages.fail_stale_trials(study)
+            over = self._over(study, started)
+            if over:
+                self.progress(f"tuning: study {self.key} is over ({over}); no trial to run")
+                return self._trial_run(study, None, over)
+            if _judged(study) + _count(study, "RUNNING") < self.tuning.trials:
+                break
+            time.sleep(self.tuning.heartbeat_seconds)
+        self._scorer = self._reference_scorer()
+        self.current_trial = None
+        study.optimize(self._objective, n_trials=1, catch=(Exception,), callbacks=[self._after_trial])
+        mine = next((t for t in study.get_trials(deepcopy=False) if t.number == self.current_trial), None)
+        return self._trial_run(study, mine, self._over(study, started))
+
+    def collect(self) -> TuningResult:
+        """The run's Job after a parallel study: its best trials, read from the shared study."""
+        import optuna
+
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        study = optuna.load_study(study_name=self.key, storage=open_storage(self.storage_url, self.tuning.heartbeat_seconds))
+        optuna.storages.fail_stale_trials(study)  # a trial still "running" now has no Pod left
+        self.stop_reason = self._over(study, None) or f"the tuning Job ended with {_judged(study)} of {self.tuning.trials} trials"
+        self.progress(f"tuning: study {self.key}: {_judged(study)} trial(s) from {self.tuning.parallelism} parallel "
+                      f"worker(s), {self.stop_reason}")
+        best = self._best_trials(study)
+        return TuningResult(self._best_candidates(best), self._report(study, best, 0))
+
+    def _over(self, study, started: float | None) -> str | None:
+        """Why the study should start no more trials, or None."""
+        failed = _count(study, "FAIL")
+        if failed >= self.tuning.max_failed_trials:
+            return f"{failed} trials failed (maxFailedTrials {self.tuning.max_failed_trials})"
+        if self.tuning.stop_when_acceptable:
+            good = next((t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and _feasible(t)), None)
+            if good is not None:
+                return f"trial {good.number} meets every goal (stopWhenAcceptable)"
+        if _judged(study) >= self.tuning.trials:
+            return "trial budget reached"
+        if started is not None and self.tuning.timeout_seconds and time.time() - started > self.tuning.timeout_seconds:
+            return f"timeout ({self.tuning.timeout_seconds} s)"
+        return None
+
+    def _trial_run(self, study, trial, over: str | None) -> TrialRun:
+        return TrialRun(trial=trial.number if trial else None, state=trial.state.name.capitalize() if trial else None,
+                        stopped_because=over, finished=_judged(study), failed=_count(study, "FAIL"),
+                        running=_count(study, "RUNNING"))
 
     def _close_interrupted(self, storage) -> int:
         """Trials left RUNNING by a killed attempt can never finish: mark them failed."""
@@ -134,6 +224,20 @@ class Study:
     # --- one trial ---------------------------------------------------------------------
 
     def _objective(self, trial) -> tuple[float, ...]:
+        import optuna
+
+        self.current_trial = trial.number
+        trial.set_user_attr("worker", _worker())
+        try:
+            return self._judge_trial(trial)
+        except (optuna.TrialPruned, TrialStopped):
+            raise
+        except Exception as exc:  # recorded, so a failed trial is told from one lost with its Pod
+            if "error" not in trial.user_attrs:
+                trial.set_user_attr("error", str(exc) if isinstance(exc, KompressError) else f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _judge_trial(self, trial) -> tuple[float, ...]:
         import optuna
 
         values = {p.key: _suggest(trial, p) for p in self.plan.parameters}
@@ -226,13 +330,15 @@ class Study:
         if trial.state is TrialState.COMPLETE:
             shown = ", ".join(f"{n}={v:.4g}" for n, v in zip(study.metric_names, trial.values))
             self.progress(f"tuning: trial {trial.number} done: {shown}" + ("" if _feasible(trial) else " (breaks a goal)"))
-            if trial.number in {t.number for t in study.best_trials} and trial.number in self.local_models:
+            if trial.number in {t.number for t in self._best_trials(study)} and trial.number in self.local_models:
                 # Saved before the journal that records it, so a resumed study never names a missing model.
+                # Any trial among the best when it finished: later trials can only push it out, not back in.
                 model = self.local_models[trial.number]
                 self.store.put(model.path, f"{self.key}/trials/{trial.number}/{model.path.name}")
         elif trial.state is TrialState.FAIL:
             self.progress(f"tuning: trial {trial.number} failed: {trial.user_attrs.get('error', 'see the log above')}")
-        self.store.put(self.journal, f"{self.key}/journal.log")
+        if self.storage_url is None:
+            self.store.put(self.journal, f"{self.key}/journal.log")
 
         failed = _count(study, "FAIL")
         if failed >= self.tuning.max_failed_trials:
@@ -285,14 +391,17 @@ class Study:
     def _report(self, study, best: list, finished_before: int) -> dict:
         trials = study.get_trials(deepcopy=False)
         best = {t.number for t in best}
+        retries = {t.system_attrs["failed_trial"]: t.number for t in trials if "failed_trial" in t.system_attrs}
         return {
             "study": self.key,
-            "storage": self.store.uri(f"{self.key}/journal.log"),
+            "storage": f"postgresql://{where(self.storage_url)}" if self.storage_url else self.store.uri(f"{self.key}/journal.log"),
+            "parallelism": self.tuning.parallelism if self.storage_url else 1,
             "objectives": [o.value for o in self.tuning.objectives],
             "target": self.plan.target.name,
             "validationSplit": self.tuning.validation_split,
             "resumedWithTrials": finished_before,
-            "finishedTrials": _finished(study),
+            "finishedTrials": _judged(study),
+            "failedTrials": _count(study, "FAIL"),
             "stoppedBecause": self.stop_reason,
             "selected": [f"{self.plan.target.name}-trial-{n}" for n in sorted(best)],
             "trials": [{
@@ -300,14 +409,14 @@ class Study:
                 **({"values": dict(zip(study.metric_names, t.values))} if t.values else {}),
                 **({"validation": t.user_attrs["validation"]} if "validation" in t.user_attrs else {}),
                 **({"meetsGoals": _feasible(t)} if t.values else {}),
-                **({"error": t.user_attrs["error"]} if "error" in t.user_attrs else {}),
+                **({"error": _error(t, retries)} if t.state.name == "FAIL" else {}),
                 **({"repeatOf": t.user_attrs["repeatOf"]} if "repeatOf" in t.user_attrs else {}),
+                **({"retryOf": t.system_attrs["failed_trial"]} if "failed_trial" in t.system_attrs else {}),
+                **({"worker": t.user_attrs["worker"]} if "worker" in t.user_attrs else {}),
+                **({"startedAt": _stamp(t.datetime_start)} if t.datetime_start else {}),
+                **({"finishedAt": _stamp(t.datetime_complete)} if t.datetime_complete else {}),
             } for t in trials],
         }
-
-
-def run_tuning(*args, **kwargs) -> TuningResult:
-    return Study(*args, **kwargs).run()
 
 
 def _suggest(trial, parameter: SearchParameter):
@@ -331,8 +440,26 @@ def _count(study, state: str) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == state)
 
 
-def _finished(study) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+def _judged(study) -> int:
+    """Trials that count against the budget: finished with a verdict, not lost with their Pod (a
+    lost trial carries no error of its own, and is retried)."""
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state.name in ("COMPLETE", "PRUNED") or (t.state.name == "FAIL" and "error" in t.user_attrs))
+
+
+def _error(trial, retries: dict[int, int]) -> str:
+    if "error" in trial.user_attrs:
+        return trial.user_attrs["error"]
+    retry = f" (retried as trial {retries[trial.number]})" if trial.number in retries else ""
+    return f"lost: its worker stopped sending heartbeats{retry}"
+
+
+def _worker() -> str:
+    return os.environ.get("HOSTNAME") or f"pid-{os.getpid()}"
+
+
+def _stamp(moment) -> str:
+    return moment.astimezone().isoformat(timespec="milliseconds")
 
 
 def _show(value) -> str:

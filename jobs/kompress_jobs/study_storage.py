@@ -1,0 +1,70 @@
+"""The shared study of a parallel tuning run: Optuna's RDB storage on PostgreSQL, with heartbeats.
+
+A trial whose Pod died stops sending heartbeats; after three missed beats any worker marks it
+failed and queues a retry of its parameters (Optuna's heartbeat-stale callback), so a lost Pod
+costs one trial, not the study. Errors never show the URL's credentials: only host, port and
+database are named.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from .errors import StudyStorageError, StudyStorageUnsupported
+
+# The job image carries psycopg (3), SQLAlchemy's default for postgresql://; other databases would
+# need their own driver and testing.
+SUPPORTED_SCHEMES = ("postgresql", "postgresql+psycopg")
+MISSED_HEARTBEATS = 3  # silence, in heartbeats, after which a running trial counts as dead
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def where(url: str) -> str:
+    """host:port/database of a URL, without user or password (for messages and reports)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - an unparsable URL must not be echoed: it may hold a password
+        return "an unparsable URL"
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
+
+
+def check_url(url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        scheme = make_url(url).drivername
+    except Exception:  # noqa: BLE001
+        raise StudyStorageUnsupported("the study storage URL cannot be parsed: expected postgresql://user:password@host:5432/database") from None
+    if scheme not in SUPPORTED_SCHEMES:
+        raise StudyStorageUnsupported(f"the study storage URL's scheme {scheme!r} is not supported: use postgresql:// "
+                                      f"(one of {', '.join(SUPPORTED_SCHEMES)})")
+
+
+def open_storage(url: str, heartbeat_seconds: int):
+    """Optuna's RDBStorage on `url`, reachable now, with heartbeats and retries of dead trials."""
+    import optuna
+
+    check_url(url)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: "experimental" since 2.9
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=heartbeat_seconds, grace_period=MISSED_HEARTBEATS * heartbeat_seconds,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+                engine_kwargs={"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS}},
+            )
+    except Exception as exc:  # sqlalchemy's OperationalError and kin: the driver's text, without the URL
+        raise StudyStorageError(f"cannot use the study database at {where(url)}: {_cause(exc, url)}") from None
+
+
+def _cause(exc: Exception, url: str) -> str:
+    cause = exc
+    while cause.__cause__ is not None or getattr(cause, "orig", None) is not None:
+        cause = getattr(cause, "orig", None) or cause.__cause__
+    text = " ".join(str(cause).split())[:300] or type(cause).__name__
+    from sqlalchemy.engine import make_url
+
+    password = make_url(url).password
+    return text.replace(str(password), "***") if password else text

@@ -1,0 +1,179 @@
+"""Parallel tuning on a shared study (spec.tuning.parallelism), job side, on a real PostgreSQL:
+worker processes (`kompress job --tuning-trial`, what each Pod of the tuning Job runs) share one
+study; the run's Job then reads it. A worker killed mid-trial costs one trial, which a heartbeat
+check fails and another worker retries; bad storage settings fail with clear reasons."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kompress_jobs.contract import CONTRACT_VERSION, JobEnv
+from kompress_jobs.errors import StudyStorageError
+from kompress_jobs.study_storage import open_storage, where
+
+from .conftest import EXAMPLES, FAST_BENCHMARK
+
+NARROW = {"type": "StructuredPrune", "name": "narrow", "architecture": "kompress_jobs.reference:digits_cnn",
+          "amount": 0.5, "fineTuning": {"epochs": 1}}
+SEARCH = [{"pass": "narrow", "parameter": "amount", "low": 0.3, "high": 0.8}]
+
+
+def resource(name: str, tmp_path: Path, trials: int, parallelism: int, **tuning) -> dict:
+    return {"apiVersion": "kompress.io/v1alpha1", "kind": "ModelOptimization",
+            "metadata": {"name": name, "namespace": "team", "generation": 1},
+            "spec": {"model": {"uri": str(EXAMPLES / "models/digits-cnn.pt"), "format": "TorchScript"},
+                     "data": {"uri": str(EXAMPLES / "data/digits.npz")}, "passes": [NARROW],
+                     "benchmark": dict(FAST_BENCHMARK), "artifacts": {"uri": str(tmp_path / "store")},
+                     "tuning": {"trials": trials, "parallelism": parallelism, "searchSpace": SEARCH,
+                                "heartbeatSeconds": 1, "objectives": ["Accuracy", "Size"], **tuning}}}
+
+
+def job_env(document: dict, storage: str | None, log: Path, worker: str) -> dict[str, str]:
+    env = {**os.environ, JobEnv.RESOURCE.value: json.dumps(document), JobEnv.CONTRACT_VERSION.value: str(CONTRACT_VERSION),
+           JobEnv.RUN_ID.value: "team-run-g1", JobEnv.TERMINATION_LOG.value: str(log), "HOSTNAME": worker}
+    if storage:
+        env[JobEnv.STUDY_STORAGE.value] = storage
+    return env
+
+
+def worker(document: dict, storage: str | None, folder: Path, number: int) -> tuple[subprocess.Popen, Path]:
+    log = folder / f"worker-{number}.log"
+    process = subprocess.Popen([sys.executable, "-m", "kompress_jobs.cli", "job", "--tuning-trial"],
+                               env=job_env(document, storage, log, f"worker-{number}"),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return process, log
+
+
+def run_tuning_job(document: dict, storage: str, folder: Path, kill_one=None) -> list[dict]:
+    """What the Job controller does with completions=trials, parallelism=p: keep p worker Pods
+    running until `trials` of them succeeded; a Pod that dies is replaced. `kill_one(process)`
+    may kill one worker, once. Returns every worker's termination message."""
+    tuning = document["spec"]["tuning"]
+    running, messages, started, succeeded = [], [], 0, 0
+    while succeeded < tuning["trials"]:
+        while len(running) < tuning["parallelism"] and succeeded + len(running) < tuning["trials"]:
+            running.append(worker(document, storage, folder, started))
+            started += 1
+        if kill_one and kill_one(running):
+            kill_one = None
+        for process, log in list(running):
+            if process.poll() is None:
+                continue
+            running.remove((process, log))
+            output = process.stdout.read()
+            if process.returncode == 0:
+                succeeded += 1
+                messages.append(json.loads(log.read_text()))
+            else:
+                assert process.returncode == -signal.SIGKILL, output  # only the killed one may fail
+        time.sleep(0.1)
+    return messages
+
+
+def collect(document: dict, storage: str, folder: Path) -> dict:
+    log = folder / "run.log"
+    done = subprocess.run([sys.executable, "-m", "kompress_jobs.cli", "job"], env=job_env(document, storage, log, "run"),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    message = json.loads(log.read_text())
+    run_uri = message["result"]["artifacts"]["uri"]
+    return json.loads((Path(run_uri) / "report.json").read_text()), message["result"]
+
+
+@pytest.mark.slow
+def test_workers_share_one_study_and_the_run_measures_its_best_trials(postgres, tmp_path):
+    storage = postgres.new_database("shared")
+    document = resource("shared", tmp_path, trials=6, parallelism=3)
+    messages = run_tuning_job(document, storage, tmp_path)
+    assert len(messages) == 6 and all(m["trial"]["state"] == "Complete" for m in messages)
+    numbers = [m["trial"]["trial"] for m in messages]
+    assert sorted(numbers) == list(range(6))  # one trial per worker, every number distinct
+
+    report, summary = collect(document, storage, tmp_path)
+    tuning = report["tuning"]
+    assert tuning["parallelism"] == 3 and tuning["finishedTrials"] == 6 and tuning["stoppedBecause"] == "trial budget reached"
+    assert tuning["storage"] == f"postgresql://{where(storage)}" and "s3cret" not in json.dumps(report)
+    trials = tuning["trials"]
+    assert len({t["worker"] for t in trials}) == 6
+    spans = sorted((t["startedAt"], t["finishedAt"]) for t in trials)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), spans  # trials overlapped in time
+    # The best trials are candidates, measured in this one process like every other.
+    candidates = {c["name"]: c for c in report["candidates"]}
+    assert tuning["selected"] and all(candidates[name]["outcome"] == "Measured" for name in tuning["selected"])
+    assert summary["tuning"] == {"study": tuning["study"], "parallelism": 3,
+                                 "trials": {"finished": 6, "failed": 0, "running": 0}}
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_costs_one_trial_that_another_worker_retries(postgres, tmp_path):
+    storage = postgres.new_database("killed")
+    document = resource("killed", tmp_path, trials=5, parallelism=2)
+    study = None
+
+    def kill_when_running(running) -> bool:
+        nonlocal study
+        import optuna
+
+        if study is None:
+            try:
+                study = optuna.load_study(study_name=None, storage=open_storage(storage, 1))
+            except (ValueError, KeyError):  # not created yet
+                return False
+        busy = [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING" and "worker" in t.user_attrs]
+        for process, log in running:
+            if busy and busy[0].user_attrs["worker"] == log.stem:
+                process.send_signal(signal.SIGKILL)
+                return True
+        return False
+
+    run_tuning_job(document, storage, tmp_path, kill_one=kill_when_running)
+    report, summary = collect(document, storage, tmp_path)
+    tuning = report["tuning"]
+    lost = [t for t in tuning["trials"] if t["state"] == "Fail"]
+    assert len(lost) == 1 and lost[0]["error"].startswith("lost: its worker stopped sending heartbeats (retried as trial")
+    retry = next(t for t in tuning["trials"] if t.get("retryOf") == lost[0]["number"])
+    assert retry["state"] == "Complete" and retry["parameters"] == lost[0]["parameters"]
+    complete = [t for t in tuning["trials"] if t["state"] == "Complete"]
+    assert tuning["finishedTrials"] == len(complete) == 5  # the lost trial is not counted against the budget
+    assert len({t["number"] for t in tuning["trials"]}) == len(tuning["trials"]) == 6
+    assert summary["tuning"]["trials"] == {"finished": 5, "failed": 1, "running": 0}
+
+
+def test_an_unreachable_database_names_the_host_and_hides_the_password(postgres):
+    url = f"postgresql://kompress:hunter2-secret@127.0.0.1:{postgres.port + 1}/studies"  # nothing listens there
+    with pytest.raises(StudyStorageError) as raised:
+        open_storage(url, 1)
+    message = str(raised.value)
+    assert raised.value.reason == "StudyStorageUnreachable"
+    assert f"cannot use the study database at 127.0.0.1:{postgres.port + 1}/studies" in message
+    assert "hunter2" not in message
+
+
+@pytest.mark.parametrize("storage, reason, words", [
+    ("redis://cache:6379/0", "StudyStorageUnsupported", ["scheme 'redis' is not supported", "use postgresql://"]),
+    ("sqlite:////tmp/study.db", "StudyStorageUnsupported", ["scheme 'sqlite' is not supported"]),
+    (None, "StudyStorageMissing", ["parallelism 2 needs a study database", "KOMPRESS_STUDY_STORAGE is empty"]),
+])
+def test_bad_study_storage_fails_the_worker_with_a_clear_reason(tmp_path, storage, reason, words):
+    document = resource("bad", tmp_path, trials=4, parallelism=2)
+    process, log = worker(document, storage, tmp_path, 0)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode != 0, output
+    error = json.loads(log.read_text())["error"]
+    assert error["reason"] == reason and all(w in error["message"] for w in words), error
+
+
+def test_parallelism_above_trials_is_refused_by_the_schema(tmp_path):
+    from kompress_jobs.errors import SpecError
+    from kompress_jobs.specfile import resource_from_dict
+
+    with pytest.raises(SpecError, match=r"spec.tuning: .*parallelism \(5\) is above trials \(4\)"):
+        resource_from_dict(resource("wide", tmp_path, trials=4, parallelism=5))
