@@ -135,7 +135,7 @@ class Clock:
 
 def waiting(namespace: str, name: str, priority: int = 0, created: str = "2026-01-01T00:00:00Z", observed: int = 1) -> Waiting:
     body = {"metadata": {"namespace": namespace, "name": name, "generation": 1}, "status": {"observedGeneration": observed}}
-    return Waiting(namespace, name, priority, created, body)
+    return Waiting(namespace, name, priority, created, body=body)
 
 
 def test_a_run_starts_while_slots_are_free_and_waits_with_its_position_when_not():
@@ -194,7 +194,7 @@ def test_a_full_cluster_starts_nothing_and_a_run_of_another_namespace_is_not_hel
 
 
 def test_in_flight_answers_from_the_index_snapshots():
-    now = InFlight(running={"a": ["one", "two"], "b": ["three"]}, jobs={("a", "one"): [1, 2]})
+    now = InFlight(running={"a": ["one", "two"], "b": ["three"]}, jobs={("a", "one"): [(1, "run"), (2, "run")]})
     assert now.running_count() == 3 and now.is_running(("a", "two")) and not now.is_running(("b", "two"))
     assert now.has_job(("a", "one"), 2) and not now.has_job(("a", "one"), 3) and not now.has_job(("c", "x"), 1)
 

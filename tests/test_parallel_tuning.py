@@ -177,3 +177,14 @@ def test_parallelism_above_trials_is_refused_by_the_schema(tmp_path):
 
     with pytest.raises(SpecError, match=r"spec.tuning: .*parallelism \(5\) is above trials \(4\)"):
         resource_from_dict(resource("wide", tmp_path, trials=4, parallelism=5))
+
+
+def test_workers_opening_a_fresh_database_together_all_get_the_study(postgres):
+    """They race to create Optuna's tables (a duplicate type error for the losers, seen in the
+    cluster test before the retry): every one must come up."""
+    url = postgres.new_database("fresh")
+    code = "import sys; from kompress_jobs.study_storage import open_storage; open_storage(sys.argv[1], 1); print('ok')"
+    workers = [subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for _ in range(6)]
+    outputs = [w.communicate(timeout=120)[0].strip() for w in workers]
+    assert outputs == ["ok"] * 6, outputs

@@ -2,7 +2,8 @@
 
 Types written by kompress:
 - Accepted:    the spec is valid (False with reason InvalidSpec names the field).
-- Running:     a Job for the current generation is executing.
+- Running:     a Job for the current generation is executing (phase Tuning: a parallel study's
+               trial Pods; phase Running: the run's Job).
 - Succeeded:   the bounded run's summary: Unknown while pending, True or False at the end.
 - Reconciling / Stalled: what kstatus readers (Argo CD, Flux health checks) look at.
 `lastTransitionTime` changes only when a condition's status flips.
@@ -14,7 +15,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED = "Pending", "Queued", "Running", "Succeeded", "Failed"
+PENDING, QUEUED, TUNING, RUNNING, SUCCEEDED, FAILED = "Pending", "Queued", "Tuning", "Running", "Succeeded", "Failed"
+EXECUTING = (TUNING, RUNNING)  # a Job of the current generation is at work (Running condition True)
 
 
 def now() -> str:
@@ -60,8 +62,9 @@ def conditions_for(phase: Phase, conditions: list[dict], generation: int | None,
     invalid = phase.reason == "InvalidSpec"
     out = set_condition(conditions, "Accepted", "False" if invalid else "True",
                         "InvalidSpec" if invalid else "SpecValid", phase.message if invalid else "", generation, ts)
-    out = set_condition(out, "Running", "True" if phase.name == RUNNING else "False", phase.reason,
-                        phase.message if phase.name == RUNNING else "", generation, ts)
+    executing = phase.name in EXECUTING
+    out = set_condition(out, "Running", "True" if executing else "False", phase.reason,
+                        phase.message if executing else "", generation, ts)
     succeeded = {SUCCEEDED: "True", FAILED: "False"}.get(phase.name, "Unknown")
     out = set_condition(out, "Succeeded", succeeded, phase.reason, phase.message, generation, ts)
     out = set_condition(out, "Reconciling", "False" if finished else "True", phase.reason,

@@ -8,6 +8,7 @@ plain dicts and index snapshots (queue.InFlight).
   start, in priority-then-age order. Runs whose last attempt failed (Pending) retry on a timer.
 - A Job changes → the owner's status follows (Running, Succeeded with results, Failed with
   reasons); a Job deleted before its run finished fails the run (JobDeleted) and frees its slot.
+- A parallel study runs its tuning Job first (tuning_phase.py), then hands over to the run's Job.
 """
 
 from __future__ import annotations
@@ -24,16 +25,17 @@ from kompress_jobs.specfile import resource_from_dict
 
 from . import decisions, policy
 from .admission import Waiting
-from .conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, Phase
+from .conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, TUNING, Phase
 from .decisions import generation_of
-from .jobspec import GENERATION_LABEL, RESOURCE_LABEL, build_job, job_name
+from .jobspec import GENERATION_LABEL, RESOURCE_LABEL, ROLE_LABEL, RUN_JOB, TUNING_JOB, build_job, job_name, needs_tuning_job
 from .jobstate import JobOutcome, job_outcome
-from .kube import Kube, older_generation_jobs
+from .kube import Kube, describe_error, older_generation_jobs
 from .lanes import ApiLanes
 from .metrics import OperatorMetrics
 from .policy import PolicyViolation
 from .queue import InFlight, RunQueue
 from .settings import OperatorSettings
+from .tuning_phase import TuningPhase
 from .writer import EventRecorder, StatusWriter
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class RunController:
         self.queue = RunQueue(settings.max_running, settings.max_running_per_namespace)
         self.status = StatusWriter(kube, self.lanes)
         self.events = EventRecorder(kube, self.lanes)
+        self.tuning = TuningPhase(self)
 
     # --- a ModelOptimization changed ---------------------------------------------------------
 
@@ -80,11 +83,12 @@ class RunController:
             return
         if event_type is None and phase in (SUCCEEDED, FAILED):  # listed after a restart: the gauges come back
             self.metrics.record_best(*_key(body), dict(body.get("status") or {}))
-        if event_type is None and phase == RUNNING and not now.has_job(_key(body), generation):
-            # listed, Running, and no Job: it went away while no operator watched
-            await self.guarded(body, lambda: self.job_gone(body, job_name(body["metadata"]["name"], generation)))
-        elif phase in (QUEUED, SUCCEEDED, FAILED):
-            await self.start_waiting(now)  # a slot may have freed, or this run may fit
+        role = TUNING_JOB if phase == TUNING else RUN_JOB
+        if event_type is None and phase in (RUNNING, TUNING) and not now.has_job(_key(body), generation, role):
+            # listed, executing, and no Job: it went away while no operator watched
+            await self.guarded(body, lambda: self.job_gone(body, job_name(body["metadata"]["name"], generation, role)))
+        elif phase in (QUEUED, SUCCEEDED, FAILED) or (phase == RUNNING and (body.get("status") or {}).get("tuning")):
+            await self.start_waiting(now)  # a slot may have freed (a study's trial Pods too), or this run may fit
 
     async def retry(self, body: dict, now: InFlight) -> None:
         """The timer of a run whose last attempt failed (Pending)."""
@@ -112,6 +116,11 @@ class RunController:
             exists = Phase(RUNNING, "JobRunning", f"Job {job_name(name, generation)} exists")
             await self.status.write(body, lambda current: decisions.unless_started(current, generation, exists))
             return
+        if now.has_job((namespace, name), generation, TUNING_JOB):  # its study runs, or ran: look at its Job
+            for job in await self.lanes.report(self.kube.jobs_of, namespace, name):
+                if job["metadata"]["name"] == job_name(name, generation, TUNING_JOB):
+                    await self.tuning.job_event(job, None, now)
+            return
         await self.start_or_queue(body, parsed, now)
 
     async def refuse(self, body: dict, generation: int, reason: str, message: str) -> None:
@@ -122,7 +131,8 @@ class RunController:
 
     async def start_or_queue(self, body: dict, parsed, now: InFlight) -> None:
         generation, meta = generation_of(body), body["metadata"]
-        me = Waiting(meta["namespace"], meta["name"], parsed.spec.job.priority, meta.get("creationTimestamp") or "")
+        slots = parsed.spec.tuning.parallelism if needs_tuning_job(parsed.spec) else 1
+        me = Waiting(meta["namespace"], meta["name"], parsed.spec.job.priority, meta.get("creationTimestamp") or "", slots=slots)
         if self.queue.just_started(me.key, generation):
             return  # its Running status has not come back yet
         verdict = self.queue.try_start(me, generation, now)
@@ -132,13 +142,12 @@ class RunController:
             self.events.post(body, "Queued", verdict.message)
 
     async def launch(self, body: dict, generation: int, parsed=None) -> None:
-        """Create the run's Job (its slot already reserved) and record it as Running."""
+        """Create the run's first Job (its slots already reserved): a parallel study's tuning Job,
+        else the run's Job; and record the run as Tuning or Running."""
         try:
             parsed = parsed or validate(body)  # a queued run is started from its last-seen body
-            manifest = build_job(body, parsed.spec, self.settings)
-            kopf.adopt(manifest, owner=body)
-            # no read first: the name carries the generation, so an existing Job answers 409
-            created = await self.lanes.start(self.kube.create_job, manifest)
+            role = TUNING_JOB if needs_tuning_job(parsed.spec) else RUN_JOB
+            name, created = await self.create_job(body, parsed, role)
         except PolicyViolation as exc:  # queued before the operator restarted with a stricter policy
             self.queue.release(_key(body))
             await self.refuse(body, generation, "PolicyViolation", str(exc))
@@ -146,10 +155,31 @@ class RunController:
         except BaseException:
             self.queue.release(_key(body))
             raise
-        message = f"Job {manifest['metadata']['name']} {'created' if created else 'already exists'}"
+        message = f"Job {name} {'created' if created else 'already exists'}"
+        if role == TUNING_JOB:
+            await self.tuning.started(body, generation, message, created)
+            return
         if created:
             self.events.post(body, "JobCreated", message)
         await self.status.write(body, lambda current: decisions.started(current, generation, message))
+
+    async def start_run_job(self, current: dict, generation: int, tuning: dict) -> None:
+        """After a parallel study: the run's Job, which measures its best trials with the other candidates."""
+        try:
+            name, created = await self.create_job(current, validate(current), RUN_JOB)
+        except PolicyViolation as exc:
+            await self.refuse(current, generation, "PolicyViolation", str(exc))
+            return
+        message = f"study done ({tuning['trials']['finished']} trials); Job {name} {'created' if created else 'already exists'}"
+        if created:
+            self.events.post(current, "JobCreated", message)
+        await self.status.write(current, lambda fresh: decisions.measuring(fresh, generation, message, tuning))
+
+    async def create_job(self, body: dict, parsed, role: str) -> tuple[str, bool]:
+        manifest = build_job(body, parsed.spec, self.settings, role)
+        kopf.adopt(manifest, owner=body)
+        # no read first: the name carries the generation, so an existing Job answers 409
+        return manifest["metadata"]["name"], await self.lanes.start(self.kube.create_job, manifest)
 
     async def start_waiting(self, now: InFlight) -> None:
         """Start the queued runs that fit now, in queue order: one pass over the queue per event
@@ -169,7 +199,7 @@ class RunController:
             with self.metrics.reconciling():
                 await step()
         except Exception as exc:  # noqa: BLE001 - every failure is retried; the status says which
-            message = f"{type(exc).__name__}: {str(exc)[:400]}; retrying every {self.settings.retry_interval:g}s"
+            message = f"{describe_error(exc)}; retrying every {self.settings.retry_interval:g}s"
             await self.status.write(body, lambda current: decisions.retrying(current, generation, message))
             if not was_pending:  # one Event per failing streak; a log line per attempt
                 self.events.post(body, "RetryingAfterError", message, warning=True)
@@ -182,12 +212,12 @@ class RunController:
         """type None is the initial listing: a Job that finished while no operator ran is reported now."""
         namespace, labels = job["metadata"]["namespace"], job["metadata"].get("labels") or {}
         owner, generation = labels.get(RESOURCE_LABEL), int(labels.get(GENERATION_LABEL, "0"))
+        if labels.get(ROLE_LABEL) == TUNING_JOB:
+            await self.tuning.job_event(job, event_type, now)
+            return
         outcome = job_outcome(job, [])
         if event_type == "DELETED" and outcome.state not in (SUCCEEDED, FAILED):
-            self.queue.release((namespace, owner), generation)
-            current = await self.lanes.report(self.kube.get_resource, namespace, owner)
-            if current is not None:
-                await self.job_gone(current, job["metadata"]["name"], generation)
+            await self.job_deleted(namespace, owner, generation, job["metadata"]["name"])
             return
         if not outcome.state or (outcome.state == RUNNING and now.is_running((namespace, owner))):
             return  # nothing to report: the status already says Running (set when the Job was created)
@@ -215,6 +245,12 @@ class RunController:
         self.metrics.runs_total.labels(("succeeded" if written.get("best") else "no_candidate") if succeeded else "failed").inc()
         self.metrics.observe_job(outcome.start_time, outcome.completion_time, succeeded)
         self.events.phase(current, decisions.finish_phase(outcome), warning=not succeeded)
+
+    async def job_deleted(self, namespace: str, owner: str, generation: int, job: str) -> None:
+        self.queue.release((namespace, owner), generation)
+        current = await self.lanes.report(self.kube.get_resource, namespace, owner)
+        if current is not None:
+            await self.job_gone(current, job, generation)
 
     async def job_gone(self, current: dict, job: str, generation: int | None = None) -> None:
         """The run's Job was deleted (by hand, or collected) before the run finished."""

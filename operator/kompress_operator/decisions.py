@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, Phase, now, status_patch
+from .conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, TUNING, Phase, now, status_patch
 from .jobstate import JobOutcome
 
 
@@ -46,10 +46,13 @@ def invalid_spec(resource: dict, generation: int, message: str) -> dict | None:
 
 
 def unless_started(resource: dict, generation: int, phase: Phase, **fields: Any) -> dict | None:
-    """The status for `phase` (Running, or Pending after an error), unless the run is already
-    Running or finished for this generation, or its spec moved on."""
+    """The status for `phase` (Tuning, Running, or Pending after an error), unless the run is
+    already Running or finished for this generation, or its spec moved on. From Tuning only
+    forward: to Running (the run's Job) or Pending (its start failed)."""
     status = current_run(resource, generation)
     if status is None or observed(resource) == (generation, RUNNING):
+        return None
+    if observed(resource) == (generation, TUNING) and phase.name not in (RUNNING, PENDING):
         return None
     return status_patch(phase, status, generation, **fields)
 
@@ -64,6 +67,28 @@ def queued(resource: dict, generation: int, message: str) -> dict | None:
 
 def started(resource: dict, generation: int, message: str) -> dict | None:
     return unless_started(resource, generation, Phase(RUNNING, "JobCreated", message), startTime=now(), completionTime=None)
+
+
+def tuning_started(resource: dict, generation: int, message: str, tuning: dict) -> dict | None:
+    """Tuning: a parallel study's trial Pods run (the run's Job comes after them)."""
+    return unless_started(resource, generation, Phase(TUNING, "TuningStarted", message),
+                          startTime=now(), completionTime=None, tuning=tuning)
+
+
+def tuning_progress(resource: dict, generation: int, tuning: dict, total: int) -> dict | None:
+    """The trial counts of a Tuning run (of `total` trials), when they changed."""
+    status = resource.get("status") or {}
+    if generation_of(resource) != generation or observed(resource) != (generation, TUNING) or status.get("tuning") == tuning:
+        return None
+    trials = tuning["trials"]
+    message = (f"trials: {trials['finished']} of {total} finished, {trials['running']} running, "
+               f"{trials['failed']} lost with their Pod")
+    return status_patch(Phase(TUNING, "TrialsRunning", message), status, generation, tuning=tuning)
+
+
+def measuring(resource: dict, generation: int, message: str, tuning: dict) -> dict | None:
+    """Running after Tuning: the run's Job measures the study's best trials with the other candidates."""
+    return unless_started(resource, generation, Phase(RUNNING, "TuningFinished", message), tuning=tuning)
 
 
 def retrying(resource: dict, generation: int, message: str) -> dict | None:

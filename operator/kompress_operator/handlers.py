@@ -9,9 +9,10 @@ from kompress_jobs.schema import API_GROUP, API_VERSION, PLURAL
 
 from . import webhook
 from .admission import Waiting
-from .conditions import PENDING, QUEUED, RUNNING
+from .conditions import EXECUTING, PENDING, QUEUED, TUNING
 from .controller import RunController
-from .jobspec import GENERATION_LABEL, MANAGED_BY, RESOURCE_LABEL
+from .jobspec import GENERATION_LABEL, MANAGED_BY, RESOURCE_LABEL, ROLE_LABEL, RUN_JOB
+from .tuning_phase import tuning_of
 from .kube import Kube
 from .metrics import OperatorMetrics
 from .queue import InFlight
@@ -20,9 +21,9 @@ from .settings import OperatorSettings
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
 
 
-def snapshot(running_runs: kopf.Index, waiting_runs: kopf.Index, run_jobs: kopf.Index) -> InFlight:
+def snapshot(running_runs: kopf.Index, waiting_runs: kopf.Index, run_jobs: kopf.Index, tuning_runs: kopf.Index) -> InFlight:
     # The index's own store, not a copy: this runs on every watch event, and the queue can be 1000 long.
-    return InFlight(running=running_runs, waiting=waiting_runs.get(None, ()), jobs=run_jobs)
+    return InFlight(running=running_runs, waiting=waiting_runs.get(None, ()), jobs=run_jobs, tuning=tuning_runs)
 
 
 def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetrics) -> kopf.OperatorRegistry:
@@ -39,19 +40,19 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
 
     # Event handlers get plain dicts (event["object"]): Kopf's Body views re-walk the path on every read.
     @kopf.on.event(*RESOURCE, id="reconcile", registry=registry)
-    async def reconcile(event, type, running_runs, waiting_runs, run_jobs, **_):
-        await controller.resource_event(event["object"], type, snapshot(running_runs, waiting_runs, run_jobs))
+    async def reconcile(event, type, running_runs, waiting_runs, run_jobs, tuning_runs, **_):
+        await controller.resource_event(event["object"], type, snapshot(running_runs, waiting_runs, run_jobs, tuning_runs))
 
     # Only runs whose last attempt failed wait on a timer (Kopf puts a finalizer on a resource
     # while a timer of its applies: queued runs carry none, so they delete without the operator).
     @kopf.timer(*RESOURCE, interval=settings.retry_interval, id="retry", registry=registry,
                 when=lambda status, **_: status.get("phase") == PENDING)
-    async def retry(body, running_runs, waiting_runs, run_jobs, **_):
-        await controller.retry(dict(body), snapshot(running_runs, waiting_runs, run_jobs))
+    async def retry(body, running_runs, waiting_runs, run_jobs, tuning_runs, **_):
+        await controller.retry(dict(body), snapshot(running_runs, waiting_runs, run_jobs, tuning_runs))
 
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY, id="job_changed", registry=registry)
-    async def job_changed(event, type, running_runs, waiting_runs, run_jobs, **_):
-        await controller.job_event(event["object"], type, snapshot(running_runs, waiting_runs, run_jobs))
+    async def job_changed(event, type, running_runs, waiting_runs, run_jobs, tuning_runs, **_):
+        await controller.job_event(event["object"], type, snapshot(running_runs, waiting_runs, run_jobs, tuning_runs))
 
     return registry
 
@@ -62,19 +63,25 @@ def register_indexes(registry: kopf.OperatorRegistry) -> None:
     Kopf keeps an object's last index value until the object stops matching the filter, so the
     phase test belongs in `when=`, not in a None result."""
 
-    @kopf.index(*RESOURCE, id="running_runs", registry=registry, when=lambda status, **_: status.get("phase") == RUNNING)
+    @kopf.index(*RESOURCE, id="running_runs", registry=registry, when=lambda status, **_: status.get("phase") in EXECUTING)
     async def running_runs(name, namespace, **_):
         return {namespace: name}
+
+    # A Tuning run holds a slot per trial Pod: the queue counts these beyond the one above.
+    @kopf.index(*RESOURCE, id="tuning_runs", registry=registry, when=lambda status, **_: status.get("phase") == TUNING)
+    async def tuning_runs(name, namespace, body, **_):
+        return {namespace: (name, int(tuning_of(body)["parallelism"]))}
 
     @kopf.index(*RESOURCE, id="waiting_runs", registry=registry, when=lambda status, **_: status.get("phase") == QUEUED)
     async def waiting_runs(name, namespace, spec, meta, body, **_):
         priority = int(((spec or {}).get("job") or {}).get("priority") or 0)
         # A shallow copy of the raw object (Kopf gives each event a new one): a freed slot starts
         # the run from here, without reading it again.
-        return {None: Waiting(namespace, name, priority, meta.get("creationTimestamp") or "", dict(body))}
+        return {None: Waiting(namespace, name, priority, meta.get("creationTimestamp") or "",
+                              int(tuning_of(body)["parallelism"]), dict(body))}
 
     @kopf.index("batch", "v1", "jobs", labels=MANAGED_BY, id="run_jobs", registry=registry)
     async def run_jobs(namespace, labels, **_):
         # Complete before any handler runs (Kopf waits for every index's initial listing), so a
         # restarted operator knows which runs already have their Job without asking per resource.
-        return {(namespace, labels.get(RESOURCE_LABEL)): int(labels.get(GENERATION_LABEL, "0"))}
+        return {(namespace, labels.get(RESOURCE_LABEL)): (int(labels.get(GENERATION_LABEL, "0")), labels.get(ROLE_LABEL, RUN_JOB))}

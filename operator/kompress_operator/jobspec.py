@@ -21,12 +21,15 @@ from .settings import OperatorSettings
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kompress"}
 RESOURCE_LABEL = "kompress.io/resource"
 GENERATION_LABEL = "kompress.io/generation"
+ROLE_LABEL = "kompress.io/role"
+RUN_JOB, TUNING_JOB = "run", "tuning"  # the run's Job (measure, select, publish), and a parallel study's trial Pods
 SCRATCH = "/scratch"
 
 
-def job_name(name: str, generation: int) -> str:
-    """<name>-g<generation>, shortened with a hash when it would pass the 63-character label limit."""
-    suffix = f"-g{generation}"
+def job_name(name: str, generation: int, role: str = RUN_JOB) -> str:
+    """<name>-g<generation> (a tuning Job: …-tuning), shortened with a hash when it would pass the
+    63-character label limit."""
+    suffix = f"-g{generation}" + ("" if role == RUN_JOB else f"-{role}")
     if len(name) + len(suffix) <= 63:
         return name + suffix
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
@@ -37,33 +40,44 @@ def run_id(namespace: str, name: str, generation: int) -> str:
     return f"{namespace}-{name}-g{generation}"
 
 
-def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: OperatorSettings) -> dict[str, Any]:
+def needs_tuning_job(spec: ModelOptimizationSpec) -> bool:
+    return spec.tuning is not None and spec.tuning.parallelism > 1
+
+
+def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: OperatorSettings, role: str = RUN_JOB) -> dict[str, Any]:
+    """The run's Job, or (role TUNING_JOB) a parallel study's: one Pod per trial, `parallelism` at a
+    time, until `trials` Pods succeeded. The Job controller replaces a Pod that dies (its trial is
+    failed by heartbeat and retried); each Pod lost counts against maxFailedTrials, as in the study."""
     policy.enforce(spec, settings)  # again here: the webhook can be deleted by whoever may delete it
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 1)
     job = spec.job
-    labels = {**MANAGED_BY, "app.kubernetes.io/name": "kompress-job", RESOURCE_LABEL: name, GENERATION_LABEL: str(generation)}
+    labels = {**MANAGED_BY, "app.kubernetes.io/name": "kompress-job", RESOURCE_LABEL: name,
+              GENERATION_LABEL: str(generation), ROLE_LABEL: role}
     job_spec: dict[str, Any] = {
         "backoffLimit": job.backoff_limit,
         "ttlSecondsAfterFinished": job.ttl_seconds_after_finished if job.ttl_seconds_after_finished is not None
         else settings.ttl_seconds_after_finished,
-        "template": {"metadata": {"labels": labels}, "spec": _pod_spec(body, spec, settings)},
+        "template": {"metadata": {"labels": labels}, "spec": _pod_spec(body, spec, settings, role)},
     }
+    if role == TUNING_JOB:
+        job_spec |= {"completions": spec.tuning.trials, "parallelism": spec.tuning.parallelism,
+                     "backoffLimit": spec.tuning.max_failed_trials}
     if job.active_deadline_seconds:
         job_spec["activeDeadlineSeconds"] = job.active_deadline_seconds
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name(name, generation), "namespace": namespace, "labels": labels},
+        "metadata": {"name": job_name(name, generation, role), "namespace": namespace, "labels": labels},
         "spec": job_spec,
     }
 
 
-def _pod_spec(body: dict[str, Any], spec: ModelOptimizationSpec, settings: OperatorSettings) -> dict[str, Any]:
+def _pod_spec(body: dict[str, Any], spec: ModelOptimizationSpec, settings: OperatorSettings, role: str) -> dict[str, Any]:
     job = spec.job
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "containers": [_container(body, spec, settings)],
+        "containers": [_container(body, spec, settings, role)],
         "volumes": [{"name": "scratch", "emptyDir": {}}],
         "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
                             "seccompProfile": {"type": "RuntimeDefault"}},
@@ -81,7 +95,7 @@ def _pod_spec(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Opera
     return pod_spec
 
 
-def _container(body: dict[str, Any], spec: ModelOptimizationSpec, settings: OperatorSettings) -> dict[str, Any]:
+def _container(body: dict[str, Any], spec: ModelOptimizationSpec, settings: OperatorSettings, role: str) -> dict[str, Any]:
     meta, job = body["metadata"], spec.job
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 1)
     gpus = job.gpus or (1 if job.device is Device.GPU else 0)
@@ -107,11 +121,15 @@ def _container(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Oper
     if settings.default_artifacts:
         env.append({"name": JobEnv.DEFAULT_ARTIFACTS.value, "value": settings.default_artifacts})
     env += [{"name": k, "value": v} for k, v in sorted(settings.job_env.items())]
+    study = policy.study_secret(spec, settings)
+    if study:  # optional: a missing Secret fails the Pod with a clear reason (StudyStorageMissing), not a stuck Pod
+        env.append({"name": JobEnv.STUDY_STORAGE.value,
+                    "valueFrom": {"secretKeyRef": {"name": study[0], "key": study[1], "optional": True}}})
     container: dict[str, Any] = {
-        "name": "optimize",
+        "name": "optimize" if role == RUN_JOB else "trial",
         "image": policy.job_image(spec, settings),
         "imagePullPolicy": settings.image_pull_policy,
-        "command": ["kompress", "job"],
+        "command": ["kompress", "job"] + (["--tuning-trial"] if role == TUNING_JOB else []),
         "env": env,
         "resources": {k: v for k, v in (("requests", requests), ("limits", limits)) if v},
         "terminationMessagePath": "/dev/termination-log",

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from kompress_jobs.contract import JobMessage, RunSummary, operator_mismatch
+from kompress_jobs.contract import JobFailure, JobMessage, RunSummary, operator_mismatch
+from kompress_jobs.schema import TrialCounts
 from kompress_jobs.errors import VersionMismatchError
 
 from .conditions import FAILED, RUNNING, SUCCEEDED
@@ -87,3 +88,33 @@ def job_outcome(job: dict, pods: list[dict]) -> JobOutcome:
     if int(status.get("active") or 0) > 0:
         return JobOutcome(RUNNING, "JobRunning", f"Job {job['metadata']['name']} is running", **common)
     return JobOutcome("", "JobPending", "", **common)
+
+
+# --- a parallel study's tuning Job: one Pod per trial --------------------------------------
+
+
+def trial_counts(job: dict, pods: list[dict] = ()) -> TrialCounts:
+    """From the Job's status while it runs (a Pod per trial: succeeded = finished, failed = lost,
+    active = running); from the trial Pods' own reports of the study, where there are any."""
+    status = job.get("status") or {}
+    running = int(status.get("active") or 0)
+    reports = [m.trial for m in (_message(_termination(pod)) for pod in pods) if m is not None and m.trial is not None]
+    if reports:
+        latest = max(reports, key=lambda r: (r.counts.finished, r.counts.failed))
+        return TrialCounts(finished=latest.counts.finished, failed=latest.counts.failed, running=running)
+    return TrialCounts(finished=int(status.get("succeeded") or 0), failed=int(status.get("failed") or 0), running=running)
+
+
+def trial_pod_error(pods: list[dict]) -> JobFailure | None:
+    """The error a trial Pod reported itself (an unreachable or unsupported study database, a spec
+    its image cannot read): every other Pod would meet it too, so the run fails now. A Pod killed
+    without a message (its node gone) is not one: its trial is retried."""
+    oldest_first = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+    for pod in oldest_first:
+        terminated = _termination(pod)
+        if not terminated or not (terminated.get("message") or "").lstrip().startswith("{"):
+            continue
+        said = _message(terminated)
+        if said is not None and said.error is not None:
+            return said.error
+    return None

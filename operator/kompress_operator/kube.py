@@ -144,6 +144,18 @@ class Kube:
                 raise
 
 
+def describe_error(exc: Exception) -> str:
+    """One line for a status message: for a refused API call, the API server's own message (the
+    client's text is mostly HTTP headers)."""
+    if isinstance(exc, ApiException):
+        try:
+            said = json.loads(exc.body or "{}").get("message")
+        except (TypeError, ValueError):
+            said = None
+        return f"ApiException {exc.status} {exc.reason}: {said or exc.body or ''}".strip()[:600]
+    return f"{type(exc).__name__}: {str(exc)[:400]}"
+
+
 def older_generation_jobs(jobs: list[dict], generation: int) -> list[str]:
     return [j["metadata"]["name"] for j in jobs
             if int(j["metadata"].get("labels", {}).get(GENERATION_LABEL, "0")) < generation]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from kompress_jobs.schema import Device, JobSettings, ModelOptimizationSpec, Toleration
+from kompress_jobs.schema import Device, JobSettings, ModelOptimizationSpec, Toleration, Tuning
 
 from .settings import OperatorSettings
 
@@ -34,6 +34,9 @@ class PolicyViolation(Exception):
 def job_field(name: str) -> str:
     """spec.job.<camelCase>, from the schema's own alias."""
     return f"spec.job.{JobSettings.model_fields[name].alias}"
+
+
+TUNING_FIELDS = {name: f"spec.tuning.{field.alias}" for name, field in Tuning.model_fields.items()}
 
 
 def operator_images(settings: OperatorSettings) -> tuple[str, ...]:
@@ -70,7 +73,33 @@ def violations(spec: ModelOptimizationSpec, settings: OperatorSettings) -> list[
         if not toleration_allowed(toleration, settings):
             found.append(Violation(f"{job_field('tolerations')}[{index}]", "allowedTolerations",
                                    f"toleration {toleration.to_wire()} is not allowed"))
+    return found + tuning_violations(spec, settings)
+
+
+def tuning_violations(spec: ModelOptimizationSpec, settings: OperatorSettings) -> list[Violation]:
+    """A parallel study takes a Job slot per Pod, and needs a shared database."""
+    parallelism = spec.tuning.parallelism if spec.tuning else 1
+    if parallelism == 1:
+        return []
+    found, cap = [], min(settings.max_running, settings.max_running_per_namespace)
+    if parallelism > cap:
+        which = "maxRunning" if settings.max_running <= settings.max_running_per_namespace else "maxRunningPerNamespace"
+        found.append(Violation(TUNING_FIELDS["parallelism"], which, (
+            f"parallelism {parallelism} can never start: each trial Pod takes a Job slot, and at most {cap} run at once "
+            f"(maxRunning {settings.max_running}, maxRunningPerNamespace {settings.max_running_per_namespace})")))
+    if spec.tuning.storage_secret is None and not settings.study_storage_secret:
+        found.append(Violation(TUNING_FIELDS["storage_secret"], "studyStorageSecret", (
+            "parallel trials share a study in a database: name a Secret holding its URL here, "
+            "or have the operator's studyStorageSecret set")))
     return found
+
+
+def study_secret(spec: ModelOptimizationSpec, settings: OperatorSettings) -> tuple[str, str] | None:
+    """(Secret name, key) of the shared study's URL, for a parallel study."""
+    if spec.tuning is None or spec.tuning.parallelism == 1:
+        return None
+    ref = spec.tuning.storage_secret
+    return (ref.name, ref.key) if ref else (settings.study_storage_secret, "url")
 
 
 def enforce(spec: ModelOptimizationSpec, settings: OperatorSettings) -> None:

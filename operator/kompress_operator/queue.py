@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Collection, Mapping
 
 from .admission import Waiting, admit, position
+from .jobspec import RUN_JOB
 
 RESERVATION_SECONDS = 60.0  # a run we started counts as running until the index shows its status
 Key = tuple[str, str]  # (namespace, name)
@@ -29,10 +30,19 @@ class InFlight:
 
     running: Mapping[str, Collection[str]] = field(default_factory=dict)
     waiting: Collection[Waiting] = ()
-    jobs: Mapping[Key, Collection[int]] = field(default_factory=dict)
+    jobs: Mapping[Key, Collection[tuple[int, str]]] = field(default_factory=dict)  # (generation, role)
+    tuning: Mapping[str, Collection[tuple[str, int]]] = field(default_factory=dict)  # Tuning runs: (name, slots)
 
-    def has_job(self, key: Key, generation: int) -> bool:
-        return generation in self.jobs.get(key, ())
+    def has_job(self, key: Key, generation: int, role: str = RUN_JOB) -> bool:
+        return (generation, role) in self.jobs.get(key, ())
+
+    def extra_slots(self) -> Counter:
+        """Slots beyond one per run, per namespace: Tuning runs hold one per trial Pod."""
+        extra: Counter = Counter()
+        for namespace, runs in self.tuning.items():
+            for _, slots in runs:
+                extra[namespace] += slots - 1
+        return extra
 
     def is_running(self, key: Key) -> bool:
         return key[1] in self.running.get(key[0], ())
@@ -52,7 +62,7 @@ class Verdict:
 class RunQueue:
     def __init__(self, max_running: int, max_per_namespace: int, clock: Callable[[], float] = time.monotonic):
         self.max_running, self.max_per_namespace, self.clock = max_running, max_per_namespace, clock
-        self.reserved: dict[Key, tuple[int, float]] = {}  # key → (generation, when)
+        self.reserved: dict[Key, tuple[int, float, int]] = {}  # key → (generation, when, slots)
 
     def just_started(self, key: Key, generation: int) -> bool:
         """Started a moment ago: its Running status has not come back yet."""
@@ -61,13 +71,14 @@ class RunQueue:
     def try_start(self, run: Waiting, generation: int, now: InFlight) -> Verdict:
         """Reserve a slot for `run` if admission would start it now, among the queued runs."""
         waiting = [w for w in self._not_starting(now.waiting) if w.key != run.key] + [run]
-        if not self._far_below(now, len(waiting)):  # when every waiting run fits, counting exactly is not needed
+        if not self._far_below(now, sum(w.slots for w in waiting)):  # when every waiting run fits, counting exactly is not needed
             running = self.running(now)
             if run.key not in admit(waiting, running, self.max_running, self.max_per_namespace):
-                return Verdict(False, f"waiting for a Job slot: {sum(running.values())}/{self.max_running} running cluster-wide, "
+                wanted = "a Job slot" if run.slots == 1 else f"{run.slots} Job slots (one per trial Pod)"
+                return Verdict(False, f"waiting for {wanted}: {sum(running.values())}/{self.max_running} running cluster-wide, "
                                       f"{running[run.namespace]}/{self.max_per_namespace} in {run.namespace}; "
                                       f"position {position(run.key, waiting)} of {len(waiting)}")
-        self.reserve(run.key, generation)
+        self.reserve(run.key, generation, run.slots)
         return Verdict(True)
 
     def take_startable(self, now: InFlight, generation_of: Callable[[dict], int]) -> list[Waiting]:
@@ -83,11 +94,11 @@ class RunQueue:
         by_key = {w.key: w for w in waiting}
         starting = [by_key[key] for key in admit(waiting, running, self.max_running, self.max_per_namespace)]
         for run in starting:
-            self.reserve(run.key, generation_of(run.body))
+            self.reserve(run.key, generation_of(run.body), run.slots)
         return starting
 
-    def reserve(self, key: Key, generation: int) -> None:
-        self.reserved[key] = (generation, self.clock())
+    def reserve(self, key: Key, generation: int, slots: int = 1) -> None:
+        self.reserved[key] = (generation, self.clock(), slots)
 
     def release(self, key: Key, generation: int | None = None) -> None:
         """Free a reservation; with a generation, only that generation's (a Job of an older spec
@@ -98,18 +109,18 @@ class RunQueue:
     def running(self, now: InFlight) -> Counter:
         """Slots taken per namespace: Running runs plus live reservations (expired ones and those
         the index now shows are dropped)."""
-        counts: Counter = Counter()
+        counts: Counter = now.extra_slots()
         seen = set()
         for namespace, names in now.running.items():
             for name in names:
                 counts[namespace] += 1
                 seen.add((namespace, name))
         deadline = self.clock() - RESERVATION_SECONDS
-        for key, (_, at) in list(self.reserved.items()):
+        for key, (_, at, slots) in list(self.reserved.items()):
             if key in seen or at < deadline:
                 del self.reserved[key]
             else:
-                counts[key[0]] += 1
+                counts[key[0]] += slots
         return counts
 
     def _not_starting(self, waiting: Collection[Waiting]) -> list[Waiting]:
@@ -118,4 +129,5 @@ class RunQueue:
     def _far_below(self, now: InFlight, starting: int) -> bool:
         """True when even counting every reservation twice, `starting` more runs stay under both caps."""
         cap = min(self.max_running, self.max_per_namespace)
-        return now.running_count() + len(self.reserved) + starting <= cap
+        reserved = sum(slots for _, _, slots in self.reserved.values())
+        return now.running_count() + sum(now.extra_slots().values()) + reserved + starting <= cap

@@ -34,6 +34,9 @@ class OperatorSettings(BaseSettings):
     default_artifacts: str | None = Field(None, description="artifact URI for specs that name none")
     artifacts_secret: str | None = Field(None, description="Secret (in each run's namespace) whose keys become the Job's "
                                                            "environment, e.g. AWS_*")
+    study_storage_secret: str | None = Field(None, description=(
+        "Secret (in each run's namespace) whose key `url` holds the PostgreSQL URL of parallel tuning "
+        "studies, for specs with tuning.parallelism above 1 that name no storageSecret"))
     job_service_account: str | None = Field(None, description="ServiceAccount for Job Pods whose spec names none")
     job_resources: dict[str, dict[str, str | int | float]] = Field(default_factory=dict, description=(
         'default Job container resources as JSON, e.g. {"requests": {"cpu": "2"}}; a spec\'s own requests or limits replace them'))

@@ -8,6 +8,7 @@ them) point into it, and the termination log is read from it.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -105,9 +106,11 @@ class PodRunner:
                     return str(path) + value[len(mount):]
             return value
 
-        env = {"PATH": f"{self.bin_dir}:{os.environ.get('PATH', '')}", "KOMPRESS_TERMINATION_LOG": str(workdir / "termination-log"),
+        env = {"PATH": f"{self.bin_dir}:{os.environ.get('PATH', '')}", "HOSTNAME": name,  # as a kubelet sets it
+               "KOMPRESS_TERMINATION_LOG": str(workdir / "termination-log"),
                **self.extra_env}
-        env |= {e.name: local(e.value or "") for e in container.env or []}
+        env |= {e.name: local(self._env_value(namespace, e)) for e in container.env or []
+                if e.value_from is None or self._env_value(namespace, e) is not None}
         command = [*(container.command or []), *(container.args or [])]
         started = _now()
         log = (workdir / "log").open("w")
@@ -123,7 +126,35 @@ class PodRunner:
         }})
         self.names[pod.metadata.uid] = (namespace, name, container.name, container.image)
 
+    def _env_value(self, namespace: str, entry) -> str | None:
+        """A variable's value, from a Secret's key as a kubelet reads it; None for an optional one that is missing."""
+        ref = entry.value_from.secret_key_ref if entry.value_from else None
+        if ref is None:
+            return entry.value or ""
+        try:
+            data = self.core.read_namespaced_secret(ref.name, namespace).data or {}
+        except ApiException as exc:
+            if exc.status == 404 and ref.optional:
+                return None
+            raise
+        if ref.key not in data:
+            return None
+        return base64.b64decode(data[ref.key]).decode()
+
+    def kill_pod(self, namespace: str, name: str) -> bool:
+        """SIGKILL a running Pod's process, as a node lost or an OOM kill would: it reports exit 137."""
+        for uid, (process, _, _) in list(self.running.items()):
+            if self.names.get(uid, ())[:2] == (namespace, name) and process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                return True
+        return False
+
+    def running_pods(self, namespace: str) -> list[str]:
+        return [self.names[uid][1] for uid, (process, _, _) in list(self.running.items())
+                if uid in self.names and self.names[uid][0] == namespace and process.poll() is None]
+
     def _report(self, uid: str, code: int, workdir: Path, started: str) -> None:
+        code = 128 - code if code < 0 else code  # killed by a signal: a container runtime reports 128 + signal
         namespace, name, container, image = self.names[uid]
         message_file = workdir / "termination-log"
         message = message_file.read_text()[-4096:] if message_file.exists() else ""

@@ -1,0 +1,139 @@
+"""The operator's side of parallel tuning, without an API server: the tuning Job it builds, the
+slots a study takes in the queue, the policy on parallelism and study storage, the Tuning status
+transitions, and how trial Pods are read."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kompress_jobs.contract import JobEnv, JobMessage, TrialReport
+from kompress_jobs.schema import TrialCounts, TuningStatus
+from kompress_jobs.specfile import resource_from_dict
+from kompress_operator import decisions, policy
+from kompress_operator.admission import Waiting
+from kompress_operator.conditions import PENDING, QUEUED, RUNNING, TUNING, Phase
+from kompress_operator.jobspec import ROLE_LABEL, TUNING_JOB, build_job, job_name
+from kompress_operator.jobstate import trial_counts, trial_pod_error
+from kompress_operator.queue import InFlight, RunQueue
+from kompress_operator.settings import OperatorSettings
+
+from .conftest import resource_dict
+
+SEARCH = [{"pass": "int8", "parameter": "perChannel", "choices": [True, False]}]
+SETTINGS = OperatorSettings(max_running=4, max_running_per_namespace=4, study_storage_secret="studies")
+
+
+def body(parallelism: int = 3, trials: int = 12, **tuning) -> dict:
+    document = resource_dict(name="study", passes=[{"type": "OnnxExport"}, {"type": "StaticInt8", "name": "int8"}],
+                             tuning={"trials": trials, "parallelism": parallelism, "searchSpace": SEARCH, **tuning})
+    document["apiVersion"], document["kind"] = "kompress.io/v1alpha1", "ModelOptimization"
+    document["metadata"] |= {"namespace": "team", "generation": 2}
+    return document
+
+
+def spec_of(document: dict):
+    return resource_from_dict(document).spec
+
+
+def test_the_tuning_job_runs_one_pod_per_trial_parallelism_at_a_time_with_the_study_url_from_a_secret():
+    document = body()
+    job = build_job(document, spec_of(document), SETTINGS, TUNING_JOB)
+    assert job["metadata"]["name"] == "study-g2-tuning" == job_name("study", 2, TUNING_JOB)
+    assert job["metadata"]["labels"][ROLE_LABEL] == "tuning"
+    assert (job["spec"]["completions"], job["spec"]["parallelism"], job["spec"]["backoffLimit"]) == (12, 3, 5)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["kompress", "job", "--tuning-trial"]
+    storage = next(e for e in container["env"] if e["name"] == JobEnv.STUDY_STORAGE.value)
+    assert storage["valueFrom"] == {"secretKeyRef": {"name": "studies", "key": "url", "optional": True}}
+    # The run's Job gets the URL too (it reads the study), and runs the pipeline as ever.
+    run = build_job(document, spec_of(document), SETTINGS)
+    assert run["metadata"]["name"] == "study-g2" and run["spec"]["template"]["spec"]["containers"][0]["command"] == ["kompress", "job"]
+    own = body(storageSecret={"name": "team-db", "key": "dsn"})
+    env = build_job(own, spec_of(own), SETTINGS)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "team-db", "key": "dsn", "optional": True} in [e.get("valueFrom", {}).get("secretKeyRef") for e in env]
+
+
+def test_a_single_pod_study_gets_no_tuning_job_and_no_study_url():
+    document = body(parallelism=1)
+    env = build_job(document, spec_of(document), SETTINGS)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert JobEnv.STUDY_STORAGE.value not in {e["name"] for e in env}
+
+
+@pytest.mark.parametrize("settings, document, field, key, words", [
+    (OperatorSettings(max_running=4, max_running_per_namespace=2, study_storage_secret="s"), body(parallelism=3),
+     "spec.tuning.parallelism", "maxRunningPerNamespace", ["parallelism 3 can never start", "at most 2 run at once"]),
+    (OperatorSettings(max_running=2, max_running_per_namespace=4, study_storage_secret="s"), body(parallelism=3),
+     "spec.tuning.parallelism", "maxRunning", ["at most 2 run at once"]),
+    (OperatorSettings(max_running=4, max_running_per_namespace=4), body(parallelism=2),
+     "spec.tuning.storageSecret", "studyStorageSecret", ["share a study in a database"]),
+])
+def test_the_policy_refuses_a_study_that_could_never_start_or_has_no_database(settings, document, field, key, words):
+    with pytest.raises(policy.PolicyViolation) as raised:
+        build_job(document, spec_of(document), settings, TUNING_JOB)
+    message = str(raised.value)
+    assert message.startswith(f"{field}: ") and f"(operator policy {key})" in message and all(w in message for w in words)
+
+
+def test_a_tuning_run_holds_a_slot_per_trial_pod_and_waits_for_all_of_them():
+    queue = RunQueue(max_running=4, max_per_namespace=4)
+    wide = Waiting("team", "study", 0, "2026-01-01T00:00:00Z", slots=3)
+    busy = InFlight(running={"team": ["other", "tuning"]}, tuning={"team": [("tuning", 2)]})  # 1 + 2 slots taken
+    verdict = queue.try_start(wide, 1, busy)
+    assert not verdict.start and verdict.message.startswith("waiting for 3 Job slots (one per trial Pod): 3/4 running")
+    assert queue.try_start(wide, 1, InFlight(running={"team": ["other"]})).start
+    assert queue.running(InFlight(running={"team": ["other"]})) == {"team": 4}  # its reservation counts 3
+    # Queued behind a study, a one-slot run does not overtake it forever: the head waits for its slots.
+    queue = RunQueue(max_running=4, max_per_namespace=4)
+    small = Waiting("team", "small", 0, "2026-01-02T00:00:00Z", body={"metadata": {"generation": 1}, "status": {"observedGeneration": 1}})
+    head = Waiting("team", "study", 0, "2026-01-01T00:00:00Z", slots=3, body=small.body)
+    started = queue.take_startable(InFlight(running={"team": ["a", "b"]}, waiting=[head, small]), decisions.generation_of)
+    assert started == []
+
+
+def status(phase: str | None, generation: int = 2, tuning: dict | None = None) -> dict:
+    document = body()
+    document["status"] = {} if phase is None else {"phase": phase, "observedGeneration": generation, "conditions": [],
+                                                   **({"tuning": tuning} if tuning else {})}
+    return document
+
+
+TUNING_STATUS = TuningStatus(parallelism=3).to_wire()
+PROGRESS = TuningStatus(parallelism=3, trials=TrialCounts(finished=4, failed=1, running=3)).to_wire()
+
+
+def test_tuning_goes_forward_only_to_running_or_pending_and_its_counts_are_written_when_they_change():
+    started = decisions.tuning_started(status(QUEUED), 2, "Job study-g2-tuning created", TUNING_STATUS)
+    assert started["phase"] == TUNING and started["tuning"] == TUNING_STATUS
+    running = next(c for c in started["conditions"] if c["type"] == "Running")
+    assert running["status"] == "True" and running["reason"] == "TuningStarted"
+    assert decisions.tuning_started(status(TUNING), 2, "again", TUNING_STATUS) is None
+    assert decisions.queued(status(TUNING), 2, "waiting") is None  # never back to the queue
+    progress = decisions.tuning_progress(status(TUNING, tuning=TUNING_STATUS), 2, PROGRESS, 12)
+    assert progress["tuning"] == PROGRESS
+    assert "4 of 12 finished, 3 running, 1 lost with their Pod" in next(c["message"] for c in progress["conditions"] if c["type"] == "Running")
+    assert decisions.tuning_progress(status(TUNING, tuning=PROGRESS), 2, PROGRESS, 12) is None  # unchanged: no write
+    assert decisions.tuning_progress(status(RUNNING), 2, PROGRESS, 12) is None  # a late count never undoes Running
+    measuring = decisions.measuring(status(TUNING), 2, "study done", PROGRESS)
+    assert measuring["phase"] == RUNNING and "startTime" not in measuring  # the run started with its study
+    assert decisions.retrying(status(TUNING), 2, "ApiException")["phase"] == PENDING
+    assert decisions.unless_started(status(TUNING), 2, Phase(TUNING, "x")) is None
+
+
+def pod(created: str, exit_code: int, message: str = "") -> dict:
+    return {"metadata": {"creationTimestamp": created}, "status": {"phase": "Succeeded" if exit_code == 0 else "Failed",
+            "containerStatuses": [{"state": {"terminated": {"exitCode": exit_code, "message": message}}}]}}
+
+
+def test_trial_pods_are_read_for_counts_and_for_errors_that_every_pod_would_meet():
+    job = {"metadata": {"name": "study-g2-tuning"}, "status": {"succeeded": 4, "failed": 1, "active": 3}}
+    assert trial_counts(job) == TrialCounts(finished=4, failed=1, running=3)
+    report = lambda n: JobMessage.trial_done(TrialReport(study="s", trial=n, state="Complete", counts=TrialCounts(finished=n + 1))).to_wire()  # noqa: E731
+    pods = [pod("t1", 0, json.dumps(report(6))), pod("t2", 0, json.dumps(report(9)))]
+    assert trial_counts(job, pods) == TrialCounts(finished=10, failed=0, running=3)  # the study's own count
+    killed = pod("t3", 137, "Traceback (most recent call last): ...")  # the log's tail: died, said nothing
+    assert trial_pod_error(pods + [killed]) is None
+    said = pod("t4", 1, json.dumps(JobMessage.failure("StudyStorageUnreachable", "cannot use the study database at db:5432/k").to_wire()))
+    error = trial_pod_error(pods + [killed, said])
+    assert (error.reason, error.message) == ("StudyStorageUnreachable", "cannot use the study database at db:5432/k")
