@@ -178,8 +178,15 @@ class Study:
         import optuna
 
         self.scratch.mkdir(parents=True, exist_ok=True)
-        study = optuna.load_study(study_name=self.key, storage=open_storage(self.storage_url, self.tuning.heartbeat_seconds))
-        optuna.storages.fail_stale_trials(study)  # a trial still "running" now has no Pod left
+        storage = open_storage(self.storage_url, self.tuning.heartbeat_seconds)
+        study = optuna.load_study(study_name=self.key, storage=storage)
+        # The tuning Job is done, so a trial still "running" has no Pod left (a superseded spec's
+        # Pod stopped mid-trial): lost, without waiting for its heartbeat to go stale.
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            try:
+                storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # it finished just now after all
         self.stop_reason = self._over(study, None) or f"the tuning Job ended with {_judged(study)} of {self.tuning.trials} trials"
         self.progress(f"tuning: study {self.key}: {_judged(study)} trial(s) from {self.tuning.parallelism} parallel "
                       f"worker(s), {self.stop_reason}")

@@ -162,3 +162,23 @@ def test_bad_study_settings_fail_the_run_with_a_reason_that_names_what_to_fix(cl
     wait_for(lambda: not node.running_pods(namespace), "the failing studies' Pods to stop", timeout=120)
     names = {j["metadata"]["name"] for j in get(cluster, namespace, "jobs")["items"]}
     assert not names & {"too-wide-g1-tuning", "unreachable-g1", "unsupported-g1"}
+
+
+def test_editing_the_spec_mid_study_stops_the_old_workers_and_the_new_generation_goes_on(
+        cluster, namespace, s3, node, study_db, start_operator):
+    start_operator(*CAPS, "--study-storage-secret", "studies")
+    document = study_resource("edited", s3, trials=12, parallelism=2)
+    apply(cluster, namespace, document)
+    wait_for(lambda: sum(t.state.name == "COMPLETE" for t in trials_in(study_db)) >= 2, "two trials to finish", timeout=300)
+    document["spec"]["tuning"]["trials"] = 2  # a budget change: the same study goes on, with enough trials already
+    apply(cluster, namespace, document)
+
+    done = wait_for(phase_is(cluster, namespace, "edited", "Succeeded", "Failed"), "the new generation to finish", timeout=300)
+    assert done["status"]["phase"] == "Succeeded" and done["status"]["observedGeneration"] == 2, json.dumps(done["status"], indent=1)
+    superseded = [e["message"] for e in get(cluster, namespace, "events")["items"] if e["reason"] == "Superseded"]
+    assert "spec changed: Job edited-g1-tuning stopped for generation 2" in superseded, superseded
+    jobs = {j["metadata"]["name"] for j in get(cluster, namespace, "jobs")["items"]}
+    assert jobs == {"edited-g2-tuning", "edited-g2"}  # generation 1's workers are gone
+    tuning = report_of(s3, done["status"])["tuning"]
+    assert tuning["finishedTrials"] >= 2 and tuning["stoppedBecause"] == "trial budget reached"
+    assert not [t for t in tuning["trials"] if t["state"] == "Running"]  # a stopped worker's trial is lost, not left running
