@@ -1,6 +1,6 @@
 """The operator's side of parallel tuning, without an API server: the tuning Job it builds, the
 slots a study takes in the queue, the policy on parallelism and study storage, the Tuning status
-transitions, and how trial Pods are read."""
+transitions, and how worker Pods are read."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import json
 
 import pytest
 
-from kompress_jobs.contract import JobEnv, JobMessage, TrialReport
-from kompress_jobs.schema import TrialCounts, TuningStatus
+from kompress_jobs.contract import JobEnv, JobMessage, WorkerReport
+from kompress_jobs.schema import TrialCounts, TuningStatus, WorkerCounts
 from kompress_jobs.specfile import resource_from_dict
 from kompress_operator import decisions, policy
 from kompress_operator.admission import Waiting
 from kompress_operator.conditions import PENDING, QUEUED, RUNNING, TUNING, Phase
 from kompress_operator.jobspec import ROLE_LABEL, TUNING_JOB, build_job, job_name
-from kompress_operator.jobstate import trial_counts, trial_pod_error
+from kompress_operator.jobstate import tuning_counts, worker_error
 from kompress_operator.queue import InFlight, RunQueue
 from kompress_operator.settings import OperatorSettings
 
@@ -37,14 +37,14 @@ def spec_of(document: dict):
     return resource_from_dict(document).spec
 
 
-def test_the_tuning_job_runs_one_pod_per_trial_parallelism_at_a_time_with_the_study_url_from_a_secret():
+def test_the_tuning_job_runs_parallelism_worker_pods_with_the_study_url_from_a_secret():
     document = body()
     job = build_job(document, spec_of(document), SETTINGS, TUNING_JOB)
     assert job["metadata"]["name"] == "study-g2-tuning" == job_name("study", 2, TUNING_JOB)
     assert job["metadata"]["labels"][ROLE_LABEL] == "tuning"
-    assert (job["spec"]["completions"], job["spec"]["parallelism"], job["spec"]["backoffLimit"]) == (12, 3, 5)
+    assert (job["spec"]["completions"], job["spec"]["parallelism"], job["spec"]["backoffLimit"]) == (3, 3, 5)
     container = job["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"] == ["kompress", "job", "--tuning-trial"]
+    assert container["command"] == ["kompress", "job", "--tuning-worker"]
     storage = next(e for e in container["env"] if e["name"] == JobEnv.STUDY_STORAGE.value)
     assert storage["valueFrom"] == {"secretKeyRef": {"name": "studies", "key": "url", "optional": True}}
     # The run's Job gets the URL too (it reads the study), and runs the pipeline as ever.
@@ -81,7 +81,7 @@ def test_a_tuning_run_holds_a_slot_per_trial_pod_and_waits_for_all_of_them():
     wide = Waiting("team", "study", 0, "2026-01-01T00:00:00Z", slots=3)
     busy = InFlight(running={"team": ["other", "tuning"]}, tuning={"team": [("tuning", 2)]})  # 1 + 2 slots taken
     verdict = queue.try_start(wide, 1, busy)
-    assert not verdict.start and verdict.message.startswith("waiting for 3 Job slots (one per trial Pod): 3/4 running")
+    assert not verdict.start and verdict.message.startswith("waiting for 3 Job slots (one per worker Pod): 3/4 running")
     assert queue.try_start(wide, 1, InFlight(running={"team": ["other"]})).start
     assert queue.running(InFlight(running={"team": ["other"]})) == {"team": 4}  # its reservation counts 3
     # Queued behind a study, a one-slot run does not overtake it forever: the head waits for its slots.
@@ -100,7 +100,8 @@ def status(phase: str | None, generation: int = 2, tuning: dict | None = None) -
 
 
 TUNING_STATUS = TuningStatus(parallelism=3).to_wire()
-PROGRESS = TuningStatus(parallelism=3, trials=TrialCounts(finished=4, failed=1, running=3)).to_wire()
+PROGRESS = TuningStatus(parallelism=3, workers=WorkerCounts(active=2, succeeded=1, failed=1),
+                        trials=TrialCounts(finished=4, failed=1, running=2)).to_wire()
 
 
 def test_tuning_goes_forward_only_to_running_or_pending_and_its_counts_are_written_when_they_change():
@@ -112,7 +113,11 @@ def test_tuning_goes_forward_only_to_running_or_pending_and_its_counts_are_writt
     assert decisions.queued(status(TUNING), 2, "waiting") is None  # never back to the queue
     progress = decisions.tuning_progress(status(TUNING, tuning=TUNING_STATUS), 2, PROGRESS, 12)
     assert progress["tuning"] == PROGRESS
-    assert "4 of 12 finished, 3 running, 1 lost with their Pod" in next(c["message"] for c in progress["conditions"] if c["type"] == "Running")
+    said = next(c["message"] for c in progress["conditions"] if c["type"] == "Running")
+    assert said == "2 worker Pod(s) running, 1 done, 1 lost; trials: 4 of 12 finished, 1 failed"
+    early = decisions.tuning_progress(status(TUNING, tuning=TUNING_STATUS), 2, TuningStatus(
+        parallelism=3, workers=WorkerCounts(active=3)).to_wire(), 12)
+    assert "3 worker Pod(s) running, 0 done, 0 lost; 12 trials (counts come as workers finish)" in early["conditions"][1]["message"]
     assert decisions.tuning_progress(status(TUNING, tuning=PROGRESS), 2, PROGRESS, 12) is None  # unchanged: no write
     assert decisions.tuning_progress(status(RUNNING), 2, PROGRESS, 12) is None  # a late count never undoes Running
     measuring = decisions.measuring(status(TUNING), 2, "study done", PROGRESS)
@@ -126,14 +131,15 @@ def pod(created: str, exit_code: int, message: str = "") -> dict:
             "containerStatuses": [{"state": {"terminated": {"exitCode": exit_code, "message": message}}}]}}
 
 
-def test_trial_pods_are_read_for_counts_and_for_errors_that_every_pod_would_meet():
-    job = {"metadata": {"name": "study-g2-tuning"}, "status": {"succeeded": 4, "failed": 1, "active": 3}}
-    assert trial_counts(job) == TrialCounts(finished=4, failed=1, running=3)
-    report = lambda n: JobMessage.trial_done(TrialReport(study="s", trial=n, state="Complete", counts=TrialCounts(finished=n + 1))).to_wire()  # noqa: E731
+def test_worker_pods_are_read_for_counts_and_for_errors_that_every_pod_would_meet():
+    job = {"metadata": {"name": "study-g2-tuning"}, "status": {"succeeded": 1, "failed": 1, "active": 2}}
+    assert tuning_counts(job) == (WorkerCounts(active=2, succeeded=1, failed=1), None)  # no worker has reported yet
+    report = lambda n: JobMessage.worker_done(WorkerReport(study="s", trials=[n], stopped_because="trial budget reached",  # noqa: E731
+                                                           counts=TrialCounts(finished=n + 1))).to_wire()
     pods = [pod("t1", 0, json.dumps(report(6))), pod("t2", 0, json.dumps(report(9)))]
-    assert trial_counts(job, pods) == TrialCounts(finished=10, failed=0, running=3)  # the study's own count
+    assert tuning_counts(job, pods)[1] == TrialCounts(finished=10)  # the study's count, from the latest to leave
     killed = pod("t3", 137, "Traceback (most recent call last): ...")  # the log's tail: died, said nothing
-    assert trial_pod_error(pods + [killed]) is None
+    assert worker_error(pods + [killed]) is None
     said = pod("t4", 1, json.dumps(JobMessage.failure("StudyStorageUnreachable", "cannot use the study database at db:5432/k").to_wire()))
-    error = trial_pod_error(pods + [killed, said])
+    error = worker_error(pods + [killed, said])
     assert (error.reason, error.message) == ("StudyStorageUnreachable", "cannot use the study database at db:5432/k")

@@ -54,8 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     job.add_argument("--termination-log", type=Path,
                      default=Path(os.environ.get(JobEnv.TERMINATION_LOG.value, "/dev/termination-log")),
                      help=f"where the compact result for the operator goes [{JobEnv.TERMINATION_LOG.value}]")
-    job.add_argument("--tuning-trial", action="store_true",
-                     help="run one trial of the resource's parallel study (a Pod of its tuning Job)")
+    job.add_argument("--tuning-worker", action="store_true",
+                     help="run trials of the resource's parallel study until it is over (a Pod of its tuning Job)")
     job.set_defaults(handler=_job)
 
     operator = commands.add_parser("operator", help="run the Kubernetes operator (kubeconfig or in-cluster config)")
@@ -127,8 +127,8 @@ def _optimize(args: argparse.Namespace) -> int:
 def _job(args: argparse.Namespace) -> int:
     """The resource arrives as JSON in $KOMPRESS_RESOURCE; a JobMessage leaves in the termination log."""
     from .console import ProgressDisplay, console_for, results_table
-    from .contract import JobMessage, TrialReport, job_mismatch
-    from .pipeline import run_optimization, run_tuning_trial
+    from .contract import JobMessage, WorkerReport, job_mismatch
+    from .pipeline import run_optimization, run_tuning_worker
     from .schema import TrialCounts
     from .summary import run_summary
 
@@ -147,12 +147,12 @@ def _job(args: argparse.Namespace) -> int:
         artifacts = None if resource.spec.artifacts.uri else os.environ.get(JobEnv.DEFAULT_ARTIFACTS.value)
         study_storage = _study_storage(resource.spec)
         with ProgressDisplay() as progress:  # plain timestamped lines in a Pod's log
-            if args.tuning_trial:
-                study, trial = run_tuning_trial(resource, study_storage=study_storage, attempt=os.environ.get(JobEnv.RUN_ID.value, ""),
-                                                artifacts_uri=artifacts, progress=progress)
-                finish(JobMessage.trial_done(TrialReport(
-                    study=study, trial=trial.trial, state=trial.state, stopped_because=trial.stopped_because,
-                    counts=TrialCounts(finished=trial.finished, failed=trial.failed, running=trial.running))))
+            if args.tuning_worker:
+                study, did = run_tuning_worker(resource, study_storage=study_storage, attempt=os.environ.get(JobEnv.RUN_ID.value, ""),
+                                               artifacts_uri=artifacts, progress=progress)
+                finish(JobMessage.worker_done(WorkerReport(
+                    study=study, trials=did.trials, stopped_because=did.stopped_because,
+                    counts=TrialCounts(finished=did.finished, failed=did.failed, running=did.running))))
                 return 0
             result = run_optimization(resource, run_id=os.environ.get(JobEnv.RUN_ID.value), artifacts_uri=artifacts,
                                       progress=progress, study_storage=study_storage)

@@ -59,14 +59,13 @@ class RunSummary(Model):
                 "artifacts": wire["artifacts"], "runId": self.run_id, **({"tuning": wire["tuning"]} if self.tuning else {})}
 
 
-class TrialReport(Model):
-    """What one worker Pod of a parallel study did: its trial (none when the study was already
-    over), and the study's counts as it left."""
+class WorkerReport(Model):
+    """What one worker Pod of a parallel study did: the trials it ran, why it stopped, and the
+    study's counts as it left."""
 
     study: str
-    trial: int | None = None
-    state: str | None = None
-    stopped_because: str | None = None
+    trials: list[int] = Field(default_factory=list)
+    stopped_because: str
     counts: TrialCounts
 
 
@@ -76,19 +75,19 @@ class JobFailure(Model):
 
 
 class JobMessage(Model):
-    """What a Job leaves in its termination message: exactly one of result (a run), trial (a
-    tuning worker) and error."""
+    """What a Job leaves in its termination message: exactly one of result (a run), worker (a
+    parallel study's worker Pod) and error."""
 
     contract_version: int
     release: str = Field(description="The job image's kompress release.")
     result: RunSummary | None = None
-    trial: TrialReport | None = None
+    worker: WorkerReport | None = None
     error: JobFailure | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> "JobMessage":
-        if sum(part is not None for part in (self.result, self.trial, self.error)) != 1:
-            raise ValueError("a JobMessage holds exactly one of result, trial and error")
+        if sum(part is not None for part in (self.result, self.worker, self.error)) != 1:
+            raise ValueError("a JobMessage holds exactly one of result, worker and error")
         return self
 
     @classmethod
@@ -96,8 +95,8 @@ class JobMessage(Model):
         return cls(contract_version=CONTRACT_VERSION, release=__version__, result=summary)
 
     @classmethod
-    def trial_done(cls, report: TrialReport) -> "JobMessage":
-        return cls(contract_version=CONTRACT_VERSION, release=__version__, trial=report)
+    def worker_done(cls, report: WorkerReport) -> "JobMessage":
+        return cls(contract_version=CONTRACT_VERSION, release=__version__, worker=report)
 
     @classmethod
     def failure(cls, reason: str, message: str) -> "JobMessage":

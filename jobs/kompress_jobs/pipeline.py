@@ -32,7 +32,7 @@ from .runtimes import ModelFile, Runner, make_runner
 from .schema import AutoQuantizePass, ModelFormat, ModelOptimization, ModelOptimizationSpec, TaskType
 from .selection import judge, mark_pareto_front, primary_batch_size, rank
 from .store import ArtifactStore, fetch_directory, fetch_input, is_s3, open_store
-from .tuning import Study, TrialRun
+from .tuning import Study, WorkerRun
 
 Progress = Callable[[str], None]
 DEFAULT_ARTIFACTS = "./kompress-runs"
@@ -135,10 +135,10 @@ def run_optimization(
         return _publish(store, run_id, report, candidates, scratch)
 
 
-def run_tuning_trial(resource: ModelOptimization, *, study_storage: str, attempt: str, artifacts_uri: str | None = None,
-                     progress: Progress = lambda _: None) -> tuple[str, TrialRun]:
-    """One worker Pod of a parallel study: the passes the tuned chain starts from, then one trial
-    on the shared study (or none, when the study is over). Returns the study's name and the trial."""
+def run_tuning_worker(resource: ModelOptimization, *, study_storage: str, attempt: str, artifacts_uri: str | None = None,
+                      progress: Progress = lambda _: None) -> tuple[str, WorkerRun]:
+    """One worker Pod of a parallel study: the passes the tuned chain starts from, then trials on
+    the shared study until it is over. Returns the study's name and what this worker did."""
     spec = resource.spec
     steps = plan_passes(spec)
     plan = plan_tuning(spec, steps)
@@ -155,7 +155,7 @@ def run_tuning_trial(resource: ModelOptimization, *, study_storage: str, attempt
         known = {c.name: c for c in [baseline] + run_chain(head, {BASELINE: baseline}, scratch / "candidates")}
         study = Study(resource.metadata.name, spec, plan, known, dataset, scratch, store, partial(run_chain, quiet=True),
                       progress, storage_url=study_storage, attempt=attempt)
-        return study.key, study.run_one_trial()
+        return study.key, study.work()
 
 
 def _ancestry(steps: list[Step], name: str) -> set[str]:

@@ -640,9 +640,9 @@ class Tuning(Model):
     validation_split: str = Field("calibration", min_length=1, description="Split trials are judged on (keeps the evaluation split unseen).")
     seed: int = Field(0, ge=0)
     parallelism: int = Field(1, ge=1, le=64, description=(
-        "Trials run at once. Above 1 (on the cluster) each trial runs in its own Pod of a tuning Job, all on one "
-        "study in a shared database (storageSecret), then the run's Job measures the best trials with the other "
-        "candidates on one node. Each Pod takes a Job slot."))
+        "Trials run at once. Above 1 (on the cluster) a tuning Job of that many worker Pods runs the trials, all on "
+        "one study in a shared database (storageSecret); then the run's Job measures the best trials with the other "
+        "candidates on one node. Each worker Pod takes a Job slot."))
     storage_secret: SecretKeyRef | None = Field(None, description=(
         "Secret in the run's namespace holding the study database's URL (postgresql://…), for parallelism above 1; "
         "default: the operator's studyStorageSecret."))
@@ -823,19 +823,28 @@ class ArtifactRef(Model):
 
 
 class TrialCounts(Model):
-    """Trials of a study. While Tuning they are counted from the tuning Job's Pods (one per trial:
-    finished = Pods done, failed = Pods lost, running = Pods active); from the study itself once the
-    run's Job has read it."""
+    """Trials of a study as the study counts them (finished: with a verdict; failed: with an error,
+    or lost with a worker Pod and retried). Written when a worker Pod leaves, and when the run's
+    Job has read the study; the study itself is live in the workers' logs and the database."""
 
     finished: int = Field(0, ge=0)
     failed: int = Field(0, ge=0)
     running: int = Field(0, ge=0)
 
 
+class WorkerCounts(Model):
+    """The tuning Job's worker Pods, live from the Job's status."""
+
+    active: int = Field(0, ge=0)
+    succeeded: int = Field(0, ge=0, description="Workers that left because the study was over.")
+    failed: int = Field(0, ge=0, description="Workers lost (a replacement takes over; their trial is retried).")
+
+
 class TuningStatus(Model):
     study: str | None = Field(None, description="The Optuna study's name.")
     parallelism: int = Field(1, ge=1)
-    trials: TrialCounts = Field(default_factory=TrialCounts)
+    workers: WorkerCounts | None = None
+    trials: TrialCounts | None = None
 
 
 class ModelOptimizationStatus(Model):

@@ -8,7 +8,10 @@ database are named.
 
 from __future__ import annotations
 
+import random
+import time
 import warnings
+import zlib
 
 from .errors import StudyStorageError, StudyStorageUnsupported
 
@@ -17,6 +20,7 @@ from .errors import StudyStorageError, StudyStorageUnsupported
 SUPPORTED_SCHEMES = ("postgresql", "postgresql+psycopg")
 MISSED_HEARTBEATS = 3  # silence, in heartbeats, after which a running trial counts as dead
 CONNECT_TIMEOUT_SECONDS = 10
+SCHEMA_RACE_ATTEMPTS = 5
 
 
 def where(url: str) -> str:
@@ -44,19 +48,55 @@ def check_url(url: str) -> None:
 
 def open_storage(url: str, heartbeat_seconds: int):
     """Optuna's RDBStorage on `url`, reachable now, with heartbeats and retries of dead trials."""
+    check_url(url)
+    for attempt in range(1, SCHEMA_RACE_ATTEMPTS + 1):
+        try:
+            return _rdb_storage(url, heartbeat_seconds)
+        except Exception as exc:  # sqlalchemy's OperationalError and kin: the driver's text, without the URL
+            cause = _cause(exc, url)
+            # Workers starting together on a fresh database race to create Optuna's tables; the
+            # losers see "already exists" and find the tables there on the next try.
+            if "already exists" in cause and attempt < SCHEMA_RACE_ATTEMPTS:
+                time.sleep(random.uniform(0.2, 1.0))
+                continue
+            raise StudyStorageError(f"cannot use the study database at {where(url)}: {cause}") from None
+
+
+class TrialSlot:
+    """A PostgreSQL advisory lock, study-wide, held from "is there room for a trial?" until the
+    trial exists: without it two workers that both see one trial left would both start one.
+    Session-level, so a worker that dies holding it frees it with its connection."""
+
+    def __init__(self, storage, study_name: str):
+        self.engine, self.key = storage.engine, zlib.crc32(study_name.encode())
+        self.connection = None
+
+    def acquire(self) -> None:
+        from sqlalchemy import text
+
+        self.connection = self.engine.connect()
+        self.connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": self.key})
+
+    def release(self) -> None:
+        """Idempotent: called as the trial starts, and again after it in case it never started."""
+        from sqlalchemy import text
+
+        if self.connection is not None:
+            connection, self.connection = self.connection, None
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})
+            connection.close()
+
+
+def _rdb_storage(url: str, heartbeat_seconds: int):
     import optuna
 
-    check_url(url)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: "experimental" since 2.9
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=heartbeat_seconds, grace_period=MISSED_HEARTBEATS * heartbeat_seconds,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-                engine_kwargs={"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS}},
-            )
-    except Exception as exc:  # sqlalchemy's OperationalError and kin: the driver's text, without the URL
-        raise StudyStorageError(f"cannot use the study database at {where(url)}: {_cause(exc, url)}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: "experimental" since 2.9
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=heartbeat_seconds, grace_period=MISSED_HEARTBEATS * heartbeat_seconds,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+            engine_kwargs={"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS}},
+        )
 
 
 def _cause(exc: Exception, url: str) -> str:

@@ -8,8 +8,8 @@ so a killed Job resumes the study where it stopped and never loses its best mode
 trials become ordinary candidates and are measured by the full benchmark like every other.
 
 With `parallelism` above 1 the study lives in a shared database instead (study_storage.py): each
-Pod of the tuning Job runs one trial (`run_one_trial`), and the run's Job later only reads the
-study (`collect`); trial models go to the store as in a single-Pod study.
+worker Pod of the tuning Job runs trials until the study is over (`work`), and the run's Job
+later only reads the study (`collect`); trial models go to the store as in a single-Pod study.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from .schema import Benchmark, ModelOptimizationSpec, Objective
 from .search_space import SearchParameter, TuningPlan, with_values
 from .selection import primary_batch_size
 from .store import ArtifactStore
-from .study_storage import open_storage, where
+from .study_storage import TrialSlot, open_storage, where
 
 # The pipeline's pass loop: run_chain(steps, known_candidates, folder, on_epoch=...) -> candidates.
 ChainRunner = Callable[..., list[Candidate]]
@@ -71,13 +71,12 @@ def study_key(name: str, spec: ModelOptimizationSpec) -> str:
 
 
 @dataclass
-class TrialRun:
-    """What one worker Pod of a parallel study did: the trial it ran (None when the study was over
-    or full), and the study's counts as it left."""
+class WorkerRun:
+    """What one worker Pod of a parallel study did: the trials it ran, why it stopped, and the
+    study's counts as it left."""
 
-    trial: int | None
-    state: str | None
-    stopped_because: str | None
+    trials: list[int]
+    stopped_because: str
     finished: int
     failed: int
     running: int
@@ -99,6 +98,7 @@ class Study:
         self.batch = primary_batch_size(spec.goals, spec.benchmark)
         self.local_models: dict[int, ModelFile] = {}
         self.stop_reason = "trial budget reached"
+        self.trial_started: Callable[[], None] = lambda: None  # a parallel worker frees the trial slot here
 
     # --- the study ---------------------------------------------------------------------
 
@@ -147,31 +147,51 @@ class Study:
         best = self._best_trials(study)
         return TuningResult(self._best_candidates(best), self._report(study, best, finished_before))
 
-    def run_one_trial(self) -> TrialRun:
-        """A worker Pod of a parallel study: run one trial, unless the study is over. While the
-        trials running elsewhere would fill it, wait: one of them may be dead, and its retry needs
-        a worker (the heartbeat check fails it after three missed beats)."""
+    def work(self) -> WorkerRun:
+        """A worker Pod of a parallel study: run trials until the study is over. While the trials
+        running elsewhere would fill it, wait rather than leave: one of them may be dead, and its
+        retry needs a worker (the heartbeat check fails it after three missed beats)."""
         import optuna
 
         self.scratch.mkdir(parents=True, exist_ok=True)
         salt = zlib.crc32(os.environ.get("HOSTNAME", str(os.getpid())).encode())
-        study = self._create(open_storage(self.storage_url, self.tuning.heartbeat_seconds), self.tuning.seed + salt)
+        storage = open_storage(self.storage_url, self.tuning.heartbeat_seconds)
+        study = self._create(storage, self.tuning.seed + salt)
         started = study.user_attrs.get(f"attempt:{self.attempt}") or time.time()
         study.set_user_attr(f"attempt:{self.attempt}", started)
+        self._scorer = self._reference_scorer()
+        slot, mine = TrialSlot(storage, self.key), []
         while True:
             optuna.storages.fail_stale_trials(study)
             over = self._over(study, started)
             if over:
-                self.progress(f"tuning: study {self.key} is over ({over}); no trial to run")
-                return self._trial_run(study, None, over)
-            if _judged(study) + _count(study, "RUNNING") < self.tuning.trials:
-                break
-            time.sleep(self.tuning.heartbeat_seconds)
-        self._scorer = self._reference_scorer()
-        self.current_trial = None
-        study.optimize(self._objective, n_trials=1, catch=(Exception,), callbacks=[self._after_trial])
-        mine = next((t for t in study.get_trials(deepcopy=False) if t.number == self.current_trial), None)
-        return self._trial_run(study, mine, self._over(study, started))
+                self.progress(f"tuning: study {self.key} is over ({over}); this worker ran {len(mine)} trial(s)")
+                return WorkerRun(trials=mine, stopped_because=over, finished=_judged(study),
+                                 failed=_count(study, "FAIL"), running=_count(study, "RUNNING"))
+            slot.acquire()
+            if _judged(study) + _count(study, "RUNNING") >= self.tuning.trials:
+                slot.release()
+                time.sleep(self.tuning.heartbeat_seconds)
+                continue
+            self.trial_started = slot.release  # by the objective, once the trial exists
+            try:
+                study.optimize(self._objective, n_trials=1, catch=(Exception,), callbacks=[self._after_trial])
+            except ValueError:  # Optuna refuses the result of a trial already failed
+                if not self._declared_lost(study):
+                    raise
+            finally:
+                slot.release()
+            mine.append(self.current_trial)
+
+    def _declared_lost(self, study) -> bool:
+        """Whether this worker's trial was failed by another worker while it ran (its heartbeats
+        came late, e.g. on an overloaded node): its retry is queued, so this worker goes on."""
+        trial = next((t for t in study.get_trials(deepcopy=False) if t.number == self.current_trial), None)
+        lost = trial is not None and trial.state.name == "FAIL" and "error" not in trial.user_attrs
+        if lost:
+            self.progress(f"tuning: trial {trial.number} was declared lost by another worker (heartbeats late); "
+                          f"its result is dropped and a retry is queued")
+        return lost
 
     def collect(self) -> TuningResult:
         """The run's Job after a parallel study: its best trials, read from the shared study."""
@@ -208,11 +228,6 @@ class Study:
             return f"timeout ({self.tuning.timeout_seconds} s)"
         return None
 
-    def _trial_run(self, study, trial, over: str | None) -> TrialRun:
-        return TrialRun(trial=trial.number if trial else None, state=trial.state.name.capitalize() if trial else None,
-                        stopped_because=over, finished=_judged(study), failed=_count(study, "FAIL"),
-                        running=_count(study, "RUNNING"))
-
     def _close_interrupted(self, storage) -> int:
         """Trials left RUNNING by a killed attempt can never finish: mark them failed."""
         from optuna.trial import TrialState
@@ -235,6 +250,7 @@ class Study:
 
         self.current_trial = trial.number
         trial.set_user_attr("worker", _worker())
+        self.trial_started()
         try:
             return self._judge_trial(trial)
         except (optuna.TrialPruned, TrialStopped):

@@ -2,7 +2,7 @@
 
 Order: higher spec.job.priority first, then older resources first. A run blocked only by its
 own namespace's cap does not hold back runs of other namespaces. Caps count Job slots: a run
-takes one, a parallel study one per trial Pod while it tunes.
+takes one, a parallel study one per worker Pod while it tunes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ class Waiting:
     name: str
     priority: int
     created: str  # RFC 3339: sorts chronologically as text
-    slots: int = 1  # Job slots it takes: a parallel study's trial Pods each take one
+    slots: int = 1  # Job slots it takes: a parallel study's worker Pods each take one
     # The resource as last seen, to start it from. Compared (Kopf keeps an index's old value when
     # the new one is equal, which would keep a stale spec), not hashed (a dict).
     body: dict = field(default_factory=dict, hash=False, repr=False)

@@ -3,7 +3,7 @@
 Types written by kompress:
 - Accepted:    the spec is valid (False with reason InvalidSpec names the field).
 - Running:     a Job for the current generation is executing (phase Tuning: a parallel study's
-               trial Pods; phase Running: the run's Job).
+               worker Pods; phase Running: the run's Job).
 - Succeeded:   the bounded run's summary: Unknown while pending, True or False at the end.
 - Reconciling / Stalled: what kstatus readers (Argo CD, Flux health checks) look at.
 `lastTransitionTime` changes only when a condition's status flips.

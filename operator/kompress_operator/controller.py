@@ -88,7 +88,7 @@ class RunController:
             # listed, executing, and no Job: it went away while no operator watched
             await self.guarded(body, lambda: self.job_gone(body, job_name(body["metadata"]["name"], generation, role)))
         elif phase in (QUEUED, SUCCEEDED, FAILED) or (phase == RUNNING and (body.get("status") or {}).get("tuning")):
-            await self.start_waiting(now)  # a slot may have freed (a study's trial Pods too), or this run may fit
+            await self.start_waiting(now)  # a slot may have freed (a study's worker Pods too), or this run may fit
 
     async def retry(self, body: dict, now: InFlight) -> None:
         """The timer of a run whose last attempt failed (Pending)."""
@@ -170,7 +170,8 @@ class RunController:
         except PolicyViolation as exc:
             await self.refuse(current, generation, "PolicyViolation", str(exc))
             return
-        message = f"study done ({tuning['trials']['finished']} trials); Job {name} {'created' if created else 'already exists'}"
+        finished = (tuning.get("trials") or {}).get("finished", 0)
+        message = f"study done ({finished} trials); Job {name} {'created' if created else 'already exists'}"
         if created:
             self.events.post(current, "JobCreated", message)
         await self.status.write(current, lambda fresh: decisions.measuring(fresh, generation, message, tuning))

@@ -70,19 +70,20 @@ def started(resource: dict, generation: int, message: str) -> dict | None:
 
 
 def tuning_started(resource: dict, generation: int, message: str, tuning: dict) -> dict | None:
-    """Tuning: a parallel study's trial Pods run (the run's Job comes after them)."""
+    """Tuning: a parallel study's worker Pods run (the run's Job comes after them)."""
     return unless_started(resource, generation, Phase(TUNING, "TuningStarted", message),
                           startTime=now(), completionTime=None, tuning=tuning)
 
 
 def tuning_progress(resource: dict, generation: int, tuning: dict, total: int) -> dict | None:
-    """The trial counts of a Tuning run (of `total` trials), when they changed."""
+    """The worker and trial counts of a Tuning run (of `total` trials), when they changed."""
     status = resource.get("status") or {}
     if generation_of(resource) != generation or observed(resource) != (generation, TUNING) or status.get("tuning") == tuning:
         return None
-    trials = tuning["trials"]
-    message = (f"trials: {trials['finished']} of {total} finished, {trials['running']} running, "
-               f"{trials['failed']} lost with their Pod")
+    workers, trials = tuning["workers"], tuning.get("trials")
+    message = f"{workers['active']} worker Pod(s) running, {workers['succeeded']} done, {workers['failed']} lost"
+    message += (f"; trials: {trials['finished']} of {total} finished, {trials['failed']} failed" if trials
+                else f"; {total} trials (counts come as workers finish)")
     return status_patch(Phase(TUNING, "TrialsRunning", message), status, generation, tuning=tuning)
 
 

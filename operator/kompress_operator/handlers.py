@@ -67,7 +67,7 @@ def register_indexes(registry: kopf.OperatorRegistry) -> None:
     async def running_runs(name, namespace, **_):
         return {namespace: name}
 
-    # A Tuning run holds a slot per trial Pod: the queue counts these beyond the one above.
+    # A Tuning run holds a slot per worker Pod: the queue counts these beyond the one above.
     @kopf.index(*RESOURCE, id="tuning_runs", registry=registry, when=lambda status, **_: status.get("phase") == TUNING)
     async def tuning_runs(name, namespace, body, **_):
         return {namespace: (name, int(tuning_of(body)["parallelism"]))}

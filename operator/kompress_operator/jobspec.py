@@ -22,7 +22,7 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "kompress"}
 RESOURCE_LABEL = "kompress.io/resource"
 GENERATION_LABEL = "kompress.io/generation"
 ROLE_LABEL = "kompress.io/role"
-RUN_JOB, TUNING_JOB = "run", "tuning"  # the run's Job (measure, select, publish), and a parallel study's trial Pods
+RUN_JOB, TUNING_JOB = "run", "tuning"  # the run's Job (measure, select, publish), and a parallel study's worker Pods
 SCRATCH = "/scratch"
 
 
@@ -45,9 +45,10 @@ def needs_tuning_job(spec: ModelOptimizationSpec) -> bool:
 
 
 def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: OperatorSettings, role: str = RUN_JOB) -> dict[str, Any]:
-    """The run's Job, or (role TUNING_JOB) a parallel study's: one Pod per trial, `parallelism` at a
-    time, until `trials` Pods succeeded. The Job controller replaces a Pod that dies (its trial is
-    failed by heartbeat and retried); each Pod lost counts against maxFailedTrials, as in the study."""
+    """The run's Job, or (role TUNING_JOB) a parallel study's: `parallelism` worker Pods, each
+    running trials until the study is over. The Job controller replaces a worker that dies (its
+    trial is failed by heartbeat and retried); each Pod lost counts against maxFailedTrials, as in
+    the study."""
     policy.enforce(spec, settings)  # again here: the webhook can be deleted by whoever may delete it
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 1)
@@ -61,7 +62,7 @@ def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Opera
         "template": {"metadata": {"labels": labels}, "spec": _pod_spec(body, spec, settings, role)},
     }
     if role == TUNING_JOB:
-        job_spec |= {"completions": spec.tuning.trials, "parallelism": spec.tuning.parallelism,
+        job_spec |= {"completions": spec.tuning.parallelism, "parallelism": spec.tuning.parallelism,
                      "backoffLimit": spec.tuning.max_failed_trials}
     if job.active_deadline_seconds:
         job_spec["activeDeadlineSeconds"] = job.active_deadline_seconds
@@ -126,10 +127,10 @@ def _container(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Oper
         env.append({"name": JobEnv.STUDY_STORAGE.value,
                     "valueFrom": {"secretKeyRef": {"name": study[0], "key": study[1], "optional": True}}})
     container: dict[str, Any] = {
-        "name": "optimize" if role == RUN_JOB else "trial",
+        "name": "optimize" if role == RUN_JOB else "worker",
         "image": policy.job_image(spec, settings),
         "imagePullPolicy": settings.image_pull_policy,
-        "command": ["kompress", "job"] + (["--tuning-trial"] if role == TUNING_JOB else []),
+        "command": ["kompress", "job"] + (["--tuning-worker"] if role == TUNING_JOB else []),
         "env": env,
         "resources": {k: v for k, v in (("requests", requests), ("limits", limits)) if v},
         "terminationMessagePath": "/dev/termination-log",

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from kompress_jobs.contract import JobFailure, JobMessage, RunSummary, operator_mismatch
-from kompress_jobs.schema import TrialCounts
+from kompress_jobs.schema import TrialCounts, WorkerCounts
 from kompress_jobs.errors import VersionMismatchError
 
 from .conditions import FAILED, RUNNING, SUCCEEDED
@@ -90,23 +90,24 @@ def job_outcome(job: dict, pods: list[dict]) -> JobOutcome:
     return JobOutcome("", "JobPending", "", **common)
 
 
-# --- a parallel study's tuning Job: one Pod per trial --------------------------------------
+# --- a parallel study's tuning Job: worker Pods ---------------------------------------------
 
 
-def trial_counts(job: dict, pods: list[dict] = ()) -> TrialCounts:
-    """From the Job's status while it runs (a Pod per trial: succeeded = finished, failed = lost,
-    active = running); from the trial Pods' own reports of the study, where there are any."""
+def tuning_counts(job: dict, pods: list[dict] = ()) -> tuple[WorkerCounts, TrialCounts | None]:
+    """The workers, live from the Job's status; the trials as the last worker to leave saw the
+    study (None before any left: the operator does not read the study's database)."""
     status = job.get("status") or {}
-    running = int(status.get("active") or 0)
-    reports = [m.trial for m in (_message(_termination(pod)) for pod in pods) if m is not None and m.trial is not None]
-    if reports:
-        latest = max(reports, key=lambda r: (r.counts.finished, r.counts.failed))
-        return TrialCounts(finished=latest.counts.finished, failed=latest.counts.failed, running=running)
-    return TrialCounts(finished=int(status.get("succeeded") or 0), failed=int(status.get("failed") or 0), running=running)
+    workers = WorkerCounts(active=int(status.get("active") or 0), succeeded=int(status.get("succeeded") or 0),
+                           failed=int(status.get("failed") or 0))
+    reports = [m.worker for m in (_message(_termination(pod)) for pod in pods) if m is not None and m.worker is not None]
+    if not reports:
+        return workers, None
+    latest = max(reports, key=lambda r: (r.counts.finished, r.counts.failed))
+    return workers, latest.counts
 
 
-def trial_pod_error(pods: list[dict]) -> JobFailure | None:
-    """The error a trial Pod reported itself (an unreachable or unsupported study database, a spec
+def worker_error(pods: list[dict]) -> JobFailure | None:
+    """The error a worker Pod reported itself (an unreachable or unsupported study database, a spec
     its image cannot read): every other Pod would meet it too, so the run fails now. A Pod killed
     without a message (its node gone) is not one: its trial is retried."""
     oldest_first = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")

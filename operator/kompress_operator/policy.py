@@ -85,7 +85,7 @@ def tuning_violations(spec: ModelOptimizationSpec, settings: OperatorSettings) -
     if parallelism > cap:
         which = "maxRunning" if settings.max_running <= settings.max_running_per_namespace else "maxRunningPerNamespace"
         found.append(Violation(TUNING_FIELDS["parallelism"], which, (
-            f"parallelism {parallelism} can never start: each trial Pod takes a Job slot, and at most {cap} run at once "
+            f"parallelism {parallelism} can never start: each worker Pod takes a Job slot, and at most {cap} run at once "
             f"(maxRunning {settings.max_running}, maxRunningPerNamespace {settings.max_running_per_namespace})")))
     if spec.tuning.storage_secret is None and not settings.study_storage_secret:
         found.append(Violation(TUNING_FIELDS["storage_secret"], "studyStorageSecret", (

@@ -37,7 +37,7 @@ class InFlight:
         return (generation, role) in self.jobs.get(key, ())
 
     def extra_slots(self) -> Counter:
-        """Slots beyond one per run, per namespace: Tuning runs hold one per trial Pod."""
+        """Slots beyond one per run, per namespace: Tuning runs hold one per worker Pod."""
         extra: Counter = Counter()
         for namespace, runs in self.tuning.items():
             for _, slots in runs:
@@ -74,7 +74,7 @@ class RunQueue:
         if not self._far_below(now, sum(w.slots for w in waiting)):  # when every waiting run fits, counting exactly is not needed
             running = self.running(now)
             if run.key not in admit(waiting, running, self.max_running, self.max_per_namespace):
-                wanted = "a Job slot" if run.slots == 1 else f"{run.slots} Job slots (one per trial Pod)"
+                wanted = "a Job slot" if run.slots == 1 else f"{run.slots} Job slots (one per worker Pod)"
                 return Verdict(False, f"waiting for {wanted}: {sum(running.values())}/{self.max_running} running cluster-wide, "
                                       f"{running[run.namespace]}/{self.max_per_namespace} in {run.namespace}; "
                                       f"position {position(run.key, waiting)} of {len(waiting)}")

@@ -1,12 +1,13 @@
 """The tuning phase of a run whose spec.tuning.parallelism is above 1.
 
-The run starts with a tuning Job (jobspec.build_job, role tuning: one Pod per trial, `parallelism`
-at a time, all on one study in a shared database) and the status says Tuning, with the trial
-counts read from that Job. When the Job completes, the run's own Job starts (the run controller's
-`start_run_job`): it reads the study and measures the best trials with every other candidate on
-one node, so latencies from different nodes are never compared. A trial Pod that reports an error
-of its own (an unreachable database) fails the run at once and stops the tuning Job, since every
-other Pod would meet it too; a Pod that dies without one only costs its trial, which is retried.
+The run starts with a tuning Job (jobspec.build_job, role tuning: `parallelism` worker Pods, all
+on one study in a shared database) and the status says Tuning, with the workers read from that
+Job and the trial counts each worker reports as it leaves. When the Job completes, the run's own
+Job starts (the run controller's `start_run_job`): it reads the study and measures the best
+trials with every other candidate on one node, so latencies from different nodes are never
+compared. A worker Pod that reports an error of its own (an unreachable database) fails the run
+at once and stops the tuning Job, since every other Pod would meet it too; a Pod that dies
+without one only costs its trial, which is retried.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from kompress_jobs.schema import Tuning, TuningStatus
 from . import decisions
 from .conditions import FAILED
 from .jobspec import GENERATION_LABEL, RESOURCE_LABEL, RUN_JOB
-from .jobstate import JobOutcome, job_outcome, trial_counts, trial_pod_error
+from .jobstate import JobOutcome, job_outcome, tuning_counts, worker_error
 from .queue import InFlight
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ class TuningPhase:
 
     async def started(self, body: dict, generation: int, message: str, created: bool) -> None:
         tuning = tuning_of(body)
-        message += f": {tuning['trials']} trials, {tuning['parallelism']} at a time, one Pod each"
+        message += f": {tuning['parallelism']} worker Pods on one study of {tuning['trials']} trials"
         if created:
             self.runs.events.post(body, "TuningStarted", message)
         status = TuningStatus(parallelism=tuning["parallelism"]).to_wire()
@@ -53,18 +54,19 @@ class TuningPhase:
             return
         if "Complete" in done and now.has_job((namespace, owner), generation, RUN_JOB):
             return  # already handed over to the run's Job
-        pods = await runs.lanes.report(runs.kube.pods_of_job, namespace, meta["name"]) if done or _lost(job) else []
+        pods = await runs.lanes.report(runs.kube.pods_of_job, namespace, meta["name"]) if done or _left(job) else []
         current = await runs.lanes.report(runs.kube.get_resource, namespace, owner)
         if current is None:
             return  # deleted: the garbage collector takes the Job and its Pods
-        error = trial_pod_error(pods) if "Failed" not in done else None
+        error = worker_error(pods) if "Failed" not in done else None
         if "Failed" in done or error is not None:
             outcome = job_outcome(job, pods) if error is None else JobOutcome(FAILED, error.reason, error.message)
-            if error is not None:  # the other trial Pods would fail the same way: stop them
+            if error is not None:  # the other workers would fail the same way: stop them
                 await runs.lanes.report(runs.kube.delete_job, namespace, meta["name"])
             await runs.finish(current, generation, outcome)
             return
-        tuning = TuningStatus(parallelism=tuning_of(current)["parallelism"], trials=trial_counts(job, pods)).to_wire()
+        workers, trials = tuning_counts(job, pods)
+        tuning = TuningStatus(parallelism=tuning_of(current)["parallelism"], workers=workers, trials=trials).to_wire()
         if "Complete" in done:
             await runs.guarded(current, lambda: runs.start_run_job(current, generation, tuning))
             return
@@ -72,7 +74,7 @@ class TuningPhase:
         await runs.status.write(current, lambda fresh: decisions.tuning_progress(fresh, generation, tuning, total))
 
 
-def _lost(job: dict) -> bool:
-    """A trial Pod failed: it may have said why (then the run fails), or died (then it is retried)."""
-    return int((job.get("status") or {}).get("failed") or 0) > 0
-
+def _left(job: dict) -> bool:
+    """A worker Pod finished (it reported the study's counts) or failed (it may have said why)."""
+    status = job.get("status") or {}
+    return int(status.get("failed") or 0) + int(status.get("succeeded") or 0) > 0

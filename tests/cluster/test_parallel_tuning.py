@@ -1,6 +1,6 @@
-"""Parallel tuning on the test API server with a real PostgreSQL: one study, its trials in the Pods
-of a tuning Job (one Pod per trial, `parallelism` at a time), then the run's Job measures the
-best trials with every other candidate on one node. A worker Pod killed mid-trial costs one
+"""Parallel tuning on the test API server with a real PostgreSQL: one study, its trials run by the
+`parallelism` worker Pods of a tuning Job, then the run's Job measures the best trials with every
+other candidate on one node. A worker Pod killed mid-trial costs one
 trial (failed by heartbeat, retried); deleting the resource stops every worker; bad settings
 fail the run with a reason that names what to fix."""
 
@@ -26,7 +26,7 @@ def study_resource(name: str, s3: str, trials: int, parallelism: int, **tuning) 
     return resource(name, s3, passes=[NARROW, {"type": "OnnxExport", "name": "narrow-onnx"}],
                     goals={"maxAccuracyDrop": 5.0, "optimizeFor": "Size"},
                     tuning={"trials": trials, "parallelism": parallelism, "searchSpace": SEARCH, "objectives": ["Accuracy", "Size"],
-                            "heartbeatSeconds": 1, "keepBest": 2, **tuning})
+                            "heartbeatSeconds": 2, "keepBest": 2, **tuning})
 
 
 def secret(cluster, namespace: str, name: str, url: str) -> None:
@@ -68,23 +68,25 @@ def test_a_study_of_twelve_trials_runs_three_at_a_time_and_the_run_measures_its_
         obj = get(cluster, namespace, "modeloptimizations", "wide")
         status = obj.get("status") or {}
         if status.get("phase") == "Tuning":
-            seen.append((status["tuning"]["trials"], len(node.running_pods(namespace))))
+            seen.append((status["tuning"].get("workers") or {}, len(node.running_pods(namespace))))
         return obj if status.get("phase") in ("Running", "Succeeded", "Failed") else None
 
     wait_for(tuning_seen, "the study to finish", timeout=600, interval=0.3)
     done = wait_for(phase_is(cluster, namespace, "wide", "Succeeded", "Failed"), "the run to finish", timeout=300)
     status = done["status"]
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
-    assert seen and max(running for _, running in seen) <= 3  # never more trial Pods than parallelism
-    assert any(counts["running"] >= 2 for counts, _ in seen), seen  # and several at once
+    assert seen and max(running for _, running in seen) <= 3  # never more worker Pods than parallelism
+    assert any(workers.get("active", 0) >= 2 for workers, _ in seen), seen  # and several at once, as the status says
     assert status["tuning"]["parallelism"] == 3 and status["tuning"]["trials"]["finished"] == 12
+    assert status["tuning"]["workers"] == {"active": 0, "succeeded": 3, "failed": 0}
 
     report = report_of(s3, status)
     tuning = report["tuning"]
     assert tuning["finishedTrials"] == 12 and tuning["parallelism"] == 3 and tuning["storage"].startswith("postgresql://127.0.0.1:")
     numbers = [t["number"] for t in tuning["trials"]]
     assert len(numbers) == len(set(numbers)) == 12
-    assert len({t["worker"] for t in tuning["trials"]}) == 12 and all(t["worker"].startswith("wide-g1-tuning-") for t in tuning["trials"])
+    workers = {t["worker"] for t in tuning["trials"]}
+    assert 2 <= len(workers) <= 3 and all(w.startswith("wide-g1-tuning-") for w in workers)
     spans = sorted((t["startedAt"], t["finishedAt"]) for t in tuning["trials"])
     overlapping = sum(1 for earlier, later in zip(spans, spans[1:]) if later[0] < earlier[1])
     assert overlapping >= 3, spans
