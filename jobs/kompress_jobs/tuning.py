@@ -169,10 +169,12 @@ class Study:
                 return WorkerRun(trials=mine, stopped_because=over, finished=_judged(study),
                                  failed=_count(study, "FAIL"), running=_count(study, "RUNNING"))
             slot.acquire()
-            if _judged(study) + _count(study, "RUNNING") >= self.tuning.trials:
+            judged, running = _judged(study), _count(study, "RUNNING")
+            if judged + running >= self.tuning.trials:
                 slot.release()
                 time.sleep(self.tuning.heartbeat_seconds)
                 continue
+            self.progress(f"tuning: a trial starts here: {judged} finished and {running} running of {self.tuning.trials}")
             self.trial_started = slot.release  # by the objective, once the trial exists
             try:
                 study.optimize(self._objective, n_trials=1, catch=(Exception,), callbacks=[self._after_trial])

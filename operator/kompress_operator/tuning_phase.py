@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from kompress_jobs.schema import Tuning, TuningStatus
 
 from . import decisions
+from .decisions import generation_of
 from .conditions import FAILED
 from .jobspec import GENERATION_LABEL, RESOURCE_LABEL, RUN_JOB
 from .jobstate import JobOutcome, job_outcome, tuning_counts, worker_error
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 def tuning_of(resource: dict) -> dict:
     """spec.tuning as written, with the two fields the operator reads defaulted."""
     written = (resource.get("spec") or {}).get("tuning") or {}
-    return {"trials": Tuning.model_fields["trials"].default, "parallelism": 1, **written}
+    return {field: Tuning.model_fields[field].default for field in ("trials", "parallelism")} | written
 
 
 class TuningPhase:
@@ -56,14 +57,14 @@ class TuningPhase:
             return  # already handed over to the run's Job
         pods = await runs.lanes.report(runs.kube.pods_of_job, namespace, meta["name"]) if done or _left(job) else []
         current = await runs.lanes.report(runs.kube.get_resource, namespace, owner)
-        if current is None:
-            return  # deleted: the garbage collector takes the Job and its Pods
+        if current is None or generation_of(current) != generation:
+            return  # deleted (the garbage collector takes the Job), or superseded (advance deletes it)
         error = worker_error(pods) if "Failed" not in done else None
         if "Failed" in done or error is not None:
             outcome = job_outcome(job, pods) if error is None else JobOutcome(FAILED, error.reason, error.message)
+            await runs.finish(current, generation, outcome)  # first: the Job's deletion must not read as JobDeleted
             if error is not None:  # the other workers would fail the same way: stop them
                 await runs.lanes.report(runs.kube.delete_job, namespace, meta["name"])
-            await runs.finish(current, generation, outcome)
             return
         workers, trials = tuning_counts(job, pods)
         tuning = TuningStatus(parallelism=tuning_of(current)["parallelism"], workers=workers, trials=trials).to_wire()
