@@ -73,11 +73,7 @@ def run_optimization(
 
     with tempfile.TemporaryDirectory(prefix="kompress-") as scratch_name:
         scratch = Path(scratch_name)
-        model_path = _local_input(spec.model.uri, spec, base_dir, scratch, directory=_is_checkpoint(spec.model.format))
-        data_path = _local_input(spec.data.uri, spec, base_dir, scratch)
-        _pin_threads(spec.benchmark.threads)
-
-        dataset, baseline, runners = _load_inputs(spec, model_path, data_path, base_dir, scratch, progress)
+        model_path, data_path, (dataset, baseline, runners) = _fetch_and_load(spec, base_dir, scratch, progress)
         fetch = lambda uri: _local_input(uri, spec, base_dir, scratch)  # noqa: E731
         run_chain = partial(_run_passes, dataset=dataset, spec=spec, progress=progress, fetch=fetch)
         candidates = [baseline] + run_chain(steps, {BASELINE: baseline}, scratch / "candidates", runners=runners)
@@ -145,10 +141,7 @@ def run_tuning_worker(resource: ModelOptimization, *, study_storage: str, attemp
     store = _open_store(spec, Path("."), artifacts_uri)
     with tempfile.TemporaryDirectory(prefix="kompress-") as scratch_name:
         scratch = Path(scratch_name)
-        model_path = _local_input(spec.model.uri, spec, Path("."), scratch, directory=_is_checkpoint(spec.model.format))
-        data_path = _local_input(spec.data.uri, spec, Path("."), scratch)
-        _pin_threads(spec.benchmark.threads)
-        dataset, baseline, _ = _load_inputs(spec, model_path, data_path, Path("."), scratch, progress)
+        _, _, (dataset, baseline, _) = _fetch_and_load(spec, Path("."), scratch, progress)
         fetch = lambda uri: _local_input(uri, spec, Path("."), scratch)  # noqa: E731
         run_chain = partial(_run_passes, dataset=dataset, spec=spec, progress=progress, fetch=fetch, runners=None)
         head = [step for step in steps if step.name in _ancestry(steps, plan.start)]
@@ -292,6 +285,15 @@ def _local_input(uri: str, spec: ModelOptimizationSpec, base_dir: Path, scratch:
 
 def _is_checkpoint(model_format: ModelFormat) -> bool:
     return model_format is ModelFormat.HUGGING_FACE
+
+
+def _fetch_and_load(spec: ModelOptimizationSpec, base_dir: Path, scratch: Path, progress: Progress):
+    """The model and data as local paths (fetched from S3 when remote), threads pinned, and
+    what _load_inputs makes of them."""
+    model_path = _local_input(spec.model.uri, spec, base_dir, scratch, directory=_is_checkpoint(spec.model.format))
+    data_path = _local_input(spec.data.uri, spec, base_dir, scratch)
+    _pin_threads(spec.benchmark.threads)
+    return model_path, data_path, _load_inputs(spec, model_path, data_path, base_dir, scratch, progress)
 
 
 def _load_inputs(spec: ModelOptimizationSpec, model_path: Path, data_path: Path, base_dir: Path, scratch: Path,

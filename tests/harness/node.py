@@ -109,8 +109,8 @@ class PodRunner:
         env = {"PATH": f"{self.bin_dir}:{os.environ.get('PATH', '')}", "HOSTNAME": name,  # as a kubelet sets it
                "KOMPRESS_TERMINATION_LOG": str(workdir / "termination-log"),
                **self.extra_env}
-        env |= {e.name: local(self._env_value(namespace, e)) for e in container.env or []
-                if e.value_from is None or self._env_value(namespace, e) is not None}
+        values = {e.name: self._env_value(namespace, e) for e in container.env or []}  # one Secret read each
+        env |= {name: local(value) for name, value in values.items() if value is not None}
         command = [*(container.command or []), *(container.args or [])]
         started = _now()
         log = (workdir / "log").open("w")
