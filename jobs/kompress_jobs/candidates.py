@@ -40,6 +40,7 @@ class Candidate:
     rank: int | None = None
     sha256: str | None = None
     artifact_key: str | None = None
+    contender: bool = False  # the model promoted by an earlier run: measured alike, never picked (promotion.py)
 
     @property
     def is_baseline(self) -> bool:
@@ -51,7 +52,7 @@ class Candidate:
 
     @property
     def accepted(self) -> bool:
-        return self.measured and not self.is_baseline and not self.rejected_reasons
+        return self.measured and not self.is_baseline and not self.contender and not self.rejected_reasons
 
     def artifact_files(self) -> dict[str, Path]:
         """Store key → local file for every file of this candidate (an IR's .xml and .bin, a

@@ -121,6 +121,9 @@ def _optimize(args: argparse.Namespace) -> int:
     out = console_for(sys.stdout)
     out.print(results_table(result.report))
     out.print(f"\nArtifacts: {result.run_uri}  (manifest sha256 {result.manifest_sha256[:16]}…)", soft_wrap=True)
+    if result.promotion:
+        out.print(f"Promotion: {result.promotion['decision']} ({result.promotion['reason']}): {result.promotion['message']}\n"
+                  f"  current model: {result.promotion.get('uri') or 'none'}  (pointer {result.promotion['pointer']})", soft_wrap=True)
     return 0
 
 
@@ -162,7 +165,7 @@ def _job(args: argparse.Namespace) -> int:
     except Exception as exc:
         finish(JobMessage.failure("PipelineFailed", f"{type(exc).__name__}: {exc}"))
         raise
-    finish(JobMessage.success(run_summary(result.report, result.run_uri, result.manifest_sha256)))
+    finish(JobMessage.success(run_summary(result.report, result.run_uri, result.manifest_sha256, result.promotion)))
     console_for(sys.stdout).print(results_table(result.report))
     return 0
 

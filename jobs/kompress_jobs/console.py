@@ -92,7 +92,7 @@ def results_table(report: dict) -> Table:
         if c["outcome"] != "Measured":
             table.add_row(c["name"], "-", "-", "-", "-", "-", "-", "-", Text(f"{c['outcome']}: {c.get('error', '')}", style="yellow"))
             continue
-        verdict = "baseline" if c["parent"] is None else (
+        verdict = "baseline" if c["parent"] is None else "promoted before (to compare)" if c.get("contender") else (
             "BEST" if c["rank"] == 1 else f"ok #{c['rank']}" if c["accepted"] else "rejected: " + "; ".join(c["rejectedReasons"]))
         table.add_row(
             c["name"], f"{c['runtime']} {c['precision']}", f"{c['metric']['value']:.4f}", f"{c['metric']['drop']:+.2f}",

@@ -18,7 +18,7 @@ from enum import Enum
 from pydantic import Field, model_validator
 
 from . import __version__
-from .schema import CandidateSummary, Model, TrialCounts, TuningStatus
+from .schema import CandidateSummary, Model, PromotionStatus, TrialCounts, TuningStatus
 
 CONTRACT_VERSION = 1  # bump when either message changes in a way the other side cannot read
 
@@ -51,12 +51,14 @@ class RunSummary(Model):
     best: CandidateSummary | None = None
     candidates: list[CandidateSummary] = Field(default_factory=list)
     tuning: TuningStatus | None = None
+    promotion: PromotionStatus | None = None
 
     def status_fields(self) -> dict:
         """What the resource's status carries of it."""
         wire = self.to_wire()
         return {"baseline": wire["baseline"], "best": wire.get("best"), "candidates": wire["candidates"],
-                "artifacts": wire["artifacts"], "runId": self.run_id, **({"tuning": wire["tuning"]} if self.tuning else {})}
+                "artifacts": wire["artifacts"], "runId": self.run_id, **({"tuning": wire["tuning"]} if self.tuning else {}),
+                **({"promotion": wire["promotion"]} if self.promotion else {})}
 
 
 class WorkerReport(Model):

@@ -7,7 +7,6 @@ files already sent are deleted again, so a reader either finds a manifest or not
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import tempfile
 import traceback
@@ -20,12 +19,14 @@ from typing import Callable
 from . import __version__
 from .benchmark import measure_latency
 from .candidates import Candidate, Outcome
+from .digest import sha256
 from .data import Dataset, load_dataset, require_labels, rows
 from .errors import DataError, KompressError
 from .fingerprint import machine_fingerprint
 from .passes import PassContext
 from .plan import BASELINE, Step, plan_passes
 from .search_space import plan_tuning
+from .promotion import Promoter, check_writable, promotion_store
 from .quality import Scorer, predict, scored
 from .report import candidate_record, plot_pareto, render_markdown, write_json
 from .runtimes import ModelFile, Runner, make_runner
@@ -38,13 +39,14 @@ Progress = Callable[[str], None]
 DEFAULT_ARTIFACTS = "./kompress-runs"
 
 
-@dataclass(frozen=True)
+@dataclass
 class RunResult:
     run_id: str
     report: dict
     run_uri: str
     manifest_uri: str
     manifest_sha256: str
+    promotion: dict | None = None  # status.promotion, with spec.promotion
 
 
 def new_run_id(name: str) -> str:
@@ -70,6 +72,7 @@ def run_optimization(
 
     store = _open_store(spec, base_dir, artifacts_uri)
     store.check_writable()  # fail before spending minutes on work that cannot be saved
+    promoter = _promoter(resource, store, base_dir)
 
     with tempfile.TemporaryDirectory(prefix="kompress-") as scratch_name:
         scratch = Path(scratch_name)
@@ -88,6 +91,12 @@ def run_optimization(
             for candidate in tuned.candidates:
                 runners[candidate.name] = make_runner(candidate.model, spec.benchmark.threads, input_names=dataset.input_names)
             candidates, tuning_report = candidates + tuned.candidates, tuned.report
+        if promoter:
+            incumbent = promoter.contender(scratch, spec, dataset.input_names, partial(
+                make_runner, threads=spec.benchmark.threads, input_names=dataset.input_names))
+            if incumbent:
+                candidates.append(incumbent[0])
+                runners[incumbent[0].name] = incumbent[1]
         measured = [c for c in candidates if c.measured]
 
         progress(f"evaluating {len(measured)} model(s) on {len(dataset.evaluation)} samples")
@@ -106,8 +115,8 @@ def run_optimization(
         ranked = rank(candidates, spec.goals, spec.benchmark)
 
         for c in measured:
-            if not c.is_baseline:
-                c.sha256 = _sha256(c.model.path)
+            if not c.is_baseline and not c.contender:
+                c.sha256 = sha256(c.model.path)
                 c.artifact_key = f"candidates/{c.name}/{c.model.path.name}"  # a directory's prefix for a checkpoint
         report = {
             "apiVersion": "kompress.io/v1alpha1",
@@ -123,12 +132,18 @@ def run_optimization(
             "paretoFront": [c.name for c in front],
             "candidates": [candidate_record(c, {x.name: x for x in candidates}, batch) for c in candidates],
             **({"tuning": tuning_report} if tuning_report else {}),
-            "inputs": {"model": {"uri": spec.model.uri, "sha256": _sha256(model_path)},
+            **({"promotion": promoter.decide(ranked[0] if ranked else None, candidates, spec, batch, spec.task.metric.value)}
+               if promoter else {}),
+            "inputs": {"model": {"uri": spec.model.uri, "sha256": sha256(model_path)},
                        "inputNames": list(dataset.input_names),
-                       "data": {"uri": spec.data.uri, "sha256": _sha256(data_path)}},
+                       "data": {"uri": spec.data.uri, "sha256": sha256(data_path)}},
         }
         progress("writing report and uploading artifacts")
-        return _publish(store, run_id, report, candidates, scratch)
+        result = _publish(store, run_id, report, candidates, scratch)
+        if promoter:
+            result.promotion = promoter.publish(run_id, ranked[0] if ranked else None, report)
+            progress(f"promotion: {result.promotion['decision']}: {result.promotion['message']}")
+        return result
 
 
 def run_tuning_worker(resource: ModelOptimization, *, study_storage: str, attempt: str, artifacts_uri: str | None = None,
@@ -241,7 +256,7 @@ def _publish(store: ArtifactStore, run_id: str, report: dict, candidates: list[C
         "inputs": report["inputs"],
         "best": report["best"],
         "paretoFront": report["paretoFront"],
-        "files": [{"path": key, "sha256": known.get(key) or _sha256(path), "sizeBytes": path.stat().st_size}
+        "files": [{"path": key, "sha256": known.get(key) or sha256(path), "sizeBytes": path.stat().st_size}
                   for key, path in files.items()],
         "candidates": [
             {k: r.get(k) for k in ("name", "outcome", "lineage", "artifact", "sha256", "sizeBytes", "metric", "accepted", "rank")}
@@ -263,7 +278,7 @@ def _publish(store: ArtifactStore, run_id: str, report: dict, candidates: list[C
         except Exception:  # the store is failing already; the original error is the one to show
             pass
         raise
-    return RunResult(run_id, report, store.uri(run_id), store.uri(f"{run_id}/manifest.json"), _sha256(out / "manifest.json"))
+    return RunResult(run_id, report, store.uri(run_id), store.uri(f"{run_id}/manifest.json"), sha256(out / "manifest.json"))
 
 
 def _open_store(spec: ModelOptimizationSpec, base_dir: Path, override: str | None) -> ArtifactStore:
@@ -274,6 +289,17 @@ def _open_store(spec: ModelOptimizationSpec, base_dir: Path, override: str | Non
     else:
         uri = DEFAULT_ARTIFACTS
     return open_store(uri, spec.artifacts.endpoint_url, spec.artifacts.region)
+
+
+def _promoter(resource: ModelOptimization, store: ArtifactStore, base_dir: Path) -> Promoter | None:
+    spec = resource.spec
+    if spec.promotion is None:
+        return None
+    local = lambda uri: uri if is_s3(uri) else str(_resolve(uri, base_dir))  # noqa: E731
+    promoted = promotion_store(store, spec, resource.metadata.namespace or "default", resource.metadata.name,
+                               lambda uri: open_store(local(uri), spec.artifacts.endpoint_url, spec.artifacts.region))
+    check_writable(promoted)  # before any work, as the run's own store
+    return Promoter(promoted)
 
 
 def _local_input(uri: str, spec: ModelOptimizationSpec, base_dir: Path, scratch: Path, directory: bool = False) -> Path:
@@ -352,18 +378,6 @@ def _pin_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-
-
-def _sha256(path: Path) -> str:
-    """A file's digest; a directory's covers each file's relative path and digest."""
-    if path.is_dir():
-        listing = "".join(f"{p.relative_to(path).as_posix()}\0{_sha256(p)}\n" for p in sorted(path.rglob("*")) if p.is_file())
-        return hashlib.sha256(listing.encode()).hexdigest()
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _now() -> str:

@@ -51,6 +51,8 @@ def candidate_record(c: Candidate, by_name: dict[str, Candidate], batch: int) ->
         record["vsParent"] = _ratios(c, parent, batch)
     if c.details:
         record["details"] = c.details
+    if c.contender:  # the model promoted before: measured alike, never picked
+        record |= {"contender": True, "accepted": False, "rejectedReasons": ["promoted by an earlier run: measured to compare"]}
     return record
 
 
@@ -95,6 +97,7 @@ def render_markdown(report: dict) -> str:
         parent_text = (f"{parent['speedupP50']:.2f}× / {parent['sizeReduction']:.2f}× vs {parent['reference']}"
                        if parent else "–")
         verdict = ("baseline" if c["parent"] is None else
+                   "promoted before: measured to compare" if c.get("contender") else
                    f"**best** (#{c['rank']})" if c["rank"] == 1 else
                    f"accepted (#{c['rank']})" if c["accepted"] else "rejected: " + "; ".join(c["rejectedReasons"]))
         if c["paretoOptimal"]:
@@ -118,6 +121,10 @@ def render_markdown(report: dict) -> str:
             lines += _search_section(c["name"], c["details"])
     if "tuning" in report:
         lines += _tuning_section(report["tuning"])
+    if "promotion" in report:
+        promotion = report["promotion"]
+        lines += ["## Promotion", "", f"Decision: **{promotion['decision']}** ({promotion['reason']}): {promotion['message']}. "
+                  f"Pointer: `{promotion['pointer']}`.", ""]
     return "\n".join(lines)
 
 

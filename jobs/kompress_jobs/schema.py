@@ -691,6 +691,30 @@ class Artifacts(Model):
     region: str | None = None
 
 
+class Promotion(Model):
+    """Publish the run's pick to a stable place a serving stack reads (promotion.py), unless the
+    model promoted before is as good: a later run measures it as one more contender."""
+
+    uri: str | None = Field(None, description=(
+        "Local directory or s3://bucket/prefix for current.json, current/ and releases/; "
+        "default <artifacts>/<namespace>/<name>."))
+    fidelity_tolerance: float = Field(0.0, ge=0, description=(
+        "How much larger (in the goal's accuracy-drop units) the new pick's drop may be than the promoted "
+        "model's, measured on this run's data; 0 means no worse."))
+
+
+class ConcurrencyPolicy(str, Enum):
+    """As a CronJob's, for a run whose time comes while the last one still runs."""
+
+    FORBID = "Forbid"  # skip this time
+    REPLACE = "Replace"  # stop the running one, start the new one
+
+
+class ReoptimizeOn(Model):
+    model_change: bool = Field(False, description="Run again when the model's digest changes (S3 ETag, file SHA-256).")
+    job_image_change: bool = Field(False, description="Run again when the job image the operator would use changes.")
+
+
 # --- how the operator runs the Job -------------------------------------------------------
 
 
@@ -741,7 +765,21 @@ class ModelOptimizationSpec(Model):
     benchmark: Benchmark = Field(default_factory=Benchmark)
     tuning: Tuning | None = None
     artifacts: Artifacts = Field(default_factory=Artifacts)
+    promotion: Promotion | None = Field(None, description="Off unless set; `promotion: {}` promotes to the default place.")
+    schedule: str | None = Field(None, min_length=1, description=(
+        "Cron expression (5 fields, UTC) for re-running the optimization, as a CronJob's schedule."))
+    starting_deadline_seconds: int | None = Field(None, ge=1, description=(
+        "A scheduled run missed by more than this is skipped, as a CronJob's."))
+    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
+    reoptimize_on: ReoptimizeOn = Field(default_factory=ReoptimizeOn)
     job: JobSettings = Field(default_factory=JobSettings)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_is_cron(cls, value: str | None) -> str | None:
+        from .cron import check_schedule
+
+        return None if value is None else check_schedule(value)
 
     @model_validator(mode="after")
     def _drop_mode_fits_metric(self) -> "ModelOptimizationSpec":
@@ -847,6 +885,37 @@ class TuningStatus(Model):
     trials: TrialCounts | None = None
 
 
+class PromotionDecision(str, Enum):
+    PROMOTED = "Promoted"
+    KEPT = "Kept"  # the promoted model stays: the pick was not better, or there was none
+    FAILED = "Failed"  # the switch could not be written; the promoted model stays
+
+
+class PromotionStatus(Model):
+    """The last run's promotion decision, and the model promoted now (after that decision)."""
+
+    decision: PromotionDecision
+    reason: str = Field(pattern=CONDITION_REASON)
+    message: str = ""
+    pointer: str | None = Field(None, description="URI of current.json.")
+    uri: str | None = Field(None, description="URI of the promoted model's files (immutable, one folder per run).")
+    digest: str | None = Field(None, description="SHA-256 of the promoted model.")
+    run_id: str | None = Field(None, description="The run the promoted model comes from.")
+    candidate: str | None = None
+    promoted_at: str | None = Field(None, json_schema_extra=TIMESTAMP)
+
+
+class ReoptimizationStatus(Model):
+    """What re-runs the resource without a spec change: its schedule and the model or image it watches."""
+
+    runs: int = Field(0, ge=0, description="Re-runs so far (not counting spec changes); names the Job (…-r<runs>).")
+    reason: str | None = Field(None, description="Why the current run started: Scheduled, ModelChanged or JobImageChanged.")
+    message: str | None = None
+    last_schedule_time: str | None = Field(None, json_schema_extra=TIMESTAMP)
+    model_digest: str | None = Field(None, description="The model's digest when the current run was started or first seen.")
+    job_image: str | None = None
+
+
 class ModelOptimizationStatus(Model):
     """Written by the operator: where the run stands (conditions) and what it found."""
 
@@ -860,6 +929,8 @@ class ModelOptimizationStatus(Model):
     artifacts: ArtifactRef | None = None
     run_id: str | None = Field(None, description="The run's folder in the artifact store.")
     tuning: TuningStatus | None = Field(None, description="The tuning study of a run with spec.tuning.")
+    promotion: PromotionStatus | None = Field(None, description="With spec.promotion: what is promoted, and why.")
+    reoptimization: ReoptimizationStatus | None = None
     start_time: str | None = Field(None, json_schema_extra=TIMESTAMP)
     completion_time: str | None = Field(None, json_schema_extra=TIMESTAMP)
 

@@ -26,7 +26,7 @@ def judge(candidates: list[Candidate], goals: Goals, benchmark: Benchmark, metri
     unit = " points" if goals.accuracy_drop_mode is DropMode.ABSOLUTE and metric is Metric.ACCURACY else (
         " %" if goals.accuracy_drop_mode is DropMode.RELATIVE else "")
     for candidate in candidates:
-        if candidate.is_baseline or not candidate.measured:
+        if candidate.is_baseline or candidate.contender or not candidate.measured:
             continue
         reasons = []
         if goals.max_accuracy_drop is not None and candidate.metric_drop > goals.max_accuracy_drop:
@@ -45,8 +45,8 @@ def judge(candidates: list[Candidate], goals: Goals, benchmark: Benchmark, metri
 
 
 def mark_pareto_front(candidates: list[Candidate], batch: int) -> list[Candidate]:
-    """Measured candidates not dominated on (latency p50, size, metric drop); all three minimized."""
-    measured = [c for c in candidates if c.measured]
+    """Measured candidates of this run not dominated on (latency p50, size, metric drop); all three minimized."""
+    measured = [c for c in candidates if c.measured and not c.contender]
 
     def point(c: Candidate) -> tuple[float, float, float]:
         return (c.latency[batch].p50_ms, float(c.size_bytes), c.metric_drop)

@@ -45,6 +45,14 @@ class ArtifactStore(ABC):
     def delete(self, keys: list[str]) -> None: ...
 
     @abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Keys under a folder (prefix ending in /), recursively."""
+
+    @abstractmethod
+    def under(self, prefix: str) -> "ArtifactStore":
+        """The same store rooted at a folder of this one."""
+
+    @abstractmethod
     def uri(self, key: str) -> str: ...
 
 
@@ -84,6 +92,16 @@ class LocalStore(ArtifactStore):
                 parent.rmdir()
                 parent = parent.parent
 
+    def list(self, prefix: str) -> list[str]:
+        folder = self.root / prefix
+        if not folder.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in folder.rglob("*")
+                      if p.is_file() and not p.name.endswith(".partial"))
+
+    def under(self, prefix: str) -> "LocalStore":
+        return LocalStore(self.root / prefix)
+
     def uri(self, key: str) -> str:
         return str((self.root / key).resolve())
 
@@ -99,7 +117,7 @@ class S3Store(ArtifactStore):
 
         self.bucket, prefix = split_s3(uri)
         self.prefix = prefix.rstrip("/")
-        self.endpoint_url = endpoint_url
+        self.endpoint_url, self.region = endpoint_url, region
         config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": self.ATTEMPTS, "mode": "standard"})
         self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
 
@@ -150,6 +168,19 @@ class S3Store(ArtifactStore):
             chunk = [{"Key": self._key(k)} for k in keys[start : start + 1000]]
             if chunk:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+
+    def list(self, prefix: str) -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        start = len(self.prefix) + 1 if self.prefix else 0
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix))
+            return sorted(item["Key"][start:] for page in pages for item in page.get("Contents", []))
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreError(f"listing s3://{self.bucket}/{self._key(prefix)} failed: {exc}") from None
+
+    def under(self, prefix: str) -> "S3Store":
+        return S3Store(f"s3://{self.bucket}/{self._key(prefix.strip('/'))}", self.endpoint_url, self.region)
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"

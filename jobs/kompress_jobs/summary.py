@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from .contract import RunArtifacts, RunSummary
-from .schema import CandidateSummary, TrialCounts, TuningStatus
+from .schema import CandidateSummary, PromotionStatus, TrialCounts, TuningStatus
 
 MESSAGE_LIMIT = 3800  # bytes; below Kubernetes' 4096 with room for the envelope
 MAX_CANDIDATES = 8
@@ -35,12 +35,12 @@ def candidate_summary(record: dict, batch: int) -> CandidateSummary:
     )
 
 
-def run_summary(report: dict, run_uri: str, manifest_sha256: str) -> RunSummary:
+def run_summary(report: dict, run_uri: str, manifest_sha256: str, promotion: dict | None = None) -> RunSummary:
     batch = report["primaryBatchSize"]
     records = report["candidates"]
     baseline = next(r for r in records if r["parent"] is None)
     best = next((r for r in records if r["name"] == report["best"]), None)
-    others = sorted((r for r in records if r["parent"] is not None),
+    others = sorted((r for r in records if r["parent"] is not None and not r.get("contender")),
                     key=lambda r: (not r.get("paretoOptimal"), r.get("rank") or 1_000, r["name"]))
     summary = RunSummary(
         run_id=report["run"]["id"], metric=report["metric"], batch_size=batch,
@@ -48,6 +48,7 @@ def run_summary(report: dict, run_uri: str, manifest_sha256: str) -> RunSummary:
         baseline=candidate_summary(baseline, batch), best=candidate_summary(best, batch) if best else None,
         candidates=[candidate_summary(r, batch) for r in others[:MAX_CANDIDATES]],
         tuning=tuning_status(report["tuning"]) if report.get("tuning") else None,
+        promotion=PromotionStatus.model_validate(promotion) if promotion else None,
     )
     while len(json.dumps(summary.to_wire(), separators=(",", ":")).encode()) > MESSAGE_LIMIT and summary.candidates:
         summary.candidates.pop()

@@ -1,0 +1,265 @@
+"""Promotion: a run's pick published where a serving stack finds it, never over a better model.
+
+Under the promotion root (default <artifacts>/<namespace>/<name>/):
+  releases/<run id>/…  the promoted model's files, one folder per promotion, never rewritten
+  current/…            a copy of the current release for readers of a fixed prefix (KServe's
+                       storageUri): each file is replaced whole, but not all files at once
+  current.json         the pointer: the release, each file's digest, the metrics. Written last,
+                       in one PUT (S3) or rename (a directory): a reader of it never sees a mix.
+After the switch, releases other than the new one and the one before are removed, so a reader
+that read the old pointer a moment ago still finds its files.
+
+The gate (`decide`): the promoted model is measured in the later run as one more contender,
+interleaved with its candidates on its data, and the run's pick replaces it only when faster
+(or smaller, or more accurate: the goal's objective) beyond the benchmark's tie tolerance at
+no worse fidelity.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .candidates import Candidate
+from .digest import sha256
+from .errors import KompressError, StoreError
+from .plan import BASELINE
+from .runtimes import ModelFile
+from .schema import ModelFormat, ModelOptimizationSpec, Objective
+from .store import ArtifactStore
+
+POINTER = "current.json"
+MIRROR = "current"
+RELEASES = "releases"
+CONTENDER = "@promoted"  # not a valid pass name, so it never collides with one
+
+
+class PromotionError(KompressError):
+    reason = "PromotionFailed"
+
+
+@dataclass
+class Current:
+    """The promoted model as current.json names it, fetched for measuring, or why it cannot be."""
+
+    pointer: dict
+    model: ModelFile | None = None
+    problem: str | None = None  # e.g. a file the pointer names is missing: it cannot be served either
+
+    @property
+    def run_id(self) -> str:
+        return self.pointer["run"]["id"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str  # CamelCase, for status.promotion.reason
+    message: str
+
+
+def promotion_store(artifacts: ArtifactStore, spec: ModelOptimizationSpec, namespace: str, name: str,
+                    open_uri) -> ArtifactStore:
+    """Where the resource's promoted model lives: spec.promotion.uri, else <artifacts>/<namespace>/<name>."""
+    if spec.promotion.uri:
+        return open_uri(spec.promotion.uri)
+    return artifacts.under(f"{namespace}/{name}")
+
+
+def check_writable(store: ArtifactStore) -> None:
+    try:
+        store.check_writable()
+    except StoreError as exc:
+        raise PromotionError(f"spec.promotion: {exc}") from None
+
+
+def read_current(store: ArtifactStore, scratch: Path, spec: ModelOptimizationSpec,
+                 input_names: tuple[str, ...]) -> Current | None:
+    """The promoted model, downloaded and checked against the pointer's digests; None when
+    nothing was promoted yet. A pointer naming missing or changed files is reported, not fatal:
+    the run's own results stand, and its pick can replace a model that cannot be served."""
+    local = scratch / "promoted"
+    if not store.get(POINTER, local / POINTER):
+        return None
+    try:
+        pointer = json.loads((local / POINTER).read_text())
+        model, files = pointer["model"], pointer["files"]
+    except (ValueError, KeyError, TypeError) as exc:
+        return Current({"run": {"id": "?"}}, problem=f"{store.uri(POINTER)} is not a promotion pointer ({exc})")
+    current = Current(pointer)
+    for entry in files:
+        target = local / entry["path"]
+        if not store.get(entry["path"], target):
+            current.problem = f"{store.uri(POINTER)} names {entry['path']}, which is missing"
+            return current
+        if sha256(target) != entry["sha256"]:
+            current.problem = f"{store.uri(entry['path'])} does not match the digest in {POINTER}"
+            return current
+    model_format = ModelFormat(model["format"])
+    current.model = ModelFile(local / model["path"], model_format, precision=model.get("precision", "fp32"),
+                              extra_files=tuple(local / p for p in model.get("extraFiles", [])),
+                              options=spec.model.hugging_face if model_format is ModelFormat.HUGGING_FACE else None,
+                              input_names=input_names if model_format is ModelFormat.HUGGING_FACE else ())
+    return current
+
+
+def contender(current: Current) -> Candidate:
+    """The promoted model as a candidate that is measured with the others but never picked."""
+    return Candidate(name=CONTENDER, technique=f"promoted from {current.run_id}", pass_type=None, parent=BASELINE,
+                     lineage=current.pointer.get("lineage") or [], model=current.model, contender=True)
+
+
+def decide(pick: Candidate | None, incumbent: Candidate | None, current: Current | None,
+           spec: ModelOptimizationSpec, batch: int, metric: str) -> Decision:
+    if pick is None:
+        kept = f"; {current.run_id}'s model stays promoted" if current else ""
+        return Decision(False, "NoCandidate", f"no candidate met the goals{kept}")
+    if current is None:
+        return Decision(True, "FirstPromotion", f"{pick.name} promoted (nothing was promoted before)")
+    if current.problem or incumbent is None or not incumbent.measured:
+        why = current.problem or (incumbent.error if incumbent else "it could not be loaded")
+        return Decision(True, "PromotedModelUnusable", f"{pick.name} promoted: the promoted model cannot be used ({why})")
+    allowed = incumbent.metric_drop + spec.promotion.fidelity_tolerance
+    if pick.metric_drop > allowed + 1e-12:
+        return Decision(False, "WorseFidelity", f"kept {current.run_id}'s model: {pick.name}'s {metric} drop "
+                                                f"{pick.metric_drop:.4g} is above the promoted model's {incumbent.metric_drop:.4g}"
+                                                + (f" + {spec.promotion.fidelity_tolerance:g}" if spec.promotion.fidelity_tolerance else ""))
+    better, comparison = _compare(pick, incumbent, spec, batch, metric)
+    if better:
+        return Decision(True, "Better", f"{pick.name} promoted over {current.run_id}'s model: {comparison}")
+    return Decision(False, "NotBetter", f"kept {current.run_id}'s model: {pick.name} is not better beyond the noise "
+                                        f"tolerance: {comparison}")
+
+
+def _compare(pick: Candidate, incumbent: Candidate, spec: ModelOptimizationSpec, batch: int, metric: str) -> tuple[bool, str]:
+    objective, tolerance = spec.goals.optimize_for, spec.benchmark.tie_tolerance
+    if objective is Objective.SIZE:
+        new, old = pick.size_bytes, incumbent.size_bytes
+        return new < old * 0.99, f"size {new} B vs {old} B (1% tolerance)"
+    if objective is Objective.ACCURACY:
+        new, old = pick.metric_drop, incumbent.metric_drop
+        return new < old - 1e-12, f"{metric} drop {new:.4g} vs {old:.4g}"
+    new, old = pick.latency[batch].p50_ms, incumbent.latency[batch].p50_ms
+    return new < old * (1 - tolerance), (f"p50 {new:.3f} ms vs {old:.3f} ms at batch {batch}, measured interleaved "
+                                         f"(tie tolerance {tolerance:.0%})")
+
+
+def promote(store: ArtifactStore, run_id: str, pick: Candidate, record: dict, report: dict) -> dict:
+    """Publish `pick` as the current model: its release, the mirror, then the pointer. Returns
+    the pointer. On failure nothing the pointer names changes (PromotionError)."""
+    release = f"{RELEASES}/{run_id}"
+    files = _relative_files(pick.model)
+    pointer = _pointer(run_id, pick, record, report, release, files)
+    uploaded: list[str] = []
+    try:
+        for relative, path in files.items():
+            store.put(path, f"{release}/{relative}")
+            uploaded.append(f"{release}/{relative}")
+        for relative, path in files.items():
+            store.put(path, f"{MIRROR}/{relative}")
+        store.delete(sorted(set(store.list(f"{MIRROR}/")) - {f"{MIRROR}/{r}" for r in files}))
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / POINTER).write_text(json.dumps(pointer, indent=2) + "\n")
+            store.put(Path(folder) / POINTER, POINTER)  # the switch
+    except (KompressError, OSError) as exc:
+        _forget(store, uploaded)
+        raise PromotionError(f"promotion to {store.uri('')} failed, the promoted model is unchanged: {exc}") from None
+    _prune_releases(store, keep={run_id, (report.get("promotion") or {}).get("previousRun")})
+    return pointer
+
+
+def _relative_files(model: ModelFile) -> dict[str, Path]:
+    if model.path.is_dir():
+        return {f"{model.path.name}/{p.relative_to(model.path).as_posix()}": p for p in model.files}
+    return {p.name: p for p in model.files}
+
+
+def _pointer(run_id: str, pick: Candidate, record: dict, report: dict, release: str, files: dict[str, Path]) -> dict:
+    model = pick.model
+    return {
+        "apiVersion": "kompress.io/v1alpha1",
+        "kind": "PromotedModel",
+        "run": {"id": run_id, "name": report["run"]["name"], "namespace": report["run"]["namespace"],
+                "finishedAt": report["run"]["finishedAt"]},
+        "promotedAt": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "candidate": pick.name,
+        "technique": pick.technique,
+        "lineage": pick.lineage,
+        "digest": pick.sha256,
+        "release": f"{release}/",
+        "model": {"path": f"{release}/{model.path.name}", "format": model.format.value, "precision": model.precision,
+                  "extraFiles": [f"{release}/{p.name}" for p in model.extra_files]},
+        "files": [{"path": f"{release}/{relative}", "sha256": sha256(path), "sizeBytes": path.stat().st_size}
+                  for relative, path in files.items()],
+        "metrics": {"metric": report["metric"], **{k: record.get(k) for k in ("metric", "sizeBytes", "runtime", "device")},
+                    "latencyP50Ms": {b: s["p50_ms"] for b, s in record.get("latency", {}).items()},
+                    "measuredOn": report["fingerprint"].get("cpu", {}).get("model")},
+        "inputs": report["inputs"],
+    }
+
+
+def _forget(store: ArtifactStore, keys: list[str]) -> None:
+    try:
+        store.delete(keys)
+    except Exception:  # the store is failing already; the original error is the one to show
+        pass
+
+
+def _prune_releases(store: ArtifactStore, keep: set[str | None]) -> None:
+    stale = [key for key in store.list(f"{RELEASES}/") if key.split("/")[1] not in keep]
+    _forget(store, stale)
+
+
+class Promoter:
+    """The promotion steps of one run: the promoted model as a contender, the decision, the switch."""
+
+    def __init__(self, store: ArtifactStore):
+        self.store = store
+        self.current: Current | None = None
+        self.decision: Decision | None = None
+
+    def contender(self, scratch: Path, spec: ModelOptimizationSpec, input_names: tuple[str, ...], make_runner) -> tuple[Candidate, object] | None:
+        """The promoted model and its runner, to measure with this run's candidates; None when
+        there is none or it cannot be used (the decision says why)."""
+        self.current = read_current(self.store, scratch, spec, input_names)
+        if self.current is None or self.current.problem:
+            return None
+        try:
+            runner = make_runner(self.current.model)
+        except Exception as exc:  # a model another release wrote, or files that no longer load
+            self.current.problem = f"it cannot be loaded: {str(exc).splitlines()[0][:200]}"
+            return None
+        return contender(self.current), runner
+
+    def decide(self, pick: Candidate | None, candidates: list[Candidate], spec: ModelOptimizationSpec, batch: int,
+               metric: str) -> dict:
+        """The report's `promotion` section."""
+        incumbent = next((c for c in candidates if c.contender), None)
+        self.decision = decide(pick, incumbent, self.current, spec, batch, metric)
+        return {"decision": "Promote" if self.decision.promote else "Keep", "reason": self.decision.reason,
+                "message": self.decision.message, "pointer": self.store.uri(POINTER),
+                "previousRun": self.current.run_id if self.current else None}
+
+    def publish(self, run_id: str, pick: Candidate | None, report: dict) -> dict:
+        """status.promotion: the decision carried out, and what is promoted after it."""
+        decision = self.decision
+        if decision.promote:
+            record = next(r for r in report["candidates"] if r["name"] == pick.name)
+            try:
+                return self._status("Promoted", decision.reason, decision.message, promote(self.store, run_id, pick, record, report))
+            except PromotionError as exc:
+                return self._status("Failed", exc.reason, str(exc), self._usable_pointer())
+        return self._status("Kept", decision.reason, decision.message, self._usable_pointer())
+
+    def _usable_pointer(self) -> dict | None:
+        return self.current.pointer if self.current and not self.current.problem else None
+
+    def _status(self, decision: str, reason: str, message: str, pointer: dict | None) -> dict:
+        status = {"decision": decision, "reason": reason, "message": message[:1000], "pointer": self.store.uri(POINTER)}
+        if pointer:
+            status |= {"uri": self.store.uri(pointer["release"]), "digest": pointer["digest"], "runId": pointer["run"]["id"],
+                       "candidate": pointer["candidate"], "promotedAt": pointer["promotedAt"]}
+        return status

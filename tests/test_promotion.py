@@ -1,0 +1,152 @@
+"""Promotion across runs: the pointer switch, the no-regression gate, and what goes wrong."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kompress_jobs.candidates import Candidate
+from kompress_jobs.cli import main
+from kompress_jobs.digest import sha256
+from kompress_jobs.pipeline import run_optimization
+from kompress_jobs.promotion import POINTER, Current, decide
+from kompress_jobs.schema import ModelOptimizationSpec
+from kompress_jobs.specfile import load_resource_file
+
+from .conftest import resource_dict
+
+BENCH = {"batchSizes": [8], "warmup": 2, "iterations": 20, "rounds": 3, "threads": 1}
+EXPORT = [{"type": "OnnxExport"}]
+INT8 = [{"type": "OnnxExport"}, {"type": "DynamicInt8"}]
+
+
+def spec_file(workspace: Path, passes: list, **spec) -> Path:
+    body = resource_dict(name="mlp", model="models/digits-mlp.pt", passes=passes, goals={"maxAccuracyDrop": 2},
+                         promotion=spec.pop("promotion", {}), **spec)
+    body["metadata"]["namespace"] = "team-a"
+    body["spec"]["benchmark"] = dict(BENCH, **spec.pop("benchmark", {}))
+    path = workspace / "spec.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def optimize(path: Path, out: Path, run_id: str, **benchmark):
+    resource = load_resource_file(path)
+    if benchmark:
+        resource.spec.benchmark = resource.spec.benchmark.model_copy(update=benchmark)
+    return run_optimization(resource, base_dir=path.parent, artifacts_uri=str(out), run_id=run_id)
+
+
+def check_pointer(root: Path) -> str | None:
+    """The run the pointer names, after checking every file it names is there with its digest."""
+    try:
+        pointer = json.loads((root / POINTER).read_text())
+    except FileNotFoundError:
+        return None
+    for entry in pointer["files"]:
+        assert entry["path"].startswith(pointer["release"]), "a file outside the pointer's release"
+        assert sha256(root / entry["path"]) == entry["sha256"], f"{entry['path']} does not match the pointer"
+    return pointer["run"]["id"]
+
+
+def test_three_runs_promote_keep_and_promote_while_a_reader_polls(workspace):
+    out, root = workspace / "runs", workspace / "runs" / "team-a" / "mlp"
+    seen, errors, stop = [], [], threading.Event()
+
+    def reader():  # as a serving stack's init container would, as fast as it can
+        while not stop.is_set():
+            try:
+                run = check_pointer(root)
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(repr(exc))
+                return
+            if run and (not seen or seen[-1] != run):
+                seen.append(run)
+
+    polling = threading.Thread(target=reader)
+    polling.start()
+    try:
+        first = optimize(spec_file(workspace, EXPORT), out, "r1")
+        # the same model again: no faster beyond the (wide) tie tolerance, so the first stays
+        second = optimize(spec_file(workspace, EXPORT, benchmark={"tieTolerance": 0.3}), out, "r2")
+        third = optimize(spec_file(workspace, INT8, promotion={"fidelityTolerance": 1.0}), out, "r3")
+    finally:
+        stop.set()
+        polling.join()
+    assert not errors, errors
+    assert seen == ["r1", "r3"]
+
+    assert (first.promotion["decision"], first.promotion["reason"]) == ("Promoted", "FirstPromotion")
+    assert (second.promotion["decision"], second.promotion["reason"]) == ("Kept", "NotBetter")
+    assert second.promotion["runId"] == "r1" and "kept r1's model" in second.promotion["message"]
+    assert (third.promotion["decision"], third.promotion["reason"]) == ("Promoted", "Better")
+    assert third.promotion["candidate"] == "dynamic-int8" and third.promotion["runId"] == "r3"
+
+    contender = next(c for c in second.report["candidates"] if c.get("contender"))
+    assert contender["latency"]["8"]["samples"] == 60 and contender["rank"] is None
+    assert second.report["promotion"]["previousRun"] == "r1" and second.report["best"] == "onnx-export"
+    pointer = json.loads((root / POINTER).read_text())
+    assert pointer["digest"] == sha256(root / "releases" / "r3" / "model.onnx") == third.promotion["digest"]
+    assert sorted(p.name for p in (root / "releases").iterdir()) == ["r1", "r3"]  # the one before stays
+    assert [p.name for p in (root / "current").iterdir()] == ["model.onnx"]
+    assert sha256(root / "current" / "model.onnx") == pointer["digest"]
+    assert "## Promotion" in (out / "r3" / "report.md").read_text()
+
+
+def test_a_pointer_naming_missing_files_is_reported_and_replaced(workspace):
+    out, root = workspace / "runs", workspace / "runs" / "team-a" / "mlp"
+    path = spec_file(workspace, EXPORT)
+    optimize(path, out, "r1")
+    (root / "releases" / "r1" / "model.onnx").unlink()
+    result = optimize(path, out, "r2")
+    assert (result.promotion["decision"], result.promotion["reason"]) == ("Promoted", "PromotedModelUnusable")
+    assert "releases/r1/model.onnx, which is missing" in result.promotion["message"]
+    assert check_pointer(root) == "r2"
+    assert (out / "r1" / "manifest.json").is_file()  # the runs' own artifacts are untouched
+
+
+def test_a_promotion_location_that_cannot_be_written_fails_before_any_work(workspace, capsys):
+    (workspace / "blocker").write_text("a file where a folder should be")
+    path = spec_file(workspace, EXPORT, promotion={"uri": str(workspace / "blocker" / "promoted")})
+    assert main(["optimize", "-q", str(path), "--output", str(workspace / "runs")]) == 1
+    err = capsys.readouterr().err
+    assert "spec.promotion" in err and "not writable" in err and str(workspace / "blocker") in err
+    assert not (workspace / "runs").exists() or not any((workspace / "runs").rglob("manifest.json"))
+
+
+@pytest.mark.parametrize("schedule", ["61 * * * *", "* * * *", "every minute", "0 0 * * * *", "TZ=UTC 0 3 * * *"])
+def test_an_invalid_schedule_is_refused_naming_the_field(workspace, capsys, schedule):
+    path = spec_file(workspace, EXPORT, schedule=schedule)
+    assert main(["validate", str(path)]) != 0
+    err = capsys.readouterr().err
+    assert "spec.schedule" in err and repr(schedule) in err
+
+
+def _measured(name: str, p50: float, drop: float, size: int = 1000) -> Candidate:
+    from kompress_jobs.benchmark import LatencyStats
+
+    class Model:  # what the gate reads of a model
+        size_bytes = size
+
+    c = Candidate(name=name, technique="t", pass_type="X", parent="baseline", lineage=[], metric_drop=drop)
+    c.model = Model()
+    c.latency = {8: LatencyStats(8, p50, p50, p50, p50, 1.0, [p50], 1)}
+    return c
+
+
+@pytest.mark.parametrize("objective, new, old, promote, reason", [
+    ("Latency", (0.5, 0.0), (1.0, 0.0), True, "Better"),
+    ("Latency", (0.97, 0.0), (1.0, 0.0), False, "NotBetter"),  # inside the 5% tie tolerance
+    ("Latency", (0.5, 0.4), (1.0, 0.2), False, "WorseFidelity"),
+    ("Accuracy", (1.0, 0.1), (1.0, 0.2), True, "Better"),
+])
+def test_the_gate_promotes_only_what_is_better_at_no_worse_fidelity(objective, new, old, promote, reason):
+    spec = ModelOptimizationSpec.model_validate(resource_dict(goals={"optimizeFor": objective}, promotion={})["spec"])
+    current = Current({"run": {"id": "r1"}})
+    decision = decide(_measured("pick", *new), _measured("@promoted", *old), current, spec, 8, "Accuracy")
+    assert (decision.promote, decision.reason) == (promote, reason)
+    assert "r1" in decision.message
