@@ -194,7 +194,7 @@ def test_a_full_cluster_starts_nothing_and_a_run_of_another_namespace_is_not_hel
 
 
 def test_in_flight_answers_from_the_index_snapshots():
-    now = InFlight(running={"a": ["one", "two"], "b": ["three"]}, jobs={("a", "one"): [(1, "run"), (2, "run")]})
+    now = InFlight(running={"a": ["one", "two"], "b": ["three"]}, jobs={("a", "one"): [(1, "run", 0), (2, "run", 0)]})
     assert now.running_count() == 3 and now.is_running(("a", "two")) and not now.is_running(("b", "two"))
     assert now.has_job(("a", "one"), 2) and not now.has_job(("a", "one"), 3) and not now.has_job(("c", "x"), 1)
 

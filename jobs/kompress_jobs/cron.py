@@ -25,6 +25,7 @@ class Due:
     at: datetime | None  # the scheduled time to run now; None: nothing is due
     missed: int  # scheduled times since `last` that will not run (CronJob runs only the latest)
     skipped: str | None = None  # why a due time does not run (past its starting deadline)
+    latest: datetime | None = None  # the latest scheduled time looked at (run or skipped)
 
 
 def due(schedule: str, last: datetime, now: datetime, starting_deadline_seconds: int | None = None) -> Due:
@@ -42,8 +43,8 @@ def due(schedule: str, last: datetime, now: datetime, starting_deadline_seconds:
         return Due(None, 0)
     if starting_deadline_seconds is not None and now - latest > timedelta(seconds=starting_deadline_seconds):
         return Due(None, count, f"the run due at {latest:%Y-%m-%dT%H:%M:%SZ} is past its starting deadline "
-                                f"({starting_deadline_seconds}s)")
-    return Due(latest, count - 1)
+                                f"({starting_deadline_seconds}s)", latest)
+    return Due(latest, count - 1, latest=latest)
 
 
 def next_time(schedule: str, after: datetime) -> datetime:

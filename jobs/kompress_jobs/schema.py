@@ -912,8 +912,10 @@ class ReoptimizationStatus(Model):
     reason: str | None = Field(None, description="Why the current run started: Scheduled, ModelChanged or JobImageChanged.")
     message: str | None = None
     last_schedule_time: str | None = Field(None, json_schema_extra=TIMESTAMP)
-    model_digest: str | None = Field(None, description="The model's digest when the current run was started or first seen.")
-    job_image: str | None = None
+    generation: int | None = Field(None, ge=0, description="The generation the model digest and job image were recorded for.")
+    model_uri: str | None = None
+    model_digest: str | None = Field(None, description="The model's digest (S3 ETag, file SHA-256) as first seen for this run.")
+    job_image: str | None = Field(None, description="The job image the operator would use, as first seen for this run.")
 
 
 class ModelOptimizationStatus(Model):

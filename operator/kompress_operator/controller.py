@@ -9,6 +9,7 @@ plain dicts and index snapshots (queue.InFlight).
 - A Job changes → the owner's status follows (Running, Succeeded with results, Failed with
   reasons); a Job deleted before its run finished fails the run (JobDeleted) and frees its slot.
 - A parallel study runs its tuning Job first (tuning_phase.py), then hands over to the run's Job.
+- A schedule, or a changed model or job image, queues an unchanged spec again (reoptimizer.py).
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ from . import decisions, policy
 from .admission import Waiting
 from .conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, TUNING, Phase
 from .decisions import generation_of
-from .jobspec import GENERATION_LABEL, RESOURCE_LABEL, ROLE_LABEL, RUN_JOB, TUNING_JOB, build_job, job_name, needs_tuning_job
+from .jobspec import (GENERATION_LABEL, RERUN_LABEL, RESOURCE_LABEL, ROLE_LABEL, RUN_JOB, TUNING_JOB, build_job, job_name,
+                      needs_tuning_job, reruns_of)
 from .jobstate import JobOutcome, job_outcome
 from .kube import Kube, describe_error, older_generation_jobs
 from .lanes import ApiLanes
 from .metrics import OperatorMetrics
 from .policy import PolicyViolation
 from .queue import InFlight, RunQueue
+from .reoptimizer import Reoptimizer
 from .settings import OperatorSettings
 from .tuning_phase import TuningPhase
 from .writer import EventRecorder, StatusWriter
@@ -63,6 +66,7 @@ class RunController:
         self.status = StatusWriter(kube, self.lanes)
         self.events = EventRecorder(kube, self.lanes)
         self.tuning = TuningPhase(self)
+        self.reoptimizer = Reoptimizer(self)
 
     # --- a ModelOptimization changed ---------------------------------------------------------
 
@@ -71,6 +75,7 @@ class RunController:
         whether this generation was handled, so a restart or a re-list simply looks again."""
         self.metrics.running_jobs.set(now.running_count())
         self.metrics.queue_depth.set(len(now.waiting))
+        self.reoptimizer.track(body, event_type)
         if event_type == "DELETED":  # the garbage collector takes the Job and its Pods
             self.metrics.forget(*_key(body))
             self.queue.release(_key(body))
@@ -83,10 +88,10 @@ class RunController:
             return
         if event_type is None and phase in (SUCCEEDED, FAILED):  # listed after a restart: the gauges come back
             self.metrics.record_best(*_key(body), dict(body.get("status") or {}))
-        role = TUNING_JOB if phase == TUNING else RUN_JOB
-        if event_type is None and phase in (RUNNING, TUNING) and not now.has_job(_key(body), generation, role):
+        role, rerun = (TUNING_JOB if phase == TUNING else RUN_JOB), reruns_of(body)
+        if event_type is None and phase in (RUNNING, TUNING) and not now.has_job(_key(body), generation, role, rerun):
             # listed, executing, and no Job: it went away while no operator watched
-            await self.guarded(body, lambda: self.job_gone(body, job_name(body["metadata"]["name"], generation, role)))
+            await self.guarded(body, lambda: self.job_gone(body, job_name(body["metadata"]["name"], generation, role, rerun)))
         elif phase in (QUEUED, SUCCEEDED, FAILED) or (phase == RUNNING and (body.get("status") or {}).get("tuning")):
             await self.start_waiting(now)  # a slot may have freed (a study's worker Pods too), or this run may fit
 
@@ -112,13 +117,14 @@ class RunController:
             for old in older_generation_jobs(await self.lanes.report(self.kube.jobs_of, namespace, name), generation):
                 await self.lanes.report(self.kube.delete_job, namespace, old)
                 self.events.post(body, "Superseded", f"spec changed: Job {old} stopped for generation {generation}")
-        if now.has_job((namespace, name), generation):  # a restarted operator: the run goes on
-            exists = Phase(RUNNING, "JobRunning", f"Job {job_name(name, generation)} exists")
+        rerun = reruns_of(body)
+        if now.has_job((namespace, name), generation, RUN_JOB, rerun):  # a restarted operator: the run goes on
+            exists = Phase(RUNNING, "JobRunning", f"Job {job_name(name, generation, RUN_JOB, rerun)} exists")
             await self.status.write(body, lambda current: decisions.unless_started(current, generation, exists))
             return
-        if now.has_job((namespace, name), generation, TUNING_JOB):  # its study runs, or ran: look at its Job
+        if now.has_job((namespace, name), generation, TUNING_JOB, rerun):  # its study runs, or ran: look at its Job
             for job in await self.lanes.report(self.kube.jobs_of, namespace, name):
-                if job["metadata"]["name"] == job_name(name, generation, TUNING_JOB):
+                if job["metadata"]["name"] == job_name(name, generation, TUNING_JOB, rerun):
                     await self.tuning.job_event(job, None, now)
             return
         await self.start_or_queue(body, parsed, now)
@@ -212,32 +218,32 @@ class RunController:
     async def job_event(self, job: dict, event_type: str | None, now: InFlight) -> None:
         """type None is the initial listing: a Job that finished while no operator ran is reported now."""
         namespace, labels = job["metadata"]["namespace"], job["metadata"].get("labels") or {}
-        owner, generation = labels.get(RESOURCE_LABEL), int(labels.get(GENERATION_LABEL, "0"))
+        owner, generation, rerun = labels.get(RESOURCE_LABEL), int(labels.get(GENERATION_LABEL, "0")), int(labels.get(RERUN_LABEL, "0"))
         if labels.get(ROLE_LABEL) == TUNING_JOB:
             await self.tuning.job_event(job, event_type, now)
             return
         outcome = job_outcome(job, [])
         if event_type == "DELETED" and outcome.state not in (SUCCEEDED, FAILED):
-            await self.job_deleted(namespace, owner, generation, job["metadata"]["name"])
+            await self.job_deleted(namespace, owner, generation, job["metadata"]["name"], rerun)
             return
         if not outcome.state or (outcome.state == RUNNING and now.is_running((namespace, owner))):
             return  # nothing to report: the status already says Running (set when the Job was created)
         if outcome.state in (SUCCEEDED, FAILED):
             outcome = job_outcome(job, await self.lanes.report(self.kube.pods_of_job, namespace, job["metadata"]["name"]))
         current = await self.lanes.report(self.kube.get_resource, namespace, owner)
-        if current is None:
-            return  # deleted: the garbage collector takes the Job
+        if current is None or reruns_of(current) != rerun:
+            return  # deleted (the garbage collector takes the Job), or a Job of a run before a re-run
         if outcome.state == RUNNING:
             running = Phase(RUNNING, outcome.reason, outcome.message)
-            await self.status.write(current, lambda fresh: decisions.unless_started(fresh, generation, running))
+            await self.status.write(current, lambda fresh: decisions.unless_started(fresh, generation, running, rerun=rerun))
         else:
-            await self.finish(current, generation, outcome)
+            await self.finish(current, generation, outcome, rerun)
 
-    async def finish(self, current: dict, generation: int, outcome: JobOutcome) -> None:
+    async def finish(self, current: dict, generation: int, outcome: JobOutcome, rerun: int = 0) -> None:
         # Before the write: its watch event reaches the reconciler, which starts the next queued
         # run, possibly before this resumes, and a reservation left then would hold the slot.
         self.queue.release(_key(current), generation)
-        written = await self.status.write(current, lambda fresh: decisions.finished(fresh, generation, outcome))
+        written = await self.status.write(current, lambda fresh: decisions.finished(fresh, generation, outcome, rerun))
         if written is None:
             return  # already recorded, or superseded by a newer spec
         succeeded = outcome.state == SUCCEEDED
@@ -246,17 +252,27 @@ class RunController:
         self.metrics.runs_total.labels(("succeeded" if written.get("best") else "no_candidate") if succeeded else "failed").inc()
         self.metrics.observe_job(outcome.start_time, outcome.completion_time, succeeded)
         self.events.phase(current, decisions.finish_phase(outcome), warning=not succeeded)
+        if succeeded and written.get("promotion"):
+            self.record_promotion(current, written["promotion"])
 
-    async def job_deleted(self, namespace: str, owner: str, generation: int, job: str) -> None:
-        self.queue.release((namespace, owner), generation)
+    def record_promotion(self, current: dict, promotion: dict) -> None:
+        """An Event and a count per decision: Promoted, Kept (and why), or Failed (a Warning)."""
+        decision = promotion["decision"]
+        self.metrics.promotions_total.labels(decision).inc()
+        reason = {"Promoted": "Promoted", "Kept": "PromotionKept"}.get(decision, "PromotionFailed")
+        self.events.post(current, reason, promotion["message"], warning=decision == "Failed")
+
+    async def job_deleted(self, namespace: str, owner: str, generation: int, job: str, rerun: int = 0) -> None:
         current = await self.lanes.report(self.kube.get_resource, namespace, owner)
-        if current is not None:
+        if current is None:
+            self.queue.release((namespace, owner), generation)
+        elif reruns_of(current) == rerun:  # else a Job of a run before a re-run (Replace stops it)
             await self.job_gone(current, job, generation)
 
     async def job_gone(self, current: dict, job: str, generation: int | None = None) -> None:
         """The run's Job was deleted (by hand, or collected) before the run finished."""
-        generation = generation or generation_of(current)
+        generation, rerun = generation or generation_of(current), reruns_of(current)
         self.queue.release(_key(current), generation)
-        if await self.status.write(current, lambda fresh: decisions.job_gone(fresh, generation, job)):
+        if await self.status.write(current, lambda fresh: decisions.job_gone(fresh, generation, job, rerun)):
             self.metrics.runs_total.labels("failed").inc()
             self.events.phase(current, decisions.job_gone_phase(job), warning=True)

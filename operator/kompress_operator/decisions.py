@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, TUNING, Phase, now, status_patch
+from .jobspec import reruns_of
 from .jobstate import JobOutcome
 
 
@@ -25,10 +26,13 @@ def observed(resource: dict) -> tuple[int | None, str | None]:
     return status.get("observedGeneration"), status.get("phase")
 
 
-def current_run(resource: dict, generation: int) -> dict | None:
-    """The resource's status when `generation` is still its spec and not yet finished, else None."""
+def current_run(resource: dict, generation: int, rerun: int | None = None) -> dict | None:
+    """The resource's status when `generation` (and re-run, when given) is still its run and not
+    yet finished, else None."""
     if generation_of(resource) != generation:
         return None  # superseded by a newer spec
+    if rerun is not None and reruns_of(resource) != rerun:
+        return None  # a Job of a run before a scheduled or triggered one
     if observed(resource) in ((generation, SUCCEEDED), (generation, FAILED)):
         return None  # already recorded
     return resource.get("status") or {}
@@ -45,11 +49,11 @@ def invalid_spec(resource: dict, generation: int, message: str) -> dict | None:
     return refused(resource, generation, "InvalidSpec", message)
 
 
-def unless_started(resource: dict, generation: int, phase: Phase, **fields: Any) -> dict | None:
+def unless_started(resource: dict, generation: int, phase: Phase, rerun: int | None = None, **fields: Any) -> dict | None:
     """The status for `phase` (Tuning, Running, or Pending after an error), unless the run is
     already Running or finished for this generation, or its spec moved on. From Tuning only
     forward: to Running (the run's Job) or Pending (its start failed)."""
-    status = current_run(resource, generation)
+    status = current_run(resource, generation, rerun)
     if status is None or observed(resource) == (generation, RUNNING):
         return None
     if observed(resource) == (generation, TUNING) and phase.name not in (RUNNING, PENDING):
@@ -107,9 +111,9 @@ def finish_phase(outcome: JobOutcome) -> Phase:
                                          f"{best.size_ratio}x smaller than the baseline")
 
 
-def finished(resource: dict, generation: int, outcome: JobOutcome) -> dict | None:
-    """Succeeded with the results, or Failed with the Job's reason; once per generation."""
-    status = current_run(resource, generation)
+def finished(resource: dict, generation: int, outcome: JobOutcome, rerun: int = 0) -> dict | None:
+    """Succeeded with the results, or Failed with the Job's reason; once per run."""
+    status = current_run(resource, generation, rerun)
     if status is None:
         return None
     fields: dict[str, Any] = {"completionTime": outcome.completion_time or now()}
@@ -124,9 +128,32 @@ def job_gone_phase(job: str) -> Phase:
     return Phase(FAILED, "JobDeleted", f"Job {job} was deleted before the run finished; change the spec to run it again")
 
 
-def job_gone(resource: dict, generation: int, job: str) -> dict | None:
+def job_gone(resource: dict, generation: int, job: str, rerun: int = 0) -> dict | None:
     """Failed/JobDeleted when the run of this generation had not finished: its slot frees."""
-    status = current_run(resource, generation)
+    status = current_run(resource, generation, rerun)
     if status is None:
         return None
     return status_patch(job_gone_phase(job), status, generation, completionTime=now())
+
+
+def rerun(resource: dict, generation: int, seen_runs: int, phase: Phase, replace: bool, fields: dict) -> dict | None:
+    """Queued again for the same spec (a schedule, or the model or job image changed): the
+    re-run count names the next Job. Only from a finished run, unless the policy is Replace;
+    and only once per decision (another replica, or a later tick, sees the count moved on)."""
+    status = resource.get("status") or {}
+    if generation_of(resource) != generation or observed(resource)[0] != generation or reruns_of(resource) != seen_runs:
+        return None
+    if observed(resource)[1] not in (SUCCEEDED, FAILED) and not replace:
+        return None
+    record = dict(status.get("reoptimization") or {}) | fields | {"runs": seen_runs + 1, "reason": phase.reason,
+                                                                  "message": phase.message}
+    return status_patch(phase, status, generation, reoptimization=record, startTime=None, completionTime=None)
+
+
+def watched(resource: dict, generation: int, fields: dict) -> dict | None:
+    """Record what the re-run triggers compare against (or a skipped schedule), when it changed."""
+    status = resource.get("status") or {}
+    record = dict(status.get("reoptimization") or {})
+    if generation_of(resource) != generation or all(record.get(k) == v for k, v in fields.items()):
+        return None
+    return {"reoptimization": record | fields}

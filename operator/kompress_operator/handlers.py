@@ -3,6 +3,8 @@ controller, with a snapshot of the operator's indexes. Nothing else happens here
 
 from __future__ import annotations
 
+import asyncio
+
 import kopf
 
 from kompress_jobs.schema import API_GROUP, API_VERSION, PLURAL
@@ -11,7 +13,7 @@ from . import webhook
 from .admission import Waiting
 from .conditions import EXECUTING, PENDING, QUEUED, TUNING
 from .controller import RunController
-from .jobspec import GENERATION_LABEL, MANAGED_BY, RESOURCE_LABEL, ROLE_LABEL, RUN_JOB
+from .jobspec import GENERATION_LABEL, MANAGED_BY, RERUN_LABEL, RESOURCE_LABEL, ROLE_LABEL, RUN_JOB
 from .tuning_phase import tuning_of
 from .kube import Kube
 from .metrics import OperatorMetrics
@@ -29,6 +31,7 @@ def snapshot(running_runs: kopf.Index, waiting_runs: kopf.Index, run_jobs: kopf.
 def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetrics) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     controller = RunController(settings, kube, metrics)
+    tasks: list[asyncio.Task] = []  # the re-optimization loop
     register_indexes(registry)
     if settings.webhook_port:
         webhook.register(registry, settings, lambda user, namespace: controller.lanes.report(
@@ -37,6 +40,12 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
     @kopf.on.startup(id="warm_up", registry=registry)
     async def warm_up(**_):
         await controller.lanes.warm_up(kube.ping)
+        tasks.append(asyncio.create_task(controller.reoptimizer.run_forever(settings.reoptimize_interval)))
+
+    @kopf.on.cleanup(id="stop_reoptimizing", registry=registry)
+    async def stop_reoptimizing(**_):
+        for task in tasks:
+            task.cancel()
 
     # Event handlers get plain dicts (event["object"]): Kopf's Body views re-walk the path on every read.
     @kopf.on.event(*RESOURCE, id="reconcile", registry=registry)
@@ -84,4 +93,5 @@ def register_indexes(registry: kopf.OperatorRegistry) -> None:
     async def run_jobs(namespace, labels, **_):
         # Complete before any handler runs (Kopf waits for every index's initial listing), so a
         # restarted operator knows which runs already have their Job without asking per resource.
-        return {(namespace, labels.get(RESOURCE_LABEL)): (int(labels.get(GENERATION_LABEL, "0")), labels.get(ROLE_LABEL, RUN_JOB))}
+        return {(namespace, labels.get(RESOURCE_LABEL)): (int(labels.get(GENERATION_LABEL, "0")), labels.get(ROLE_LABEL, RUN_JOB),
+                                                      int(labels.get(RERUN_LABEL, "0")))}

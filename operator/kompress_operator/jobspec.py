@@ -1,8 +1,8 @@
 """Build the batch Job for one run of a ModelOptimization: a pure function of the resource.
 
-The Job's name comes from the resource's name and generation, so a restarted operator finds the
-Job it already created instead of making a second one, and a spec change (new generation) gets a
-new Job that supersedes the old.
+The Job's name comes from the resource's name, generation and re-runs (status.reoptimization.runs),
+so a restarted operator finds the Job it already created instead of making a second one, a spec
+change (new generation) gets a new Job that supersedes the old, and so does a scheduled re-run.
 """
 
 from __future__ import annotations
@@ -22,22 +22,28 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "kompress"}
 RESOURCE_LABEL = "kompress.io/resource"
 GENERATION_LABEL = "kompress.io/generation"
 ROLE_LABEL = "kompress.io/role"
+RERUN_LABEL = "kompress.io/rerun"
 RUN_JOB, TUNING_JOB = "run", "tuning"  # the run's Job (measure, select, publish), and a parallel study's worker Pods
 SCRATCH = "/scratch"
 
 
-def job_name(name: str, generation: int, role: str = RUN_JOB) -> str:
-    """<name>-g<generation> (a tuning Job: …-tuning), shortened with a hash when it would pass the
-    63-character label limit."""
-    suffix = f"-g{generation}" + ("" if role == RUN_JOB else f"-{role}")
+def reruns_of(resource: dict) -> int:
+    """Runs started without a spec change so far (they give the Job a new name)."""
+    return int(((resource.get("status") or {}).get("reoptimization") or {}).get("runs") or 0)
+
+
+def job_name(name: str, generation: int, role: str = RUN_JOB, rerun: int = 0) -> str:
+    """<name>-g<generation>[-r<rerun>] (a tuning Job: …-tuning), shortened with a hash when it
+    would pass the 63-character label limit."""
+    suffix = f"-g{generation}" + (f"-r{rerun}" if rerun else "") + ("" if role == RUN_JOB else f"-{role}")
     if len(name) + len(suffix) <= 63:
         return name + suffix
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{name[: 63 - len(suffix) - 9].rstrip('-.')}-{digest}{suffix}"
 
 
-def run_id(namespace: str, name: str, generation: int) -> str:
-    return f"{namespace}-{name}-g{generation}"
+def run_id(namespace: str, name: str, generation: int, rerun: int = 0) -> str:
+    return f"{namespace}-{name}-g{generation}" + (f"-r{rerun}" if rerun else "")
 
 
 def needs_tuning_job(spec: ModelOptimizationSpec) -> bool:
@@ -52,9 +58,9 @@ def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Opera
     policy.enforce(spec, settings)  # again here: the webhook can be deleted by whoever may delete it
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 1)
-    job = spec.job
+    job, rerun = spec.job, reruns_of(body)
     labels = {**MANAGED_BY, "app.kubernetes.io/name": "kompress-job", RESOURCE_LABEL: name,
-              GENERATION_LABEL: str(generation), ROLE_LABEL: role}
+              GENERATION_LABEL: str(generation), ROLE_LABEL: role, RERUN_LABEL: str(rerun)}
     job_spec: dict[str, Any] = {
         "backoffLimit": job.backoff_limit,
         "ttlSecondsAfterFinished": job.ttl_seconds_after_finished if job.ttl_seconds_after_finished is not None
@@ -69,7 +75,7 @@ def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Opera
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name(name, generation, role), "namespace": namespace, "labels": labels},
+        "metadata": {"name": job_name(name, generation, role, rerun), "namespace": namespace, "labels": labels},
         "spec": job_spec,
     }
 
@@ -114,7 +120,7 @@ def _container(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Oper
         {"name": JobEnv.RESOURCE.value, "value": json.dumps(resource_document, separators=(",", ":"))},
         {"name": JobEnv.CONTRACT_VERSION.value, "value": str(CONTRACT_VERSION)},
         {"name": JobEnv.OPERATOR_RELEASE.value, "value": __version__},
-        {"name": JobEnv.RUN_ID.value, "value": run_id(namespace, name, generation)},
+        {"name": JobEnv.RUN_ID.value, "value": run_id(namespace, name, generation, reruns_of(body))},
         {"name": "HOME", "value": SCRATCH},
         {"name": "TMPDIR", "value": SCRATCH},
         {"name": "MPLCONFIGDIR", "value": SCRATCH},

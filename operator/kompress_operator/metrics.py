@@ -5,7 +5,7 @@ Per-resource series carry only namespace, name and candidate, and go when the re
 from __future__ import annotations
 
 import threading
-from datetime import datetime
+from datetime import datetime, timezone
 from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -35,6 +35,12 @@ class OperatorMetrics:
         self.best_size_reduction = Gauge("kompress_best_size_reduction_ratio", "Baseline size / best candidate's.", labels, registry=r)
         self.best_metric_change = Gauge("kompress_best_metric_change", "Best candidate's task metric minus the baseline's.",
                                         labels, registry=r)
+        self.promotions_total = Counter("kompress_promotions_total", "Promotion decisions of finished runs (Promoted, Kept, Failed).",
+                                        ["decision"], registry=r)
+        self.promoted_time = Gauge("kompress_promoted_timestamp_seconds", "When the model promoted now was promoted (Unix time).",
+                                   ["namespace", "name"], registry=r)
+        self.reruns_total = Counter("kompress_reoptimizations_total", "Runs started without a spec change, by reason.",
+                                    ["reason"], registry=r)
         self._candidates: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
@@ -53,6 +59,7 @@ class OperatorMetrics:
         """Export the best candidate from a resource's status (also after an operator restart)."""
         best, baseline = status.get("best"), status.get("baseline") or {}
         self.forget(namespace, name)
+        self.record_promotion(namespace, name, status.get("promotion"))
         if not best:
             return
         key = (namespace, name, best["name"])
@@ -69,6 +76,12 @@ class OperatorMetrics:
         if best.get("metricValue") is not None and baseline.get("metricValue") is not None:
             self.best_metric_change.labels(*key).set(best["metricValue"] - baseline["metricValue"])
 
+    def record_promotion(self, namespace: str, name: str, promotion: dict | None) -> None:
+        """The promoted model's age, from status.promotion (also after an operator restart)."""
+        if promotion and promotion.get("promotedAt"):
+            promoted = datetime.strptime(promotion["promotedAt"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+            self.promoted_time.labels(namespace, name).set(promoted.timestamp())
+
     def observe_job(self, start: str | None, end: str | None, succeeded: bool) -> None:
         """A finished Job's wall time, from its status times (RFC 3339, whole seconds)."""
         if not start or not end:
@@ -77,6 +90,10 @@ class OperatorMetrics:
         self.job_duration.labels("succeeded" if succeeded else "failed").observe((parse(end) - parse(start)).total_seconds())
 
     def forget(self, namespace: str, name: str) -> None:
+        try:
+            self.promoted_time.remove(namespace, name)
+        except KeyError:
+            pass
         with self._lock:
             candidate = self._candidates.pop((namespace, name), None)
         if candidate is None:

@@ -30,11 +30,11 @@ class InFlight:
 
     running: Mapping[str, Collection[str]] = field(default_factory=dict)
     waiting: Collection[Waiting] = ()
-    jobs: Mapping[Key, Collection[tuple[int, str]]] = field(default_factory=dict)  # (generation, role)
+    jobs: Mapping[Key, Collection[tuple[int, str, int]]] = field(default_factory=dict)  # (generation, role, rerun)
     tuning: Mapping[str, Collection[tuple[str, int]]] = field(default_factory=dict)  # Tuning runs: (name, slots)
 
-    def has_job(self, key: Key, generation: int, role: str = RUN_JOB) -> bool:
-        return (generation, role) in self.jobs.get(key, ())
+    def has_job(self, key: Key, generation: int, role: str = RUN_JOB, rerun: int = 0) -> bool:
+        return (generation, role, rerun) in self.jobs.get(key, ())
 
     def extra_slots(self) -> Counter:
         """Slots beyond one per run, per namespace: Tuning runs hold one per worker Pod."""

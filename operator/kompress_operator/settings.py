@@ -46,6 +46,8 @@ class OperatorSettings(BaseSettings):
     health_port: int = Field(8080, ge=1, le=65535, description="port of /healthz")
     retry_interval: float = Field(5.0, gt=0, description="seconds between retries of a run whose start failed "
                                                          "(the API server away, a refused Job)")
+    reoptimize_interval: float = Field(30.0, gt=0, description=(
+        "seconds between looks at schedules, model digests and job images of resources that re-run on them"))
     watch_server_timeout: int = Field(300, ge=1, description="seconds after which the API server ends each watch (Kopf resumes it)")
     watch_client_timeout: int = Field(330, ge=1, description="seconds after which the operator gives up on a silent watch "
                                                              "stream and opens a new one (keep it above the server timeout)")

@@ -19,7 +19,7 @@ from kompress_jobs.schema import Tuning, TuningStatus
 from . import decisions
 from .decisions import generation_of
 from .conditions import FAILED
-from .jobspec import GENERATION_LABEL, RESOURCE_LABEL, RUN_JOB
+from .jobspec import GENERATION_LABEL, RERUN_LABEL, RESOURCE_LABEL, RUN_JOB, reruns_of
 from .jobstate import JobOutcome, job_outcome, tuning_counts, worker_error
 from .queue import InFlight
 
@@ -48,21 +48,22 @@ class TuningPhase:
     async def job_event(self, job: dict, event_type: str | None, now: InFlight) -> None:
         runs, meta = self.runs, job["metadata"]
         namespace, owner, generation = meta["namespace"], meta["labels"][RESOURCE_LABEL], int(meta["labels"][GENERATION_LABEL])
+        rerun = int(meta["labels"].get(RERUN_LABEL, "0"))
         done = {c["type"] for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
         if event_type == "DELETED":
             if not done & {"Complete", "Failed"}:
-                await runs.job_deleted(namespace, owner, generation, meta["name"])
+                await runs.job_deleted(namespace, owner, generation, meta["name"], rerun)
             return
-        if "Complete" in done and now.has_job((namespace, owner), generation, RUN_JOB):
+        if "Complete" in done and now.has_job((namespace, owner), generation, RUN_JOB, rerun):
             return  # already handed over to the run's Job
         pods = await runs.lanes.report(runs.kube.pods_of_job, namespace, meta["name"]) if done or _left(job) else []
         current = await runs.lanes.report(runs.kube.get_resource, namespace, owner)
-        if current is None or generation_of(current) != generation:
-            return  # deleted (the garbage collector takes the Job), or superseded (advance deletes it)
+        if current is None or generation_of(current) != generation or reruns_of(current) != rerun:
+            return  # deleted (the garbage collector takes the Job), or superseded (advance or a re-run deletes it)
         error = worker_error(pods) if "Failed" not in done else None
         if "Failed" in done or error is not None:
             outcome = job_outcome(job, pods) if error is None else JobOutcome(FAILED, error.reason, error.message)
-            await runs.finish(current, generation, outcome)  # first: the Job's deletion must not read as JobDeleted
+            await runs.finish(current, generation, outcome, rerun)  # first: the Job's deletion must not read as JobDeleted
             if error is not None:  # the other workers would fail the same way: stop them
                 await runs.lanes.report(runs.kube.delete_job, namespace, meta["name"])
             return

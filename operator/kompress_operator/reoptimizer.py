@@ -1,0 +1,158 @@
+"""Re-optimization: runs of an unchanged spec, on its schedule or when its model or job image changes.
+
+One loop looks every reoptimize_interval seconds at the resources that ask for it, as the watch
+last delivered them (a Kopf timer would put a finalizer on each, and deleting one would then wait
+for the operator). A trigger queues the run again (decisions.rerun): status.reoptimization.runs
+goes up, which names the next Job, and the run waits for a slot like any other. What a trigger
+compares against (the model's digest, the job image) is recorded the first time each generation
+is looked at. CronJob conventions: the latest missed time runs once, a time past
+startingDeadlineSeconds is skipped, and concurrencyPolicy says what a trigger does while a run is
+not finished (Forbid: a due time is skipped and a changed model waits; Replace: stop it, run again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Callable
+
+from kompress_jobs.cron import due
+from kompress_jobs.errors import SpecError
+from kompress_jobs.schema import ConcurrencyPolicy, ModelOptimizationSpec
+
+from . import decisions, policy
+from .conditions import FAILED, QUEUED, SUCCEEDED, Phase
+from .decisions import generation_of
+from .jobspec import GENERATION_LABEL, RERUN_LABEL, reruns_of
+from .model_digest import DigestUnavailable, ModelDigests
+
+if TYPE_CHECKING:
+    from .controller import RunController
+
+log = logging.getLogger(__name__)
+TIME = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def wants_reruns(body: dict) -> bool:
+    spec = body.get("spec") or {}
+    triggers = spec.get("reoptimizeOn") or {}
+    return bool(spec.get("schedule") or triggers.get("modelChange") or triggers.get("jobImageChange"))
+
+
+class Reoptimizer:
+    def __init__(self, runs: "RunController", digests: ModelDigests | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+        self.runs, self.digests, self.clock = runs, digests or ModelDigests(), clock
+        self.watched: dict[tuple[str, str], dict] = {}
+        self._warned: dict[tuple[str, str], str] = {}
+
+    def track(self, body: dict, event_type: str | None) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if event_type != "DELETED" and wants_reruns(body):
+            self.watched[key] = body
+        else:
+            self.watched.pop(key, None)
+            self._warned.pop(key, None)
+
+    async def run_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            for body in list(self.watched.values()):
+                try:
+                    await self.check(body)
+                except Exception as exc:  # noqa: BLE001 - one resource's trouble must not stop the others'
+                    log.warning("%s/%s: re-optimization check failed: %s", body["metadata"]["namespace"],
+                                body["metadata"]["name"], exc)
+
+    async def check(self, body: dict) -> None:
+        """Queue a run again if a trigger fired; else record what the triggers compare against."""
+        generation, (observed, phase) = generation_of(body), decisions.observed(body)
+        if observed != generation or phase is None or _refused(body):
+            return  # a new spec is the reconciler's; a refused one waits for a fix
+        from .controller import validate  # the controller owns this module's instance
+
+        try:
+            spec = validate(body).spec
+        except SpecError:
+            return
+        finished = phase in (SUCCEEDED, FAILED)
+        replace = spec.concurrency_policy is ConcurrencyPolicy.REPLACE
+        seen = dict((body.get("status") or {}).get("reoptimization") or {})
+        if seen.get("generation") != generation:
+            seen = {"lastScheduleTime": seen.get("lastScheduleTime")}  # digests and image are this generation's to record
+        record, trigger = {"generation": generation}, None
+        for look in (self._model, self._image, self._schedule):
+            fired, fields = await look(body, spec, seen, finished or replace)
+            record |= fields
+            trigger = trigger or fired
+        if trigger and (finished or replace):
+            await self.rerun(body, generation, trigger, replace and not finished, record)
+        else:
+            await self.runs.status.write(body, lambda fresh: decisions.watched(fresh, generation, record))
+
+    async def rerun(self, body: dict, generation: int, trigger: Phase, replacing: bool, record: dict) -> None:
+        runs, seen_runs = self.runs, reruns_of(body)
+        written = await runs.status.write(body, lambda fresh: decisions.rerun(fresh, generation, seen_runs, trigger,
+                                                                                replacing, record))
+        if not written:
+            return
+        runs.events.post(body, trigger.reason, trigger.message)
+        runs.metrics.reruns_total.labels(trigger.reason).inc()
+        if replacing:  # concurrencyPolicy Replace: the run in flight stops
+            namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+            for job in await runs.lanes.report(runs.kube.jobs_of, namespace, name):
+                labels = job["metadata"].get("labels") or {}
+                if int(labels.get(GENERATION_LABEL, "0")) == generation and int(labels.get(RERUN_LABEL, "0")) <= seen_runs:
+                    await runs.lanes.report(runs.kube.delete_job, namespace, job["metadata"]["name"])
+                    runs.events.post(body, "Superseded", f"{trigger.reason}: Job {job['metadata']['name']} stopped "
+                                                         "(concurrencyPolicy Replace)")
+
+    async def _model(self, body: dict, spec: ModelOptimizationSpec, seen: dict, may_run: bool) -> tuple[Phase | None, dict]:
+        if not spec.reoptimize_on.model_change:
+            return None, {}
+        try:
+            digest = await asyncio.to_thread(self.digests.of, spec)
+        except DigestUnavailable as exc:
+            self._warn_once(body, "ModelDigestUnavailable", f"cannot read the model's digest to notice changes: {exc}")
+            return None, {}
+        fields = {"modelUri": spec.model.uri, "modelDigest": digest}
+        if seen.get("modelUri") != spec.model.uri or not seen.get("modelDigest") or seen["modelDigest"] == digest:
+            return None, fields
+        changed = Phase(QUEUED, "ModelChanged", f"model changed: {spec.model.uri} is now {digest[:23]} (was {seen['modelDigest'][:23]})")
+        return changed, (fields if may_run else {})  # Forbid, while a run is on: compare again after it
+
+    async def _image(self, body: dict, spec: ModelOptimizationSpec, seen: dict, may_run: bool) -> tuple[Phase | None, dict]:
+        if not spec.reoptimize_on.job_image_change:
+            return None, {}
+        image = policy.job_image(spec, self.runs.settings)
+        if not seen.get("jobImage") or seen["jobImage"] == image:
+            return None, {"jobImage": image}
+        return Phase(QUEUED, "JobImageChanged", f"job image changed: {image} (was {seen['jobImage']})"), (
+            {"jobImage": image} if may_run else {})
+
+    async def _schedule(self, body: dict, spec: ModelOptimizationSpec, seen: dict, may_run: bool) -> tuple[Phase | None, dict]:
+        if not spec.schedule:
+            return None, {}
+        last = datetime.strptime(seen.get("lastScheduleTime") or body["metadata"]["creationTimestamp"], TIME)
+        when = due(spec.schedule, last.replace(tzinfo=timezone.utc), self.clock(), spec.starting_deadline_seconds)
+        if when.latest is None:
+            return None, {}
+        fields = {"lastScheduleTime": when.latest.strftime(TIME)}
+        if when.skipped or not may_run:
+            why = when.skipped or f"the run due at {fields['lastScheduleTime']} is skipped: the last run has not finished (concurrencyPolicy Forbid)"
+            self.runs.events.post(body, "ScheduleSkipped", why, warning=True)
+            return None, fields
+        missed = f"; {when.missed} earlier time(s) missed, run once" if when.missed else ""
+        return Phase(QUEUED, "Scheduled", f"scheduled run of {fields['lastScheduleTime']} ({spec.schedule}){missed}"), fields
+
+    def _warn_once(self, body: dict, reason: str, message: str) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if self._warned.get(key) != message:
+            self._warned[key] = message
+            self.runs.events.post(body, reason, message, warning=True)
+
+
+def _refused(body: dict) -> bool:
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Accepted" and c.get("status") == "False" for c in conditions)
