@@ -1,0 +1,155 @@
+"""The re-run triggers and their CronJob rules, over a stand-in for the run controller."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import pytest
+
+from kompress_jobs.cron import due
+from kompress_operator import decisions
+from kompress_operator.metrics import OperatorMetrics
+from kompress_operator.model_digest import DigestUnavailable
+from kompress_operator.reoptimizer import Reoptimizer
+from kompress_operator.settings import OperatorSettings
+
+from .conftest import resource_dict
+
+CREATED = "2026-12-03T10:00:30Z"
+
+
+def at(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
+class Runs:
+    """What the reoptimizer uses of the run controller: a status writer, events, Jobs, metrics."""
+
+    def __init__(self, jobs=()):
+        self.settings, self.metrics, self.events_posted, self.deleted = OperatorSettings(), OperatorMetrics(), [], []
+        self.jobs = list(jobs)
+        self.status = SimpleNamespace(write=self._write)
+        self.events = SimpleNamespace(post=lambda body, reason, message, warning=False: self.events_posted.append((reason, message)))
+        self.kube = SimpleNamespace(jobs_of=lambda namespace, name: self.jobs, delete_job=lambda namespace, name: self.deleted.append(name))
+        self.lanes = SimpleNamespace(report=self._call)
+
+    async def _call(self, function, *args):
+        return function(*args)
+
+    async def _write(self, body, decide):
+        patch = decide(body)
+        if patch:
+            body["status"] = {**body.get("status", {}), **patch}
+        return patch
+
+
+def body(phase="Succeeded", reoptimization=None, **spec):
+    document = resource_dict(name="m", **spec)
+    document["metadata"] |= {"namespace": "ns", "generation": 1, "creationTimestamp": CREATED}
+    document["status"] = {"observedGeneration": 1, "phase": phase, "conditions": [{"type": "Accepted", "status": "True", "lastTransitionTime": CREATED}]}
+    if reoptimization is not None:
+        document["status"]["reoptimization"] = reoptimization
+    return document
+
+
+def check(resource, now: str, digest="etag:a", jobs=()):
+    runs = Runs(jobs)
+
+    def digest_of(spec):
+        if isinstance(digest, Exception):
+            raise digest
+        return digest
+
+    reoptimizer = Reoptimizer(runs, digests=SimpleNamespace(of=digest_of), clock=lambda: at(now))
+    asyncio.run(reoptimizer.check(resource))
+    return runs
+
+
+def test_the_first_look_records_the_digest_and_a_later_change_queues_a_run():
+    resource = body(reoptimizeOn={"modelChange": True})
+    runs = check(resource, "2026-12-03T10:05:00Z")
+    assert resource["status"]["phase"] == "Succeeded" and resource["status"]["reoptimization"]["modelDigest"] == "etag:a"
+    runs = check(resource, "2026-12-03T10:06:00Z", digest="etag:b")
+    status = resource["status"]
+    assert status["phase"] == "Queued" and status["reoptimization"]["runs"] == 1
+    assert status["reoptimization"]["reason"] == "ModelChanged" and status["reoptimization"]["modelDigest"] == "etag:b"
+    assert runs.events_posted[0][0] == "ModelChanged" and "etag:a" in runs.events_posted[0][1]
+    check(resource, "2026-12-03T10:07:00Z", digest="etag:b")  # nothing new: no second run
+    assert resource["status"]["reoptimization"]["runs"] == 1
+
+
+def test_forbid_waits_for_a_changed_model_and_skips_a_due_time_while_a_run_is_on():
+    resource = body("Running", {"generation": 1, "modelUri": "models/digits-cnn.pt", "modelDigest": "etag:a",
+                                "lastScheduleTime": "2026-12-03T10:00:00Z"},
+                    reoptimizeOn={"modelChange": True}, schedule="*/5 * * * *")
+    runs = check(resource, "2026-12-03T10:05:10Z", digest="etag:b")
+    record = resource["status"]["reoptimization"]
+    assert resource["status"]["phase"] == "Running" and record.get("runs", 0) == 0
+    assert record["modelDigest"] == "etag:a", "the change is compared again once the run is over"
+    assert record["lastScheduleTime"] == "2026-12-03T10:05:00Z"
+    assert runs.events_posted == [("ScheduleSkipped", "the run due at 2026-12-03T10:05:00Z is skipped: the last run has "
+                                                      "not finished (concurrencyPolicy Forbid)")]
+    resource["status"]["phase"] = "Succeeded"
+    check(resource, "2026-12-03T10:06:00Z", digest="etag:b")
+    assert resource["status"]["reoptimization"]["reason"] == "ModelChanged"
+
+
+def test_replace_stops_the_run_in_flight():
+    jobs = [{"metadata": {"name": "m-g1", "labels": {"kompress.io/generation": "1", "kompress.io/rerun": "0"}}},
+            {"metadata": {"name": "m-g0", "labels": {"kompress.io/generation": "0"}}}]
+    resource = body("Running", {"lastScheduleTime": "2026-12-03T10:00:00Z"}, schedule="*/5 * * * *",
+                    concurrencyPolicy="Replace")
+    runs = check(resource, "2026-12-03T10:05:10Z", jobs=jobs)
+    assert resource["status"]["phase"] == "Queued" and resource["status"]["reoptimization"]["runs"] == 1
+    assert runs.deleted == ["m-g1"] and ("Superseded", "Scheduled: Job m-g1 stopped (concurrencyPolicy Replace)") in runs.events_posted
+
+
+def test_missed_times_run_once_and_a_time_past_its_deadline_is_skipped():
+    resource = body(reoptimization={"lastScheduleTime": "2026-12-03T10:00:00Z"}, schedule="*/5 * * * *")
+    check(resource, "2026-12-03T10:31:00Z")
+    record = resource["status"]["reoptimization"]
+    assert record["lastScheduleTime"] == "2026-12-03T10:30:00Z" and "5 earlier time(s) missed, run once" in record["message"]
+
+    late = body(reoptimization={"lastScheduleTime": "2026-12-03T10:00:00Z"}, schedule="*/5 * * * *", startingDeadlineSeconds=30)
+    runs = check(late, "2026-12-03T10:06:00Z")
+    assert late["status"]["phase"] == "Succeeded" and late["status"]["reoptimization"]["lastScheduleTime"] == "2026-12-03T10:05:00Z"
+    assert runs.events_posted[0][0] == "ScheduleSkipped" and "starting deadline (30s)" in runs.events_posted[0][1]
+
+
+def test_a_changed_job_image_queues_a_run_and_an_unreadable_model_warns():
+    resource = body(reoptimization={"generation": 1, "jobImage": "ghcr.io/kompress/kompress-job:0.0.9"},
+                    reoptimizeOn={"jobImageChange": True, "modelChange": True})
+    runs = check(resource, "2026-12-03T10:06:00Z", digest=DigestUnavailable("s3://models/x: 403"))
+    assert resource["status"]["reoptimization"]["reason"] == "JobImageChanged"
+    assert "kompress-job:0.1.0 (was ghcr.io/kompress/kompress-job:0.0.9)" in resource["status"]["reoptimization"]["message"]
+    assert ("ModelDigestUnavailable", "cannot read the model's digest to notice changes: s3://models/x: 403") in runs.events_posted
+
+
+def test_a_refused_or_unobserved_spec_is_left_to_the_reconciler():
+    refused = body("Failed", schedule="* * * * *")
+    refused["status"]["conditions"] = [{"type": "Accepted", "status": "False"}]
+    check(refused, "2026-12-03T11:00:00Z")
+    assert "reoptimization" not in refused["status"]
+    newer = body(schedule="* * * * *")
+    newer["metadata"]["generation"] = 2
+    check(newer, "2026-12-03T11:00:00Z")
+    assert "reoptimization" not in newer["status"]
+
+
+def test_a_rerun_is_decided_once_per_count():
+    resource = body()
+    phase = decisions.Phase("Queued", "Scheduled", "x")
+    assert decisions.rerun(resource, 1, 0, phase, False, {})["reoptimization"]["runs"] == 1
+    assert decisions.rerun(resource, 1, 3, phase, False, {}) is None  # another replica moved it on
+    assert decisions.rerun(body("Running"), 1, 0, phase, False, {}) is None  # Forbid
+
+
+@pytest.mark.parametrize("schedule, last, now, expected", [
+    ("0 3 * * *", "2026-12-01T03:00:00Z", "2026-12-03T04:00:00Z", ("2026-12-03T03:00:00Z", 1)),
+    ("@hourly", "2026-12-03T03:00:00Z", "2026-12-03T03:59:59Z", (None, 0)),
+])
+def test_due_picks_the_latest_time(schedule, last, now, expected):
+    when = due(schedule, at(last), at(now))
+    assert (when.at and when.at.strftime("%Y-%m-%dT%H:%M:%SZ"), when.missed) == expected
