@@ -48,6 +48,26 @@ def test_run_folder_holds_models_reports_plot_and_manifest(cnn_run):
     assert not [n for n in names if ".partial" in n]
 
 
+def test_the_baseline_and_the_pick_carry_a_profile_and_cpu_time(cnn_run):
+    run, report, _ = cnn_run
+    profiles = report["profiles"]
+    assert set(profiles) == {"baseline", report["best"]}
+    baseline, pick = profiles["baseline"], profiles[report["best"]]
+    assert baseline["profiler"] == "pytorch" and {"aten::conv2d", "aten::mkldnn_convolution", "aten::_convolution"} & {
+        t["type"] for t in baseline["byType"]}
+    assert pick["profiler"] == "onnxruntime" and pick["calls"] == 20 and pick["totalMs"] > 0
+    assert abs(sum(t["share"] for t in pick["byType"]) - 1) < 1e-6 and len(pick["top"]) <= 10
+    assert pick["top"][0]["ms"] == max(t["ms"] for t in pick["top"])
+    energy = pick["energy"]
+    assert energy["measurable"] or "powercap" in energy["reason"]  # this machine exposes no RAPL counter
+    for c in report["candidates"]:
+        if c["outcome"] == "Measured":
+            assert all(stats["cpu_ms_per_call"] > 0 for stats in c["latency"].values())
+    markdown = (run / "report.md").read_text()
+    assert "## Where the time goes" in markdown and f"### {report['best']}" in markdown
+    assert (run / "profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_manifest_hashes_every_file_and_records_lineage(cnn_run):
     run, report, manifest = cnn_run
     listed = {f["path"]: f for f in manifest["files"]}

@@ -68,6 +68,17 @@ def test_the_real_pretrained_minilm_keeps_cosine_and_gets_faster(tmp_path):
     markdown = (tmp_path / "runs" / "minilm" / "report.md").read_text()
     assert "## Steered quantization `auto-quantize`" in markdown and "(chosen)" in markdown
 
+    # Where the time goes: the PyTorch profiler for the checkpoint, the pick's runtime's own for the pick.
+    profiles = report["profiles"]
+    assert set(profiles) == {"baseline", "auto-quantize"}
+    assert profiles["baseline"]["profiler"] == "pytorch" and profiles["auto-quantize"]["profiler"] == best["runtime"]
+    assert profiles["baseline"]["byType"][0]["type"] == "aten::addmm"  # a transformer's time is in its linear layers
+    kinds = {t["type"] for t in profiles["auto-quantize"]["byType"]}
+    assert kinds & {"MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul", "MatMul", "FullyConnected"}, kinds
+    assert abs(sum(t["share"] for t in profiles["auto-quantize"]["byType"]) - 1) < 1e-6
+    assert all(c["latency"]["1"]["cpu_ms_per_call"] > 0 for c in candidates.values() if c["outcome"] == "Measured")
+    assert "### auto-quantize" in markdown and (tmp_path / "runs" / "minilm" / "profile.png").is_file()
+
 
 def test_a_labelled_classifier_checkpoint_with_text_rows(tmp_path, sentences):
     model = tiny_bert(tmp_path / "classifier", head="SequenceClassification")

@@ -29,6 +29,9 @@ class LatencyStats:
     throughput_per_second: float
     round_medians_ms: list[float]
     samples: int
+    # The process's CPU time (every thread: a runtime's pool included) per call over the timed calls:
+    # above the latency when a call keeps several cores busy, below it when it waits.
+    cpu_ms_per_call: float | None = None
 
     @property
     def spread(self) -> float:
@@ -58,24 +61,26 @@ def measure_latency(
                 runners[name](batch)
         samples: dict[str, list[int]] = {name: [] for name in names}
         medians: dict[str, list[float]] = {name: [] for name in names}
+        cpu_ns: dict[str, int] = {name: 0 for name in names}
         for round_index in range(settings.rounds):
             shift = round_index % len(names)
             for name in names[shift:] + names[:shift]:
                 run = runners[name]
-                timings = []
+                timings, cpu_start = [], time.process_time_ns()
                 for _ in range(settings.iterations):
                     start = time.perf_counter_ns()
                     run(batch)
                     timings.append(time.perf_counter_ns() - start)
+                cpu_ns[name] += time.process_time_ns() - cpu_start
                 samples[name].extend(timings)
                 medians[name].append(statistics.median(timings) / 1e6)
             progress(f"batch {batch_size}: round {round_index + 1}/{settings.rounds} done")
         for name in names:
-            results[name][batch_size] = _summarize(batch_size, samples[name], medians[name])
+            results[name][batch_size] = _summarize(batch_size, samples[name], medians[name], cpu_ns[name])
     return results
 
 
-def _summarize(batch_size: int, timings_ns: list[int], round_medians_ms: list[float]) -> LatencyStats:
+def _summarize(batch_size: int, timings_ns: list[int], round_medians_ms: list[float], cpu_ns: int | None = None) -> LatencyStats:
     ms = np.asarray(timings_ns, dtype=np.float64) / 1e6
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
     mean = float(ms.mean())
@@ -85,4 +90,5 @@ def _summarize(batch_size: int, timings_ns: list[int], round_medians_ms: list[fl
         throughput_per_second=batch_size / (mean / 1e3),
         round_medians_ms=[round(m, 6) for m in round_medians_ms],
         samples=len(ms),
+        cpu_ms_per_call=None if cpu_ns is None else cpu_ns / len(ms) / 1e6,
     )

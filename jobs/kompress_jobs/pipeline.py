@@ -20,7 +20,7 @@ from . import __version__
 from .benchmark import measure_latency
 from .candidates import Candidate, Outcome
 from .digest import sha256
-from .data import Dataset, load_dataset, require_labels, rows
+from .data import Dataset, batch_of, load_dataset, require_labels, rows
 from .errors import DataError, KompressError
 from .fingerprint import machine_fingerprint
 from .passes import PassContext
@@ -28,6 +28,8 @@ from .plan import BASELINE, Step, plan_passes
 from .search_space import plan_tuning
 from .promotion import Promoter, check_writable, promotion_store
 from .quality import Scorer, predict, scored
+from .profile_report import plot_profiles
+from .profiling import energy_per_call, profile_model
 from .report import candidate_record, plot_pareto, render_markdown, write_json
 from .runtimes import ModelFile, Runner, make_runner
 from .schema import AutoQuantizePass, ModelFormat, ModelOptimization, ModelOptimizationSpec, TaskType
@@ -114,6 +116,7 @@ def run_optimization(
         front = mark_pareto_front(candidates, batch)
         ranked = rank(candidates, spec.goals, spec.benchmark)
 
+        profiles = _profiles([c for c in measured if c.is_baseline or c.rank == 1], runners, dataset, spec, batch, progress)
         for c in measured:
             if not c.is_baseline and not c.contender:
                 c.sha256 = sha256(c.model.path)
@@ -131,6 +134,7 @@ def run_optimization(
             "best": ranked[0].name if ranked else None,
             "paretoFront": [c.name for c in front],
             "candidates": [candidate_record(c, {x.name: x for x in candidates}, batch) for c in candidates],
+            "profiles": profiles,
             **({"tuning": tuning_report} if tuning_report else {}),
             **({"promotion": promoter.decide(ranked[0] if ranked else None, candidates, spec, batch, spec.task.metric.value)}
                if promoter else {}),
@@ -238,15 +242,28 @@ def _evaluate(measured: list[Candidate], runners: dict[str, Runner], dataset: Da
         c.runtime, c.device = runners[c.name].runtime, runners[c.name].device
 
 
+def _profiles(models: list[Candidate], runners: dict[str, Runner], dataset: Dataset, spec: ModelOptimizationSpec,
+              batch: int, progress: Progress) -> dict:
+    """Where the time goes, for the baseline and the pick: operators and energy per call."""
+    sample = batch_of(dataset.evaluation.inputs, batch)
+    profiles = {}
+    for c in models:
+        progress(f"profiling {c.name} at batch {batch}")
+        profiles[c.name] = profile_model(c.model, runners[c.name], sample, spec.benchmark.threads) | {
+            "energy": energy_per_call(runners[c.name], sample)}
+    return profiles
+
+
 def _publish(store: ArtifactStore, run_id: str, report: dict, candidates: list[Candidate], scratch: Path) -> RunResult:
     out = scratch / "out"
     out.mkdir()
     write_json(out / "report.json", report)
     (out / "report.md").write_text(render_markdown(report))
     plot_pareto(report, out / "pareto.png")
+    charts = ("pareto.png", "profile.png") if plot_profiles(report, out / "profile.png") else ("pareto.png",)
 
     files = {key: path for c in candidates if c.artifact_key for key, path in c.artifact_files().items()}
-    files |= {name: out / name for name in ("report.json", "report.md", "pareto.png")}
+    files |= {name: out / name for name in ("report.json", "report.md", *charts)}
     known = {c.artifact_key: c.sha256 for c in candidates if c.artifact_key and not c.model.path.is_dir()}
     manifest = {
         "apiVersion": "kompress.io/v1alpha1",

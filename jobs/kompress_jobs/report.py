@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .candidates import Candidate
+from .profile_report import profile_section
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -121,6 +122,7 @@ def render_markdown(report: dict) -> str:
             lines += _search_section(c["name"], c["details"])
     if "tuning" in report:
         lines += _tuning_section(report["tuning"])
+    lines += profile_section(report)
     if "promotion" in report:
         promotion = report["promotion"]
         lines += ["## Promotion", "", f"Decision: **{promotion['decision']}** ({promotion['reason']}): {promotion['message']}. "

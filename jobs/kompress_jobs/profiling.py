@@ -1,0 +1,134 @@
+"""Where the time goes: a per-operator profile of a model from its runtime's own profiler, and
+the energy an inference takes where the machine exposes a counter for it.
+
+Profiles run in a session of their own (profiling slows a runtime down, so the benchmark's
+sessions are never profiled) for a fixed number of calls at the report's primary batch size:
+ONNX Runtime's session profiling (kernel time per node), the PyTorch profiler (self CPU time per
+aten operator), OpenVINO's per-layer performance counters. Times are summed over the calls and
+given per call. A profiled session runs slower than the benchmark's: read the shares, and the
+benchmark's latencies for speed.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from .data import Inputs
+from .runtimes import HuggingFaceRunner, ModelFile, OpenVinoRunner, OrtRunner, Runner, TorchRunner
+
+TOP = 10
+RAPL = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
+
+
+def profile_model(model: ModelFile, runner: Runner, batch: Inputs, threads: int, calls: int = 20) -> dict:
+    """{profiler, calls, totalMs (per call), byType [{type, ms, share, nodes}], top [{name, type, ms, share}]},
+    or {profiler: None, reason} where the runtime has no profiler kompress reads."""
+    for _ in range(3):  # warm: first calls allocate and pick kernels
+        runner(batch)
+    try:
+        if isinstance(runner, OrtRunner):
+            rows = _onnxruntime(model, threads, runner, batch, calls)
+            profiler = "onnxruntime"
+        elif isinstance(runner, OpenVinoRunner):
+            rows, profiler = _openvino(model, threads, runner, batch, calls), "openvino"
+        elif isinstance(runner, (TorchRunner, HuggingFaceRunner)):
+            rows, profiler = _pytorch(runner, batch, calls), "pytorch"
+        else:
+            return {"profiler": None, "reason": f"no per-operator profile is read for {runner.runtime}"}
+    except Exception as exc:  # a profile is a diagnosis: it must not fail the run
+        return {"profiler": None, "reason": f"profiling failed: {str(exc).splitlines()[0][:200]}"}
+    return _summarize(profiler, rows, calls)
+
+
+def _summarize(profiler: str, rows: list[tuple], calls: int) -> dict:
+    """rows: (node name, operator type, microseconds summed over the calls[, times it ran]).
+    `runsPerCall`: how often an operator type ran in one call (its nodes, or aten calls)."""
+    total = sum(row[2] for row in rows) or 1.0
+    by_type: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    by_node: dict[tuple[str, str], float] = defaultdict(float)
+    for name, kind, us, *count in rows:
+        by_type[kind][0] += us
+        by_type[kind][1] += count[0] if count else 1
+        by_node[(name, kind)] += us
+    types = sorted(({"type": kind, "ms": us / calls / 1e3, "share": us / total, "runsPerCall": runs / calls}
+                    for kind, (us, runs) in by_type.items()), key=lambda r: -r["ms"])
+    top = sorted(({"name": name, "type": kind, "ms": us / calls / 1e3, "share": us / total}
+                  for (name, kind), us in by_node.items()), key=lambda r: -r["ms"])[:TOP]
+    return {"profiler": profiler, "calls": calls, "totalMs": total / calls / 1e3, "byType": types, "top": top}
+
+
+def _onnxruntime(model: ModelFile, threads: int, runner: OrtRunner, batch: Inputs, calls: int, warm: int = 2) -> list:
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as folder:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_profiling, options.profile_file_prefix = True, str(Path(folder) / "ort")
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(model.path), options, providers=runner.session.get_providers())
+        feed = {name: batch[name].astype(dtype, copy=False) for name, (_, dtype) in runner.inputs.items()}
+        for _ in range(warm + calls):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    # Kernel events of the timed calls only: those inside a model_run after the warm-up ones.
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    timed = runs[warm:]
+    if len(timed) != calls:
+        raise RuntimeError(f"ONNX Runtime's profile shows {len(runs)} runs, not {warm + calls}")
+    first = timed[0][0]
+    return [(e["name"].removesuffix("_kernel_time"), e.get("args", {}).get("op_name", "?"), float(e["dur"]))
+            for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and e["ts"] >= first]
+
+
+def _openvino(model: ModelFile, threads: int, runner: OpenVinoRunner, batch: Inputs, calls: int) -> list:
+    import openvino as ov
+
+    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "PERF_COUNT": True}
+    if model.precision == "fp32":
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    request = ov.Core().compile_model(str(model.path), "CPU", config).create_infer_request()
+    feed = {name: batch[name].astype(dtype, copy=False) for name, dtype in runner.input_types.items()}
+    rows = []
+    for _ in range(calls):
+        request.infer(feed)
+        rows += [(info.node_name, info.node_type, info.real_time.total_seconds() * 1e6)
+                 for info in request.profiling_info if info.status == info.Status.EXECUTED]
+    return rows
+
+
+def _pytorch(runner: TorchRunner, batch: Inputs, calls: int) -> list:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as recorded:
+        for _ in range(calls):
+            runner(batch)
+    # self time, so an aten::linear and the aten::addmm inside it are not counted twice
+    return [(event.key, event.key, float(event.self_cpu_time_total), event.count) for event in recorded.key_averages()
+            if event.self_cpu_time_total > 0]
+
+
+def energy_per_call(runner: Runner, batch: Inputs, calls: int = 50) -> dict:
+    """Joules per call from the CPU package's RAPL counter, or why it cannot be measured here.
+    The counter covers the whole package (other processes included): a figure to compare models
+    measured alike on one quiet machine, not an absolute cost."""
+    try:
+        before = int(RAPL.read_text())
+    except FileNotFoundError:
+        return {"measurable": False, "reason": f"{RAPL.parent} is absent (this machine or its container exposes no "
+                                               "RAPL powercap counter)"}
+    except OSError as exc:
+        return {"measurable": False, "reason": f"{RAPL} is not readable ({exc.strerror}); reading it needs root "
+                                               "or a powercap permission"}
+    start = time.perf_counter()
+    for _ in range(calls):
+        runner(batch)
+    seconds, after = time.perf_counter() - start, int(RAPL.read_text())
+    joules = (after - before) / 1e6 if after >= before else None  # the counter wrapped
+    if joules is None:
+        return {"measurable": False, "reason": "the RAPL counter wrapped during the measurement"}
+    return {"measurable": True, "source": "RAPL package-0", "joulesPerCall": joules / calls, "watts": joules / seconds}
