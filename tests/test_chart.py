@@ -348,3 +348,25 @@ def test_kind_quickstart_is_valid_shell_and_uses_files_that_exist():
     text = script.read_text()
     for path in re.findall(r"\b((?:deploy|charts|scripts)/[\w./-]+)", text):
         assert (REPO / path).exists(), path
+
+
+def test_serving_examples_read_where_promotion_writes(assets):
+    """deploy/serving: the KServe storageUri and the init container's location are the sample's
+    promotion root, and the init container's command is one `kompress` accepts."""
+    from kompress_jobs.cli import _parser
+    from kompress_jobs.promoted import MIRROR
+    from kompress_jobs.specfile import resource_from_dict
+
+    docs = [d for d in yaml.safe_load_all(run(assets / "kubectl", "kustomize", DEPLOY / "serving").stdout) if d]
+    optimization = resource_from_dict(of_kind(docs, "ModelOptimization")[0], "sample")
+    root = f"{optimization.spec.artifacts.uri}/{optimization.metadata.namespace}/{optimization.metadata.name}"
+    assert optimization.spec.promotion is not None and optimization.spec.schedule
+    service = of_kind(docs, "InferenceService")[0]
+    assert service["spec"]["predictor"]["model"]["storageUri"] == f"{root}/{MIRROR}/"
+    pod = of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    init = pod["initContainers"][0]
+    args = _parser().parse_args(init["command"][1:])
+    assert args.command == "fetch-promoted" and args.location == root
+    mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
+    assert str(args.target).startswith(mounts["models"] + "/")
+    assert {m["name"] for m in pod["containers"][0]["volumeMounts"]} == {"models"}

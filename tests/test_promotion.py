@@ -150,3 +150,31 @@ def test_the_gate_promotes_only_what_is_better_at_no_worse_fidelity(objective, n
     decision = decide(_measured("pick", *new), _measured("@promoted", *old), current, spec, 8, "Accuracy")
     assert (decision.promote, decision.reason) == (promote, reason)
     assert "r1" in decision.message
+
+
+def test_fetch_promoted_copies_the_release_checked_and_leaves_the_folder_whole_on_error(workspace, capsys):
+    out, root = workspace / "runs", workspace / "runs" / "team-a" / "mlp"
+    optimize(spec_file(workspace, EXPORT), out, "r1")
+    serving = workspace / "serving" / "model"
+    assert main(["fetch-promoted", str(root), str(serving)]) == 0
+    pointer = json.loads((serving / POINTER).read_text())
+    assert sorted(p.name for p in serving.iterdir()) == ["current.json", "model.onnx"]
+    assert sha256(serving / "model.onnx") == pointer["digest"] and "onnx-export of run r1" in capsys.readouterr().out
+
+    (root / "releases" / "r1" / "model.onnx").write_bytes(b"tampered")
+    assert main(["fetch-promoted", str(root), str(serving)]) == 1
+    assert "does not match the digest in current.json" in capsys.readouterr().err
+    assert sha256(serving / "model.onnx") == pointer["digest"], "the copy in place stays whole"
+    assert main(["fetch-promoted", str(workspace / "nothing"), str(serving)]) == 1
+    assert "nothing is promoted there" in capsys.readouterr().err
+
+
+def test_promotion_to_s3_and_fetching_it_back(workspace, s3_endpoint):
+    from kompress_jobs.promoted import fetch_promoted
+    from kompress_jobs.store import open_store
+
+    path = spec_file(workspace, EXPORT, artifacts={"uri": "s3://models/runs", "endpointUrl": s3_endpoint})
+    result = run_optimization(load_resource_file(path), base_dir=workspace, run_id="r1")
+    assert result.promotion["uri"] == "s3://models/runs/team-a/mlp/releases/r1/"
+    pointer = fetch_promoted(open_store("s3://models/runs/team-a/mlp", s3_endpoint), workspace / "fetched")
+    assert pointer["digest"] == sha256(workspace / "fetched" / "model.onnx") == result.promotion["digest"]

@@ -67,6 +67,14 @@ def _parser() -> argparse.ArgumentParser:
         OperatorSettings.add_arguments(operator)
     operator.set_defaults(handler=_operator)
 
+    fetch = commands.add_parser("fetch-promoted", help="copy the promoted model (current.json's release) into a folder, "
+                                "digests checked (a serving Pod's init container)")
+    fetch.add_argument("location", help="the promotion root holding current.json (directory or s3://bucket/prefix)")
+    fetch.add_argument("target", type=Path, help="folder to fill (replaced as a whole)")
+    fetch.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL_S3"), help="S3-compatible endpoint (MinIO)")
+    fetch.add_argument("--region", default=None)
+    fetch.set_defaults(handler=_fetch_promoted)
+
     validate = commands.add_parser("validate", help="check a ModelOptimization YAML without running it")
     validate.add_argument("file", type=Path)
     validate.set_defaults(handler=_validate)
@@ -167,6 +175,16 @@ def _job(args: argparse.Namespace) -> int:
         raise
     finish(JobMessage.success(run_summary(result.report, result.run_uri, result.manifest_sha256, result.promotion)))
     console_for(sys.stdout).print(results_table(result.report))
+    return 0
+
+
+def _fetch_promoted(args: argparse.Namespace) -> int:
+    from .promoted import fetch_promoted
+    from .store import open_store
+
+    pointer = fetch_promoted(open_store(args.location, args.endpoint_url, args.region), args.target)
+    print(f"kompress: {pointer['candidate']} of run {pointer['run']['id']} (sha256 {pointer['digest'][:16]}…) "
+          f"in {args.target}: {', '.join(sorted(p.name for p in args.target.iterdir()))}")
     return 0
 
 

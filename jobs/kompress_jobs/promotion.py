@@ -1,6 +1,6 @@
 """Promotion: a run's pick published where a serving stack finds it, never over a better model.
 
-Under the promotion root (default <artifacts>/<namespace>/<name>/):
+Under the promotion root (default <artifacts>/<namespace>/<name>/; names in promoted.py):
   releases/<run id>/…  the promoted model's files, one folder per promotion, never rewritten
   current/…            a copy of the current release for readers of a fixed prefix (KServe's
                        storageUri): each file is replaced whole, but not all files at once
@@ -26,19 +26,13 @@ from pathlib import Path
 from .candidates import Candidate
 from .digest import sha256
 from .errors import KompressError, StoreError
+from .modelfile import ModelFile
 from .plan import BASELINE
-from .runtimes import ModelFile
+from .promoted import MIRROR, POINTER, RELEASES, PromotionError
 from .schema import ModelFormat, ModelOptimizationSpec, Objective
 from .store import ArtifactStore
 
-POINTER = "current.json"
-MIRROR = "current"
-RELEASES = "releases"
 CONTENDER = "@promoted"  # not a valid pass name, so it never collides with one
-
-
-class PromotionError(KompressError):
-    reason = "PromotionFailed"
 
 
 @dataclass

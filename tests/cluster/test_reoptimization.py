@@ -90,6 +90,10 @@ def test_promotion_keeps_the_better_model_across_runs(cluster, namespace, s3, ml
     assert f"kept {namespace}-served-g1's model" in second["message"] and "p50" in second["message"]
     assert (third["decision"], third["reason"], third["candidate"]) == ("Promoted", "Better", "dynamic-int8")
     assert third["pointer"] == f"s3://models/runs/{namespace}/served/current.json"
+    listing = boto3.client("s3", endpoint_url=s3).list_objects_v2(Bucket="models", Prefix=f"runs/{namespace}/served/")
+    keys = {item["Key"].removeprefix(f"runs/{namespace}/served/") for item in listing["Contents"]}
+    assert keys == {"current.json", "current/model.onnx", f"releases/{namespace}-served-g1/model.onnx",
+                    f"releases/{namespace}-served-g3/model.onnx"}  # the release before the current one stays
 
     events = [(e["reason"], e["message"]) for e in get(cluster, namespace, "events")["items"]]
     assert [r for r, _ in events if r in ("Promoted", "PromotionKept")].count("Promoted") == 2
@@ -98,6 +102,17 @@ def test_promotion_keeps_the_better_model_across_runs(cluster, namespace, s3, ml
     assert 'kompress_promotions_total{decision="Promoted"} 2.0' in text
     assert 'kompress_promotions_total{decision="Kept"} 1.0' in text
     assert f'kompress_promoted_timestamp_seconds{{name="served",namespace="{namespace}"}}' in text
+
+
+def test_a_promotion_location_that_cannot_be_written_fails_the_run_first(cluster, namespace, s3, mlp, start_operator):
+    start_operator()
+    apply(cluster, namespace, resource("nowhere", s3, model={"uri": mlp, "format": "TorchScript"}, passes=EXPORT,
+                                       promotion={"uri": "s3://no-such-bucket/promoted"}))
+    status = wait_for(finished(cluster, namespace, "nowhere"), "the run to fail")
+    failed = next(c for c in status["conditions"] if c["type"] == "Succeeded")
+    assert status["phase"] == "Failed" and failed["reason"] == "PromotionFailed", json.dumps(status, indent=1)
+    assert "spec.promotion" in failed["message"] and "s3://no-such-bucket" in failed["message"]
+    assert "best" not in status or status["best"] is None  # it failed before any work
 
 
 def test_a_schedule_and_a_changed_model_start_new_runs(cluster, namespace, s3, mlp, start_operator):
