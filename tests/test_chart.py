@@ -215,9 +215,9 @@ def test_alert_rules_pass_promtool(assets, tmp_path):
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump(alert_rules(assets)))
     result = run(assets / "promtool", "check", "rules", rules, check=False)
-    assert result.returncode == 0 and "SUCCESS: 4 rules found" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 0 and "SUCCESS: 5 rules found" in result.stdout, result.stdout + result.stderr
     assert {r["alert"] for g in alert_rules(assets)["groups"] for r in g["rules"]} == {
-        "KompressOperatorDown", "KompressRunsFailing", "KompressQueueStuck", "KompressReconcileErrors"}
+        "KompressOperatorDown", "KompressRunsFailing", "KompressQueueStuck", "KompressReconcileErrors", "KompressPromotionFailing"}
 
 
 def test_dashboard_queries_are_valid_promql(assets, tmp_path):
