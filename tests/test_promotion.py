@@ -22,10 +22,12 @@ from .conftest import resource_dict
 BENCH = {"batchSizes": [8], "warmup": 2, "iterations": 20, "rounds": 3, "threads": 1}
 EXPORT = [{"type": "OnnxExport"}]
 INT8 = [{"type": "OnnxExport"}, {"type": "DynamicInt8"}]
+FP16 = [{"type": "OnnxExport"}, {"type": "Fp16"}]
+SMALL = {"maxAccuracyDrop": 2, "maxSize": "700Ki"}  # of EXPORT and FP16 only FP16 meets it, and it is the slower
 
 
 def spec_file(workspace: Path, passes: list, **spec) -> Path:
-    body = resource_dict(name="mlp", model="models/digits-mlp.pt", passes=passes, goals={"maxAccuracyDrop": 2},
+    body = resource_dict(name="mlp", model="models/digits-mlp.pt", passes=passes, goals=spec.pop("goals", {"maxAccuracyDrop": 2}),
                          promotion=spec.pop("promotion", {}), **spec)
     body["metadata"]["namespace"] = "team-a"
     body["spec"]["benchmark"] = dict(BENCH, **spec.pop("benchmark", {}))
@@ -71,8 +73,8 @@ def test_three_runs_promote_keep_and_promote_while_a_reader_polls(workspace):
     polling.start()
     try:
         first = optimize(spec_file(workspace, EXPORT), out, "r1")
-        # the same model again: no faster beyond the (wide) tie tolerance, so the first stays
-        second = optimize(spec_file(workspace, EXPORT, benchmark={"tieTolerance": 0.3}), out, "r2")
+        # worse on purpose: a goal that only a slower model (FP16 on a CPU) meets, so the first stays
+        second = optimize(spec_file(workspace, FP16, goals=SMALL), out, "r2")
         third = optimize(spec_file(workspace, INT8, promotion={"fidelityTolerance": 1.0}), out, "r3")
     finally:
         stop.set()
@@ -88,7 +90,7 @@ def test_three_runs_promote_keep_and_promote_while_a_reader_polls(workspace):
 
     contender = next(c for c in second.report["candidates"] if c.get("contender"))
     assert contender["latency"]["8"]["samples"] == 60 and contender["rank"] is None
-    assert second.report["promotion"]["previousRun"] == "r1" and second.report["best"] == "onnx-export"
+    assert second.report["promotion"]["previousRun"] == "r1" and second.report["best"] == "fp16"
     pointer = json.loads((root / POINTER).read_text())
     assert pointer["digest"] == sha256(root / "releases" / "r3" / "model.onnx") == third.promotion["digest"]
     assert sorted(p.name for p in (root / "releases").iterdir()) == ["r1", "r3"]  # the one before stays
