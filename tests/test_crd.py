@@ -36,7 +36,8 @@ def test_crd_is_structural():
     walk(version["schema"]["openAPIV3Schema"])
     assert version["subresources"] == {"status": {}}
     assert crd["spec"]["names"]["shortNames"] == ["mopt"]
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Succeeded", "Reason", "Best", "Speedup", "Smaller", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Succeeded", "Reason", "Best", "Speedup", "Smaller", "Age",
+                                                                            "Promoted", "Last-Schedule"]
 
 
 def test_pass_items_carry_no_defaults():

@@ -76,3 +76,24 @@ def test_an_int8_engine_from_a_qdq_model_keeps_its_scales(write_spec, tmp_path, 
                                            {"type": "TensorRT", "input": "qdq", "precision": "INT8"}]), tmp_path)
     assert candidates["tensorrt"]["outcome"] == "Measured", candidates["tensorrt"]
     assert candidates["tensorrt"]["metric"]["drop"] <= 1.0
+
+
+@pytest.mark.gpu
+def test_a_model_on_the_gpu_gets_a_profile_and_an_energy_reading(write_spec, tmp_path, gpu_with_tensorrt):
+    """The pick is a TensorRT engine or an ONNX model on CUDA: its energy comes from NVML."""
+    from kompress_jobs.data import batch_of, load_dataset
+    from kompress_jobs.profiling import energy_per_call
+    from kompress_jobs.runtimes import ModelFile, make_runner
+    from kompress_jobs.schema import ModelFormat
+
+    path = write_spec(passes=ENGINES)
+    report, candidates = run(path, tmp_path)
+    assert set(report["profiles"]) == {"baseline", report["best"]}
+    onnx = next((tmp_path / "out").rglob("candidates/onnx/*.onnx"))
+    runner = make_runner(ModelFile(onnx, ModelFormat.ONNX), 1, providers=["CUDAExecutionProvider"])
+    assert runner.device == "cuda"
+    spec = load_resource_file(path).spec
+    data = load_dataset(path.parent / spec.data.uri, spec.data, spec.task)
+    energy = energy_per_call(runner, batch_of(data.evaluation.inputs, 8))
+    assert energy["measurable"], energy
+    assert energy["joulesPerCall"] > 0 and energy["source"].startswith("NVML")

@@ -9,10 +9,10 @@ COPY pyproject.toml README.md ./
 COPY jobs/ jobs/
 COPY operator/ operator/
 # onnxruntime-gpu replaces the CPU build that the job extra names (same module, CUDA and
-# TensorRT execution providers added).
+# TensorRT execution providers added); nvidia-ml-py reads the GPU's energy counter for reports.
 RUN pip install --no-cache-dir ".[job]" \
     && pip uninstall -y onnxruntime \
-    && pip install --no-cache-dir "onnxruntime-gpu>=1.20" \
+    && pip install --no-cache-dir "onnxruntime-gpu>=1.20" "nvidia-ml-py>=12" \
     && rm -rf /src
 COPY examples/ /opt/kompress/examples/
 ENV MPLBACKEND=Agg

@@ -113,9 +113,12 @@ def _pytorch(runner: TorchRunner, batch: Inputs, calls: int) -> list:
 
 
 def energy_per_call(runner: Runner, batch: Inputs, calls: int = 50) -> dict:
-    """Joules per call from the CPU package's RAPL counter, or why it cannot be measured here.
-    The counter covers the whole package (other processes included): a figure to compare models
-    measured alike on one quiet machine, not an absolute cost."""
+    """Joules per call from the GPU's NVML energy counter (a model on CUDA) or the CPU package's
+    RAPL counter, or why it cannot be measured here. Either counter covers the whole device
+    (other processes included): a figure to compare models measured alike on one quiet machine,
+    not an absolute cost."""
+    if runner.device == "cuda":
+        return _nvml_energy(runner, batch, calls)
     try:
         before = int(RAPL.read_text())
     except FileNotFoundError:
@@ -132,3 +135,26 @@ def energy_per_call(runner: Runner, batch: Inputs, calls: int = 50) -> dict:
     if joules is None:
         return {"measurable": False, "reason": "the RAPL counter wrapped during the measurement"}
     return {"measurable": True, "source": "RAPL package-0", "joulesPerCall": joules / calls, "watts": joules / seconds}
+
+
+def _nvml_energy(runner: Runner, batch: Inputs, calls: int) -> dict:
+    try:
+        import pynvml
+    except ImportError:
+        return {"measurable": False, "reason": "nvidia-ml-py (pynvml) is not installed in this image"}
+    import torch
+
+    try:
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+        before = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # mJ since the driver loaded (Volta and later)
+        start = time.perf_counter()
+        for _ in range(calls):
+            runner(batch)
+        torch.cuda.synchronize()
+        seconds, after = time.perf_counter() - start, pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+    except pynvml.NVMLError as exc:
+        return {"measurable": False, "reason": f"NVML gives no energy counter here: {exc}"}
+    joules = (after - before) / 1e3
+    return {"measurable": True, "source": f"NVML {pynvml.nvmlDeviceGetName(handle)}", "joulesPerCall": joules / calls,
+            "watts": joules / seconds}

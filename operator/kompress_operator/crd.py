@@ -136,6 +136,9 @@ def crd() -> dict:
                     {"name": "Speedup", "type": "number", "jsonPath": ".status.best.speedup", "format": "float"},
                     {"name": "Smaller", "type": "number", "jsonPath": ".status.best.sizeRatio", "format": "float"},
                     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    # -o wide, after Age as kubectl's own wide columns are
+                    {"name": "Promoted", "type": "string", "jsonPath": ".status.promotion.runId", "priority": 1},
+                    {"name": "Last-Schedule", "type": "date", "jsonPath": ".status.reoptimization.lastScheduleTime", "priority": 1},
                 ],
                 "schema": {"openAPIV3Schema": {
                     "type": "object",

@@ -55,15 +55,21 @@ class Reoptimizer:
             self.watched.pop(key, None)
             self._warned.pop(key, None)
 
-    async def run_forever(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            for body in list(self.watched.values()):
+    async def run_forever(self, interval: float, concurrency: int = 8) -> None:
+        """A few checks at a time: each may read S3 or hash a file, and a fleet has many."""
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(body: dict) -> None:
+            async with slots:
                 try:
                     await self.check(body)
                 except Exception as exc:  # noqa: BLE001 - one resource's trouble must not stop the others'
                     log.warning("%s/%s: re-optimization check failed: %s", body["metadata"]["namespace"],
                                 body["metadata"]["name"], exc)
+
+        while True:
+            await asyncio.sleep(interval)
+            await asyncio.gather(*(one(body) for body in list(self.watched.values())))
 
     async def check(self, body: dict) -> None:
         """Queue a run again if a trigger fired; else record what the triggers compare against."""
