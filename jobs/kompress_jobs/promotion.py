@@ -141,9 +141,12 @@ def _compare(pick: Candidate, incumbent: Candidate, spec: ModelOptimizationSpec,
                                          f"(tie tolerance {tolerance:.0%})")
 
 
-def promote(store: ArtifactStore, run_id: str, pick: Candidate, record: dict, report: dict) -> dict:
+def promote(store: ArtifactStore, run_id: str, pick: Candidate, record: dict, report: dict,
+            previous: str | None) -> dict:
     """Publish `pick` as the current model: its release, the mirror, then the pointer. Returns
-    the pointer. On failure nothing the pointer names changes (PromotionError)."""
+    the pointer. On failure nothing the pointer names changes (PromotionError). Releases other
+    than this one and `previous` (the one a reader may still be fetching) are removed after; with
+    no usable previous pointer (`previous` None) none are, since which ones matter is unknown."""
     release = f"{RELEASES}/{run_id}"
     files = _relative_files(pick.model)
     pointer = _pointer(run_id, pick, record, report, release, files)
@@ -161,7 +164,8 @@ def promote(store: ArtifactStore, run_id: str, pick: Candidate, record: dict, re
     except (KompressError, OSError) as exc:
         _forget(store, uploaded)
         raise PromotionError(f"promotion to {store.uri('')} failed, the promoted model is unchanged: {exc}") from None
-    _prune_releases(store, keep={run_id, (report.get("promotion") or {}).get("previousRun")})
+    if previous:
+        _prune_releases(store, keep={run_id, previous})
     return pointer
 
 
@@ -243,7 +247,9 @@ class Promoter:
         if decision.promote:
             record = next(r for r in report["candidates"] if r["name"] == pick.name)
             try:
-                return self._status("Promoted", decision.reason, decision.message, promote(self.store, run_id, pick, record, report))
+                previous = self.current.run_id if self._usable_pointer() else None
+                pointer = promote(self.store, run_id, pick, record, report, previous)
+                return self._status("Promoted", decision.reason, decision.message, pointer)
             except PromotionError as exc:
                 return self._status("Failed", exc.reason, str(exc), self._usable_pointer())
         return self._status("Kept", decision.reason, decision.message, self._usable_pointer())
