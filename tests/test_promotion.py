@@ -23,7 +23,7 @@ BENCH = {"batchSizes": [8], "warmup": 2, "iterations": 20, "rounds": 3, "threads
 EXPORT = [{"type": "OnnxExport"}]
 INT8 = [{"type": "OnnxExport"}, {"type": "DynamicInt8"}]
 FP16 = [{"type": "OnnxExport"}, {"type": "Fp16"}]
-SMALL = {"maxAccuracyDrop": 2, "maxSize": "700Ki"}  # of EXPORT and FP16 only FP16 meets it, and it is the slower
+SMALL = {"maxAccuracyDrop": 2, "maxSize": "700Ki"}  # of EXPORT and FP16 only FP16 meets it: 5-20% slower on a CPU
 
 
 def spec_file(workspace: Path, passes: list, **spec) -> Path:
@@ -74,7 +74,7 @@ def test_three_runs_promote_keep_and_promote_while_a_reader_polls(workspace):
     try:
         first = optimize(spec_file(workspace, EXPORT), out, "r1")
         # worse on purpose: a goal that only a slower model (FP16 on a CPU) meets, so the first stays
-        second = optimize(spec_file(workspace, FP16, goals=SMALL), out, "r2")
+        second = optimize(spec_file(workspace, FP16, goals=SMALL, benchmark={"tieTolerance": 0.25}), out, "r2")
         third = optimize(spec_file(workspace, INT8, promotion={"fidelityTolerance": 1.0}), out, "r3")
     finally:
         stop.set()
@@ -128,7 +128,7 @@ def test_an_invalid_schedule_is_refused_naming_the_field(workspace, capsys, sche
     assert "spec.schedule" in err and repr(schedule) in err
 
 
-def _measured(name: str, p50: float, drop: float, size: int = 1000) -> Candidate:
+def _measured(name: str, p50: float, drop: float, rounds: tuple = (), size: int = 1000) -> Candidate:
     from kompress_jobs.benchmark import LatencyStats
 
     class Model:  # what the gate reads of a model
@@ -136,13 +136,14 @@ def _measured(name: str, p50: float, drop: float, size: int = 1000) -> Candidate
 
     c = Candidate(name=name, technique="t", pass_type="X", parent="baseline", lineage=[], metric_drop=drop)
     c.model = Model()
-    c.latency = {8: LatencyStats(8, p50, p50, p50, p50, 1.0, [p50], 1)}
+    c.latency = {8: LatencyStats(8, p50, p50, p50, p50, 1.0, list(rounds or (p50, p50, p50)), 1)}
     return c
 
 
 @pytest.mark.parametrize("objective, new, old, promote, reason", [
     ("Latency", (0.5, 0.0), (1.0, 0.0), True, "Better"),
     ("Latency", (0.97, 0.0), (1.0, 0.0), False, "NotBetter"),  # inside the 5% tie tolerance
+    ("Latency", (0.8, 0.0, (0.7, 0.8, 1.2)), (1.0, 0.0), False, "NotBetter"),  # slower in one interleaved round
     ("Latency", (0.5, 0.4), (1.0, 0.2), False, "WorseFidelity"),
     ("Accuracy", (1.0, 0.1), (1.0, 0.2), True, "Better"),
 ])

@@ -17,7 +17,7 @@ BENCH = {"batchSizes": [8], "warmup": 2, "iterations": 20, "rounds": 3, "threads
 EXPORT = [{"type": "OnnxExport"}]
 INT8 = [{"type": "OnnxExport"}, {"type": "DynamicInt8"}]
 FP16 = [{"type": "OnnxExport"}, {"type": "Fp16"}]
-SMALL = {"maxAccuracyDrop": 2, "maxSize": "700Ki"}  # of EXPORT and FP16 only FP16 meets it, and it is the slower
+SMALL = {"maxAccuracyDrop": 2, "maxSize": "700Ki"}  # of EXPORT and FP16 only FP16 meets it: 5-20% slower on a CPU
 
 
 @pytest.fixture
@@ -66,9 +66,9 @@ def test_promotion_keeps_the_better_model_across_runs(cluster, namespace, s3, ml
     reader = threading.Thread(target=pointer_reader, args=(s3, f"runs/{namespace}/served", seen, errors, stop))
     reader.start()
 
-    def run(generation: int, passes: list, promotion: dict | None = None, goals: dict | None = None):
+    def run(generation: int, passes: list, promotion: dict | None = None, goals: dict | None = None, **benchmark):
         spec = resource("served", s3, model={"uri": mlp, "format": "TorchScript"}, passes=passes,
-                        goals=goals or {"maxAccuracyDrop": 2}, benchmark=BENCH, promotion=promotion or {})
+                        goals=goals or {"maxAccuracyDrop": 2}, benchmark=dict(BENCH, **benchmark), promotion=promotion or {})
         apply(cluster, namespace, spec)
         status = wait_for(finished(cluster, namespace, "served", generation), f"run {generation}", timeout=240)
         assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
@@ -77,7 +77,7 @@ def test_promotion_keeps_the_better_model_across_runs(cluster, namespace, s3, ml
     try:
         first = run(1, EXPORT)
         # Worse on purpose: a goal that only a slower model (FP16 on a CPU) meets; the first stays.
-        second = run(2, FP16, goals=SMALL)
+        second = run(2, FP16, goals=SMALL, tieTolerance=0.25)
         third = run(3, INT8, promotion={"fidelityTolerance": 1.0})
     finally:
         stop.set()
