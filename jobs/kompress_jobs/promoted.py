@@ -26,27 +26,42 @@ class PromotionError(KompressError):
     reason = "PromotionFailed"
 
 
+def read_pointer(store: ArtifactStore, folder: Path) -> dict | None:
+    """current.json, downloaded into `folder` and parsed; None when nothing is promoted there."""
+    if not store.get(POINTER, folder / POINTER):
+        return None
+    try:
+        pointer = json.loads((folder / POINTER).read_text())
+        if not isinstance(pointer["release"], str) or not isinstance(pointer["files"], list):
+            raise TypeError("release and files")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PromotionError(f"{store.uri(POINTER)} is not a promotion pointer ({exc})") from None
+    return pointer
+
+
+def download_release(store: ArtifactStore, pointer: dict, folder: Path) -> None:
+    """The files the pointer names into `folder` (paths relative to the release), each checked
+    against its digest; PromotionError naming the first missing or changed file."""
+    for entry in pointer["files"]:
+        local = folder / entry["path"].removeprefix(pointer["release"])
+        if not store.get(entry["path"], local):
+            raise PromotionError(f"{store.uri(POINTER)} names {entry['path']}, which is missing")
+        if sha256(local) != entry["sha256"]:
+            raise PromotionError(f"{store.uri(entry['path'])} does not match the digest in {POINTER}")
+
+
 def fetch_promoted(store: ArtifactStore, target: Path) -> dict:
-    """The current release's files into `target` (paths relative to the release), each checked
-    against the pointer's digest, then moved into place at once; returns the pointer. A pointer
-    naming a missing or changed file fails (PromotionError) and leaves `target` as it was."""
+    """The current release's files into `target`, checked, then moved into place at once; returns
+    the pointer. A pointer naming a missing or changed file fails (PromotionError) and leaves
+    `target` as it was."""
     target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as folder:
         staging = Path(folder) / "release"
-        if not store.get(POINTER, staging / POINTER):
+        pointer = read_pointer(store, staging)
+        if pointer is None:
             raise PromotionError(f"{store.uri(POINTER)}: nothing is promoted there")
-        try:
-            pointer = json.loads((staging / POINTER).read_text())
-            release, files = pointer["release"], pointer["files"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise PromotionError(f"{store.uri(POINTER)} is not a promotion pointer ({exc})") from None
-        for entry in files:
-            local = staging / entry["path"].removeprefix(release)
-            if not store.get(entry["path"], local):
-                raise PromotionError(f"{store.uri(POINTER)} names {entry['path']}, which is missing")
-            if sha256(local) != entry["sha256"]:
-                raise PromotionError(f"{store.uri(entry['path'])} does not match the digest in {POINTER}")
+        download_release(store, pointer, staging)
         _swap(staging, target)
     return pointer
 

@@ -28,7 +28,7 @@ from .digest import sha256
 from .errors import KompressError, StoreError
 from .modelfile import ModelFile
 from .plan import BASELINE
-from .promoted import MIRROR, POINTER, RELEASES, PromotionError
+from .promoted import MIRROR, POINTER, RELEASES, PromotionError, download_release, read_pointer
 from .schema import ModelFormat, ModelOptimizationSpec, Objective
 from .store import ArtifactStore
 
@@ -76,28 +76,26 @@ def read_current(store: ArtifactStore, scratch: Path, spec: ModelOptimizationSpe
     nothing was promoted yet. A pointer naming missing or changed files is reported, not fatal:
     the run's own results stand, and its pick can replace a model that cannot be served."""
     local = scratch / "promoted"
-    if not store.get(POINTER, local / POINTER):
+    try:
+        pointer = read_pointer(store, local)
+    except PromotionError as exc:
+        return Current({"run": {"id": "?"}}, problem=str(exc))
+    if pointer is None:
         return None
     try:
-        pointer = json.loads((local / POINTER).read_text())
-        model, files = pointer["model"], pointer["files"]
-    except (ValueError, KeyError, TypeError) as exc:
-        return Current({"run": {"id": "?"}}, problem=f"{store.uri(POINTER)} is not a promotion pointer ({exc})")
-    current = Current(pointer)
-    for entry in files:
-        target = local / entry["path"]
-        if not store.get(entry["path"], target):
-            current.problem = f"{store.uri(POINTER)} names {entry['path']}, which is missing"
-            return current
-        if sha256(target) != entry["sha256"]:
-            current.problem = f"{store.uri(entry['path'])} does not match the digest in {POINTER}"
-            return current
-    model_format = ModelFormat(model["format"])
-    current.model = ModelFile(local / model["path"], model_format, precision=model.get("precision", "fp32"),
-                              extra_files=tuple(local / p for p in model.get("extraFiles", [])),
-                              options=spec.model.hugging_face if model_format is ModelFormat.HUGGING_FACE else None,
-                              input_names=input_names if model_format is ModelFormat.HUGGING_FACE else ())
-    return current
+        download_release(store, pointer, local)
+        model = pointer["model"]
+        model_format = ModelFormat(model["format"])
+    except PromotionError as exc:
+        return Current(pointer, problem=str(exc))
+    except (KeyError, ValueError) as exc:
+        return Current(pointer, problem=f"{store.uri(POINTER)} does not say which model it is ({exc})")
+    in_release = lambda path: local / path.removeprefix(pointer["release"])  # noqa: E731
+    hugging_face = model_format is ModelFormat.HUGGING_FACE
+    return Current(pointer, ModelFile(in_release(model["path"]), model_format, precision=model.get("precision", "fp32"),
+                                      extra_files=tuple(in_release(p) for p in model.get("extraFiles", [])),
+                                      options=spec.model.hugging_face if hugging_face else None,
+                                      input_names=input_names if hugging_face else ()))
 
 
 def contender(current: Current) -> Candidate:
