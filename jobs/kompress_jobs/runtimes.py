@@ -1,8 +1,9 @@
 """Load a model and run it: PyTorch for TorchScript / torch.export / Hugging Face checkpoints,
 ONNX Runtime for ONNX, OpenVINO for IR, TensorRT for engines. Every runner takes and returns named arrays.
 
-Nothing here unpickles Python objects: TorchScript archives and torch.export programs carry
-code in their own restricted formats, and ONNX is protobuf.
+Nothing here unpickles Python objects: TorchScript archives carry code in TorchScript's own
+restricted format, torch.export programs are checked and loaded by safe_load.py, and ONNX is
+protobuf whose external data must lie beside it (docs/security.md has every loader).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from .errors import DataError, ModelLoadError
 from .modelfile import ModelFile
+from .safe_load import check_onnx_external_data
 from .schema import ModelFormat
 
 
@@ -71,8 +73,10 @@ def load_torch_module(model: ModelFile):
         if model.format is ModelFormat.TORCH_SCRIPT:
             module = torch.jit.load(str(model.path), map_location="cpu")
         elif model.format is ModelFormat.TORCH_EXPORT:
+            from .safe_load import load_exported_program
+
             with quiet_logger("torch.export"):  # it logs a traceback before raising on a foreign file
-                module = torch.export.load(str(model.path)).module()
+                module = load_exported_program(model.path).module()
         else:
             raise ModelLoadError(f"model file {model.path}: {model.format.value} is not a PyTorch format")
     except ModelLoadError:
@@ -95,7 +99,10 @@ def check_onnx(path: Path) -> None:
     if not path.is_file():
         raise ModelLoadError(f"model file {path}: no such file")
     try:
+        check_onnx_external_data(path)  # first: the checker would read what the model names
         onnx.checker.check_model(str(path))  # by path, so models with external data work
+    except ModelLoadError:
+        raise
     except Exception as exc:
         raise ModelLoadError(f"model file {path}: not a valid ONNX model: {_first_line(exc)}") from None
 

@@ -45,8 +45,10 @@ class OnnxExport(OptimizationPass):
         if exporter is Exporter.DYNAMO:
             import torch
 
+            from ..safe_load import load_exported_program
+
             _exporting(lambda example, names, outputs: torch.onnx.export(
-                torch.export.load(str(model.path)), example, str(output), dynamo=True, external_data=False,
+                load_exported_program(model.path), example, str(output), dynamo=True, external_data=False,
                 opset_version=max(self.spec.opset, DYNAMO_MIN_OPSET), input_names=names, output_names=outputs), ctx, None)
         else:
             export_module(self._module(model, ctx.input_names), ctx, output, self.spec.opset)
