@@ -15,11 +15,17 @@ from kompress_operator.settings import OperatorSettings
 from .conftest import resource_dict
 
 ALICE = {"username": "alice", "groups": ["team-a"]}
+ROOT = "s3://ml"  # the operator's defaultArtifacts: team-a may use s3://ml/team-a/ by default
 
 
-def body(**job):
-    document = resource_dict(name="resnet", job=job) if job else resource_dict(name="resnet")
-    document["metadata"] |= {"namespace": "team-a", "generation": 1}
+def Settings(**kwargs) -> OperatorSettings:  # noqa: N802 - reads as the settings it builds
+    return OperatorSettings(**{"default_artifacts": ROOT, **kwargs})
+
+
+def body(namespace="team-a", **job):
+    document = resource_dict(name="resnet", model=f"{ROOT}/{namespace}/models/cnn.pt", data=f"{ROOT}/{namespace}/data/digits.npz",
+                             **({"job": job} if job else {}))
+    document["metadata"] |= {"namespace": namespace, "generation": 1}
     return document
 
 
@@ -28,52 +34,52 @@ def spec(**job):
 
 
 class Reviewer:
-    """Stands in for the SubjectAccessReview: answers `allowed`, records who was asked about."""
+    """Stands in for the SubjectAccessReview: answers `allowed`, records who was asked about what."""
 
     def __init__(self, allowed: bool):
         self.allowed, self.asked = allowed, []
 
-    async def __call__(self, user, namespace):
-        self.asked.append((user["username"], namespace))
+    async def __call__(self, user, namespace, attributes):
+        self.asked.append((user["username"], namespace, attributes["resource"]))
         return self.allowed, "" if self.allowed else "no RBAC rule matched"
 
 
 def review(new, old=None, allowed=False, settings=None):
     reviewer = Reviewer(allowed)
-    asyncio.run(webhook.review(new, old, ALICE, settings or OperatorSettings(allow_service_accounts=True,
-                                                                             allowed_images=("registry.example.com/ml/*",)),
+    asyncio.run(webhook.review(new, old, ALICE, settings or Settings(allow_service_accounts=True, allowed_priority_classes=("high",),
+                                                                     allowed_images=("registry.example.com/ml/*",)),
                                reviewer))
     return reviewer
 
 
 def test_default_policy_allows_only_the_operators_images_and_no_service_account():
-    settings = OperatorSettings()
-    assert policy.violations(spec(), settings) == []
-    assert policy.violations(spec(image=settings.cpu_image), settings) == []
+    settings = Settings()
+    assert policy.violations(spec(), settings, "team-a") == []
+    assert policy.violations(spec(image=settings.cpu_image), settings, "team-a") == []
     found = policy.violations(spec(image="evil.example.com/miner:latest", serviceAccountName="admin",
-                                   tolerations=[{"key": "dedicated", "value": "finance"}]), settings)
+                                   tolerations=[{"key": "dedicated", "value": "finance"}]), settings, "team-a")
     assert [(v.field, v.policy) for v in found] == [
         ("spec.job.image", "allowedImages"), ("spec.job.serviceAccountName", "allowServiceAccounts"),
         ("spec.job.tolerations[0]", "allowedTolerations")]
     assert "evil.example.com/miner:latest" in str(found[0]) and "operator policy allowedImages" in str(found[0])
     # The GPU nodes' usual taint is allowed out of the box.
-    assert policy.violations(spec(tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]), settings) == []
+    assert policy.violations(spec(tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]), settings, "team-a") == []
 
 
 def test_allowed_images_are_patterns_and_tolerations_match_on_set_fields():
-    settings = OperatorSettings(allowed_images=("registry.example.com/ml/*",), allowed_tolerations=[{"key": "dedicated"}])
-    assert policy.violations(spec(image="registry.example.com/ml/job:1"), settings) == []
-    assert policy.violations(spec(image="registry.example.com/other/job:1"), settings)
-    assert policy.violations(spec(tolerations=[{"key": "dedicated", "value": "ml", "effect": "NoSchedule"}]), settings) == []
-    assert policy.violations(spec(tolerations=[{"operator": "Exists"}]), settings)  # tolerate-everything is another key
+    settings = Settings(allowed_images=("registry.example.com/ml/*",), allowed_tolerations=[{"key": "dedicated"}])
+    assert policy.violations(spec(image="registry.example.com/ml/job:1"), settings, "team-a") == []
+    assert policy.violations(spec(image="registry.example.com/other/job:1"), settings, "team-a")
+    assert policy.violations(spec(tolerations=[{"key": "dedicated", "value": "ml", "effect": "NoSchedule"}]), settings, "team-a") == []
+    assert policy.violations(spec(tolerations=[{"operator": "Exists"}]), settings, "team-a")  # tolerate-everything is another key
 
 
 def test_the_job_builder_enforces_the_policy_and_gives_the_secret_only_to_allowed_images():
     document = body(image="evil.example.com/miner:latest")
     with pytest.raises(policy.PolicyViolation, match="allowedImages"):
-        build_job(document, resource_from_dict(document).spec, OperatorSettings(artifacts_secret="s3-creds"))
-    for image, settings in [(None, OperatorSettings(artifacts_secret="s3-creds")),
-                            ("registry.example.com/ml/job:1", OperatorSettings(artifacts_secret="s3-creds",
+        build_job(document, resource_from_dict(document).spec, Settings(artifacts_secret="s3-creds"))
+    for image, settings in [(None, Settings(artifacts_secret="s3-creds")),
+                            ("registry.example.com/ml/job:1", Settings(artifacts_secret="s3-creds",
                                                                                allowed_images=("registry.example.com/ml/*",)))]:
         document = body(image=image) if image else body()
         container = build_job(document, resource_from_dict(document).spec, settings)["spec"]["template"]["spec"]["containers"][0]
@@ -93,21 +99,33 @@ def test_a_privileged_field_needs_the_right_to_create_jobs(job):
     field = f"spec.job.{next(iter(job))}"
     assert field in str(refused.value) and "create jobs.batch in namespace team-a" in str(refused.value)
     assert "alice" in str(refused.value) and refused.value.code == 403
-    assert review(body(**job), allowed=True).asked == [("alice", "team-a")]
+    assert review(body(**job), allowed=True).asked == [("alice", "team-a", "jobs")]
 
 
-def test_an_update_is_checked_on_what_it_changes_only():
+def test_every_spec_change_of_a_privileged_spec_is_reviewed():
     old = body(image="registry.example.com/ml/job:1")
     edited = body(image="registry.example.com/ml/job:1")
-    edited["spec"]["goals"] = {"maxAccuracyDrop": 2.0}
-    assert review(edited, old).asked == []  # the image was someone else's (allowed) choice
-    changed = body(image="registry.example.com/ml/job:2")
+    edited["spec"]["model"]["uri"] = f"{ROOT}/team-a/models/other.pt"  # the image stays; what runs under it changes
     with pytest.raises(kopf.AdmissionError, match="spec.job.image"):
-        review(changed, old)
+        review(edited, old)
+    assert review(edited, old, allowed=True).asked == [("alice", "team-a", "jobs")]
     # Metadata-only updates (the operator's finalizer, a deletion) pass even for a spec that never ran.
     broken = body()
     broken["spec"]["passes"] = [{"type": "DynamicInt8"}]
     review(broken, broken)
+
+
+def test_a_spec_naming_a_secret_needs_the_right_to_get_it():
+    document = body()
+    document["spec"]["tuning"] = {"searchSpace": [{"pass": "static-int8", "parameter": "calibrationSamples", "low": 8, "high": 64}],
+                                  "parallelism": 2, "trials": 4, "storageSecret": {"name": "team-b-db"}}
+    with pytest.raises(kopf.AdmissionError, match="spec.tuning.storageSecret") as refused:
+        review(document)
+    assert "Secret 'team-b-db'" in str(refused.value) and "alice may not get" in str(refused.value)
+    reviewer = review(document, allowed=True)
+    assert reviewer.asked == [("alice", "team-a", "secrets")]
+    with pytest.raises(kopf.AdmissionError, match="allowedSecrets"):
+        review(document, allowed=True, settings=Settings(allowed_secrets=("study-*",)))
 
 
 def test_pydantic_and_policy_refusals_name_the_field():
@@ -121,7 +139,7 @@ def test_pydantic_and_policy_refusals_name_the_field():
 
 
 def test_namespaces_the_operator_does_not_watch_are_not_judged():
-    settings = OperatorSettings(namespaces=("team-b",))
+    settings = Settings(namespaces=("team-b",))
     assert review(body(image="evil.example.com/miner:latest"), settings=settings).asked == []
 
 
@@ -138,3 +156,73 @@ def test_the_webhook_configuration_fails_closed_and_matches_creates_and_updates_
     hook = config["webhooks"][0]
     assert hook["failurePolicy"] == "Fail" and hook["timeoutSeconds"] == 10 and hook["sideEffects"] == "None"
     assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"] and hook["rules"][0]["resources"] == ["modeloptimizations"]
+
+
+# --- storage: each namespace within its own locations (locations.py) -----------------------------
+
+
+def located(**spec_fields):
+    document = body()
+    for path, value in spec_fields.items():
+        target = document["spec"]
+        *parents, leaf = path.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return resource_from_dict(document).spec
+
+
+@pytest.mark.parametrize("field, value", [
+    ("artifacts.uri", "s3://ml/team-b"),  # another team's prefix
+    ("promotion.uri", "s3://ml/team-b/resnet"),  # another team's served model
+    ("model.uri", "s3://ml/team-b/models/cnn.pt"),  # another team's model
+    ("data.uri", "s3://other-bucket/digits.npz"),
+    ("artifacts.uri", "s3://ml/team-a-other"),  # a namespace whose name starts with mine is not mine
+    ("artifacts.uri", "s3://ml/team-a/../team-b"),
+    ("model.uri", "/dev/zero"),
+    ("data.uri", "data/digits.npz"),  # relative: resolved in a Pod, never allowed
+])
+def test_locations_outside_the_namespace_are_refused_naming_field_and_policy(field, value):
+    found = policy.violations(located(**{field: value}), Settings(), "team-a")
+    assert [(v.field, v.policy) for v in found] == [(f"spec.{field}", "storageLocations")], found
+    assert value in str(found[0])
+
+
+def test_the_default_is_the_namespace_segment_of_the_artifacts_root_and_templates_widen_it():
+    assert policy.violations(located(**{"artifacts.uri": "s3://ml/team-a/experiments", "promotion.uri": "s3://ml/team-a/served"}),
+                             Settings(), "team-a") == []
+    own_buckets = Settings(storage_locations=("s3://{namespace}-models/", "s3://ml/{namespace}/"))
+    assert policy.violations(located(**{"model.uri": "s3://team-a-models/cnn.pt"}), own_buckets, "team-a") == []
+    assert policy.violations(located(**{"model.uri": "s3://team-b-models/cnn.pt"}), own_buckets, "team-a")
+    nothing = policy.violations(spec(), OperatorSettings(), "team-a")
+    assert "neither storageLocations nor defaultArtifacts" in str(nothing[0])
+    assert policy.violations(spec(), OperatorSettings(storage_locations=("*",)), "team-a") == []
+
+
+def test_an_endpoint_must_be_one_the_policy_names():
+    chosen = located(**{"artifacts.endpointUrl": "http://attacker.example.com:9000"})
+    found = policy.violations(chosen, Settings(), "team-a")
+    assert [(v.field, v.policy) for v in found] == [("spec.artifacts.endpointUrl", "allowedEndpoints")]
+    assert policy.violations(chosen, Settings(allowed_endpoints=("http://attacker.example.com:9000/",)), "team-a") == []
+
+
+def test_the_job_builder_refuses_what_the_webhook_would_and_bounds_every_run():
+    document = body()
+    document["spec"]["promotion"] = {"uri": "s3://ml/team-b/resnet"}
+    with pytest.raises(policy.PolicyViolation, match="spec.promotion.uri.*storageLocations"):
+        build_job(document, resource_from_dict(document).spec, Settings())
+    plain = body()
+    job = build_job(plain, resource_from_dict(plain).spec, Settings(default_active_deadline_seconds=7200, scratch_size_limit="8Gi"))
+    assert job["spec"]["activeDeadlineSeconds"] == 7200
+    assert {"name": "scratch", "emptyDir": {"sizeLimit": "8Gi"}} in job["spec"]["template"]["spec"]["volumes"]
+
+
+@pytest.mark.parametrize("job, field, setting", [
+    ({"activeDeadlineSeconds": 10**7}, "spec.job.activeDeadlineSeconds", "maxActiveDeadlineSeconds"),
+    ({"backoffLimit": 9}, "spec.job.backoffLimit", "maxRetries"),
+    ({"priorityClassName": "system-cluster-critical"}, "spec.job.priorityClassName", "allowedPriorityClasses"),
+    ({"nodeSelector": {"pool": "finance"}}, "spec.job.nodeSelector.pool", "allowedNodeSelectors"),
+])
+def test_cost_and_placement_limits_name_their_setting(job, field, setting):
+    found = policy.violations(spec(**job), Settings(allowed_node_selectors=("pool=ml-*",)), "team-a")
+    assert [(v.field, v.policy) for v in found] == [(field, setting)]

@@ -26,7 +26,6 @@ from kompress_jobs.safe_load import UnsafeModelError, check_export_archive
 from kompress_jobs.schema import ModelFormat
 from kompress_jobs.store import LocalStore
 from kompress_jobs.errors import StoreError
-from .conftest import write_spec  # noqa: F401  (fixture)
 
 
 class _Payload:

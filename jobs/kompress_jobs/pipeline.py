@@ -23,6 +23,7 @@ from .digest import sha256
 from .data import Dataset, batch_of, load_dataset, require_labels, rows
 from .errors import DataError, KompressError
 from .fingerprint import machine_fingerprint
+from .layout import run_prefix
 from .passes import PassContext
 from .plan import BASELINE, Step, plan_passes
 from .search_space import plan_tuning
@@ -84,7 +85,7 @@ def run_optimization(
         candidates = [baseline] + run_chain(steps, {BASELINE: baseline}, scratch / "candidates", runners=runners)
         tuning_report = None
         if spec.tuning is not None:
-            study = Study(resource.metadata.name, spec, plan_tuning(spec, steps), {c.name: c for c in candidates},
+            study = Study(resource.metadata, spec, plan_tuning(spec, steps), {c.name: c for c in candidates},
                           dataset, scratch, store, partial(run_chain, runners=None, quiet=True), progress,
                           storage_url=study_storage)
             if spec.tuning.parallelism > 1 and not study_storage:
@@ -143,7 +144,8 @@ def run_optimization(
                        "data": {"uri": spec.data.uri, "sha256": sha256(data_path)}},
         }
         progress("writing report and uploading artifacts")
-        result = _publish(store, run_id, report, candidates, scratch)
+        result = _publish(store.under(run_prefix(resource.metadata.namespace, resource.metadata.name, run_id)), run_id,
+                          report, candidates, scratch)
         if promoter:
             result.promotion = promoter.publish(run_id, ranked[0] if ranked else None, report)
             progress(f"promotion: {result.promotion['decision']}: {result.promotion['message']}")
@@ -165,7 +167,7 @@ def run_tuning_worker(resource: ModelOptimization, *, study_storage: str, attemp
         run_chain = partial(_run_passes, dataset=dataset, spec=spec, progress=progress, fetch=fetch, runners=None)
         head = [step for step in steps if step.name in _ancestry(steps, plan.start)]
         known = {c.name: c for c in [baseline] + run_chain(head, {BASELINE: baseline}, scratch / "candidates")}
-        study = Study(resource.metadata.name, spec, plan, known, dataset, scratch, store, partial(run_chain, quiet=True),
+        study = Study(resource.metadata, spec, plan, known, dataset, scratch, store, partial(run_chain, quiet=True),
                       progress, storage_url=study_storage, attempt=attempt)
         return study.key, study.work()
 
@@ -255,6 +257,7 @@ def _profiles(models: list[Candidate], runners: dict[str, Runner], dataset: Data
 
 
 def _publish(store: ArtifactStore, run_id: str, report: dict, candidates: list[Candidate], scratch: Path) -> RunResult:
+    """Into `store`, the run's own folder (layout.run_prefix)."""
     out = scratch / "out"
     out.mkdir()
     write_json(out / "report.json", report)
@@ -286,16 +289,16 @@ def _publish(store: ArtifactStore, run_id: str, report: dict, candidates: list[C
     uploaded: list[str] = []
     try:
         for key, path in files.items():
-            store.put(path, f"{run_id}/{key}")
-            uploaded.append(f"{run_id}/{key}")
-        store.put(out / "manifest.json", f"{run_id}/manifest.json")  # last: it marks the run complete
+            store.put(path, key)
+            uploaded.append(key)
+        store.put(out / "manifest.json", "manifest.json")  # last: it marks the run complete
     except BaseException:
         try:
             store.delete(uploaded)
         except Exception:  # the store is failing already; the original error is the one to show
             pass
         raise
-    return RunResult(run_id, report, store.uri(run_id), store.uri(f"{run_id}/manifest.json"), sha256(out / "manifest.json"))
+    return RunResult(run_id, report, store.uri(""), store.uri("manifest.json"), sha256(out / "manifest.json"))
 
 
 def _open_store(spec: ModelOptimizationSpec, base_dir: Path, override: str | None) -> ArtifactStore:

@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 
 from .digest import sha256
-from .errors import KompressError
+from .errors import KompressError, StoreError
+from .layout import safe_key
 from .store import ArtifactStore
 
 POINTER = "current.json"
@@ -43,11 +44,25 @@ def download_release(store: ArtifactStore, pointer: dict, folder: Path) -> None:
     """The files the pointer names into `folder` (paths relative to the release), each checked
     against its digest; PromotionError naming the first missing or changed file."""
     for entry in pointer["files"]:
-        local = folder / entry["path"].removeprefix(pointer["release"])
+        local = folder / release_relative(pointer, entry["path"], store)
         if not store.get(entry["path"], local):
             raise PromotionError(f"{store.uri(POINTER)} names {entry['path']}, which is missing")
         if sha256(local) != entry["sha256"]:
             raise PromotionError(f"{store.uri(entry['path'])} does not match the digest in {POINTER}")
+
+
+def release_relative(pointer: dict, path: str, store: ArtifactStore) -> str:
+    """A pointer entry's path inside its release, refused (PromotionError) when it leaves the
+    release's folder: a pointer is data another writer may have crafted."""
+    release = str(pointer["release"])
+    try:
+        safe_key(release, "release")
+        relative = safe_key(str(path), "file")
+    except StoreError as exc:
+        raise PromotionError(f"{store.uri(POINTER)} names a path outside its release: {exc}") from None
+    if not release.startswith(f"{RELEASES}/") or not relative.startswith(release) or relative == release:
+        raise PromotionError(f"{store.uri(POINTER)} names {path!r}, which is not in its release {release!r}")
+    return relative.removeprefix(release)
 
 
 def fetch_promoted(store: ArtifactStore, target: Path) -> dict:

@@ -28,8 +28,9 @@ from .digest import sha256
 from .errors import KompressError, StoreError
 from .modelfile import ModelFile
 from .plan import BASELINE
-from .promoted import MIRROR, POINTER, RELEASES, PromotionError, download_release, read_pointer
+from .promoted import MIRROR, POINTER, RELEASES, PromotionError, download_release, read_pointer, release_relative
 from .schema import ModelFormat, ModelOptimizationSpec, Objective
+from .layout import resource_prefix
 from .store import ArtifactStore
 
 CONTENDER = "@promoted"  # not a valid pass name, so it never collides with one
@@ -60,7 +61,7 @@ def promotion_store(artifacts: ArtifactStore, spec: ModelOptimizationSpec, names
     """Where the resource's promoted model lives: spec.promotion.uri, else <artifacts>/<namespace>/<name>."""
     if spec.promotion.uri:
         return open_uri(spec.promotion.uri)
-    return artifacts.under(f"{namespace}/{name}")
+    return artifacts.under(resource_prefix(namespace, name))
 
 
 def check_writable(store: ArtifactStore) -> None:
@@ -90,7 +91,13 @@ def read_current(store: ArtifactStore, scratch: Path, spec: ModelOptimizationSpe
         return Current(pointer, problem=str(exc))
     except (KeyError, ValueError) as exc:
         return Current(pointer, problem=f"{store.uri(POINTER)} does not say which model it is ({exc})")
-    in_release = lambda path: local / path.removeprefix(pointer["release"])  # noqa: E731
+    try:
+        release_relative(pointer, model["path"], store)
+        for extra in model.get("extraFiles", []):
+            release_relative(pointer, extra, store)
+    except PromotionError as exc:
+        return Current(pointer, problem=str(exc))
+    in_release = lambda path: local / release_relative(pointer, path, store)  # noqa: E731
     hugging_face = model_format is ModelFormat.HUGGING_FACE
     return Current(pointer, ModelFile(in_release(model["path"]), model_format, precision=model.get("precision", "fp32"),
                                       extra_files=tuple(in_release(p) for p in model.get("extraFiles", [])),

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .errors import StoreError
+from .layout import safe_key
 
 
 def is_s3(uri: str) -> bool:
@@ -60,6 +61,10 @@ class LocalStore(ArtifactStore):
     def __init__(self, root: Path):
         self.root = root
 
+    def _path(self, key: str) -> Path:
+        """The file of a key, which never leaves the root (no '..', no absolute keys)."""
+        return self.root / safe_key(key) if key else self.root
+
     def check_writable(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -69,14 +74,14 @@ class LocalStore(ArtifactStore):
             raise StoreError(f"artifact directory {self.root}: not writable ({exc.strerror or exc})") from None
 
     def put(self, local: Path, key: str) -> None:
-        target = self.root / key
+        target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.partial")
         shutil.copyfile(local, partial)
         os.replace(partial, target)  # a reader never sees half a file
 
     def get(self, key: str, local: Path) -> bool:
-        source = self.root / key
+        source = self._path(key)
         if not source.is_file():
             return False
         local.parent.mkdir(parents=True, exist_ok=True)
@@ -85,25 +90,25 @@ class LocalStore(ArtifactStore):
 
     def delete(self, keys: list[str]) -> None:
         for key in keys:
-            (self.root / key).unlink(missing_ok=True)
+            self._path(key).unlink(missing_ok=True)
         for key in keys:  # remove folders the run left empty
-            parent = (self.root / key).parent
+            parent = self._path(key).parent
             while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
                 parent.rmdir()
                 parent = parent.parent
 
     def list(self, prefix: str) -> list[str]:
-        folder = self.root / prefix
+        folder = self._path(prefix)
         if not folder.is_dir():
             return []
         return sorted(p.relative_to(self.root).as_posix() for p in folder.rglob("*")
                       if p.is_file() and not p.name.endswith(".partial"))
 
     def under(self, prefix: str) -> "LocalStore":
-        return LocalStore(self.root / prefix)
+        return LocalStore(self._path(prefix.rstrip("/")))
 
     def uri(self, key: str) -> str:
-        return str((self.root / key).resolve())
+        return str(self._path(key).resolve())
 
 
 class S3Store(ArtifactStore):
@@ -122,6 +127,9 @@ class S3Store(ArtifactStore):
         self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
 
     def _key(self, key: str) -> str:
+        if not key:
+            return self.prefix
+        safe_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def check_writable(self) -> None:
@@ -173,14 +181,15 @@ class S3Store(ArtifactStore):
         from botocore.exceptions import BotoCoreError, ClientError
 
         start = len(self.prefix) + 1 if self.prefix else 0
+        folder = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")  # never a sibling's keys
         try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix))
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder)
             return sorted(item["Key"][start:] for page in pages for item in page.get("Contents", []))
         except (BotoCoreError, ClientError) as exc:
-            raise StoreError(f"listing s3://{self.bucket}/{self._key(prefix)} failed: {exc}") from None
+            raise StoreError(f"listing s3://{self.bucket}/{folder} failed: {exc}") from None
 
     def under(self, prefix: str) -> "S3Store":
-        return S3Store(f"s3://{self.bucket}/{self._key(prefix.strip('/'))}", self.endpoint_url, self.region)
+        return S3Store(f"s3://{self.bucket}/{self._key(prefix.rstrip('/'))}", self.endpoint_url, self.region)
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"

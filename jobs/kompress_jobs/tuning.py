@@ -34,7 +34,8 @@ from .plan import Step
 from .passes.training import first_output
 from .quality import Scorer, predict
 from .runtimes import ModelFile, make_runner
-from .schema import Benchmark, ModelOptimizationSpec, Objective
+from .layout import safe_key, study_prefix
+from .schema import Benchmark, ModelOptimizationSpec, ObjectMeta, Objective
 from .search_space import SearchParameter, TuningPlan, with_values
 from .selection import primary_batch_size
 from .store import ArtifactStore
@@ -55,7 +56,7 @@ class TuningResult:
     report: dict
 
 
-def study_key(name: str, spec: ModelOptimizationSpec) -> str:
+def study_key(namespace: str | None, name: str, spec: ModelOptimizationSpec) -> str:
     """Where the study lives in the store: the same inputs and search give the same study, so a
     restarted Job resumes it; a changed spec starts a new one. Budget fields are left out, so
     raising `trials` continues the study instead of starting over."""
@@ -67,7 +68,7 @@ def study_key(name: str, spec: ModelOptimizationSpec) -> str:
                 "passes": [p.to_wire() for p in spec.passes], "goals": spec.goals.to_wire(), "tuning": tuning,
                 "threads": spec.benchmark.threads, "batch": primary_batch_size(spec.goals, spec.benchmark)}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-    return f"studies/{name}-{digest}"
+    return study_prefix(namespace, name, digest)
 
 
 @dataclass
@@ -85,13 +86,13 @@ class WorkerRun:
 class Study:
     """One tuning study: its Optuna study, where it is stored, and how a trial is judged."""
 
-    def __init__(self, name: str, spec: ModelOptimizationSpec, plan: TuningPlan, known: dict[str, Candidate],
+    def __init__(self, resource: ObjectMeta, spec: ModelOptimizationSpec, plan: TuningPlan, known: dict[str, Candidate],
                  dataset: Dataset, scratch: Path, store: ArtifactStore, run_chain: ChainRunner,
                  progress: Callable[[str], None], storage_url: str | None = None, attempt: str = ""):
         self.spec, self.tuning, self.plan, self.known = spec, spec.tuning, plan, known
         self.scratch, self.store, self.run_chain, self.progress = scratch / "tuning", store, run_chain, progress
         self.storage_url, self.attempt = storage_url, attempt
-        self.key = study_key(name, spec)
+        self.key = study_key(resource.namespace, resource.name, spec)
         self.journal = self.scratch / "journal.log"
         self.validation = dataset.split(spec.tuning.validation_split)
         self.input_names = dataset.input_names
@@ -406,8 +407,9 @@ class Study:
         if trial.number in self.local_models:
             return self.local_models[trial.number]
         saved = trial.user_attrs["model"]
-        local = self.scratch / f"saved-{trial.number}" / saved["file"]
-        if not self.store.get(f"{self.key}/trials/{trial.number}/{saved['file']}", local):
+        file = safe_key(str(saved["file"]), f"trial {trial.number}'s model file")  # the study is shared: never trust a path in it
+        local = self.scratch / f"saved-{trial.number}" / file
+        if not self.store.get(f"{self.key}/trials/{trial.number}/{file}", local):
             return None
         from .schema import ModelFormat
 

@@ -1,14 +1,17 @@
-"""Which queued runs may start now, under a cluster-wide and a per-namespace cap.
+"""Which queued runs may start now, under a cluster-wide and a per-namespace cap, shared fairly.
 
-Order: higher spec.job.priority first, then older resources first. A run blocked only by its
-own namespace's cap does not hold back runs of other namespaces. Caps count Job slots: a run
-takes one, a parallel study one per worker Pod while it tunes.
+Order: the namespace holding the smallest share of Job slots (slots in flight / its weight) goes
+next, so one team with fifty queued runs cannot hold back another team's first; within a
+namespace, higher spec.job.priority first, then older resources. A tenant's priority orders only its
+own runs, unless the policy lets it order across namespaces (priorityAcrossNamespaces). Caps count
+Job slots: a run takes one, a parallel study one per worker Pod while it tunes.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Iterator
 
 
 @dataclass(frozen=True)
@@ -18,8 +21,8 @@ class Waiting:
     priority: int
     created: str  # RFC 3339: sorts chronologically as text
     slots: int = 1  # Job slots it takes: a parallel study's worker Pods each take one
-    # The resource as last seen, to start it from. Compared (Kopf keeps an index's old value when
-    # the new one is equal, which would keep a stale spec), not hashed (a dict).
+    # queued_stub() of the resource as last seen. Compared (Kopf keeps an index's old value when
+    # the new one is equal, which would keep a stale generation), not hashed (a dict).
     body: dict = field(default_factory=dict, hash=False, repr=False)
 
     @property
@@ -27,22 +30,68 @@ class Waiting:
         return self.namespace, self.name
 
 
-def admit(waiting: list[Waiting], running: Counter, max_total: int, max_per_namespace: int) -> list[tuple[str, str]]:
+def queued_stub(body: dict) -> dict:
+    """What the queue keeps of a queued resource: its identity, generation and observed generation."""
+    meta = body.get("metadata") or {}
+    return {"metadata": {k: meta.get(k) for k in ("namespace", "name", "uid", "generation", "creationTimestamp")},
+            "status": {"observedGeneration": (body.get("status") or {}).get("observedGeneration")}}
+
+
+@dataclass(frozen=True)
+class Fairness:
+    """How slots are shared between namespaces (operator settings namespaceWeights, priorityAcrossNamespaces)."""
+
+    weights: dict[str, float] = field(default_factory=dict)
+    priority_across_namespaces: bool = False
+
+    def weight(self, namespace: str) -> float:
+        return self.weights.get(namespace, 1.0) or 1.0
+
+
+def _own_order(run: Waiting) -> tuple:
+    return -run.priority, run.created, run.name
+
+
+def fair_order(waiting: list[Waiting], running: Counter, fairness: Fairness = Fairness(),
+               max_per_namespace: int | None = None) -> Iterator[Waiting]:
+    """The queued runs in start order, as slots are taken one run at a time: each next run is the
+    head of the namespace with the smallest weighted share. A namespace whose head would pass
+    max_per_namespace has no more turns."""
+    queues: dict[str, list[Waiting]] = {}
+    for run in sorted(waiting, key=_own_order, reverse=True):  # each queue's head is its last item
+        queues.setdefault(run.namespace, []).append(run)
+    held = Counter(running)
+    while queues:
+        def turn(namespace: str) -> tuple:
+            head = queues[namespace][-1]
+            share = held[namespace] / fairness.weight(namespace)
+            if fairness.priority_across_namespaces:
+                return -head.priority, share, head.created, namespace
+            return share, head.created, namespace
+        namespace = min(queues, key=turn)
+        run = queues[namespace][-1]
+        if max_per_namespace is not None and held[namespace] + run.slots > max_per_namespace:
+            del queues[namespace]
+            continue
+        yield run
+        held[namespace] += run.slots
+        queues[namespace].pop()
+        if not queues[namespace]:
+            del queues[namespace]
+
+
+def admit(waiting: list[Waiting], running: Counter, max_total: int, max_per_namespace: int,
+          fairness: Fairness = Fairness()) -> list[tuple[str, str]]:
     """Keys of the runs to start now, in start order."""
-    in_flight = Counter(running)
-    total = sum(in_flight.values())
-    started = []
-    for run in sorted(waiting, key=lambda w: (-w.priority, w.created, w.namespace, w.name)):
+    total, started = sum(running.values()), []
+    for run in fair_order(waiting, running, fairness, max_per_namespace):
         if total + run.slots > max_total:
             break  # the head waits for its slots; smaller runs behind it do not overtake it forever
-        if in_flight[run.namespace] + run.slots > max_per_namespace:
-            continue
-        in_flight[run.namespace] += run.slots
         total += run.slots
         started.append(run.key)
     return started
 
 
-def position(key: tuple[str, str], waiting: list[Waiting]) -> int:
-    order = sorted(waiting, key=lambda w: (-w.priority, w.created, w.namespace, w.name))
-    return next((i for i, w in enumerate(order, start=1) if w.key == key), len(order))
+def position(key: tuple[str, str], waiting: list[Waiting], running: Counter = Counter(), fairness: Fairness = Fairness()) -> int:
+    order = [run.key for run in fair_order(waiting, running, fairness)]
+    return order.index(key) + 1 if key in order else len(order)

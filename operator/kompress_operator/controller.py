@@ -25,7 +25,7 @@ from kompress_jobs.plan import plan_passes
 from kompress_jobs.specfile import resource_from_dict
 
 from . import decisions, policy
-from .admission import Waiting
+from .admission import Fairness, Waiting
 from .conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, TUNING, Phase
 from .decisions import generation_of
 from .jobspec import (GENERATION_LABEL, RERUN_LABEL, RESOURCE_LABEL, ROLE_LABEL, RUN_JOB, TUNING_JOB, build_job, job_name,
@@ -62,7 +62,8 @@ class RunController:
     def __init__(self, settings: OperatorSettings, kube: Kube, metrics: OperatorMetrics, lanes: ApiLanes | None = None):
         self.settings, self.kube, self.metrics = settings, kube, metrics
         self.lanes = lanes or ApiLanes()
-        self.queue = RunQueue(settings.max_running, settings.max_running_per_namespace)
+        self.queue = RunQueue(settings.max_running, settings.max_running_per_namespace,
+                              fairness=Fairness(dict(settings.namespace_weights), settings.priority_across_namespaces))
         self.status = StatusWriter(kube, self.lanes)
         self.events = EventRecorder(kube, self.lanes)
         self.tuning = TuningPhase(self)
@@ -106,7 +107,7 @@ class RunController:
         (namespace, name), generation = _key(body), generation_of(body)
         try:
             parsed = validate(body)
-            policy.enforce(parsed.spec, self.settings)
+            policy.enforce(parsed.spec, self.settings, namespace)
         except SpecError as exc:
             await self.refuse(body, generation, "InvalidSpec", str(exc).removeprefix("spec: "))
             return
@@ -192,11 +193,23 @@ class RunController:
         """Start the queued runs that fit now, in queue order: one pass over the queue per event
         that may free a slot, where a timer per waiting run would sort the whole queue each."""
         starting = self.queue.take_startable(now, generation_of)
-        results = await asyncio.gather(*(self.guarded(run.body, lambda run=run: self.launch(run.body, generation_of(run.body)))
-                                         for run in starting), return_exceptions=True)
+        results = await asyncio.gather(*(self.launch_queued(run) for run in starting), return_exceptions=True)
         for failed in results:
             if isinstance(failed, Exception):  # not even Pending could be written; the next event looks again
                 log.error("could not start a queued run: %s", failed)
+
+    async def launch_queued(self, run: Waiting) -> None:
+        """Start a queued run from the resource as it is now (the queue keeps only a stub of it)."""
+        generation = generation_of(run.body)
+        try:
+            current = await self.lanes.report(self.kube.get_resource, run.namespace, run.name)
+        except BaseException:
+            self.queue.release(run.key, generation)
+            raise
+        if current is None or generation_of(current) != generation:
+            self.queue.release(run.key, generation)  # deleted, or changed: the reconciler has the new spec
+            return
+        await self.guarded(current, lambda: self.launch(current, generation))
 
     async def guarded(self, body: dict, step: Callable[[], Awaitable[None]]) -> None:
         """Run a step of reconciliation; an error (the API server away, a refused call) is

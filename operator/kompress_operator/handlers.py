@@ -10,7 +10,7 @@ import kopf
 from kompress_jobs.schema import API_GROUP, API_VERSION, PLURAL
 
 from . import webhook
-from .admission import Waiting
+from .admission import Waiting, queued_stub
 from .conditions import EXECUTING, PENDING, QUEUED, TUNING
 from .controller import RunController
 from .jobspec import GENERATION_LABEL, MANAGED_BY, RERUN_LABEL, RESOURCE_LABEL, ROLE_LABEL, RUN_JOB
@@ -34,8 +34,8 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
     tasks: list[asyncio.Task] = []  # the re-optimization loop
     register_indexes(registry)
     if settings.webhook_port:
-        webhook.register(registry, settings, lambda user, namespace: controller.lanes.report(
-            kube.user_can, user, namespace, webhook.JOB_CREATE))
+        webhook.register(registry, settings, lambda user, namespace, attributes: controller.lanes.report(
+            kube.user_can, user, namespace, attributes))
 
     @kopf.on.startup(id="warm_up", registry=registry)
     async def warm_up(**_):
@@ -84,10 +84,10 @@ def register_indexes(registry: kopf.OperatorRegistry) -> None:
     @kopf.index(*RESOURCE, id="waiting_runs", registry=registry, when=lambda status, **_: status.get("phase") == QUEUED)
     async def waiting_runs(name, namespace, spec, meta, body, **_):
         priority = int(((spec or {}).get("job") or {}).get("priority") or 0)
-        # A shallow copy of the raw object (Kopf gives each event a new one): a freed slot starts
-        # the run from here, without reading it again.
+        # Only what ordering and the generation check need: a queued spec can be large, and a
+        # thousand of them must not grow the operator (a freed slot reads the resource afresh).
         return {None: Waiting(namespace, name, priority, meta.get("creationTimestamp") or "",
-                              int(tuning_of(body)["parallelism"]), dict(body))}
+                              int(tuning_of(body)["parallelism"]), queued_stub(body))}
 
     @kopf.index("batch", "v1", "jobs", labels=MANAGED_BY, id="run_jobs", registry=registry)
     async def run_jobs(namespace, labels, **_):

@@ -55,8 +55,8 @@ def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Opera
     running trials until the study is over. The Job controller replaces a worker that dies (its
     trial is failed by heartbeat and retried); each Pod lost counts against maxFailedTrials, as in
     the study."""
-    policy.enforce(spec, settings)  # again here: the webhook can be deleted by whoever may delete it
     meta = body["metadata"]
+    policy.enforce(spec, settings, meta["namespace"])  # again here: the webhook can be deleted by whoever may delete it
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 1)
     job, rerun = spec.job, reruns_of(body)
     labels = {**MANAGED_BY, "app.kubernetes.io/name": "kompress-job", RESOURCE_LABEL: name,
@@ -70,8 +70,8 @@ def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Opera
     if role == TUNING_JOB:
         job_spec |= {"completions": spec.tuning.parallelism, "parallelism": spec.tuning.parallelism,
                      "backoffLimit": spec.tuning.max_failed_trials}
-    if job.active_deadline_seconds:
-        job_spec["activeDeadlineSeconds"] = job.active_deadline_seconds
+    # Every run ends: the spec's deadline (within the policy's maximum) or the operator's default.
+    job_spec["activeDeadlineSeconds"] = job.active_deadline_seconds or settings.default_active_deadline_seconds
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -85,7 +85,7 @@ def _pod_spec(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Opera
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [_container(body, spec, settings, role)],
-        "volumes": [{"name": "scratch", "emptyDir": {}}],
+        "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size_limit}}],  # a full disk evicts the Pod, not the node's others
         "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "automountServiceAccountToken": False,  # the pipeline never talks to the API server

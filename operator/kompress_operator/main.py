@@ -82,7 +82,7 @@ def run(settings: OperatorSettings) -> None:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     load_config(connections=API_THREADS)
     metrics = OperatorMetrics()
-    metrics.serve(settings.metrics_port)
+    metrics.serve(settings.metrics_port, settings.metrics_host)
     kube = Kube()
     registry = build_registry(settings, kube, metrics)
     configure(registry, settings, kube)

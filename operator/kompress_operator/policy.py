@@ -3,6 +3,7 @@
 Checked twice: by the admission webhook (so `kubectl apply` says no), and again when the Job is
 built, because whoever may delete the ValidatingWebhookConfiguration can bypass the webhook.
 Each setting is named in the refusal, so an SRE knows which knob a team is asking to turn.
+The storage half (which locations a namespace may read and write) is locations.py.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from fnmatch import fnmatchcase
 
 from kompress_jobs.schema import Device, JobSettings, ModelOptimizationSpec, Toleration, Tuning
 
+from . import locations
 from .settings import OperatorSettings
 
 
@@ -60,8 +62,8 @@ def toleration_allowed(toleration: Toleration, settings: OperatorSettings) -> bo
     return any(matches(allowed) for allowed in settings.allowed_tolerations)
 
 
-def violations(spec: ModelOptimizationSpec, settings: OperatorSettings) -> list[Violation]:
-    found = []
+def violations(spec: ModelOptimizationSpec, settings: OperatorSettings, namespace: str) -> list[Violation]:
+    found = [Violation(field, setting, message) for field, setting, message in locations.outside(spec, settings, namespace)]
     job = spec.job
     if job.image and not image_allowed(job.image, settings):
         allowed = ", ".join((*operator_images(settings), *settings.allowed_images))
@@ -73,7 +75,36 @@ def violations(spec: ModelOptimizationSpec, settings: OperatorSettings) -> list[
         if not toleration_allowed(toleration, settings):
             found.append(Violation(f"{job_field('tolerations')}[{index}]", "allowedTolerations",
                                    f"toleration {toleration.to_wire()} is not allowed"))
-    return found + tuning_violations(spec, settings)
+    for key, value in job.node_selector.items():
+        if not any(fnmatchcase(f"{key}={value}", pattern) for pattern in settings.allowed_node_selectors):
+            found.append(Violation(f"{job_field('node_selector')}.{key}", "allowedNodeSelectors",
+                                   f"node selector {key}={value} is not allowed (allowed: {', '.join(settings.allowed_node_selectors) or 'none'})"))
+    if job.priority_class_name and not any(fnmatchcase(job.priority_class_name, p) for p in settings.allowed_priority_classes):
+        found.append(Violation(job_field("priority_class_name"), "allowedPriorityClasses",
+                               f"priority class {job.priority_class_name!r} is not allowed "
+                               f"(allowed: {', '.join(settings.allowed_priority_classes) or 'none'})"))
+    secret = spec.tuning.storage_secret if spec.tuning else None
+    if secret and not any(fnmatchcase(secret.name, p) for p in settings.allowed_secrets):
+        found.append(Violation(TUNING_FIELDS["storage_secret"], "allowedSecrets",
+                               f"Secret {secret.name!r} is not one specs may name (allowed: {', '.join(settings.allowed_secrets) or 'none'})"))
+    return found + cost_violations(spec, settings) + tuning_violations(spec, settings)
+
+
+def cost_violations(spec: ModelOptimizationSpec, settings: OperatorSettings) -> list[Violation]:
+    """What one run may cost: its deadline and its retries."""
+    found, job = [], spec.job
+    if job.active_deadline_seconds and job.active_deadline_seconds > settings.max_active_deadline_seconds:
+        found.append(Violation(job_field("active_deadline_seconds"), "maxActiveDeadlineSeconds",
+                               f"{job.active_deadline_seconds}s is above the most a run may take "
+                               f"({settings.max_active_deadline_seconds}s)"))
+    if job.backoff_limit > settings.max_retries:
+        found.append(Violation(job_field("backoff_limit"), "maxRetries",
+                               f"{job.backoff_limit} retries are above the most allowed ({settings.max_retries})"))
+    if spec.tuning and spec.tuning.max_failed_trials > settings.max_failed_trials:
+        found.append(Violation(TUNING_FIELDS["max_failed_trials"], "maxFailedTrials",
+                               f"{spec.tuning.max_failed_trials} is above the most allowed ({settings.max_failed_trials}): "
+                               "each failed trial may cost a Pod"))
+    return found
 
 
 def tuning_violations(spec: ModelOptimizationSpec, settings: OperatorSettings) -> list[Violation]:
@@ -102,7 +133,7 @@ def study_secret(spec: ModelOptimizationSpec, settings: OperatorSettings) -> tup
     return (ref.name, ref.key) if ref else (settings.study_storage_secret, "url")
 
 
-def enforce(spec: ModelOptimizationSpec, settings: OperatorSettings) -> None:
-    found = violations(spec, settings)
+def enforce(spec: ModelOptimizationSpec, settings: OperatorSettings, namespace: str) -> None:
+    found = violations(spec, settings, namespace)
     if found:
         raise PolicyViolation(found)

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Collection, Mapping
 
-from .admission import Waiting, admit, position
+from .admission import Fairness, Waiting, admit, position
 from .jobspec import RUN_JOB
 
 RESERVATION_SECONDS = 60.0  # a run we started counts as running until the index shows its status
@@ -60,8 +60,9 @@ class Verdict:
 
 
 class RunQueue:
-    def __init__(self, max_running: int, max_per_namespace: int, clock: Callable[[], float] = time.monotonic):
-        self.max_running, self.max_per_namespace, self.clock = max_running, max_per_namespace, clock
+    def __init__(self, max_running: int, max_per_namespace: int, clock: Callable[[], float] = time.monotonic,
+                 fairness: Fairness = Fairness()):
+        self.max_running, self.max_per_namespace, self.clock, self.fairness = max_running, max_per_namespace, clock, fairness
         self.reserved: dict[Key, tuple[int, float, int]] = {}  # key → (generation, when, slots)
 
     def just_started(self, key: Key, generation: int) -> bool:
@@ -73,11 +74,11 @@ class RunQueue:
         waiting = [w for w in self._not_starting(now.waiting) if w.key != run.key] + [run]
         if not self._far_below(now, sum(w.slots for w in waiting)):  # when every waiting run fits, counting exactly is not needed
             running = self.running(now)
-            if run.key not in admit(waiting, running, self.max_running, self.max_per_namespace):
+            if run.key not in admit(waiting, running, self.max_running, self.max_per_namespace, self.fairness):
                 wanted = "a Job slot" if run.slots == 1 else f"{run.slots} Job slots (one per worker Pod)"
                 return Verdict(False, f"waiting for {wanted}: {sum(running.values())}/{self.max_running} running cluster-wide, "
                                       f"{running[run.namespace]}/{self.max_per_namespace} in {run.namespace}; "
-                                      f"position {position(run.key, waiting)} of {len(waiting)}")
+                                      f"position {position(run.key, waiting, running, self.fairness)} of {len(waiting)}")
         self.reserve(run.key, generation, run.slots)
         return Verdict(True)
 
@@ -92,7 +93,7 @@ class RunQueue:
         waiting = [w for w in self._not_starting(now.waiting)
                    if (w.body.get("status") or {}).get("observedGeneration") == generation_of(w.body)]
         by_key = {w.key: w for w in waiting}
-        starting = [by_key[key] for key in admit(waiting, running, self.max_running, self.max_per_namespace)]
+        starting = [by_key[key] for key in admit(waiting, running, self.max_running, self.max_per_namespace, self.fairness)]
         for run in starting:
             self.reserve(run.key, generation_of(run.body), run.slots)
         return starting

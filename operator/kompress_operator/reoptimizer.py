@@ -21,7 +21,7 @@ from kompress_jobs.cron import due
 from kompress_jobs.errors import SpecError
 from kompress_jobs.schema import ConcurrencyPolicy, ModelOptimizationSpec
 
-from . import decisions, policy
+from . import decisions, locations, policy
 from .conditions import FAILED, QUEUED, SUCCEEDED, Phase
 from .decisions import generation_of
 from .jobspec import GENERATION_LABEL, RERUN_LABEL, reruns_of
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TIME = "%Y-%m-%dT%H:%M:%SZ"
+DIGEST_TIMEOUT_SECONDS = 20.0
+CHECK_TIMEOUT_SECONDS = 60.0  # a whole check, status write included  # one resource's store may hang; the others' schedules must not wait on it
 
 
 def wants_reruns(body: dict) -> bool:
@@ -62,7 +64,7 @@ class Reoptimizer:
         async def one(body: dict) -> None:
             async with slots:
                 try:
-                    await self.check(body)
+                    await asyncio.wait_for(self.check(body), CHECK_TIMEOUT_SECONDS)
                 except Exception as exc:  # noqa: BLE001 - one resource's trouble must not stop the others'
                     log.warning("%s/%s: re-optimization check failed: %s", body["metadata"]["namespace"],
                                 body["metadata"]["name"], exc)
@@ -117,10 +119,15 @@ class Reoptimizer:
     async def _model(self, body: dict, spec: ModelOptimizationSpec, seen: dict, may_run: bool) -> tuple[Phase | None, dict]:
         if not spec.reoptimize_on.model_change:
             return None, {}
+        # The operator reads with its own identity: only what the namespace may read itself, only S3.
+        refused = locations.digest_readable(spec, self.runs.settings, body["metadata"]["namespace"])
         try:
-            digest = await asyncio.to_thread(self.digests.of, spec)
-        except DigestUnavailable as exc:
-            self._warn_once(body, "ModelDigestUnavailable", f"cannot read the model's digest to notice changes: {exc}")
+            if refused:
+                raise DigestUnavailable(refused)
+            digest = await asyncio.wait_for(asyncio.to_thread(self.digests.of, spec), DIGEST_TIMEOUT_SECONDS)
+        except (DigestUnavailable, asyncio.TimeoutError) as exc:
+            why = str(exc) or f"no answer within {DIGEST_TIMEOUT_SECONDS:g}s"
+            self._warn_once(body, "ModelDigestUnavailable", f"cannot read the model's digest to notice changes: {why}")
             return None, {}
         fields = {"modelUri": spec.model.uri, "modelDigest": digest}
         if seen.get("modelUri") != spec.model.uri or not seen.get("modelDigest") or seen["modelDigest"] == digest:

@@ -3,7 +3,7 @@
 Each field is read from KOMPRESS_<FIELD> (the chart sets them; an empty value counts as unset,
 as charts write optional values) and can be given as --<field-with-dashes>, which wins over the
 environment. Lists and maps are JSON in the environment and on the command line, except
-`namespaces` and `allowed_images`, which also take comma-separated lists. tests/test_chart.py keeps the chart's
+the name and pattern lists, which also take comma-separated lists. tests/test_chart.py keeps the chart's
 Deployment and this model in step.
 """
 
@@ -43,6 +43,8 @@ class OperatorSettings(BaseSettings):
     job_env: dict[str, str] = Field(default_factory=dict, description='environment for every Job as JSON, e.g. {"AWS_REGION": "eu-west-1"}')
     ttl_seconds_after_finished: int = Field(86_400, ge=0, description="how long finished Jobs stay, unless a spec says otherwise")
     metrics_port: int = Field(8000, ge=1, le=65535, description="port of the Prometheus metrics")
+    metrics_host: str = Field("0.0.0.0", description="address the metrics endpoint binds to (127.0.0.1 behind an "
+                                                     "authenticating proxy sidecar)")
     health_port: int = Field(8080, ge=1, le=65535, description="port of /healthz")
     retry_interval: float = Field(5.0, gt=0, description="seconds between retries of a run whose start failed "
                                                          "(the API server away, a refused Job)")
@@ -66,6 +68,32 @@ class OperatorSettings(BaseSettings):
     allowed_tolerations: list[Toleration] = Field(
         default_factory=lambda: [Toleration(key="nvidia.com/gpu", effect="NoSchedule")], description=(
             'tolerations specs may set, as JSON; unset fields match anything, e.g. [{"key": "nvidia.com/gpu"}]'))
+    allowed_secrets: Annotated[tuple[str, ...], NoDecode] = Field(("*",), description=(
+        "Secret name patterns (shell-style, comma-separated) specs may name (tuning.storageSecret); the requesting "
+        "user must also be allowed to get the Secret"))
+    allowed_priority_classes: Annotated[tuple[str, ...], NoDecode] = Field((), description=(
+        "PriorityClass name patterns specs may set in job.priorityClassName (comma-separated; default: none)"))
+    allowed_node_selectors: Annotated[tuple[str, ...], NoDecode] = Field(("*",), description=(
+        "key=value patterns (comma-separated) each entry of job.nodeSelector must match (default: any, for users "
+        "who may create Jobs)"))
+    # Storage (locations.py): where a namespace's runs may read and write.
+    storage_locations: Annotated[tuple[str, ...], NoDecode] = Field((), description=(
+        "URI prefixes (comma-separated, {namespace} is the run's namespace) that a spec's model, data, artifacts and "
+        "promotion locations must lie under; default: <defaultArtifacts>/{namespace}/; '*' turns the check off"))
+    allowed_endpoints: Annotated[tuple[str, ...], NoDecode] = Field((), description=(
+        "S3 endpoints (comma-separated) specs may name in artifacts.endpointUrl; default: none (the store the "
+        "Job's environment configures)"))
+    # Bounded cost per run, whatever the spec says.
+    default_active_deadline_seconds: int = Field(86_400, ge=1, description="a run's Job deadline when its spec sets none")
+    max_active_deadline_seconds: int = Field(604_800, ge=1, description="the longest job.activeDeadlineSeconds a spec may set")
+    max_retries: int = Field(3, ge=0, description="the most job.backoffLimit a spec may set")
+    max_failed_trials: int = Field(20, ge=1, description="the most tuning.maxFailedTrials (the tuning Job's backoffLimit) a spec may set")
+    scratch_size_limit: str = Field("50Gi", description="sizeLimit of each Job Pod's scratch emptyDir")
+    # Fair share of Job slots between namespaces (admission.py).
+    namespace_weights: dict[str, float] = Field(default_factory=dict, description=(
+        'share of Job slots per namespace, as JSON, e.g. {"team-a": 2}; unnamed namespaces weigh 1'))
+    priority_across_namespaces: bool = Field(False, description=(
+        "whether job.priority orders runs across namespaces (default: only among a namespace's own runs)"))
     # The admission webhook (webhook.py), served when webhook_port is set.
     webhook_port: int | None = Field(None, ge=1, le=65535, description="port of the HTTPS admission webhook (default: none)")
     webhook_cert_dir: str | None = Field(None, description=(
@@ -78,7 +106,8 @@ class OperatorSettings(BaseSettings):
                                                        "when the operator registers it")
     debug: bool = Field(False, description="debug logging, Kopf's included")
 
-    @field_validator("namespaces", "allowed_images", mode="before")
+    @field_validator("namespaces", "allowed_images", "allowed_secrets", "allowed_priority_classes", "allowed_node_selectors",
+                     "storage_locations", "allowed_endpoints", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -5,9 +5,10 @@ For each create or update of a ModelOptimization:
 1. the full pydantic validation (what the CRD's schema cannot express), refused with the field path;
 2. the operator-wide policy (policy.py);
 3. when the spec decides what its Job runs as or where (image, ServiceAccount, tolerations, node
-   selector, priority class), a SubjectAccessReview: the user must be allowed to create Jobs in
-   the namespace themselves. Kubernetes lets whoever may create Pods or Jobs in a namespace run them
-   as any of its ServiceAccounts, so that one permission is the boundary for all five fields.
+   selector, priority class), a SubjectAccessReview on every spec change: the user must be allowed
+   to create Jobs in the namespace themselves. Kubernetes lets whoever may create Pods or Jobs in a
+   namespace run them as any of its ServiceAccounts, so that one permission is the boundary for all
+   five fields. A spec naming a Secret (tuning.storageSecret) needs `get` on that Secret.
 
 Kopf serves it (both replicas do: admission is not paused by peering); the chart renders the
 ValidatingWebhookConfiguration from `configuration()`'s conventions (tests/test_chart.py compares).
@@ -47,10 +48,12 @@ TIMEOUT_SECONDS = 10  # one SubjectAccessReview: milliseconds when the API serve
 PRIVILEGED_FIELDS = ("image", "service_account_name", "tolerations", "node_selector", "priority_class_name")
 JOB_CREATE = {"verb": "create", "group": "batch", "resource": "jobs"}
 
-CanCreateJobs = Callable[[dict, str], Awaitable[tuple[bool, str]]]  # (userInfo, namespace) -> allowed, reason
+SECRET_GET = {"verb": "get", "group": "", "resource": "secrets"}
+
+AccessReview = Callable[[dict, str, dict], Awaitable[tuple[bool, str]]]  # (userInfo, namespace, attributes) -> allowed, reason
 
 
-async def review(new: dict, old: dict | None, user: dict, settings: OperatorSettings, can_create_jobs: CanCreateJobs) -> None:
+async def review(new: dict, old: dict | None, user: dict, settings: OperatorSettings, can: AccessReview) -> None:
     """Raise kopf.AdmissionError for a request to refuse; return to admit it."""
     if old is not None and old.get("spec") == new.get("spec"):
         return  # metadata only (finalizers, labels): never block the operator, or a deletion
@@ -61,40 +64,38 @@ async def review(new: dict, old: dict | None, user: dict, settings: OperatorSett
         spec = validate(new).spec
     except SpecError as exc:
         raise kopf.AdmissionError(str(exc), code=422) from None
-    found = policy.violations(spec, settings)
+    found = policy.violations(spec, settings, namespace)
     if found:
         raise kopf.AdmissionError("; ".join(map(str, found)), code=403)
-    fields = asked_fields(spec.job, _previous_job(old))
-    if not fields:
-        return
-    allowed, reason = await can_create_jobs(user, namespace)
-    if not allowed:
-        who = user.get("username") or "the requesting user"
-        raise kopf.AdmissionError(
-            f"{', '.join(fields)}: setting {'this field' if len(fields) == 1 else 'these fields'} needs permission to "
-            f"create jobs.batch in namespace {namespace}, which {who} does not have"
-            + (f" ({reason})" if reason else "") + "; leave it unset to run with the operator's defaults", code=403)
+    # On every spec change, not only when these fields change: whoever edits a spec whose Job runs
+    # as a chosen identity decides what runs under it (its model, its data).
+    who = user.get("username") or "the requesting user"
+    fields = asked_fields(spec.job)
+    if fields:
+        allowed, reason = await can(user, namespace, JOB_CREATE)
+        if not allowed:
+            raise kopf.AdmissionError(
+                f"{', '.join(fields)}: a spec that sets {'this field' if len(fields) == 1 else 'these fields'} may only be "
+                f"written by a user with permission to create jobs.batch in namespace {namespace}, which {who} does not have"
+                + (f" ({reason})" if reason else "") + "; leave it unset to run with the operator's defaults", code=403)
+    secret = spec.tuning.storage_secret if spec.tuning else None
+    if secret:
+        allowed, reason = await can(user, namespace, {**SECRET_GET, "name": secret.name})
+        if not allowed:
+            raise kopf.AdmissionError(
+                f"{policy.TUNING_FIELDS['storage_secret']}: the Job would read Secret {secret.name!r}, which {who} may not "
+                f"get in namespace {namespace}" + (f" ({reason})" if reason else ""), code=403)
 
 
-def asked_fields(new: JobSettings, old: JobSettings | None) -> list[str]:
-    """The privileged fields the request sets (create) or changes (update), as wire paths."""
-    return [policy.job_field(name) for name in PRIVILEGED_FIELDS
-            if getattr(new, name) and (old is None or getattr(old, name) != getattr(new, name))]
+def asked_fields(job: JobSettings) -> list[str]:
+    """The privileged fields the spec sets, as wire paths."""
+    return [policy.job_field(name) for name in PRIVILEGED_FIELDS if getattr(job, name)]
 
 
-def _previous_job(old: dict | None) -> JobSettings | None:
-    if old is None:
-        return None
-    try:
-        return validate(old).spec.job
-    except SpecError:
-        return None  # an old spec that never ran: every field counts as new
-
-
-def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, can_create_jobs: CanCreateJobs) -> None:
+def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, can: AccessReview) -> None:
     @kopf.on.validate(API_GROUP, API_VERSION, PLURAL, id=HANDLER_ID, operations=["CREATE", "UPDATE"], registry=registry)
     async def validate_resource(body, old, userinfo, **_):
-        await review(dict(body), dict(old) if old is not None else None, dict(userinfo or {}), settings, can_create_jobs)
+        await review(dict(body), dict(old) if old is not None else None, dict(userinfo or {}), settings, can)
 
 
 def configuration(client_config: dict[str, Any], name: str = CONFIGURATION_NAME) -> dict[str, Any]:

@@ -1,0 +1,93 @@
+"""Where a namespace's runs may read and write: the storage half of the operator policy.
+
+Every location a spec names (model, data, tokenizer, a student, artifacts, promotion) must lie
+under one of the namespace's allowed prefixes: the `storageLocations` templates with `{namespace}`
+filled in, by default `<defaultArtifacts>/{namespace}/`. Runs lay their files out as
+`<root>/<namespace>/<name>/…` (kompress_jobs/layout.py), so with the default a team's runs touch
+only `<defaultArtifacts>/<namespace>/`, the prefix an S3 policy grants that team's credentials.
+Comparison is by path segment (`s3://ml/team` does not cover `s3://ml/team-a`), and any `.` or
+`..` segment is refused outright. `endpointUrl` must be one the policy names: the Job sends the
+team's credentials there.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from kompress_jobs.schema import DistillPass, ModelOptimizationSpec
+
+from .settings import OperatorSettings
+
+ANYWHERE = "*"  # storageLocations: ["*"] turns the check off (one trusted team)
+
+
+def spec_locations(spec: ModelOptimizationSpec) -> list[tuple[str, str]]:
+    """(wire path, URI) of every location the spec reads or writes."""
+    found = [("spec.model.uri", spec.model.uri), ("spec.data.uri", spec.data.uri)]
+    if spec.data.text is not None and spec.data.text.tokenizer:
+        found.append(("spec.data.text.tokenizer", spec.data.text.tokenizer))
+    found += [(f"spec.passes[{i}].student.uri", p.student.uri) for i, p in enumerate(spec.passes) if isinstance(p, DistillPass)]
+    if spec.artifacts.uri:
+        found.append(("spec.artifacts.uri", spec.artifacts.uri))
+    if spec.promotion is not None and spec.promotion.uri:
+        found.append(("spec.promotion.uri", spec.promotion.uri))
+    return found
+
+
+def allowed_prefixes(settings: OperatorSettings, namespace: str) -> list[str]:
+    templates = settings.storage_locations or (
+        (f"{settings.default_artifacts.rstrip('/')}/{{namespace}}/",) if settings.default_artifacts else ())
+    return [template.replace("{namespace}", namespace) for template in templates]
+
+
+def within(uri: str, prefixes: list[str]) -> bool:
+    if ANYWHERE in prefixes:
+        return True
+    mine = _segments(uri)
+    return mine is not None and any((allowed := _segments(p)) is not None and mine[: len(allowed)] == allowed
+                                    for p in prefixes)
+
+
+def _segments(uri: str) -> tuple[str, ...] | None:
+    """('s3', bucket, key parts…) or ('file', path parts…); None for a location never allowed
+    (relative, or with empty, '.' or '..' segments)."""
+    if uri.startswith("s3://"):
+        parsed = urlparse(uri)
+        head, path = ("s3", parsed.netloc), parsed.path
+    elif uri.startswith("/"):
+        head, path = ("file",), uri
+    else:
+        return None
+    parts = path.strip("/").split("/") if path.strip("/") else []
+    if any(p in ("", ".", "..") for p in parts):
+        return None
+    return (*head, *parts)
+
+
+def describe(prefixes: list[str]) -> str:
+    return ", ".join(prefixes) if prefixes else "none: the operator sets neither storageLocations nor defaultArtifacts"
+
+
+def outside(spec: ModelOptimizationSpec, settings: OperatorSettings, namespace: str) -> list[tuple[str, str, str]]:
+    """(field, policy setting, message) for each location or endpoint outside the policy."""
+    prefixes, found = allowed_prefixes(settings, namespace), []
+    for field, uri in spec_locations(spec):
+        if not within(uri, prefixes):
+            why = "is not an absolute path or s3:// URI without empty, '.' or '..' segments" if _segments(uri) is None else \
+                f"is outside the locations allowed in namespace {namespace} ({describe(prefixes)})"
+            found.append((field, "storageLocations", f"{uri} {why}"))
+    endpoint = spec.artifacts.endpoint_url
+    if endpoint and endpoint.rstrip("/") not in {e.rstrip("/") for e in settings.allowed_endpoints}:
+        allowed = ", ".join(settings.allowed_endpoints) or "none"
+        found.append(("spec.artifacts.endpointUrl", "allowedEndpoints",
+                      f"endpoint {endpoint} is not allowed (allowed: {allowed}); the Job would send the team's credentials there"))
+    return found
+
+
+def digest_readable(spec: ModelOptimizationSpec, settings: OperatorSettings, namespace: str) -> str | None:
+    """Why the operator may not read the model's digest with its own identity, or None."""
+    if not spec.model.uri.startswith("s3://"):
+        return "the operator reads model digests only from S3 (a local path is a file of the Job's image, not the operator's)"
+    problems = outside(spec, settings, namespace)
+    relevant = [m for field, _, m in problems if field in ("spec.model.uri", "spec.artifacts.endpointUrl")]
+    return "; ".join(relevant) or None
