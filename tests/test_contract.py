@@ -30,7 +30,7 @@ def pod_with(message: dict | str, phase: str = "Succeeded") -> dict:
 def job_env(spec_document: dict | None = None, **spec) -> dict[str, str]:
     document = spec_document or resource_dict(name="m", **spec)
     document["metadata"] |= {"namespace": "a", "generation": 1}
-    container = build_job(document, resource_from_dict(document).spec, OperatorSettings())["spec"]["template"]["spec"]["containers"][0]
+    container = build_job(document, resource_from_dict(document).spec, OperatorSettings(storage_locations=("*",)))["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: e["value"] for e in container["env"]}
 
 

@@ -6,7 +6,7 @@ from collections import Counter
 from kompress_jobs.contract import JobMessage, RunArtifacts, RunSummary
 from kompress_jobs.schema import CandidateSummary
 from kompress_jobs.specfile import resource_from_dict
-from kompress_operator.admission import Waiting, admit, position
+from kompress_operator.admission import Fairness, Waiting, admit, fair_order, position
 from kompress_operator.conditions import FAILED, RUNNING, SUCCEEDED, Phase, conditions_for, set_condition
 from kompress_operator.jobspec import build_job, job_name
 from kompress_operator.jobstate import job_outcome
@@ -28,7 +28,8 @@ def body(**spec):
 
 def build(**spec):
     document = body(**spec)
-    return build_job(document, resource_from_dict(document).spec, OperatorSettings(default_artifacts="s3://b/p"))
+    return build_job(document, resource_from_dict(document).spec, OperatorSettings(default_artifacts="s3://b/p", storage_locations=("*",),
+                                                                                allowed_priority_classes=("batch-*",)))
 
 
 def test_job_is_named_after_resource_and_generation():
@@ -47,7 +48,7 @@ def test_cpu_job_is_hardened_and_carries_the_spec():
     assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"} and pod["restartPolicy"] == "Never"
-    assert {"name": "scratch", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "scratch", "emptyDir": {"sizeLimit": "50Gi"}} in pod["volumes"]  # bounded by the policy
     env = {e["name"]: e["value"] for e in container["env"]}
     carried = json.loads(env["KOMPRESS_RESOURCE"])
     assert carried["spec"]["passes"][1]["type"] == "StaticInt8" and carried["metadata"]["generation"] == 3
@@ -113,13 +114,29 @@ def test_outcome_of_a_crashed_pod_without_message():
     assert outcome.reason == "DeadlineExceeded" and "exit code 137" in outcome.message
 
 
-def test_admission_respects_both_caps_priority_and_age():
+def test_admission_shares_slots_between_namespaces_then_orders_each_by_priority_and_age():
     waiting = [Waiting("a", "old", 0, "2026-01-01T00:00:00Z"), Waiting("a", "new", 0, "2026-01-02T00:00:00Z"),
-               Waiting("b", "urgent", 5, "2026-01-03T00:00:00Z"), Waiting("c", "other", 0, "2026-01-04T00:00:00Z")]
-    assert admit(waiting, Counter({"a": 1}), max_total=4, max_per_namespace=2) == [("b", "urgent"), ("a", "old"), ("c", "other")]
+               Waiting("b", "urgent", 5, "2026-01-03T00:00:00Z"), Waiting("c", "other", 0, "2026-01-04T00:00:00Z"),
+               Waiting("a", "first", 9, "2026-01-05T00:00:00Z")]
+    # a already holds a slot: b and c (none held) go first; a's priority 9 orders only a's own runs.
+    assert admit(waiting, Counter({"a": 1}), max_total=4, max_per_namespace=2) == [("b", "urgent"), ("c", "other"), ("a", "first")]
     assert admit(waiting, Counter({"a": 2}), max_total=3, max_per_namespace=2) == [("b", "urgent")]
     assert admit(waiting, Counter(), max_total=0, max_per_namespace=2) == []
-    assert position(("a", "new"), waiting) == 3
+    assert position(("a", "new"), waiting) == 5  # a: first, old, new; b and c take turns between
+    across = Fairness(priority_across_namespaces=True)
+    assert admit(waiting, Counter({"a": 1}), max_total=4, max_per_namespace=2, fairness=across)[0] == ("a", "first")
+
+
+def test_one_tenant_with_fifty_queued_runs_does_not_delay_another_tenants_first_run():
+    flood = [Waiting("greedy", f"run-{i:02d}", 1000, f"2026-01-01T00:00:{i:02d}Z") for i in range(50)]
+    late = Waiting("quiet", "first", -1000, "2026-01-02T00:00:00Z")
+    # A cap of 2, both slots taken by the greedy tenant: the next freed slot goes to the quiet one.
+    assert admit(flood + [late], Counter({"greedy": 1}), max_total=2, max_per_namespace=2) == [("quiet", "first")]
+    assert position(("quiet", "first"), flood + [late], Counter({"greedy": 2})) == 1
+    # Weights: a namespace of weight 3 gets three turns for the other's one.
+    order = [w.namespace for w in fair_order(flood[:8] + [Waiting("quiet", f"q{i}", 0, "2026-01-02T00:00:00Z") for i in range(8)],
+                                             Counter(), Fairness(weights={"greedy": 3}))][:8]
+    assert order.count("greedy") == 6 and order.count("quiet") == 2
 
 
 def test_operator_registers_no_change_handlers():

@@ -18,6 +18,8 @@ from kompress_operator.settings import OperatorSettings
 from .conftest import resource_dict
 
 CREATED = "2026-12-03T10:00:30Z"
+SETTINGS = OperatorSettings(default_artifacts="s3://models")  # namespace ns may read s3://models/ns/
+MODEL = "s3://models/ns/cnn.pt"
 
 
 def at(text: str) -> datetime:
@@ -28,7 +30,7 @@ class Runs:
     """What the reoptimizer uses of the run controller: a status writer, events, Jobs, metrics."""
 
     def __init__(self, jobs=()):
-        self.settings, self.metrics, self.events_posted, self.deleted = OperatorSettings(), OperatorMetrics(), [], []
+        self.settings, self.metrics, self.events_posted, self.deleted = SETTINGS, OperatorMetrics(), [], []
         self.jobs = list(jobs)
         self.status = SimpleNamespace(write=self._write)
         self.events = SimpleNamespace(post=lambda body, reason, message, warning=False: self.events_posted.append((reason, message)))
@@ -45,8 +47,8 @@ class Runs:
         return patch
 
 
-def body(phase="Succeeded", reoptimization=None, **spec):
-    document = resource_dict(name="m", **spec)
+def body(phase="Succeeded", reoptimization=None, model=MODEL, **spec):
+    document = resource_dict(name="m", model=model, data="s3://models/ns/digits.npz", **spec)
     document["metadata"] |= {"namespace": "ns", "generation": 1, "creationTimestamp": CREATED}
     document["status"] = {"observedGeneration": 1, "phase": phase, "conditions": [{"type": "Accepted", "status": "True", "lastTransitionTime": CREATED}]}
     if reoptimization is not None:
@@ -81,7 +83,7 @@ def test_the_first_look_records_the_digest_and_a_later_change_queues_a_run():
 
 
 def test_forbid_waits_for_a_changed_model_and_skips_a_due_time_while_a_run_is_on():
-    resource = body("Running", {"generation": 1, "modelUri": "models/digits-cnn.pt", "modelDigest": "etag:a",
+    resource = body("Running", {"generation": 1, "modelUri": MODEL, "modelDigest": "etag:a",
                                 "lastScheduleTime": "2026-12-03T10:00:00Z"},
                     reoptimizeOn={"modelChange": True}, schedule="*/5 * * * *")
     runs = check(resource, "2026-12-03T10:05:10Z", digest="etag:b")
@@ -153,3 +155,55 @@ def test_a_rerun_is_decided_once_per_count():
 def test_due_picks_the_latest_time(schedule, last, now, expected):
     when = due(schedule, at(last), at(now))
     assert (when.at and when.at.strftime("%Y-%m-%dT%H:%M:%SZ"), when.missed) == expected
+
+
+@pytest.mark.parametrize("model, why", [
+    ("/dev/zero", "only from S3"),  # would hash forever
+    ("s3://models/other-team/cnn.pt", "outside the locations allowed in namespace ns"),  # another team's object
+])
+def test_the_operator_reads_no_digest_outside_the_namespace_or_off_s3(model, why):
+    digests = SimpleNamespace(of=lambda spec: pytest.fail(f"the operator read {spec.model.uri} with its own identity"))
+    runs = Runs()
+    resource = body(model=model, reoptimizeOn={"modelChange": True})
+    asyncio.run(Reoptimizer(runs, digests=digests, clock=lambda: at("2026-12-03T10:05:00Z")).check(resource))
+    assert runs.events_posted and runs.events_posted[0][0] == "ModelDigestUnavailable" and why in runs.events_posted[0][1]
+    assert "modelDigest" not in resource["status"].get("reoptimization", {})
+
+
+def test_a_hanging_model_store_warns_and_every_other_schedule_still_fires(monkeypatch):
+    import threading
+
+    import kompress_operator.reoptimizer as reoptimizer_module
+
+    monkeypatch.setattr(reoptimizer_module, "DIGEST_TIMEOUT_SECONDS", 0.3)
+    runs, release = Runs(), threading.Event()
+
+    def digest_of(spec):
+        if spec.model.uri.endswith("hangs.pt"):
+            release.wait()  # an endpoint that accepts and never answers (or /dev/zero, before this issue)
+        return "etag:a"
+
+    stuck = body(model="s3://models/ns/hangs.pt", reoptimizeOn={"modelChange": True})
+    stuck["metadata"]["name"] = "stuck"
+    scheduled = [body(reoptimization={"lastScheduleTime": "2026-12-03T10:00:00Z"}, schedule="*/5 * * * *") for _ in range(3)]
+    for i, resource in enumerate(scheduled):
+        resource["metadata"]["name"] = f"nightly-{i}"
+    now = [at("2026-12-03T10:05:10Z")]
+    reoptimizer = Reoptimizer(runs, digests=SimpleNamespace(of=digest_of), clock=lambda: now[0])
+    for resource in [stuck, *scheduled]:
+        reoptimizer.track(resource, None)
+
+    async def two_schedules():
+        task = asyncio.create_task(reoptimizer.run_forever(0.01))
+        try:
+            await asyncio.sleep(1.0)
+            first = [r["status"]["reoptimization"]["reason"] for r in scheduled]
+            now[0] = at("2026-12-03T10:10:10Z")  # the next due time, while the stuck store still hangs
+            await asyncio.sleep(1.0)
+            return first
+        finally:
+            task.cancel()
+            release.set()  # before asyncio.run waits for its threads
+    assert asyncio.run(two_schedules()) == ["Scheduled"] * 3
+    assert all(r["status"]["reoptimization"]["lastScheduleTime"] == "2026-12-03T10:10:00Z" for r in scheduled)
+    assert any(reason == "ModelDigestUnavailable" and "no answer within 0.3s" in message for reason, message in runs.events_posted)

@@ -22,7 +22,7 @@ from kompress_operator.settings import OperatorSettings
 from .conftest import resource_dict
 
 SEARCH = [{"pass": "int8", "parameter": "perChannel", "choices": [True, False]}]
-SETTINGS = OperatorSettings(max_running=4, max_running_per_namespace=4, study_storage_secret="studies")
+SETTINGS = OperatorSettings(storage_locations=("*",), max_running=4, max_running_per_namespace=4, study_storage_secret="studies")
 
 
 def body(parallelism: int = 3, trials: int = 12, **tuning) -> dict:
@@ -62,11 +62,11 @@ def test_a_single_pod_study_gets_no_tuning_job_and_no_study_url():
 
 
 @pytest.mark.parametrize("settings, document, field, key, words", [
-    (OperatorSettings(max_running=4, max_running_per_namespace=2, study_storage_secret="s"), body(parallelism=3),
+    (OperatorSettings(storage_locations=("*",), max_running=4, max_running_per_namespace=2, study_storage_secret="s"), body(parallelism=3),
      "spec.tuning.parallelism", "maxRunningPerNamespace", ["parallelism 3 can never start", "at most 2 run at once"]),
-    (OperatorSettings(max_running=2, max_running_per_namespace=4, study_storage_secret="s"), body(parallelism=3),
+    (OperatorSettings(storage_locations=("*",), max_running=2, max_running_per_namespace=4, study_storage_secret="s"), body(parallelism=3),
      "spec.tuning.parallelism", "maxRunning", ["at most 2 run at once"]),
-    (OperatorSettings(max_running=4, max_running_per_namespace=4), body(parallelism=2),
+    (OperatorSettings(storage_locations=("*",), max_running=4, max_running_per_namespace=4), body(parallelism=2),
      "spec.tuning.storageSecret", "studyStorageSecret", ["share a study in a database"]),
 ])
 def test_the_policy_refuses_a_study_that_could_never_start_or_has_no_database(settings, document, field, key, words):

@@ -12,6 +12,7 @@ team's credentials there.
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from urllib.parse import urlparse
 
 from kompress_jobs.schema import DistillPass, ModelOptimizationSpec
@@ -77,7 +78,7 @@ def outside(spec: ModelOptimizationSpec, settings: OperatorSettings, namespace: 
                 f"is outside the locations allowed in namespace {namespace} ({describe(prefixes)})"
             found.append((field, "storageLocations", f"{uri} {why}"))
     endpoint = spec.artifacts.endpoint_url
-    if endpoint and endpoint.rstrip("/") not in {e.rstrip("/") for e in settings.allowed_endpoints}:
+    if endpoint and not any(fnmatchcase(endpoint.rstrip("/"), e.rstrip("/")) for e in settings.allowed_endpoints):
         allowed = ", ".join(settings.allowed_endpoints) or "none"
         found.append(("spec.artifacts.endpointUrl", "allowedEndpoints",
                       f"endpoint {endpoint} is not allowed (allowed: {allowed}); the Job would send the team's credentials there"))

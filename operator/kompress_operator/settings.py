@@ -81,7 +81,7 @@ class OperatorSettings(BaseSettings):
         "URI prefixes (comma-separated, {namespace} is the run's namespace) that a spec's model, data, artifacts and "
         "promotion locations must lie under; default: <defaultArtifacts>/{namespace}/; '*' turns the check off"))
     allowed_endpoints: Annotated[tuple[str, ...], NoDecode] = Field((), description=(
-        "S3 endpoints (comma-separated) specs may name in artifacts.endpointUrl; default: none (the store the "
+        "S3 endpoint patterns (comma-separated) specs may name in artifacts.endpointUrl; default: none (the store the "
         "Job's environment configures)"))
     # Bounded cost per run, whatever the spec says.
     default_active_deadline_seconds: int = Field(86_400, ge=1, description="a run's Job deadline when its spec sets none")
