@@ -72,3 +72,29 @@ def test_examples_only_use_fields_the_crd_knows():
 
     for path in EXAMPLES.glob("*.yaml"):
         check(yaml.safe_load(path.read_text())["spec"], spec_schema, f"{path.name}:spec")
+
+
+def _unbounded(node: dict, path: str) -> list[str]:
+    """Paths of strings, lists and maps in a CRD schema that have no size limit."""
+    found, kind = [], node.get("type")
+    if kind == "array":
+        found += [] if "maxItems" in node else [f"{path} (list)"]
+        found += _unbounded(node.get("items", {}), f"{path}[]")
+    elif isinstance(node.get("additionalProperties"), dict):
+        found += [] if "maxProperties" in node else [f"{path} (map)"]
+        found += _unbounded(node["additionalProperties"], f"{path}{{}}")
+    elif kind == "object" or "properties" in node:
+        for name, sub in (node.get("properties") or {}).items():
+            found += _unbounded(sub, f"{path}.{name}")
+    elif (kind == "string" or node.get("x-kubernetes-int-or-string")) and "maxLength" not in node and "enum" not in node:
+        found.append(f"{path} (string)")
+    return found
+
+
+def test_every_string_list_and_map_of_the_spec_is_bounded():
+    """One tenant's specs must not grow etcd, the webhook or the operator without bound (issue 27).
+    Scalars of several types (search choices) are x-kubernetes-preserve-unknown-fields in the CRD;
+    pydantic bounds their strings."""
+    crd = yaml.safe_load((CRDS / CRD_FILE).read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert _unbounded(spec, "spec") == []

@@ -136,3 +136,14 @@ def test_every_pass_type_is_registered_once_from_the_schema():
 def test_a_distillation_student_that_cannot_be_trained_is_refused_at_validation():
     message = _error(resource_dict(passes=[{"type": "Distill", "student": {"uri": "s.onnx", "format": "ONNX"}}]))
     assert "spec.passes[0].student" in message and "the student must be a TorchScript archive" in message
+
+
+@pytest.mark.parametrize("field, value, path", [
+    ("model", {"uri": "s3://b/" + "k" * 5000, "format": "ONNX"}, "spec.model.uri"),
+    ("job", {"nodeSelector": {f"k{i}": "v" for i in range(40)}}, "spec.job.nodeSelector"),
+    ("job", {"tolerations": [{"key": "x"}] * 40}, "spec.job.tolerations"),
+])
+def test_oversized_strings_lists_and_maps_are_refused_naming_the_field(field, value, path):
+    with pytest.raises(SpecError, match=path.replace(".", r"\.")) as refused:
+        resource_from_dict(resource_dict(**{field: value}))
+    assert "\n" not in str(refused.value) and len(str(refused.value)) < 600

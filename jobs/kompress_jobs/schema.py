@@ -19,6 +19,8 @@ API_GROUP = "kompress.io"
 API_VERSION = "v1alpha1"
 KIND = "ModelOptimization"
 PLURAL = "modeloptimizations"
+MAX_STRING = 4096  # an S3 key is at most 1024 bytes; a URI, a pattern or a name fits well within
+MAX_ITEMS = 1024  # the longest lists: operator names of a large graph to leave alone
 
 
 class Model(BaseModel):
@@ -29,6 +31,10 @@ class Model(BaseModel):
         populate_by_name=True,
         extra="forbid",
         use_enum_values=False,
+        # Every string is bounded (fields may set a smaller or, with a reason, larger limit), and so
+        # is every list and map (max_length on the field): one tenant's spec cannot grow the
+        # operator without bound (tests/test_crd.py checks the generated CRD for it).
+        str_max_length=MAX_STRING,
     )
 
     def to_wire(self) -> dict[str, Any]:
@@ -218,7 +224,7 @@ class DynamicInt8Pass(PassBase):
     per_channel: bool = False
     reduce_range: bool = Field(False, description="7-bit weights, for CPUs without VNNI.")
     weight_type: QuantType = QuantType.QINT8
-    op_types: list[str] | None = Field(None, description="Operator types to quantize; all supported when unset.")
+    op_types: list[str] | None = Field(None, max_length=256, description="Operator types to quantize; all supported when unset.")
 
 
 class CalibrationMethod(str, Enum):
@@ -241,7 +247,7 @@ class StaticInt8Pass(PassBase):
     calibration_samples: int = Field(256, ge=1, le=100_000)
     activation_type: QuantType = QuantType.QUINT8
     weight_type: QuantType = QuantType.QINT8
-    op_types: list[str] | None = None
+    op_types: list[str] | None = Field(None, max_length=256)
 
 
 class Fp16Pass(PassBase):
@@ -324,9 +330,9 @@ class NncfPreset(str, Enum):
 class IgnoredScope(Model):
     """Operators NNCF leaves in FP32, by OpenVINO name, name pattern (regex) or type; each must match one."""
 
-    names: list[str] = Field(default_factory=list)
-    patterns: list[str] = Field(default_factory=list)
-    types: list[str] = Field(default_factory=list)
+    names: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    patterns: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    types: list[str] = Field(default_factory=list, max_length=256)
 
 
 class OpenVinoInt8Pass(PassBase):
@@ -416,12 +422,12 @@ class StructuredPrunePass(PassBase):
         description="module:callable in the Job image that builds the input model as an eager torch.nn.Module "
                     "(a TorchScript archive holds weights and compiled code, not a module that can be narrowed). "
                     "The input's weights are loaded into it; code never comes from the model file.")
-    architecture_args: dict[str, int] = Field(default_factory=dict, description="Keyword arguments for the callable.")
+    architecture_args: dict[str, int] = Field(default_factory=dict, max_length=64, description="Keyword arguments for the callable.")
     amount: float = Field(0.5, gt=0, lt=1, description="Fraction of the channels / neurons of each prunable layer to remove, in (0, 1).")
     importance: Importance = Field(Importance.L2, description="Norm of a channel's weights (over all coupled layers) that ranks it.")
     global_ranking: bool = Field(False, description="Rank channels across layers instead of cutting each layer by `amount`.")
     round_to: int | None = Field(None, ge=1, le=1024, description="Keep channel counts a multiple of this (8 suits SIMD and tensor cores).")
-    ignored_layers: list[str] = Field(default_factory=list, description="Names of modules to keep whole (the output layer always is).")
+    ignored_layers: list[str] = Field(default_factory=list, max_length=MAX_ITEMS, description="Names of modules to keep whole (the output layer always is).")
     fine_tuning: FineTuning = Field(default_factory=lambda: FineTuning(epochs=5))
     distillation: Distillation | None = Field(None, description="Fine-tune against the unpruned model's outputs as well (a student derived from the teacher).")
 
@@ -596,7 +602,7 @@ class SearchRange(Model):
     low: float | None = Field(None, description="Lower end of a numeric range (integers when the parameter is an integer).")
     high: float | None = Field(None, description="Upper end of a numeric range, inclusive.")
     log: bool = Field(False, description="Sample the range on a log scale (learning rates).")
-    choices: list[int | float | str | bool] | None = Field(None, min_length=1, description="Values to choose among, instead of a range.")
+    choices: list[int | float | str | bool] | None = Field(None, min_length=1, max_length=256, description="Values to choose among, instead of a range.")
 
     @model_validator(mode="after")
     def _range_or_choices(self) -> "SearchRange":
@@ -624,7 +630,7 @@ class Tuning(Model):
     the candidates and are measured like every other. The study is saved in the artifact store after
     every trial, so an interrupted run resumes where it stopped."""
 
-    search_space: list[SearchRange] = Field(json_schema_extra={"minItems": 1})
+    search_space: list[SearchRange] = Field(max_length=64, json_schema_extra={"minItems": 1})
     objectives: list[Objective] = Field(
         default_factory=lambda: [Objective.LATENCY, Objective.SIZE, Objective.ACCURACY], min_length=1, max_length=3,
         description="One objective: a single best; several: a Pareto front. All are minimized (Accuracy as its drop); "
@@ -734,8 +740,8 @@ class Toleration(Model):
 class Resources(Model):
     """Container resources as in a Pod spec (quantities: 2, "500m", "4Gi")."""
 
-    requests: dict[str, int | str] = Field(default_factory=dict)
-    limits: dict[str, int | str] = Field(default_factory=dict)
+    requests: dict[str, int | str] = Field(default_factory=dict, max_length=32)
+    limits: dict[str, int | str] = Field(default_factory=dict, max_length=32)
 
 
 class JobSettings(Model):
@@ -743,8 +749,8 @@ class JobSettings(Model):
     device: Device = Device.CPU
     gpus: int = Field(0, ge=0, le=16, description="nvidia.com/gpu count; 1 when device is GPU and unset.")
     resources: Resources = Field(default_factory=Resources)
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
+    node_selector: dict[str, str] = Field(default_factory=dict, max_length=32)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     priority_class_name: str | None = None
     service_account_name: str | None = None
     priority: int = Field(0, ge=-1000, le=1000, description="Higher runs first when the operator queues runs.")

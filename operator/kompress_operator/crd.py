@@ -23,7 +23,7 @@ from kompress_jobs.schema import API_GROUP, API_VERSION, KIND, PLURAL, ModelOpti
 
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
 CRD_FILE = f"{API_GROUP}_{PLURAL}.yaml"
-_DROP = {"title", "discriminator", "$defs"}
+_DROP = {"title", "discriminator", "$defs", "propertyNames"}  # map keys: bounded by pydantic, not expressible in 1.20's CRDs
 
 
 def structural(node: Any, defs: dict[str, Any], no_defaults: bool = False) -> Any:
@@ -67,7 +67,8 @@ def _any_of(node: dict, defs: dict, no_defaults: bool) -> dict:
         rest.pop("default")  # "unset" needs no default in Kubernetes
     kinds = {o.get("type") for o in options}
     if kinds == {"integer", "string"}:
-        return {"x-kubernetes-int-or-string": True, **rest}
+        bound = next((o["maxLength"] for o in options if "maxLength" in o), None)
+        return {"x-kubernetes-int-or-string": True, **({"maxLength": bound} if bound else {}), **rest}
     if len(options) == 1:
         return {**structural(options[0], defs, no_defaults), **structural(rest, defs, no_defaults)}
     if kinds <= {"integer", "number", "string", "boolean"}:
