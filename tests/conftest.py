@@ -20,6 +20,13 @@ EXAMPLES = REPO / "examples"
 FAST_BENCHMARK = {"batchSizes": [1, 8], "warmup": 2, "iterations": 5, "rounds": 2, "threads": 1}
 
 
+def run_folder(root: Path, run_id: str, name: str = "test-run", namespace: str = "default") -> Path:
+    """Where a run's files land under an artifacts root (kompress_jobs/layout.py)."""
+    from kompress_jobs.layout import run_prefix
+
+    return root / run_prefix(namespace, name, run_id)
+
+
 def copy_examples(folder: Path) -> Path:
     """Copies of the example data and models in `folder`, as a user's project would hold them."""
     for sub in ("data", "models"):

@@ -359,8 +359,8 @@ def test_serving_examples_read_where_promotion_writes(assets):
 
     docs = [d for d in yaml.safe_load_all(run(assets / "kubectl", "kustomize", DEPLOY / "serving").stdout) if d]
     optimization = resource_from_dict(of_kind(docs, "ModelOptimization")[0], "sample")
-    root = f"{optimization.spec.artifacts.uri}/{optimization.metadata.namespace}/{optimization.metadata.name}"
     assert optimization.spec.promotion is not None and optimization.spec.schedule
+    root = optimization.spec.promotion.uri
     service = of_kind(docs, "InferenceService")[0]
     assert service["spec"]["predictor"]["model"]["storageUri"] == f"{root}/{MIRROR}/"
     pod = of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]

@@ -10,7 +10,7 @@ import pytest
 
 from kompress_jobs.cli import main
 
-from .conftest import free_port
+from .conftest import free_port, run_folder
 
 
 def run_cli(capsys, *args: str) -> tuple[int, list[str], str]:
@@ -102,7 +102,7 @@ def test_data_that_does_not_fit_an_onnx_model(capsys, write_spec, workspace, tmp
     code, _, _ = run_cli(capsys, str(write_spec(passes=[{"type": "OnnxExport"}])), "--output", str(tmp_path / "first"),
                          "--run-id", "export")
     assert code == 0
-    exported = tmp_path / "first" / "export" / "candidates" / "onnx-export" / "model.onnx"
+    exported = run_folder(tmp_path / "first", "export") / "candidates" / "onnx-export" / "model.onnx"
     _flat_digits(workspace)
     spec = write_spec(model=str(exported), model_format="ONNX", data="data/flat.npz", passes=[{"type": "DynamicInt8"}])
     code, lines, _ = run_cli(capsys, str(spec), "--output", str(tmp_path / "out"))
@@ -206,7 +206,7 @@ def test_data_missing_one_of_the_models_inputs(capsys, workspace, tmp_path, tiny
     assert main(["optimize", "-q", str(spec), "--output", str(onnx_run), "--run-id", "e"]) == 0
     capsys.readouterr()
     data = _token_npz(workspace / "data" / "ids-only.npz", **{"x_evaluation/attention_mask": None})
-    spec = write_spec(model=str(onnx_run / "e" / "candidates" / "onnx-export" / "model.onnx"), model_format="ONNX",
+    spec = write_spec(model=str(run_folder(onnx_run, "e") / "candidates" / "onnx-export" / "model.onnx"), model_format="ONNX",
                       data="data/ids-only.npz", passes=[{"type": "DynamicInt8"}], task={"type": "Fidelity"})
     code, lines, _ = run_cli(capsys, str(spec), "--output", str(tmp_path / "out"))
     assert_one_error(code, lines, f"{data}: the model's input 'attention_mask' is missing from the data",

@@ -3,6 +3,8 @@ clear errors on bad input. Speed figures live in benchmarks/techniques.py, not h
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -30,7 +32,7 @@ def test_pruned_then_int8_candidates_keep_accuracy_and_record_lineage(write_spec
     ], goals={"maxAccuracyDrop": 1.0})
     candidates, result = run(spec, tmp_path)
     assert all(c["outcome"] == "Measured" for c in candidates.values()), candidates
-    pruned = torch.jit.load(str(tmp_path / "out" / result.run_id / "candidates" / "pruned" / "model.pt"))
+    pruned = torch.jit.load(str(Path(result.run_uri) / "candidates" / "pruned" / "model.pt"))
     weights = torch.cat([p.flatten() for n, p in pruned.named_parameters() if n.endswith("weight")])
     assert (weights == 0).float().mean().item() == pytest.approx(0.6, abs=0.01)
     assert metric(candidates["baseline"]) - metric(candidates["pruned-int8"]) <= 0.01
@@ -51,7 +53,7 @@ def test_structured_pruning_then_int8_is_smaller_than_int8_alone_within_one_poin
     ], goals={"maxAccuracyDrop": 1.0})
     candidates, result = run(spec, tmp_path)
     assert all(c["outcome"] == "Measured" for c in candidates.values()), candidates
-    narrow = torch.jit.load(str(tmp_path / "out" / result.run_id / "candidates" / "narrow" / "model.pt"))
+    narrow = torch.jit.load(str(Path(result.run_uri) / "candidates" / "narrow" / "model.pt"))
     assert narrow.state_dict()["0.weight"].shape[0] == 16  # half of the first conv's 32 filters are gone
     assert narrow.state_dict()["12.weight"].shape[0] == 10  # the output layer keeps its width
     int8, narrow_int8 = candidates["int8"], candidates["narrow-int8"]

@@ -15,7 +15,7 @@ from kompress_jobs.pipeline import run_optimization
 from kompress_jobs.specfile import load_resource_file
 from kompress_jobs.store import LocalStore
 
-from .conftest import copy_examples, resource_dict
+from .conftest import copy_examples, resource_dict, run_folder
 
 ALL_PASSES = [{"type": "OnnxExport"}, {"type": "OrtOptimize"}, {"type": "DynamicInt8"},
               {"type": "StaticInt8", "calibrationMethod": "Entropy"}, {"type": "Fp16"}]
@@ -33,7 +33,7 @@ def cnn_run(tmp_path_factory):
     spec.write_text(yaml.safe_dump(resource_dict(name="cnn", passes=ALL_PASSES, goals={"maxAccuracyDrop": 1.0})))
     out = workspace / "runs"
     assert main(["optimize", "-q", str(spec), "--output", str(out), "--run-id", "r1"]) == 0
-    run = out / "r1"
+    run = run_folder(out, "r1", "cnn")
     return run, json.loads((run / "report.json").read_text()), json.loads((run / "manifest.json").read_text())
 
 
@@ -160,13 +160,16 @@ def test_a_failing_pass_is_recorded_and_the_others_still_publish(workspace, writ
 class FailingStore(LocalStore):
     """Fails on the n-th upload, like a store that goes away mid-run."""
 
-    def __init__(self, root, fail_at):
+    def __init__(self, root, fail_at, calls=None):
         super().__init__(root)
-        self.calls, self.fail_at = 0, fail_at
+        self.calls, self.fail_at = calls if calls is not None else [0], fail_at
+
+    def under(self, prefix):  # the run's folder fails the same way, on the same count
+        return FailingStore(super().under(prefix).root, self.fail_at, self.calls)
 
     def put(self, local, key):
-        self.calls += 1
-        if self.calls == self.fail_at:
+        self.calls[0] += 1
+        if self.calls[0] == self.fail_at:
             raise StoreError(f"upload of {key} failed: connection reset")
         super().put(local, key)
 

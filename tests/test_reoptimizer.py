@@ -192,6 +192,8 @@ def test_a_hanging_model_store_warns_and_every_other_schedule_still_fires(monkey
     reoptimizer = Reoptimizer(runs, digests=SimpleNamespace(of=digest_of), clock=lambda: now[0])
     for resource in [stuck, *scheduled]:
         reoptimizer.track(resource, None)
+    scheduled = [reoptimizer.watched[("ns", r["metadata"]["name"])] for r in scheduled]  # what the loop keeps and writes
+    assert all("passes" not in r["spec"] and "data" not in r["spec"] for r in scheduled), "the loop keeps a stub, not the spec"
 
     async def two_schedules():
         task = asyncio.create_task(reoptimizer.run_forever(0.01))

@@ -25,13 +25,15 @@ def test_inputs_from_s3_and_artifacts_to_s3(capsys, s3_endpoint, workspace, writ
                       artifacts={"uri": "s3://models/runs/team-a", "endpointUrl": s3_endpoint})
 
     assert main(["optimize", "-q", str(spec), "--run-id", "run-1"]) == 0
-    assert "s3://models/runs/team-a/run-1" in capsys.readouterr().out
+    run = "runs/team-a/default/test-run/runs/run-1"  # <root>/<namespace>/<name>/runs/<run id>
+    assert f"s3://models/{run}" in capsys.readouterr().out
 
-    keys = s3_keys(s3_endpoint, prefix="runs/team-a/run-1/")
-    manifest = json.loads(client.get_object(Bucket="models", Key="runs/team-a/run-1/manifest.json")["Body"].read())
-    assert set(keys) == {f"runs/team-a/run-1/{f['path']}" for f in manifest["files"]} | {"runs/team-a/run-1/manifest.json"}
+    keys = s3_keys(s3_endpoint, prefix=f"{run}/")
+    manifest = json.loads(client.get_object(Bucket="models", Key=f"{run}/manifest.json")["Body"].read())
+    assert set(keys) == {f"{run}/{f['path']}" for f in manifest["files"]} | {f"{run}/manifest.json"}
+    assert s3_keys(s3_endpoint, prefix="runs/") == keys, "nothing outside the run's folder"
     for entry in manifest["files"]:
-        body = client.get_object(Bucket="models", Key=f"runs/team-a/run-1/{entry['path']}")["Body"].read()
+        body = client.get_object(Bucket="models", Key=f"{run}/{entry['path']}")["Body"].read()
         assert hashlib.sha256(body).hexdigest() == entry["sha256"]
     assert manifest["inputs"]["model"]["uri"] == "s3://models/inputs/cnn.pt"
 

@@ -14,7 +14,7 @@ import yaml
 
 from kompress_jobs.cli import main
 
-from .conftest import EXAMPLES, resource_dict
+from .conftest import EXAMPLES, resource_dict, run_folder
 from .transformer_fixtures import minilm_dir, tiny_bert, write_sentences
 
 TEXT = {"column": "text", "maxLength": 32}
@@ -28,7 +28,7 @@ def optimize(tmp_path: Path, name: str, **spec) -> tuple[dict, dict]:
     path.write_text(yaml.safe_dump(resource, sort_keys=False))
     out = tmp_path / "runs"
     assert main(["optimize", "-q", str(path), "--output", str(out), "--run-id", name]) == 0
-    report = json.loads((out / name / "report.json").read_text())
+    report = json.loads((run_folder(out, name, name) / "report.json").read_text())
     return report, {c["name"]: c for c in report["candidates"]}
 
 

@@ -29,6 +29,7 @@ kubectl -n default create secret generic kompress-s3 \
 helm upgrade --install kompress charts/kompress --namespace kompress-system \
     --set image.tag="$tag" --set jobs.cpuImage.tag="$tag" --set jobs.pullPolicy=Never --set image.pullPolicy=Never \
     --set artifacts.uri=s3://kompress/runs --set artifacts.secretName=kompress-s3 \
+    --set-json 'policy.storageLocations=["s3://kompress/runs/{namespace}/", "/opt/kompress/examples/"]' \
     --set-string jobs.env.AWS_ENDPOINT_URL=http://minio.kompress-system:9000 \
     --set-string jobs.env.AWS_DEFAULT_REGION=us-east-1 \
     --set jobs.resources.requests.cpu=500m --set jobs.resources.requests.memory=1Gi \

@@ -77,18 +77,24 @@ def outside(spec: ModelOptimizationSpec, settings: OperatorSettings, namespace: 
             why = "is not an absolute path or s3:// URI without empty, '.' or '..' segments" if _segments(uri) is None else \
                 f"is outside the locations allowed in namespace {namespace} ({describe(prefixes)})"
             found.append((field, "storageLocations", f"{uri} {why}"))
-    endpoint = spec.artifacts.endpoint_url
-    if endpoint and not any(fnmatchcase(endpoint.rstrip("/"), e.rstrip("/")) for e in settings.allowed_endpoints):
-        allowed = ", ".join(settings.allowed_endpoints) or "none"
-        found.append(("spec.artifacts.endpointUrl", "allowedEndpoints",
-                      f"endpoint {endpoint} is not allowed (allowed: {allowed}); the Job would send the team's credentials there"))
+    refused = _endpoint_refused(spec.artifacts.endpoint_url, settings)
+    if refused:
+        found.append(("spec.artifacts.endpointUrl", "allowedEndpoints", f"{refused}; the Job would send the team's credentials there"))
     return found
 
 
-def digest_readable(spec: ModelOptimizationSpec, settings: OperatorSettings, namespace: str) -> str | None:
-    """Why the operator may not read the model's digest with its own identity, or None."""
+def _endpoint_refused(endpoint: str | None, settings: OperatorSettings) -> str | None:
+    if endpoint and not any(fnmatchcase(endpoint.rstrip("/"), e.rstrip("/")) for e in settings.allowed_endpoints):
+        return f"endpoint {endpoint} is not allowed (allowed: {', '.join(settings.allowed_endpoints) or 'none'})"
+    return None
+
+
+def digest_readable(spec, settings: OperatorSettings, namespace: str) -> str | None:
+    """Why the operator may not read the model's digest with its own identity, or None. `spec`
+    has the model and artifacts of a ModelOptimizationSpec."""
     if not spec.model.uri.startswith("s3://"):
         return "the operator reads model digests only from S3 (a local path is a file of the Job's image, not the operator's)"
-    problems = outside(spec, settings, namespace)
-    relevant = [m for field, _, m in problems if field in ("spec.model.uri", "spec.artifacts.endpointUrl")]
-    return "; ".join(relevant) or None
+    prefixes = allowed_prefixes(settings, namespace)
+    if not within(spec.model.uri, prefixes):
+        return f"{spec.model.uri} is outside the locations allowed in namespace {namespace} ({describe(prefixes)})"
+    return _endpoint_refused(spec.artifacts.endpoint_url, settings)

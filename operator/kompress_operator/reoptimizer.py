@@ -18,8 +18,9 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable
 
 from kompress_jobs.cron import due
-from kompress_jobs.errors import SpecError
-from kompress_jobs.schema import ConcurrencyPolicy, ModelOptimizationSpec
+from pydantic import Field, ValidationError
+
+from kompress_jobs.schema import Artifacts, ConcurrencyPolicy, JobSettings, Model, ModelSource, ReoptimizeOn
 
 from . import decisions, locations, policy
 from .conditions import FAILED, QUEUED, SUCCEEDED, Phase
@@ -34,6 +35,31 @@ log = logging.getLogger(__name__)
 TIME = "%Y-%m-%dT%H:%M:%SZ"
 DIGEST_TIMEOUT_SECONDS = 20.0
 CHECK_TIMEOUT_SECONDS = 60.0  # a whole check, status write included  # one resource's store may hang; the others' schedules must not wait on it
+
+
+class WatchedSpec(Model):
+    """What re-optimization reads of a spec; the rest (passes, data, goals) is the controller's."""
+
+    model: ModelSource
+    artifacts: Artifacts = Field(default_factory=Artifacts)
+    schedule: str | None = None
+    starting_deadline_seconds: int | None = None
+    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
+    reoptimize_on: ReoptimizeOn = Field(default_factory=ReoptimizeOn)
+    job: JobSettings = Field(default_factory=JobSettings)
+
+
+WATCHED_FIELDS = tuple(field.alias for field in WatchedSpec.model_fields.values())
+
+
+def watched_stub(body: dict) -> dict:
+    """What the loop keeps of a resource between looks: never its passes, data or goals, so a
+    thousand large specs on a schedule cost the operator little."""
+    spec, meta = body.get("spec") or {}, body.get("metadata") or {}
+    return {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+            "metadata": {k: meta[k] for k in ("namespace", "name", "uid", "generation", "resourceVersion", "creationTimestamp")
+                         if k in meta},
+            "spec": {k: spec[k] for k in WATCHED_FIELDS if k in spec}, "status": body.get("status") or {}}
 
 
 def wants_reruns(body: dict) -> bool:
@@ -52,7 +78,7 @@ class Reoptimizer:
     def track(self, body: dict, event_type: str | None) -> None:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         if event_type != "DELETED" and wants_reruns(body):
-            self.watched[key] = body
+            self.watched[key] = watched_stub(body)
         else:
             self.watched.pop(key, None)
             self._warned.pop(key, None)
@@ -78,12 +104,10 @@ class Reoptimizer:
         generation, (observed, phase) = generation_of(body), decisions.observed(body)
         if observed != generation or phase is None or _refused(body):
             return  # a new spec is the reconciler's; a refused one waits for a fix
-        from .controller import validate  # the controller owns this module's instance
-
         try:
-            spec = validate(body).spec
-        except SpecError:
-            return
+            spec = WatchedSpec.model_validate(watched_stub(body)["spec"])
+        except ValidationError:
+            return  # the controller refuses it, naming the field
         finished = phase in (SUCCEEDED, FAILED)
         replace = spec.concurrency_policy is ConcurrencyPolicy.REPLACE
         seen = dict((body.get("status") or {}).get("reoptimization") or {})
@@ -116,7 +140,7 @@ class Reoptimizer:
                     runs.events.post(body, "Superseded", f"{trigger.reason}: Job {job['metadata']['name']} stopped "
                                                          "(concurrencyPolicy Replace)")
 
-    async def _model(self, body: dict, spec: ModelOptimizationSpec, seen: dict, may_run: bool) -> tuple[Phase | None, dict]:
+    async def _model(self, body: dict, spec: WatchedSpec, seen: dict, may_run: bool) -> tuple[Phase | None, dict]:
         if not spec.reoptimize_on.model_change:
             return None, {}
         # The operator reads with its own identity: only what the namespace may read itself, only S3.
@@ -135,7 +159,7 @@ class Reoptimizer:
         changed = Phase(QUEUED, "ModelChanged", f"model changed: {spec.model.uri} is now {digest[:23]} (was {seen['modelDigest'][:23]})")
         return changed, (fields if may_run else {})  # Forbid, while a run is on: compare again after it
 
-    async def _image(self, body: dict, spec: ModelOptimizationSpec, seen: dict, may_run: bool) -> tuple[Phase | None, dict]:
+    async def _image(self, body: dict, spec: WatchedSpec, seen: dict, may_run: bool) -> tuple[Phase | None, dict]:
         if not spec.reoptimize_on.job_image_change:
             return None, {}
         image = policy.job_image(spec, self.runs.settings)
@@ -144,7 +168,7 @@ class Reoptimizer:
         return Phase(QUEUED, "JobImageChanged", f"job image changed: {image} (was {seen['jobImage']})"), (
             {"jobImage": image} if may_run else {})
 
-    async def _schedule(self, body: dict, spec: ModelOptimizationSpec, seen: dict, may_run: bool) -> tuple[Phase | None, dict]:
+    async def _schedule(self, body: dict, spec: WatchedSpec, seen: dict, may_run: bool) -> tuple[Phase | None, dict]:
         if not spec.schedule:
             return None, {}
         last = datetime.strptime(seen.get("lastScheduleTime") or body["metadata"]["creationTimestamp"], TIME)

@@ -25,7 +25,8 @@ GROUP, VERSION, PLURAL = "kompress.io", "v1alpha1", "modeloptimizations"
 
 @pytest.fixture(scope="session")
 def cluster(assets):
-    users = [User("outsider", "outsider-token"), User("team-dev", "team-dev-token"), User("team-lead", "team-lead-token")]
+    users = [User("outsider", "outsider-token"), User("team-dev", "team-dev-token"), User("team-lead", "team-lead-token"),
+             User("team-b-dev", "team-b-dev-token")]
     plane = ControlPlane(assets, users=users).start()
     plane.kubectl("apply", "-f", str(REPO / "crds"))
     plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
@@ -76,12 +77,16 @@ def namespace(cluster):
 
 @pytest.fixture
 def start_operator(cluster, node, s3):
-    """start_operator(*flags, kubeconfig=None) -> a running OperatorProcess; every one is stopped at the end."""
+    """start_operator(*flags, kubeconfig=None) -> a running OperatorProcess; every one is stopped at the end.
+    Unless the flags say otherwise, its storage policy allows the whole test bucket and the test S3
+    endpoint (test_tenant_isolation.py runs it with the per-namespace default)."""
     started: list[OperatorProcess] = []
 
     def start(*flags: str, kubeconfig: Path | None = None) -> OperatorProcess:
+        storage = [] if "--storage-locations" in flags else ["--storage-locations", "s3://models/"]
+        endpoints = [] if "--allowed-endpoints" in flags else ["--allowed-endpoints", s3]
         process = OperatorProcess(kubeconfig or cluster.kubeconfig(), "--retry-interval", "1", f"--job-env={json.dumps(S3_ENV)}",
-                                  *flags).start()
+                                  *storage, *endpoints, *flags).start()
         started.append(process)
         return process
 

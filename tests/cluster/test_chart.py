@@ -9,6 +9,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import boto3
 import pytest
 import yaml
 
@@ -120,10 +121,18 @@ def test_operator_with_the_charts_service_account_completes_a_run(cluster, node,
         message = refusal(cluster, namespace, judged)
         assert "spec.passes[1].opset" in message, message
 
-        apply(cluster, namespace, resource("via-chart", s3, artifacts={}))
+        # The chart's default storage policy: a namespace reads and writes only <artifacts.uri>/<namespace>/.
+        own = f"s3://models/chart-runs/{namespace}"
+        client = boto3.client("s3", endpoint_url=s3)
+        for name in ("digits-cnn.pt", "digits.npz"):
+            client.copy_object(Bucket="models", Key=f"chart-runs/{namespace}/inputs/{name}", CopySource={"Bucket": "models", "Key": f"inputs/{name}"})
+        outside = refusal(cluster, namespace, resource("outside", s3, artifacts={}))  # the shared inputs/ folder is no team's
+        assert "spec.model.uri" in outside and "storageLocations" in outside and f"{own}/" in outside, outside
+        apply(cluster, namespace, resource("via-chart", s3, artifacts={}, model={"uri": f"{own}/inputs/digits-cnn.pt", "format": "TorchScript"},
+                                           data={"uri": f"{own}/inputs/digits.npz"}))
         done = wait_for(phase_is(cluster, namespace, "via-chart", "Succeeded", "Failed"), "the run to finish", timeout=240)
         assert condition(done, "Succeeded")["status"] == "True", done["status"]
-        assert done["status"]["artifacts"]["uri"].startswith("s3://models/chart-runs/")
+        assert done["status"]["artifacts"]["uri"].startswith(f"{own}/via-chart/runs/"), done["status"]["artifacts"]
 
         log = operator.log()
         assert "Not enough permissions" not in log and "Forbidden" not in log, log[-3000:]
