@@ -188,7 +188,7 @@ def test_training_passes_take_named_inputs(write_spec, workspace, tmp_path):
     assert all(c["outcome"] == "Measured" for c in candidates.values()), candidates
     import onnx
 
-    exported = onnx.load(str(tmp_path / "out" / result.run_id / candidates["onnx-export"]["artifact"]))
+    exported = onnx.load(str(Path(result.run_uri) / candidates["onnx-export"]["artifact"]))
     assert [i.name for i in exported.graph.input] == ["pixels", "keep"]
     assert result.report["inputs"]["inputNames"] == ["pixels", "keep"]
 

@@ -17,7 +17,7 @@ from kompress_jobs.promotion import POINTER, Current, decide
 from kompress_jobs.schema import ModelOptimizationSpec
 from kompress_jobs.specfile import load_resource_file
 
-from .conftest import resource_dict
+from .conftest import resource_dict, run_folder
 
 BENCH = {"batchSizes": [8], "warmup": 2, "iterations": 20, "rounds": 3, "threads": 1}
 EXPORT = [{"type": "OnnxExport"}]
@@ -108,7 +108,7 @@ def test_a_pointer_naming_missing_files_is_reported_and_replaced(workspace):
     assert (result.promotion["decision"], result.promotion["reason"]) == ("Promoted", "PromotedModelUnusable")
     assert "releases/r1/model.onnx, which is missing" in result.promotion["message"]
     assert check_pointer(root) == "r2"
-    assert (out / "r1" / "manifest.json").is_file()  # the runs' own artifacts are untouched
+    assert (run_folder(out, "r1", "mlp") / "manifest.json").is_file()  # the runs' own artifacts are untouched
 
 
 def test_a_promotion_location_that_cannot_be_written_fails_before_any_work(workspace, capsys):

@@ -53,13 +53,17 @@ def test_missing_input_object_is_a_clear_error(capsys, s3_endpoint, write_spec):
 
 
 class FlakyS3Store(S3Store):
-    def __init__(self, *args, fail_at: int, **kwargs):
+    def __init__(self, *args, fail_at: int, calls=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.calls, self.fail_at = 0, fail_at
+        self.calls, self.fail_at = calls if calls is not None else [0], fail_at
+
+    def under(self, prefix):  # the run's folder fails the same way, on the same count
+        inner = super().under(prefix)
+        return FlakyS3Store(inner.uri(""), endpoint_url=self.endpoint_url, fail_at=self.fail_at, calls=self.calls)
 
     def put(self, local, key):
-        self.calls += 1
-        if self.calls == self.fail_at:
+        self.calls[0] += 1
+        if self.calls[0] == self.fail_at:
             raise StoreError(f"upload of {key} failed: endpoint went away")
         super().put(local, key)
 

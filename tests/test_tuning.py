@@ -119,7 +119,7 @@ def test_a_study_killed_midway_resumes_where_it_stopped(write_spec, tmp_path):
     try:
         before: dict[int, dict] = {}
         while first.poll() is None and len(before) < 2:
-            journals = list(out.glob("studies/*/journal.log"))
+            journals = list(out.glob("default/test-run/studies/*/journal.log"))  # <root>/<namespace>/<name>/studies/
             before = _completed_trials(journals[0], scratch) if journals else {}
             time.sleep(0.05)
         assert first.poll() is None, "the run finished before it could be interrupted"
@@ -127,12 +127,12 @@ def test_a_study_killed_midway_resumes_where_it_stopped(write_spec, tmp_path):
     finally:
         first.kill()
         first.wait()
-    assert not list(out.glob("*/manifest.json"))  # the killed attempt published nothing
+    assert not list(out.glob("**/manifest.json"))  # the killed attempt published nothing
 
     second = subprocess.run(command, capture_output=True, text=True, env=os.environ)
     assert second.returncode == 0, second.stdout + second.stderr
     log = second.stdout + second.stderr
-    report = json.loads(next(out.glob("*/report.json")).read_text())
+    report = json.loads(next(out.glob("default/test-run/runs/*/report.json")).read_text())
     tuning = report["tuning"]
     resumed = tuning["resumedWithTrials"]
     assert resumed >= len(before) >= 2 and f"resuming study {tuning['study']} with {resumed} finished trial(s)" in log

@@ -30,9 +30,9 @@ def console_for(stream: TextIO) -> Console:
 class ProgressDisplay:
     """`with ProgressDisplay() as progress: run(progress=progress)`; progress(message) per line."""
 
-    def __init__(self, stream: TextIO = sys.stderr, quiet: bool = False, console: Console | None = None):
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False, console: Console | None = None):
         self.quiet = quiet
-        self.console = console or console_for(stream)
+        self.console = console or console_for(stream or sys.stderr)  # stderr as it is now, not at import
         self.live_mode = self.console.is_terminal
         self.started = self.step_started = time.monotonic()
         self.step: str | None = None

@@ -55,11 +55,13 @@ def _archive_entries(archive: zipfile.ZipFile, where: str) -> dict[str, "_Entry"
     infos = [i for i in archive.infolist() if not i.is_dir()]
     roots = {i.filename.split("/", 1)[0] for i in infos}
     if len(roots) != 1 or any("/" not in i.filename for i in infos):
-        raise UnsafeModelError(f"{where}: not a torch.export.save archive (its files are not under one root folder)")
+        raise UnsafeModelError(f"{where}: not a readable TorchExport file (its files are not under one root folder, as "
+                               "torch.export.save writes them)")
     entries = {i.filename.split("/", 1)[1]: i for i in infos}
     if pt2.ARCHIVE_VERSION_PATH not in entries or pt2.ARCHIVE_FORMAT_PATH not in entries:
-        raise UnsafeModelError(f"{where}: an archive layout kompress cannot check (older torch.export formats keep weights "
-                               "as pickles): save it again with torch.export.save of torch 2.6 or newer")
+        raise UnsafeModelError(f"{where}: not a readable TorchExport file (no {pt2.ARCHIVE_VERSION_PATH}: not written by "
+                               "torch.export.save, or an older format that keeps weights as pickles, a layout kompress cannot "
+                               "check): save it again with torch.export.save of torch 2.6 or newer")
     known = (pt2.MODELS_DIR, pt2.WEIGHTS_DIR, pt2.CONSTANTS_DIR, pt2.SAMPLE_INPUTS_DIR, pt2.EXTRA_DIR, ".data/")
     unknown = sorted(n for n in entries if n not in _KNOWN_FILES and not n.startswith(known))
     if unknown:
