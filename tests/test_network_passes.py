@@ -90,7 +90,7 @@ def test_distilled_student_stays_within_two_points_and_is_much_smaller(write_spe
     candidates, _ = run(spec, tmp_path)
     student, baseline = candidates["distill"], candidates["baseline"]
     assert student["outcome"] == "Measured", student
-    assert metric(baseline) - metric(student) <= 0.02
+    assert round(metric(baseline) - metric(student), 9) <= 0.02  # 8 of 400 samples is two points, not 2.0000000000000018
     assert baseline["sizeBytes"] / student["sizeBytes"] > 20
 
 

@@ -96,7 +96,7 @@ def test_three_runs_promote_keep_and_promote_while_a_reader_polls(workspace):
     assert sorted(p.name for p in (root / "releases").iterdir()) == ["r1", "r3"]  # the one before stays
     assert [p.name for p in (root / "current").iterdir()] == ["model.onnx"]
     assert sha256(root / "current" / "model.onnx") == pointer["digest"]
-    assert "## Promotion" in (out / "r3" / "report.md").read_text()
+    assert "## Promotion" in (Path(third.run_uri) / "report.md").read_text()
 
 
 def test_a_pointer_naming_missing_files_is_reported_and_replaced(workspace):
@@ -108,7 +108,7 @@ def test_a_pointer_naming_missing_files_is_reported_and_replaced(workspace):
     assert (result.promotion["decision"], result.promotion["reason"]) == ("Promoted", "PromotedModelUnusable")
     assert "releases/r1/model.onnx, which is missing" in result.promotion["message"]
     assert check_pointer(root) == "r2"
-    assert (run_folder(out, "r1", "mlp") / "manifest.json").is_file()  # the runs' own artifacts are untouched
+    assert (run_folder(out, "r1", "mlp", "team-a") / "manifest.json").is_file()  # the runs' own artifacts are untouched
 
 
 def test_a_promotion_location_that_cannot_be_written_fails_before_any_work(workspace, capsys):

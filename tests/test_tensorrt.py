@@ -38,7 +38,9 @@ def test_without_tensorrt_the_engines_are_not_applicable_with_the_reason(write_s
     for name in ("trt-fp16", "trt-int8"):
         assert candidates[name]["outcome"] == "NotApplicable"
         assert candidates[name]["error"] == "TensorRT is not installed (run on the GPU Job image: spec.job.device: GPU)"
-    assert candidates["int8"]["outcome"] == "Measured" and report["best"] == "int8"  # the rest of the run stands
+    # The rest of the run stands: the pick is whichever measured candidate is fastest on this CPU (INT8
+    # wins only where the CPU has VNNI or AMX), never an engine that could not be built.
+    assert candidates["int8"]["outcome"] == "Measured" and report["best"] in {"onnx", "int8"}
 
 
 def test_without_a_gpu_the_engines_are_not_applicable_with_the_reason(write_spec, tmp_path, monkeypatch):
