@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.scale import GROUP, PLURAL, VERSION, create_all, peak_rss_mb, released, wait_until  # noqa: E402
+from benchmarks.scale import GROUP, PLURAL, VERSION, create_all, peak_rss_mb, prepare, released, wait_until  # noqa: E402
 from tests.harness.control_plane import ControlPlane, User, assets_dir  # noqa: E402
 from tests.harness.operator_process import OperatorProcess  # noqa: E402
 
@@ -63,9 +63,9 @@ def arm(plane, api, namespaces: list[str], count: int, kib: int, prefix: str) ->
     try:
         started = time.monotonic()
         create_all(api, namespaces, count, prefix)
-        waited = wait_until(lambda: queued_count(operator) >= count, f"{count} specs of {kib} KiB queued", timeout=3600)
+        wait_until(lambda: queued_count(operator) >= count, f"{count} specs of {kib} KiB queued", timeout=3600)
         time.sleep(5)  # the last status writes and their watch events
-        return peak_rss_mb(operator.process.pid), rss_mb(operator.process.pid), waited + (time.monotonic() - started - waited)
+        return peak_rss_mb(operator.process.pid), rss_mb(operator.process.pid), time.monotonic() - started
     finally:
         operator.stop()
         from kubernetes import client
@@ -83,18 +83,10 @@ def main() -> None:
     parser.add_argument("--spec-kib", type=int, default=256)
     parser.add_argument("--namespaces", type=int, default=10)
     args = parser.parse_args()
-    from kubernetes import client, config
-
     plane = ControlPlane(assets_dir(), users=[OPERATOR_USER])
     plane.start()
     try:
-        plane.kubectl("apply", "-f", str(REPO / "crds"))
-        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
-        api = config.new_client_from_config(str(plane.kubeconfig()))
-        api.configuration.connection_pool_maxsize = 32
-        namespaces = [f"team-{i:02d}" for i in range(args.namespaces)]
-        for name in namespaces:
-            client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+        api, namespaces = prepare(plane, args.namespaces)
         rows = []
         for kib, prefix in ((0, "small"), (args.spec_kib, "large")):
             peak, now, seconds = arm(plane, api, namespaces, args.resources, kib, prefix)

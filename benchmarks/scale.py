@@ -244,6 +244,20 @@ def create_all(api, namespaces: list[str], count: int, prefix: str) -> list[tupl
     return keys
 
 
+def prepare(plane, count: int):
+    """The CRD established, an admin client and `count` team namespaces: (api client, namespace names)."""
+    from kubernetes import client, config
+
+    plane.kubectl("apply", "-f", str(REPO / "crds"))
+    plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
+    api = config.new_client_from_config(str(plane.kubeconfig()))
+    api.configuration.connection_pool_maxsize = 32
+    namespaces = [f"team-{i:02d}" for i in range(count)]
+    for name in namespaces:
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+    return api, namespaces
+
+
 def wait_until(condition, what: str, timeout: float) -> float:
     start = time.monotonic()
     while not condition():
@@ -339,7 +353,7 @@ def main() -> None:
     parser.add_argument("--latency-only", action="store_true", help="phase 1 only (no drain, deletion or write counts)")
     args = parser.parse_args()
 
-    from kubernetes import client, config
+    from kubernetes import client
 
     plane = ControlPlane(assets_dir(), users=[OPERATOR_USER],
                          controller_manager_args=["--kube-api-qps", "500", "--kube-api-burst", "1000"])
@@ -351,13 +365,7 @@ def main() -> None:
     plane.start()
     operator = seen = None
     try:
-        plane.kubectl("apply", "-f", str(REPO / "crds"))
-        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
-        api = config.new_client_from_config(str(plane.kubeconfig()))
-        api.configuration.connection_pool_maxsize = 32
-        namespaces = [f"team-{i:02d}" for i in range(args.namespaces)]
-        for name in namespaces:
-            client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+        api, namespaces = prepare(plane, args.namespaces)
         node, seen = Node(api, args.run_seconds), Observer(plane.kubeconfig())
 
         operator_seen_log = plane.dir / "operator-seen.log"
