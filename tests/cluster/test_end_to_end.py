@@ -34,8 +34,9 @@ def test_apply_runs_the_pipeline_and_reports_everywhere(cluster, namespace, s3, 
 
     # The artifacts the status points at are in S3, with the manifest whose digest it records.
     uri = status["artifacts"]["uri"]
-    assert uri == f"s3://models/runs/{namespace}-digits-g1"
-    manifest = boto3.client("s3", endpoint_url=s3).get_object(Bucket="models", Key=f"runs/{namespace}-digits-g1/manifest.json")
+    run = f"runs/{namespace}/digits/runs/{namespace}-digits-g1"  # <root>/<namespace>/<name>/runs/<run id>
+    assert uri == f"s3://models/{run}"
+    manifest = boto3.client("s3", endpoint_url=s3).get_object(Bucket="models", Key=f"{run}/manifest.json")
     body = manifest["Body"].read()
     import hashlib
     assert hashlib.sha256(body).hexdigest() == status["artifacts"]["manifestSha256"]
@@ -113,7 +114,7 @@ def test_a_fine_tuned_transformer_classifier_runs_through_the_operator(cluster, 
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     assert status["baseline"]["metricValue"] > 0.9  # the brief fine-tuning learnt the generated sentiment
     assert {c["name"] for c in status["candidates"]} == {"onnx-export", "auto-quantize"}
-    report = json.loads(client.get_object(Bucket="models", Key=f"runs/{namespace}-classifier-g1/report.json")["Body"].read())
+    report = json.loads(client.get_object(Bucket="models", Key=f"runs/{namespace}/classifier/runs/{namespace}-classifier-g1/report.json")["Body"].read())
     assert report["inputs"]["inputNames"] == ["input_ids", "attention_mask"]
     quantized = next(c for c in report["candidates"] if c["name"] == "auto-quantize")
     assert quantized["details"]["trials"] and quantized["metric"]["fidelity"]["top1Agreement"] > 0.9

@@ -88,7 +88,7 @@ def test_s3_down_fails_the_run_with_the_store_reason_and_no_manifest(cluster, na
     proxy = BreakableProxy(host, int(port))
     proxy.refuse()
     try:
-        start_operator()
+        start_operator("--allowed-endpoints", f"{s3},http://{proxy.address}")
         apply(cluster, namespace, resource("unstored", s3, artifacts={"uri": "s3://models/runs", "endpointUrl": f"http://{proxy.address}"}))
         failed = wait_for(phase_is(cluster, namespace, "unstored", "Failed"), "the run to fail", timeout=240)
     finally:
@@ -98,7 +98,7 @@ def test_s3_down_fails_the_run_with_the_store_reason_and_no_manifest(cluster, na
     assert f"http://{proxy.address}" in succeeded["message"] and "unreachable" in succeeded["message"]
     import boto3
 
-    listing = boto3.client("s3", endpoint_url=s3).list_objects_v2(Bucket="models", Prefix=f"runs/{namespace}-unstored")
+    listing = boto3.client("s3", endpoint_url=s3).list_objects_v2(Bucket="models", Prefix=f"runs/{namespace}/unstored/")
     assert not listing.get("Contents"), json.dumps(listing, default=str)
 
 

@@ -94,6 +94,8 @@ def test_promotion_keeps_the_better_model_across_runs(cluster, namespace, s3, ml
     assert third["pointer"] == f"s3://models/runs/{namespace}/served/current.json"
     listing = boto3.client("s3", endpoint_url=s3).list_objects_v2(Bucket="models", Prefix=f"runs/{namespace}/served/")
     keys = {item["Key"].removeprefix(f"runs/{namespace}/served/") for item in listing["Contents"]}
+    assert {key.split("/")[1] for key in keys if key.startswith("runs/")} == {f"{namespace}-served-g{g}" for g in (1, 2, 3)}
+    keys = {key for key in keys if not key.startswith("runs/")}  # the runs' own folders sit beside the promotion
     assert keys == {"current.json", "current/model.onnx", f"releases/{namespace}-served-g1/model.onnx",
                     f"releases/{namespace}-served-g3/model.onnx"}  # the release before the current one stays
 
@@ -107,7 +109,7 @@ def test_promotion_keeps_the_better_model_across_runs(cluster, namespace, s3, ml
 
 
 def test_a_promotion_location_that_cannot_be_written_fails_the_run_first(cluster, namespace, s3, mlp, start_operator):
-    start_operator()
+    start_operator("--storage-locations", "s3://models/,s3://no-such-bucket/")  # allowed, but not there
     apply(cluster, namespace, resource("nowhere", s3, model={"uri": mlp, "format": "TorchScript"}, passes=EXPORT,
                                        promotion={"uri": "s3://no-such-bucket/promoted"}))
     status = wait_for(finished(cluster, namespace, "nowhere"), "the run to fail")
