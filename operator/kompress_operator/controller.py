@@ -68,6 +68,8 @@ class RunController:
         self.events = EventRecorder(kube, self.lanes)
         self.tuning = TuningPhase(self)
         self.reoptimizer = Reoptimizer(self)
+        self.pending: set[tuple[str, str]] = set()  # runs whose last attempt failed: retried by retry_forever
+        self.now = InFlight()  # the latest index snapshot (live stores), for the retry loop
 
     # --- a ModelOptimization changed ---------------------------------------------------------
 
@@ -76,7 +78,12 @@ class RunController:
         whether this generation was handled, so a restart or a re-list simply looks again."""
         self.metrics.running_jobs.set(now.running_count())
         self.metrics.queue_depth.set(len(now.waiting))
+        self.now = now
         self.reoptimizer.track(body, event_type)
+        if event_type != "DELETED" and decisions.observed(body)[1] == PENDING:
+            self.pending.add(_key(body))
+        else:
+            self.pending.discard(_key(body))
         if event_type == "DELETED":  # the garbage collector takes the Job and its Pods
             self.metrics.forget(*_key(body))
             self.queue.release(_key(body))
@@ -96,8 +103,24 @@ class RunController:
         elif phase in (QUEUED, SUCCEEDED, FAILED) or (phase == RUNNING and (body.get("status") or {}).get("tuning")):
             await self.start_waiting(now)  # a slot may have freed (a study's worker Pods too), or this run may fit
 
+    async def retry_forever(self, interval: float) -> None:
+        """Every `interval`, retry the runs whose last attempt failed (Pending), each from a fresh
+        read: the loop keeps their names only."""
+        while True:
+            await asyncio.sleep(interval)
+            for key in list(self.pending):
+                try:
+                    body = await self.lanes.report(self.kube.get_resource, *key)
+                except Exception as exc:  # noqa: BLE001 - the API server away: the next round tries again
+                    log.warning("%s/%s: cannot read it to retry: %s", *key, describe_error(exc))
+                    continue
+                if body is None or decisions.observed(body)[1] != PENDING:
+                    self.pending.discard(key)  # deleted, or moved on
+                    continue
+                await self.retry(body, self.now)
+
     async def retry(self, body: dict, now: InFlight) -> None:
-        """The timer of a run whose last attempt failed (Pending)."""
+        """A run whose last attempt failed (Pending), tried again."""
         if decisions.observed(body)[0] == generation_of(body):  # else a newer spec: the event handler has it
             await self.guarded(body, lambda: self.advance(body, now))
 

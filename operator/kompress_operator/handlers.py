@@ -1,5 +1,9 @@
-"""Kopf handlers: each translates a watch event (or a timer tick) into a call on the run
-controller, with a snapshot of the operator's indexes. Nothing else happens here."""
+"""Kopf handlers: each translates a watch event into a call on the run controller, with a
+snapshot of the operator's indexes. Nothing else happens here.
+
+No Kopf timers or daemons: Kopf keeps the last-seen body of every object of a resource that has
+one (to call it with fresh kwargs), which made a thousand large queued specs a thousand full
+bodies in memory. Retries and re-runs are the controller's own loops over what they need."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from kompress_jobs.schema import API_GROUP, API_VERSION, PLURAL
 
 from . import webhook
 from .admission import Waiting, queued_stub
-from .conditions import EXECUTING, PENDING, QUEUED, TUNING
+from .conditions import EXECUTING, QUEUED, TUNING
 from .controller import RunController
 from .jobspec import GENERATION_LABEL, MANAGED_BY, RERUN_LABEL, RESOURCE_LABEL, ROLE_LABEL, RUN_JOB
 from .tuning_phase import tuning_of
@@ -41,9 +45,10 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
     async def warm_up(**_):
         await controller.lanes.warm_up(kube.ping)
         tasks.append(asyncio.create_task(controller.reoptimizer.run_forever(settings.reoptimize_interval)))
+        tasks.append(asyncio.create_task(controller.retry_forever(settings.retry_interval)))
 
-    @kopf.on.cleanup(id="stop_reoptimizing", registry=registry)
-    async def stop_reoptimizing(**_):
+    @kopf.on.cleanup(id="stop_loops", registry=registry)
+    async def stop_loops(**_):
         for task in tasks:
             task.cancel()
 
@@ -51,13 +56,6 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
     @kopf.on.event(*RESOURCE, id="reconcile", registry=registry)
     async def reconcile(event, type, running_runs, waiting_runs, run_jobs, tuning_runs, **_):
         await controller.resource_event(event["object"], type, snapshot(running_runs, waiting_runs, run_jobs, tuning_runs))
-
-    # Only runs whose last attempt failed wait on a timer (Kopf puts a finalizer on a resource
-    # while a timer of its applies: queued runs carry none, so they delete without the operator).
-    @kopf.timer(*RESOURCE, interval=settings.retry_interval, id="retry", registry=registry,
-                when=lambda status, **_: status.get("phase") == PENDING)
-    async def retry(body, running_runs, waiting_runs, run_jobs, tuning_runs, **_):
-        await controller.retry(dict(body), snapshot(running_runs, waiting_runs, run_jobs, tuning_runs))
 
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY, id="job_changed", registry=registry)
     async def job_changed(event, type, running_runs, waiting_runs, run_jobs, tuning_runs, **_):
