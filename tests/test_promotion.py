@@ -24,6 +24,7 @@ EXPORT = [{"type": "OnnxExport"}]
 INT8 = [{"type": "OnnxExport"}, {"type": "DynamicInt8"}]
 FP16 = [{"type": "OnnxExport"}, {"type": "Fp16"}]
 SMALL = {"maxAccuracyDrop": 2, "maxSize": "700Ki"}  # of EXPORT and FP16 only FP16 meets it: 5-20% slower on a CPU
+SIZE_OBJECTIVE = {"maxAccuracyDrop": 2, "optimizeFor": "Size"}
 
 
 def spec_file(workspace: Path, passes: list, **spec) -> Path:
@@ -75,7 +76,9 @@ def test_three_runs_promote_keep_and_promote_while_a_reader_polls(workspace):
         first = optimize(spec_file(workspace, EXPORT), out, "r1")
         # worse on purpose: a goal that only a slower model (FP16 on a CPU) meets, so the first stays
         second = optimize(spec_file(workspace, FP16, goals=SMALL, benchmark={"tieTolerance": 0.25}), out, "r2")
-        third = optimize(spec_file(workspace, INT8, promotion={"fidelityTolerance": 1.0}), out, "r3")
+        # Better on the goal's objective whatever the CPU: INT8 weights are 4x smaller (on a CPU without
+        # VNNI, INT8 is not faster in every interleaved round, so a latency objective would be chance).
+        third = optimize(spec_file(workspace, INT8, goals=SIZE_OBJECTIVE, promotion={"fidelityTolerance": 1.0}), out, "r3")
     finally:
         stop.set()
         polling.join()
