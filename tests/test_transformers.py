@@ -53,7 +53,7 @@ def test_the_real_pretrained_minilm_keeps_cosine_and_gets_faster(tmp_path):
     assert report["inputs"]["inputNames"] == ["input_ids", "attention_mask"]
     assert candidates["baseline"]["runtime"] == "pytorch" and candidates["baseline"]["format"] == "HuggingFace"
 
-    exported = onnx.load(str(tmp_path / "runs" / "minilm" / candidates["onnx-export"]["artifact"]), load_external_data=False)
+    exported = onnx.load(str(run_folder(tmp_path / "runs", "minilm", "minilm") / candidates["onnx-export"]["artifact"]), load_external_data=False)
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in exported.graph.input}
     assert dims == {"input_ids": ["batch", "sequence"], "attention_mask": ["batch", "sequence"]}
 
@@ -65,7 +65,7 @@ def test_the_real_pretrained_minilm_keeps_cosine_and_gets_faster(tmp_path):
     chosen = next(t for t in search["trials"] if t["number"] == search["chosenTrial"])
     assert chosen["verdict"] == "meets the goal" and chosen["drop"] <= 1.0
     assert any(t["verdict"].startswith("breaks the goal") for t in search["trials"])  # the defaults lose too much
-    markdown = (tmp_path / "runs" / "minilm" / "report.md").read_text()
+    markdown = (run_folder(tmp_path / "runs", "minilm", "minilm") / "report.md").read_text()
     assert "## Steered quantization `auto-quantize`" in markdown and "(chosen)" in markdown
 
     # Where the time goes: the PyTorch profiler for the checkpoint, the pick's runtime's own for the pick.
