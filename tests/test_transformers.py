@@ -77,7 +77,7 @@ def test_the_real_pretrained_minilm_keeps_cosine_and_gets_faster(tmp_path):
     assert kinds & {"MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul", "MatMul", "FullyConnected"}, kinds
     assert abs(sum(t["share"] for t in profiles["auto-quantize"]["byType"]) - 1) < 1e-6
     assert all(c["latency"]["1"]["cpu_ms_per_call"] > 0 for c in candidates.values() if c["outcome"] == "Measured")
-    assert "### auto-quantize" in markdown and (tmp_path / "runs" / "minilm" / "profile.png").is_file()
+    assert "### auto-quantize" in markdown and (run_folder(tmp_path / "runs", "minilm", "minilm") / "profile.png").is_file()
 
 
 def test_a_labelled_classifier_checkpoint_with_text_rows(tmp_path, sentences):
