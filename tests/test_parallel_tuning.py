@@ -85,7 +85,9 @@ def test_a_worker_killed_mid_trial_costs_one_trial_that_another_worker_retries(p
                 study = optuna.load_study(study_name=None, storage=open_storage(storage, 1))
             except (ValueError, KeyError):  # not created yet
                 return False
-        busy = [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING" and "worker" in t.user_attrs]
+        # Mid-trial: its parameters are drawn, so the retry has something to repeat.
+        busy = [t for t in study.get_trials(deepcopy=False)
+                if t.state.name == "RUNNING" and "worker" in t.user_attrs and t.params]
         for process, log in running:
             if busy and busy[0].user_attrs["worker"] == log.stem:
                 process.send_signal(signal.SIGKILL)
