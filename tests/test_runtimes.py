@@ -68,12 +68,12 @@ def test_an_ir_whose_weights_are_missing_or_do_not_match(openvino_run, tmp_path)
     lonely.mkdir()
     shutil.copy(source / "model.xml", lonely / "model.xml")
     with pytest.raises(ModelLoadError, match="its weights model.bin are missing"):
-        make_runner(ModelFile(lonely / "model.xml", ModelFormat.OPENVINO), 1)
+        make_runner(ModelFile(lonely / "model.xml", ModelFormat.OPENVINO), threads=1)
     truncated = tmp_path / "truncated"
     shutil.copytree(source, truncated)
     (truncated / "model.bin").write_bytes((source / "model.bin").read_bytes()[:1000])
     with pytest.raises(ModelLoadError, match="OpenVINO cannot load it"):
-        make_runner(ModelFile(truncated / "model.xml", ModelFormat.OPENVINO), 1)
+        make_runner(ModelFile(truncated / "model.xml", ModelFormat.OPENVINO), threads=1)
 
 
 def test_an_ignored_scope_naming_no_node_fails_clearly(write_spec, tmp_path):

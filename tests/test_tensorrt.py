@@ -85,14 +85,14 @@ def test_a_model_on_the_gpu_gets_a_profile_and_an_energy_reading(write_spec, tmp
     """The pick is a TensorRT engine or an ONNX model on CUDA: its energy comes from NVML."""
     from kompress_jobs.data import batch_of, load_dataset
     from kompress_jobs.profiling import energy_per_call
-    from kompress_jobs.runtimes import ModelFile, make_runner
+    from kompress_jobs.runtimes import ModelFile, Processor, make_runner
     from kompress_jobs.schema import ModelFormat
 
     path = write_spec(passes=ENGINES)
     report, candidates = run(path, tmp_path)
     assert set(report["profiles"]) == {"baseline", report["best"]}
     onnx = next((tmp_path / "out").rglob("candidates/onnx/*.onnx"))
-    runner = make_runner(ModelFile(onnx, ModelFormat.ONNX), 1, providers=["CUDAExecutionProvider"])
+    runner = make_runner(ModelFile(onnx, ModelFormat.ONNX), threads=1, device=Processor.CUDA)
     assert runner.device == "cuda"
     spec = load_resource_file(path).spec
     data = load_dataset(path.parent / spec.data.uri, spec.data, spec.task)

@@ -161,7 +161,7 @@ def test_mean_pooling_matches_a_hand_computed_embedding(tiny_encoder):
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_encoder), local_files_only=True)
     encoded = tokenizer(["a short one", "a somewhat longer sentence than that"], padding=True, return_tensors="np")
     inputs = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
-    runner = make_runner(ModelFile(tiny_encoder, ModelFormat.HUGGING_FACE), 1, input_names=tuple(inputs))
+    runner = make_runner(ModelFile(tiny_encoder, ModelFormat.HUGGING_FACE), threads=1, input_names=tuple(inputs))
     (name, embeddings), = runner(inputs).items()
     model = AutoModel.from_pretrained(str(tiny_encoder), local_files_only=True).eval()
     with torch.no_grad():

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .benchmark import LatencyStats
-from .runtimes import ModelFile
+from .runtimes import ModelFile, Processor
 
 
 class Outcome(str, Enum):
@@ -29,7 +29,7 @@ class Candidate:
     outcome: Outcome = Outcome.MEASURED
     error: str | None = None
     runtime: str | None = None
-    device: str | None = None
+    device: Processor | None = None
     metric_value: float | None = None
     metric_drop: float | None = None
     fidelity: dict[str, float] = field(default_factory=dict)  # closeness to the baseline's outputs (quality.fidelity)

@@ -92,7 +92,7 @@ def run_optimization(
                 progress(f"tuning: parallelism {spec.tuning.parallelism} applies on the cluster; here the trials run one at a time")
             tuned = study.collect() if study_storage else study.run()
             for candidate in tuned.candidates:
-                runners[candidate.name] = make_runner(candidate.model, spec.benchmark.threads, input_names=dataset.input_names)
+                runners[candidate.name] = make_runner(candidate.model, threads=spec.benchmark.threads, input_names=dataset.input_names)
             candidates, tuning_report = candidates + tuned.candidates, tuned.report
         if promoter:
             incumbent = promoter.contender(scratch, spec, dataset.input_names, partial(
@@ -217,7 +217,7 @@ def _run_passes(steps: list[Step], known: dict[str, Candidate], folder: Path, *,
             candidate.model = optimization.run(parent.model, context)
             candidate.details = optimization.details
             if runners is not None:
-                runners[step.name] = make_runner(candidate.model, spec.benchmark.threads, input_names=dataset.input_names)
+                runners[step.name] = make_runner(candidate.model, threads=spec.benchmark.threads, input_names=dataset.input_names)
         except KompressError as exc:
             candidate.outcome, candidate.error = Outcome.FAILED, str(exc)
         except Exception as exc:  # a bug or library failure in one pass must not lose the others' results
@@ -357,7 +357,7 @@ def _load_inputs(spec: ModelOptimizationSpec, model_path: Path, data_path: Path,
     progress(f"loading model {model_path} ({spec.model.format.value})")
     model = ModelFile(model_path, spec.model.format, options=spec.model.hugging_face,
                       input_names=dataset.input_names if _is_checkpoint(spec.model.format) else ())
-    runner = make_runner(model, spec.benchmark.threads)
+    runner = make_runner(model, threads=spec.benchmark.threads)
     dataset = dataset.bind(runner.input_names, f"data file {data_path}")
     require_labels(dataset, spec.task, f"data file {data_path}")
     _check_fit(runner, dataset, data_path, spec)

@@ -11,14 +11,12 @@ benchmark's latencies for speed.
 
 from __future__ import annotations
 
-import json
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
 from .data import Inputs
-from .runtimes import HuggingFaceRunner, ModelFile, OpenVinoRunner, OrtRunner, Runner, TorchRunner
+from .runtimes import ModelFile, Processor, Runner
 
 TOP = 10
 RAPL = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
@@ -27,21 +25,15 @@ RAPL = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
 def profile_model(model: ModelFile, runner: Runner, batch: Inputs, threads: int, calls: int = 20) -> dict:
     """{profiler, calls, totalMs (per call), byType [{type, ms, share, nodes}], top [{name, type, ms, share}]},
     or {profiler: None, reason} where the runtime has no profiler kompress reads."""
+    if runner.profiler is None:
+        return {"profiler": None, "reason": f"no per-operator profile is read for {runner.runtime}"}
     for _ in range(3):  # warm: first calls allocate and pick kernels
         runner(batch)
     try:
-        if isinstance(runner, OrtRunner):
-            rows = _onnxruntime(model, threads, runner, batch, calls)
-            profiler = "onnxruntime"
-        elif isinstance(runner, OpenVinoRunner):
-            rows, profiler = _openvino(model, threads, runner, batch, calls), "openvino"
-        elif isinstance(runner, (TorchRunner, HuggingFaceRunner)):
-            rows, profiler = _pytorch(runner, batch, calls), "pytorch"
-        else:
-            return {"profiler": None, "reason": f"no per-operator profile is read for {runner.runtime}"}
+        rows = runner.profile(model, batch, threads, calls)
     except Exception as exc:  # a profile is a diagnosis: it must not fail the run
         return {"profiler": None, "reason": f"profiling failed: {str(exc).splitlines()[0][:200]}"}
-    return _summarize(profiler, rows, calls)
+    return _summarize(runner.profiler, rows, calls)
 
 
 def _summarize(profiler: str, rows: list[tuple], calls: int) -> dict:
@@ -61,63 +53,12 @@ def _summarize(profiler: str, rows: list[tuple], calls: int) -> dict:
     return {"profiler": profiler, "calls": calls, "totalMs": total / calls / 1e3, "byType": types, "top": top}
 
 
-def _onnxruntime(model: ModelFile, threads: int, runner: OrtRunner, batch: Inputs, calls: int, warm: int = 2) -> list:
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory() as folder:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.enable_profiling, options.profile_file_prefix = True, str(Path(folder) / "ort")
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(model.path), options, providers=runner.session.get_providers())
-        feed = {name: batch[name].astype(dtype, copy=False) for name, (_, dtype) in runner.inputs.items()}
-        for _ in range(warm + calls):
-            session.run(None, feed)
-        events = json.loads(Path(session.end_profiling()).read_text())
-    # Kernel events of the timed calls only: those inside a model_run after the warm-up ones.
-    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
-    timed = runs[warm:]
-    if len(timed) != calls:
-        raise RuntimeError(f"ONNX Runtime's profile shows {len(runs)} runs, not {warm + calls}")
-    first = timed[0][0]
-    return [(e["name"].removesuffix("_kernel_time"), e.get("args", {}).get("op_name", "?"), float(e["dur"]))
-            for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and e["ts"] >= first]
-
-
-def _openvino(model: ModelFile, threads: int, runner: OpenVinoRunner, batch: Inputs, calls: int) -> list:
-    import openvino as ov
-
-    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "PERF_COUNT": True}
-    if model.precision == "fp32":
-        config["INFERENCE_PRECISION_HINT"] = "f32"
-    request = ov.Core().compile_model(str(model.path), "CPU", config).create_infer_request()
-    feed = {name: batch[name].astype(dtype, copy=False) for name, dtype in runner.input_types.items()}
-    rows = []
-    for _ in range(calls):
-        request.infer(feed)
-        rows += [(info.node_name, info.node_type, info.real_time.total_seconds() * 1e6)
-                 for info in request.profiling_info if info.status == info.Status.EXECUTED]
-    return rows
-
-
-def _pytorch(runner: TorchRunner, batch: Inputs, calls: int) -> list:
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as recorded:
-        for _ in range(calls):
-            runner(batch)
-    # self time, so an aten::linear and the aten::addmm inside it are not counted twice
-    return [(event.key, event.key, float(event.self_cpu_time_total), event.count) for event in recorded.key_averages()
-            if event.self_cpu_time_total > 0]
-
-
 def energy_per_call(runner: Runner, batch: Inputs, calls: int = 50) -> dict:
     """Joules per call from the GPU's NVML energy counter (a model on CUDA) or the CPU package's
     RAPL counter, or why it cannot be measured here. Either counter covers the whole device
     (other processes included): a figure to compare models measured alike on one quiet machine,
     not an absolute cost."""
-    if runner.device == "cuda":
+    if runner.device is Processor.CUDA:
         return _nvml_energy(runner, batch, calls)
     try:
         before = int(RAPL.read_text())
@@ -144,6 +85,7 @@ def _nvml_energy(runner: Runner, batch: Inputs, calls: int) -> dict:
         return {"measurable": False, "reason": "nvidia-ml-py (pynvml) is not installed in this image"}
     import torch
 
+    runner.synchronize()
     try:
         pynvml.nvmlInit()
         handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
@@ -151,7 +93,7 @@ def _nvml_energy(runner: Runner, batch: Inputs, calls: int) -> dict:
         start = time.perf_counter()
         for _ in range(calls):
             runner(batch)
-        torch.cuda.synchronize()
+        runner.synchronize()
         seconds, after = time.perf_counter() - start, pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
     except pynvml.NVMLError as exc:
         return {"measurable": False, "reason": f"NVML gives no energy counter here: {exc}"}

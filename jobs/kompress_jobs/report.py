@@ -33,7 +33,7 @@ def candidate_record(c: Candidate, by_name: dict[str, Candidate], batch: int) ->
         return record
     record |= {
         "runtime": c.runtime,
-        "device": c.device,
+        "device": c.device.value if c.device else None,
         "format": c.model.format.value,
         "precision": c.model.precision,
         "artifact": c.artifact_key,

@@ -324,13 +324,13 @@ class Study:
         return report
 
     def _reference_scorer(self) -> Scorer:
-        runner = make_runner(self.known["baseline"].model, self.spec.benchmark.threads, input_names=self.input_names)
+        runner = make_runner(self.known["baseline"].model, threads=self.spec.benchmark.threads, input_names=self.input_names)
         reference = predict(runner, self.validation, self.spec.benchmark.evaluation_batch_size)
         return Scorer(self.spec.task, self.spec.goals.accuracy_drop_mode, self.validation, reference)
 
     def _measure(self, model: ModelFile) -> dict:
         """The validation metric, size and a short single-model latency measurement."""
-        runner = make_runner(model, self.spec.benchmark.threads, input_names=self.input_names)
+        runner = make_runner(model, threads=self.spec.benchmark.threads, input_names=self.input_names)
         value, drop, _ = self._scorer.judge(predict(runner, self.validation, self.spec.benchmark.evaluation_batch_size))
         quick = Benchmark(batch_sizes=[self.batch], warmup=self.spec.benchmark.warmup, rounds=1,
                           iterations=self.spec.benchmark.iterations, threads=self.spec.benchmark.threads)

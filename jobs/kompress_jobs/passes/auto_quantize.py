@@ -204,11 +204,11 @@ class SteeredSearch:
             raise PassError(f"validation split {self.spec.validation_split!r} has no labels for a {self.ctx.task.type.value} task")
         self.validation = split.take(self.spec.validation_samples)
         self._rows = lambda start, stop: rows(self.validation.inputs, start, stop)
-        self.reference = OrtRunner(self.model, self.ctx.threads)  # what a trial must be faster than
+        self.reference = OrtRunner(self.model, threads=self.ctx.threads)  # what a trial must be faster than
         # Drops count from the baseline, as the final selection's do: after a lossy pass (pruning,
         # compression) the goal's budget is what is left of it, not a fresh one.
         judge_by = self.ctx.baseline or self.model
-        scoring = self.reference if judge_by is self.model else make_runner(judge_by, self.ctx.threads, input_names=self.ctx.input_names)
+        scoring = self.reference if judge_by is self.model else make_runner(judge_by, threads=self.ctx.threads, input_names=self.ctx.input_names)
         outputs = predict(scoring, self.validation, self.ctx.benchmark.evaluation_batch_size)
         self.scorer = Scorer(self.ctx.task, self.ctx.goals.accuracy_drop_mode, self.validation, outputs)
 
@@ -252,7 +252,7 @@ class SteeredSearch:
         from ..runtimes import make_runner
         from ..schema import Benchmark
 
-        runner = make_runner(trial.model, self.ctx.threads)
+        runner = make_runner(trial.model, threads=self.ctx.threads)
         outputs = predict(runner, self.validation, self.ctx.benchmark.evaluation_batch_size)
         trial.metric, trial.drop, trial.fidelity = self.scorer.judge(outputs)
         quick = Benchmark(batch_sizes=[self.batch], warmup=5, iterations=30, rounds=3, threads=self.ctx.threads)

@@ -1,0 +1,110 @@
+"""What every runtime is: a Runner that takes and returns named arrays on one device, and declares
+which model formats and devices it runs, how it is profiled, and how its energy is read. The
+registry (registry.py) picks a runner for a model by these declarations."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from enum import Enum
+from typing import ClassVar
+
+import numpy as np
+
+from ..errors import DataError
+from ..modelfile import ModelFile
+from ..schema import ModelFormat
+
+Inputs = dict[str, np.ndarray]
+# (node name, operator type, microseconds summed over the calls[, times it ran]) — see profiling.py
+ProfileRows = list[tuple]
+
+
+class Processor(str, Enum):
+    """Where a runner computes: part of a candidate's identity in the report (`device`)."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class Runner:
+    """Runs one model on named numpy batches and returns named outputs; the same call shape for
+    every runtime. `input_names` is the order the model takes its inputs in.
+
+    A runtime declares what it runs: `formats` and `devices` (the first is where it runs when the
+    caller names none), and `unavailable()` says why it cannot run here (a missing package, no GPU)."""
+
+    runtime: ClassVar[str]
+    formats: ClassVar[frozenset[ModelFormat]]
+    devices: ClassVar[tuple[Processor, ...]] = (Processor.CPU,)
+    profiler: ClassVar[str | None] = None  # the per-operator profiler this runtime reads, if any
+
+    device: Processor = Processor.CPU
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+
+    @classmethod
+    def unavailable(cls, device: Processor) -> str | None:
+        """Why this runtime cannot run on `device` here, or None."""
+        return _no_cuda() if device is Processor.CUDA else None
+
+    def __call__(self, inputs: Inputs) -> Inputs:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def check_input(self, inputs: Inputs) -> None:
+        """Raise DataError when these arrays cannot feed the model, naming the input."""
+        try:
+            self(inputs)
+        except DataError:
+            raise
+        except Exception as exc:
+            shapes = ", ".join(f"{n!r} of shape {tuple(a.shape[1:])} ({a.dtype})" for n, a in inputs.items())
+            verb = "input {} per sample does not" if len(inputs) == 1 else "inputs {} per sample do not"
+            raise DataError(f"{verb.format(shapes)} fit the model: {telling_line(exc)}") from None
+
+    def profile(self, model: ModelFile, batch: Inputs, threads: int, calls: int) -> ProfileRows:
+        """Per-operator times of `calls` calls on `batch`, from the runtime's own profiler, in a
+        session of its own (profiling slows a session down). Only where `profiler` is set."""
+        raise NotImplementedError(f"no per-operator profile is read for {self.runtime}")
+
+    def synchronize(self) -> None:
+        """Wait for work queued on the device (energy is read after it); nothing on the CPU."""
+
+
+def _no_cuda() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return "PyTorch is not installed, so no CUDA device can be used"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible to this Job (spec.job.device: GPU schedules it on a GPU node)"
+    return None
+
+
+def output_names_for(count: int) -> tuple[str, ...]:
+    """PyTorch outputs have no names: `output`, or `output_0`, `output_1`, ... for several."""
+    return ("output",) if count == 1 else tuple(f"output_{i}" for i in range(count))
+
+
+@contextlib.contextmanager
+def quiet_logger(logger_name: str):
+    logger = logging.getLogger(logger_name)
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+def telling_line(exc: BaseException) -> str:
+    """TorchScript errors start with a generic line and end with the real one."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and "TorchScript interpreter" in lines[0]:
+        return lines[-1][:300]
+    return first_line(exc)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,122 @@
+"""ONNX Runtime: ONNX models on the CPU, or on a CUDA GPU where onnxruntime-gpu is installed. ONNX
+is protobuf, so loading runs no code; its external data must lie beside it (safe_load.py)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import DataError, ModelLoadError
+from ..modelfile import ModelFile
+from ..safe_load import check_onnx_external_data
+from ..schema import ModelFormat
+from .base import Inputs, Processor, ProfileRows, Runner, first_line
+from .registry import register
+
+_ORT_TYPES: dict[str, Callable] = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+                                   "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+_PROVIDERS = {Processor.CPU: "CPUExecutionProvider", Processor.CUDA: "CUDAExecutionProvider"}
+
+
+def check_onnx(path: Path) -> None:
+    """Fail with ModelLoadError unless path is a well-formed ONNX model."""
+    import onnx
+
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path}: no such file")
+    try:
+        check_onnx_external_data(path)  # first: the checker would read what the model names
+        onnx.checker.check_model(str(path))  # by path, so models with external data work
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"model file {path}: not a valid ONNX model: {first_line(exc)}") from None
+
+
+def session_options(threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options
+
+
+@register
+class OrtRunner(Runner):
+    runtime = "onnxruntime"
+    formats = frozenset({ModelFormat.ONNX})
+    devices = (Processor.CPU, Processor.CUDA)
+    profiler = "onnxruntime"
+
+    @classmethod
+    def unavailable(cls, device: Processor) -> str | None:
+        import onnxruntime as ort
+
+        if _PROVIDERS[device] not in ort.get_available_providers():
+            return f"this ONNX Runtime build has no {_PROVIDERS[device]} (onnxruntime-gpu provides it)"
+        return None
+
+    def __init__(self, model: ModelFile, *, threads: int, device: Processor = Processor.CPU,
+                 input_names: tuple[str, ...] | None = None):
+        import onnxruntime as ort
+
+        check_onnx(model.path)
+        try:
+            self.session = ort.InferenceSession(str(model.path), session_options(threads), providers=[_PROVIDERS[device]])
+        except Exception as exc:
+            raise ModelLoadError(f"model file {model.path}: ONNX Runtime cannot load it: {first_line(exc)}") from None
+        if _PROVIDERS[device] not in self.session.get_providers():  # ONNX Runtime falls back to the CPU quietly
+            raise ModelLoadError(f"model file {model.path}: ONNX Runtime could not start {_PROVIDERS[device]}")
+        self.device = device
+        self.inputs = {i.name: (i.shape, _ORT_TYPES.get(i.type, np.float32)) for i in self.session.get_inputs()}
+        self.input_names = tuple(self.inputs)
+        self.output_names = tuple(o.name for o in self.session.get_outputs())
+
+    def __call__(self, inputs: Inputs) -> Inputs:
+        outputs = self.session.run(None, self._feed(inputs))
+        return {name: np.asarray(value, dtype=np.float32) for name, value in zip(self.output_names, outputs)}
+
+    def _feed(self, inputs: Inputs) -> Inputs:
+        return {name: inputs[name].astype(dtype, copy=False) for name, (_, dtype) in self.inputs.items()}
+
+    def check_input(self, inputs: Inputs) -> None:
+        for name, (shape, dtype) in self.inputs.items():
+            array = inputs[name]
+            if np.issubdtype(array.dtype, np.integer) != np.issubdtype(dtype, np.integer):
+                raise DataError(f"input {name!r} holds {array.dtype} but the model takes {np.dtype(dtype).name}")
+            expected, actual = shape[1:], array.shape[1:]
+            fits = len(expected) == len(actual) and all(
+                not isinstance(want, int) or want == got for want, got in zip(expected, actual))
+            if not fits:
+                shown = tuple(d if isinstance(d, int) else "?" for d in expected)
+                raise DataError(f"input {name!r} has shape {tuple(actual)} per sample but the model expects {shown}")
+        super().check_input(inputs)
+
+    def profile(self, model: ModelFile, batch: Inputs, threads: int, calls: int, warm: int = 2) -> ProfileRows:
+        """Session profiling: kernel time per node, of the timed calls only."""
+        import onnxruntime as ort
+
+        with tempfile.TemporaryDirectory() as folder:
+            options = session_options(threads)
+            options.enable_profiling, options.profile_file_prefix = True, str(Path(folder) / "ort")
+            session = ort.InferenceSession(str(model.path), options, providers=self.session.get_providers())
+            feed = self._feed(batch)
+            for _ in range(warm + calls):
+                session.run(None, feed)
+            events = json.loads(Path(session.end_profiling()).read_text())
+        # Kernel events of the timed calls only: those inside a model_run after the warm-up ones.
+        runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+        timed = runs[warm:]
+        if len(timed) != calls:
+            raise RuntimeError(f"ONNX Runtime's profile shows {len(runs)} runs, not {warm + calls}")
+        first = timed[0][0]
+        return [(e["name"].removesuffix("_kernel_time"), e.get("args", {}).get("op_name", "?"), float(e["dur"]))
+                for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and e["ts"] >= first]

@@ -1,0 +1,74 @@
+"""OpenVINO: IR models (a .xml and the .bin beside it) on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelLoadError
+from ..modelfile import ModelFile
+from ..schema import ModelFormat
+from .base import Inputs, Processor, ProfileRows, Runner, first_line
+from .registry import register
+
+
+def check_ir(path: Path) -> None:
+    """An IR is two files: fail with ModelLoadError, naming the missing one, before OpenVINO does."""
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path}: no such file")
+    if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
+        raise ModelLoadError(f"model file {path}: its weights {path.with_suffix('.bin').name} are missing "
+                             "(an OpenVINO IR is a .xml and the .bin beside it)")
+
+
+def compile_config(model: ModelFile, threads: int) -> dict:
+    """Fixed thread count, latency hint, one stream, and f32 inference precision for FP32 models
+    (the CPU plugin would otherwise pick bf16 on CPUs that have it, which is a precision change,
+    not a runtime's merit)."""
+    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+    if model.precision == "fp32":
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    return config
+
+
+@register
+class OpenVinoRunner(Runner):
+    runtime = "openvino"
+    formats = frozenset({ModelFormat.OPENVINO})
+    devices = (Processor.CPU,)
+    profiler = "openvino"
+
+    def __init__(self, model: ModelFile, *, threads: int, device: Processor = Processor.CPU,
+                 input_names: tuple[str, ...] | None = None):
+        import openvino as ov
+
+        check_ir(model.path)
+        try:
+            self.compiled = ov.Core().compile_model(str(model.path), "CPU", compile_config(model, threads))
+        except Exception as exc:
+            raise ModelLoadError(f"model file {model.path}: OpenVINO cannot load it: {first_line(exc)}") from None
+        self.request = self.compiled.create_infer_request()
+        self.input_names = tuple(port.get_any_name() for port in self.compiled.inputs)
+        self.output_names = tuple(port.get_any_name() for port in self.compiled.outputs)
+        self.input_types = {port.get_any_name(): port.get_element_type().to_dtype() for port in self.compiled.inputs}
+
+    def __call__(self, inputs: Inputs) -> Inputs:
+        results = self.request.infer(self._feed(inputs))
+        return {name: np.asarray(results[port], dtype=np.float32) for name, port in zip(self.output_names, self.compiled.outputs)}
+
+    def _feed(self, inputs: Inputs) -> Inputs:
+        return {name: inputs[name].astype(dtype, copy=False) for name, dtype in self.input_types.items()}
+
+    def profile(self, model: ModelFile, batch: Inputs, threads: int, calls: int) -> ProfileRows:
+        """The per-layer performance counters (PERF_COUNT) of a request compiled for it."""
+        import openvino as ov
+
+        config = {**compile_config(model, threads), "PERF_COUNT": True}
+        request = ov.Core().compile_model(str(model.path), "CPU", config).create_infer_request()
+        feed, rows = self._feed(batch), []
+        for _ in range(calls):
+            request.infer(feed)
+            rows += [(info.node_name, info.node_type, info.real_time.total_seconds() * 1e6)
+                     for info in request.profiling_info if info.status == info.Status.EXECUTED]
+        return rows

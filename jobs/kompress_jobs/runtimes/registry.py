@@ -1,0 +1,59 @@
+"""The runtimes kompress knows, found by what they declare: adding a runtime is a module in this
+package with a Runner subclass decorated by `@register`; nothing else names it."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from ..errors import ModelLoadError
+from ..modelfile import ModelFile
+from .base import Processor, Runner
+
+_RUNTIMES: list[type[Runner]] = []
+
+
+def register(cls: type[Runner]) -> type[Runner]:
+    """Add a runner class; two classes never claim the same format on the same device, so the
+    choice never depends on import order."""
+    for other in _RUNTIMES:
+        shared = {(f, d) for f in cls.formats & other.formats for d in set(cls.devices) & set(other.devices)}
+        if shared and other is not cls:
+            raise ValueError(f"{cls.__name__} and {other.__name__} both run {sorted((f.value, d.value) for f, d in shared)}")
+    if cls not in _RUNTIMES:
+        _RUNTIMES.append(cls)
+    return cls
+
+
+def runtimes() -> list[type[Runner]]:
+    """Every registered runner class, each module of this package imported once (they import
+    their libraries only when a runner is made, so this is cheap)."""
+    for module in pkgutil.iter_modules(importlib.import_module(__package__).__path__):
+        importlib.import_module(f"{__package__}.{module.name}")  # a no-op after the first time
+    return list(_RUNTIMES)
+
+
+def runtime_for(model: ModelFile, device: Processor | None = None) -> type[Runner]:
+    """The runtime that runs this model's format on `device` (where the runtime runs by default
+    when None), or ModelLoadError naming what would run it."""
+    fitting = [cls for cls in runtimes() if model.format in cls.formats]
+    if not fitting:
+        raise ModelLoadError(f"model file {model.path}: no runtime runs {model.format.value} models")
+    for cls in fitting:
+        if device is None or device in cls.devices:
+            return cls
+    offered = "; ".join(f"{cls.runtime} on {', '.join(d.value for d in cls.devices)}" for cls in fitting)
+    raise ModelLoadError(f"model file {model.path}: no runtime runs {model.format.value} models on {device.value} "
+                         f"(it runs with {offered})")
+
+
+def make_runner(model: ModelFile, *, threads: int, device: Processor | None = None,
+                input_names: tuple[str, ...] | None = None) -> Runner:
+    """A runner for any candidate, from the registry. `input_names` is needed only where the file
+    does not name its inputs (a Hugging Face checkpoint takes whatever the tokenizer gives)."""
+    cls = runtime_for(model, device)
+    where = device or cls.devices[0]
+    reason = cls.unavailable(where)
+    if reason:
+        raise ModelLoadError(f"model file {model.path}: {cls.runtime} cannot run it on {where.value} here: {reason}")
+    return cls(model, threads=threads, device=where, input_names=input_names)

@@ -1,0 +1,125 @@
+"""PyTorch: TorchScript archives, torch.export programs and Hugging Face checkpoints, on the CPU or
+a CUDA GPU. Nothing here unpickles Python objects: TorchScript archives carry code in TorchScript's
+own restricted format and torch.export programs are checked and loaded by safe_load.py."""
+
+from __future__ import annotations
+
+from ..errors import DataError, ModelLoadError
+from ..modelfile import ModelFile
+from ..schema import ModelFormat
+from .base import Inputs, Processor, ProfileRows, Runner, first_line, output_names_for, quiet_logger
+from .registry import register
+
+
+def torch_input_names(module) -> tuple[str, ...]:
+    """The argument names of a TorchScript module's forward, or the user inputs of a torch.export program."""
+    schema = getattr(getattr(module, "forward", None), "schema", None)
+    if schema is not None:
+        return tuple(a.name for a in schema.arguments[1:])  # [0] is self
+    import inspect
+
+    return tuple(p for p in inspect.signature(module.forward).parameters if p not in ("args", "kwargs"))
+
+
+def load_torch_module(model: ModelFile):
+    """The torch.nn.Module behind a TorchScript archive or a torch.export program, on the CPU."""
+    import torch
+
+    if not model.path.is_file():
+        raise ModelLoadError(f"model file {model.path}: no such file")
+    try:
+        if model.format is ModelFormat.TORCH_SCRIPT:
+            module = torch.jit.load(str(model.path), map_location="cpu")
+        elif model.format is ModelFormat.TORCH_EXPORT:
+            from ..safe_load import load_exported_program
+
+            with quiet_logger("torch.export"):  # it logs a traceback before raising on a foreign file
+                module = load_exported_program(model.path).module()
+        else:
+            raise ModelLoadError(f"model file {model.path}: {model.format.value} is not a PyTorch format")
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # torch raises RuntimeError, ValueError, zipfile errors...
+        raise ModelLoadError(
+            f"model file {model.path}: not a readable {model.format.value} file "
+            f"(kompress loads torch.jit.save archives and torch.export.save programs, never pickled modules): "
+            f"{first_line(exc)}"
+        ) from None
+    if model.format is ModelFormat.TORCH_SCRIPT:
+        module.eval()
+    return module
+
+
+@register
+class TorchRunner(Runner):
+    runtime = "pytorch"
+    formats = frozenset({ModelFormat.TORCH_SCRIPT, ModelFormat.TORCH_EXPORT})
+    devices = (Processor.CPU, Processor.CUDA)
+    profiler = "pytorch"
+
+    def __init__(self, model: ModelFile, *, threads: int = 1, device: Processor = Processor.CPU,
+                 input_names: tuple[str, ...] | None = None, module=None):
+        import torch
+
+        self._torch = torch
+        self.device = device
+        module = module if module is not None else load_torch_module(model)
+        self.module = module.to(device.value) if device is not Processor.CPU else module
+        self.input_names = tuple(input_names or torch_input_names(self.module))
+        self.output_names = ("output",)
+
+    def __call__(self, inputs: Inputs) -> Inputs:
+        torch = self._torch
+        with torch.inference_mode():
+            output = self.module(*[torch.from_numpy(inputs[name]).to(self.device.value) for name in self.input_names])
+        tensors = list(output) if isinstance(output, (tuple, list)) else [output]
+        self.output_names = self._name_outputs(len(tensors))  # known once the module has run
+        return {name: t.detach().float().cpu().numpy() for name, t in zip(self.output_names, tensors)}
+
+    def _name_outputs(self, count: int) -> tuple[str, ...]:
+        return output_names_for(count)
+
+    def synchronize(self) -> None:
+        if self.device is Processor.CUDA:
+            self._torch.cuda.synchronize()
+
+    def profile(self, model: ModelFile, batch: Inputs, threads: int, calls: int) -> ProfileRows:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device is Processor.CUDA else [])
+        with profile(activities=activities) as recorded:
+            for _ in range(calls):
+                self(batch)
+            self.synchronize()
+        # self time, so an aten::linear and the aten::addmm inside it are not counted twice; on a
+        # GPU, the device's self time (the host only launches kernels there)
+        on_gpu = self.device is Processor.CUDA
+        return [(e.key, e.key, float(e.self_device_time_total if on_gpu else e.self_cpu_time_total), e.count)
+                for e in recorded.key_averages() if (e.self_device_time_total if on_gpu else e.self_cpu_time_total) > 0]
+
+
+@register
+class HuggingFaceRunner(TorchRunner):
+    """A checkpoint directory run in PyTorch eager with its task head (`huggingface.TaskModel`)."""
+
+    formats = frozenset({ModelFormat.HUGGING_FACE})
+
+    def __init__(self, model: ModelFile, *, threads: int = 1, device: Processor = Processor.CPU,
+                 input_names: tuple[str, ...] | None = None):
+        from ..huggingface import load_task_model
+
+        names = tuple(input_names or model.input_names)
+        super().__init__(model, threads=threads, device=device, input_names=names,
+                         module=load_task_model(model.path, model.options, names))
+        self.output_names = self._name_outputs(1)
+
+    def __call__(self, inputs: Inputs) -> Inputs:
+        from ..huggingface import check_inputs
+
+        problem = check_inputs(self.input_names, inputs, self.module.max_positions)
+        if problem:
+            raise DataError(problem)
+        return super().__call__(inputs)
+
+    def _name_outputs(self, count: int) -> tuple[str, ...]:
+        return (self.module.output_name,)  # the task head gives one tensor

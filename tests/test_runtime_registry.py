@@ -1,0 +1,117 @@
+"""The runtime registry: every model format has a runtime, a runner is found by format and device,
+and what cannot run here says why, naming the runtime and device."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kompress_jobs.errors import ModelLoadError
+from kompress_jobs.profiling import profile_model
+from kompress_jobs.runtimes import ModelFile, Processor, Runner, make_runner, register, runtime_for, runtimes
+from kompress_jobs.schema import ModelFormat
+
+
+@pytest.fixture(scope="module")
+def torchscript(tmp_path_factory):
+    import torch
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).eval()
+    path = tmp_path_factory.mktemp("ts") / "model.pt"
+    torch.jit.save(torch.jit.trace(module, torch.zeros(1, 8)), str(path))
+    return ModelFile(path, ModelFormat.TORCH_SCRIPT)
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory):
+    import torch
+
+    module = torch.nn.Sequential(torch.nn.Linear(8, 3)).eval()
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    torch.onnx.export(module, (torch.zeros(1, 8),), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "batch"}}, dynamo=False)
+    return ModelFile(path, ModelFormat.ONNX)
+
+
+def test_every_model_format_has_exactly_one_runtime_by_default():
+    by_format = {f: [cls.__name__ for cls in runtimes() if f in cls.formats] for f in ModelFormat}
+    assert all(len(names) == 1 for names in by_format.values()), by_format
+    assert {f: runtime_for(ModelFile(None, f)).devices[0] for f in ModelFormat} == {
+        **{f: Processor.CPU for f in ModelFormat}, ModelFormat.TENSORRT: Processor.CUDA}
+
+
+def test_a_runner_is_found_by_format_and_runs_on_the_cpu_by_default(torchscript, onnx_model):
+    batch = {"x": np.ones((2, 8), np.float32)}
+    torch_runner = make_runner(torchscript, threads=1, input_names=("x",))
+    ort_runner = make_runner(onnx_model, threads=1)
+    assert (torch_runner.runtime, torch_runner.device) == ("pytorch", Processor.CPU)
+    assert (ort_runner.runtime, ort_runner.device) == ("onnxruntime", Processor.CPU)
+    assert torch_runner(batch)["output"].shape == (2, 3) and ort_runner(batch)["y"].shape == (2, 3)
+
+
+def test_a_device_the_runtime_does_not_declare_names_what_would_run_the_format(tmp_path):
+    model = ModelFile(tmp_path / "model.xml", ModelFormat.OPENVINO)
+    with pytest.raises(ModelLoadError, match=r"no runtime runs OpenVINO models on cuda \(it runs with openvino on cpu\)"):
+        make_runner(model, threads=1, device=Processor.CUDA)
+
+
+def test_a_device_missing_here_is_named_with_the_runtime(torchscript, onnx_model, monkeypatch):
+    import onnxruntime
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ModelLoadError, match="pytorch cannot run it on cuda here: no CUDA GPU is visible to this Job"):
+        make_runner(torchscript, threads=1, device=Processor.CUDA)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(ModelLoadError, match="onnxruntime cannot run it on cuda here: this ONNX Runtime build has no "
+                                             "CUDAExecutionProvider"):
+        make_runner(onnx_model, threads=1, device=Processor.CUDA)
+
+
+def test_a_tensorrt_engine_without_tensorrt_says_so(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # as on an image without it
+    with pytest.raises(ModelLoadError, match="tensorrt cannot run it on cuda here: TensorRT is not installed"):
+        make_runner(ModelFile(tmp_path / "model.engine", ModelFormat.TENSORRT), threads=1)
+
+
+def test_two_runtimes_cannot_claim_the_same_format_on_the_same_device():
+    class Another(Runner):
+        runtime = "another"
+        formats = frozenset({ModelFormat.ONNX})
+        devices = (Processor.CUDA,)
+
+    with pytest.raises(ValueError, match=r"Another and OrtRunner both run \[\('ONNX', 'cuda'\)\]"):
+        register(Another)
+    assert Another not in runtimes()
+
+
+def test_a_runtime_without_a_profiler_says_so_and_one_with_it_profiles(torchscript, onnx_model):
+    class Unprofiled(Runner):
+        runtime = "unprofiled"
+
+        def __call__(self, inputs):
+            return inputs
+
+    batch = {"x": np.ones((2, 8), np.float32)}
+    assert profile_model(onnx_model, Unprofiled(), batch, 1) == {"profiler": None,
+                                                                "reason": "no per-operator profile is read for unprofiled"}
+    profile = profile_model(torchscript, make_runner(torchscript, threads=1, input_names=("x",)), batch, 1, calls=5)
+    assert profile["profiler"] == "pytorch" and {"aten::addmm", "aten::relu"} <= {row["type"] for row in profile["byType"]}
+
+
+@pytest.mark.gpu
+def test_a_torchscript_model_runs_on_cuda_with_the_cpu_outputs_and_a_device_profile(torchscript):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU is visible")
+    batch = {"x": np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)}
+    cpu = make_runner(torchscript, threads=1, input_names=("x",))
+    gpu = make_runner(torchscript, threads=1, device=Processor.CUDA, input_names=("x",))
+    assert gpu.device is Processor.CUDA and next(gpu.module.parameters()).is_cuda
+    np.testing.assert_allclose(gpu(batch)["output"], cpu(batch)["output"], rtol=1e-3, atol=1e-4)
+    profile = profile_model(torchscript, gpu, batch, 1, calls=5)
+    assert profile["profiler"] == "pytorch" and profile["totalMs"] > 0, profile
