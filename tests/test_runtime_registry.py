@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kompress_jobs.errors import ModelLoadError
-from kompress_jobs.profiling import profile_model
+from kompress_jobs.profiling import energy_per_call, profile_model
 from kompress_jobs.runtimes import ModelFile, Processor, Runner, make_runner, register, runtime_for, runtimes
 from kompress_jobs.schema import ModelFormat
 
@@ -115,3 +115,5 @@ def test_a_torchscript_model_runs_on_cuda_with_the_cpu_outputs_and_a_device_prof
     np.testing.assert_allclose(gpu(batch)["output"], cpu(batch)["output"], rtol=1e-3, atol=1e-4)
     profile = profile_model(torchscript, gpu, batch, 1, calls=5)
     assert profile["profiler"] == "pytorch" and profile["totalMs"] > 0, profile
+    energy = energy_per_call(gpu, batch, calls=200)
+    assert energy["measurable"] and energy["source"].startswith("NVML") and energy["joulesPerCall"] > 0, energy

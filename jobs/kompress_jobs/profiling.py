@@ -19,6 +19,7 @@ from .data import Inputs
 from .runtimes import ModelFile, Processor, Runner
 
 TOP = 10
+MIN_ENERGY_SECONDS = 1.0
 RAPL = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
 
 
@@ -68,14 +69,32 @@ def energy_per_call(runner: Runner, batch: Inputs, calls: int = 50) -> dict:
     except OSError as exc:
         return {"measurable": False, "reason": f"{RAPL} is not readable ({exc.strerror}); reading it needs root "
                                                "or a powercap permission"}
-    start = time.perf_counter()
-    for _ in range(calls):
-        runner(batch)
-    seconds, after = time.perf_counter() - start, int(RAPL.read_text())
+    calls, seconds = _run_for(runner, batch, calls)
+    after = int(RAPL.read_text())
     joules = (after - before) / 1e6 if after >= before else None  # the counter wrapped
     if joules is None:
         return {"measurable": False, "reason": "the RAPL counter wrapped during the measurement"}
-    return {"measurable": True, "source": "RAPL package-0", "joulesPerCall": joules / calls, "watts": joules / seconds}
+    return _energy("RAPL package-0", joules, calls, seconds)
+
+
+def _run_for(runner: Runner, batch: Inputs, calls: int) -> tuple[int, float]:
+    """At least `calls` calls and at least MIN_ENERGY_SECONDS: the counters advance in steps (NVML's
+    about every 100 ms), so a short burst of small calls would read as no energy at all.
+    Returns (calls made, seconds)."""
+    runner.synchronize()
+    start, made = time.perf_counter(), 0
+    while made < calls or time.perf_counter() - start < MIN_ENERGY_SECONDS:
+        runner(batch)
+        made += 1
+    runner.synchronize()
+    return made, time.perf_counter() - start
+
+
+def _energy(source: str, joules: float, calls: int, seconds: float) -> dict:
+    if joules <= 0:
+        return {"measurable": False, "reason": f"the {source} counter did not advance in {seconds:.1f} s"}
+    return {"measurable": True, "source": source, "calls": calls, "seconds": seconds, "joulesPerCall": joules / calls,
+            "watts": joules / seconds}
 
 
 def _nvml_energy(runner: Runner, batch: Inputs, calls: int) -> dict:
@@ -85,18 +104,13 @@ def _nvml_energy(runner: Runner, batch: Inputs, calls: int) -> dict:
         return {"measurable": False, "reason": "nvidia-ml-py (pynvml) is not installed in this image"}
     import torch
 
-    runner.synchronize()
     try:
         pynvml.nvmlInit()
         handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
-        before = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # mJ since the driver loaded (Volta and later)
-        start = time.perf_counter()
-        for _ in range(calls):
-            runner(batch)
         runner.synchronize()
-        seconds, after = time.perf_counter() - start, pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        before = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # mJ since the driver loaded (Volta and later)
+        calls, seconds = _run_for(runner, batch, calls)
+        after = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
     except pynvml.NVMLError as exc:
         return {"measurable": False, "reason": f"NVML gives no energy counter here: {exc}"}
-    joules = (after - before) / 1e3
-    return {"measurable": True, "source": f"NVML {pynvml.nvmlDeviceGetName(handle)}", "joulesPerCall": joules / calls,
-            "watts": joules / seconds}
+    return _energy(f"NVML {pynvml.nvmlDeviceGetName(handle)}", (after - before) / 1e3, calls, seconds)
