@@ -3,6 +3,8 @@ every phase a run can be in, and the queue's slots, reservations and admission."
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from kompress_jobs.contract import RunArtifacts, RunSummary
@@ -210,3 +212,23 @@ def test_no_operator_function_is_longer_than_sixty_lines():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
                 long.append(f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert not long, long
+
+
+def test_freed_memory_is_handed_back_on_an_interval(monkeypatch):
+    """A burst of large specs leaves glibc's heap full of freed blocks it keeps (docs/benchmarks.md)."""
+    import platform
+
+    from kompress_operator import memory
+
+    if platform.libc_ver()[0] == "glibc":
+        assert memory._malloc_trim() is not None
+    trims: list[int] = []
+    monkeypatch.setattr(memory, "_malloc_trim", lambda: trims.append)
+
+    async def a_while() -> None:
+        loop = asyncio.create_task(memory.release_freed_memory_forever(0.01))
+        await asyncio.sleep(0.2)
+        loop.cancel()
+
+    asyncio.run(a_while())
+    assert len(trims) >= 3 and set(trims) == {0}

@@ -226,3 +226,21 @@ def test_the_job_builder_refuses_what_the_webhook_would_and_bounds_every_run():
 def test_cost_and_placement_limits_name_their_setting(job, field, setting):
     found = policy.violations(spec(**job), Settings(allowed_node_selectors=("pool=ml-*",)), "team-a")
     assert [(v.field, v.policy) for v in found] == [(field, setting)]
+
+
+def test_a_spec_larger_than_the_operator_keeps_is_refused_at_apply_and_at_job_build():
+    """Every spec is in the operator's memory at once when it starts: the policy bounds its size."""
+    large = body()
+    names = [f"/encoder/layer.{i}/attention/MatMul_{'x' * 200}" for i in range(400)]  # ~96 KiB of node names
+    large["spec"]["passes"] = [{"type": "OnnxExport"}, {"type": "OpenVinoInt8", "ignoredScope": {"names": names}}]
+    size = policy.spec_bytes(resource_from_dict(large).spec)
+    assert 90_000 < size < 100_000
+    with pytest.raises(kopf.AdmissionError, match=rf"^spec: {size} bytes of JSON are more than a spec may hold \(65536\): "
+                                                  r"the operator keeps every spec in memory when it starts "
+                                                  r"\(operator policy maxSpecBytes\)$") as refused:
+        review(large)
+    assert refused.value.code == 403
+    with pytest.raises(policy.PolicyViolation, match="maxSpecBytes"):
+        build_job(large, resource_from_dict(large).spec, Settings())
+    assert review(large, settings=Settings(max_spec_bytes=131_072)).asked == []
+    assert policy.spec_bytes(spec()) < 1024  # a usual spec is far from it

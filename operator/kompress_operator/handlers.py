@@ -20,11 +20,13 @@ from .controller import RunController
 from .jobspec import GENERATION_LABEL, MANAGED_BY, RERUN_LABEL, RESOURCE_LABEL, ROLE_LABEL, RUN_JOB
 from .tuning_phase import tuning_of
 from .kube import Kube
+from .memory import release_freed_memory_forever
 from .metrics import OperatorMetrics
 from .queue import InFlight
 from .settings import OperatorSettings
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
+MEMORY_RELEASE_INTERVAL = 30.0  # seconds; a burst's freed memory is back within this
 
 
 def snapshot(running_runs: kopf.Index, waiting_runs: kopf.Index, run_jobs: kopf.Index, tuning_runs: kopf.Index) -> InFlight:
@@ -35,7 +37,7 @@ def snapshot(running_runs: kopf.Index, waiting_runs: kopf.Index, run_jobs: kopf.
 def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetrics) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     controller = RunController(settings, kube, metrics)
-    tasks: list[asyncio.Task] = []  # the re-optimization loop
+    tasks: list[asyncio.Task] = []  # the controller's own loops
     register_indexes(registry)
     if settings.webhook_port:
         webhook.register(registry, settings, lambda user, namespace, attributes: controller.lanes.report(
@@ -46,6 +48,7 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
         await controller.lanes.warm_up(kube.ping)
         tasks.append(asyncio.create_task(controller.reoptimizer.run_forever(settings.reoptimize_interval)))
         tasks.append(asyncio.create_task(controller.retry_forever(settings.retry_interval)))
+        tasks.append(asyncio.create_task(release_freed_memory_forever(MEMORY_RELEASE_INTERVAL)))
 
     @kopf.on.cleanup(id="stop_loops", registry=registry)
     async def stop_loops(**_):

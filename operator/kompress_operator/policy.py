@@ -8,9 +8,11 @@ The storage half (which locations a namespace may read and write) is locations.p
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from kompress_jobs.contract import sparse_wire
 from kompress_jobs.schema import Device, JobSettings, ModelOptimizationSpec, Toleration, Tuning
 
 from . import locations
@@ -91,8 +93,12 @@ def violations(spec: ModelOptimizationSpec, settings: OperatorSettings, namespac
 
 
 def cost_violations(spec: ModelOptimizationSpec, settings: OperatorSettings) -> list[Violation]:
-    """What one run may cost: its deadline and its retries."""
+    """What one run may cost: the operator's memory, its deadline and its retries."""
     found, job = [], spec.job
+    size = spec_bytes(spec)
+    if size > settings.max_spec_bytes:
+        found.append(Violation("spec", "maxSpecBytes", f"{size} bytes of JSON are more than a spec may hold "
+                               f"({settings.max_spec_bytes}): the operator keeps every spec in memory when it starts"))
     if job.active_deadline_seconds and job.active_deadline_seconds > settings.max_active_deadline_seconds:
         found.append(Violation(job_field("active_deadline_seconds"), "maxActiveDeadlineSeconds",
                                f"{job.active_deadline_seconds}s is above the most a run may take "
@@ -137,3 +143,8 @@ def enforce(spec: ModelOptimizationSpec, settings: OperatorSettings, namespace: 
     found = violations(spec, settings, namespace)
     if found:
         raise PolicyViolation(found)
+
+
+def spec_bytes(spec: ModelOptimizationSpec) -> int:
+    """The spec's size as the API server stores it, near enough: its JSON without defaults or nulls."""
+    return len(json.dumps(sparse_wire(spec), separators=(",", ":")))

@@ -89,6 +89,9 @@ class OperatorSettings(BaseSettings):
     max_retries: int = Field(3, ge=0, description="the most job.backoffLimit a spec may set")
     max_failed_trials: int = Field(20, ge=1, description="the most tuning.maxFailedTrials (the tuning Job's backoffLimit) a spec may set")
     scratch_size_limit: str = Field("50Gi", description="sizeLimit of each Job Pod's scratch emptyDir")
+    # Every spec is in the operator's memory at once when it starts (Kopf lists them all before any
+    # handler runs): the chart's memory limit holds 1,000 specs of this size (docs/benchmarks.md).
+    max_spec_bytes: int = Field(65_536, ge=4096, description="the largest spec, in bytes of its JSON, the operator takes")
     # Fair share of Job slots between namespaces (admission.py).
     namespace_weights: dict[str, float] = Field(default_factory=dict, description=(
         'share of Job slots per namespace, as JSON, e.g. {"team-a": 2}; unnamed namespaces weigh 1'))
