@@ -105,10 +105,10 @@ def _settings_errors(exc: ValidationError) -> str:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from .api import validate
     from .plan import plan_passes
-    from .specfile import load_resource_file
 
-    resource = load_resource_file(args.file)
+    resource = validate(args.file)
     steps = plan_passes(resource.spec)
     chain = ", ".join(f"{s.name} ← {s.input}" for s in steps)
     print(f"{args.file}: valid ModelOptimization {resource.metadata.name!r}; passes: {chain}")
@@ -116,22 +116,18 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _optimize(args: argparse.Namespace) -> int:
-    from .pipeline import run_optimization
-    from .specfile import load_resource_file
-
+    from .api import optimize
     from .console import ProgressDisplay, console_for, results_table
 
-    resource = load_resource_file(args.file)
     with ProgressDisplay(quiet=args.quiet) as progress:
-        result = run_optimization(
-            resource, base_dir=args.file.parent, artifacts_uri=args.output, run_id=args.run_id, progress=progress,
-        )
+        report = optimize(args.file, output=args.output, run_id=args.run_id, progress=progress)
     out = console_for(sys.stdout)
-    out.print(results_table(result.report))
-    out.print(f"\nArtifacts: {result.run_uri}  (manifest sha256 {result.manifest_sha256[:16]}…)", soft_wrap=True)
-    if result.promotion:
-        out.print(f"Promotion: {result.promotion['decision']} ({result.promotion['reason']}): {result.promotion['message']}\n"
-                  f"  current model: {result.promotion.get('uri') or 'none'}  (pointer {result.promotion['pointer']})", soft_wrap=True)
+    out.print(results_table(report.to_wire()))
+    out.print(f"\nArtifacts: {report.run_uri}  (manifest sha256 {report.manifest_sha256[:16]}…)", soft_wrap=True)
+    promoted = report.promotion_status
+    if promoted:
+        out.print(f"Promotion: {promoted['decision']} ({promoted['reason']}): {promoted['message']}\n"
+                  f"  current model: {promoted.get('uri') or 'none'}  (pointer {promoted['pointer']})", soft_wrap=True)
     return 0
 
 

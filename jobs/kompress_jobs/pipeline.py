@@ -32,6 +32,7 @@ from .quality import Scorer, predict, scored
 from .profile_report import plot_profiles
 from .profiling import energy_per_call, profile_model
 from .report import candidate_record, plot_pareto, render_markdown, write_json
+from .results import Report
 from .runtimes import ModelFile, Runner, make_runner
 from .schema import AutoQuantizePass, ModelFormat, ModelOptimization, ModelOptimizationSpec, TaskType
 from .selection import judge, mark_pareto_front, primary_batch_size, rank
@@ -50,6 +51,7 @@ class RunResult:
     manifest_uri: str
     manifest_sha256: str
     promotion: dict | None = None  # status.promotion, with spec.promotion
+    results: Report | None = None  # the report as types (results.py), with where it went
 
 
 def new_run_id(name: str) -> str:
@@ -122,7 +124,7 @@ def run_optimization(
             if not c.is_baseline and not c.contender:
                 c.sha256 = sha256(c.model.path)
                 c.artifact_key = f"candidates/{c.name}/{c.model.path.name}"  # a directory's prefix for a checkpoint
-        report = {
+        typed = Report.model_validate({
             "apiVersion": "kompress.io/v1alpha1",
             "kind": "OptimizationReport",
             "run": {"id": run_id, "name": resource.metadata.name, "namespace": resource.metadata.namespace,
@@ -142,13 +144,16 @@ def run_optimization(
             "inputs": {"model": {"uri": spec.model.uri, "sha256": sha256(model_path)},
                        "inputNames": list(dataset.input_names),
                        "data": {"uri": spec.data.uri, "sha256": sha256(data_path)}},
-        }
+        })
+        report = typed.to_wire()  # report.json is what the types hold, nothing else
         progress("writing report and uploading artifacts")
         result = _publish(store.under(run_prefix(resource.metadata.namespace, resource.metadata.name, run_id)), run_id,
                           report, candidates, scratch)
         if promoter:
             result.promotion = promoter.publish(run_id, ranked[0] if ranked else None, report)
             progress(f"promotion: {result.promotion['decision']}: {result.promotion['message']}")
+        result.results = typed.model_copy(update={"run_uri": result.run_uri, "manifest_sha256": result.manifest_sha256,
+                                                  "promotion_status": result.promotion})
         return result
 
 

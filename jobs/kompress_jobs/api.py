@@ -1,0 +1,54 @@
+"""The Python API behind `import kompress`: the pipeline `kompress optimize` runs, called from a
+notebook or a script, returning the report as types (results.py). The CLI calls these too."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Union
+
+from .results import Report
+from .schema import ModelOptimization
+
+SpecLike = Union[str, Path, Mapping[str, Any], ModelOptimization]
+log = logging.getLogger("kompress")
+
+
+def load(spec: SpecLike) -> tuple[ModelOptimization, Path]:
+    """The resource, and the folder its relative paths (model, data, artifacts) are read from:
+    a file's own folder, or the working directory for a mapping or a resource."""
+    from .specfile import load_resource_file, resource_from_dict
+
+    if isinstance(spec, ModelOptimization):
+        return spec, Path.cwd()
+    if isinstance(spec, Mapping):
+        return resource_from_dict(dict(spec)), Path.cwd()
+    path = Path(spec)
+    return load_resource_file(path), path.parent
+
+
+def validate(spec: SpecLike) -> ModelOptimization:
+    """The checked resource, or SpecError naming the field: the schema, and the chain of passes
+    (each pass's input must be a model it takes). Reads no model or data."""
+    from .plan import plan_passes
+
+    resource, _ = load(spec)
+    plan_passes(resource.spec)
+    return resource
+
+
+def optimize(spec: SpecLike, *, output: str | Path | None = None, run_id: str | None = None,
+             progress: Callable[[str], None] | None = None) -> Report:
+    """Run the whole pipeline here: baseline, passes, measurement, selection, report, artifacts.
+
+    `output`: where the run's folder goes (a local folder or s3://bucket/prefix); by default the
+    spec's `artifacts.uri`, else ./kompress-runs. `progress` gets each step's line (default: the
+    "kompress" logger at INFO). Raises a KompressError subclass with a one-line message (SpecError,
+    DataError, ModelLoadError, StoreError...)."""
+    from .pipeline import run_optimization
+
+    resource, folder = load(spec)
+    result = run_optimization(resource, base_dir=folder, artifacts_uri=str(output) if output is not None else None,
+                              run_id=run_id, progress=progress or log.info)
+    return result.results

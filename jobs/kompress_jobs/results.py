@@ -1,0 +1,149 @@
+"""The run's results as types: report.json is written through `Report` (pipeline.py), so what a
+reader gets from `Report.read(...)` or `kompress.optimize(...)` is what the file holds.
+
+Wire names are the report's own: camelCase, except the latency figures, which keep the
+snake_case names report.json has always had. Readers of older or newer reports keep the fields
+these types do not name (`extra="allow"`); the pipeline's test checks that a report survives a
+round trip through these types unchanged, so nothing the pipeline writes is left untyped unseen.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from .candidates import Outcome
+from .runtimes.base import Processor
+from .schema import ModelFormat
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    def to_wire(self) -> dict[str, Any]:
+        """As report.json holds it: what was set, nulls included, nothing added."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+class Latency(_Wire):
+    model_config = ConfigDict(alias_generator=None, extra="allow")
+
+    batch_size: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    throughput_per_second: float
+    round_medians_ms: list[float]
+    samples: int
+    cpu_ms_per_call: float | None = None
+    spread: float  # (max - min) / median of the per-round medians: the run-to-run noise
+
+
+class Metric(_Wire):
+    value: float | None = None
+    drop: float | None = None  # from the baseline, in the goal's unit
+    fidelity: dict[str, float] = Field(default_factory=dict)
+
+
+class Comparison(_Wire):
+    """A candidate against a reference (the baseline, or its parent) at the primary batch size."""
+
+    reference: str
+    batch_size: int
+    speedup_p50: float | None = None
+    speedup_p95: float | None = None
+    size_reduction: float | None = None
+    metric_drop: float | None = None
+
+
+class CandidateResult(_Wire):
+    name: str
+    technique: str
+    pass_type: str | None = Field(None, alias="pass")
+    parent: str | None = None
+    lineage: list[dict[str, Any]] = Field(default_factory=list)
+    outcome: Outcome
+    error: str | None = None
+    runtime: str | None = None
+    device: Processor | None = None
+    format: ModelFormat | None = None
+    precision: str | None = None
+    artifact: str | None = None
+    artifact_files: list[str] | None = None
+    sha256: str | None = None
+    size_bytes: int | None = None
+    metric: Metric | None = None
+    latency: dict[int, Latency] = Field(default_factory=dict)
+    accepted: bool = False
+    rejected_reasons: list[str] = Field(default_factory=list)
+    pareto_optimal: bool = False
+    rank: int | None = None
+    vs_baseline: Comparison | None = None
+    vs_parent: Comparison | None = None
+    details: dict[str, Any] | None = None
+    contender: bool = False  # the model promoted by an earlier run, measured to compare
+
+    @property
+    def measured(self) -> bool:
+        return self.outcome is Outcome.MEASURED
+
+
+class RunInfo(_Wire):
+    id: str
+    name: str
+    namespace: str | None = None
+    started_at: str
+    finished_at: str
+    kompress_version: str
+
+
+class Report(_Wire):
+    api_version: str = "kompress.io/v1alpha1"
+    kind: str = "OptimizationReport"
+    run: RunInfo
+    spec: dict[str, Any]
+    fingerprint: dict[str, Any]
+    benchmark: dict[str, Any]
+    metric: str
+    primary_batch_size: int
+    best_name: str | None = Field(None, alias="best")
+    pareto_front_names: list[str] = Field(default_factory=list, alias="paretoFront")
+    candidates: list[CandidateResult]
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    tuning: dict[str, Any] | None = None
+    promotion: dict[str, Any] | None = None
+    inputs: dict[str, Any]
+    # Where the run's files went and what promotion did: known to the run, not part of report.json.
+    run_uri: str | None = Field(None, exclude=True)
+    manifest_sha256: str | None = Field(None, exclude=True)
+    promotion_status: dict[str, Any] | None = Field(None, exclude=True)  # status.promotion after publishing
+
+    @property
+    def best(self) -> CandidateResult | None:
+        """The pick: the fastest (or smallest) candidate within the goals; None when none met them."""
+        return self.candidate(self.best_name) if self.best_name else None
+
+    @property
+    def baseline(self) -> CandidateResult:
+        return next(c for c in self.candidates if c.parent is None)
+
+    @property
+    def pareto_front(self) -> list[CandidateResult]:
+        return [self.candidate(name) for name in self.pareto_front_names]
+
+    def candidate(self, name: str) -> CandidateResult:
+        for c in self.candidates:
+            if c.name == name:
+                return c
+        raise KeyError(f"no candidate {name!r} in run {self.run.id} (candidates: {', '.join(c.name for c in self.candidates)})")
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Report":
+        """A report.json on disk (a run folder's, or a path to the file)."""
+        path = Path(path)
+        return cls.model_validate(json.loads((path / "report.json" if path.is_dir() else path).read_text()))

@@ -1,0 +1,96 @@
+"""`import kompress`: the pipeline from Python, its report as types, and every output of a run
+(report.json, the Job's summary, the manifest) derived from the same report."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+import kompress
+from kompress_jobs.contract import RunSummary
+from kompress_jobs.summary import run_summary
+
+from .conftest import resource_dict
+
+
+@pytest.fixture(scope="module")
+def api_run(tmp_path_factory):
+    from .conftest import copy_examples
+
+    workspace = copy_examples(tmp_path_factory.mktemp("api"))
+    document = resource_dict(name="from-python", model=str(workspace / "models/digits-cnn.pt"),
+                             data=str(workspace / "data/digits.npz"),
+                             passes=[{"type": "OnnxExport"}, {"type": "DynamicInt8"}, {"type": "Fp16"}],
+                             goals={"maxAccuracyDrop": 2.0})
+    lines: list[str] = []
+    report = kompress.optimize(document, output=workspace / "runs", progress=lines.append)
+    return report, lines
+
+
+def test_optimize_takes_a_mapping_and_returns_the_report_as_types(api_run):
+    report, lines = api_run
+    assert isinstance(report, kompress.Report) and report.run.name == "from-python"
+    assert {c.name for c in report.candidates} == {"baseline", "onnx-export", "dynamic-int8", "fp16"}
+    assert all(c.measured for c in report.candidates), [(c.name, c.error) for c in report.candidates]
+    best = report.best
+    assert best is not None and best.name == report.best_name and best.rank == 1 and best.accepted
+    assert best.metric.drop <= 2.0 and best.latency[report.primary_batch_size].p50_ms > 0
+    assert best.vs_baseline.reference == "baseline" and best.vs_baseline.speedup_p50 > 0
+    assert report.baseline.parent is None and (best in report.pareto_front) == best.pareto_optimal
+    assert any(line.startswith("benchmarking") for line in lines)  # progress went to the callable
+    with pytest.raises(KeyError, match=r"no candidate 'nope' in run from-python-.*\(candidates: baseline, onnx-export"):
+        report.candidate("nope")
+
+
+def test_report_json_summary_and_manifest_are_the_same_report(api_run):
+    report, _ = api_run
+    folder = Path(report.run_uri)
+    written = json.loads((folder / "report.json").read_text())
+    assert written == report.to_wire()  # report.json is the typed report, field for field
+    assert kompress.Report.read(folder).to_wire() == written  # and reads back unchanged
+    assert "run_uri" not in written and "runUri" not in written  # where it went is not in the file
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["best"] == report.best.name and manifest["paretoFront"] == report.pareto_front_names
+    assert {c["name"]: c["sizeBytes"] for c in manifest["candidates"]} == {c.name: c.size_bytes for c in report.candidates}
+    summary: RunSummary = run_summary(written, report.run_uri, report.manifest_sha256)
+    assert summary.best.name == report.best.name and summary.run_id == report.run.id
+    assert summary.best.latency_p50_ms == round(report.best.latency[report.primary_batch_size].p50_ms, 4)
+    assert summary.baseline.size_bytes == report.baseline.size_bytes
+
+
+def test_a_report_round_trips_through_the_types_with_nothing_left_untyped(api_run):
+    """A field the pipeline writes but the types do not name would still round-trip (extra="allow"):
+    this names any such field, so results.py stays the report's schema."""
+    report, _ = api_run
+    untyped = [(c.name, sorted(c.model_extra)) for c in report.candidates if c.model_extra]
+    assert not report.model_extra and not untyped, (report.model_extra, untyped)
+    for c in report.candidates:
+        assert all(not stats.model_extra for stats in c.latency.values())
+
+
+def test_validate_checks_the_schema_and_the_chain_without_reading_the_model(tmp_path):
+    document = resource_dict(model=str(tmp_path / "no-such-model.pt"))
+    assert kompress.validate(document).metadata.name == "test-run"  # the model is not read
+    broken = resource_dict(passes=[{"type": "StaticInt8"}])  # takes ONNX; nothing exports one
+    with pytest.raises(kompress.SpecError, match="StaticInt8"):
+        kompress.validate(broken)
+    path = tmp_path / "bad.yaml"
+    path.write_text("apiVersion: kompress.io/v1alpha1\nkind: ModelOptimization\nmetadata: {name: x}\nspec: {passes: 3}\n")
+    with pytest.raises(kompress.SpecError, match=r"bad.yaml: .*spec.model"):
+        kompress.validate(path)
+
+
+def test_progress_goes_to_the_kompress_logger_by_default(tmp_path, caplog, monkeypatch):
+    import kompress_jobs.pipeline as pipeline
+
+    def fake_run(resource, *, progress, **_):
+        progress("loading model")
+        raise kompress.ModelLoadError("stop here")
+
+    monkeypatch.setattr(pipeline, "run_optimization", fake_run)
+    with caplog.at_level(logging.INFO, logger="kompress"), pytest.raises(kompress.ModelLoadError):
+        kompress.optimize(resource_dict())
+    assert [r.getMessage() for r in caplog.records if r.name == "kompress"] == ["loading model"]
