@@ -15,6 +15,20 @@ from .harness.control_plane import free_port  # noqa: F401  (re-exported for the
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
+# Every test is in one tier (pyproject.toml): a module says which with `pytestmark`; tests/cluster/ is `cluster`.
+TIERS = ("unit", "pipeline", "cluster")
+
+
+def pytest_collection_modifyitems(config, items):
+    untiered = []
+    for item in items:
+        if "cluster" in item.path.relative_to(REPO / "tests").parts[:1]:
+            item.add_marker(pytest.mark.cluster)
+        tiers = {mark.name for mark in item.iter_markers() if mark.name in TIERS}
+        if len(tiers) != 1:
+            untiered.append(f"{item.nodeid}: {sorted(tiers) or 'no tier'}")
+    if untiered:
+        raise pytest.UsageError("each test needs exactly one tier marker of " + ", ".join(TIERS) + ":\n" + "\n".join(untiered))
 
 # Small enough to run in seconds, still interleaved over several rounds.
 FAST_BENCHMARK = {"batchSizes": [1, 8], "warmup": 2, "iterations": 5, "rounds": 2, "threads": 1}

@@ -17,6 +17,8 @@ from kompress_operator.metrics import OperatorMetrics
 
 from .conftest import REPO
 
+pytestmark = pytest.mark.unit
+
 CHART = REPO / "charts" / "kompress"
 VALUES = sorted((REPO / "tests" / "fixtures" / "chart-values").glob("*.yaml"))
 DEPLOY = REPO / "deploy"

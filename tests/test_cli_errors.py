@@ -12,6 +12,8 @@ from kompress_jobs.cli import main
 
 from .conftest import free_port, run_folder
 
+pytestmark = pytest.mark.pipeline
+
 
 def run_cli(capsys, *args: str) -> tuple[int, list[str], str]:
     code = main(["optimize", "--quiet", *args])

@@ -7,7 +7,11 @@ import re
 
 from rich.console import Console
 
+import pytest
+
 from kompress_jobs.console import ProgressDisplay, results_table
+
+pytestmark = pytest.mark.unit
 
 STEPS = ["loading data d.npz", "pass 1/2 onnx-export (OnnxExport) on baseline", "  onnx-export: epoch 1/2: loss 0.1",
          "benchmarking 2 model(s) at batch sizes [1], 3 interleaved rounds", "batch 1: round 1/3 done"]

@@ -17,6 +17,8 @@ from kompress_operator.settings import OperatorSettings
 
 from .conftest import resource_dict
 
+pytestmark = pytest.mark.unit
+
 COMPLETE = {"metadata": {"name": "m-g1"}, "status": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}}
 FAILED_JOB = {"metadata": {"name": "m-g1"}, "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}}
 

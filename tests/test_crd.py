@@ -2,12 +2,15 @@
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from kompress_jobs.schema import PASS_TYPES
 from kompress_operator.crd import CRD_COPIES, CRD_FILE, render
 
 from .conftest import EXAMPLES
+
+pytestmark = pytest.mark.unit
 
 CRDS = Path(__file__).resolve().parents[1] / "crds"
 

@@ -10,12 +10,16 @@ import typing
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+import pytest
+
 from kompress_jobs.errors import SpecError
 from kompress_jobs.schema import PASS_TYPES, PassSpec
 from kompress_operator.controller import validate as _validate
 from kompress_operator.jobspec import build_job
 from kompress_operator.policy import PolicyViolation
 from kompress_operator.settings import OperatorSettings
+
+pytestmark = pytest.mark.unit
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12))

@@ -12,6 +12,8 @@ from kompress_jobs.cli import main
 from kompress_jobs.pipeline import run_optimization
 from kompress_jobs.specfile import load_resource_file
 
+pytestmark = pytest.mark.pipeline
+
 STUDENT = {"uri": "models/digits-cnn-student.pt", "format": "TorchScript"}
 
 

@@ -3,6 +3,8 @@
 import json
 from collections import Counter
 
+import pytest
+
 from kompress_jobs.contract import JobMessage, RunArtifacts, RunSummary
 from kompress_jobs.schema import CandidateSummary
 from kompress_jobs.specfile import resource_from_dict
@@ -13,6 +15,8 @@ from kompress_operator.jobstate import job_outcome
 from kompress_operator.settings import OperatorSettings
 
 from .conftest import resource_dict
+
+pytestmark = pytest.mark.unit
 
 
 SUMMARY = RunSummary(run_id="r", metric="accuracy", batch_size=1, artifacts=RunArtifacts(uri="s3://b/r", manifest_sha256="ab" * 32),

@@ -15,6 +15,8 @@ from kompress_operator.conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCE
 from kompress_operator.jobstate import JobOutcome
 from kompress_operator.queue import RESERVATION_SECONDS, InFlight, RunQueue
 
+pytestmark = pytest.mark.unit
+
 RESULT = RunSummary(run_id="r", metric="accuracy", batch_size=1, artifacts=RunArtifacts(uri="s3://b/r", manifest_sha256="ab" * 32),
                     baseline=CandidateSummary(name="baseline", technique="none", accepted=True),
                     best=CandidateSummary(name="int8", technique="quantization", accepted=True, speedup=2.0, size_ratio=3.9))

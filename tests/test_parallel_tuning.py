@@ -20,6 +20,8 @@ from kompress_jobs.study_storage import open_storage, where
 from .conftest import EXAMPLES, FAST_BENCHMARK
 from .harness.trial_pods import job_env, run_tuning_job, worker
 
+pytestmark = pytest.mark.pipeline
+
 NARROW = {"type": "StructuredPrune", "name": "narrow", "architecture": "kompress_jobs.reference:digits_cnn",
           "amount": 0.5, "fineTuning": {"epochs": 1}}
 SEARCH = [{"pass": "narrow", "parameter": "amount", "low": 0.3, "high": 0.8}]

@@ -17,6 +17,8 @@ from kompress_jobs.store import LocalStore
 
 from .conftest import copy_examples, resource_dict, run_folder
 
+pytestmark = pytest.mark.pipeline
+
 ALL_PASSES = [{"type": "OnnxExport"}, {"type": "OrtOptimize"}, {"type": "DynamicInt8"},
               {"type": "StaticInt8", "calibrationMethod": "Entropy"}, {"type": "Fp16"}]
 
@@ -110,13 +112,16 @@ def test_the_best_pick_meets_the_goals_and_is_not_slower_than_the_baseline(cnn_r
     for c in report["candidates"]:
         if c["outcome"] == "Measured" and c["parent"] is not None and not c["accepted"]:
             assert c["rejectedReasons"]
-    if report["best"] is not None:
-        best = by_name[report["best"]]
-        assert best["accepted"] and best["rank"] == 1
-        assert best["metric"]["drop"] <= 1.0
-        batch = str(report["primaryBatchSize"])
-        assert best["latency"][batch]["p50_ms"] <= by_name["baseline"]["latency"][batch]["p50_ms"] * 1.05
-    assert report["paretoFront"]
+    # What the selection decided, whichever way this machine's timings make it decide.
+    accepted = sorted((c for c in report["candidates"] if c["accepted"]), key=lambda c: c["rank"])
+    assert [c["rank"] for c in accepted] == list(range(1, len(accepted) + 1))
+    assert report["best"] == (accepted[0]["name"] if accepted else None)
+    batch = str(report["primaryBatchSize"])
+    tolerance = report["benchmark"]["tieTolerance"]
+    for c in accepted:  # accepted means: within the goal and not slower than the baseline (within the tie tolerance)
+        assert c["metric"]["drop"] <= 1.0
+        assert c["latency"][batch]["p50_ms"] <= by_name["baseline"]["latency"][batch]["p50_ms"] * (1 + tolerance)
+    assert report["paretoFront"] and set(report["paretoFront"]) <= set(by_name)
 
 
 def test_markdown_report_names_the_best_and_the_machine(cnn_run):

@@ -8,6 +8,8 @@ from kompress_jobs.specfile import resource_from_dict
 
 from .conftest import resource_dict
 
+pytestmark = pytest.mark.unit
+
 
 def plan(passes, model_format="TorchScript"):
     return plan_passes(resource_from_dict(resource_dict(passes=passes, model_format=model_format)).spec)

@@ -14,6 +14,8 @@ from kompress_operator.settings import OperatorSettings
 
 from .conftest import resource_dict
 
+pytestmark = pytest.mark.unit
+
 ALICE = {"username": "alice", "groups": ["team-a"]}
 ROOT = "s3://ml"  # the operator's defaultArtifacts: team-a may use s3://ml/team-a/ by default
 

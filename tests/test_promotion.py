@@ -19,6 +19,8 @@ from kompress_jobs.specfile import load_resource_file
 
 from .conftest import resource_dict, run_folder
 
+pytestmark = pytest.mark.pipeline
+
 BENCH = {"batchSizes": [8], "warmup": 2, "iterations": 20, "rounds": 3, "threads": 1}
 EXPORT = [{"type": "OnnxExport"}]
 INT8 = [{"type": "OnnxExport"}, {"type": "DynamicInt8"}]

@@ -15,6 +15,8 @@ from kompress_jobs.summary import run_summary
 
 from .conftest import resource_dict
 
+pytestmark = pytest.mark.pipeline
+
 
 @pytest.fixture(scope="module")
 def api_run(tmp_path_factory):

@@ -17,6 +17,8 @@ from kompress_operator.settings import OperatorSettings
 
 from .conftest import resource_dict
 
+pytestmark = pytest.mark.unit
+
 CREATED = "2026-12-03T10:00:30Z"
 SETTINGS = OperatorSettings(default_artifacts="s3://models")  # namespace ns may read s3://models/ns/
 MODEL = "s3://models/ns/cnn.pt"

@@ -11,6 +11,8 @@ from kompress_jobs.profiling import energy_per_call, profile_model
 from kompress_jobs.runtimes import ModelFile, Processor, Runner, make_runner, register, runtime_for, runtimes
 from kompress_jobs.schema import ModelFormat
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def torchscript(tmp_path_factory):

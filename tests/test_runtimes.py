@@ -16,6 +16,8 @@ from kompress_jobs.specfile import load_resource_file
 
 from .transformer_fixtures import tiny_bert, write_sentences
 
+pytestmark = pytest.mark.pipeline
+
 OPENVINO_PASSES = [{"type": "OnnxExport"}, {"type": "OpenVinoConvert"}, {"type": "OpenVinoInt8"},
                    {"type": "OpenVinoWeightCompression", "bits": "INT8"}]
 

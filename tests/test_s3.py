@@ -16,6 +16,8 @@ from kompress_jobs.store import S3Store
 
 from .conftest import s3_keys
 
+pytestmark = pytest.mark.pipeline
+
 
 def test_inputs_from_s3_and_artifacts_to_s3(capsys, s3_endpoint, workspace, write_spec):
     client = boto3.client("s3", endpoint_url=s3_endpoint)

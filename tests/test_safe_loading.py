@@ -27,6 +27,8 @@ from kompress_jobs.schema import ModelFormat
 from kompress_jobs.store import LocalStore
 from kompress_jobs.errors import StoreError
 
+pytestmark = pytest.mark.unit
+
 
 class _Payload:
     """Unpickled, it writes the marker: what an attacker's archive would do with a shell command."""

@@ -11,6 +11,8 @@ from kompress_jobs.specfile import load_resource_file, parse_resource, resource_
 
 from .conftest import EXAMPLES, resource_dict
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_example_is_a_valid_resource(path: Path):

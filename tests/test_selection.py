@@ -10,6 +10,8 @@ from kompress_jobs.runtimes import ModelFile
 from kompress_jobs.schema import Benchmark, DropMode, Goals, Metric, ModelFormat
 from kompress_jobs.selection import judge, mark_pareto_front, rank
 
+pytestmark = pytest.mark.unit
+
 
 class SizedModel(ModelFile):
     """A model file whose size is given rather than read from disk."""

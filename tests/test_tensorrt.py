@@ -12,6 +12,8 @@ from kompress_jobs.passes.tensorrt import gpu_unavailable_reason
 from kompress_jobs.pipeline import run_optimization
 from kompress_jobs.specfile import load_resource_file
 
+pytestmark = pytest.mark.pipeline
+
 ENGINES = [{"type": "OnnxExport", "name": "onnx"},
            {"type": "TensorRT", "name": "trt-fp16"},
            {"type": "TensorRT", "name": "trt-int8", "precision": "INT8"},

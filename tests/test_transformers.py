@@ -17,6 +17,8 @@ from kompress_jobs.cli import main
 from .conftest import EXAMPLES, resource_dict, run_folder
 from .transformer_fixtures import minilm_dir, tiny_bert, write_sentences
 
+pytestmark = pytest.mark.pipeline
+
 TEXT = {"column": "text", "maxLength": 32}
 QUICK = {"batchSizes": [1], "warmup": 2, "iterations": 5, "rounds": 2, "threads": 1, "evaluationBatchSize": 64}
 

@@ -18,6 +18,8 @@ from kompress_jobs.cli import main
 from kompress_jobs.pipeline import run_optimization
 from kompress_jobs.specfile import load_resource_file
 
+pytestmark = pytest.mark.pipeline
+
 NARROW = {"type": "StructuredPrune", "name": "narrow", "architecture": "kompress_jobs.reference:digits_cnn",
           "amount": 0.5, "fineTuning": {"epochs": 1}}
 AMOUNT = {"pass": "narrow", "parameter": "amount", "low": 0.3, "high": 0.8}

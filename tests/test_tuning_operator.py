@@ -21,6 +21,8 @@ from kompress_operator.settings import OperatorSettings
 
 from .conftest import resource_dict
 
+pytestmark = pytest.mark.unit
+
 SEARCH = [{"pass": "int8", "parameter": "perChannel", "choices": [True, False]}]
 SETTINGS = OperatorSettings(storage_locations=("*",), max_running=4, max_running_per_namespace=4, study_storage_secret="studies")
 

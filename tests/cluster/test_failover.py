@@ -52,15 +52,26 @@ def test_the_standby_takes_over_a_run_in_flight_when_the_serving_replica_dies(cl
     assert queued["phase"] == "Queued", queued  # the cap holds the second run back: the queue is in play
     assert "Resuming operations" not in standby.log()
 
+    dead = next(peer for peer, record in peers(cluster, name).items() if record.get("priority") == 200)
     serving.kill(signal.SIGKILL)
     killed_at = time.monotonic()
-    wait_for(lambda: "Resuming operations" in standby.log(), "the standby to take over", timeout=LIFETIME + 45)
-    took_over = time.monotonic() - killed_at
-    print(f"standby resumed {took_over:.1f}s after SIGKILL (peering lifetime {LIFETIME}s)")
-    assert took_over <= LIFETIME + 30  # a keepalive's period past the lifetime, and this machine's noise
+    # The wait is generous (a slow machine is not a failure); what is checked is why it resumed.
+    wait_for(lambda: "Resuming operations" in standby.log(), "the standby to take over", timeout=LIFETIME + 120)
+    print(f"standby resumed {time.monotonic() - killed_at:.1f}s after SIGKILL (peering lifetime {LIFETIME}s)")
+    record = peers(cluster, name).get(dead)
+    assert record is None or _expired(record), record  # it took over a dead peer's place, never a live one's
 
     for run in ("first", "second"):
         done = wait_for(phase_is(cluster, namespace, run, "Succeeded", "Failed"), f"{run} to finish", timeout=300)
         assert done["status"]["phase"] == "Succeeded", json.dumps(done["status"], indent=1)
     jobs = sorted(j["metadata"]["name"] for j in get(cluster, namespace, "jobs")["items"])
     assert jobs == ["first-g1", "second-g1"], jobs  # one Job per run: nothing started twice across the takeover
+
+
+def _expired(record: dict) -> bool:
+    """Kopf's peering record: `lastseen` (ISO time) plus `lifetime` seconds is in the past."""
+    from datetime import datetime, timedelta, timezone
+
+    seen = datetime.fromisoformat(record["lastseen"])
+    seen = seen if seen.tzinfo else seen.replace(tzinfo=timezone.utc)
+    return seen + timedelta(seconds=record["lifetime"]) < datetime.now(timezone.utc)
