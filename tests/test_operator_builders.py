@@ -8,9 +8,10 @@ import pytest
 from kompress_jobs.contract import JobMessage, RunArtifacts, RunSummary
 from kompress_jobs.schema import CandidateSummary
 from kompress_jobs.specfile import resource_from_dict
-from kompress_operator.admission import Fairness, Waiting, admit, fair_order, position
-from kompress_operator.conditions import FAILED, RUNNING, SUCCEEDED, Phase, conditions_for, set_condition
-from kompress_operator.jobspec import build_job, job_name
+from kompress_operator.fair_share import Fairness, Waiting, admit, fair_order, position
+from kompress_operator.conditions import FAILED, RUNNING, SUCCEEDED, Transition, conditions_for, set_condition
+from kompress_operator.jobspec import build_job
+from kompress_operator.run_ref import RunRef
 from kompress_operator.jobstate import job_outcome
 from kompress_operator.settings import OperatorSettings
 
@@ -37,9 +38,10 @@ def build(**spec):
 
 
 def test_job_is_named_after_resource_and_generation():
-    assert job_name("resnet", 3) == "resnet-g3"
-    long = job_name("x" * 70, 12)
-    assert len(long) <= 63 and long.endswith("-g12") and long != job_name("x" * 71, 12)
+    assert RunRef("ns", "resnet", 3).job_name() == "resnet-g3"
+    assert RunRef("ns", "resnet", 3, rerun=2).job_name("tuning") == "resnet-g3-r2-tuning"
+    long = RunRef("ns", "x" * 70, 12).job_name()
+    assert len(long) <= 63 and long.endswith("-g12") and long != RunRef("ns", "x" * 71, 12).job_name()
 
 
 def test_cpu_job_is_hardened_and_carries_the_spec():
@@ -82,11 +84,11 @@ def test_condition_transition_time_changes_only_on_flips():
 
 
 def test_conditions_for_each_phase():
-    running = {c["type"]: c["status"] for c in conditions_for(Phase(RUNNING, "JobCreated"), [], 2, "t")}
+    running = {c["type"]: c["status"] for c in conditions_for(Transition(RUNNING, "JobCreated"), [], 2, "t")}
     assert running == {"Accepted": "True", "Running": "True", "Succeeded": "Unknown", "Reconciling": "True", "Stalled": "False"}
-    done = {c["type"]: c for c in conditions_for(Phase(SUCCEEDED, "Completed"), [], 2, "t")}
+    done = {c["type"]: c for c in conditions_for(Transition(SUCCEEDED, "Completed"), [], 2, "t")}
     assert done["Succeeded"]["status"] == "True" and done["Reconciling"]["status"] == "False"
-    invalid = {c["type"]: c for c in conditions_for(Phase(FAILED, "InvalidSpec", "spec.x: bad"), [], 2, "t")}
+    invalid = {c["type"]: c for c in conditions_for(Transition(FAILED, "InvalidSpec", "spec.x: bad"), [], 2, "t")}
     assert invalid["Accepted"]["status"] == "False" and invalid["Accepted"]["message"] == "spec.x: bad"
     assert invalid["Stalled"]["status"] == "True" and invalid["Succeeded"]["observedGeneration"] == 2
 

@@ -10,10 +10,11 @@ import pytest
 from kompress_jobs.contract import RunArtifacts, RunSummary
 from kompress_jobs.schema import CandidateSummary, ModelOptimizationStatus
 from kompress_operator import decisions
-from kompress_operator.admission import Waiting
-from kompress_operator.conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, Phase
+from kompress_operator.fair_share import Waiting
+from kompress_operator.conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, Transition
 from kompress_operator.jobstate import JobOutcome
 from kompress_operator.queue import RESERVATION_SECONDS, InFlight, RunQueue
+from kompress_operator.run_ref import RunRef
 
 pytestmark = pytest.mark.unit
 
@@ -122,7 +123,7 @@ def test_condition_reasons_follow_the_kubernetes_rule(given, written):
 
 
 def test_unless_started_keeps_extra_fields():
-    patch = decisions.unless_started(resource(2, None, None), 2, Phase(RUNNING, "JobRunning", "exists"), startTime="t")
+    patch = decisions.unless_started(resource(2, None, None), 2, Transition(RUNNING, "JobRunning", "exists"), startTime="t")
     assert patch["startTime"] == "t" and patch["phase"] == RUNNING
 
 
@@ -200,7 +201,7 @@ def test_a_full_cluster_starts_nothing_and_a_run_of_another_namespace_is_not_hel
 def test_in_flight_answers_from_the_index_snapshots():
     now = InFlight(running={"a": ["one", "two"], "b": ["three"]}, jobs={("a", "one"): [(1, "run", 0), (2, "run", 0)]})
     assert now.running_count() == 3 and now.is_running(("a", "two")) and not now.is_running(("b", "two"))
-    assert now.has_job(("a", "one"), 2) and not now.has_job(("a", "one"), 3) and not now.has_job(("c", "x"), 1)
+    assert now.has_job(RunRef("a", "one", 2)) and not now.has_job(RunRef("a", "one", 3)) and not now.has_job(RunRef("c", "x", 1))
 
 
 def test_no_operator_function_is_longer_than_sixty_lines():

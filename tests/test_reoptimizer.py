@@ -144,7 +144,7 @@ def test_a_refused_or_unobserved_spec_is_left_to_the_reconciler():
 
 def test_a_rerun_is_decided_once_per_count():
     resource = body()
-    phase = decisions.Phase("Queued", "Scheduled", "x")
+    phase = decisions.Transition("Queued", "Scheduled", "x")
     assert decisions.rerun(resource, 1, 0, phase, False, {})["reoptimization"]["runs"] == 1
     assert decisions.rerun(resource, 1, 3, phase, False, {}) is None  # another replica moved it on
     assert decisions.rerun(body("Running"), 1, 0, phase, False, {}) is None  # Forbid

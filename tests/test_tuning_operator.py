@@ -12,9 +12,10 @@ from kompress_jobs.contract import JobEnv, JobMessage, WorkerReport
 from kompress_jobs.schema import TrialCounts, TuningStatus, WorkerCounts
 from kompress_jobs.specfile import resource_from_dict
 from kompress_operator import decisions, policy
-from kompress_operator.admission import Waiting
-from kompress_operator.conditions import PENDING, QUEUED, RUNNING, TUNING, Phase
-from kompress_operator.jobspec import ROLE_LABEL, TUNING_JOB, build_job, job_name
+from kompress_operator.fair_share import Waiting
+from kompress_operator.conditions import PENDING, QUEUED, RUNNING, TUNING, Transition
+from kompress_operator.jobspec import build_job
+from kompress_operator.run_ref import ROLE_LABEL, TUNING_JOB, RunRef
 from kompress_operator.jobstate import tuning_counts, worker_error
 from kompress_operator.queue import InFlight, RunQueue
 from kompress_operator.settings import OperatorSettings
@@ -42,7 +43,7 @@ def spec_of(document: dict):
 def test_the_tuning_job_runs_parallelism_worker_pods_with_the_study_url_from_a_secret():
     document = body()
     job = build_job(document, spec_of(document), SETTINGS, TUNING_JOB)
-    assert job["metadata"]["name"] == "study-g2-tuning" == job_name("study", 2, TUNING_JOB)
+    assert job["metadata"]["name"] == "study-g2-tuning" == RunRef("team", "study", 2).job_name(TUNING_JOB)
     assert job["metadata"]["labels"][ROLE_LABEL] == "tuning"
     assert (job["spec"]["completions"], job["spec"]["parallelism"], job["spec"]["backoffLimit"]) == (3, 3, 5)
     container = job["spec"]["template"]["spec"]["containers"][0]
@@ -125,7 +126,7 @@ def test_tuning_goes_forward_only_to_running_or_pending_and_its_counts_are_writt
     measuring = decisions.measuring(status(TUNING), 2, "study done", PROGRESS)
     assert measuring["phase"] == RUNNING and "startTime" not in measuring  # the run started with its study
     assert decisions.retrying(status(TUNING), 2, "ApiException")["phase"] == PENDING
-    assert decisions.unless_started(status(TUNING), 2, Phase(TUNING, "x")) is None
+    assert decisions.unless_started(status(TUNING), 2, Transition(TUNING, "x")) is None
 
 
 def pod(created: str, exit_code: int, message: str = "") -> dict:

@@ -15,7 +15,10 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-PENDING, QUEUED, TUNING, RUNNING, SUCCEEDED, FAILED = "Pending", "Queued", "Tuning", "Running", "Succeeded", "Failed"
+from kompress_jobs.schema import Phase
+
+# The phase names, as plain strings to compare with what the status holds: declared once, in the schema.
+PENDING, QUEUED, TUNING, RUNNING, SUCCEEDED, FAILED = (phase.value for phase in Phase)
 EXECUTING = (TUNING, RUNNING)  # a Job of the current generation is at work (Running condition True)
 
 
@@ -24,8 +27,8 @@ def now() -> str:
 
 
 @dataclass(frozen=True)
-class Phase:
-    """Where a run stands, with the reason and message to show for it."""
+class Transition:
+    """Where a run stands (a phase's name), with the reason and message to show for it."""
 
     name: str
     reason: str
@@ -55,7 +58,7 @@ def condition_reason(reason: str) -> str:
     return cleaned[:1024] or "Unknown"
 
 
-def conditions_for(phase: Phase, conditions: list[dict], generation: int | None, timestamp: str | None = None) -> list[dict]:
+def conditions_for(phase: Transition, conditions: list[dict], generation: int | None, timestamp: str | None = None) -> list[dict]:
     """The full condition list for a phase (written as a whole: merge patches replace lists)."""
     ts = timestamp or now()
     finished = phase.name in (SUCCEEDED, FAILED)
@@ -73,7 +76,7 @@ def conditions_for(phase: Phase, conditions: list[dict], generation: int | None,
                          phase.message if phase.name == FAILED else "", generation, ts)
 
 
-def status_patch(phase: Phase, current_status: dict, generation: int | None, **fields) -> dict:
+def status_patch(phase: Transition, current_status: dict, generation: int | None, **fields) -> dict:
     """The status fields to merge-patch for a phase; extra fields (results, times) pass through."""
     return {
         "phase": phase.name,

@@ -25,11 +25,10 @@ from kompress_jobs.plan import plan_passes
 from kompress_jobs.specfile import resource_from_dict
 
 from . import decisions, policy
-from .admission import Fairness, Waiting
-from .conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, TUNING, Phase
+from .fair_share import Fairness, Waiting
+from .conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, TUNING, Transition
 from .decisions import generation_of
-from .jobspec import (GENERATION_LABEL, RERUN_LABEL, RESOURCE_LABEL, ROLE_LABEL, RUN_JOB, TUNING_JOB, build_job, job_name,
-                      needs_tuning_job, reruns_of)
+from .jobspec import build_job, needs_tuning_job
 from .jobstate import JobOutcome, job_outcome
 from .kube import Kube, describe_error, older_generation_jobs
 from .lanes import ApiLanes
@@ -37,6 +36,7 @@ from .metrics import OperatorMetrics
 from .policy import PolicyViolation
 from .queue import InFlight, RunQueue
 from .reoptimizer import Reoptimizer
+from .run_ref import ROLE_LABEL, RUN_JOB, TUNING_JOB, RunRef, reruns_of
 from .settings import OperatorSettings
 from .tuning_phase import TuningPhase
 from .writer import EventRecorder, StatusWriter
@@ -96,10 +96,10 @@ class RunController:
             return
         if event_type is None and phase in (SUCCEEDED, FAILED):  # listed after a restart: the gauges come back
             self.metrics.record_best(*_key(body), dict(body.get("status") or {}))
-        role, rerun = (TUNING_JOB if phase == TUNING else RUN_JOB), reruns_of(body)
-        if event_type is None and phase in (RUNNING, TUNING) and not now.has_job(_key(body), generation, role, rerun):
+        run, role = RunRef.of_resource(body), (TUNING_JOB if phase == TUNING else RUN_JOB)
+        if event_type is None and phase in (RUNNING, TUNING) and not now.has_job(run, role):
             # listed, executing, and no Job: it went away while no operator watched
-            await self.guarded(body, lambda: self.job_gone(body, job_name(body["metadata"]["name"], generation, role, rerun)))
+            await self.guarded(body, lambda: self.job_gone(body, run.job_name(role)))
         elif phase in (QUEUED, SUCCEEDED, FAILED) or (phase == RUNNING and (body.get("status") or {}).get("tuning")):
             await self.start_waiting(now)  # a slot may have freed (a study's worker Pods too), or this run may fit
 
@@ -141,14 +141,14 @@ class RunController:
             for old in older_generation_jobs(await self.lanes.report(self.kube.jobs_of, namespace, name), generation):
                 await self.lanes.report(self.kube.delete_job, namespace, old)
                 self.events.post(body, "Superseded", f"spec changed: Job {old} stopped for generation {generation}")
-        rerun = reruns_of(body)
-        if now.has_job((namespace, name), generation, RUN_JOB, rerun):  # a restarted operator: the run goes on
-            exists = Phase(RUNNING, "JobRunning", f"Job {job_name(name, generation, RUN_JOB, rerun)} exists")
+        run = RunRef.of_resource(body)
+        if now.has_job(run, RUN_JOB):  # a restarted operator: the run goes on
+            exists = Transition(RUNNING, "JobRunning", f"Job {run.job_name(RUN_JOB)} exists")
             await self.status.write(body, lambda current: decisions.unless_started(current, generation, exists))
             return
-        if now.has_job((namespace, name), generation, TUNING_JOB, rerun):  # its study runs, or ran: look at its Job
+        if now.has_job(run, TUNING_JOB):  # its study runs, or ran: look at its Job
             for job in await self.lanes.report(self.kube.jobs_of, namespace, name):
-                if job["metadata"]["name"] == job_name(name, generation, TUNING_JOB, rerun):
+                if job["metadata"]["name"] == run.job_name(TUNING_JOB):
                     await self.tuning.job_event(job, None, now)
             return
         await self.start_or_queue(body, parsed, now)
@@ -253,8 +253,8 @@ class RunController:
 
     async def job_event(self, job: dict, event_type: str | None, now: InFlight) -> None:
         """type None is the initial listing: a Job that finished while no operator ran is reported now."""
-        namespace, labels = job["metadata"]["namespace"], job["metadata"].get("labels") or {}
-        owner, generation, rerun = labels.get(RESOURCE_LABEL), int(labels.get(GENERATION_LABEL, "0")), int(labels.get(RERUN_LABEL, "0"))
+        run, labels = RunRef.of_job(job), job["metadata"].get("labels") or {}
+        (namespace, owner), generation, rerun = run.key, run.generation, run.rerun
         if labels.get(ROLE_LABEL) == TUNING_JOB:
             await self.tuning.job_event(job, event_type, now)
             return
@@ -270,7 +270,7 @@ class RunController:
         if current is None or reruns_of(current) != rerun:
             return  # deleted (the garbage collector takes the Job), or a Job of a run before a re-run
         if outcome.state == RUNNING:
-            running = Phase(RUNNING, outcome.reason, outcome.message)
+            running = Transition(RUNNING, outcome.reason, outcome.message)
             await self.status.write(current, lambda fresh: decisions.unless_started(fresh, generation, running, rerun=rerun))
         else:
             await self.finish(current, generation, outcome, rerun)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, TUNING, Phase, now, status_patch
-from .jobspec import reruns_of
+from .conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, TUNING, Transition, now, status_patch
+from .run_ref import reruns_of
 from .jobstate import JobOutcome
 
 
@@ -42,14 +42,14 @@ def refused(resource: dict, generation: int, reason: str, message: str) -> dict 
     """Failed for this generation before any Job (InvalidSpec, PolicyViolation), unless the spec moved on."""
     if generation_of(resource) != generation:
         return None
-    return status_patch(Phase(FAILED, reason, message), resource.get("status") or {}, generation)
+    return status_patch(Transition(FAILED, reason, message), resource.get("status") or {}, generation)
 
 
 def invalid_spec(resource: dict, generation: int, message: str) -> dict | None:
     return refused(resource, generation, "InvalidSpec", message)
 
 
-def unless_started(resource: dict, generation: int, phase: Phase, rerun: int | None = None, **fields: Any) -> dict | None:
+def unless_started(resource: dict, generation: int, phase: Transition, rerun: int | None = None, **fields: Any) -> dict | None:
     """The status for `phase` (Tuning, Running, or Pending after an error), unless the run is
     already Running or finished for this generation, or its spec moved on. From Tuning only
     forward: to Running (the run's Job) or Pending (its start failed)."""
@@ -66,16 +66,16 @@ def queued(resource: dict, generation: int, message: str) -> dict | None:
     that would be a write per queued run each time the queue moves) or the run went on."""
     if observed(resource) == (generation, QUEUED):
         return None
-    return unless_started(resource, generation, Phase(QUEUED, "ConcurrencyLimit", message))
+    return unless_started(resource, generation, Transition(QUEUED, "ConcurrencyLimit", message))
 
 
 def started(resource: dict, generation: int, message: str) -> dict | None:
-    return unless_started(resource, generation, Phase(RUNNING, "JobCreated", message), startTime=now(), completionTime=None)
+    return unless_started(resource, generation, Transition(RUNNING, "JobCreated", message), startTime=now(), completionTime=None)
 
 
 def tuning_started(resource: dict, generation: int, message: str, tuning: dict) -> dict | None:
     """Tuning: a parallel study's worker Pods run (the run's Job comes after them)."""
-    return unless_started(resource, generation, Phase(TUNING, "TuningStarted", message),
+    return unless_started(resource, generation, Transition(TUNING, "TuningStarted", message),
                           startTime=now(), completionTime=None, tuning=tuning)
 
 
@@ -88,26 +88,26 @@ def tuning_progress(resource: dict, generation: int, tuning: dict, total: int) -
     message = f"{workers['active']} worker Pod(s) running, {workers['succeeded']} done, {workers['failed']} lost"
     message += (f"; trials: {trials['finished']} of {total} finished, {trials['failed']} failed" if trials
                 else f"; {total} trials (counts come as workers finish)")
-    return status_patch(Phase(TUNING, "TrialsRunning", message), status, generation, tuning=tuning)
+    return status_patch(Transition(TUNING, "TrialsRunning", message), status, generation, tuning=tuning)
 
 
 def measuring(resource: dict, generation: int, message: str, tuning: dict) -> dict | None:
     """Running after Tuning: the run's Job measures the study's best trials with the other candidates."""
-    return unless_started(resource, generation, Phase(RUNNING, "TuningFinished", message), tuning=tuning)
+    return unless_started(resource, generation, Transition(RUNNING, "TuningFinished", message), tuning=tuning)
 
 
 def retrying(resource: dict, generation: int, message: str) -> dict | None:
     # Versioned too: the Job may have been created, and even finished, before the failure.
-    return unless_started(resource, generation, Phase(PENDING, "RetryingAfterError", message))
+    return unless_started(resource, generation, Transition(PENDING, "RetryingAfterError", message))
 
 
-def finish_phase(outcome: JobOutcome) -> Phase:
+def finish_phase(outcome: JobOutcome) -> Transition:
     if outcome.state != SUCCEEDED:
-        return Phase(FAILED, outcome.reason or "JobFailed", outcome.message or "the Job failed")
+        return Transition(FAILED, outcome.reason or "JobFailed", outcome.message or "the Job failed")
     best = outcome.result.best
     if best is None:
-        return Phase(SUCCEEDED, "NoCandidateMetGoals", "no candidate met the goals; keep the baseline")
-    return Phase(SUCCEEDED, "Completed", f"best candidate {best.name}: {best.speedup}x faster, "
+        return Transition(SUCCEEDED, "NoCandidateMetGoals", "no candidate met the goals; keep the baseline")
+    return Transition(SUCCEEDED, "Completed", f"best candidate {best.name}: {best.speedup}x faster, "
                                          f"{best.size_ratio}x smaller than the baseline")
 
 
@@ -124,8 +124,8 @@ def finished(resource: dict, generation: int, outcome: JobOutcome, rerun: int = 
     return status_patch(finish_phase(outcome), status, generation, **fields)
 
 
-def job_gone_phase(job: str) -> Phase:
-    return Phase(FAILED, "JobDeleted", f"Job {job} was deleted before the run finished; change the spec to run it again")
+def job_gone_phase(job: str) -> Transition:
+    return Transition(FAILED, "JobDeleted", f"Job {job} was deleted before the run finished; change the spec to run it again")
 
 
 def job_gone(resource: dict, generation: int, job: str, rerun: int = 0) -> dict | None:
@@ -136,7 +136,7 @@ def job_gone(resource: dict, generation: int, job: str, rerun: int = 0) -> dict 
     return status_patch(job_gone_phase(job), status, generation, completionTime=now())
 
 
-def rerun(resource: dict, generation: int, seen_runs: int, phase: Phase, replace: bool, fields: dict) -> dict | None:
+def rerun(resource: dict, generation: int, seen_runs: int, phase: Transition, replace: bool, fields: dict) -> dict | None:
     """Queued again for the same spec (a schedule, or the model or job image changed): the
     re-run count names the next Job. Only from a finished run, unless the policy is Replace;
     and only once per decision (another replica, or a later tick, sees the count moved on)."""

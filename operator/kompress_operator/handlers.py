@@ -14,10 +14,10 @@ import kopf
 from kompress_jobs.schema import API_GROUP, API_VERSION, PLURAL
 
 from . import webhook
-from .admission import Waiting, queued_stub
+from .fair_share import Waiting, queued_stub
 from .conditions import EXECUTING, QUEUED, TUNING
 from .controller import RunController
-from .jobspec import GENERATION_LABEL, MANAGED_BY, RERUN_LABEL, RESOURCE_LABEL, ROLE_LABEL, RUN_JOB
+from .run_ref import MANAGED_BY, ROLE_LABEL, RUN_JOB, RunRef
 from .tuning_phase import tuning_of
 from .kube import Kube
 from .memory import release_freed_memory_forever
@@ -94,5 +94,5 @@ def register_indexes(registry: kopf.OperatorRegistry) -> None:
     async def run_jobs(namespace, labels, **_):
         # Complete before any handler runs (Kopf waits for every index's initial listing), so a
         # restarted operator knows which runs already have their Job without asking per resource.
-        return {(namespace, labels.get(RESOURCE_LABEL)): (int(labels.get(GENERATION_LABEL, "0")), labels.get(ROLE_LABEL, RUN_JOB),
-                                                      int(labels.get(RERUN_LABEL, "0")))}
+        run = RunRef.of_labels(namespace, labels)
+        return {run.key: (run.generation, labels.get(ROLE_LABEL, RUN_JOB), run.rerun)}

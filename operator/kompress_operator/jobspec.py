@@ -7,7 +7,6 @@ change (new generation) gets a new Job that supersedes the old, and so does a sc
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -16,34 +15,10 @@ from kompress_jobs.contract import CONTRACT_VERSION, JobEnv, sparse_wire
 from kompress_jobs.schema import Device, ModelOptimizationSpec
 
 from . import policy
+from .run_ref import MANAGED_BY, RUN_JOB, TUNING_JOB, RunRef
 from .settings import OperatorSettings
 
-MANAGED_BY = {"app.kubernetes.io/managed-by": "kompress"}
-RESOURCE_LABEL = "kompress.io/resource"
-GENERATION_LABEL = "kompress.io/generation"
-ROLE_LABEL = "kompress.io/role"
-RERUN_LABEL = "kompress.io/rerun"
-RUN_JOB, TUNING_JOB = "run", "tuning"  # the run's Job (measure, select, publish), and a parallel study's worker Pods
 SCRATCH = "/scratch"
-
-
-def reruns_of(resource: dict) -> int:
-    """Runs started without a spec change so far (they give the Job a new name)."""
-    return int(((resource.get("status") or {}).get("reoptimization") or {}).get("runs") or 0)
-
-
-def job_name(name: str, generation: int, role: str = RUN_JOB, rerun: int = 0) -> str:
-    """<name>-g<generation>[-r<rerun>] (a tuning Job: …-tuning), shortened with a hash when it
-    would pass the 63-character label limit."""
-    suffix = f"-g{generation}" + (f"-r{rerun}" if rerun else "") + ("" if role == RUN_JOB else f"-{role}")
-    if len(name) + len(suffix) <= 63:
-        return name + suffix
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[: 63 - len(suffix) - 9].rstrip('-.')}-{digest}{suffix}"
-
-
-def run_id(namespace: str, name: str, generation: int, rerun: int = 0) -> str:
-    return f"{namespace}-{name}-g{generation}" + (f"-r{rerun}" if rerun else "")
 
 
 def needs_tuning_job(spec: ModelOptimizationSpec) -> bool:
@@ -57,10 +32,8 @@ def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Opera
     the study."""
     meta = body["metadata"]
     policy.enforce(spec, settings, meta["namespace"])  # again here: the webhook can be deleted by whoever may delete it
-    name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 1)
-    job, rerun = spec.job, reruns_of(body)
-    labels = {**MANAGED_BY, "app.kubernetes.io/name": "kompress-job", RESOURCE_LABEL: name,
-              GENERATION_LABEL: str(generation), ROLE_LABEL: role, RERUN_LABEL: str(rerun)}
+    run, job = RunRef.of_resource(body), spec.job
+    labels = {**MANAGED_BY, "app.kubernetes.io/name": "kompress-job", **run.labels(role)}
     job_spec: dict[str, Any] = {
         "backoffLimit": job.backoff_limit,
         "ttlSecondsAfterFinished": job.ttl_seconds_after_finished if job.ttl_seconds_after_finished is not None
@@ -75,7 +48,7 @@ def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Opera
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name(name, generation, role, rerun), "namespace": namespace, "labels": labels},
+        "metadata": {"name": run.job_name(role), "namespace": run.namespace, "labels": labels},
         "spec": job_spec,
     }
 
@@ -120,7 +93,7 @@ def _container(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Oper
         {"name": JobEnv.RESOURCE.value, "value": json.dumps(resource_document, separators=(",", ":"))},
         {"name": JobEnv.CONTRACT_VERSION.value, "value": str(CONTRACT_VERSION)},
         {"name": JobEnv.OPERATOR_RELEASE.value, "value": __version__},
-        {"name": JobEnv.RUN_ID.value, "value": run_id(namespace, name, generation, reruns_of(body))},
+        {"name": JobEnv.RUN_ID.value, "value": RunRef.of_resource(body).run_id},
         {"name": "HOME", "value": SCRATCH},
         {"name": "TMPDIR", "value": SCRATCH},
         {"name": "MPLCONFIGDIR", "value": SCRATCH},

@@ -15,7 +15,7 @@ from kubernetes.client.rest import ApiException
 
 from kompress_jobs.schema import API_GROUP, API_VERSION, PLURAL
 
-from .jobspec import GENERATION_LABEL, RESOURCE_LABEL
+from .run_ref import RESOURCE_LABEL, RunRef
 
 log = logging.getLogger(__name__)
 # (connect, read) seconds for every call: without it a connection that silently stops answering
@@ -157,5 +157,4 @@ def describe_error(exc: Exception) -> str:
 
 
 def older_generation_jobs(jobs: list[dict], generation: int) -> list[str]:
-    return [j["metadata"]["name"] for j in jobs
-            if int(j["metadata"].get("labels", {}).get(GENERATION_LABEL, "0")) < generation]
+    return [j["metadata"]["name"] for j in jobs if RunRef.of_job(j).generation < generation]

@@ -16,8 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Collection, Mapping
 
-from .admission import Fairness, Waiting, admit, position
-from .jobspec import RUN_JOB
+from .fair_share import Fairness, Waiting, admit, position
+from .run_ref import RUN_JOB, RunRef
 
 RESERVATION_SECONDS = 60.0  # a run we started counts as running until the index shows its status
 Key = tuple[str, str]  # (namespace, name)
@@ -33,8 +33,8 @@ class InFlight:
     jobs: Mapping[Key, Collection[tuple[int, str, int]]] = field(default_factory=dict)  # (generation, role, rerun)
     tuning: Mapping[str, Collection[tuple[str, int]]] = field(default_factory=dict)  # Tuning runs: (name, slots)
 
-    def has_job(self, key: Key, generation: int, role: str = RUN_JOB, rerun: int = 0) -> bool:
-        return (generation, role, rerun) in self.jobs.get(key, ())
+    def has_job(self, run: RunRef, role: str = RUN_JOB) -> bool:
+        return (run.generation, role, run.rerun) in self.jobs.get(run.key, ())
 
     def extra_slots(self) -> Counter:
         """Slots beyond one per run, per namespace: Tuning runs hold one per worker Pod."""

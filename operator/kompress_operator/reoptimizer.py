@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from kompress_jobs.cron import due
 from pydantic import Field, ValidationError
@@ -23,13 +23,12 @@ from pydantic import Field, ValidationError
 from kompress_jobs.schema import Artifacts, ConcurrencyPolicy, JobSettings, Model, ModelSource, ReoptimizeOn
 
 from . import decisions, locations, policy
-from .conditions import FAILED, QUEUED, SUCCEEDED, Phase
+from .conditions import FAILED, QUEUED, SUCCEEDED, Transition
 from .decisions import generation_of
-from .jobspec import GENERATION_LABEL, RERUN_LABEL, reruns_of
+from .run_ref import RunRef, reruns_of
 from .model_digest import DigestUnavailable, ModelDigests
+from .services import RunServices
 
-if TYPE_CHECKING:
-    from .controller import RunController
 
 log = logging.getLogger(__name__)
 TIME = "%Y-%m-%dT%H:%M:%SZ"
@@ -69,7 +68,7 @@ def wants_reruns(body: dict) -> bool:
 
 
 class Reoptimizer:
-    def __init__(self, runs: "RunController", digests: ModelDigests | None = None,
+    def __init__(self, runs: RunServices, digests: ModelDigests | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         self.runs, self.digests, self.clock = runs, digests or ModelDigests(), clock
         self.watched: dict[tuple[str, str], dict] = {}
@@ -123,7 +122,7 @@ class Reoptimizer:
         else:
             await self.runs.status.write(body, lambda fresh: decisions.watched(fresh, generation, record))
 
-    async def rerun(self, body: dict, generation: int, trigger: Phase, replacing: bool, record: dict) -> None:
+    async def rerun(self, body: dict, generation: int, trigger: Transition, replacing: bool, record: dict) -> None:
         runs, seen_runs = self.runs, reruns_of(body)
         written = await runs.status.write(body, lambda fresh: decisions.rerun(fresh, generation, seen_runs, trigger,
                                                                                 replacing, record))
@@ -134,13 +133,13 @@ class Reoptimizer:
         if replacing:  # concurrencyPolicy Replace: the run in flight stops
             namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
             for job in await runs.lanes.report(runs.kube.jobs_of, namespace, name):
-                labels = job["metadata"].get("labels") or {}
-                if int(labels.get(GENERATION_LABEL, "0")) == generation and int(labels.get(RERUN_LABEL, "0")) <= seen_runs:
+                ran = RunRef.of_labels(namespace, job["metadata"].get("labels") or {})
+                if ran.generation == generation and ran.rerun <= seen_runs:
                     await runs.lanes.report(runs.kube.delete_job, namespace, job["metadata"]["name"])
                     runs.events.post(body, "Superseded", f"{trigger.reason}: Job {job['metadata']['name']} stopped "
                                                          "(concurrencyPolicy Replace)")
 
-    async def _model(self, body: dict, spec: WatchedSpec, seen: dict, may_run: bool) -> tuple[Phase | None, dict]:
+    async def _model(self, body: dict, spec: WatchedSpec, seen: dict, may_run: bool) -> tuple[Transition | None, dict]:
         if not spec.reoptimize_on.model_change:
             return None, {}
         # The operator reads with its own identity: only what the namespace may read itself, only S3.
@@ -156,19 +155,19 @@ class Reoptimizer:
         fields = {"modelUri": spec.model.uri, "modelDigest": digest}
         if seen.get("modelUri") != spec.model.uri or not seen.get("modelDigest") or seen["modelDigest"] == digest:
             return None, fields
-        changed = Phase(QUEUED, "ModelChanged", f"model changed: {spec.model.uri} is now {digest[:23]} (was {seen['modelDigest'][:23]})")
+        changed = Transition(QUEUED, "ModelChanged", f"model changed: {spec.model.uri} is now {digest[:23]} (was {seen['modelDigest'][:23]})")
         return changed, (fields if may_run else {})  # Forbid, while a run is on: compare again after it
 
-    async def _image(self, body: dict, spec: WatchedSpec, seen: dict, may_run: bool) -> tuple[Phase | None, dict]:
+    async def _image(self, body: dict, spec: WatchedSpec, seen: dict, may_run: bool) -> tuple[Transition | None, dict]:
         if not spec.reoptimize_on.job_image_change:
             return None, {}
         image = policy.job_image(spec, self.runs.settings)
         if not seen.get("jobImage") or seen["jobImage"] == image:
             return None, {"jobImage": image}
-        return Phase(QUEUED, "JobImageChanged", f"job image changed: {image} (was {seen['jobImage']})"), (
+        return Transition(QUEUED, "JobImageChanged", f"job image changed: {image} (was {seen['jobImage']})"), (
             {"jobImage": image} if may_run else {})
 
-    async def _schedule(self, body: dict, spec: WatchedSpec, seen: dict, may_run: bool) -> tuple[Phase | None, dict]:
+    async def _schedule(self, body: dict, spec: WatchedSpec, seen: dict, may_run: bool) -> tuple[Transition | None, dict]:
         if not spec.schedule:
             return None, {}
         last = datetime.strptime(seen.get("lastScheduleTime") or body["metadata"]["creationTimestamp"], TIME)
@@ -181,7 +180,7 @@ class Reoptimizer:
             self.runs.events.post(body, "ScheduleSkipped", why, warning=True)
             return None, fields
         missed = f"; {when.missed} earlier time(s) missed, run once" if when.missed else ""
-        return Phase(QUEUED, "Scheduled", f"scheduled run of {fields['lastScheduleTime']} ({spec.schedule}){missed}"), fields
+        return Transition(QUEUED, "Scheduled", f"scheduled run of {fields['lastScheduleTime']} ({spec.schedule}){missed}"), fields
 
     def _warn_once(self, body: dict, reason: str, message: str) -> None:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])

@@ -92,7 +92,7 @@ class OperatorSettings(BaseSettings):
     # Every spec is in the operator's memory at once when it starts (Kopf lists them all before any
     # handler runs): the chart's memory limit holds 1,000 specs of this size (docs/benchmarks.md).
     max_spec_bytes: int = Field(65_536, ge=4096, description="the largest spec, in bytes of its JSON, the operator takes")
-    # Fair share of Job slots between namespaces (admission.py).
+    # Fair share of Job slots between namespaces (fair_share.py).
     namespace_weights: dict[str, float] = Field(default_factory=dict, description=(
         'share of Job slots per namespace, as JSON, e.g. {"team-a": 2}; unnamed namespaces weigh 1'))
     priority_across_namespaces: bool = Field(False, description=(

@@ -12,19 +12,15 @@ without one only costs its trial, which is retried.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from kompress_jobs.schema import Tuning, TuningStatus
 
 from . import decisions
 from .decisions import generation_of
 from .conditions import FAILED
-from .jobspec import GENERATION_LABEL, RERUN_LABEL, RESOURCE_LABEL, RUN_JOB, reruns_of
 from .jobstate import JobOutcome, job_outcome, tuning_counts, worker_error
 from .queue import InFlight
-
-if TYPE_CHECKING:
-    from .controller import RunController
+from .run_ref import RUN_JOB, RunRef, reruns_of
+from .services import RunSteps
 
 
 def tuning_of(resource: dict) -> dict:
@@ -34,7 +30,7 @@ def tuning_of(resource: dict) -> dict:
 
 
 class TuningPhase:
-    def __init__(self, runs: "RunController"):
+    def __init__(self, runs: RunSteps):
         self.runs = runs
 
     async def started(self, body: dict, generation: int, message: str, created: bool) -> None:
@@ -47,14 +43,14 @@ class TuningPhase:
 
     async def job_event(self, job: dict, event_type: str | None, now: InFlight) -> None:
         runs, meta = self.runs, job["metadata"]
-        namespace, owner, generation = meta["namespace"], meta["labels"][RESOURCE_LABEL], int(meta["labels"][GENERATION_LABEL])
-        rerun = int(meta["labels"].get(RERUN_LABEL, "0"))
+        run = RunRef.of_job(job)
+        (namespace, owner), generation, rerun = run.key, run.generation, run.rerun
         done = {c["type"] for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
         if event_type == "DELETED":
             if not done & {"Complete", "Failed"}:
                 await runs.job_deleted(namespace, owner, generation, meta["name"], rerun)
             return
-        if "Complete" in done and now.has_job((namespace, owner), generation, RUN_JOB, rerun):
+        if "Complete" in done and now.has_job(run, RUN_JOB):
             return  # already handed over to the run's Job
         pods = await runs.lanes.report(runs.kube.pods_of_job, namespace, meta["name"]) if done or _left(job) else []
         current = await runs.lanes.report(runs.kube.get_resource, namespace, owner)

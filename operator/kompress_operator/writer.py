@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from .conditions import Phase
+from .conditions import Transition
 from .kube import Kube
 from .lanes import ApiLanes
 
@@ -46,5 +46,5 @@ class EventRecorder:
         log.log(logging.WARNING if warning else logging.INFO, "%s/%s: %s: %s", meta["namespace"], meta["name"], reason, message)
         self.lanes.fire(self.kube.event, dict(obj), "Warning" if warning else "Normal", reason, message)
 
-    def phase(self, obj: dict, phase: Phase, warning: bool = False) -> None:
+    def phase(self, obj: dict, phase: Transition, warning: bool = False) -> None:
         self.post(obj, phase.reason, phase.message, warning)
