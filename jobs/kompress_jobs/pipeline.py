@@ -37,7 +37,8 @@ from .runtimes import ModelFile, Runner, make_runner
 from .schema import AutoQuantizePass, ModelFormat, ModelOptimization, ModelOptimizationSpec, TaskType
 from .selection import judge, mark_pareto_front, primary_batch_size, rank
 from .store import ArtifactStore, fetch_directory, fetch_input, is_s3, open_store
-from .tuning import Study, WorkerRun
+from .parallel_study import StudyCollector, StudyWorker, WorkerRun
+from .tuning import LocalStudy
 
 Progress = Callable[[str], None]
 DEFAULT_ARTIFACTS = "./kompress-runs"
@@ -87,12 +88,11 @@ def run_optimization(
         candidates = [baseline] + run_chain(steps, {BASELINE: baseline}, scratch / "candidates", runners=runners)
         tuning_report = None
         if spec.tuning is not None:
-            study = Study(resource.metadata, spec, plan_tuning(spec, steps), {c.name: c for c in candidates},
-                          dataset, scratch, store, partial(run_chain, runners=None, quiet=True), progress,
-                          storage_url=study_storage)
+            inputs = (resource.metadata, spec, plan_tuning(spec, steps), {c.name: c for c in candidates},
+                      dataset, scratch, store, partial(run_chain, runners=None, quiet=True), progress)
             if spec.tuning.parallelism > 1 and not study_storage:
                 progress(f"tuning: parallelism {spec.tuning.parallelism} applies on the cluster; here the trials run one at a time")
-            tuned = study.collect() if study_storage else study.run()
+            tuned = StudyCollector(*inputs, storage_url=study_storage).collect() if study_storage else LocalStudy(*inputs).run()
             for candidate in tuned.candidates:
                 runners[candidate.name] = make_runner(candidate.model, threads=spec.benchmark.threads, input_names=dataset.input_names)
             candidates, tuning_report = candidates + tuned.candidates, tuned.report
@@ -172,8 +172,8 @@ def run_tuning_worker(resource: ModelOptimization, *, study_storage: str, attemp
         run_chain = partial(_run_passes, dataset=dataset, spec=spec, progress=progress, fetch=fetch, runners=None)
         head = [step for step in steps if step.name in _ancestry(steps, plan.start)]
         known = {c.name: c for c in [baseline] + run_chain(head, {BASELINE: baseline}, scratch / "candidates")}
-        study = Study(resource.metadata, spec, plan, known, dataset, scratch, store, partial(run_chain, quiet=True),
-                      progress, storage_url=study_storage, attempt=attempt)
+        study = StudyWorker(resource.metadata, spec, plan, known, dataset, scratch, store, partial(run_chain, quiet=True),
+                            progress, storage_url=study_storage, attempt=attempt)
         return study.key, study.work()
 
 

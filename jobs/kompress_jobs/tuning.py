@@ -8,8 +8,10 @@ so a killed Job resumes the study where it stopped and never loses its best mode
 trials become ordinary candidates and are measured by the full benchmark like every other.
 
 With `parallelism` above 1 the study lives in a shared database instead (study_storage.py): each
-worker Pod of the tuning Job runs trials until the study is over (`work`), and the run's Job
-later only reads the study (`collect`); trial models go to the store as in a single-Pod study.
+worker Pod of the tuning Job runs trials until the study is over, and the run's Job later only
+reads the study (parallel_study.py); trial models go to the store as in a single-Pod study.
+Here: what every study shares (`Study`: the Optuna study, judging a trial, the best trials and the
+report), and the single-Pod study (`LocalStudy`).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import json
 import os
 import time
 import warnings
-import zlib
 from dataclasses import dataclass, replace
+from enum import Enum
 from pathlib import Path
 from typing import Callable
 
@@ -39,7 +41,7 @@ from .schema import Benchmark, ModelOptimizationSpec, ObjectMeta, Objective
 from .search_space import SearchParameter, TuningPlan, with_values
 from .selection import primary_batch_size
 from .store import ArtifactStore
-from .study_storage import TrialSlot, open_storage, where
+from .study_storage import where
 
 # The pipeline's pass loop: run_chain(steps, known_candidates, folder, on_epoch=...) -> candidates.
 ChainRunner = Callable[..., list[Candidate]]
@@ -48,6 +50,45 @@ ChainRunner = Callable[..., list[Candidate]]
 class TrialStopped(BaseException):
     """Raised inside a pass's training loop to abandon a weak trial. A BaseException, so the pass
     loop's own error handling (which records failures) lets it through to Optuna."""
+
+
+class StopKind(str, Enum):
+    BUDGET = "budget"
+    TIMEOUT = "timeout"
+    FAILURES = "failures"
+    ACCEPTABLE = "acceptable"
+    JOB_ENDED = "jobEnded"
+
+
+@dataclass(frozen=True)
+class StopReason:
+    """Why a study starts no more trials; the report shows `message` (`tuning.stoppedBecause`)."""
+
+    kind: StopKind
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+    @classmethod
+    def budget(cls) -> "StopReason":
+        return cls(StopKind.BUDGET, "trial budget reached")
+
+    @classmethod
+    def timeout(cls, seconds: int) -> "StopReason":
+        return cls(StopKind.TIMEOUT, f"timeout ({seconds} s)")
+
+    @classmethod
+    def failures(cls, failed: int, allowed: int) -> "StopReason":
+        return cls(StopKind.FAILURES, f"{failed} trials failed (maxFailedTrials {allowed})")
+
+    @classmethod
+    def acceptable(cls, trial: int) -> "StopReason":
+        return cls(StopKind.ACCEPTABLE, f"trial {trial} meets every goal (stopWhenAcceptable)")
+
+    @classmethod
+    def job_ended(cls, judged: int, trials: int) -> "StopReason":
+        return cls(StopKind.JOB_ENDED, f"the tuning Job ended with {judged} of {trials} trials")
 
 
 @dataclass
@@ -71,35 +112,27 @@ def study_key(namespace: str | None, name: str, spec: ModelOptimizationSpec) -> 
     return study_prefix(namespace, name, digest)
 
 
-@dataclass
-class WorkerRun:
-    """What one worker Pod of a parallel study did: the trials it ran, why it stopped, and the
-    study's counts as it left."""
-
-    trials: list[int]
-    stopped_because: str
-    finished: int
-    failed: int
-    running: int
-
-
 class Study:
-    """One tuning study: its Optuna study, where it is stored, and how a trial is judged."""
+    """What every tuning study shares: its Optuna study, where it is stored, how a trial is judged,
+    and its best trials as candidates. The modes are LocalStudy (here) and parallel_study.py's."""
+
+    storage_url: str | None = None  # a shared database (parallel studies); None: the journal in the store
 
     def __init__(self, resource: ObjectMeta, spec: ModelOptimizationSpec, plan: TuningPlan, known: dict[str, Candidate],
                  dataset: Dataset, scratch: Path, store: ArtifactStore, run_chain: ChainRunner,
-                 progress: Callable[[str], None], storage_url: str | None = None, attempt: str = ""):
+                 progress: Callable[[str], None]):
         self.spec, self.tuning, self.plan, self.known = spec, spec.tuning, plan, known
         self.scratch, self.store, self.run_chain, self.progress = scratch / "tuning", store, run_chain, progress
-        self.storage_url, self.attempt = storage_url, attempt
         self.key = study_key(resource.namespace, resource.name, spec)
         self.journal = self.scratch / "journal.log"
         self.validation = dataset.split(spec.tuning.validation_split)
         self.input_names = dataset.input_names
         self.batch = primary_batch_size(spec.goals, spec.benchmark)
         self.local_models: dict[int, ModelFile] = {}
-        self.stop_reason = "trial budget reached"
+        self.stop_reason = StopReason.budget()
+        self.current_trial: int | None = None  # the trial this process runs now
         self.trial_started: Callable[[], None] = lambda: None  # a parallel worker frees the trial slot here
+        self._scorer: Scorer | None = None  # the baseline's validation outputs, read once a mode starts
 
     # --- the study ---------------------------------------------------------------------
 
@@ -121,114 +154,19 @@ class Study:
             study.set_metric_names([_metric_name(o) for o in self.tuning.objectives])
         return study
 
-    def run(self) -> TuningResult:
-        """A single-Pod study: every trial in this process, the journal in the artifact store."""
-        import optuna
-
-        self.scratch.mkdir(parents=True, exist_ok=True)
-        resumed = self.store.get(f"{self.key}/journal.log", self.journal)
-        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(self.journal)))
-        finished_before = self._close_interrupted(storage) if resumed else 0
-        # Reseeded per attempt, so a resumed study does not replay the first attempt's samples.
-        study = self._create(storage, self.tuning.seed + finished_before)
-        self._scorer = self._reference_scorer()
-        if resumed:
-            self.progress(f"tuning: resuming study {self.key} with {finished_before} finished trial(s)")
-        remaining = self.tuning.trials - finished_before
-        failed = _count(study, "FAIL")
-        if failed >= self.tuning.max_failed_trials:
-            self.stop_reason, remaining = f"{failed} trials failed (maxFailedTrials {self.tuning.max_failed_trials})", 0
-        if remaining > 0:
-            self.progress(f"tuning: {remaining} trial(s) over {', '.join(p.key for p in self.plan.parameters)}, "
-                          f"judged on {self.plan.target.name}")
-            study.optimize(self._objective, n_trials=remaining, timeout=self.tuning.timeout_seconds,
-                           catch=(Exception,), callbacks=[self._after_trial], gc_after_trial=True)
-            if self.tuning.timeout_seconds and _judged(study) < self.tuning.trials and self.stop_reason == "trial budget reached":
-                self.stop_reason = f"timeout ({self.tuning.timeout_seconds} s)"
-        best = self._best_trials(study)
-        return TuningResult(self._best_candidates(best), self._report(study, best, finished_before))
-
-    def work(self) -> WorkerRun:
-        """A worker Pod of a parallel study: run trials until the study is over. While the trials
-        running elsewhere would fill it, wait rather than leave: one of them may be dead, and its
-        retry needs a worker (the heartbeat check fails it after three missed beats)."""
-        import optuna
-
-        self.scratch.mkdir(parents=True, exist_ok=True)
-        salt = zlib.crc32(os.environ.get("HOSTNAME", str(os.getpid())).encode())
-        storage = open_storage(self.storage_url, self.tuning.heartbeat_seconds)
-        study = self._create(storage, self.tuning.seed + salt)
-        started = study.user_attrs.get(f"attempt:{self.attempt}") or time.time()
-        study.set_user_attr(f"attempt:{self.attempt}", started)
-        self._scorer = self._reference_scorer()
-        slot, mine = TrialSlot(storage, self.key), []
-        while True:
-            optuna.storages.fail_stale_trials(study)
-            over = self._over(study, started)
-            if over:
-                self.progress(f"tuning: study {self.key} is over ({over}); this worker ran {len(mine)} trial(s)")
-                return WorkerRun(trials=mine, stopped_because=over, finished=_judged(study),
-                                 failed=_count(study, "FAIL"), running=_count(study, "RUNNING"))
-            slot.acquire()
-            judged, running = _judged(study), _count(study, "RUNNING")
-            if judged + running >= self.tuning.trials:
-                slot.release()
-                time.sleep(self.tuning.heartbeat_seconds)
-                continue
-            self.progress(f"tuning: a trial starts here: {judged} finished and {running} running of {self.tuning.trials}")
-            self.trial_started = slot.release  # by the objective, once the trial exists
-            try:
-                study.optimize(self._objective, n_trials=1, catch=(Exception,), callbacks=[self._after_trial])
-            except ValueError:  # Optuna refuses the result of a trial already failed
-                if not self._declared_lost(study):
-                    raise
-            finally:
-                slot.release()
-            mine.append(self.current_trial)
-
-    def _declared_lost(self, study) -> bool:
-        """Whether this worker's trial was failed by another worker while it ran (its heartbeats
-        came late, e.g. on an overloaded node): its retry is queued, so this worker goes on."""
-        trial = next((t for t in study.get_trials(deepcopy=False) if t.number == self.current_trial), None)
-        lost = trial is not None and trial.state.name == "FAIL" and "error" not in trial.user_attrs
-        if lost:
-            self.progress(f"tuning: trial {trial.number} was declared lost by another worker (heartbeats late); "
-                          f"its result is dropped and a retry is queued")
-        return lost
-
-    def collect(self) -> TuningResult:
-        """The run's Job after a parallel study: its best trials, read from the shared study."""
-        import optuna
-
-        self.scratch.mkdir(parents=True, exist_ok=True)
-        storage = open_storage(self.storage_url, self.tuning.heartbeat_seconds)
-        study = optuna.load_study(study_name=self.key, storage=storage)
-        # The tuning Job is done, so a trial still "running" has no Pod left (a superseded spec's
-        # Pod stopped mid-trial): lost, without waiting for its heartbeat to go stale.
-        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            try:
-                storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # it finished just now after all
-        self.stop_reason = self._over(study, None) or f"the tuning Job ended with {_judged(study)} of {self.tuning.trials} trials"
-        self.progress(f"tuning: study {self.key}: {_judged(study)} trial(s) from {self.tuning.parallelism} parallel "
-                      f"worker(s), {self.stop_reason}")
-        best = self._best_trials(study)
-        return TuningResult(self._best_candidates(best), self._report(study, best, 0))
-
-    def _over(self, study, started: float | None) -> str | None:
+    def _over(self, study, started: float | None) -> StopReason | None:
         """Why the study should start no more trials, or None."""
         failed = _count(study, "FAIL")
         if failed >= self.tuning.max_failed_trials:
-            return f"{failed} trials failed (maxFailedTrials {self.tuning.max_failed_trials})"
+            return StopReason.failures(failed, self.tuning.max_failed_trials)
         if self.tuning.stop_when_acceptable:
             good = next((t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and _feasible(t)), None)
             if good is not None:
-                return f"trial {good.number} meets every goal (stopWhenAcceptable)"
+                return StopReason.acceptable(good.number)
         if _judged(study) >= self.tuning.trials:
-            return "trial budget reached"
+            return StopReason.budget()
         if started is not None and self.tuning.timeout_seconds and time.time() - started > self.tuning.timeout_seconds:
-            return f"timeout ({self.tuning.timeout_seconds} s)"
+            return StopReason.timeout(self.tuning.timeout_seconds)
         return None
 
     def _close_interrupted(self, storage) -> int:
@@ -368,10 +306,10 @@ class Study:
 
         failed = _count(study, "FAIL")
         if failed >= self.tuning.max_failed_trials:
-            self.stop_reason = f"{failed} trials failed (maxFailedTrials {self.tuning.max_failed_trials})"
+            self.stop_reason = StopReason.failures(failed, self.tuning.max_failed_trials)
             study.stop()
         elif self.tuning.stop_when_acceptable and trial.state is TrialState.COMPLETE and _feasible(trial):
-            self.stop_reason = f"trial {trial.number} meets every goal (stopWhenAcceptable)"
+            self.stop_reason = StopReason.acceptable(trial.number)
             study.stop()
 
     # --- results -------------------------------------------------------------------------
@@ -429,7 +367,7 @@ class Study:
             "resumedWithTrials": finished_before,
             "finishedTrials": _judged(study),
             "failedTrials": _count(study, "FAIL"),
-            "stoppedBecause": self.stop_reason,
+            "stoppedBecause": str(self.stop_reason),
             "selected": [f"{self.plan.target.name}-trial-{n}" for n in sorted(best)],
             "trials": [{
                 "number": t.number, "state": t.state.name.capitalize(), "parameters": t.params,
@@ -444,6 +382,36 @@ class Study:
                 **({"finishedAt": _stamp(t.datetime_complete)} if t.datetime_complete else {}),
             } for t in trials],
         }
+
+
+class LocalStudy(Study):
+    """A single-Pod study: every trial in this process, the journal in the artifact store."""
+
+    def run(self) -> TuningResult:
+        import optuna
+
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        resumed = self.store.get(f"{self.key}/journal.log", self.journal)
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(self.journal)))
+        finished_before = self._close_interrupted(storage) if resumed else 0
+        # Reseeded per attempt, so a resumed study does not replay the first attempt's samples.
+        study = self._create(storage, self.tuning.seed + finished_before)
+        self._scorer = self._reference_scorer()
+        if resumed:
+            self.progress(f"tuning: resuming study {self.key} with {finished_before} finished trial(s)")
+        remaining = self.tuning.trials - finished_before
+        failed = _count(study, "FAIL")
+        if failed >= self.tuning.max_failed_trials:
+            self.stop_reason, remaining = StopReason.failures(failed, self.tuning.max_failed_trials), 0
+        if remaining > 0:
+            self.progress(f"tuning: {remaining} trial(s) over {', '.join(p.key for p in self.plan.parameters)}, "
+                          f"judged on {self.plan.target.name}")
+            study.optimize(self._objective, n_trials=remaining, timeout=self.tuning.timeout_seconds,
+                           catch=(Exception,), callbacks=[self._after_trial], gc_after_trial=True)
+            if self.tuning.timeout_seconds and _judged(study) < self.tuning.trials and self.stop_reason.kind is StopKind.BUDGET:
+                self.stop_reason = StopReason.timeout(self.tuning.timeout_seconds)
+        best = self._best_trials(study)
+        return TuningResult(self._best_candidates(best), self._report(study, best, finished_before))
 
 
 def _suggest(trial, parameter: SearchParameter):
