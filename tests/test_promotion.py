@@ -134,14 +134,15 @@ def test_an_invalid_schedule_is_refused_naming_the_field(workspace, capsys, sche
 
 
 def _measured(name: str, p50: float, drop: float, rounds: tuple = (), size: int = 1000) -> Candidate:
-    from kompress_jobs.benchmark import LatencyStats
+    from kompress_jobs.benchmark import Latency
 
     class Model:  # what the gate reads of a model
         size_bytes = size
 
     c = Candidate(name=name, technique="t", pass_type="X", parent="baseline", lineage=[], metric_drop=drop)
     c.model = Model()
-    c.latency = {8: LatencyStats(8, p50, p50, p50, p50, 1.0, list(rounds or (p50, p50, p50)), 1)}
+    c.latency = {8: Latency.of_rounds(list(rounds or (p50, p50, p50)), batch_size=8, p50_ms=p50, p95_ms=p50, p99_ms=p50,
+                                      mean_ms=p50, throughput_per_second=1.0, samples=1)}
     return c
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from kompress_jobs.benchmark import LatencyStats
+from kompress_jobs.benchmark import Latency
 from kompress_jobs.candidates import Candidate, Outcome
 from kompress_jobs.runtimes import ModelFile
 from kompress_jobs.schema import Benchmark, DropMode, Goals, Metric, ModelFormat
@@ -30,7 +30,8 @@ class SizedModel(ModelFile):
 
 
 def candidate(name, p50, size, drop, parent="baseline"):
-    stats = LatencyStats(1, p50, p50 * 1.2, p50 * 1.5, p50, 1000 / p50, [p50], 10)
+    stats = Latency.of_rounds([p50], batch_size=1, p50_ms=p50, p95_ms=p50 * 1.2, p99_ms=p50 * 1.5, mean_ms=p50,
+                              throughput_per_second=1000 / p50, samples=10)
     return Candidate(name=name, technique="t", pass_type="T", parent=parent, lineage=[], model=SizedModel(size),
                      metric_drop=drop, latency={1: stats})
 

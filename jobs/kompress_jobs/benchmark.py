@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from .data import Inputs, batch_of
 from .runtimes import Runner
 from .schema import Benchmark
 
 
-@dataclass(frozen=True)
-class LatencyStats:
+class Latency(BaseModel):
+    """One candidate's latency at one batch size, as report.json holds it (snake_case, as it always has)."""
+
+    model_config = ConfigDict(extra="allow")
+
     batch_size: int
     p50_ms: float
     p95_ms: float
@@ -32,18 +35,19 @@ class LatencyStats:
     # The process's CPU time (every thread: a runtime's pool included) per call over the timed calls:
     # above the latency when a call keeps several cores busy, below it when it waits.
     cpu_ms_per_call: float | None = None
+    spread: float = 0.0  # (max - min) / median of the per-round medians: the run-to-run noise
 
-    @property
-    def spread(self) -> float:
-        """(max - min) / median of the per-round medians: the run-to-run noise."""
-        medians = self.round_medians_ms
-        return (max(medians) - min(medians)) / statistics.median(medians) if medians else 0.0
+    @classmethod
+    def of_rounds(cls, round_medians_ms: list[float], **figures) -> "Latency":
+        medians = round_medians_ms
+        spread = (max(medians) - min(medians)) / statistics.median(medians) if medians else 0.0
+        return cls(round_medians_ms=medians, spread=spread, **figures)
 
     def percentile_ms(self, name: str) -> float:
         return {"P50": self.p50_ms, "P95": self.p95_ms, "P99": self.p99_ms}[name]
 
-    def to_dict(self) -> dict:
-        return asdict(self) | {"spread": self.spread}
+    def to_wire(self) -> dict:
+        return self.model_dump(mode="json", exclude_unset=False)
 
 
 def measure_latency(
@@ -51,9 +55,9 @@ def measure_latency(
     inputs: Inputs,
     settings: Benchmark,
     progress: Callable[[str], None] = lambda _: None,
-) -> dict[str, dict[int, LatencyStats]]:
+) -> dict[str, dict[int, Latency]]:
     names = list(runners)
-    results: dict[str, dict[int, LatencyStats]] = {name: {} for name in names}
+    results: dict[str, dict[int, Latency]] = {name: {} for name in names}
     for batch_size in settings.batch_sizes:
         batch = batch_of(inputs, batch_size)
         for name in names:
@@ -80,15 +84,15 @@ def measure_latency(
     return results
 
 
-def _summarize(batch_size: int, timings_ns: list[int], round_medians_ms: list[float], cpu_ns: int | None = None) -> LatencyStats:
+def _summarize(batch_size: int, timings_ns: list[int], round_medians_ms: list[float], cpu_ns: int | None = None) -> Latency:
     ms = np.asarray(timings_ns, dtype=np.float64) / 1e6
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
     mean = float(ms.mean())
-    return LatencyStats(
+    return Latency.of_rounds(
+        [round(m, 6) for m in round_medians_ms],
         batch_size=batch_size,
         p50_ms=float(p50), p95_ms=float(p95), p99_ms=float(p99), mean_ms=mean,
         throughput_per_second=batch_size / (mean / 1e3),
-        round_medians_ms=[round(m, 6) for m in round_medians_ms],
         samples=len(ms),
         cpu_ms_per_call=None if cpu_ns is None else cpu_ns / len(ms) / 1e6,
     )

@@ -7,7 +7,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from .benchmark import LatencyStats
+from .benchmark import Latency
 from .runtimes import ModelFile, Processor
 
 
@@ -34,7 +34,7 @@ class Candidate:
     metric_drop: float | None = None
     fidelity: dict[str, float] = field(default_factory=dict)  # closeness to the baseline's outputs (quality.fidelity)
     details: dict[str, Any] | None = None  # what the pass that made it reports (e.g. a steered search's trials)
-    latency: dict[int, LatencyStats] = field(default_factory=dict)
+    latency: dict[int, Latency] = field(default_factory=dict)
     rejected_reasons: list[str] = field(default_factory=list)
     pareto_optimal: bool = False
     rank: int | None = None

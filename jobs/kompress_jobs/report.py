@@ -41,7 +41,7 @@ def candidate_record(c: Candidate, by_name: dict[str, Candidate], batch: int) ->
         "sha256": c.sha256,
         "sizeBytes": c.size_bytes,
         "metric": {"value": c.metric_value, "drop": c.metric_drop, "fidelity": c.fidelity},
-        "latency": {str(b): stats.to_dict() for b, stats in c.latency.items()},
+        "latency": {str(b): stats.to_wire() for b, stats in c.latency.items()},
         "accepted": c.accepted,
         "rejectedReasons": c.rejected_reasons,
         "paretoOptimal": c.pareto_optimal,

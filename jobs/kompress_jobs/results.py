@@ -1,8 +1,8 @@
 """The run's results as types: report.json is written through `Report` (pipeline.py), so what a
 reader gets from `Report.read(...)` or `kompress.optimize(...)` is what the file holds.
 
-Wire names are the report's own: camelCase, except the latency figures, which keep the
-snake_case names report.json has always had. Readers of older or newer reports keep the fields
+Wire names are the report's own: camelCase, except the latency figures (benchmark.Latency, the
+type the benchmark measures into), which keep the snake_case names report.json has always had. Readers of older or newer reports keep the fields
 these types do not name (`extra="allow"`); the pipeline's test checks that a report survives a
 round trip through these types unchanged, so nothing the pipeline writes is left untyped unseen.
 """
@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from .benchmark import Latency
 from .candidates import Outcome
 from .runtimes.base import Processor
 from .schema import ModelFormat
@@ -27,21 +28,6 @@ class _Wire(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """As report.json holds it: what was set, nulls included, nothing added."""
         return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
-
-
-class Latency(_Wire):
-    model_config = ConfigDict(alias_generator=None, extra="allow")
-
-    batch_size: int
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    mean_ms: float
-    throughput_per_second: float
-    round_medians_ms: list[float]
-    samples: int
-    cpu_ms_per_call: float | None = None
-    spread: float  # (max - min) / median of the per-round medians: the run-to-run noise
 
 
 class Metric(_Wire):
