@@ -57,7 +57,8 @@ def test_report_json_summary_and_manifest_are_the_same_report(api_run):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["best"] == report.best.name and manifest["paretoFront"] == report.pareto_front_names
     assert {c["name"]: c["sizeBytes"] for c in manifest["candidates"]} == {c.name: c.size_bytes for c in report.candidates}
-    summary: RunSummary = run_summary(written, report.run_uri, report.manifest_sha256)
+    summary: RunSummary = run_summary(kompress.Report.read(folder).model_copy(
+        update={"run_uri": report.run_uri, "manifest_sha256": report.manifest_sha256}))  # from the file, as a Job's would be
     assert summary.best.name == report.best.name and summary.run_id == report.run.id
     assert summary.best.latency_p50_ms == round(report.best.latency[report.primary_batch_size].p50_ms, 4)
     assert summary.baseline.size_bytes == report.baseline.size_bytes

@@ -32,7 +32,7 @@ from .quality import Scorer, predict, scored
 from .profile_report import plot_profiles
 from .profiling import energy_per_call, profile_model
 from .report import candidate_record, plot_pareto, render_markdown, write_json
-from .results import Report
+from .results import CandidateResult, Report
 from .runtimes import ModelFile, Runner, make_runner
 from .schema import AutoQuantizePass, ModelFormat, ModelOptimization, ModelOptimizationSpec, TaskType
 from .selection import judge, mark_pareto_front, primary_batch_size, rank
@@ -145,10 +145,10 @@ def run_optimization(
                        "inputNames": list(dataset.input_names),
                        "data": {"uri": spec.data.uri, "sha256": sha256(data_path)}},
         })
-        report = typed.to_wire()  # report.json is what the types hold, nothing else
         progress("writing report and uploading artifacts")
         result = _publish(store.under(run_prefix(resource.metadata.namespace, resource.metadata.name, run_id)), run_id,
-                          report, candidates, scratch)
+                          typed, candidates, scratch)
+        report = result.report
         if promoter:
             result.promotion = promoter.publish(run_id, ranked[0] if ranked else None, report)
             progress(f"promotion: {result.promotion['decision']}: {result.promotion['message']}")
@@ -261,8 +261,9 @@ def _profiles(models: list[Candidate], runners: dict[str, Runner], dataset: Data
     return profiles
 
 
-def _publish(store: ArtifactStore, run_id: str, report: dict, candidates: list[Candidate], scratch: Path) -> RunResult:
+def _publish(store: ArtifactStore, run_id: str, typed: Report, candidates: list[Candidate], scratch: Path) -> RunResult:
     """Into `store`, the run's own folder (layout.run_prefix)."""
+    report = typed.to_wire()  # report.json is what the types hold, nothing else
     out = scratch / "out"
     out.mkdir()
     write_json(out / "report.json", report)
@@ -276,18 +277,14 @@ def _publish(store: ArtifactStore, run_id: str, report: dict, candidates: list[C
     manifest = {
         "apiVersion": "kompress.io/v1alpha1",
         "kind": "RunManifest",
-        "run": report["run"],
-        "fingerprint": report["fingerprint"],
-        "inputs": report["inputs"],
-        "best": report["best"],
-        "paretoFront": report["paretoFront"],
+        "run": typed.run.to_wire(),
+        "fingerprint": typed.fingerprint,
+        "inputs": typed.inputs,
+        "best": typed.best_name,
+        "paretoFront": typed.pareto_front_names,
         "files": [{"path": key, "sha256": known.get(key) or sha256(path), "sizeBytes": path.stat().st_size}
                   for key, path in files.items()],
-        "candidates": [
-            {k: r.get(k) for k in ("name", "outcome", "lineage", "artifact", "sha256", "sizeBytes", "metric", "accepted", "rank")}
-            | {"latencyP50Ms": {b: s["p50_ms"] for b, s in r.get("latency", {}).items()}}
-            for r in report["candidates"]
-        ],
+        "candidates": [_manifest_entry(c) for c in typed.candidates],
     }
     write_json(out / "manifest.json", manifest)
 
@@ -408,3 +405,9 @@ def _pin_threads(threads: int) -> None:
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
+
+def _manifest_entry(c: CandidateResult) -> dict:
+    return {"name": c.name, "outcome": c.outcome.value, "lineage": c.lineage, "artifact": c.artifact, "sha256": c.sha256,
+            "sizeBytes": c.size_bytes, "metric": c.metric.to_wire() if c.metric else None,
+            "accepted": c.accepted if c.measured else None, "rank": c.rank,
+            "latencyP50Ms": {str(batch): stats.p50_ms for batch, stats in c.latency.items()}}

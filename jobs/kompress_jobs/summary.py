@@ -11,43 +11,42 @@ from __future__ import annotations
 import json
 
 from .contract import RunArtifacts, RunSummary
+from .results import CandidateResult, Report
 from .schema import CandidateSummary, PromotionStatus, TrialCounts, TuningStatus
 
 MESSAGE_LIMIT = 3800  # bytes; below Kubernetes' 4096 with room for the envelope
 MAX_CANDIDATES = 8
 
 
-def candidate_summary(record: dict, batch: int) -> CandidateSummary:
-    measured = record["outcome"] == "Measured"
-    ratios = record.get("vsBaseline", {})
-    reasons = record.get("rejectedReasons") or ([record["error"]] if record.get("error") else [])
+def candidate_summary(c: CandidateResult, batch: int) -> CandidateSummary:
+    ratios = c.vs_baseline
+    reasons = c.rejected_reasons or ([c.error] if c.error else [])
     return CandidateSummary(
-        name=record["name"],
-        technique=record["technique"],
-        accepted=bool(record.get("accepted")),
-        pareto_optimal=bool(record.get("paretoOptimal")),
-        latency_p50_ms=round(record["latency"][str(batch)]["p50_ms"], 4) if measured else None,
-        size_bytes=record.get("sizeBytes"),
-        metric_value=round(record["metric"]["value"], 5) if measured else None,
-        speedup=round(ratios["speedupP50"], 3) if ratios.get("speedupP50") else None,
-        size_ratio=round(ratios["sizeReduction"], 3) if ratios.get("sizeReduction") else None,
+        name=c.name,
+        technique=c.technique,
+        accepted=c.accepted,
+        pareto_optimal=c.pareto_optimal,
+        latency_p50_ms=round(c.latency[batch].p50_ms, 4) if c.measured else None,
+        size_bytes=c.size_bytes,
+        metric_value=round(c.metric.value, 5) if c.measured else None,
+        speedup=round(ratios.speedup_p50, 3) if ratios and ratios.speedup_p50 else None,
+        size_ratio=round(ratios.size_reduction, 3) if ratios and ratios.size_reduction else None,
         rejected_reason=reasons[0][:160] if reasons else None,
     )
 
 
-def run_summary(report: dict, run_uri: str, manifest_sha256: str, promotion: dict | None = None) -> RunSummary:
-    batch = report["primaryBatchSize"]
-    records = report["candidates"]
-    baseline = next(r for r in records if r["parent"] is None)
-    best = next((r for r in records if r["name"] == report["best"]), None)
-    others = sorted((r for r in records if r["parent"] is not None and not r.get("contender")),
-                    key=lambda r: (not r.get("paretoOptimal"), r.get("rank") or 1_000, r["name"]))
+def run_summary(report: Report, promotion: dict | None = None) -> RunSummary:
+    """From the typed report, with where it went (`run_uri`, `manifest_sha256`)."""
+    batch = report.primary_batch_size
+    others = sorted((c for c in report.candidates if c.parent is not None and not c.contender),
+                    key=lambda c: (not c.pareto_optimal, c.rank or 1_000, c.name))
     summary = RunSummary(
-        run_id=report["run"]["id"], metric=report["metric"], batch_size=batch,
-        artifacts=RunArtifacts(uri=run_uri, manifest_sha256=manifest_sha256),
-        baseline=candidate_summary(baseline, batch), best=candidate_summary(best, batch) if best else None,
-        candidates=[candidate_summary(r, batch) for r in others[:MAX_CANDIDATES]],
-        tuning=tuning_status(report["tuning"]) if report.get("tuning") else None,
+        run_id=report.run.id, metric=report.metric, batch_size=batch,
+        artifacts=RunArtifacts(uri=report.run_uri, manifest_sha256=report.manifest_sha256),
+        baseline=candidate_summary(report.baseline, batch),
+        best=candidate_summary(report.best, batch) if report.best else None,
+        candidates=[candidate_summary(c, batch) for c in others[:MAX_CANDIDATES]],
+        tuning=tuning_status(report.tuning) if report.tuning else None,
         promotion=PromotionStatus.model_validate(promotion) if promotion else None,
     )
     while len(json.dumps(summary.to_wire(), separators=(",", ":")).encode()) > MESSAGE_LIMIT and summary.candidates:
