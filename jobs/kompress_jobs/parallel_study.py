@@ -48,13 +48,17 @@ class StudyWorker(Study):
         self._scorer = self._reference_scorer()
         slot, mine = TrialSlot(storage, self.key), []
         while True:
+            # Every change to the set of trials happens under the slot, a lost trial's retry too: a
+            # trial inserted by one worker while another's commits could land out of id order, and
+            # Optuna's trial cache never reads back a trial numbered below one it saw finish.
+            slot.acquire()
             optuna.storages.fail_stale_trials(study)
             over = self._over(study, started)
             if over:
+                slot.release()
                 self.progress(f"tuning: study {self.key} is over ({over}); this worker ran {len(mine)} trial(s)")
                 return WorkerRun(trials=mine, stopped_because=str(over), finished=_judged(study),
                                  failed=_count(study, "FAIL"), running=_count(study, "RUNNING"))
-            slot.acquire()
             judged, running = _judged(study), _count(study, "RUNNING")
             if judged + running >= self.tuning.trials:
                 slot.release()
