@@ -8,7 +8,7 @@ import pytest
 
 from kompress_jobs.errors import ModelLoadError
 from kompress_jobs.profiling import energy_per_call, profile_model
-from kompress_jobs.runtimes import ModelFile, Processor, Runner, make_runner, register, runtime_for, runtimes
+from kompress_jobs.runtimes import ModelFile, Processor, Runner, TorchRunner, make_runner, register, runtime_for, runtimes
 from kompress_jobs.schema import ModelFormat
 
 pytestmark = pytest.mark.unit
@@ -106,10 +106,9 @@ def test_a_runtime_without_a_profiler_says_so_and_one_with_it_profiles(torchscri
 
 @pytest.mark.gpu
 def test_a_torchscript_model_runs_on_cuda_with_the_cpu_outputs_and_a_device_profile(torchscript):
-    import torch
-
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU is visible")
+    missing = TorchRunner.unavailable(Processor.CUDA)  # the runtime's own reason: no PyTorch, or no GPU
+    if missing:
+        pytest.skip(missing)
     batch = {"x": np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)}
     cpu = make_runner(torchscript, threads=1, input_names=("x",))
     gpu = make_runner(torchscript, threads=1, device=Processor.CUDA, input_names=("x",))

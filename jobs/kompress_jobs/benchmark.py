@@ -47,7 +47,7 @@ class Latency(BaseModel):
         return {"P50": self.p50_ms, "P95": self.p95_ms, "P99": self.p99_ms}[name]
 
     def to_wire(self) -> dict:
-        return self.model_dump(mode="json", exclude_unset=False)
+        return self.model_dump(mode="json")
 
 
 def measure_latency(

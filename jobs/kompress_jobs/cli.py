@@ -169,7 +169,7 @@ def _job(args: argparse.Namespace) -> int:
     except Exception as exc:
         finish(JobMessage.failure("PipelineFailed", f"{type(exc).__name__}: {exc}"))
         raise
-    finish(JobMessage.success(run_summary(result.results, result.promotion)))
+    finish(JobMessage.success(run_summary(result.results)))
     console_for(sys.stdout).print(results_table(result.report))
     return 0
 

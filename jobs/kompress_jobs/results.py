@@ -2,9 +2,10 @@
 reader gets from `Report.read(...)` or `kompress.optimize(...)` is what the file holds.
 
 Wire names are the report's own: camelCase, except the latency figures (benchmark.Latency, the
-type the benchmark measures into), which keep the snake_case names report.json has always had. Readers of older or newer reports keep the fields
-these types do not name (`extra="allow"`); the pipeline's test checks that a report survives a
-round trip through these types unchanged, so nothing the pipeline writes is left untyped unseen.
+type the benchmark measures into), which keep the snake_case names report.json has always had.
+Readers of older or newer reports keep the fields these types do not name (`extra="allow"`); the
+pipeline's test checks that a report survives a round trip through these types unchanged, so
+nothing the pipeline writes is left untyped unseen.
 """
 
 from __future__ import annotations

@@ -35,8 +35,8 @@ def candidate_summary(c: CandidateResult, batch: int) -> CandidateSummary:
     )
 
 
-def run_summary(report: Report, promotion: dict | None = None) -> RunSummary:
-    """From the typed report, with where it went (`run_uri`, `manifest_sha256`)."""
+def run_summary(report: Report) -> RunSummary:
+    """From the typed report, with where it went (`run_uri`, `manifest_sha256`) and what promotion did."""
     batch = report.primary_batch_size
     others = sorted((c for c in report.candidates if c.parent is not None and not c.contender),
                     key=lambda c: (not c.pareto_optimal, c.rank or 1_000, c.name))
@@ -47,7 +47,7 @@ def run_summary(report: Report, promotion: dict | None = None) -> RunSummary:
         best=candidate_summary(report.best, batch) if report.best else None,
         candidates=[candidate_summary(c, batch) for c in others[:MAX_CANDIDATES]],
         tuning=tuning_status(report.tuning) if report.tuning else None,
-        promotion=PromotionStatus.model_validate(promotion) if promotion else None,
+        promotion=PromotionStatus.model_validate(report.promotion_status) if report.promotion_status else None,
     )
     while len(json.dumps(summary.to_wire(), separators=(",", ":")).encode()) > MESSAGE_LIMIT and summary.candidates:
         summary.candidates.pop()

@@ -38,7 +38,7 @@ def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Opera
         "backoffLimit": job.backoff_limit,
         "ttlSecondsAfterFinished": job.ttl_seconds_after_finished if job.ttl_seconds_after_finished is not None
         else settings.ttl_seconds_after_finished,
-        "template": {"metadata": {"labels": labels}, "spec": _pod_spec(body, spec, settings, role)},
+        "template": {"metadata": {"labels": labels}, "spec": _pod_spec(body, run, spec, settings, role)},
     }
     if role == TUNING_JOB:
         job_spec |= {"completions": spec.tuning.parallelism, "parallelism": spec.tuning.parallelism,
@@ -53,11 +53,11 @@ def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Opera
     }
 
 
-def _pod_spec(body: dict[str, Any], spec: ModelOptimizationSpec, settings: OperatorSettings, role: str) -> dict[str, Any]:
+def _pod_spec(body: dict[str, Any], run: RunRef, spec: ModelOptimizationSpec, settings: OperatorSettings, role: str) -> dict[str, Any]:
     job = spec.job
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "containers": [_container(body, spec, settings, role)],
+        "containers": [_container(body, run, spec, settings, role)],
         "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size_limit}}],  # a full disk evicts the Pod, not the node's others
         "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
                             "seccompProfile": {"type": "RuntimeDefault"}},
@@ -75,9 +75,8 @@ def _pod_spec(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Opera
     return pod_spec
 
 
-def _container(body: dict[str, Any], spec: ModelOptimizationSpec, settings: OperatorSettings, role: str) -> dict[str, Any]:
-    meta, job = body["metadata"], spec.job
-    name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 1)
+def _container(body: dict[str, Any], run: RunRef, spec: ModelOptimizationSpec, settings: OperatorSettings, role: str) -> dict[str, Any]:
+    job = spec.job
     gpus = job.gpus or (1 if job.device is Device.GPU else 0)
     # The spec's requests (or limits) replace the operator's defaults as a whole, as a Pod's would.
     defaults = settings.job_resources
@@ -87,13 +86,13 @@ def _container(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Oper
         limits["nvidia.com/gpu"] = str(gpus)
     # Without the fields at their defaults: a job image of an older release reads what it knows.
     resource_document = {"apiVersion": body["apiVersion"], "kind": body["kind"],
-                         "metadata": {"name": name, "namespace": namespace, "generation": generation},
+                         "metadata": {"name": run.name, "namespace": run.namespace, "generation": run.generation},
                          "spec": sparse_wire(spec)}
     env = [
         {"name": JobEnv.RESOURCE.value, "value": json.dumps(resource_document, separators=(",", ":"))},
         {"name": JobEnv.CONTRACT_VERSION.value, "value": str(CONTRACT_VERSION)},
         {"name": JobEnv.OPERATOR_RELEASE.value, "value": __version__},
-        {"name": JobEnv.RUN_ID.value, "value": RunRef.of_resource(body).run_id},
+        {"name": JobEnv.RUN_ID.value, "value": run.run_id},
         {"name": "HOME", "value": SCRATCH},
         {"name": "TMPDIR", "value": SCRATCH},
         {"name": "MPLCONFIGDIR", "value": SCRATCH},

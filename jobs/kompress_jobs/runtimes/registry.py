@@ -11,6 +11,7 @@ from ..modelfile import ModelFile
 from .base import Processor, Runner
 
 _RUNTIMES: list[type[Runner]] = []
+_discovered = False
 
 
 def register(cls: type[Runner]) -> type[Runner]:
@@ -26,10 +27,13 @@ def register(cls: type[Runner]) -> type[Runner]:
 
 
 def runtimes() -> list[type[Runner]]:
-    """Every registered runner class, each module of this package imported once (they import
-    their libraries only when a runner is made, so this is cheap)."""
-    for module in pkgutil.iter_modules(importlib.import_module(__package__).__path__):
-        importlib.import_module(f"{__package__}.{module.name}")  # a no-op after the first time
+    """Every registered runner class; the first call imports each module of this package (they
+    import their libraries only when a runner is made, so this is cheap)."""
+    global _discovered
+    if not _discovered:
+        for module in pkgutil.iter_modules(importlib.import_module(__package__).__path__):
+            importlib.import_module(f"{__package__}.{module.name}")
+        _discovered = True
     return list(_RUNTIMES)
 
 
