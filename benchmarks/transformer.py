@@ -34,8 +34,9 @@ from kompress_jobs.modelfile import ModelFile  # noqa: E402
 from kompress_jobs.pipeline import run_optimization  # noqa: E402
 from kompress_jobs.quality import fidelity_metric  # noqa: E402
 from kompress_jobs.runtimes import OrtRunner  # noqa: E402
-from kompress_jobs.schema import Metric, ModelFormat  # noqa: E402
+from kompress_jobs.sources import ModelFormat  # noqa: E402
 from kompress_jobs.specfile import load_resource_file  # noqa: E402
+from kompress_jobs.tasks import Metric
 
 
 def pipeline_run(rounds: int, iterations: int, out: Path) -> tuple[dict, Path]:

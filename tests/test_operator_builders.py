@@ -4,15 +4,21 @@ import json
 from collections import Counter
 
 import pytest
-
 from kompress_jobs.contract import JobMessage, RunArtifacts, RunSummary
-from kompress_jobs.schema import CandidateSummary
 from kompress_jobs.specfile import resource_from_dict
+from kompress_jobs.status import CandidateSummary
+from kompress_operator.conditions import (
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    Transition,
+    conditions_for,
+    set_condition,
+)
 from kompress_operator.fair_share import Fairness, Waiting, admit, fair_order, position
-from kompress_operator.conditions import FAILED, RUNNING, SUCCEEDED, Transition, conditions_for, set_condition
 from kompress_operator.jobspec import build_job
-from kompress_operator.run_ref import RunRef
 from kompress_operator.jobstate import job_outcome
+from kompress_operator.run_ref import RunRef
 from kompress_operator.settings import OperatorSettings
 
 from .conftest import resource_dict

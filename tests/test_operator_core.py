@@ -6,12 +6,18 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from kompress_jobs.contract import RunArtifacts, RunSummary
-from kompress_jobs.schema import CandidateSummary, ModelOptimizationStatus
+from kompress_jobs.status import CandidateSummary, ModelOptimizationStatus
 from kompress_operator import decisions
+from kompress_operator.conditions import (
+    FAILED,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    Transition,
+)
 from kompress_operator.fair_share import Waiting
-from kompress_operator.conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, Transition
 from kompress_operator.jobstate import JobOutcome
 from kompress_operator.queue import RESERVATION_SECONDS, InFlight, RunQueue
 from kompress_operator.run_ref import RunRef

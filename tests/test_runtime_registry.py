@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from kompress_jobs.errors import ModelLoadError
 from kompress_jobs.profiling import energy_per_call, profile_model
-from kompress_jobs.runtimes import ModelFile, Processor, Runner, TorchRunner, make_runner, register, runtime_for, runtimes
-from kompress_jobs.schema import ModelFormat
+from kompress_jobs.runtimes import (
+    ModelFile,
+    Processor,
+    Runner,
+    TorchRunner,
+    make_runner,
+    register,
+    runtime_for,
+    runtimes,
+)
+from kompress_jobs.sources import ModelFormat
 
 pytestmark = pytest.mark.unit
 

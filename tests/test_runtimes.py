@@ -6,12 +6,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from kompress_jobs.errors import ModelLoadError
 from kompress_jobs.modelfile import ModelFile
 from kompress_jobs.pipeline import run_optimization
 from kompress_jobs.runtimes import make_runner
-from kompress_jobs.schema import ModelFormat
+from kompress_jobs.sources import ModelFormat
 from kompress_jobs.specfile import load_resource_file
 
 from .transformer_fixtures import tiny_bert, write_sentences
@@ -29,9 +28,9 @@ def run(spec: Path, tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def openvino_run(tmp_path_factory):
-    from .conftest import copy_examples, resource_dict
-
     import yaml
+
+    from .conftest import copy_examples, resource_dict
 
     workspace = copy_examples(tmp_path_factory.mktemp("ov"))
     spec = workspace / "ov.yaml"
@@ -170,9 +169,11 @@ def test_hidden_state_matching_pairs_each_kept_layer_with_the_teacher_layer_it_s
     import copy
 
     import torch
-
     from kompress_jobs.huggingface import load_task_model
-    from kompress_jobs.passes.transformer_compress import encoder_layers, with_hidden_states
+    from kompress_jobs.passes.transformer_compress import (
+        encoder_layers,
+        with_hidden_states,
+    )
 
     names = ("input_ids", "attention_mask")
     teacher = load_task_model(tiny_encoder[0], None, names)

@@ -4,10 +4,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from kompress_jobs.errors import SpecError
-from kompress_jobs.schema import ModelOptimization, parse_size
-from kompress_jobs.specfile import load_resource_file, parse_resource, resource_from_dict
+from kompress_jobs.goals import parse_size
+from kompress_jobs.schema import ModelOptimization
+from kompress_jobs.specfile import (
+    load_resource_file,
+    parse_resource,
+    resource_from_dict,
+)
 
 from .conftest import EXAMPLES, resource_dict
 
@@ -126,13 +130,35 @@ def test_hugging_face_options_need_the_hugging_face_format():
     assert "huggingFace options need format: HuggingFace, not ONNX" in message
 
 
-def test_every_pass_type_is_registered_once_from_the_schema():
-    from kompress_jobs.passes import PASSES
-    from kompress_jobs.schema import _PASS_SPECS, PASS_TYPES, pass_type_of
+def test_each_pass_owns_its_settings_and_the_schema_takes_them_from_the_registry():
+    from typing import get_args
 
-    assert sorted(PASSES) == sorted(PASS_TYPES) and len(set(PASS_TYPES)) == len(PASS_TYPES)
-    for spec_class in _PASS_SPECS:  # each pass class is registered for its schema class, its type taken from there
-        assert PASSES[pass_type_of(spec_class)].type == pass_type_of(spec_class)
+    from kompress_jobs.passes import PASSES
+    from kompress_jobs.passes.settings import PassSettings, pass_type_of
+    from kompress_jobs.schema import PASS_TYPES, PassSpec
+
+    union = get_args(get_args(PassSpec)[0])
+    assert sorted(PASSES) == list(PASS_TYPES) and {pass_type_of(s) for s in union} == set(PASS_TYPES)
+    for type_, pass_class in PASSES.items():
+        assert issubclass(pass_class.settings, PassSettings) and pass_type_of(pass_class.settings) == type_
+        # Declared beside the pass, not in a shared schema module: adding a pass is one module.
+        assert pass_class.settings.__module__ == pass_class.__module__, (type_, pass_class.settings.__module__)
+        assert pass_class.settings in union
+
+
+def test_a_pass_that_names_another_model_has_it_checked_like_the_model():
+    """Settings say which models they name (a student); the operator's storage check derives from it."""
+    from kompress_operator.locations import spec_locations
+
+    spec = resource_from_dict(resource_dict(passes=[
+        {"type": "OnnxExport"}, {"type": "Distill", "name": "d", "student": {"uri": "s3://other-team/s.pt", "format": "TorchScript"}}])).spec
+    assert spec.passes[1].model_sources()[0][0] == "student" and spec.passes[0].model_sources() == []
+    assert ("spec.passes[1].student.uri", "s3://other-team/s.pt") in spec_locations(spec)
+
+
+def test_a_steered_pass_declares_the_split_it_judges_on():
+    spec = resource_from_dict(resource_dict(passes=[{"type": "OnnxExport"}, {"type": "AutoQuantize", "validationSplit": "dev"}])).spec
+    assert [p.judging_splits() for p in spec.passes] == [(), ("dev",)]
 
 
 def test_a_distillation_student_that_cannot_be_trained_is_refused_at_validation():
@@ -149,3 +175,18 @@ def test_oversized_strings_lists_and_maps_are_refused_naming_the_field(field, va
     with pytest.raises(SpecError, match=path.replace(".", r"\.")) as refused:
         resource_from_dict(resource_dict(**{field: value}))
     assert "\n" not in str(refused.value) and len(str(refused.value)) < 600
+
+
+def test_the_pass_table_in_the_docs_has_a_row_per_pass_with_the_formats_it_takes():
+    """Adding a pass means adding its docs row: the table names every registered pass and what it accepts."""
+    from kompress_jobs.passes import PASSES
+
+    table = (Path(__file__).parent.parent / "docs" / "passes.md").read_text()
+    rows = {}
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if line.startswith("| `") and len(cells) >= 2:
+            rows[cells[0].strip("`")] = {name.strip() for name in cells[1].split(",")}
+    assert sorted(rows) == sorted(PASSES)
+    for type_, pass_class in PASSES.items():
+        assert rows[type_] == {f.value for f in pass_class.accepts}, type_

@@ -3,12 +3,13 @@
 from pathlib import Path
 
 import pytest
-
 from kompress_jobs.benchmark import Latency
 from kompress_jobs.candidates import Candidate, Outcome
+from kompress_jobs.goals import Benchmark, DropMode, Goals
 from kompress_jobs.runtimes import ModelFile
-from kompress_jobs.schema import Benchmark, DropMode, Goals, Metric, ModelFormat
 from kompress_jobs.selection import judge, mark_pareto_front, rank
+from kompress_jobs.sources import ModelFormat
+from kompress_jobs.tasks import Metric
 
 pytestmark = pytest.mark.unit
 
@@ -100,7 +101,6 @@ def test_relative_drop_mode_is_percent_of_baseline():
 
 def test_fidelity_metrics_against_the_baseline_outputs():
     import numpy as np
-
     from kompress_jobs.quality import fidelity_metric, quality_drop
 
     reference = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 1.0]])

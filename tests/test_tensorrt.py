@@ -7,7 +7,6 @@ import importlib.util
 
 import pytest
 import torch
-
 from kompress_jobs.passes.tensorrt import gpu_unavailable_reason
 from kompress_jobs.pipeline import run_optimization
 from kompress_jobs.specfile import load_resource_file
@@ -88,7 +87,7 @@ def test_a_model_on_the_gpu_gets_a_profile_and_an_energy_reading(write_spec, tmp
     from kompress_jobs.data import batch_of, load_dataset
     from kompress_jobs.profiling import energy_per_call
     from kompress_jobs.runtimes import ModelFile, Processor, make_runner
-    from kompress_jobs.schema import ModelFormat
+    from kompress_jobs.sources import ModelFormat
 
     path = write_spec(passes=ENGINES)
     report, candidates = run(path, tmp_path)

@@ -11,7 +11,6 @@ import numpy as np
 import onnx
 import pytest
 import yaml
-
 from kompress_jobs.cli import main
 
 from .conftest import EXAMPLES, resource_dict, run_folder
@@ -154,11 +153,10 @@ def test_a_checkpoint_directory_in_s3(tmp_path, tiny_encoder, sentences, s3_endp
 
 def test_mean_pooling_matches_a_hand_computed_embedding(tiny_encoder):
     import torch
-    from transformers import AutoModel, AutoTokenizer
-
     from kompress_jobs.modelfile import ModelFile
     from kompress_jobs.runtimes import make_runner
-    from kompress_jobs.schema import ModelFormat
+    from kompress_jobs.sources import ModelFormat
+    from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_encoder), local_files_only=True)
     encoded = tokenizer(["a short one", "a somewhat longer sentence than that"], padding=True, return_tensors="np")

@@ -7,17 +7,16 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from kompress_jobs.contract import JobEnv, JobMessage, WorkerReport
-from kompress_jobs.schema import TrialCounts, TuningStatus, WorkerCounts
 from kompress_jobs.specfile import resource_from_dict
+from kompress_jobs.status import TrialCounts, TuningStatus, WorkerCounts
 from kompress_operator import decisions, policy
-from kompress_operator.fair_share import Waiting
 from kompress_operator.conditions import PENDING, QUEUED, RUNNING, TUNING, Transition
+from kompress_operator.fair_share import Waiting
 from kompress_operator.jobspec import build_job
-from kompress_operator.run_ref import ROLE_LABEL, TUNING_JOB, RunRef
 from kompress_operator.jobstate import tuning_counts, worker_error
 from kompress_operator.queue import InFlight, RunQueue
+from kompress_operator.run_ref import ROLE_LABEL, TUNING_JOB, RunRef
 from kompress_operator.settings import OperatorSettings
 
 from .conftest import resource_dict

@@ -15,8 +15,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from .data import Inputs, batch_of
+from .goals import Benchmark
 from .runtimes import Runner
-from .schema import Benchmark
 
 
 class Latency(BaseModel):

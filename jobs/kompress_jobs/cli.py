@@ -136,7 +136,7 @@ def _job(args: argparse.Namespace) -> int:
     from .console import ProgressDisplay, console_for, results_table
     from .contract import JobMessage, WorkerReport, job_mismatch
     from .pipeline import run_optimization, run_tuning_worker
-    from .schema import TrialCounts
+    from .status import TrialCounts
     from .summary import run_summary
 
     def finish(message: JobMessage) -> None:

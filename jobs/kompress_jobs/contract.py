@@ -18,7 +18,8 @@ from enum import Enum
 from pydantic import Field, model_validator
 
 from . import __version__
-from .schema import CandidateSummary, Model, PromotionStatus, TrialCounts, TuningStatus
+from .status import CandidateSummary, PromotionStatus, TrialCounts, TuningStatus
+from .wire import Model
 
 CONTRACT_VERSION = 1  # bump when either message changes in a way the other side cannot read
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .schema import DataSource, Task, TaskType
+from .sources import DataSource
+from .tasks import Task, TaskType
 
 Inputs = dict[str, np.ndarray]
 UNNAMED = "x"  # the key of the single input of an `x_<split>` file until it is bound to the model

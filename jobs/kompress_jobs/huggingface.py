@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .errors import ModelLoadError
-from .schema import HeadType, HuggingFaceOptions, Pooling
+from .sources import HeadType, HuggingFaceOptions, Pooling
 
 PICKLED_WEIGHTS = ("pytorch_model.bin", "*.bin", "*.pt", "*.pth", "*.ckpt")
 OUTPUT_NAMES = {HeadType.FEATURE_EXTRACTION: "embeddings", HeadType.SEQUENCE_CLASSIFICATION: "logits",
@@ -94,7 +94,11 @@ def load_task_model(directory: Path, options: HuggingFaceOptions | None, input_n
     options = options or HuggingFaceOptions()
     config = read_config(directory)
     head = resolve_head(config, options)
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
+    from transformers import (
+        AutoModel,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+    )
 
     loader = {HeadType.FEATURE_EXTRACTION: AutoModel, HeadType.SEQUENCE_CLASSIFICATION: AutoModelForSequenceClassification,
               HeadType.TOKEN_CLASSIFICATION: AutoModelForTokenClassification}[head]

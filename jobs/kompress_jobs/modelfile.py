@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .schema import HuggingFaceOptions, ModelFormat
+from .sources import HuggingFaceOptions, ModelFormat
 
 
 @dataclass(frozen=True)

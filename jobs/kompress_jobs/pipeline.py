@@ -19,25 +19,27 @@ from typing import Callable
 from . import __version__
 from .benchmark import measure_latency
 from .candidates import Candidate, Outcome
-from .digest import sha256
 from .data import Dataset, batch_of, load_dataset, require_labels, rows
+from .digest import sha256
 from .errors import DataError, KompressError
 from .fingerprint import machine_fingerprint
 from .layout import run_prefix
+from .parallel_study import StudyCollector, StudyWorker, WorkerRun
 from .passes import PassContext
 from .plan import BASELINE, Step, plan_passes
-from .search_space import plan_tuning
-from .promotion import Promoter, check_writable, promotion_store
-from .quality import Scorer, predict, scored
 from .profile_report import plot_profiles
 from .profiling import energy_per_call, profile_model
+from .promotion import Promoter, check_writable, promotion_store
+from .quality import Scorer, predict, scored
 from .report import candidate_record, plot_pareto, render_markdown, write_json
 from .results import CandidateResult, Report
 from .runtimes import ModelFile, Runner, make_runner
-from .schema import AutoQuantizePass, ModelFormat, ModelOptimization, ModelOptimizationSpec, TaskType
+from .schema import ModelOptimization, ModelOptimizationSpec
+from .search_space import plan_tuning
 from .selection import judge, mark_pareto_front, primary_batch_size, rank
+from .sources import ModelFormat
 from .store import ArtifactStore, fetch_directory, fetch_input, is_s3, open_store
-from .parallel_study import StudyCollector, StudyWorker, WorkerRun
+from .tasks import TaskType
 from .tuning import LocalStudy
 
 Progress = Callable[[str], None]
@@ -369,7 +371,7 @@ def _load_inputs(spec: ModelOptimizationSpec, model_path: Path, data_path: Path,
 
 def _judging_splits(spec: ModelOptimizationSpec) -> tuple[str, ...]:
     """Splits that a tuning study or a steered pass is judged on: they must be in the data."""
-    names = [p.validation_split for p in spec.passes if isinstance(p, AutoQuantizePass)]
+    names = [split for settings in spec.passes for split in settings.judging_splits()]
     if spec.tuning is not None:
         names.append(spec.tuning.validation_split)
     return tuple(dict.fromkeys(names))

@@ -26,11 +26,21 @@ from pathlib import Path
 from .candidates import Candidate
 from .digest import sha256
 from .errors import KompressError, StoreError
+from .goals import Objective
+from .layout import resource_prefix
 from .modelfile import ModelFile
 from .plan import BASELINE
-from .promoted import MIRROR, POINTER, RELEASES, PromotionError, download_release, read_pointer, release_relative
-from .schema import ModelFormat, ModelOptimizationSpec, Objective
-from .layout import resource_prefix
+from .promoted import (
+    MIRROR,
+    POINTER,
+    RELEASES,
+    PromotionError,
+    download_release,
+    read_pointer,
+    release_relative,
+)
+from .schema import ModelOptimizationSpec
+from .sources import ModelFormat
 from .store import ArtifactStore
 
 CONTENDER = "@promoted"  # not a valid pass name, so it never collides with one

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from .data import Split, rows
+from .goals import DropMode
 from .runtimes import Runner
-from .schema import DropMode, Metric, Task
+from .tasks import Metric, Task
 
 Outputs = dict[str, np.ndarray]
 

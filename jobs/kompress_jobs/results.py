@@ -20,7 +20,7 @@ from pydantic.alias_generators import to_camel
 from .benchmark import Latency
 from .candidates import Outcome
 from .runtimes.base import Processor
-from .schema import ModelFormat
+from .sources import ModelFormat
 
 
 class _Wire(BaseModel):

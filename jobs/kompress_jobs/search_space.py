@@ -14,8 +14,9 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .errors import SpecError
 from .passes import build_pass
-from .schema import ModelOptimizationSpec, PassSpec, SearchRange
+from .schema import ModelOptimizationSpec, PassSpec
 from .specfile import describe_errors
+from .tuning_spec import SearchRange
 
 _PASS_ADAPTER: TypeAdapter = TypeAdapter(PassSpec)
 

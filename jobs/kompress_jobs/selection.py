@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Callable
 
 from .candidates import Candidate
-from .schema import Benchmark, DropMode, Goals, Metric, Objective
+from .goals import Benchmark, DropMode, Goals, Objective
+from .tasks import Metric
 
 
 def primary_batch_size(goals: Goals, benchmark: Benchmark) -> int:

@@ -12,7 +12,7 @@ import json
 
 from .contract import RunArtifacts, RunSummary
 from .results import CandidateResult, Report
-from .schema import CandidateSummary, PromotionStatus, TrialCounts, TuningStatus
+from .status import CandidateSummary, PromotionStatus, TrialCounts, TuningStatus
 
 MESSAGE_LIMIT = 3800  # bytes; below Kubernetes' 4096 with room for the envelope
 MAX_CANDIDATES = 8

@@ -31,13 +31,14 @@ from .benchmark import measure_latency
 from .candidates import Candidate
 from .data import Dataset
 from .errors import KompressError
+from .goals import Benchmark, Objective
+from .layout import safe_key, study_prefix
 from .passes import build_pass
-from .plan import Step
 from .passes.training import first_output
+from .plan import Step
 from .quality import Scorer, predict
 from .runtimes import ModelFile, make_runner
-from .layout import safe_key, study_prefix
-from .schema import Benchmark, ModelOptimizationSpec, ObjectMeta, Objective
+from .schema import ModelOptimizationSpec, ObjectMeta
 from .search_space import SearchParameter, TuningPlan, with_values
 from .selection import primary_batch_size
 from .store import ArtifactStore
@@ -349,7 +350,7 @@ class Study:
         local = self.scratch / f"saved-{trial.number}" / file
         if not self.store.get(f"{self.key}/trials/{trial.number}/{file}", local):
             return None
-        from .schema import ModelFormat
+        from .sources import ModelFormat
 
         return ModelFile(local, ModelFormat(saved["format"]), saved["precision"])
 

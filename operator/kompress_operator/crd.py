@@ -18,8 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from kompress_jobs.schema import API_GROUP, API_VERSION, KIND, PLURAL, ModelOptimizationSpec, ModelOptimizationStatus
+from kompress_jobs.schema import (
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    PLURAL,
+    ModelOptimizationSpec,
+)
+from kompress_jobs.status import ModelOptimizationStatus
 
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
 CRD_FILE = f"{API_GROUP}_{PLURAL}.yaml"

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from pydantic import ValidationError
-
 from kompress_jobs.contract import JobFailure, JobMessage, RunSummary, operator_mismatch
-from kompress_jobs.schema import TrialCounts, WorkerCounts
 from kompress_jobs.errors import VersionMismatchError
+from kompress_jobs.status import TrialCounts, WorkerCounts
+from pydantic import ValidationError
 
 from .conditions import FAILED, RUNNING, SUCCEEDED
 

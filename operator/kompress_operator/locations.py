@@ -15,7 +15,7 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from urllib.parse import urlparse
 
-from kompress_jobs.schema import DistillPass, ModelOptimizationSpec
+from kompress_jobs.schema import ModelOptimizationSpec
 
 from .settings import OperatorSettings
 
@@ -27,7 +27,8 @@ def spec_locations(spec: ModelOptimizationSpec) -> list[tuple[str, str]]:
     found = [("spec.model.uri", spec.model.uri), ("spec.data.uri", spec.data.uri)]
     if spec.data.text is not None and spec.data.text.tokenizer:
         found.append(("spec.data.text.tokenizer", spec.data.text.tokenizer))
-    found += [(f"spec.passes[{i}].student.uri", p.student.uri) for i, p in enumerate(spec.passes) if isinstance(p, DistillPass)]
+    found += [(f"spec.passes[{i}].{field}.uri", source.uri)
+              for i, settings in enumerate(spec.passes) for field, source in settings.model_sources()]
     if spec.artifacts.uri:
         found.append(("spec.artifacts.uri", spec.artifacts.uri))
     if spec.promotion is not None and spec.promotion.uri:

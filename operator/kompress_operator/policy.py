@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from kompress_jobs.contract import sparse_wire
-from kompress_jobs.schema import Device, JobSettings, ModelOptimizationSpec, Toleration, Tuning
+from kompress_jobs.schema import Device, JobSettings, ModelOptimizationSpec, Toleration
+from kompress_jobs.tuning_spec import Tuning
 
 from . import locations
 from .settings import OperatorSettings

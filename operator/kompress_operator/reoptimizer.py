@@ -18,17 +18,17 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from kompress_jobs.cron import due
+from kompress_jobs.schema import Artifacts, ConcurrencyPolicy, JobSettings, ReoptimizeOn
+from kompress_jobs.sources import ModelSource
+from kompress_jobs.wire import Model
 from pydantic import Field, ValidationError
-
-from kompress_jobs.schema import Artifacts, ConcurrencyPolicy, JobSettings, Model, ModelSource, ReoptimizeOn
 
 from . import decisions, locations, policy
 from .conditions import FAILED, QUEUED, SUCCEEDED, Transition
 from .decisions import generation_of
-from .run_ref import RunRef, reruns_of
 from .model_digest import DigestUnavailable, ModelDigests
+from .run_ref import RunRef, reruns_of
 from .services import RunServices
-
 
 log = logging.getLogger(__name__)
 TIME = "%Y-%m-%dT%H:%M:%SZ"

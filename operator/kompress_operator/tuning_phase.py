@@ -12,11 +12,12 @@ without one only costs its trial, which is retried.
 
 from __future__ import annotations
 
-from kompress_jobs.schema import Tuning, TuningStatus
+from kompress_jobs.status import TuningStatus
+from kompress_jobs.tuning_spec import Tuning
 
 from . import decisions
-from .decisions import generation_of
 from .conditions import FAILED
+from .decisions import generation_of
 from .jobstate import JobOutcome, job_outcome, tuning_counts, worker_error
 from .queue import InFlight
 from .run_ref import RUN_JOB, RunRef, reruns_of

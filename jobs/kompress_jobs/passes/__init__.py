@@ -1,9 +1,13 @@
-"""Optimization passes. Importing this package registers every pass (heavy libraries load lazily)."""
+"""Optimization passes. Importing this package registers every pass: each module of the package is
+imported once, and a pass module registers its pass with its settings (heavy libraries load lazily,
+inside the passes, so the operator plans passes without numpy or the runtimes)."""
 
-from . import (  # noqa: F401  (registration)
-    auto_quantize, distill, export, fp16, int4, lowrank, openvino, ort_optimize, prune, quantize, structured_prune, tensorrt,
-    transformer_compress,
-)
+import importlib
+import pkgutil
+
 from .base import PASSES, OptimizationPass, PassContext, build_pass
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["PASSES", "OptimizationPass", "PassContext", "build_pass"]

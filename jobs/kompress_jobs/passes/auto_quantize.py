@@ -12,12 +12,59 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..schema import AutoQuantizePass, ModelFormat, QuantizationMethod, Runtime
+from ..sources import ModelFormat
 from .base import OptimizationPass, PassContext, register
+from .settings import PassSettings
+
+
+class QuantizationMethod(str, Enum):
+    DYNAMIC = "Dynamic"  # INT8 weights, activations quantized at run time
+    STATIC = "Static"  # INT8 weights and activations, ranges calibrated on the calibration split
+
+
+class Runtime(str, Enum):
+    ONNX_RUNTIME = "OnnxRuntime"
+    OPENVINO = "OpenVINO"
+
+
+class AutoQuantizePass(PassSettings):
+    """INT8 quantization steered by the goals: tries the settings that matter (dynamic and static,
+    per-channel, reduce-range, activation types, calibration methods, QDQ or operator format), judges
+    each on the validation split against this pass's input, and when fidelity falls short keeps the
+    most sensitive operators in FP32, one at a time in order of measured sensitivity, until
+    goals.maxAccuracyDrop holds or the budget ends. The fastest passing model is the candidate; every
+    tried configuration is in the report."""
+
+    type: Literal["AutoQuantize"]
+    methods: list[QuantizationMethod] = Field(default_factory=lambda: [QuantizationMethod.DYNAMIC, QuantizationMethod.STATIC],
+                                              min_length=1, max_length=2, description="Which families to search.")
+    runtimes: list[Runtime] = Field(default_factory=lambda: [Runtime.ONNX_RUNTIME, Runtime.OPENVINO], min_length=1, max_length=2,
+                                    description="Runtimes whose INT8 configurations are searched side by side (OpenVINO: NNCF, "
+                                                "static only); one that is not installed is skipped, with a note in the report.")
+    max_trials: int = Field(24, ge=1, le=500, description="Quantized models to build and judge, fallback steps included.")
+    timeout_seconds: int = Field(900, ge=10, le=86_400, description="Stop starting new trials after this long.")
+    validation_split: str = Field("calibration", min_length=1, description="Split each trial is judged on (never the evaluation split).")
+    validation_samples: int = Field(256, ge=8, le=100_000, description="Rows of the validation split used to judge a trial.")
+    calibration_samples: int = Field(128, ge=1, le=100_000, description="Rows that calibrate static quantization.")
+    max_fallback_nodes: int = Field(24, ge=0, le=10_000, description="Most operators kept in FP32 before the search gives up.")
+
+    def judging_splits(self) -> tuple[str, ...]:
+        return (self.validation_split,)
+
+    @field_validator("methods", "runtimes")
+    @classmethod
+    def _unique(cls, values: list) -> list:
+        if len(set(values)) != len(values):
+            raise ValueError("must be unique")
+        return values
+
 
 _MATMULS = ["MatMul", "Gemm"]
 # The settings that matter, fastest-first within each family: what a person would try by hand.
@@ -73,9 +120,6 @@ class Trial:
 @register(AutoQuantizePass)
 class AutoQuantize(OptimizationPass):
     technique = "quantization"
-    accepts = frozenset({ModelFormat.ONNX})
-    output_format = ModelFormat.ONNX
-    moves_head = False
 
     def check(self, spec) -> str | None:
         if self.spec.validation_split == spec.data.evaluation_split:
@@ -228,7 +272,12 @@ class SteeredSearch:
 
     def _quantize(self, trial: Trial) -> ModelFile:
         from .openvino import nncf_int8
-        from .quantize import calibration_reader, calibration_rows, dynamic_int8, static_int8
+        from .quantize import (
+            calibration_reader,
+            calibration_rows,
+            dynamic_int8,
+            static_int8,
+        )
 
         settings, fallback = trial.settings, trial.fallback
         if trial.runtime == OPENVINO:
@@ -248,9 +297,9 @@ class SteeredSearch:
 
     def _judge(self, trial: Trial) -> None:
         from ..benchmark import measure_latency
+        from ..goals import Benchmark
         from ..quality import predict
         from ..runtimes import make_runner
-        from ..schema import Benchmark
 
         runner = make_runner(trial.model, threads=self.ctx.threads)
         outputs = predict(runner, self.validation, self.ctx.benchmark.evaluation_batch_size)
@@ -267,7 +316,11 @@ class SteeredSearch:
             trial.verdict = "meets the goal"
 
     def _op_types(self, trial: Trial) -> set[str]:
-        from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry, QLinearOpsRegistry
+        from onnxruntime.quantization.registry import (
+            IntegerOpsRegistry,
+            QDQRegistry,
+            QLinearOpsRegistry,
+        )
 
         if trial.settings.get("opTypes"):
             return set(trial.settings["opTypes"])

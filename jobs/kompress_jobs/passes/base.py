@@ -9,12 +9,17 @@ output is a candidate that the benchmark measures.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
+from ..errors import PassError
+from ..goals import Benchmark, Goals
 from ..modelfile import ModelFile
-from ..schema import Benchmark, Goals, ModelFormat, Task, pass_type_of
+from ..sources import ModelFormat
+from ..tasks import Task
+from .settings import PassSettings, pass_type_of
 
 if TYPE_CHECKING:  # the operator imports passes to plan them, without numpy or the runtimes
     from ..data import Dataset, Inputs
@@ -52,11 +57,13 @@ class PassContext:
 
 
 class OptimizationPass(ABC):
-    type: ClassVar[str]  # set by @register from the spec class
+    type: ClassVar[str]  # set by @register from the settings class
+    settings: ClassVar[type[PassSettings]]  # set by @register: the schema's `passes` union is made of these
     technique: ClassVar[str]
-    accepts: ClassVar[frozenset[ModelFormat]]
-    output_format: ClassVar[ModelFormat]
-    moves_head: ClassVar[bool]
+    # Most passes make an ONNX variant for a runtime; a pass that differs says so.
+    accepts: ClassVar[frozenset[ModelFormat]] = frozenset({ModelFormat.ONNX})
+    output_format: ClassVar[ModelFormat] = ModelFormat.ONNX
+    moves_head: ClassVar[bool] = False
 
     def __init__(self, spec: Any):
         self.spec = spec
@@ -82,13 +89,15 @@ class OptimizationPass(ABC):
 PASSES: dict[str, type[OptimizationPass]] = {}
 
 
-def register(spec_class: type) -> Callable[[type[OptimizationPass]], type[OptimizationPass]]:
-    """@register(SomePass): the pass class runs specs of that schema class; its type is the
-    schema's (declared once, there) and the registry is keyed by it."""
+def register(settings: type[PassSettings]) -> Callable[[type[OptimizationPass]], type[OptimizationPass]]:
+    """@register(SomePass): the pass class runs specs of that settings class (declared beside it);
+    its type is the settings' `type` literal (declared once, there) and the registry is keyed by it."""
 
     def add(cls: type[OptimizationPass]) -> type[OptimizationPass]:
-        cls.type = pass_type_of(spec_class)
-        PASSES[cls.type] = cls
+        cls.type = pass_type_of(settings)
+        cls.settings = settings
+        if PASSES.setdefault(cls.type, cls) is not cls:
+            raise TypeError(f"pass type {cls.type} is registered twice ({PASSES[cls.type].__name__}, {cls.__name__})")
         return cls
 
     return add
@@ -96,3 +105,16 @@ def register(spec_class: type) -> Callable[[type[OptimizationPass]], type[Optimi
 
 def build_pass(spec: Any) -> OptimizationPass:
     return PASSES[spec.type](spec)
+
+
+@contextmanager
+def failing_as(what: str) -> Iterator[None]:
+    """A library's error inside becomes PassError("<what> failed: <its first line>"): the report and
+    the status carry one line a person can act on, not a traceback from deep inside the library."""
+    try:
+        yield
+    except PassError:
+        raise
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        raise PassError(f"{what} failed: {(lines[0] if lines else type(exc).__name__)[:300]}") from None

@@ -4,11 +4,36 @@ task loss on the labels."""
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field, field_validator
+
 from ..errors import ModelLoadError, PassError
 from ..modelfile import ModelFile
-from ..schema import DistillPass, ModelFormat
+from ..sources import ModelFormat, ModelSource
 from .base import OptimizationPass, PassContext, register
+from .settings import FineTuning, PassSettings
 from .training import distillation_loss, first_output, train, train_split
+
+
+class DistillPass(PassSettings):
+    """Train a smaller student on the teacher's (the input model's) softened outputs and the labels."""
+
+    type: Literal["Distill"]
+    student: ModelSource = Field(description="A TorchScript archive with the teacher's input and output shapes "
+                                             "(its weights are the starting point).")
+    temperature: float = Field(4.0, gt=0, le=100, description="Softens both distributions in the KL term.")
+    alpha: float = Field(0.7, ge=0, le=1, description="Weight of the teacher term; 1 - alpha goes to the labels.")
+    training: FineTuning = Field(default_factory=lambda: FineTuning(epochs=30, learning_rate=2e-3))
+
+    @field_validator("student")
+    @classmethod
+    def _trainable_student(cls, student: ModelSource) -> ModelSource:
+        if student.format is not ModelFormat.TORCH_SCRIPT:
+            raise ValueError("the student must be a TorchScript archive (its weights are trained and saved), "
+                             f"not {student.format.value}")
+        return student
+
 
 
 @register(DistillPass)

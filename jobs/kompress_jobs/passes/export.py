@@ -5,11 +5,29 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from enum import Enum
+from typing import Literal
+
+from pydantic import Field
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..schema import Exporter, ModelFormat, OnnxExportPass
-from .base import OptimizationPass, PassContext, register
+from ..sources import ModelFormat
+from .base import OptimizationPass, PassContext, failing_as, register
+from .settings import PassSettings
+
+
+class Exporter(str, Enum):
+    AUTO = "Auto"
+    TORCH_SCRIPT = "TorchScript"
+    DYNAMO = "Dynamo"
+
+
+class OnnxExportPass(PassSettings):
+    type: Literal["OnnxExport"]
+    opset: int = Field(17, ge=13, le=23)
+    exporter: Exporter = Field(Exporter.AUTO, description="Auto: TorchScript archives use the TorchScript exporter, torch.export programs the Dynamo one.")
+
 
 
 # The Dynamo exporter builds opset-18 graphs; converting them down fails on common ops (ReduceMean).
@@ -32,7 +50,6 @@ def dynamic_axes(inputs: dict, output_names: tuple[str, ...]) -> dict[str, dict[
 class OnnxExport(OptimizationPass):
     technique = "export"
     accepts = frozenset({ModelFormat.TORCH_SCRIPT, ModelFormat.TORCH_EXPORT, ModelFormat.HUGGING_FACE})
-    output_format = ModelFormat.ONNX
     moves_head = True
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
@@ -94,7 +111,5 @@ def _exporting(export, ctx: PassContext, module) -> None:
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
             contextlib.redirect_stderr(io.StringIO()), quiet_logger("torch.onnx"):
         warnings.simplefilter("ignore")
-        try:
+        with failing_as("ONNX export"):
             export(example, list(names), list(outputs))
-        except Exception as exc:
-            raise PassError(f"ONNX export failed: {str(exc).strip().splitlines()[0][:300]}") from None

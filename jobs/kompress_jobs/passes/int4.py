@@ -4,11 +4,33 @@ of `blockSize` weights (MatMulNBits); activations stay FP32. On CPU encoders thi
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field, field_validator
+
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..schema import Int4WeightOnlyPass, ModelFormat
-from .base import OptimizationPass, PassContext, register
+from ..sources import ModelFormat
+from .base import OptimizationPass, PassContext, failing_as, register
 from .openvino import check_block_size
+from .settings import PassSettings
+
+
+class Int4WeightOnlyPass(PassSettings):
+    """ONNX Runtime's INT4 weight-only quantization of MatMul weights (MatMulNBits, block-wise scales)."""
+
+    type: Literal["Int4WeightOnly"]
+    block_size: int = Field(32, ge=16, le=1024, description="Weights per scale, a power of two that divides every MatMul's input width.")
+    symmetric: bool = True
+    accuracy_level: int | None = Field(None, ge=0, le=4, description="ONNX Runtime's compute type for the activations (4: INT8, fastest on CPU).")
+
+    @field_validator("block_size")
+    @classmethod
+    def _power_of_two(cls, size: int) -> int:
+        if size & (size - 1):
+            raise ValueError(f"must be a power of two, not {size}")
+        return size
+
 
 
 def matmul_widths(graph) -> dict[str, int]:
@@ -25,9 +47,6 @@ def matmul_widths(graph) -> dict[str, int]:
 @register(Int4WeightOnlyPass)
 class Int4WeightOnly(OptimizationPass):
     technique = "weight-compression"
-    accepts = frozenset({ModelFormat.ONNX})
-    output_format = ModelFormat.ONNX
-    moves_head = False
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         import onnx
@@ -41,13 +60,10 @@ class Int4WeightOnly(OptimizationPass):
             raise PassError("no MatMul with a constant 2-D weight to quantize (MatMulNBits covers MatMul, not Gemm or Conv)")
         check_block_size(widths, self.spec.block_size)
         output = ctx.output_dir / "model.onnx"
-        try:
-            with quiet_library(), in_scratch(ctx.output_dir):
-                quantizer = MatMulNBitsQuantizer(graph_model, bits=4, block_size=self.spec.block_size,
-                                                 is_symmetric=self.spec.symmetric, accuracy_level=self.spec.accuracy_level)
-                quantizer.process()
-                quantizer.model.save_model_to_file(str(output.resolve()), use_external_data_format=False)
-        except Exception as exc:
-            raise PassError(f"INT4 weight-only quantization failed: {str(exc).splitlines()[0][:300]}") from None
+        with failing_as("INT4 weight-only quantization"), quiet_library(), in_scratch(ctx.output_dir):
+            quantizer = MatMulNBitsQuantizer(graph_model, bits=4, block_size=self.spec.block_size,
+                                             is_symmetric=self.spec.symmetric, accuracy_level=self.spec.accuracy_level)
+            quantizer.process()
+            quantizer.model.save_model_to_file(str(output.resolve()), use_external_data_format=False)
         ctx.log(f"{len(widths)} MatMul weights in INT4, blocks of {self.spec.block_size}")
         return ModelFile(output, ModelFormat.ONNX, "int4")

@@ -8,11 +8,37 @@ values carried; the benchmark and goals decide whether the trade is worth it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..schema import LowRankPass, ModelFormat
+from ..sources import ModelFormat
 from .base import OptimizationPass, PassContext, register
+from .settings import PassSettings
+
+
+class LowRankPass(PassSettings):
+    """Factor each large MatMul / Gemm weight W (n×m) of an ONNX model into U (n×r) · V (r×m) by SVD.
+    Faster and smaller only when r < n·m / (n + m); layers where it would not pay stay as they are."""
+
+    type: Literal["LowRank"]
+    energy: float | None = Field(None, gt=0, le=1, description="Keep the smallest rank whose singular values hold "
+                                 "this share of the squared spectrum (default 0.9 when no other choice is set).")
+    rank_ratio: float | None = Field(None, gt=0, le=1, description="Keep this fraction of each layer's full rank.")
+    rank: int | None = Field(None, ge=1, description="The same rank for every factored layer; must not exceed any of them.")
+    min_weights: int = Field(16_384, ge=1, description="Leave layers with fewer weights alone.")
+
+    @model_validator(mode="after")
+    def _one_rank_rule(self) -> "LowRankPass":
+        chosen = [n for n, v in (("energy", self.energy), ("rankRatio", self.rank_ratio), ("rank", self.rank)) if v is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"set one of energy, rankRatio, rank (got {', '.join(chosen)})")
+        if not chosen:
+            self.energy = 0.9
+        return self
+
 
 
 @dataclass
@@ -37,8 +63,6 @@ def rank_for(singular_values, spec) -> int:
 @register(LowRankPass)
 class LowRank(OptimizationPass):
     technique = "low-rank factorization"
-    accepts = frozenset({ModelFormat.ONNX})
-    output_format = ModelFormat.ONNX
     moves_head = True
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:

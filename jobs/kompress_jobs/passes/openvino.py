@@ -8,12 +8,72 @@ which the pipeline treats as one candidate (stored, hashed and reported together
 from __future__ import annotations
 
 import importlib.util
+from enum import Enum
+from typing import Literal
+
+from pydantic import Field
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..schema import ModelFormat, OpenVinoConvertPass, OpenVinoInt8Pass, OpenVinoWeightCompressionPass, WeightBits
-from .base import OptimizationPass, PassContext, register
+from ..sources import ModelFormat
+from ..wire import MAX_ITEMS, Model
+from .base import OptimizationPass, PassContext, failing_as, register
 from .quantize import quiet_library
+from .settings import PassSettings
+
+
+class OpenVinoConvertPass(PassSettings):
+    """The ONNX model converted to OpenVINO IR (model.xml + model.bin) and run by OpenVINO on the CPU
+    (inference precision f32, latency hint, benchmark.threads threads)."""
+
+    type: Literal["OpenVinoConvert"]
+
+
+class NncfModelType(str, Enum):
+    DEFAULT = "Default"
+    TRANSFORMER = "Transformer"  # NNCF's transformer preset: keeps the sensitive parts of attention blocks in FP32
+
+
+class NncfPreset(str, Enum):
+    PERFORMANCE = "Performance"  # symmetric weights and activations
+    MIXED = "Mixed"  # symmetric weights, asymmetric activations (NNCF's default for transformers)
+
+
+class IgnoredScope(Model):
+    """Operators NNCF leaves in FP32, by OpenVINO name, name pattern (regex) or type; each must match one."""
+
+    names: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    patterns: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    types: list[str] = Field(default_factory=list, max_length=256)
+
+
+class OpenVinoInt8Pass(PassSettings):
+    """INT8 post-training quantization of weights and activations with NNCF, calibrated on the
+    calibration split; the result is an OpenVINO IR."""
+
+    type: Literal["OpenVinoInt8"]
+    model_type: NncfModelType = NncfModelType.DEFAULT
+    preset: NncfPreset | None = Field(None, description="NNCF's choice for the model type when unset.")
+    calibration_samples: int = Field(300, ge=1, le=100_000)
+    fast_bias_correction: bool = True
+    ignored_scope: IgnoredScope = Field(default_factory=IgnoredScope)
+
+
+class WeightBits(str, Enum):
+    INT8 = "INT8"
+    INT4 = "INT4"
+
+
+class OpenVinoWeightCompressionPass(PassSettings):
+    """Weight-only compression with NNCF (MatMul / embedding weights to INT8 or INT4, activations stay
+    FP32): mostly a size gain on CPU encoders; the benchmark says whether it is also faster."""
+
+    type: Literal["OpenVinoWeightCompression"]
+    bits: WeightBits = WeightBits.INT4
+    symmetric: bool = True
+    block_size: int | None = Field(128, ge=8, le=4096, description="INT4: weights per scale (group size); must divide every compressed layer's input width.")
+    ratio: float = Field(1.0, gt=0, le=1, description="INT4: share of the layers in INT4; the rest INT8.")
+
 
 
 def _missing(*modules: str) -> str | None:
@@ -80,18 +140,14 @@ def check_block_size(widths: dict[str, int], block: int) -> None:
 @register(OpenVinoConvertPass)
 class OpenVinoConvert(OptimizationPass):
     technique = "runtime"
-    accepts = frozenset({ModelFormat.ONNX})
     output_format = ModelFormat.OPENVINO
-    moves_head = False
 
     def not_applicable_reason(self) -> str | None:
         return _missing("openvino")
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        try:
+        with failing_as("OpenVINO conversion"):
             return save(read_model(model), ctx.output_dir / "model.xml", model.precision)
-        except Exception as exc:
-            raise PassError(f"OpenVINO conversion failed: {str(exc).strip().splitlines()[0][:300]}") from None
 
 
 class NncfPass(OptimizationPass):
@@ -99,7 +155,6 @@ class NncfPass(OptimizationPass):
 
     accepts = frozenset({ModelFormat.ONNX, ModelFormat.OPENVINO})
     output_format = ModelFormat.OPENVINO
-    moves_head = False
 
     def not_applicable_reason(self) -> str | None:
         return _missing("openvino", "nncf")

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+from enum import Enum
+from typing import Literal
+
 from ..modelfile import ModelFile
-from ..schema import ModelFormat, OptimizationLevel, OrtOptimizePass
+from ..sources import ModelFormat
 from .base import OptimizationPass, PassContext, register
+from .settings import PassSettings
+
+
+class OptimizationLevel(str, Enum):
+    BASIC = "Basic"
+    EXTENDED = "Extended"
+    ALL = "All"
+
+
+class OrtOptimizePass(PassSettings):
+    type: Literal["OrtOptimize"]
+    level: OptimizationLevel = OptimizationLevel.EXTENDED
+
 
 
 @register(OrtOptimizePass)
 class OrtOptimize(OptimizationPass):
     technique = "graph-optimization"
-    accepts = frozenset({ModelFormat.ONNX})
-    output_format = ModelFormat.ONNX
     # Extended/All levels emit fused, hardware-specific ops that quantizers do not know:
     # the optimized graph is a variant to measure, not an input for later passes.
-    moves_head = False
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         import onnxruntime as ort

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..schema import ModelFormat, PrunePass
+from ..sources import ModelFormat
 from .base import OptimizationPass, PassContext, register
+from .settings import FineTuning, PassSettings
 from .training import fine_tuning_loss, train
+
+
+class PrunePass(PassSettings):
+    """Unstructured magnitude pruning: the smallest weights of Linear and Conv layers (ranked across
+    all of them) become zeros, kept at zero while fine-tuning recovers accuracy. Dense kernels do not
+    run faster on zeros; the candidate is smaller only compressed (the report says so)."""
+
+    type: Literal["Prune"]
+    amount: float = Field(0.5, gt=0, lt=1, description="Fraction of the weights to remove, in (0, 1).")
+    fine_tuning: FineTuning = Field(default_factory=FineTuning)
+
 
 
 def prunable_weights(module) -> list:

@@ -5,13 +5,54 @@ from __future__ import annotations
 
 import contextlib
 import io
+from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..schema import DynamicInt8Pass, ModelFormat, StaticInt8Pass
-from .base import OptimizationPass, PassContext, register
+from ..sources import ModelFormat
+from .base import OptimizationPass, PassContext, failing_as, register
+from .settings import PassSettings
+
+
+class QuantType(str, Enum):
+    QINT8 = "QInt8"
+    QUINT8 = "QUInt8"
+
+
+class DynamicInt8Pass(PassSettings):
+    type: Literal["DynamicInt8"]
+    per_channel: bool = False
+    reduce_range: bool = Field(False, description="7-bit weights, for CPUs without VNNI.")
+    weight_type: QuantType = QuantType.QINT8
+    op_types: list[str] | None = Field(None, max_length=256, description="Operator types to quantize; all supported when unset.")
+
+
+class CalibrationMethod(str, Enum):
+    MIN_MAX = "MinMax"
+    ENTROPY = "Entropy"
+    PERCENTILE = "Percentile"
+
+
+class QuantFormat(str, Enum):
+    QDQ = "QDQ"
+    QOPERATOR = "QOperator"
+
+
+class StaticInt8Pass(PassSettings):
+    type: Literal["StaticInt8"]
+    per_channel: bool = True
+    reduce_range: bool = False
+    quant_format: QuantFormat = QuantFormat.QDQ
+    calibration_method: CalibrationMethod = CalibrationMethod.MIN_MAX
+    calibration_samples: int = Field(256, ge=1, le=100_000)
+    activation_type: QuantType = QuantType.QUINT8
+    weight_type: QuantType = QuantType.QINT8
+    op_types: list[str] | None = Field(None, max_length=256)
+
 
 if TYPE_CHECKING:
     from ..data import Inputs
@@ -61,42 +102,35 @@ def dynamic_int8(source, output, *, per_channel: bool, reduce_range: bool, weigh
     """ONNX Runtime's quantize_dynamic; PassError with its first line when it fails."""
     from onnxruntime.quantization import quantize_dynamic
 
-    try:
-        with quiet_library(), in_scratch(Path(output).resolve().parent):
-            quantize_dynamic(str(Path(source).resolve()), str(Path(output).resolve()), weight_type=_quant_type(weight_type), per_channel=per_channel,
-                             reduce_range=reduce_range, op_types_to_quantize=op_types, nodes_to_exclude=nodes_to_exclude or [])
-    except Exception as exc:
-        raise PassError(f"dynamic INT8 quantization failed: {str(exc).splitlines()[0][:300]}") from None
+    with failing_as("dynamic INT8 quantization"), quiet_library(), in_scratch(Path(output).resolve().parent):
+        quantize_dynamic(str(Path(source).resolve()), str(Path(output).resolve()), weight_type=_quant_type(weight_type), per_channel=per_channel,
+                         reduce_range=reduce_range, op_types_to_quantize=op_types, nodes_to_exclude=nodes_to_exclude or [])
 
 
 def static_int8(source, output, reader, *, quant_format: str, per_channel: bool, reduce_range: bool,
                 activation_type: str, weight_type: str, calibration_method: str, op_types: list[str] | None = None,
                 nodes_to_exclude: list[str] | None = None) -> None:
     """ONNX Runtime's quantize_static over a calibration reader; PassError with its first line when it fails."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+    from onnxruntime.quantization import CalibrationMethod as OrtCalibrationMethod
+    from onnxruntime.quantization import QuantFormat as OrtQuantFormat
+    from onnxruntime.quantization import quantize_static
 
-    methods = {"MinMax": CalibrationMethod.MinMax, "Entropy": CalibrationMethod.Entropy,
-               "Percentile": CalibrationMethod.Percentile}
-    try:
-        with quiet_library(), in_scratch(Path(output).resolve().parent):
-            quantize_static(
-                str(Path(source).resolve()), str(Path(output).resolve()), reader,
-                quant_format=QuantFormat.QDQ if quant_format == "QDQ" else QuantFormat.QOperator,
-                per_channel=per_channel, reduce_range=reduce_range,
-                activation_type=_quant_type(activation_type), weight_type=_quant_type(weight_type),
-                calibrate_method=methods[calibration_method], op_types_to_quantize=op_types,
-                nodes_to_exclude=nodes_to_exclude or [],
-            )
-    except Exception as exc:
-        raise PassError(f"static INT8 quantization failed: {str(exc).splitlines()[0][:300]}") from None
+    methods = {"MinMax": OrtCalibrationMethod.MinMax, "Entropy": OrtCalibrationMethod.Entropy,
+               "Percentile": OrtCalibrationMethod.Percentile}
+    with failing_as("static INT8 quantization"), quiet_library(), in_scratch(Path(output).resolve().parent):
+        quantize_static(
+            str(Path(source).resolve()), str(Path(output).resolve()), reader,
+            quant_format=OrtQuantFormat.QDQ if quant_format == "QDQ" else OrtQuantFormat.QOperator,
+            per_channel=per_channel, reduce_range=reduce_range,
+            activation_type=_quant_type(activation_type), weight_type=_quant_type(weight_type),
+            calibrate_method=methods[calibration_method], op_types_to_quantize=op_types,
+            nodes_to_exclude=nodes_to_exclude or [],
+        )
 
 
 @register(DynamicInt8Pass)
 class DynamicInt8(OptimizationPass):
     technique = "quantization"
-    accepts = frozenset({ModelFormat.ONNX})
-    output_format = ModelFormat.ONNX
-    moves_head = False
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         source, scratch = preprocess(model, ctx)
@@ -144,9 +178,6 @@ def calibration_rows(ctx: PassContext, samples: int) -> tuple[Inputs, int]:
 @register(StaticInt8Pass)
 class StaticInt8(OptimizationPass):
     technique = "quantization"
-    accepts = frozenset({ModelFormat.ONNX})
-    output_format = ModelFormat.ONNX
-    moves_head = False
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         from ..data import row_count

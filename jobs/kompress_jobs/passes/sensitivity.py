@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # the operator imports every pass module to plan; numpy loads when a pass runs
+    import numpy as np
 
-from ..data import Inputs
+    from ..data import Inputs
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ def _exposed_session(model_path: Path, tensors: list[str], threads: int):
 
 def _run(session_and_names, feeds: list[Inputs]) -> dict[str, list[np.ndarray]]:
     session, names = session_and_names
+    import numpy as np
+
     collected: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for feed in feeds:
         for name, value in zip(names, session.run(None, feed)):
@@ -62,6 +66,8 @@ def _run(session_and_names, feeds: list[Inputs]) -> dict[str, list[np.ndarray]]:
 
 
 def _relative_error(mine: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    import numpy as np
+
     a, b = np.concatenate([m.ravel() for m in mine]), np.concatenate([r.ravel() for r in reference])
     return float(np.linalg.norm(a - b) / max(float(np.linalg.norm(b)), 1e-12))
 

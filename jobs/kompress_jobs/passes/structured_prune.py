@@ -9,12 +9,46 @@ the input's weights are loaded into it, and the narrowed module is saved as Torc
 from __future__ import annotations
 
 import importlib
+from enum import Enum
+from typing import Literal
+
+from pydantic import Field
 
 from ..errors import ModelLoadError, PassError, SpecError
 from ..modelfile import ModelFile
-from ..schema import Importance, ModelFormat, StructuredPrunePass
+from ..sources import ModelFormat
+from ..wire import MAX_ITEMS
 from .base import OptimizationPass, PassContext, register
+from .settings import Distillation, FineTuning, PassSettings
 from .training import distillation_loss, fine_tuning_loss, train
+
+
+class Importance(str, Enum):
+    L1 = "L1"
+    L2 = "L2"
+
+
+class StructuredPrunePass(PassSettings):
+    """Structured pruning: whole channels of convolutions and neurons of Linear layers are removed
+    (with everything coupled to them, found by Torch-Pruning's dependency graph), so the network is
+    physically narrower, smaller and faster; then fine-tuned on the train split. The output layer
+    keeps its width."""
+
+    type: Literal["StructuredPrune"]
+    architecture: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$",
+        description="module:callable in the Job image that builds the input model as an eager torch.nn.Module "
+                    "(a TorchScript archive holds weights and compiled code, not a module that can be narrowed). "
+                    "The input's weights are loaded into it; code never comes from the model file.")
+    architecture_args: dict[str, int] = Field(default_factory=dict, max_length=64, description="Keyword arguments for the callable.")
+    amount: float = Field(0.5, gt=0, lt=1, description="Fraction of the channels / neurons of each prunable layer to remove, in (0, 1).")
+    importance: Importance = Field(Importance.L2, description="Norm of a channel's weights (over all coupled layers) that ranks it.")
+    global_ranking: bool = Field(False, description="Rank channels across layers instead of cutting each layer by `amount`.")
+    round_to: int | None = Field(None, ge=1, le=1024, description="Keep channel counts a multiple of this (8 suits SIMD and tensor cores).")
+    ignored_layers: list[str] = Field(default_factory=list, max_length=MAX_ITEMS, description="Names of modules to keep whole (the output layer always is).")
+    fine_tuning: FineTuning = Field(default_factory=lambda: FineTuning(epochs=5))
+    distillation: Distillation | None = Field(None, description="Fine-tune against the unpruned model's outputs as well (a student derived from the teacher).")
+
 
 
 def build_architecture(reference: str, arguments: dict[str, int]):

@@ -8,11 +8,33 @@ calibration over the calibration split; a QDQ model from StaticInt8 carries its 
 from __future__ import annotations
 
 import importlib.util
+from enum import Enum
+from typing import Literal
+
+from pydantic import Field
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..schema import ModelFormat, TensorRtPass, TensorRtPrecision
+from ..sources import ModelFormat
 from .base import OptimizationPass, PassContext, register
+from .settings import PassSettings
+
+
+class TensorRtPrecision(str, Enum):
+    FP16 = "FP16"
+    INT8 = "INT8"
+
+
+class TensorRtPass(PassSettings):
+    """A TensorRT engine built from the ONNX model on the Job's GPU, benchmarked there like every
+    other candidate. Without a GPU or TensorRT the pass is reported NotApplicable with the reason."""
+
+    type: Literal["TensorRT"]
+    precision: TensorRtPrecision = Field(TensorRtPrecision.FP16, description="FP16, or INT8 calibrated on the "
+                                         "calibration split (FP16 kernels where INT8 has none). A QDQ model keeps its own scales.")
+    workspace_mi_b: int = Field(1024, ge=16, le=1_048_576, alias="workspaceMiB", description="Builder scratch memory.")
+    calibration_batch_size: int = Field(32, ge=1, le=4096)
+
 
 
 def gpu_unavailable_reason() -> str | None:
@@ -66,9 +88,7 @@ def _calibrator(trt, inputs: dict, batch_size: int):
 @register(TensorRtPass)
 class TensorRt(OptimizationPass):
     technique = "tensorrt"
-    accepts = frozenset({ModelFormat.ONNX})
     output_format = ModelFormat.TENSORRT
-    moves_head = False
 
     def not_applicable_reason(self) -> str | None:
         return gpu_unavailable_reason()

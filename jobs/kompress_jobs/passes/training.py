@@ -12,8 +12,9 @@ import math
 from typing import Callable
 
 from ..errors import PassError
-from ..schema import FineTuning, Task, TaskType
+from ..tasks import Task, TaskType
 from .base import PassContext
+from .settings import FineTuning
 
 
 def train_split(ctx: PassContext, what: str):

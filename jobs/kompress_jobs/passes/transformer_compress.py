@@ -17,12 +17,37 @@ quantization passes can follow.
 from __future__ import annotations
 
 import copy
+from typing import Literal
+
+from pydantic import Field
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..schema import ModelFormat, TransformerCompressPass
+from ..sources import ModelFormat
 from .base import OptimizationPass, PassContext, register
+from .settings import Distillation, FineTuning, PassSettings
 from .training import distillation_loss, train, train_split
+
+
+class TransformerCompressPass(PassSettings):
+    """Structured compression of a Hugging Face encoder (BERT family): removes attention heads and
+    feed-forward neurons by measured importance (their contribution to the residual stream on the
+    train split), optionally keeps fewer layers, then recovers by distillation from the uncompressed
+    model on the train split (label-free tasks match its outputs; no labels needed). The smaller
+    encoder is written as ONNX FP32, ready to quantize."""
+
+    type: Literal["TransformerCompress"]
+    head_amount: float = Field(0.0, ge=0, lt=1, description="Share of each layer's attention heads to remove.")
+    ffn_amount: float = Field(0.5, ge=0, lt=1, description="Share of each layer's feed-forward neurons to remove.")
+    keep_layers: int | None = Field(None, ge=1, le=1000, description="Layers to keep, evenly spaced from the first to the last (default: all).")
+    importance_samples: int = Field(64, ge=1, le=100_000, description="Train rows the importance is measured on.")
+    distillation: Distillation = Field(default_factory=Distillation, description="Classification: KL to the teacher's logits with "
+                                       "this temperature and alpha; label-free tasks match the teacher's outputs only.")
+    hidden_state_weight: float = Field(1.0, ge=0, le=100, description="Weight of matching each kept layer's hidden states to "
+                                       "those of the teacher layer it stands for (0: the outputs only).")
+    training: FineTuning = Field(default_factory=lambda: FineTuning(epochs=4, learning_rate=1e-4, batch_size=32))
+    opset: int = Field(17, ge=13, le=23)
+
 
 
 def encoder_layers(model) -> list:
@@ -148,7 +173,6 @@ def kept(scores, amount: float):
 class TransformerCompress(OptimizationPass):
     technique = "structured-compression"
     accepts = frozenset({ModelFormat.HUGGING_FACE})
-    output_format = ModelFormat.ONNX
     moves_head = True
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:

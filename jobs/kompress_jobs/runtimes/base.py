@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..modelfile import ModelFile
-from ..schema import ModelFormat
+from ..sources import ModelFormat
 
 Inputs = dict[str, np.ndarray]
 # (node name, operator type, microseconds summed over the calls[, times it ran]) — see profiling.py

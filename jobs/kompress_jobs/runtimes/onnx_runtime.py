@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import DataError, ModelLoadError
 from ..modelfile import ModelFile
 from ..safe_load import check_onnx_external_data
-from ..schema import ModelFormat
+from ..sources import ModelFormat
 from .base import Inputs, Processor, ProfileRows, Runner, first_line
 from .registry import register
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import ModelLoadError
 from ..modelfile import ModelFile
-from ..schema import ModelFormat
+from ..sources import ModelFormat
 from .base import Inputs, Processor, ProfileRows, Runner, first_line
 from .registry import register
 

@@ -6,8 +6,16 @@ from __future__ import annotations
 
 from ..errors import DataError, ModelLoadError
 from ..modelfile import ModelFile
-from ..schema import ModelFormat
-from .base import Inputs, Processor, ProfileRows, Runner, first_line, output_names_for, quiet_logger
+from ..sources import ModelFormat
+from .base import (
+    Inputs,
+    Processor,
+    ProfileRows,
+    Runner,
+    first_line,
+    output_names_for,
+    quiet_logger,
+)
 from .registry import register
 
 
