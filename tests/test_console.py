@@ -54,12 +54,20 @@ def test_quiet_prints_nothing():
 
 
 def test_the_results_table_shows_every_candidate_and_the_pick():
-    measured = {"outcome": "Measured", "runtime": "onnxruntime", "precision": "int8", "metric": {"value": 0.97, "drop": 0.4},
-                "latency": {"1": {"p50_ms": 0.5}}, "sizeBytes": 2048, "vsBaseline": {"speedupP50": 2.5, "sizeReduction": 3.9}}
-    report = {"primaryBatchSize": 1, "metric": "accuracy", "best": "static-int8", "candidates": [
-        {**measured, "name": "baseline", "parent": None, "runtime": "pytorch", "precision": "fp32"},
-        {**measured, "name": "static-int8", "parent": "onnx-export", "rank": 1, "accepted": True},
-        {"name": "tensorrt", "outcome": "NotApplicable", "error": "no GPU"}]}
+    from kompress_jobs.results import Report
+
+    latency = {"batch_size": 1, "p50_ms": 0.5, "p95_ms": 0.6, "p99_ms": 0.7, "mean_ms": 0.5, "throughput_per_second": 2000,
+               "round_medians_ms": [0.5], "samples": 10}
+    measured = {"outcome": "Measured", "technique": "quantization", "runtime": "onnxruntime", "precision": "int8",
+                "metric": {"value": 0.97, "drop": 0.4}, "latency": {"1": latency}, "sizeBytes": 2048,
+                "vsBaseline": {"reference": "baseline", "batchSize": 1, "speedupP50": 2.5, "sizeReduction": 3.9}}
+    report = Report.model_validate({
+        "run": {"id": "r", "name": "n", "startedAt": "t0", "finishedAt": "t1", "kompressVersion": "0"}, "spec": {},
+        "fingerprint": {}, "benchmark": {}, "inputs": {}, "primaryBatchSize": 1, "metric": "accuracy", "best": "static-int8",
+        "candidates": [
+            {**measured, "name": "baseline", "parent": None, "runtime": "pytorch", "precision": "fp32"},
+            {**measured, "name": "static-int8", "parent": "onnx-export", "rank": 1, "accepted": True},
+            {"name": "tensorrt", "technique": "runtime", "outcome": "NotApplicable", "error": "no GPU"}]})
     screen = io.StringIO()
     Console(file=screen, width=160, color_system=None).print(results_table(report))
     text = screen.getvalue()

@@ -87,17 +87,17 @@ def test_three_runs_promote_keep_and_promote_while_a_reader_polls(workspace):
     assert not errors, errors
     assert seen == ["r1", "r3"]
 
-    assert (first.promotion["decision"], first.promotion["reason"]) == ("Promoted", "FirstPromotion")
-    assert (second.promotion["decision"], second.promotion["reason"]) == ("Kept", "NotBetter")
-    assert second.promotion["runId"] == "r1" and "kept r1's model" in second.promotion["message"]
-    assert (third.promotion["decision"], third.promotion["reason"]) == ("Promoted", "Better")
-    assert third.promotion["candidate"] == "dynamic-int8" and third.promotion["runId"] == "r3"
+    assert (first.promotion.decision, first.promotion.reason) == ("Promoted", "FirstPromotion")
+    assert (second.promotion.decision, second.promotion.reason) == ("Kept", "NotBetter")
+    assert second.promotion.run_id == "r1" and "kept r1's model" in second.promotion.message
+    assert (third.promotion.decision, third.promotion.reason) == ("Promoted", "Better")
+    assert third.promotion.candidate == "dynamic-int8" and third.promotion.run_id == "r3"
 
     contender = next(c for c in second.report["candidates"] if c.get("contender"))
     assert contender["latency"]["8"]["samples"] == 60 and contender["rank"] is None
     assert second.report["promotion"]["previousRun"] == "r1" and second.report["best"] == "fp16"
     pointer = json.loads((root / POINTER).read_text())
-    assert pointer["digest"] == sha256(root / "releases" / "r3" / "model.onnx") == third.promotion["digest"]
+    assert pointer["digest"] == sha256(root / "releases" / "r3" / "model.onnx") == third.promotion.digest
     assert sorted(p.name for p in (root / "releases").iterdir()) == ["r1", "r3"]  # the one before stays
     assert [p.name for p in (root / "current").iterdir()] == ["model.onnx"]
     assert sha256(root / "current" / "model.onnx") == pointer["digest"]
@@ -110,8 +110,8 @@ def test_a_pointer_naming_missing_files_is_reported_and_replaced(workspace):
     optimize(path, out, "r1")
     (root / "releases" / "r1" / "model.onnx").unlink()
     result = optimize(path, out, "r2")
-    assert (result.promotion["decision"], result.promotion["reason"]) == ("Promoted", "PromotedModelUnusable")
-    assert "releases/r1/model.onnx, which is missing" in result.promotion["message"]
+    assert (result.promotion.decision, result.promotion.reason) == ("Promoted", "PromotedModelUnusable")
+    assert "releases/r1/model.onnx, which is missing" in result.promotion.message
     assert check_pointer(root) == "r2"
     assert (run_folder(out, "r1", "mlp", "team-a") / "manifest.json").is_file()  # the runs' own artifacts are untouched
 
@@ -184,6 +184,6 @@ def test_promotion_to_s3_and_fetching_it_back(workspace, s3_endpoint):
 
     path = spec_file(workspace, EXPORT, artifacts={"uri": "s3://models/runs", "endpointUrl": s3_endpoint})
     result = run_optimization(load_resource_file(path), base_dir=workspace, run_id="r1")
-    assert result.promotion["uri"] == "s3://models/runs/team-a/mlp/releases/r1/"
+    assert result.promotion.uri == "s3://models/runs/team-a/mlp/releases/r1/"
     pointer = fetch_promoted(open_store("s3://models/runs/team-a/mlp", s3_endpoint), workspace / "fetched")
-    assert pointer["digest"] == sha256(workspace / "fetched" / "model.onnx") == result.promotion["digest"]
+    assert pointer["digest"] == sha256(workspace / "fetched" / "model.onnx") == result.promotion.digest

@@ -122,12 +122,12 @@ def _optimize(args: argparse.Namespace) -> int:
     with ProgressDisplay(quiet=args.quiet) as progress:
         report = optimize(args.file, output=args.output, run_id=args.run_id, progress=progress)
     out = console_for(sys.stdout)
-    out.print(results_table(report.to_wire()))
+    out.print(results_table(report))
     out.print(f"\nArtifacts: {report.run_uri}  (manifest sha256 {report.manifest_sha256[:16]}…)", soft_wrap=True)
     promoted = report.promotion_status
     if promoted:
-        out.print(f"Promotion: {promoted['decision']} ({promoted['reason']}): {promoted['message']}\n"
-                  f"  current model: {promoted.get('uri') or 'none'}  (pointer {promoted['pointer']})", soft_wrap=True)
+        out.print(f"Promotion: {promoted.decision.value} ({promoted.reason}): {promoted.message}\n"
+                  f"  current model: {promoted.uri or 'none'}  (pointer {promoted.pointer})", soft_wrap=True)
     return 0
 
 
@@ -170,7 +170,7 @@ def _job(args: argparse.Namespace) -> int:
         finish(JobMessage.failure("PipelineFailed", f"{type(exc).__name__}: {exc}"))
         raise
     finish(JobMessage.success(run_summary(result.results)))
-    console_for(sys.stdout).print(results_table(result.report))
+    console_for(sys.stdout).print(results_table(result.results))
     return 0
 
 

@@ -12,13 +12,16 @@ from __future__ import annotations
 import sys
 import time
 from datetime import datetime, timezone
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from .results import Report
 
 LOG_WIDTH = 160  # rich's width when not at a terminal: results tables are not cut at 80 columns
 
@@ -81,24 +84,24 @@ class ProgressDisplay:
         return Group(*parts)
 
 
-def results_table(report: dict) -> Table:
-    batch = str(report["primaryBatchSize"])
-    table = Table(title=f"{report['metric']} and latency at batch {batch}, against the baseline", title_justify="left")
-    for header, justify in (("candidate", "left"), ("runtime", "left"), (report["metric"], "right"), ("drop", "right"),
+def results_table(report: Report) -> Table:
+    batch = report.primary_batch_size
+    table = Table(title=f"{report.metric} and latency at batch {batch}, against the baseline", title_justify="left")
+    for header, justify in (("candidate", "left"), ("runtime", "left"), (report.metric, "right"), ("drop", "right"),
                             ("p50 ms", "right"), ("speedup", "right"), ("size KiB", "right"), ("smaller", "right"),
                             ("verdict", "left")):
         table.add_column(header, justify=justify, overflow="fold")
-    for c in report["candidates"]:
-        if c["outcome"] != "Measured":
-            table.add_row(c["name"], "-", "-", "-", "-", "-", "-", "-", Text(f"{c['outcome']}: {c.get('error', '')}", style="yellow"))
+    for c in report.candidates:
+        if not c.measured:
+            table.add_row(c.name, "-", "-", "-", "-", "-", "-", "-", Text(f"{c.outcome.value}: {c.error or ''}", style="yellow"))
             continue
-        verdict = "baseline" if c["parent"] is None else "promoted before (to compare)" if c.get("contender") else (
-            "BEST" if c["rank"] == 1 else f"ok #{c['rank']}" if c["accepted"] else "rejected: " + "; ".join(c["rejectedReasons"]))
+        verdict = "baseline" if c.parent is None else "promoted before (to compare)" if c.contender else (
+            "BEST" if c.rank == 1 else f"ok #{c.rank}" if c.accepted else "rejected: " + "; ".join(c.rejected_reasons))
         table.add_row(
-            c["name"], f"{c['runtime']} {c['precision']}", f"{c['metric']['value']:.4f}", f"{c['metric']['drop']:+.2f}",
-            f"{c['latency'][batch]['p50_ms']:.3f}", f"{c['vsBaseline']['speedupP50']:.2f}x", f"{c['sizeBytes'] / 1024:.1f}",
-            f"{c['vsBaseline']['sizeReduction']:.2f}x", Text(verdict, style="bold green" if verdict == "BEST" else ""),
+            c.name, f"{c.runtime} {c.precision}", f"{c.metric.value:.4f}", f"{c.metric.drop:+.2f}",
+            f"{c.latency[batch].p50_ms:.3f}", f"{c.vs_baseline.speedup_p50:.2f}x", f"{c.size_bytes / 1024:.1f}",
+            f"{c.vs_baseline.size_reduction:.2f}x", Text(verdict, style="bold green" if verdict == "BEST" else ""),
         )
-    table.caption = f"Best: {report['best']}" if report["best"] else "No candidate met the goals; keep the baseline."
+    table.caption = f"Best: {report.best_name}" if report.best_name else "No candidate met the goals; keep the baseline."
     table.caption_justify = "left"
     return table

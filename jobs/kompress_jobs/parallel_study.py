@@ -9,8 +9,9 @@ import time
 import zlib
 from dataclasses import dataclass
 
+from .study_report import StopReason, count_trials, judged_trials
 from .study_storage import TrialSlot, open_storage
-from .tuning import StopReason, Study, TuningResult, _count, _judged
+from .tuning import Study, TuningResult
 
 
 @dataclass
@@ -57,9 +58,9 @@ class StudyWorker(Study):
             if over:
                 slot.release()
                 self.progress(f"tuning: study {self.key} is over ({over}); this worker ran {len(mine)} trial(s)")
-                return WorkerRun(trials=mine, stopped_because=str(over), finished=_judged(study),
-                                 failed=_count(study, "FAIL"), running=_count(study, "RUNNING"))
-            judged, running = _judged(study), _count(study, "RUNNING")
+                return WorkerRun(trials=mine, stopped_because=str(over), finished=judged_trials(study),
+                                 failed=count_trials(study, "FAIL"), running=count_trials(study, "RUNNING"))
+            judged, running = judged_trials(study), count_trials(study, "RUNNING")
             if judged + running >= self.tuning.trials:
                 slot.release()
                 time.sleep(self.tuning.heartbeat_seconds)
@@ -106,8 +107,8 @@ class StudyCollector(Study):
                 storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass  # it finished just now after all
-        self.stop_reason = self._over(study, None) or StopReason.job_ended(_judged(study), self.tuning.trials)
-        self.progress(f"tuning: study {self.key}: {_judged(study)} trial(s) from {self.tuning.parallelism} parallel "
+        self.stop_reason = self._over(study, None) or StopReason.job_ended(judged_trials(study), self.tuning.trials)
+        self.progress(f"tuning: study {self.key}: {judged_trials(study)} trial(s) from {self.tuning.parallelism} parallel "
                       f"worker(s), {self.stop_reason}")
         best = self._best_trials(study)
         return TuningResult(self._best_candidates(best), self._report(study, best, 0))

@@ -31,13 +31,14 @@ from .profile_report import plot_profiles
 from .profiling import energy_per_call, profile_model
 from .promotion import Promoter, check_writable, promotion_store
 from .quality import Scorer, predict, scored
-from .report import candidate_record, plot_pareto, render_markdown, write_json
-from .results import CandidateResult, Report
+from .report import candidate_result, plot_pareto, render_markdown, write_json
+from .results import CandidateResult, Report, RunInfo
 from .runtimes import ModelFile, Runner, make_runner
 from .schema import ModelOptimization, ModelOptimizationSpec
 from .search_space import plan_tuning
 from .selection import judge, mark_pareto_front, primary_batch_size, rank
 from .sources import ModelFormat
+from .status import PromotionStatus
 from .store import ArtifactStore, fetch_directory, fetch_input, is_s3, open_store
 from .tasks import TaskType
 from .tuning import LocalStudy
@@ -49,11 +50,11 @@ DEFAULT_ARTIFACTS = "./kompress-runs"
 @dataclass
 class RunResult:
     run_id: str
-    report: dict
+    report: dict  # report.json as written (results: the same as types)
     run_uri: str
     manifest_uri: str
     manifest_sha256: str
-    promotion: dict | None = None  # status.promotion, with spec.promotion
+    promotion: PromotionStatus | None = None  # status.promotion, with spec.promotion
     results: Report | None = None  # the report as types (results.py), with where it went
 
 
@@ -126,34 +127,32 @@ def run_optimization(
             if not c.is_baseline and not c.contender:
                 c.sha256 = sha256(c.model.path)
                 c.artifact_key = f"candidates/{c.name}/{c.model.path.name}"  # a directory's prefix for a checkpoint
-        typed = Report.model_validate({
-            "apiVersion": "kompress.io/v1alpha1",
-            "kind": "OptimizationReport",
-            "run": {"id": run_id, "name": resource.metadata.name, "namespace": resource.metadata.namespace,
-                    "startedAt": started, "finishedAt": _now(), "kompressVersion": __version__},
-            "spec": spec.to_wire(),
-            "fingerprint": machine_fingerprint(),
-            "benchmark": spec.benchmark.to_wire(),
-            "metric": spec.task.metric.value,
-            "primaryBatchSize": batch,
-            "best": ranked[0].name if ranked else None,
-            "paretoFront": [c.name for c in front],
-            "candidates": [candidate_record(c, {x.name: x for x in candidates}, batch) for c in candidates],
-            "profiles": profiles,
+        pick = ranked[0] if ranked else None
+        plan = promoter.decide(pick, candidates, spec, batch, spec.task.metric.value) if promoter else None
+        by_name = {c.name: c for c in candidates}
+        typed = Report(
+            run=RunInfo(id=run_id, name=resource.metadata.name, namespace=resource.metadata.namespace,
+                        started_at=started, finished_at=_now(), kompress_version=__version__),
+            spec=spec.to_wire(),
+            fingerprint=machine_fingerprint(),
+            benchmark=spec.benchmark.to_wire(),
+            metric=spec.task.metric.value,
+            primary_batch_size=batch,
+            best_name=pick.name if pick else None,
+            pareto_front_names=[c.name for c in front],
+            candidates=[candidate_result(c, by_name, batch) for c in candidates],
+            profiles=profiles,
             **({"tuning": tuning_report} if tuning_report else {}),
-            **({"promotion": promoter.decide(ranked[0] if ranked else None, candidates, spec, batch, spec.task.metric.value)}
-               if promoter else {}),
-            "inputs": {"model": {"uri": spec.model.uri, "sha256": sha256(model_path)},
-                       "inputNames": list(dataset.input_names),
-                       "data": {"uri": spec.data.uri, "sha256": sha256(data_path)}},
-        })
+            **({"promotion": plan} if plan else {}),
+            inputs={"model": {"uri": spec.model.uri, "sha256": sha256(model_path)}, "inputNames": list(dataset.input_names),
+                    "data": {"uri": spec.data.uri, "sha256": sha256(data_path)}},
+        )
         progress("writing report and uploading artifacts")
         result = _publish(store.under(run_prefix(resource.metadata.namespace, resource.metadata.name, run_id)), run_id,
                           typed, candidates, scratch)
-        report = result.report
         if promoter:
-            result.promotion = promoter.publish(run_id, ranked[0] if ranked else None, report)
-            progress(f"promotion: {result.promotion['decision']}: {result.promotion['message']}")
+            result.promotion = promoter.publish(run_id, pick, plan, typed)
+            progress(f"promotion: {result.promotion.decision.value}: {result.promotion.message}")
         result.results = typed.model_copy(update={"run_uri": result.run_uri, "manifest_sha256": result.manifest_sha256,
                                                   "promotion_status": result.promotion})
         return result
@@ -269,9 +268,9 @@ def _publish(store: ArtifactStore, run_id: str, typed: Report, candidates: list[
     out = scratch / "out"
     out.mkdir()
     write_json(out / "report.json", report)
-    (out / "report.md").write_text(render_markdown(report))
-    plot_pareto(report, out / "pareto.png")
-    charts = ("pareto.png", "profile.png") if plot_profiles(report, out / "profile.png") else ("pareto.png",)
+    (out / "report.md").write_text(render_markdown(typed))
+    plot_pareto(typed, out / "pareto.png")
+    charts = ("pareto.png", "profile.png") if plot_profiles(typed, out / "profile.png") else ("pareto.png",)
 
     files = {key: path for c in candidates if c.artifact_key for key, path in c.artifact_files().items()}
     files |= {name: out / name for name in ("report.json", "report.md", *charts)}

@@ -3,28 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .results import Report
 
 SHOWN = 8  # operator types per model; the rest are summed as "other"
 
 
-def profile_section(report: dict) -> list[str]:
-    profiles = report.get("profiles") or {}
+def profile_section(report: Report) -> list[str]:
+    """The profiles are each profiler's own records (profiling.py); the latencies are the typed report's."""
+    profiles = report.profiles
     if not profiles:
         return []
-    batch = str(report["primaryBatchSize"])
-    by_name = {c["name"]: c for c in report["candidates"]}
+    batch = report.primary_batch_size
     lines = ["## Where the time goes", "",
              f"Per-operator time from each runtime's own profiler, at batch {batch}, per call (a profiled session is "
              "slower than the benchmark's: read the shares; the latencies are the benchmark's). CPU time is the "
              "process's (every thread) per call over the benchmark's timed calls.", ""]
     for name, profile in profiles.items():
-        latency = by_name[name]["latency"][batch]
+        latency = report.candidate(name).latency[batch]
         energy = profile.get("energy") or {}
         energy_text = (f"{1e3 * energy['joulesPerCall']:.3f} mJ per call ({energy['source']})" if energy.get("measurable")
                        else f"energy not measurable here: {energy.get('reason', 'not measured')}")
-        cpu = latency.get("cpu_ms_per_call")
-        lines += [f"### {name}", "", f"p50 {latency['p50_ms']:.3f} ms, CPU {cpu:.3f} ms per call; {energy_text}." if cpu is not None
-                  else f"p50 {latency['p50_ms']:.3f} ms; {energy_text}.", ""]
+        cpu = latency.cpu_ms_per_call
+        lines += [f"### {name}", "", f"p50 {latency.p50_ms:.3f} ms, CPU {cpu:.3f} ms per call; {energy_text}." if cpu is not None
+                  else f"p50 {latency.p50_ms:.3f} ms; {energy_text}.", ""]
         if not profile.get("profiler"):
             lines += [f"No operator profile: {profile.get('reason')}.", ""]
             continue
@@ -37,9 +41,9 @@ def profile_section(report: dict) -> list[str]:
     return lines
 
 
-def plot_profiles(report: dict, path: Path) -> bool:
+def plot_profiles(report: Report, path: Path) -> bool:
     """Horizontal bars per model: time per call by operator type. False when nothing was profiled."""
-    profiles = {name: p for name, p in (report.get("profiles") or {}).items() if p.get("profiler")}
+    profiles = {name: p for name, p in report.profiles.items() if p.get("profiler")}
     if not profiles:
         return False
     import matplotlib
@@ -57,7 +61,7 @@ def plot_profiles(report: dict, path: Path) -> bool:
         for y, value in enumerate(values[::-1]):
             ax.annotate(f"{value:.3f}", (value, y), textcoords="offset points", xytext=(3, -3), fontsize=7)
         ax.set_title(f"{name} ({profile['profiler']}): {profile['totalMs']:.3f} ms of operator time per call", fontsize=9)
-        ax.set_xlabel(f"ms per call at batch {report['primaryBatchSize']}", fontsize=8)
+        ax.set_xlabel(f"ms per call at batch {report.primary_batch_size}", fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()

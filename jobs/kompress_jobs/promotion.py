@@ -39,8 +39,10 @@ from .promoted import (
     read_pointer,
     release_relative,
 )
+from .results import CandidateResult, PromotionPlan, PromotionVerdict, Report
 from .schema import ModelOptimizationSpec
 from .sources import ModelFormat
+from .status import PromotionDecision, PromotionStatus
 from .store import ArtifactStore
 
 CONTENDER = "@promoted"  # not a valid pass name, so it never collides with one
@@ -57,13 +59,6 @@ class Current:
     @property
     def run_id(self) -> str:
         return self.pointer["run"]["id"]
-
-
-@dataclass(frozen=True)
-class Decision:
-    promote: bool
-    reason: str  # CamelCase, for status.promotion.reason
-    message: str
 
 
 def promotion_store(artifacts: ArtifactStore, spec: ModelOptimizationSpec, namespace: str, name: str,
@@ -121,25 +116,29 @@ def contender(current: Current) -> Candidate:
                      lineage=current.pointer.get("lineage") or [], model=current.model, contender=True)
 
 
+def _plan(promote: bool, reason: str, message: str) -> PromotionPlan:
+    return PromotionPlan(decision=PromotionVerdict.PROMOTE if promote else PromotionVerdict.KEEP, reason=reason, message=message)
+
+
 def decide(pick: Candidate | None, incumbent: Candidate | None, current: Current | None,
-           spec: ModelOptimizationSpec, batch: int, metric: str) -> Decision:
+           spec: ModelOptimizationSpec, batch: int, metric: str) -> PromotionPlan:
     if pick is None:
         kept = f"; {current.run_id}'s model stays promoted" if current else ""
-        return Decision(False, "NoCandidate", f"no candidate met the goals{kept}")
+        return _plan(False, "NoCandidate", f"no candidate met the goals{kept}")
     if current is None:
-        return Decision(True, "FirstPromotion", f"{pick.name} promoted (nothing was promoted before)")
+        return _plan(True, "FirstPromotion", f"{pick.name} promoted (nothing was promoted before)")
     if current.problem or incumbent is None or not incumbent.measured:
         why = current.problem or (incumbent.error if incumbent else "it could not be loaded")
-        return Decision(True, "PromotedModelUnusable", f"{pick.name} promoted: the promoted model cannot be used ({why})")
+        return _plan(True, "PromotedModelUnusable", f"{pick.name} promoted: the promoted model cannot be used ({why})")
     allowed = incumbent.metric_drop + spec.promotion.fidelity_tolerance
     if pick.metric_drop > allowed + 1e-12:
-        return Decision(False, "WorseFidelity", f"kept {current.run_id}'s model: {pick.name}'s {metric} drop "
+        return _plan(False, "WorseFidelity", f"kept {current.run_id}'s model: {pick.name}'s {metric} drop "
                                                 f"{pick.metric_drop:.4g} is above the promoted model's {incumbent.metric_drop:.4g}"
                                                 + (f" + {spec.promotion.fidelity_tolerance:g}" if spec.promotion.fidelity_tolerance else ""))
     better, comparison = _compare(pick, incumbent, spec, batch, metric)
     if better:
-        return Decision(True, "Better", f"{pick.name} promoted over {current.run_id}'s model: {comparison}")
-    return Decision(False, "NotBetter", f"kept {current.run_id}'s model: {pick.name} is not better beyond the noise "
+        return _plan(True, "Better", f"{pick.name} promoted over {current.run_id}'s model: {comparison}")
+    return _plan(False, "NotBetter", f"kept {current.run_id}'s model: {pick.name} is not better beyond the noise "
                                         f"tolerance: {comparison}")
 
 
@@ -159,7 +158,7 @@ def _compare(pick: Candidate, incumbent: Candidate, spec: ModelOptimizationSpec,
                     f"{len(theirs.round_medians_ms)} interleaved rounds (tie tolerance {tolerance:.0%})")
 
 
-def promote(store: ArtifactStore, run_id: str, pick: Candidate, record: dict, report: dict,
+def promote(store: ArtifactStore, run_id: str, pick: Candidate, result: CandidateResult, report: Report,
             previous: str | None) -> dict:
     """Publish `pick` as the current model: its release, the mirror, then the pointer. Returns
     the pointer. On failure nothing the pointer names changes (PromotionError). Releases other
@@ -167,7 +166,7 @@ def promote(store: ArtifactStore, run_id: str, pick: Candidate, record: dict, re
     no usable previous pointer (`previous` None) none are, since which ones matter is unknown."""
     release = f"{RELEASES}/{run_id}"
     files = _relative_files(pick.model)
-    pointer = _pointer(run_id, pick, record, report, release, files)
+    pointer = _pointer(run_id, pick, result, report, release, files)
     uploaded: list[str] = []
     try:
         for relative, path in files.items():
@@ -193,13 +192,12 @@ def _relative_files(model: ModelFile) -> dict[str, Path]:
     return {p.name: p for p in model.files}
 
 
-def _pointer(run_id: str, pick: Candidate, record: dict, report: dict, release: str, files: dict[str, Path]) -> dict:
+def _pointer(run_id: str, pick: Candidate, result: CandidateResult, report: Report, release: str, files: dict[str, Path]) -> dict:
     model = pick.model
     return {
         "apiVersion": "kompress.io/v1alpha1",
         "kind": "PromotedModel",
-        "run": {"id": run_id, "name": report["run"]["name"], "namespace": report["run"]["namespace"],
-                "finishedAt": report["run"]["finishedAt"]},
+        "run": {"id": run_id, "name": report.run.name, "namespace": report.run.namespace, "finishedAt": report.run.finished_at},
         "promotedAt": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "candidate": pick.name,
         "technique": pick.technique,
@@ -210,10 +208,11 @@ def _pointer(run_id: str, pick: Candidate, record: dict, report: dict, release: 
                   "extraFiles": [f"{release}/{p.name}" for p in model.extra_files]},
         "files": [{"path": f"{release}/{relative}", "sha256": sha256(path), "sizeBytes": path.stat().st_size}
                   for relative, path in files.items()],
-        "metrics": {"metric": report["metric"], **{k: record.get(k) for k in ("metric", "sizeBytes", "runtime", "device")},
-                    "latencyP50Ms": {b: s["p50_ms"] for b, s in record.get("latency", {}).items()},
-                    "measuredOn": report["fingerprint"].get("cpu", {}).get("model")},
-        "inputs": report["inputs"],
+        "metrics": {"metric": result.metric.to_wire() if result.metric else None, "sizeBytes": result.size_bytes,
+                    "runtime": result.runtime, "device": result.device.value if result.device else None,
+                    "latencyP50Ms": {str(b): s.p50_ms for b, s in result.latency.items()},
+                    "measuredOn": report.fingerprint.get("cpu", {}).get("model")},
+        "inputs": report.inputs,
     }
 
 
@@ -235,7 +234,6 @@ class Promoter:
     def __init__(self, store: ArtifactStore):
         self.store = store
         self.current: Current | None = None
-        self.decision: Decision | None = None
 
     def contender(self, scratch: Path, spec: ModelOptimizationSpec, input_names: tuple[str, ...], make_runner) -> tuple[Candidate, object] | None:
         """The promoted model and its runner, to measure with this run's candidates; None when
@@ -251,33 +249,30 @@ class Promoter:
         return contender(self.current), runner
 
     def decide(self, pick: Candidate | None, candidates: list[Candidate], spec: ModelOptimizationSpec, batch: int,
-               metric: str) -> dict:
-        """The report's `promotion` section."""
+               metric: str) -> PromotionPlan:
+        """The gate's decision (the report's `promotion`), made once; publish() carries it out."""
         incumbent = next((c for c in candidates if c.contender), None)
-        self.decision = decide(pick, incumbent, self.current, spec, batch, metric)
-        return {"decision": "Promote" if self.decision.promote else "Keep", "reason": self.decision.reason,
-                "message": self.decision.message, "pointer": self.store.uri(POINTER),
-                "previousRun": self.current.run_id if self.current else None}
+        gate = decide(pick, incumbent, self.current, spec, batch, metric)
+        return PromotionPlan(decision=gate.decision, reason=gate.reason, message=gate.message,
+                             pointer=self.store.uri(POINTER), previous_run=self.current.run_id if self.current else None)
 
-    def publish(self, run_id: str, pick: Candidate | None, report: dict) -> dict:
-        """status.promotion: the decision carried out, and what is promoted after it."""
-        decision = self.decision
-        if decision.promote:
-            record = next(r for r in report["candidates"] if r["name"] == pick.name)
+    def publish(self, run_id: str, pick: Candidate | None, plan: PromotionPlan, report: Report) -> PromotionStatus:
+        """status.promotion: the plan carried out, and what is promoted after it."""
+        if plan.promote:
             try:
                 previous = self.current.run_id if self._usable_pointer() else None
-                pointer = promote(self.store, run_id, pick, record, report, previous)
-                return self._status("Promoted", decision.reason, decision.message, pointer)
+                pointer = promote(self.store, run_id, pick, report.candidate(pick.name), report, previous)
+                return self._status(PromotionDecision.PROMOTED, plan.reason, plan.message, pointer)
             except PromotionError as exc:
-                return self._status("Failed", exc.reason, str(exc), self._usable_pointer())
-        return self._status("Kept", decision.reason, decision.message, self._usable_pointer())
+                return self._status(PromotionDecision.FAILED, exc.reason, str(exc), self._usable_pointer())
+        return self._status(PromotionDecision.KEPT, plan.reason, plan.message, self._usable_pointer())
 
     def _usable_pointer(self) -> dict | None:
         return self.current.pointer if self.current and not self.current.problem else None
 
-    def _status(self, decision: str, reason: str, message: str, pointer: dict | None) -> dict:
-        status = {"decision": decision, "reason": reason, "message": message[:1000], "pointer": self.store.uri(POINTER)}
-        if pointer:
-            status |= {"uri": self.store.uri(pointer["release"]), "digest": pointer["digest"], "runId": pointer["run"]["id"],
-                       "candidate": pointer["candidate"], "promotedAt": pointer["promotedAt"]}
-        return status
+    def _status(self, decision: PromotionDecision, reason: str, message: str, pointer: dict | None) -> PromotionStatus:
+        promoted = {}
+        if pointer:  # current.json as written by a run (this one, or an earlier release's): read by its keys
+            promoted = {"uri": self.store.uri(pointer["release"]), "digest": pointer["digest"], "run_id": pointer["run"]["id"],
+                        "candidate": pointer["candidate"], "promoted_at": pointer["promotedAt"]}
+        return PromotionStatus(decision=decision, reason=reason, message=message[:1000], pointer=self.store.uri(POINTER), **promoted)

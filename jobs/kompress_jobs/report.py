@@ -1,4 +1,5 @@
-"""The run's report: report.json (machine-readable), report.md (for people), pareto.png."""
+"""The run's report: its candidates as typed results (results.py), and report.md and pareto.png
+rendered from the typed report, the same objects report.json is written from."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from .candidates import Candidate
 from .profile_report import profile_section
+from .results import CandidateResult, Comparison, Metric, Report, TuningReport
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -16,118 +18,104 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def candidate_record(c: Candidate, by_name: dict[str, Candidate], batch: int) -> dict[str, Any]:
+def candidate_result(c: Candidate, by_name: dict[str, Candidate], batch: int) -> CandidateResult:
+    """The candidate as report.json holds it: every field a measured candidate has, only the first
+    ones (and the error) for one that was not measured."""
     baseline = next(x for x in by_name.values() if x.is_baseline)
     parent = by_name.get(c.parent) if c.parent else None
-    record: dict[str, Any] = {
-        "name": c.name,
-        "technique": c.technique,
-        "pass": c.pass_type,
-        "parent": c.parent,
-        "lineage": c.lineage,
-        "outcome": c.outcome.value,
-    }
+    fields: dict[str, Any] = {"name": c.name, "technique": c.technique, "pass_type": c.pass_type, "parent": c.parent,
+                              "lineage": c.lineage, "outcome": c.outcome}
     if c.error:
-        record["error"] = c.error
+        fields["error"] = c.error
     if not c.measured:
-        return record
-    record |= {
-        "runtime": c.runtime,
-        "device": c.device.value if c.device else None,
-        "format": c.model.format.value,
-        "precision": c.model.precision,
-        "artifact": c.artifact_key,
-        "artifactFiles": sorted(c.artifact_files()) or None,
-        "sha256": c.sha256,
-        "sizeBytes": c.size_bytes,
-        "metric": {"value": c.metric_value, "drop": c.metric_drop, "fidelity": c.fidelity},
-        "latency": {str(b): stats.to_wire() for b, stats in c.latency.items()},
-        "accepted": c.accepted,
-        "rejectedReasons": c.rejected_reasons,
-        "paretoOptimal": c.pareto_optimal,
-        "rank": c.rank,
-        "vsBaseline": _ratios(c, baseline, batch),
+        return CandidateResult(**fields)
+    fields |= {
+        "runtime": c.runtime, "device": c.device, "format": c.model.format, "precision": c.model.precision,
+        "artifact": c.artifact_key, "artifact_files": sorted(c.artifact_files()) or None, "sha256": c.sha256,
+        "size_bytes": c.size_bytes, "metric": Metric(value=c.metric_value, drop=c.metric_drop, fidelity=c.fidelity),
+        "latency": dict(c.latency), "accepted": c.accepted, "rejected_reasons": c.rejected_reasons,
+        "pareto_optimal": c.pareto_optimal, "rank": c.rank, "vs_baseline": _comparison(c, baseline, batch),
     }
     if parent is not None and parent.measured:
-        record["vsParent"] = _ratios(c, parent, batch)
+        fields["vs_parent"] = _comparison(c, parent, batch)
     if c.details:
-        record["details"] = c.details
+        fields["details"] = c.details
     if c.contender:  # the model promoted before: measured alike, never picked
-        record |= {"contender": True, "accepted": False, "rejectedReasons": ["promoted by an earlier run: measured to compare"]}
-    return record
+        fields |= {"contender": True, "accepted": False, "rejected_reasons": ["promoted by an earlier run: measured to compare"]}
+    return CandidateResult(**fields)
 
 
-def _ratios(c: Candidate, reference: Candidate, batch: int) -> dict[str, Any]:
-    return {
-        "reference": reference.name,
-        "batchSize": batch,
-        "speedupP50": ratio(reference.latency[batch].p50_ms, c.latency[batch].p50_ms),
-        "speedupP95": ratio(reference.latency[batch].p95_ms, c.latency[batch].p95_ms),
-        "sizeReduction": ratio(reference.size_bytes, c.size_bytes),
-        "metricDrop": None if c.metric_drop is None else c.metric_drop - reference.metric_drop,
-    }
+def _comparison(c: Candidate, reference: Candidate, batch: int) -> Comparison:
+    return Comparison(
+        reference=reference.name, batch_size=batch,
+        speedup_p50=ratio(reference.latency[batch].p50_ms, c.latency[batch].p50_ms),
+        speedup_p95=ratio(reference.latency[batch].p95_ms, c.latency[batch].p95_ms),
+        size_reduction=ratio(reference.size_bytes, c.size_bytes),
+        metric_drop=None if c.metric_drop is None else c.metric_drop - reference.metric_drop,
+    )
 
 
 def write_json(path: Path, document: dict) -> None:
     path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
 
 
-def render_markdown(report: dict) -> str:
-    run, batch = report["run"], report["primaryBatchSize"]
-    metric = report["metric"]
+def render_markdown(report: Report) -> str:
+    run, batch, bench, cpu = report.run, report.primary_batch_size, report.benchmark, report.fingerprint["cpu"]
     lines = [
-        f"# kompress report: {run['name']}",
+        f"# kompress report: {run.name}",
         "",
-        f"Run `{run['id']}`, {run['startedAt']} → {run['finishedAt']}.",
-        f"Machine: {report['fingerprint']['cpu']['model']} ({', '.join(report['fingerprint']['cpu']['flags']) or 'no SIMD flags read'}), "
-        f"{report['benchmark']['threads']} thread(s); "
-        + ", ".join(f"{k} {v}" for k, v in report["fingerprint"]["libraries"].items()) + ".",
+        f"Run `{run.id}`, {run.started_at} → {run.finished_at}.",
+        f"Machine: {cpu['model']} ({', '.join(cpu['flags']) or 'no SIMD flags read'}), {bench['threads']} thread(s); "
+        + ", ".join(f"{k} {v}" for k, v in report.fingerprint["libraries"].items()) + ".",
         "",
-        f"Latency at batch {batch}: median over {report['benchmark']['rounds']} interleaved rounds of "
-        f"{report['benchmark']['iterations']} calls; spread = (max − min) / median of the round medians.",
+        f"Latency at batch {batch}: median over {bench['rounds']} interleaved rounds of "
+        f"{bench['iterations']} calls; spread = (max − min) / median of the round medians.",
         "",
-        f"| candidate | runtime | {metric} | drop | p50 ms | p95 ms | spread | size | speedup | smaller | vs parent | verdict |",
+        f"| candidate | runtime | {report.metric} | drop | p50 ms | p95 ms | spread | size | speedup | smaller | vs parent | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for c in report["candidates"]:
-        if c["outcome"] != "Measured":
-            lines.append(f"| {c['name']} | – | – | – | – | – | – | – | – | – | – | {c['outcome']}: {c.get('error', '')} |")
+    for c in report.candidates:
+        if not c.measured:
+            lines.append(f"| {c.name} | – | – | – | – | – | – | – | – | – | – | {c.outcome.value}: {c.error or ''} |")
             continue
-        stats = c["latency"][str(batch)]
-        base, parent = c["vsBaseline"], c.get("vsParent")
-        parent_text = (f"{parent['speedupP50']:.2f}× / {parent['sizeReduction']:.2f}× vs {parent['reference']}"
-                       if parent else "–")
-        verdict = ("baseline" if c["parent"] is None else
-                   "promoted before: measured to compare" if c.get("contender") else
-                   f"**best** (#{c['rank']})" if c["rank"] == 1 else
-                   f"accepted (#{c['rank']})" if c["accepted"] else "rejected: " + "; ".join(c["rejectedReasons"]))
-        if c["paretoOptimal"]:
-            verdict += ", Pareto"
+        stats, base, parent = c.latency[batch], c.vs_baseline, c.vs_parent
+        parent_text = f"{parent.speedup_p50:.2f}× / {parent.size_reduction:.2f}× vs {parent.reference}" if parent else "–"
+        verdict = verdict_of(c) + (", Pareto" if c.pareto_optimal else "")
         lines.append(
-            f"| {c['name']} | {c['runtime']} ({c['precision']}) | {c['metric']['value']:.4f} | {c['metric']['drop']:+.2f} | "
-            f"{stats['p50_ms']:.3f} | {stats['p95_ms']:.3f} | {100 * stats['spread']:.0f}% | {_size(c['sizeBytes'])} | "
-            f"{base['speedupP50']:.2f}× | {base['sizeReduction']:.2f}× | {parent_text} | {verdict} |"
+            f"| {c.name} | {c.runtime} ({c.precision}) | {c.metric.value:.4f} | {c.metric.drop:+.2f} | "
+            f"{stats.p50_ms:.3f} | {stats.p95_ms:.3f} | {100 * stats.spread:.0f}% | {_size(c.size_bytes)} | "
+            f"{base.speedup_p50:.2f}× | {base.size_reduction:.2f}× | {parent_text} | {verdict} |"
         )
     lines += ["", _conclusion(report), ""]
-    other_batches = [b for b in report["benchmark"]["batchSizes"] if b != batch]
-    for other in other_batches:
+    for other in (b for b in bench["batchSizes"] if b != batch):
         lines += [f"## Batch {other}", "", "| candidate | p50 ms | p95 ms | p99 ms | throughput/s |", "|---|---|---|---|---|"]
-        for c in report["candidates"]:
-            if c["outcome"] == "Measured":
-                s = c["latency"][str(other)]
-                lines.append(f"| {c['name']} | {s['p50_ms']:.3f} | {s['p95_ms']:.3f} | {s['p99_ms']:.3f} | {s['throughput_per_second']:.0f} |")
+        for c in report.candidates:
+            if c.measured:
+                s = c.latency[other]
+                lines.append(f"| {c.name} | {s.p50_ms:.3f} | {s.p95_ms:.3f} | {s.p99_ms:.3f} | {s.throughput_per_second:.0f} |")
         lines.append("")
-    for c in report["candidates"]:
-        if (c.get("details") or {}).get("search") == "AutoQuantize":
-            lines += _search_section(c["name"], c["details"])
-    if "tuning" in report:
-        lines += _tuning_section(report["tuning"])
+    for c in report.candidates:
+        if (c.details or {}).get("search") == "AutoQuantize":
+            lines += _search_section(c.name, c.details)
+    if report.tuning is not None:
+        lines += _tuning_section(report.tuning)
     lines += profile_section(report)
-    if "promotion" in report:
-        promotion = report["promotion"]
-        lines += ["## Promotion", "", f"Decision: **{promotion['decision']}** ({promotion['reason']}): {promotion['message']}. "
-                  f"Pointer: `{promotion['pointer']}`.", ""]
+    if report.promotion is not None:
+        plan = report.promotion
+        lines += ["## Promotion", "", f"Decision: **{plan.decision.value}** ({plan.reason}): {plan.message}. "
+                  f"Pointer: `{plan.pointer}`.", ""]
     return "\n".join(lines)
+
+
+def verdict_of(c: CandidateResult) -> str:
+    """One line on what the selection made of a candidate (report.md and the console say the same)."""
+    if c.parent is None:
+        return "baseline"
+    if c.contender:
+        return "promoted before: measured to compare"
+    if c.rank == 1:
+        return f"**best** (#{c.rank})"
+    return f"accepted (#{c.rank})" if c.accepted else "rejected: " + "; ".join(c.rejected_reasons)
 
 
 def _search_section(name: str, search: dict) -> list[str]:
@@ -155,27 +143,27 @@ def _search_section(name: str, search: dict) -> list[str]:
     return lines + [""]
 
 
-def _tuning_section(tuning: dict) -> list[str]:
-    lines = [f"## Tuning study `{tuning['study']}`", "",
-             f"{tuning['finishedTrials']} finished trial(s) ({tuning['resumedWithTrials']} from an earlier attempt), judged on "
-             f"`{tuning['target']}` over the `{tuning['validationSplit']}` split; stopped: {tuning['stoppedBecause']}. "
-             f"Candidates: {', '.join(tuning['selected']) or 'none'}.", "",
+def _tuning_section(tuning: TuningReport) -> list[str]:
+    lines = [f"## Tuning study `{tuning.study}`", "",
+             f"{tuning.finished_trials} finished trial(s) ({tuning.resumed_with_trials} from an earlier attempt), judged on "
+             f"`{tuning.target}` over the `{tuning.validation_split}` split; stopped: {tuning.stopped_because}. "
+             f"Candidates: {', '.join(tuning.selected) or 'none'}.", "",
              "| trial | state | parameters | values | meets goals |", "|---|---|---|---|---|"]
-    for t in tuning["trials"]:
+    for t in tuning.trials:
         params = ", ".join(f"{k.split('.', 1)[1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.', 1)[1]}={v}"
-                           for k, v in t["parameters"].items())
-        values = ", ".join(f"{k} {v:.4g}" for k, v in t.get("values", {}).items()) or t.get("error", "–")
-        lines.append(f"| {t['number']} | {t['state']} | {params} | {values} | {'yes' if t.get('meetsGoals') else 'no'} |")
+                           for k, v in t.parameters.items())
+        values = ", ".join(f"{k} {v:.4g}" for k, v in (t.values or {}).items()) or t.error or "–"
+        lines.append(f"| {t.number} | {t.state} | {params} | {values} | {'yes' if t.meets_goals else 'no'} |")
     return lines + [""]
 
 
-def _conclusion(report: dict) -> str:
-    if report["best"] is None:
+def _conclusion(report: Report) -> str:
+    best = report.best
+    if best is None:
         return "**No candidate met the goals**; the baseline stays the model to serve."
-    best = next(c for c in report["candidates"] if c["name"] == report["best"])
-    return (f"**Best: {best['name']}**: {best['vsBaseline']['speedupP50']:.2f}× faster (p50) and "
-            f"{best['vsBaseline']['sizeReduction']:.2f}× smaller than the baseline, {report['metric']} drop "
-            f"{best['metric']['drop']:+.2f}. Pareto front: {', '.join(report['paretoFront'])}.")
+    return (f"**Best: {best.name}**: {best.vs_baseline.speedup_p50:.2f}× faster (p50) and "
+            f"{best.vs_baseline.size_reduction:.2f}× smaller than the baseline, {report.metric} drop "
+            f"{best.metric.drop:+.2f}. Pareto front: {', '.join(report.pareto_front_names)}.")
 
 
 def _size(size: int) -> str:
@@ -186,31 +174,31 @@ def _size(size: int) -> str:
     return str(size)
 
 
-def plot_pareto(report: dict, path: Path) -> None:
+def plot_pareto(report: Report, path: Path) -> None:
     """Latency against metric drop, marker area by size, the Pareto front joined by a line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    batch = str(report["primaryBatchSize"])
-    measured = [c for c in report["candidates"] if c["outcome"] == "Measured"]
+    batch = report.primary_batch_size
+    measured = [c for c in report.candidates if c.measured]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    largest = max(c["sizeBytes"] for c in measured)
+    largest = max(c.size_bytes for c in measured)
     for index, c in enumerate(measured):
-        x, y = c["latency"][batch]["p50_ms"], c["metric"]["drop"]
-        colour = "tab:gray" if c["parent"] is None else ("tab:green" if c["accepted"] else "tab:red")
-        ax.scatter(x, y, s=40 + 400 * c["sizeBytes"] / largest, color=colour, alpha=0.6,
-                   edgecolors="black" if c["paretoOptimal"] else "none")
-        ax.annotate(c["name"], (x, y), textcoords="offset points",
+        x, y = c.latency[batch].p50_ms, c.metric.drop
+        colour = "tab:gray" if c.parent is None else ("tab:green" if c.accepted else "tab:red")
+        ax.scatter(x, y, s=40 + 400 * c.size_bytes / largest, color=colour, alpha=0.6,
+                   edgecolors="black" if c.pareto_optimal else "none")
+        ax.annotate(c.name, (x, y), textcoords="offset points",
                     xytext=(6, 4 + 11 * (index % 4)), fontsize=8)  # staggered: ties share a point
-    front = sorted((c for c in measured if c["paretoOptimal"]), key=lambda c: c["latency"][batch]["p50_ms"])
-    ax.plot([c["latency"][batch]["p50_ms"] for c in front], [c["metric"]["drop"] for c in front],
+    front = sorted((c for c in measured if c.pareto_optimal), key=lambda c: c.latency[batch].p50_ms)
+    ax.plot([c.latency[batch].p50_ms for c in front], [c.metric.drop for c in front],
             linestyle="--", color="black", linewidth=0.8, label="Pareto front")
     ax.set_xscale("log")
     ax.set_xlabel(f"p50 latency at batch {batch} (ms, log)")
-    ax.set_ylabel(f"{report['metric']} drop vs baseline")
-    ax.set_title(f"{report['run']['name']}: grey baseline, green accepted, red rejected; area ∝ size")
+    ax.set_ylabel(f"{report.metric} drop vs baseline")
+    ax.set_title(f"{report.run.name}: grey baseline, green accepted, red rejected; area ∝ size")
     ax.title.set_fontsize(9)
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)

@@ -11,6 +11,7 @@ nothing the pipeline writes is left untyped unseen.
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from .benchmark import Latency
 from .candidates import Outcome
 from .runtimes.base import Processor
 from .sources import ModelFormat
+from .status import PromotionStatus
 
 
 class _Wire(BaseModel):
@@ -80,6 +82,62 @@ class CandidateResult(_Wire):
         return self.outcome is Outcome.MEASURED
 
 
+class TrialRecord(_Wire):
+    """One trial of a tuning study, with what it has (a failed trial has no values, a pending one no end)."""
+
+    number: int
+    state: str  # Optuna's, capitalized: Complete, Pruned, Fail, Running
+    parameters: dict[str, Any]
+    values: dict[str, float] | None = None  # per objective: latencyMs, sizeMiB, drop
+    validation: dict[str, Any] | None = None
+    meets_goals: bool | None = None
+    error: str | None = None
+    repeat_of: int | None = None
+    retry_of: int | None = None
+    worker: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+class TuningReport(_Wire):
+    """report.json's `tuning`: the study (study_report.py builds it)."""
+
+    study: str
+    storage: str
+    parallelism: int
+    objectives: list[str]
+    target: str
+    validation_split: str
+    resumed_with_trials: int
+    finished_trials: int
+    failed_trials: int
+    stopped_because: str
+    selected: list[str]
+    trials: list[TrialRecord]
+
+
+class PromotionVerdict(str, Enum):
+    """What the gate decided (report.json); what publishing then did is status.promotion's PromotionDecision."""
+
+    PROMOTE = "Promote"
+    KEEP = "Keep"
+
+
+class PromotionPlan(_Wire):
+    """report.json's `promotion`: the gate's decision, made once (promotion.decide) and carried out
+    by Promoter.publish, which is handed this object."""
+
+    decision: PromotionVerdict
+    reason: str  # CamelCase, as status.promotion.reason
+    message: str
+    pointer: str | None = None  # URI of current.json
+    previous_run: str | None = None
+
+    @property
+    def promote(self) -> bool:
+        return self.decision is PromotionVerdict.PROMOTE
+
+
 class RunInfo(_Wire):
     id: str
     name: str
@@ -102,13 +160,16 @@ class Report(_Wire):
     pareto_front_names: list[str] = Field(default_factory=list, alias="paretoFront")
     candidates: list[CandidateResult]
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    tuning: dict[str, Any] | None = None
-    promotion: dict[str, Any] | None = None
+    tuning: TuningReport | None = None
+    promotion: PromotionPlan | None = None
     inputs: dict[str, Any]
     # Where the run's files went and what promotion did: known to the run, not part of report.json.
     run_uri: str | None = Field(None, exclude=True)
     manifest_sha256: str | None = Field(None, exclude=True)
-    promotion_status: dict[str, Any] | None = Field(None, exclude=True)  # status.promotion after publishing
+    promotion_status: PromotionStatus | None = Field(None, exclude=True)  # status.promotion after publishing
+
+    def model_post_init(self, context: Any) -> None:
+        self.__pydantic_fields_set__.update({"api_version", "kind"})  # what the document is, always written
 
     @property
     def best(self) -> CandidateResult | None:

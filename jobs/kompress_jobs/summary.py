@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 
 from .contract import RunArtifacts, RunSummary
-from .results import CandidateResult, Report
-from .status import CandidateSummary, PromotionStatus, TrialCounts, TuningStatus
+from .results import CandidateResult, Report, TuningReport
+from .status import CandidateSummary, TrialCounts, TuningStatus
 
 MESSAGE_LIMIT = 3800  # bytes; below Kubernetes' 4096 with room for the envelope
 MAX_CANDIDATES = 8
@@ -47,14 +47,14 @@ def run_summary(report: Report) -> RunSummary:
         best=candidate_summary(report.best, batch) if report.best else None,
         candidates=[candidate_summary(c, batch) for c in others[:MAX_CANDIDATES]],
         tuning=tuning_status(report.tuning) if report.tuning else None,
-        promotion=PromotionStatus.model_validate(report.promotion_status) if report.promotion_status else None,
+        promotion=report.promotion_status,
     )
     while len(json.dumps(summary.to_wire(), separators=(",", ":")).encode()) > MESSAGE_LIMIT and summary.candidates:
         summary.candidates.pop()
     return summary
 
 
-def tuning_status(tuning: dict) -> TuningStatus:
-    return TuningStatus(study=tuning["study"], parallelism=tuning.get("parallelism", 1), trials=TrialCounts(
-        finished=tuning["finishedTrials"], failed=tuning.get("failedTrials", 0),
-        running=sum(1 for t in tuning["trials"] if t["state"] == "Running")))
+def tuning_status(tuning: TuningReport) -> TuningStatus:
+    return TuningStatus(study=tuning.study, parallelism=tuning.parallelism, trials=TrialCounts(
+        finished=tuning.finished_trials, failed=tuning.failed_trials,
+        running=sum(1 for t in tuning.trials if t.state == "Running")))

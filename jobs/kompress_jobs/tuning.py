@@ -23,7 +23,6 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, replace
-from enum import Enum
 from pathlib import Path
 from typing import Callable
 
@@ -42,6 +41,15 @@ from .schema import ModelOptimizationSpec, ObjectMeta
 from .search_space import SearchParameter, TuningPlan, with_values
 from .selection import primary_batch_size
 from .store import ArtifactStore
+from .study_report import (
+    StopKind,
+    StopReason,
+    TuningReport,
+    count_trials,
+    feasible,
+    judged_trials,
+    study_report,
+)
 from .study_storage import where
 
 # The pipeline's pass loop: run_chain(steps, known_candidates, folder, on_epoch=...) -> candidates.
@@ -53,49 +61,10 @@ class TrialStopped(BaseException):
     loop's own error handling (which records failures) lets it through to Optuna."""
 
 
-class StopKind(str, Enum):
-    BUDGET = "budget"
-    TIMEOUT = "timeout"
-    FAILURES = "failures"
-    ACCEPTABLE = "acceptable"
-    JOB_ENDED = "jobEnded"
-
-
-@dataclass(frozen=True)
-class StopReason:
-    """Why a study starts no more trials; the report shows `message` (`tuning.stoppedBecause`)."""
-
-    kind: StopKind
-    message: str
-
-    def __str__(self) -> str:
-        return self.message
-
-    @classmethod
-    def budget(cls) -> "StopReason":
-        return cls(StopKind.BUDGET, "trial budget reached")
-
-    @classmethod
-    def timeout(cls, seconds: int) -> "StopReason":
-        return cls(StopKind.TIMEOUT, f"timeout ({seconds} s)")
-
-    @classmethod
-    def failures(cls, failed: int, allowed: int) -> "StopReason":
-        return cls(StopKind.FAILURES, f"{failed} trials failed (maxFailedTrials {allowed})")
-
-    @classmethod
-    def acceptable(cls, trial: int) -> "StopReason":
-        return cls(StopKind.ACCEPTABLE, f"trial {trial} meets every goal (stopWhenAcceptable)")
-
-    @classmethod
-    def job_ended(cls, judged: int, trials: int) -> "StopReason":
-        return cls(StopKind.JOB_ENDED, f"the tuning Job ended with {judged} of {trials} trials")
-
-
 @dataclass
 class TuningResult:
     candidates: list[Candidate]
-    report: dict
+    report: TuningReport
 
 
 def study_key(namespace: str | None, name: str, spec: ModelOptimizationSpec) -> str:
@@ -157,14 +126,14 @@ class Study:
 
     def _over(self, study, started: float | None) -> StopReason | None:
         """Why the study should start no more trials, or None."""
-        failed = _count(study, "FAIL")
+        failed = count_trials(study, "FAIL")
         if failed >= self.tuning.max_failed_trials:
             return StopReason.failures(failed, self.tuning.max_failed_trials)
         if self.tuning.stop_when_acceptable:
-            good = next((t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and _feasible(t)), None)
+            good = next((t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and feasible(t)), None)
             if good is not None:
                 return StopReason.acceptable(good.number)
-        if _judged(study) >= self.tuning.trials:
+        if judged_trials(study) >= self.tuning.trials:
             return StopReason.budget()
         if started is not None and self.tuning.timeout_seconds and time.time() - started > self.tuning.timeout_seconds:
             return StopReason.timeout(self.tuning.timeout_seconds)
@@ -294,7 +263,7 @@ class Study:
 
         if trial.state is TrialState.COMPLETE:
             shown = ", ".join(f"{n}={v:.4g}" for n, v in zip(study.metric_names, trial.values))
-            self.progress(f"tuning: trial {trial.number} done: {shown}" + ("" if _feasible(trial) else " (breaks a goal)"))
+            self.progress(f"tuning: trial {trial.number} done: {shown}" + ("" if feasible(trial) else " (breaks a goal)"))
             if trial.number in {t.number for t in self._best_trials(study)} and trial.number in self.local_models:
                 # Saved before the journal that records it, so a resumed study never names a missing model.
                 # Any trial among the best when it finished: later trials can only push it out, not back in.
@@ -305,11 +274,11 @@ class Study:
         if self.storage_url is None:
             self.store.put(self.journal, f"{self.key}/journal.log")
 
-        failed = _count(study, "FAIL")
+        failed = count_trials(study, "FAIL")
         if failed >= self.tuning.max_failed_trials:
             self.stop_reason = StopReason.failures(failed, self.tuning.max_failed_trials)
             study.stop()
-        elif self.tuning.stop_when_acceptable and trial.state is TrialState.COMPLETE and _feasible(trial):
+        elif self.tuning.stop_when_acceptable and trial.state is TrialState.COMPLETE and feasible(trial):
             self.stop_reason = StopReason.acceptable(trial.number)
             study.stop()
 
@@ -321,9 +290,9 @@ class Study:
         if not complete:
             return []
         if len(self.tuning.objectives) == 1:
-            ranked = sorted(complete, key=lambda t: (not _feasible(t), t.values[0]))
+            ranked = sorted(complete, key=lambda t: (not feasible(t), t.values[0]))
         else:  # the Pareto front, feasible trials first, then by the first objective
-            ranked = sorted((t for t in study.best_trials if "repeatOf" not in t.user_attrs), key=lambda t: (not _feasible(t), t.values[0]))
+            ranked = sorted((t for t in study.best_trials if "repeatOf" not in t.user_attrs), key=lambda t: (not feasible(t), t.values[0]))
         return ranked[: self.tuning.keep_best]
 
     def _best_candidates(self, best: list) -> list[Candidate]:
@@ -354,35 +323,11 @@ class Study:
 
         return ModelFile(local, ModelFormat(saved["format"]), saved["precision"])
 
-    def _report(self, study, best: list, finished_before: int) -> dict:
-        trials = study.get_trials(deepcopy=False)
-        best = {t.number for t in best}
-        retries = {t.system_attrs["failed_trial"]: t.number for t in trials if "failed_trial" in t.system_attrs}
-        return {
-            "study": self.key,
-            "storage": f"postgresql://{where(self.storage_url)}" if self.storage_url else self.store.uri(f"{self.key}/journal.log"),
-            "parallelism": self.tuning.parallelism if self.storage_url else 1,
-            "objectives": [o.value for o in self.tuning.objectives],
-            "target": self.plan.target.name,
-            "validationSplit": self.tuning.validation_split,
-            "resumedWithTrials": finished_before,
-            "finishedTrials": _judged(study),
-            "failedTrials": _count(study, "FAIL"),
-            "stoppedBecause": str(self.stop_reason),
-            "selected": [f"{self.plan.target.name}-trial-{n}" for n in sorted(best)],
-            "trials": [{
-                "number": t.number, "state": t.state.name.capitalize(), "parameters": t.params,
-                **({"values": dict(zip(study.metric_names, t.values))} if t.values else {}),
-                **({"validation": t.user_attrs["validation"]} if "validation" in t.user_attrs else {}),
-                **({"meetsGoals": _feasible(t)} if t.values else {}),
-                **({"error": _error(t, retries)} if t.state.name == "FAIL" else {}),
-                **({"repeatOf": t.user_attrs["repeatOf"]} if "repeatOf" in t.user_attrs else {}),
-                **({"retryOf": t.system_attrs["failed_trial"]} if "failed_trial" in t.system_attrs else {}),
-                **({"worker": t.user_attrs["worker"]} if "worker" in t.user_attrs else {}),
-                **({"startedAt": _stamp(t.datetime_start)} if t.datetime_start else {}),
-                **({"finishedAt": _stamp(t.datetime_complete)} if t.datetime_complete else {}),
-            } for t in trials],
-        }
+    def _report(self, study, best: list, finished_before: int) -> TuningReport:
+        storage = f"postgresql://{where(self.storage_url)}" if self.storage_url else self.store.uri(f"{self.key}/journal.log")
+        return study_report(study, key=self.key, storage=storage, parallelism=self.tuning.parallelism if self.storage_url else 1,
+                            tuning=self.tuning, target=self.plan.target.name, best=best, finished_before=finished_before,
+                            stop_reason=self.stop_reason)
 
 
 class LocalStudy(Study):
@@ -401,7 +346,7 @@ class LocalStudy(Study):
         if resumed:
             self.progress(f"tuning: resuming study {self.key} with {finished_before} finished trial(s)")
         remaining = self.tuning.trials - finished_before
-        failed = _count(study, "FAIL")
+        failed = count_trials(study, "FAIL")
         if failed >= self.tuning.max_failed_trials:
             self.stop_reason, remaining = StopReason.failures(failed, self.tuning.max_failed_trials), 0
         if remaining > 0:
@@ -409,7 +354,7 @@ class LocalStudy(Study):
                           f"judged on {self.plan.target.name}")
             study.optimize(self._objective, n_trials=remaining, timeout=self.tuning.timeout_seconds,
                            catch=(Exception,), callbacks=[self._after_trial], gc_after_trial=True)
-            if self.tuning.timeout_seconds and _judged(study) < self.tuning.trials and self.stop_reason.kind is StopKind.BUDGET:
+            if self.tuning.timeout_seconds and judged_trials(study) < self.tuning.trials and self.stop_reason.kind is StopKind.BUDGET:
                 self.stop_reason = StopReason.timeout(self.tuning.timeout_seconds)
         best = self._best_trials(study)
         return TuningResult(self._best_candidates(best), self._report(study, best, finished_before))
@@ -428,34 +373,8 @@ def _metric_name(objective: Objective) -> str:
     return {Objective.LATENCY: "latencyMs", Objective.SIZE: "sizeMiB", Objective.ACCURACY: "drop"}[objective]
 
 
-def _feasible(trial) -> bool:
-    return all(value <= 0 for value in (trial.constraints or {}).values())
-
-
-def _count(study, state: str) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == state)
-
-
-def _judged(study) -> int:
-    """Trials that count against the budget: finished with a verdict, not lost with their Pod (a
-    lost trial carries no error of its own, and is retried)."""
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.state.name in ("COMPLETE", "PRUNED") or (t.state.name == "FAIL" and "error" in t.user_attrs))
-
-
-def _error(trial, retries: dict[int, int]) -> str:
-    if "error" in trial.user_attrs:
-        return trial.user_attrs["error"]
-    retry = f" (retried as trial {retries[trial.number]})" if trial.number in retries else ""
-    return f"lost: its worker stopped sending heartbeats{retry}"
-
-
 def _worker() -> str:
     return os.environ.get("HOSTNAME") or f"pid-{os.getpid()}"
-
-
-def _stamp(moment) -> str:
-    return moment.astimezone().isoformat(timespec="milliseconds")
 
 
 def _show(value) -> str:
