@@ -1,7 +1,7 @@
 """Does a refactor change what a run picks? The same example run by two checkouts, interleaved.
 
     git worktree add /tmp/kompress-old <commit>
-    .venv/bin/python benchmarks/same_picks.py --old /tmp/kompress-old [--example examples/digits-cnn.yaml] [--rounds 3]
+    .venv/bin/python benchmarks/same_picks.py --old /tmp/kompress-old [--new DIR] [--example examples/digits-cnn.yaml] [--rounds 3]
 
 Each round runs the example once with the old checkout's code and once with this one's (order
 alternating by round), each in its own process. Printed per arm: which candidate was picked in
@@ -54,11 +54,12 @@ def cpu_model() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", type=Path, required=True, help="a checkout (git worktree) of the code to compare with")
+    parser.add_argument("--new", type=Path, default=REPO, help="the checkout to compare (default: this one)")
     parser.add_argument("--example", type=Path, default=REPO / "examples" / "digits-cnn.yaml")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     example = args.example.resolve()
-    arms = {"old": args.old.resolve(), "new": REPO}
+    arms = {"old": args.old.resolve(), "new": args.new.resolve()}
     results: dict[str, list[dict]] = {arm: [] for arm in arms}
     with tempfile.TemporaryDirectory() as scratch:
         for round_ in range(args.rounds):
