@@ -101,3 +101,17 @@ def test_every_string_list_and_map_of_the_spec_is_bounded():
     crd = yaml.safe_load((CRDS / CRD_FILE).read_text())
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert _unbounded(spec, "spec") == []
+
+
+def test_the_crds_status_schema_is_the_one_the_operator_writes_through():
+    """The status the API server validates is generated from the model the operator's writer
+    checks every status patch against (writer.status_merge_patch): one model, both ends."""
+    from kompress_jobs.status import ModelOptimizationStatus
+    from kompress_operator import writer
+    from kompress_operator.crd import schema_of
+
+    crd = yaml.safe_load((CRDS / CRD_FILE).read_text())
+    status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert status == schema_of(ModelOptimizationStatus, defaults=False)
+    assert writer.ModelOptimizationStatus is ModelOptimizationStatus
+    assert set(status["properties"]) == {field.alias for field in ModelOptimizationStatus.model_fields.values()}

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from kompress_jobs.candidates import Candidate
 from kompress_jobs.cli import main
 from kompress_jobs.digest import sha256
 from kompress_jobs.pipeline import run_optimization
+from kompress_jobs.promoted import PointerModel, PointerRun, PromotedPointer
 from kompress_jobs.promotion import POINTER, Current, decide
 from kompress_jobs.schema import ModelOptimizationSpec
 from kompress_jobs.specfile import load_resource_file
@@ -155,7 +155,8 @@ def _measured(name: str, p50: float, drop: float, rounds: tuple = (), size: int 
 ])
 def test_the_gate_promotes_only_what_is_better_at_no_worse_fidelity(objective, new, old, promote, reason):
     spec = ModelOptimizationSpec.model_validate(resource_dict(goals={"optimizeFor": objective}, promotion={})["spec"])
-    current = Current({"run": {"id": "r1"}})
+    current = Current(PromotedPointer(run=PointerRun(id="r1"), promoted_at="2026-01-01T00:00:00Z", candidate="int8", digest="0" * 64,
+                                      release="releases/r1/", model=PointerModel(path="releases/r1/model.onnx", format="ONNX"), files=[]))
     decision = decide(_measured("pick", *new), _measured("@promoted", *old), current, spec, 8, "Accuracy")
     assert (decision.promote, decision.reason) == (promote, reason)
     assert "r1" in decision.message
@@ -186,4 +187,4 @@ def test_promotion_to_s3_and_fetching_it_back(workspace, s3_endpoint):
     result = run_optimization(load_resource_file(path), base_dir=workspace, run_id="r1")
     assert result.promotion.uri == "s3://models/runs/team-a/mlp/releases/r1/"
     pointer = fetch_promoted(open_store("s3://models/runs/team-a/mlp", s3_endpoint), workspace / "fetched")
-    assert pointer["digest"] == sha256(workspace / "fetched" / "model.onnx") == result.promotion.digest
+    assert pointer.digest == sha256(workspace / "fetched" / "model.onnx") == result.promotion.digest

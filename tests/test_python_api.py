@@ -26,7 +26,7 @@ def api_run(tmp_path_factory):
     document = resource_dict(name="from-python", model=str(workspace / "models/digits-cnn.pt"),
                              data=str(workspace / "data/digits.npz"),
                              passes=[{"type": "OnnxExport"}, {"type": "DynamicInt8"}, {"type": "Fp16"}],
-                             goals={"maxAccuracyDrop": 2.0})
+                             goals={"maxAccuracyDrop": 2.0}, promotion={})
     lines: list[str] = []
     report = kompress.optimize(document, output=workspace / "runs", progress=lines.append)
     return report, lines
@@ -62,6 +62,25 @@ def test_report_json_summary_and_manifest_are_the_same_report(api_run):
     assert summary.best.name == report.best.name and summary.run_id == report.run.id
     assert summary.best.latency_p50_ms == round(report.best.latency[report.primary_batch_size].p50_ms, 4)
     assert summary.baseline.size_bytes == report.baseline.size_bytes
+
+
+def test_the_promotion_pointer_and_status_come_from_the_same_typed_report(api_run):
+    """The decision is made once (report.json's `promotion`), carried out once (the summary's
+    status.promotion), and the pointer a serving Pod reads names the typed report's pick."""
+    report, _ = api_run
+    plan, promoted = report.promotion, report.promotion_status
+    assert plan is not None and plan.promote and plan.reason == "FirstPromotion" and plan.previous_run is None
+    assert promoted.decision.value == "Promoted" and promoted.reason == plan.reason and promoted.run_id == report.run.id
+    pointer = json.loads(Path(plan.pointer).read_text())
+    best = report.best
+    assert pointer["candidate"] == best.name == promoted.candidate and pointer["digest"] == best.sha256 == promoted.digest
+    assert pointer["metrics"]["sizeBytes"] == best.size_bytes and pointer["metrics"]["metric"] == best.metric.to_wire()
+    assert pointer["metrics"]["latencyP50Ms"] == {str(b): s.p50_ms for b, s in best.latency.items()}
+    assert pointer["inputs"] == report.inputs and pointer["run"]["finishedAt"] == report.run.finished_at
+    summary = run_summary(report)
+    assert summary.promotion == promoted and summary.best.name == best.name
+    written = json.loads((Path(report.run_uri) / "report.json").read_text())
+    assert written["promotion"] == plan.to_wire() and written["promotion"]["decision"] == "Promote"
 
 
 def test_a_report_round_trips_through_the_types_with_nothing_left_untyped(api_run):

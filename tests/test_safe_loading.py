@@ -213,13 +213,26 @@ def test_store_keys_never_leave_the_store(tmp_path, key):
 
 
 def test_a_pointer_naming_a_path_outside_its_release_is_refused(tmp_path):
-    from kompress_jobs.promoted import PromotionError, download_release
+    from kompress_jobs.promoted import (
+        POINTER,
+        PromotedPointer,
+        PromotionError,
+        download_release,
+        read_pointer,
+    )
 
     store = LocalStore(tmp_path / "promoted")
-    pointer = {"release": "releases/r1/", "files": [{"path": "releases/r1/../../../victim/current.json", "sha256": "0"}]}
+    document = {"run": {"id": "r1"}, "promotedAt": "2026-01-01T00:00:00Z", "candidate": "int8", "digest": "0",
+                "release": "releases/r1/", "model": {"path": "releases/r1/model.onnx", "format": "ONNX"},
+                "files": [{"path": "releases/r1/../../../victim/current.json", "sha256": "0"}]}
     with pytest.raises(PromotionError, match="outside its release"):
-        download_release(store, pointer, tmp_path / "fetched")
-    pointer["files"] = [{"path": "releases/r2/model.onnx", "sha256": "0"}]
+        download_release(store, PromotedPointer.model_validate(document), tmp_path / "fetched")
+    document["files"] = [{"path": "releases/r2/model.onnx", "sha256": "0"}]
     with pytest.raises(PromotionError, match="not in its release"):
-        download_release(store, pointer, tmp_path / "fetched")
+        download_release(store, PromotedPointer.model_validate(document), tmp_path / "fetched")
+    # A pointer of the wrong shape is refused as one, naming the field, before any file is fetched.
+    (tmp_path / "promoted").mkdir(exist_ok=True)
+    (tmp_path / "promoted" / POINTER).write_text(json.dumps(document | {"files": "releases/r1/model.onnx"}))
+    with pytest.raises(PromotionError, match=r"current.json is not a promotion pointer \(files: "):
+        read_pointer(store, tmp_path / "read")
     assert issubclass(UnsafeModelError, ModelLoadError)  # the CLI and the Job report it as a model that cannot load

@@ -9,8 +9,12 @@ ModelOptimization Job runs (docs/python-api.md).
 from kompress_jobs import __version__
 from kompress_jobs.api import optimize, validate
 from kompress_jobs.errors import DataError, KompressError, ModelLoadError, SpecError, StoreError
-from kompress_jobs.results import CandidateResult, Comparison, Latency, Metric, Report, RunInfo
+from kompress_jobs.results import (
+    CandidateResult, Comparison, Latency, Metric, PromotionPlan, Report, RunInfo, TrialRecord, TuningReport,
+)
+from kompress_jobs.status import PromotionStatus
 from kompress_jobs.schema import ModelOptimization
 
 __all__ = ["CandidateResult", "Comparison", "DataError", "KompressError", "Latency", "Metric", "ModelLoadError",
-           "ModelOptimization", "Report", "RunInfo", "SpecError", "StoreError", "__version__", "optimize", "validate"]
+           "ModelOptimization", "PromotionPlan", "PromotionStatus", "Report", "RunInfo", "SpecError", "StoreError",
+           "TrialRecord", "TuningReport", "__version__", "optimize", "validate"]

@@ -179,7 +179,7 @@ def _fetch_promoted(args: argparse.Namespace) -> int:
     from .store import open_store
 
     pointer = fetch_promoted(open_store(args.location, args.endpoint_url, args.region), args.target)
-    print(f"kompress: {pointer['candidate']} of run {pointer['run']['id']} (sha256 {pointer['digest'][:16]}…) "
+    print(f"kompress: {pointer.candidate} of run {pointer.run.id} (sha256 {pointer.digest[:16]}…) "
           f"in {args.target}: {', '.join(sorted(p.name for p in args.target.iterdir()))}")
     return 0
 

@@ -32,7 +32,7 @@ from .profiling import energy_per_call, profile_model
 from .promotion import Promoter, check_writable, promotion_store
 from .quality import Scorer, predict, scored
 from .report import candidate_result, plot_pareto, render_markdown, write_json
-from .results import CandidateResult, Report, RunInfo
+from .results import ManifestFile, Report, RunInfo, RunManifest
 from .runtimes import ModelFile, Runner, make_runner
 from .schema import ModelOptimization, ModelOptimizationSpec
 from .search_space import plan_tuning
@@ -275,19 +275,9 @@ def _publish(store: ArtifactStore, run_id: str, typed: Report, candidates: list[
     files = {key: path for c in candidates if c.artifact_key for key, path in c.artifact_files().items()}
     files |= {name: out / name for name in ("report.json", "report.md", *charts)}
     known = {c.artifact_key: c.sha256 for c in candidates if c.artifact_key and not c.model.path.is_dir()}
-    manifest = {
-        "apiVersion": "kompress.io/v1alpha1",
-        "kind": "RunManifest",
-        "run": typed.run.to_wire(),
-        "fingerprint": typed.fingerprint,
-        "inputs": typed.inputs,
-        "best": typed.best_name,
-        "paretoFront": typed.pareto_front_names,
-        "files": [{"path": key, "sha256": known.get(key) or sha256(path), "sizeBytes": path.stat().st_size}
-                  for key, path in files.items()],
-        "candidates": [_manifest_entry(c) for c in typed.candidates],
-    }
-    write_json(out / "manifest.json", manifest)
+    manifest = RunManifest.of(typed, [ManifestFile(path=key, sha256=known.get(key) or sha256(path), size_bytes=path.stat().st_size)
+                                      for key, path in files.items()])
+    write_json(out / "manifest.json", manifest.to_wire())
 
     uploaded: list[str] = []
     try:
@@ -405,10 +395,3 @@ def _pin_threads(threads: int) -> None:
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _manifest_entry(c: CandidateResult) -> dict:
-    return {"name": c.name, "outcome": c.outcome.value, "lineage": c.lineage, "artifact": c.artifact, "sha256": c.sha256,
-            "sizeBytes": c.size_bytes, "metric": c.metric.to_wire() if c.metric else None,
-            "accepted": c.accepted if c.measured else None, "rank": c.rank,
-            "latencyP50Ms": {str(batch): stats.p50_ms for batch, stats in c.latency.items()}}

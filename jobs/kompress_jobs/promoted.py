@@ -7,11 +7,14 @@ current.json (the pointer, written last)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
 
 from .digest import sha256
 from .errors import KompressError, StoreError
@@ -27,34 +30,81 @@ class PromotionError(KompressError):
     reason = "PromotionFailed"
 
 
-def read_pointer(store: ArtifactStore, folder: Path) -> dict | None:
+class _Wire(BaseModel):
+    # Unknown fields kept: a pointer written by a newer release still reads, and writes back whole.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class PointerRun(_Wire):
+    id: str
+    name: str | None = None
+    namespace: str | None = None
+    finished_at: str | None = None
+
+
+class PointerModel(_Wire):
+    path: str  # under the release: the model file, or a checkpoint's directory
+    format: str
+    precision: str = "fp32"
+    extra_files: list[str] = Field(default_factory=list)  # e.g. an OpenVINO IR's model.bin
+
+
+class PointerFile(_Wire):
+    path: str
+    sha256: str
+    size_bytes: int | None = None
+
+
+class PromotedPointer(_Wire):
+    """current.json: the promoted release, each of its files with its digest, and how the model
+    measured. Written last, in one PUT or rename (promotion.py); read by a later run's gate and
+    by `kompress fetch-promoted`."""
+
+    api_version: str = "kompress.io/v1alpha1"
+    kind: str = "PromotedModel"
+    run: PointerRun
+    promoted_at: str
+    candidate: str
+    technique: str | None = None
+    lineage: list[dict[str, Any]] = Field(default_factory=list)
+    digest: str
+    release: str
+    model: PointerModel
+    files: list[PointerFile]
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+def read_pointer(store: ArtifactStore, folder: Path) -> PromotedPointer | None:
     """current.json, downloaded into `folder` and parsed; None when nothing is promoted there."""
     if not store.get(POINTER, folder / POINTER):
         return None
     try:
-        pointer = json.loads((folder / POINTER).read_text())
-        if not isinstance(pointer["release"], str) or not isinstance(pointer["files"], list):
-            raise TypeError("release and files")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise PromotionError(f"{store.uri(POINTER)} is not a promotion pointer ({exc})") from None
-    return pointer
+        return PromotedPointer.model_validate_json((folder / POINTER).read_bytes())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the document"
+        raise PromotionError(f"{store.uri(POINTER)} is not a promotion pointer ({where}: {first['msg']})") from None
 
 
-def download_release(store: ArtifactStore, pointer: dict, folder: Path) -> None:
+def download_release(store: ArtifactStore, pointer: PromotedPointer, folder: Path) -> None:
     """The files the pointer names into `folder` (paths relative to the release), each checked
     against its digest; PromotionError naming the first missing or changed file."""
-    for entry in pointer["files"]:
-        local = folder / release_relative(pointer, entry["path"], store)
-        if not store.get(entry["path"], local):
-            raise PromotionError(f"{store.uri(POINTER)} names {entry['path']}, which is missing")
-        if sha256(local) != entry["sha256"]:
-            raise PromotionError(f"{store.uri(entry['path'])} does not match the digest in {POINTER}")
+    for entry in pointer.files:
+        local = folder / release_relative(pointer, entry.path, store)
+        if not store.get(entry.path, local):
+            raise PromotionError(f"{store.uri(POINTER)} names {entry.path}, which is missing")
+        if sha256(local) != entry.sha256:
+            raise PromotionError(f"{store.uri(entry.path)} does not match the digest in {POINTER}")
 
 
-def release_relative(pointer: dict, path: str, store: ArtifactStore) -> str:
+def release_relative(pointer: PromotedPointer, path: str, store: ArtifactStore) -> str:
     """A pointer entry's path inside its release, refused (PromotionError) when it leaves the
     release's folder: a pointer is data another writer may have crafted."""
-    release = str(pointer["release"])
+    release = pointer.release
     try:
         safe_key(release, "release")
         relative = safe_key(str(path), "file")
@@ -65,7 +115,7 @@ def release_relative(pointer: dict, path: str, store: ArtifactStore) -> str:
     return relative.removeprefix(release)
 
 
-def fetch_promoted(store: ArtifactStore, target: Path) -> dict:
+def fetch_promoted(store: ArtifactStore, target: Path) -> PromotedPointer:
     """The current release's files into `target`, checked, then moved into place at once; returns
     the pointer. A pointer naming a missing or changed file fails (PromotionError) and leaves
     `target` as it was."""

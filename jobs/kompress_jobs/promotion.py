@@ -34,6 +34,10 @@ from .promoted import (
     MIRROR,
     POINTER,
     RELEASES,
+    PointerFile,
+    PointerModel,
+    PointerRun,
+    PromotedPointer,
     PromotionError,
     download_release,
     read_pointer,
@@ -52,13 +56,13 @@ CONTENDER = "@promoted"  # not a valid pass name, so it never collides with one
 class Current:
     """The promoted model as current.json names it, fetched for measuring, or why it cannot be."""
 
-    pointer: dict
+    pointer: PromotedPointer | None  # None: there is a current.json, but it cannot be read
     model: ModelFile | None = None
     problem: str | None = None  # e.g. a file the pointer names is missing: it cannot be served either
 
     @property
     def run_id(self) -> str:
-        return self.pointer["run"]["id"]
+        return self.pointer.run.id if self.pointer else "?"
 
 
 def promotion_store(artifacts: ArtifactStore, spec: ModelOptimizationSpec, namespace: str, name: str,
@@ -85,27 +89,27 @@ def read_current(store: ArtifactStore, scratch: Path, spec: ModelOptimizationSpe
     try:
         pointer = read_pointer(store, local)
     except PromotionError as exc:
-        return Current({"run": {"id": "?"}}, problem=str(exc))
+        return Current(None, problem=str(exc))
     if pointer is None:
         return None
+    model = pointer.model
     try:
         download_release(store, pointer, local)
-        model = pointer["model"]
-        model_format = ModelFormat(model["format"])
+        model_format = ModelFormat(model.format)
     except PromotionError as exc:
         return Current(pointer, problem=str(exc))
-    except (KeyError, ValueError) as exc:
+    except ValueError as exc:
         return Current(pointer, problem=f"{store.uri(POINTER)} does not say which model it is ({exc})")
     try:
-        release_relative(pointer, model["path"], store)
-        for extra in model.get("extraFiles", []):
+        release_relative(pointer, model.path, store)
+        for extra in model.extra_files:
             release_relative(pointer, extra, store)
     except PromotionError as exc:
         return Current(pointer, problem=str(exc))
     in_release = lambda path: local / release_relative(pointer, path, store)  # noqa: E731
     hugging_face = model_format is ModelFormat.HUGGING_FACE
-    return Current(pointer, ModelFile(in_release(model["path"]), model_format, precision=model.get("precision", "fp32"),
-                                      extra_files=tuple(in_release(p) for p in model.get("extraFiles", [])),
+    return Current(pointer, ModelFile(in_release(model.path), model_format, precision=model.precision,
+                                      extra_files=tuple(in_release(p) for p in model.extra_files),
                                       options=spec.model.hugging_face if hugging_face else None,
                                       input_names=input_names if hugging_face else ()))
 
@@ -113,7 +117,7 @@ def read_current(store: ArtifactStore, scratch: Path, spec: ModelOptimizationSpe
 def contender(current: Current) -> Candidate:
     """The promoted model as a candidate that is measured with the others but never picked."""
     return Candidate(name=CONTENDER, technique=f"promoted from {current.run_id}", pass_type=None, parent=BASELINE,
-                     lineage=current.pointer.get("lineage") or [], model=current.model, contender=True)
+                     lineage=current.pointer.lineage, model=current.model, contender=True)
 
 
 def _plan(promote: bool, reason: str, message: str) -> PromotionPlan:
@@ -159,7 +163,7 @@ def _compare(pick: Candidate, incumbent: Candidate, spec: ModelOptimizationSpec,
 
 
 def promote(store: ArtifactStore, run_id: str, pick: Candidate, result: CandidateResult, report: Report,
-            previous: str | None) -> dict:
+            previous: str | None) -> PromotedPointer:
     """Publish `pick` as the current model: its release, the mirror, then the pointer. Returns
     the pointer. On failure nothing the pointer names changes (PromotionError). Releases other
     than this one and `previous` (the one a reader may still be fetching) are removed after; with
@@ -176,7 +180,7 @@ def promote(store: ArtifactStore, run_id: str, pick: Candidate, result: Candidat
             store.put(path, f"{MIRROR}/{relative}")
         store.delete(sorted(set(store.list(f"{MIRROR}/")) - {f"{MIRROR}/{r}" for r in files}))
         with tempfile.TemporaryDirectory() as folder:
-            (Path(folder) / POINTER).write_text(json.dumps(pointer, indent=2) + "\n")
+            (Path(folder) / POINTER).write_text(json.dumps(pointer.to_wire(), indent=2) + "\n")
             store.put(Path(folder) / POINTER, POINTER)  # the switch
     except (KompressError, OSError) as exc:
         _forget(store, uploaded)
@@ -192,28 +196,23 @@ def _relative_files(model: ModelFile) -> dict[str, Path]:
     return {p.name: p for p in model.files}
 
 
-def _pointer(run_id: str, pick: Candidate, result: CandidateResult, report: Report, release: str, files: dict[str, Path]) -> dict:
+def _pointer(run_id: str, pick: Candidate, result: CandidateResult, report: Report, release: str,
+             files: dict[str, Path]) -> PromotedPointer:
     model = pick.model
-    return {
-        "apiVersion": "kompress.io/v1alpha1",
-        "kind": "PromotedModel",
-        "run": {"id": run_id, "name": report.run.name, "namespace": report.run.namespace, "finishedAt": report.run.finished_at},
-        "promotedAt": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "candidate": pick.name,
-        "technique": pick.technique,
-        "lineage": pick.lineage,
-        "digest": pick.sha256,
-        "release": f"{release}/",
-        "model": {"path": f"{release}/{model.path.name}", "format": model.format.value, "precision": model.precision,
-                  "extraFiles": [f"{release}/{p.name}" for p in model.extra_files]},
-        "files": [{"path": f"{release}/{relative}", "sha256": sha256(path), "sizeBytes": path.stat().st_size}
-                  for relative, path in files.items()],
-        "metrics": {"metric": result.metric.to_wire() if result.metric else None, "sizeBytes": result.size_bytes,
-                    "runtime": result.runtime, "device": result.device.value if result.device else None,
-                    "latencyP50Ms": {str(b): s.p50_ms for b, s in result.latency.items()},
-                    "measuredOn": report.fingerprint.get("cpu", {}).get("model")},
-        "inputs": report.inputs,
-    }
+    return PromotedPointer(
+        run=PointerRun(id=run_id, name=report.run.name, namespace=report.run.namespace, finished_at=report.run.finished_at),
+        promoted_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        candidate=pick.name, technique=pick.technique, lineage=pick.lineage, digest=pick.sha256, release=f"{release}/",
+        model=PointerModel(path=f"{release}/{model.path.name}", format=model.format.value, precision=model.precision,
+                           extra_files=[f"{release}/{p.name}" for p in model.extra_files]),
+        files=[PointerFile(path=f"{release}/{relative}", sha256=sha256(path), size_bytes=path.stat().st_size)
+               for relative, path in files.items()],
+        metrics={"metric": result.metric.to_wire() if result.metric else None, "sizeBytes": result.size_bytes,
+                 "runtime": result.runtime, "device": result.device.value if result.device else None,
+                 "latencyP50Ms": {str(b): s.p50_ms for b, s in result.latency.items()},
+                 "measuredOn": report.fingerprint.get("cpu", {}).get("model")},
+        inputs=report.inputs,
+    )
 
 
 def _forget(store: ArtifactStore, keys: list[str]) -> None:
@@ -267,12 +266,12 @@ class Promoter:
                 return self._status(PromotionDecision.FAILED, exc.reason, str(exc), self._usable_pointer())
         return self._status(PromotionDecision.KEPT, plan.reason, plan.message, self._usable_pointer())
 
-    def _usable_pointer(self) -> dict | None:
+    def _usable_pointer(self) -> PromotedPointer | None:
         return self.current.pointer if self.current and not self.current.problem else None
 
-    def _status(self, decision: PromotionDecision, reason: str, message: str, pointer: dict | None) -> PromotionStatus:
+    def _status(self, decision: PromotionDecision, reason: str, message: str, pointer: PromotedPointer | None) -> PromotionStatus:
         promoted = {}
-        if pointer:  # current.json as written by a run (this one, or an earlier release's): read by its keys
-            promoted = {"uri": self.store.uri(pointer["release"]), "digest": pointer["digest"], "run_id": pointer["run"]["id"],
-                        "candidate": pointer["candidate"], "promoted_at": pointer["promotedAt"]}
+        if pointer:  # what is promoted now: this run's pointer, or the one before when it stays
+            promoted = {"uri": self.store.uri(pointer.release), "digest": pointer.digest, "run_id": pointer.run.id,
+                        "candidate": pointer.candidate, "promoted_at": pointer.promoted_at}
         return PromotionStatus(decision=decision, reason=reason, message=message[:1000], pointer=self.store.uri(POINTER), **promoted)

@@ -147,8 +147,17 @@ class RunInfo(_Wire):
     kompress_version: str
 
 
-class Report(_Wire):
+class _Document(_Wire):
+    """A file of its own (report.json, manifest.json): it always says what it is."""
+
     api_version: str = "kompress.io/v1alpha1"
+    kind: str
+
+    def model_post_init(self, context: Any) -> None:
+        self.__pydantic_fields_set__.update({"api_version", "kind"})
+
+
+class Report(_Document):
     kind: str = "OptimizationReport"
     run: RunInfo
     spec: dict[str, Any]
@@ -167,9 +176,6 @@ class Report(_Wire):
     run_uri: str | None = Field(None, exclude=True)
     manifest_sha256: str | None = Field(None, exclude=True)
     promotion_status: PromotionStatus | None = Field(None, exclude=True)  # status.promotion after publishing
-
-    def model_post_init(self, context: Any) -> None:
-        self.__pydantic_fields_set__.update({"api_version", "kind"})  # what the document is, always written
 
     @property
     def best(self) -> CandidateResult | None:
@@ -195,3 +201,48 @@ class Report(_Wire):
         """A report.json on disk (a run folder's, or a path to the file)."""
         path = Path(path)
         return cls.model_validate(json.loads((path / "report.json" if path.is_dir() else path).read_text()))
+
+
+class ManifestFile(_Wire):
+    path: str  # the key under the run's folder
+    sha256: str
+    size_bytes: int
+
+
+class ManifestEntry(_Wire):
+    """A candidate as manifest.json lists it: where its model is and what it measured."""
+
+    name: str
+    outcome: Outcome
+    lineage: list[dict[str, Any]]
+    artifact: str | None
+    sha256: str | None
+    size_bytes: int | None
+    metric: Metric | None
+    accepted: bool | None  # None when it was not measured
+    rank: int | None
+    latency_p50_ms: dict[int, float]
+
+    @classmethod
+    def of(cls, c: CandidateResult) -> "ManifestEntry":
+        return cls(name=c.name, outcome=c.outcome, lineage=c.lineage, artifact=c.artifact, sha256=c.sha256,
+                   size_bytes=c.size_bytes, metric=c.metric, accepted=c.accepted if c.measured else None, rank=c.rank,
+                   latency_p50_ms={batch: stats.p50_ms for batch, stats in c.latency.items()})
+
+
+class RunManifest(_Document):
+    """manifest.json: every file of the run with its digest, written last (it marks the run complete)."""
+
+    kind: str = "RunManifest"
+    run: RunInfo
+    fingerprint: dict[str, Any]
+    inputs: dict[str, Any]
+    best: str | None
+    pareto_front: list[str]
+    files: list[ManifestFile]
+    candidates: list[ManifestEntry]
+
+    @classmethod
+    def of(cls, report: Report, files: list[ManifestFile]) -> "RunManifest":
+        return cls(run=report.run, fingerprint=report.fingerprint, inputs=report.inputs, best=report.best_name,
+                   pareto_front=report.pareto_front_names, files=files, candidates=[ManifestEntry.of(c) for c in report.candidates])

@@ -6,12 +6,22 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
+from kompress_jobs.status import ModelOptimizationStatus
+
 from .conditions import Transition
 from .kube import Kube
 from .lanes import ApiLanes
 
 STATUS_WRITE_ATTEMPTS = 5
 log = logging.getLogger(__name__)
+
+
+def status_merge_patch(fields: dict) -> dict:
+    """The fields as the status model holds them, the model the CRD's status schema is generated
+    from: a field or value outside it fails here, in the operator, not as a field the API server
+    silently prunes. A null stays a null: in a merge patch it removes the field."""
+    typed = ModelOptimizationStatus.model_validate(fields)
+    return typed.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 class StatusWriter:
@@ -27,6 +37,7 @@ class StatusWriter:
             fields = decide(current)
             if fields is None:
                 return None
+            fields = status_merge_patch(fields)
             if await self.lanes.report(self.kube.patch_status, namespace, name, fields, current["metadata"]["resourceVersion"]):
                 return fields
             current = await self.lanes.report(self.kube.get_resource, namespace, name)
