@@ -197,13 +197,23 @@ def test_a_hanging_model_store_warns_and_every_other_schedule_still_fires(monkey
     scheduled = [reoptimizer.watched[("ns", r["metadata"]["name"])] for r in scheduled]  # what the loop keeps and writes
     assert all("passes" not in r["spec"] and "data" not in r["spec"] for r in scheduled), "the loop keeps a stub, not the spec"
 
+    def reasons() -> list:
+        return [(r["status"].get("reoptimization") or {}).get("reason") for r in scheduled]
+
+    async def until(done, seconds: float = 60.0) -> None:
+        """Until the loop has done it (not a fixed sleep: a loaded machine is slower, never wrong)."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while not done() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+
     async def two_schedules():
         task = asyncio.create_task(reoptimizer.run_forever(0.01))
         try:
-            await asyncio.sleep(1.0)
-            first = [r["status"]["reoptimization"]["reason"] for r in scheduled]
+            await until(lambda: None not in reasons())
+            first = reasons()
             now[0] = at("2026-12-03T10:10:10Z")  # the next due time, while the stuck store still hangs
-            await asyncio.sleep(1.0)
+            await until(lambda: all(r["status"]["reoptimization"].get("lastScheduleTime") == "2026-12-03T10:10:00Z"
+                                    for r in scheduled) and any(e[0] == "ModelDigestUnavailable" for e in runs.events_posted))
             return first
         finally:
             task.cancel()
