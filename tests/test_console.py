@@ -63,7 +63,8 @@ def test_the_results_table_shows_every_candidate_and_the_pick():
                 "vsBaseline": {"reference": "baseline", "batchSize": 1, "speedupP50": 2.5, "sizeReduction": 3.9}}
     report = Report.model_validate({
         "run": {"id": "r", "name": "n", "startedAt": "t0", "finishedAt": "t1", "kompressVersion": "0"}, "spec": {},
-        "fingerprint": {}, "benchmark": {}, "inputs": {}, "primaryBatchSize": 1, "metric": "accuracy", "best": "static-int8",
+        "fingerprint": {"cpu": {"model": "cpu", "flags": [], "logicalCores": 2, "usableCores": 2}, "gpu": None, "os": "Linux",
+                        "python": "3.11", "libraries": {}}, "benchmark": {}, "inputs": {}, "primaryBatchSize": 1, "metric": "accuracy", "best": "static-int8",
         "candidates": [
             {**measured, "name": "baseline", "parent": None, "runtime": "pytorch", "precision": "fp32"},
             {**measured, "name": "static-int8", "parent": "onnx-export", "rank": 1, "accepted": True},

@@ -253,3 +253,24 @@ def test_the_writer_refuses_a_status_field_the_crd_does_not_declare():
     with pytest.raises(ValidationError, match="bestModel"):
         status_merge_patch({"phase": RUNNING, "bestModel": "int8"})
     assert status_merge_patch({"completionTime": None, "phase": RUNNING}) == {"completionTime": None, "phase": RUNNING}
+
+
+def test_the_gauges_come_from_the_status_read_as_the_typed_model():
+    """After a restart the operator reads each finished resource's status through the status
+    model and exports its gauges; a stored status that does not parse is skipped, not fatal."""
+    from kompress_operator.metrics import OperatorMetrics
+    from kompress_operator.writer import read_status
+
+    body = {"metadata": {"namespace": "a", "name": "m"}, "status": {
+        "phase": SUCCEEDED, "baseline": {"name": "baseline", "technique": "none", "accepted": True, "metricValue": 0.98},
+        "best": {"name": "int8", "technique": "quantization", "accepted": True, "latencyP50Ms": 2.0, "sizeBytes": 1000,
+                 "speedup": 2.5, "sizeRatio": 3.9, "metricValue": 0.97},
+        "promotion": {"decision": "Promoted", "reason": "FirstPromotion", "promotedAt": "2026-01-01T00:00:00Z"}}}
+    metrics = OperatorMetrics()
+    metrics.record_best("a", "m", read_status(body))
+    labels = {"namespace": "a", "name": "m", "candidate": "int8"}
+    sample = metrics.registry.get_sample_value
+    assert sample("kompress_best_speedup_ratio", labels) == 2.5 and sample("kompress_best_latency_seconds", labels) == 0.002
+    assert sample("kompress_best_metric_change", labels) == pytest.approx(-0.01)
+    assert sample("kompress_promoted_timestamp_seconds", {"namespace": "a", "name": "m"}) == 1767225600
+    assert read_status({"metadata": {"namespace": "a", "name": "m"}, "status": {"best": {"name": 3}}}) is None

@@ -7,26 +7,24 @@ import os
 import platform
 from pathlib import Path
 
+from .results import CpuInfo, Fingerprint, GpuInfo
+
 # CPU features that change how fast INT8 / FP16 kernels are.
 _INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
                       "amx_tile", "amx_int8", "amx_bf16", "f16c")
 _LIBRARIES = ("kompress", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "tensorrt")
 
 
-def machine_fingerprint() -> dict:
+def machine_fingerprint() -> Fingerprint:
     cpu_model, flags = _cpu_info()
-    return {
-        "cpu": {
-            "model": cpu_model,
-            "flags": [flag for flag in _INTERESTING_FLAGS if flag in flags],
-            "logicalCores": os.cpu_count(),
-            "usableCores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        },
-        "gpu": _gpu(),
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "libraries": {name: version for name in _LIBRARIES if (version := _version(name))},
-    }
+    return Fingerprint(
+        cpu=CpuInfo(model=cpu_model, flags=[flag for flag in _INTERESTING_FLAGS if flag in flags], logical_cores=os.cpu_count(),
+                    usable_cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()),
+        gpu=_gpu(),
+        os=f"{platform.system()} {platform.release()}",
+        python=platform.python_version(),
+        libraries={name: version for name in _LIBRARIES if (version := _version(name))},
+    )
 
 
 def _cpu_info() -> tuple[str, set[str]]:
@@ -44,12 +42,12 @@ def _cpu_info() -> tuple[str, set[str]]:
     return model, flags
 
 
-def _gpu() -> dict | None:
+def _gpu() -> GpuInfo | None:
     try:
         import torch
 
         if torch.cuda.is_available():
-            return {"name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count(), "cuda": torch.version.cuda}
+            return GpuInfo(name=torch.cuda.get_device_name(0), count=torch.cuda.device_count(), cuda=torch.version.cuda)
     except Exception:  # a broken CUDA install should not stop a CPU run
         pass
     return None

@@ -23,6 +23,7 @@ from .data import Dataset, batch_of, load_dataset, require_labels, rows
 from .digest import sha256
 from .errors import DataError, KompressError
 from .fingerprint import machine_fingerprint
+from .goals import Benchmark
 from .layout import run_prefix
 from .parallel_study import StudyCollector, StudyWorker, WorkerRun
 from .passes import PassContext
@@ -135,7 +136,7 @@ def run_optimization(
                         started_at=started, finished_at=_now(), kompress_version=__version__),
             spec=spec.to_wire(),
             fingerprint=machine_fingerprint(),
-            benchmark=spec.benchmark.to_wire(),
+            benchmark=Benchmark.model_validate(spec.benchmark.to_wire()),  # every setting set: report.json lists them all
             metric=spec.task.metric.value,
             primary_batch_size=batch,
             best_name=pick.name if pick else None,

@@ -210,7 +210,7 @@ def _pointer(run_id: str, pick: Candidate, result: CandidateResult, report: Repo
         metrics={"metric": result.metric.to_wire() if result.metric else None, "sizeBytes": result.size_bytes,
                  "runtime": result.runtime, "device": result.device.value if result.device else None,
                  "latencyP50Ms": {str(b): s.p50_ms for b, s in result.latency.items()},
-                 "measuredOn": report.fingerprint.get("cpu", {}).get("model")},
+                 "measuredOn": report.fingerprint.cpu.model},
         inputs=report.inputs,
     )
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .candidates import Candidate
+from .passes import PASSES
 from .profile_report import profile_section
 from .results import CandidateResult, Comparison, Metric, Report, TuningReport
 
@@ -60,16 +61,16 @@ def write_json(path: Path, document: dict) -> None:
 
 
 def render_markdown(report: Report) -> str:
-    run, batch, bench, cpu = report.run, report.primary_batch_size, report.benchmark, report.fingerprint["cpu"]
+    run, batch, bench, cpu = report.run, report.primary_batch_size, report.benchmark, report.fingerprint.cpu
     lines = [
         f"# kompress report: {run.name}",
         "",
         f"Run `{run.id}`, {run.started_at} → {run.finished_at}.",
-        f"Machine: {cpu['model']} ({', '.join(cpu['flags']) or 'no SIMD flags read'}), {bench['threads']} thread(s); "
-        + ", ".join(f"{k} {v}" for k, v in report.fingerprint["libraries"].items()) + ".",
+        f"Machine: {cpu.model} ({', '.join(cpu.flags) or 'no SIMD flags read'}), {bench.threads} thread(s); "
+        + ", ".join(f"{k} {v}" for k, v in report.fingerprint.libraries.items()) + ".",
         "",
-        f"Latency at batch {batch}: median over {bench['rounds']} interleaved rounds of "
-        f"{bench['iterations']} calls; spread = (max − min) / median of the round medians.",
+        f"Latency at batch {batch}: median over {bench.rounds} interleaved rounds of "
+        f"{bench.iterations} calls; spread = (max − min) / median of the round medians.",
         "",
         f"| candidate | runtime | {report.metric} | drop | p50 ms | p95 ms | spread | size | speedup | smaller | vs parent | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -83,20 +84,20 @@ def render_markdown(report: Report) -> str:
         verdict = verdict_of(c) + (", Pareto" if c.pareto_optimal else "")
         lines.append(
             f"| {c.name} | {c.runtime} ({c.precision}) | {c.metric.value:.4f} | {c.metric.drop:+.2f} | "
-            f"{stats.p50_ms:.3f} | {stats.p95_ms:.3f} | {100 * stats.spread:.0f}% | {_size(c.size_bytes)} | "
+            f"{stats.p50_ms:.3f} | {stats.p95_ms:.3f} | {100 * stats.spread:.0f}% | {human_size(c.size_bytes)} | "
             f"{base.speedup_p50:.2f}× | {base.size_reduction:.2f}× | {parent_text} | {verdict} |"
         )
     lines += ["", _conclusion(report), ""]
-    for other in (b for b in bench["batchSizes"] if b != batch):
+    for other in (b for b in bench.batch_sizes if b != batch):
         lines += [f"## Batch {other}", "", "| candidate | p50 ms | p95 ms | p99 ms | throughput/s |", "|---|---|---|---|---|"]
         for c in report.candidates:
             if c.measured:
                 s = c.latency[other]
                 lines.append(f"| {c.name} | {s.p50_ms:.3f} | {s.p95_ms:.3f} | {s.p99_ms:.3f} | {s.throughput_per_second:.0f} |")
         lines.append("")
-    for c in report.candidates:
-        if (c.details or {}).get("search") == "AutoQuantize":
-            lines += _search_section(c.name, c.details)
+    for c in report.candidates:  # a pass that wrote details renders them (e.g. AutoQuantize's search)
+        if c.details and c.pass_type in PASSES:
+            lines += PASSES[c.pass_type].report_section(c.name, c.details)
     if report.tuning is not None:
         lines += _tuning_section(report.tuning)
     lines += profile_section(report)
@@ -116,31 +117,6 @@ def verdict_of(c: CandidateResult) -> str:
     if c.rank == 1:
         return f"**best** (#{c.rank})"
     return f"accepted (#{c.rank})" if c.accepted else "rejected: " + "; ".join(c.rejected_reasons)
-
-
-def _search_section(name: str, search: dict) -> list[str]:
-    goal = search["goal"]
-    limit = "none" if goal["maxAccuracyDrop"] is None else f"drop ≤ {goal['maxAccuracyDrop']:g} ({goal['mode']})"
-    lines = [f"## Steered quantization `{name}`", "",
-             f"{len(search['trials'])} configuration(s) judged on {search['validationRows']} rows of "
-             f"`{search['validationSplit']}` against the baseline ({goal['metric']}, goal: {limit}), timed at batch "
-             f"{search['batchSize']} interleaved with the pass's input; {search['seconds']} s; stopped: {search['stoppedBecause']}. "
-             f"Chosen: trial {search['chosenTrial']}.", "",
-             "| trial | runtime | method | settings | FP32 nodes | metric | drop | × input | size | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for t in search["trials"]:
-        settings = ", ".join(f"{k}={'/'.join(v) if isinstance(v, list) else ('all' if v is None else v)}"
-                             for k, v in t["settings"].items())
-        measured = t["drop"] is not None
-        lines.append(f"| {t['number']}{' (chosen)' if t['number'] == search['chosenTrial'] else ''} | {t.get('runtime', '')} | {t['method']} | {settings} | "
-                     f"{len(t['fallbackNodes'])} | {t['metric']:.4f} | {t['drop']:+.3f} | {t['speedupVsInput']:.2f}× | "
-                     f"{_size(t['sizeBytes'])} | {t['verdict']} |" if measured else
-                     f"| {t['number']} | {t.get('runtime', '')} | {t['method']} | {settings} | {len(t['fallbackNodes'])} | – | – | – | – | {t['verdict']} |")
-    lines += [""] + [f"Note: {note}." for note in search.get("notes", [])] if search.get("notes") else []
-    if search["sensitivity"]:
-        lines += ["", "Most error-adding nodes (relative L2 error added at the node's output): "
-                  + ", ".join(f"`{e['node']}` {e['addedError']:.3f}" for e in search["sensitivity"][:8]) + "."]
-    return lines + [""]
 
 
 def _tuning_section(tuning: TuningReport) -> list[str]:
@@ -166,7 +142,7 @@ def _conclusion(report: Report) -> str:
             f"{best.metric.drop:+.2f}. Pareto front: {', '.join(report.pareto_front_names)}.")
 
 
-def _size(size: int) -> str:
+def human_size(size: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"

@@ -20,6 +20,7 @@ from pydantic.alias_generators import to_camel
 
 from .benchmark import Latency
 from .candidates import Outcome
+from .goals import Benchmark
 from .runtimes.base import Processor
 from .sources import ModelFormat
 from .status import PromotionStatus
@@ -31,6 +32,29 @@ class _Wire(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """As report.json holds it: what was set, nulls included, nothing added."""
         return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+class CpuInfo(_Wire):
+    model: str
+    flags: list[str]  # the SIMD features that decide which kernels run (VNNI, AMX, ...)
+    logical_cores: int | None
+    usable_cores: int | None
+
+
+class GpuInfo(_Wire):
+    name: str
+    count: int
+    cuda: str | None
+
+
+class Fingerprint(_Wire):
+    """The machine and library versions a measurement was taken on (fingerprint.py reads them)."""
+
+    cpu: CpuInfo
+    gpu: GpuInfo | None
+    os: str
+    python: str
+    libraries: dict[str, str]
 
 
 class Metric(_Wire):
@@ -161,8 +185,8 @@ class Report(_Document):
     kind: str = "OptimizationReport"
     run: RunInfo
     spec: dict[str, Any]
-    fingerprint: dict[str, Any]
-    benchmark: dict[str, Any]
+    fingerprint: Fingerprint
+    benchmark: Benchmark  # as the run measured: every setting, defaults included
     metric: str
     primary_batch_size: int
     best_name: str | None = Field(None, alias="best")
@@ -235,7 +259,7 @@ class RunManifest(_Document):
 
     kind: str = "RunManifest"
     run: RunInfo
-    fingerprint: dict[str, Any]
+    fingerprint: Fingerprint
     inputs: dict[str, Any]
     best: str | None
     pareto_front: list[str]

@@ -23,6 +23,7 @@ import kopf
 from kompress_jobs.errors import SpecError
 from kompress_jobs.plan import plan_passes
 from kompress_jobs.specfile import resource_from_dict
+from kompress_jobs.status import ModelOptimizationStatus, PromotionDecision, PromotionStatus
 
 from . import decisions, policy
 from .fair_share import Fairness, Waiting
@@ -39,7 +40,7 @@ from .reoptimizer import Reoptimizer
 from .run_ref import ROLE_LABEL, RUN_JOB, TUNING_JOB, RunRef, reruns_of
 from .settings import OperatorSettings
 from .tuning_phase import TuningPhase
-from .writer import EventRecorder, StatusWriter
+from .writer import EventRecorder, StatusWriter, read_status
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,9 @@ class RunController:
             await self.guarded(body, lambda: self.advance(body, now))
             return
         if event_type is None and phase in (SUCCEEDED, FAILED):  # listed after a restart: the gauges come back
-            self.metrics.record_best(*_key(body), dict(body.get("status") or {}))
+            status = read_status(body)
+            if status is not None:
+                self.metrics.record_best(*_key(body), status)
         run, role = RunRef.of_resource(body), (TUNING_JOB if phase == TUNING else RUN_JOB)
         if event_type is None and phase in (RUNNING, TUNING) and not now.has_job(run, role):
             # listed, executing, and no Job: it went away while no operator watched
@@ -282,21 +285,21 @@ class RunController:
         written = await self.status.write(current, lambda fresh: decisions.finished(fresh, generation, outcome, rerun))
         if written is None:
             return  # already recorded, or superseded by a newer spec
-        succeeded = outcome.state == SUCCEEDED
+        succeeded, result = outcome.state == SUCCEEDED, ModelOptimizationStatus.model_validate(written)
         if succeeded:
-            self.metrics.record_best(*_key(current), written)
-        self.metrics.runs_total.labels(("succeeded" if written.get("best") else "no_candidate") if succeeded else "failed").inc()
+            self.metrics.record_best(*_key(current), result)
+        self.metrics.runs_total.labels(("succeeded" if result.best else "no_candidate") if succeeded else "failed").inc()
         self.metrics.observe_job(outcome.start_time, outcome.completion_time, succeeded)
         self.events.phase(current, decisions.finish_phase(outcome), warning=not succeeded)
-        if succeeded and written.get("promotion"):
-            self.record_promotion(current, written["promotion"])
+        if succeeded and result.promotion:
+            self.record_promotion(current, result.promotion)
 
-    def record_promotion(self, current: dict, promotion: dict) -> None:
+    def record_promotion(self, current: dict, promotion: PromotionStatus) -> None:
         """An Event and a count per decision: Promoted, Kept (and why), or Failed (a Warning)."""
-        decision = promotion["decision"]
-        self.metrics.promotions_total.labels(decision).inc()
-        reason = {"Promoted": "Promoted", "Kept": "PromotionKept"}.get(decision, "PromotionFailed")
-        self.events.post(current, reason, promotion["message"], warning=decision == "Failed")
+        decision = promotion.decision
+        self.metrics.promotions_total.labels(decision.value).inc()
+        reason = {PromotionDecision.PROMOTED: "Promoted", PromotionDecision.KEPT: "PromotionKept"}.get(decision, "PromotionFailed")
+        self.events.post(current, reason, promotion.message, warning=decision is PromotionDecision.FAILED)
 
     async def job_deleted(self, namespace: str, owner: str, generation: int, job: str, rerun: int = 0) -> None:
         current = await self.lanes.report(self.kube.get_resource, namespace, owner)

@@ -8,6 +8,7 @@ import threading
 from datetime import datetime, timezone
 from contextlib import contextmanager
 
+from kompress_jobs.status import ModelOptimizationStatus, PromotionStatus
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 CONTROLLER = "modeloptimization"
@@ -55,31 +56,31 @@ class OperatorMetrics:
                 raise
         self.reconcile_total.labels(CONTROLLER, "success").inc()
 
-    def record_best(self, namespace: str, name: str, status: dict) -> None:
+    def record_best(self, namespace: str, name: str, status: ModelOptimizationStatus) -> None:
         """Export the best candidate from a resource's status (also after an operator restart)."""
-        best, baseline = status.get("best"), status.get("baseline") or {}
+        best, baseline = status.best, status.baseline
         self.forget(namespace, name)
-        self.record_promotion(namespace, name, status.get("promotion"))
+        self.record_promotion(namespace, name, status.promotion)
         if not best:
             return
-        key = (namespace, name, best["name"])
+        key = (namespace, name, best.name)
         with self._lock:
-            self._candidates[(namespace, name)] = best["name"]
-        if best.get("latencyP50Ms") is not None:
-            self.best_latency.labels(*key).set(best["latencyP50Ms"] / 1000)
-        if best.get("sizeBytes") is not None:
-            self.best_size.labels(*key).set(best["sizeBytes"])
-        if best.get("speedup") is not None:
-            self.best_speedup.labels(*key).set(best["speedup"])
-        if best.get("sizeRatio") is not None:
-            self.best_size_reduction.labels(*key).set(best["sizeRatio"])
-        if best.get("metricValue") is not None and baseline.get("metricValue") is not None:
-            self.best_metric_change.labels(*key).set(best["metricValue"] - baseline["metricValue"])
+            self._candidates[(namespace, name)] = best.name
+        if best.latency_p50_ms is not None:
+            self.best_latency.labels(*key).set(best.latency_p50_ms / 1000)
+        if best.size_bytes is not None:
+            self.best_size.labels(*key).set(best.size_bytes)
+        if best.speedup is not None:
+            self.best_speedup.labels(*key).set(best.speedup)
+        if best.size_ratio is not None:
+            self.best_size_reduction.labels(*key).set(best.size_ratio)
+        if best.metric_value is not None and baseline is not None and baseline.metric_value is not None:
+            self.best_metric_change.labels(*key).set(best.metric_value - baseline.metric_value)
 
-    def record_promotion(self, namespace: str, name: str, promotion: dict | None) -> None:
+    def record_promotion(self, namespace: str, name: str, promotion: PromotionStatus | None) -> None:
         """The promoted model's age, from status.promotion (also after an operator restart)."""
-        if promotion and promotion.get("promotedAt"):
-            promoted = datetime.strptime(promotion["promotedAt"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        if promotion and promotion.promoted_at:
+            promoted = datetime.strptime(promotion.promoted_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
             self.promoted_time.labels(namespace, name).set(promoted.timestamp())
 
     def observe_job(self, start: str | None, end: str | None, succeeded: bool) -> None:

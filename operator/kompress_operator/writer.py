@@ -24,6 +24,17 @@ def status_merge_patch(fields: dict) -> dict:
     return typed.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
+def read_status(body: dict) -> ModelOptimizationStatus | None:
+    """A resource's status as the typed model, or None (logged) when what is stored does not parse:
+    metrics and Events are derived from it, and must not stop the controller over one resource."""
+    try:
+        return ModelOptimizationStatus.model_validate(body.get("status") or {})
+    except ValueError as exc:
+        meta = body["metadata"]
+        log.warning("%s/%s: status does not match the status model: %s", meta.get("namespace"), meta.get("name"), exc)
+        return None
+
+
 class StatusWriter:
     def __init__(self, kube: Kube, lanes: ApiLanes):
         self.kube, self.lanes = kube, lanes

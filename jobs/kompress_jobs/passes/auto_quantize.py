@@ -135,6 +135,34 @@ class AutoQuantize(OptimizationPass):
             self.details = search.report()
         return chosen
 
+    @classmethod
+    def report_section(cls, name: str, search: dict[str, Any]) -> list[str]:
+        """report.md's account of the search: every configuration tried, as report() wrote it."""
+        from ..report import human_size
+
+        goal = search["goal"]
+        limit = "none" if goal["maxAccuracyDrop"] is None else f"drop ≤ {goal['maxAccuracyDrop']:g} ({goal['mode']})"
+        lines = [f"## Steered quantization `{name}`", "",
+                 f"{len(search['trials'])} configuration(s) judged on {search['validationRows']} rows of "
+                 f"`{search['validationSplit']}` against the baseline ({goal['metric']}, goal: {limit}), timed at batch "
+                 f"{search['batchSize']} interleaved with the pass's input; {search['seconds']} s; stopped: {search['stoppedBecause']}. "
+                 f"Chosen: trial {search['chosenTrial']}.", "",
+                 "| trial | runtime | method | settings | FP32 nodes | metric | drop | × input | size | verdict |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
+        for t in search["trials"]:
+            settings = ", ".join(f"{k}={'/'.join(v) if isinstance(v, list) else ('all' if v is None else v)}"
+                                 for k, v in t["settings"].items())
+            measured = t["drop"] is not None
+            lines.append(f"| {t['number']}{' (chosen)' if t['number'] == search['chosenTrial'] else ''} | {t.get('runtime', '')} | {t['method']} | {settings} | "
+                         f"{len(t['fallbackNodes'])} | {t['metric']:.4f} | {t['drop']:+.3f} | {t['speedupVsInput']:.2f}× | "
+                         f"{human_size(t['sizeBytes'])} | {t['verdict']} |" if measured else
+                         f"| {t['number']} | {t.get('runtime', '')} | {t['method']} | {settings} | {len(t['fallbackNodes'])} | – | – | – | – | {t['verdict']} |")
+        lines += [""] + [f"Note: {note}." for note in search.get("notes", [])] if search.get("notes") else []
+        if search["sensitivity"]:
+            lines += ["", "Most error-adding nodes (relative L2 error added at the node's output): "
+                      + ", ".join(f"`{e['node']}` {e['addedError']:.3f}" for e in search["sensitivity"][:8]) + "."]
+        return lines + [""]
+
 
 class SteeredSearch:
     def __init__(self, spec, model: ModelFile, ctx: PassContext):

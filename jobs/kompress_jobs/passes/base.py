@@ -81,6 +81,11 @@ class OptimizationPass(ABC):
     def parameters(self) -> dict[str, Any]:
         return {k: v for k, v in self.spec.to_wire().items() if k not in ("type", "name", "input")}
 
+    @classmethod
+    def report_section(cls, name: str, details: dict[str, Any]) -> list[str]:
+        """report.md lines for candidate `name`'s details (what run() set in self.details); none by default."""
+        return []
+
     @abstractmethod
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         """Write the optimized model under ctx.output_dir and describe it."""
