@@ -97,6 +97,17 @@ def preprocess(model: ModelFile, ctx: PassContext):
     return prepared, prepared
 
 
+@contextlib.contextmanager
+def preprocessed(model: ModelFile, ctx: PassContext):
+    """The model to quantize (pre-processed when ONNX Runtime could), its scratch copy removed after."""
+    source, scratch = preprocess(model, ctx)
+    try:
+        yield source
+    finally:
+        if scratch is not None:
+            scratch.unlink(missing_ok=True)
+
+
 def dynamic_int8(source, output, *, per_channel: bool, reduce_range: bool, weight_type: str = "QInt8",
                  op_types: list[str] | None = None, nodes_to_exclude: list[str] | None = None) -> None:
     """ONNX Runtime's quantize_dynamic; PassError with its first line when it fails."""
@@ -133,14 +144,10 @@ class DynamicInt8(OptimizationPass):
     technique = "quantization"
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        source, scratch = preprocess(model, ctx)
         output = ctx.output_dir / "model.onnx"
-        try:
+        with preprocessed(model, ctx) as source:
             dynamic_int8(source, output, per_channel=self.spec.per_channel, reduce_range=self.spec.reduce_range,
                          weight_type=self.spec.weight_type.value, op_types=self.spec.op_types)
-        finally:
-            if scratch is not None:
-                scratch.unlink(missing_ok=True)
         return ModelFile(output, ModelFormat.ONNX, "int8")
 
 
@@ -183,16 +190,12 @@ class StaticInt8(OptimizationPass):
         from ..data import row_count
 
         samples, batch_size = calibration_rows(ctx, self.spec.calibration_samples)
-        source, scratch = preprocess(model, ctx)
         output = ctx.output_dir / "model.onnx"
         spec = self.spec
-        try:
+        with preprocessed(model, ctx) as source:
             static_int8(source, output, calibration_reader(samples, batch_size), quant_format=spec.quant_format.value,
                         per_channel=spec.per_channel, reduce_range=spec.reduce_range,
                         activation_type=spec.activation_type.value, weight_type=spec.weight_type.value,
                         calibration_method=spec.calibration_method.value, op_types=spec.op_types)
-        finally:
-            if scratch is not None:
-                scratch.unlink(missing_ok=True)
         ctx.log(f"calibrated on {batch_size * (row_count(samples) // batch_size)} samples ({spec.calibration_method.value})")
         return ModelFile(output, ModelFormat.ONNX, "int8")

@@ -49,9 +49,6 @@ class Distillation(Model):
     alpha: float = Field(0.7, ge=0, le=1, description="Weight of the teacher term; 1 - alpha goes to the labels.")
 
 
-# Each pass type is declared once, by its spec's `type` literal.
-
-
-def pass_type_of(spec_class: type[PassSettings]) -> str:
-    """The `type` a pass spec class declares (its Literal): the one place a pass type is written."""
-    return spec_class.model_fields["type"].annotation.__args__[0]
+def pass_type_of(settings: type[PassSettings]) -> str:
+    """The `type` a pass's settings class declares (its Literal): the one place a pass type is written."""
+    return settings.model_fields["type"].annotation.__args__[0]
