@@ -311,3 +311,78 @@ def test_the_operator_command_without_the_operator_extra_says_which_extra(capsys
     code = main(["operator", "--max-running", "3"])
     err = capsys.readouterr().err
     assert code == 1 and "the operator needs the 'operator' extra" in err
+
+
+# --- validate catches what would fail the run, without running the model -----------------
+
+
+def _validate_one_line(capsys, spec: Path, field: str, *fragments: str) -> None:
+    code = main(["validate", str(spec)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("kompress: error: ") and field in err[0], err[0]
+    for fragment in fragments:
+        assert fragment in err[0], err[0]
+
+
+def test_validate_refuses_a_missing_model_file(capsys, write_spec):
+    _validate_one_line(capsys, write_spec(model="models/absent.pt"), "spec.model.uri:", "absent.pt: no such file or folder")
+
+
+def test_validate_refuses_a_model_path_that_is_a_folder(capsys, write_spec, tmp_path):
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    _validate_one_line(capsys, write_spec(model=str(folder)), "spec.model.uri:", "is a folder; a TorchScript model is a torch.jit.save archive")
+
+
+def test_validate_refuses_a_file_without_its_formats_signature(capsys, write_spec, tmp_path):
+    (tmp_path / "notes.onnx").write_text("these are not weights")
+    _validate_one_line(capsys, write_spec(model=str(tmp_path / "notes.onnx"), model_format="ONNX", passes=[{"type": "DynamicInt8"}]),
+                       "spec.model.uri:", "is not an .onnx file", "format: ONNX")
+    (tmp_path / "model.pt").write_bytes(b"\x80\x04 a pickle, not an archive")
+    _validate_one_line(capsys, write_spec(model=str(tmp_path / "model.pt")), "spec.model.uri:", "not a zip archive")
+
+
+def test_validate_refuses_empty_data_and_a_missing_split(capsys, write_spec, tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "empty.npz")
+    _validate_one_line(capsys, write_spec(data=str(tmp_path / "empty.npz")), "spec.data.uri:", "needs x_<split>")
+    np.savez(tmp_path / "no-eval.npz", x_train=np.zeros((4, 1, 8, 8), np.float32), y_train=np.zeros(4, np.int64))
+    _validate_one_line(capsys, write_spec(data=str(tmp_path / "no-eval.npz")), "spec.data.uri:", "'evaluation' split")
+    (tmp_path / "a-folder").mkdir()
+    _validate_one_line(capsys, write_spec(data=str(tmp_path / "a-folder")), "spec.data.uri:", "is a folder")
+
+
+def test_validate_refuses_data_that_lacks_an_input_the_onnx_graph_takes(capsys, write_spec, tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["pixels"], ["y"])], "g",
+                              [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])])
+    onnx.save(helper.make_model(graph), tmp_path / "model.onnx")
+    rows = np.zeros((4, 4), np.float32)
+    np.savez(tmp_path / "named.npz", **{"x_evaluation/image": rows, "y_evaluation": np.zeros(4, np.int64)})
+    spec = write_spec(model=str(tmp_path / "model.onnx"), model_format="ONNX", data=str(tmp_path / "named.npz"),
+                      passes=[{"type": "DynamicInt8"}])
+    _validate_one_line(capsys, spec, "spec.data.uri:", "the model's input 'pixels' is missing from the data")
+    np.savez(tmp_path / "named.npz", **{"x_evaluation/pixels": rows, "y_evaluation": np.zeros(4, np.int64)})
+    assert main(["validate", str(spec)]) == 0
+
+
+def test_validate_takes_several_files_and_folders_and_names_the_file_of_each_error(capsys, write_spec, tmp_path):
+    good = write_spec("good.yaml")
+    bad = write_spec("bad.yaml", model="models/absent.pt")
+    folder = good.parent
+    code = main(["validate", str(good), str(bad)])
+    out, err = capsys.readouterr()
+    assert code == 2 and f"{good}: valid ModelOptimization" in out
+    assert err.strip().splitlines() == [f"kompress: error: {bad}: spec.model.uri: {folder / 'models/absent.pt'}: no such file or folder"]
+    assert main(["validate", str(folder)]) == 2  # the folder's YAMLs: good.yaml and bad.yaml
+    out, err = capsys.readouterr()
+    assert f"{good}: valid" in out and f"{bad}: spec.model.uri" in err
+    (tmp_path / "empty-folder").mkdir()
+    assert main(["validate", str(tmp_path / "empty-folder")]) == 2
+    assert "a folder with no .yaml or .yml file" in capsys.readouterr().err

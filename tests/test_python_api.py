@@ -93,9 +93,14 @@ def test_a_report_round_trips_through_the_types_with_nothing_left_untyped(api_ru
         assert all(not stats.model_extra for stats in c.latency.values())
 
 
-def test_validate_checks_the_schema_and_the_chain_without_reading_the_model(tmp_path):
-    document = resource_dict(model=str(tmp_path / "no-such-model.pt"))
-    assert kompress.validate(document).metadata.name == "test-run"  # the model is not read
+def test_validate_checks_the_schema_the_chain_and_the_files(tmp_path):
+    from .conftest import copy_examples
+
+    workspace = copy_examples(tmp_path / "ws")
+    document = resource_dict(model=str(workspace / "models/digits-cnn.pt"), data=str(workspace / "data/digits.npz"))
+    assert kompress.validate(document).metadata.name == "test-run"
+    with pytest.raises(kompress.SpecError, match=r"spec.model.uri: .*no-such-model.pt: no such file or folder"):
+        kompress.validate(resource_dict(model=str(tmp_path / "no-such-model.pt"), data=str(workspace / "data/digits.npz")))
     broken = resource_dict(passes=[{"type": "StaticInt8"}])  # takes ONNX; nothing exports one
     with pytest.raises(kompress.SpecError, match="StaticInt8"):
         kompress.validate(broken)

@@ -190,3 +190,23 @@ def test_the_pass_table_in_the_docs_has_a_row_per_pass_with_the_formats_it_takes
     assert sorted(rows) == sorted(PASSES)
     for type_, pass_class in PASSES.items():
         assert rows[type_] == {f.value for f in pass_class.accepts}, type_
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda s: s.update(benchmarks={}), "spec.benchmarks: unknown field (did you mean 'benchmark'?)"),
+    (lambda s: s["passes"].append({"type": "DynamicInt8", "perchannel": True}),
+     "spec.passes[2].perchannel: unknown field (did you mean 'perChannel'?)"),
+    (lambda s: s["passes"].append({"type": "DynamicInt"}), "(did you mean 'DynamicInt8'?)"),
+    (lambda s: s["model"].update(format="Torchscript"), "got 'Torchscript' (did you mean 'TorchScript'?)"),
+    (lambda s: s.update(goals={"maxAcuracyDrop": 1}), "spec.goals.maxAcuracyDrop: unknown field (did you mean 'maxAccuracyDrop'?)"),
+])
+def test_a_misspelt_field_pass_type_or_value_gets_a_did_you_mean(change, expected):
+    document = resource_dict()
+    change(document["spec"])
+    assert expected in _error(document)
+
+
+def test_no_did_you_mean_when_nothing_is_close():
+    document = resource_dict()
+    document["spec"]["zzzzzz"] = 1
+    assert _error(document).endswith("spec.zzzzzz: unknown field")

@@ -29,12 +29,15 @@ def load(spec: SpecLike) -> tuple[ModelOptimization, Path]:
 
 
 def validate(spec: SpecLike) -> ModelOptimization:
-    """The checked resource, or SpecError naming the field: the schema, and the chain of passes
-    (each pass's input must be a model it takes). Reads no model or data."""
+    """The checked resource, or SpecError naming the field: the schema, the chain of passes (each
+    pass's input must be a model it takes), and the local files it names (preflight.py: they exist,
+    have their format's signature, and the data holds the splits the run reads). Runs no model."""
     from .plan import plan_passes
+    from .preflight import check_local_inputs
 
-    resource, _ = load(spec)
+    resource, folder = load(spec)
     plan_passes(resource.spec)
+    check_local_inputs(resource.spec, folder)
     return resource
 
 

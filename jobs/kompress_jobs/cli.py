@@ -75,8 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--region", default=None)
     fetch.set_defaults(handler=_fetch_promoted)
 
-    validate = commands.add_parser("validate", help="check a ModelOptimization YAML without running it")
-    validate.add_argument("file", type=Path)
+    validate = commands.add_parser("validate", help="check ModelOptimization YAMLs and the local files they name, "
+                                                     "without running the model (for CI gates and pre-commit)")
+    validate.add_argument("files", type=Path, nargs="+", metavar="FILE", help="a YAML file, or a folder of them (*.yaml, *.yml)")
     validate.set_defaults(handler=_validate)
     return parser
 
@@ -105,14 +106,36 @@ def _settings_errors(exc: ValidationError) -> str:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    """Every file checked (one line each, errors naming the file), exit 2 when any is invalid."""
     from .api import validate
     from .plan import plan_passes
 
-    resource = validate(args.file)
-    steps = plan_passes(resource.spec)
-    chain = ", ".join(f"{s.name} ← {s.input}" for s in steps)
-    print(f"{args.file}: valid ModelOptimization {resource.metadata.name!r}; passes: {chain}")
-    return 0
+    worst = 0
+    for path in _spec_files(args.files):
+        try:
+            resource = validate(path)
+        except KompressError as exc:
+            message = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
+            print(f"kompress: error: {message}", file=sys.stderr)
+            worst = max(worst, exc.exit_code)
+            continue
+        chain = ", ".join(f"{s.name} ← {s.input}" for s in plan_passes(resource.spec))
+        print(f"{path}: valid ModelOptimization {resource.metadata.name!r}; passes: {chain}")
+    return worst
+
+
+def _spec_files(paths: list[Path]) -> list[Path]:
+    """The files as given, a folder as the YAML files in it (a folder with none is an error)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not found:
+                raise SpecError(f"{path}: a folder with no .yaml or .yml file to validate")
+            files += found
+        else:
+            files.append(path)
+    return files
 
 
 def _optimize(args: argparse.Namespace) -> int:

@@ -39,6 +39,7 @@ from .schema import ModelOptimization, ModelOptimizationSpec
 from .search_space import plan_tuning
 from .selection import judge, mark_pareto_front, primary_batch_size, rank
 from .sources import ModelFormat
+from .specfile import resolve_path
 from .status import PromotionStatus
 from .store import ArtifactStore, fetch_directory, fetch_input, is_s3, open_store
 from .tasks import TaskType
@@ -299,7 +300,7 @@ def _open_store(spec: ModelOptimizationSpec, base_dir: Path, override: str | Non
     if override:
         uri = override
     elif spec.artifacts.uri:
-        uri = spec.artifacts.uri if is_s3(spec.artifacts.uri) else str(_resolve(spec.artifacts.uri, base_dir))
+        uri = spec.artifacts.uri if is_s3(spec.artifacts.uri) else str(resolve_path(spec.artifacts.uri, base_dir))
     else:
         uri = DEFAULT_ARTIFACTS
     return open_store(uri, spec.artifacts.endpoint_url, spec.artifacts.region)
@@ -309,7 +310,7 @@ def _promoter(resource: ModelOptimization, store: ArtifactStore, base_dir: Path)
     spec = resource.spec
     if spec.promotion is None:
         return None
-    local = lambda uri: uri if is_s3(uri) else str(_resolve(uri, base_dir))  # noqa: E731
+    local = lambda uri: uri if is_s3(uri) else str(resolve_path(uri, base_dir))  # noqa: E731
     promoted = promotion_store(store, spec, resource.metadata.namespace or "default", resource.metadata.name,
                                lambda uri: open_store(local(uri), spec.artifacts.endpoint_url, spec.artifacts.region))
     check_writable(promoted)  # before any work, as the run's own store
@@ -320,7 +321,7 @@ def _local_input(uri: str, spec: ModelOptimizationSpec, base_dir: Path, scratch:
     if is_s3(uri):
         fetch = fetch_directory if directory else fetch_input
         return fetch(uri, scratch, spec.artifacts.endpoint_url, spec.artifacts.region)
-    return _resolve(uri, base_dir)
+    return resolve_path(uri, base_dir)
 
 
 def _is_checkpoint(model_format: ModelFormat) -> bool:
@@ -344,7 +345,7 @@ def _load_inputs(spec: ModelOptimizationSpec, model_path: Path, data_path: Path,
         tokenizer_dir = (_local_input(spec.data.text.tokenizer, spec, base_dir, scratch, directory=True)
                          if spec.data.text.tokenizer else model_path)
     progress(f"loading data {data_path}")
-    dataset = load_dataset(data_path, spec.data, spec.task, extra_splits=_judging_splits(spec), tokenizer_dir=tokenizer_dir)
+    dataset = load_dataset(data_path, spec.data, spec.task, extra_splits=spec.judging_splits(), tokenizer_dir=tokenizer_dir)
     if _is_checkpoint(spec.model.format) and not dataset.named:
         raise DataError(f"data file {data_path}: a HuggingFace model takes named inputs (input_ids, attention_mask, ...): "
                         "store x_<split>/<input name> arrays, or use text rows (data.text)")
@@ -357,20 +358,6 @@ def _load_inputs(spec: ModelOptimizationSpec, model_path: Path, data_path: Path,
     _check_fit(runner, dataset, data_path, spec)
     baseline = Candidate(name=BASELINE, technique="baseline", pass_type=None, parent=None, lineage=[], model=model)
     return dataset, baseline, {BASELINE: runner}
-
-
-def _judging_splits(spec: ModelOptimizationSpec) -> tuple[str, ...]:
-    """Splits that a tuning study or a steered pass is judged on: they must be in the data."""
-    names = [split for settings in spec.passes for split in settings.judging_splits()]
-    if spec.tuning is not None:
-        names.append(spec.tuning.validation_split)
-    return tuple(dict.fromkeys(names))
-
-
-def _resolve(path: str, base_dir: Path) -> Path:
-    """Relative paths in a spec are relative to the spec file, as in kustomize."""
-    candidate = Path(path).expanduser()
-    return candidate if candidate.is_absolute() else (base_dir / candidate)
 
 
 def _check_fit(runner: Runner, dataset: Dataset, data_path: Path, spec: ModelOptimizationSpec) -> None:

@@ -124,6 +124,13 @@ class ModelOptimizationSpec(Model):
     reoptimize_on: ReoptimizeOn = Field(default_factory=ReoptimizeOn)
     job: JobSettings = Field(default_factory=JobSettings)
 
+    def judging_splits(self) -> tuple[str, ...]:
+        """Splits that a tuning study or a steered pass is judged on: the data must hold them."""
+        names = [split for settings in self.passes for split in settings.judging_splits()]
+        if self.tuning is not None:
+            names.append(self.tuning.validation_split)
+        return tuple(dict.fromkeys(names))
+
     @field_validator("schedule")
     @classmethod
     def _schedule_is_cron(cls, value: str | None) -> str | None:

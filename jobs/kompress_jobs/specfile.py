@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .errors import SpecError
 from .schema import PASS_TYPES, ModelOptimization
@@ -47,13 +48,70 @@ def resource_from_dict(document: Any, source: str = "<input>") -> ModelOptimizat
         raise SpecError(f"{source}: " + "; ".join(describe_errors(exc))) from None
 
 
-def describe_errors(exc: ValidationError) -> list[str]:
-    """One 'field.path: what is wrong' string per error, in the resource's own field names."""
+def describe_errors(exc: ValidationError, model: type[BaseModel] = ModelOptimization) -> list[str]:
+    """One 'field.path: what is wrong' string per error, in the resource's own field names, with a
+    "did you mean" for a misspelt field, pass type or value."""
     lines = []
     for error in exc.errors():
         path = _field_path(error["loc"])
-        lines.append(f"{path}: {_message(error)}" if path else _message(error))
+        message = _message(error) + _suggestion(error, model)
+        lines.append(f"{path}: {message}" if path else message)
     return list(dict.fromkeys(lines))  # unions can repeat an error; keep the first of each
+
+
+def _suggestion(error: dict[str, Any], model: type[BaseModel]) -> str:
+    kind, typed = error["type"], error.get("input")
+    if kind == "extra_forbidden":
+        known = _fields_at(model, error["loc"][:-1])
+        typed = error["loc"][-1]
+    elif kind == "union_tag_invalid":
+        known, typed = list(PASS_TYPES), (error.get("ctx") or {}).get("tag")
+    elif kind in ("enum", "literal_error"):
+        known = re.findall(r"'([^']*)'", str((error.get("ctx") or {}).get("expected", "")))
+    else:
+        return ""
+    close = difflib.get_close_matches(str(typed), known, n=1, cutoff=0.6) if isinstance(typed, str) and known else []
+    if not close:  # case and separators are the usual slips: perchannel, per_channel -> perChannel
+        fold = {k.lower().replace("_", "").replace("-", ""): k for k in known}
+        close = [fold[k] for k in [str(typed).lower().replace("_", "").replace("-", "")] if k in fold]
+    return f" (did you mean {close[0]!r}?)" if close and close[0] != typed else ""
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The wire names of the fields of the object at `loc` (empty when the walk cannot follow it)."""
+    from .passes import PASSES
+
+    node: Any = model
+    for item in loc:
+        if isinstance(item, str) and item in PASSES and isinstance(node, (list, tuple)):
+            node = PASSES[item].settings  # a pass's settings: the union's tag names the variant
+            continue
+        if isinstance(item, int):
+            continue  # into a list: the item type was taken with the list
+        if not (isinstance(node, type) and issubclass(node, BaseModel)):
+            return []
+        field = next((f for name, f in node.model_fields.items() if item in (name, f.alias)), None)
+        if field is None:
+            return []
+        node = _model_in(field.annotation)
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return [f.alias or name for name, f in node.model_fields.items()]
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    """The model an annotation holds (through Optional, list and Annotated), or the union's variants."""
+    for _ in range(4):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return annotation
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if not args:
+            return annotation
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        if len(models) > 1:
+            return tuple(models)  # the pass union: the next loc item is the tag
+        annotation = models[0] if models else args[0]
+    return annotation
 
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -110,3 +168,9 @@ def _message(error: dict[str, Any]) -> str:
         return str(ctx.get("error", error["msg"]))
     message = error["msg"]
     return message[0].lower() + message[1:]
+
+
+def resolve_path(path: str, base_dir: Path) -> Path:
+    """Relative paths in a spec are relative to the spec file, as in kustomize."""
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else (base_dir / candidate)

@@ -1,0 +1,106 @@
+"""What `kompress validate` checks of the local files a spec names, without running the model: that
+each exists, is a file or a folder as its format needs, carries that format's signature, that an
+.npz data file loads with the splits the run will read, and (for an ONNX model, whose graph names
+its inputs) that the data holds exactly the inputs the graph takes. Every error names the spec field
+(SpecError, exit 2), so a CI gate on `validate` stops a spec that `optimize` would fail on.
+S3 locations are not fetched here: the Job checks them when it downloads them.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from .errors import DataError, SpecError
+from .schema import ModelOptimizationSpec
+from .sources import ModelFormat
+from .specfile import resolve_path
+from .store import is_s3
+
+ONE_FILE = {ModelFormat.ONNX: "an .onnx file", ModelFormat.TORCH_SCRIPT: "a torch.jit.save archive",
+            ModelFormat.TORCH_EXPORT: "a torch.export .pt2 archive", ModelFormat.OPENVINO: "an OpenVINO model.xml",
+            ModelFormat.TENSORRT: "a serialized TensorRT engine"}
+
+# A serialized ModelProto starts with the tag of one of its fields (ir_version, field 1, comes first
+# from every writer: 0x08); text, XML, zip archives and pickles start with other bytes.
+_MODEL_PROTO_TAGS = {0x08, 0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2, 0xCA}
+
+
+def check_local_inputs(spec: ModelOptimizationSpec, base_dir: Path) -> None:
+    """SpecError naming the field when a local model or data file would fail the run."""
+    if not is_s3(spec.model.uri):
+        _check_model("spec.model.uri", resolve_path(spec.model.uri, base_dir), spec.model.format)
+    for index, settings in enumerate(spec.passes):
+        for field, source in settings.model_sources():
+            if not is_s3(source.uri):
+                _check_model(f"spec.passes[{index}].{field}.uri", resolve_path(source.uri, base_dir), source.format)
+    if not is_s3(spec.data.uri):
+        data_path = resolve_path(spec.data.uri, base_dir)
+        dataset = _check_data(spec, data_path)
+        model_path = resolve_path(spec.model.uri, base_dir)
+        if dataset is not None and spec.model.format is ModelFormat.ONNX and not is_s3(spec.model.uri):
+            try:  # the graph's declared inputs, read without running it: the data must feed exactly those
+                dataset.bind(onnx_input_names(model_path), f"data file {data_path}")
+            except DataError as exc:
+                raise SpecError(f"spec.data.uri: {exc}") from None
+
+
+def _check_model(field: str, path: Path, model_format: ModelFormat) -> None:
+    if not path.exists():
+        raise SpecError(f"{field}: {path}: no such file or folder")
+    if model_format is ModelFormat.HUGGING_FACE:
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise SpecError(f"{field}: {path} is not a Hugging Face checkpoint folder (a folder with config.json)")
+        return
+    if path.is_dir():
+        raise SpecError(f"{field}: {path} is a folder; a {model_format.value} model is {ONE_FILE[model_format]}")
+    problem = _signature_problem(path, model_format)
+    if problem:
+        raise SpecError(f"{field}: {path} is not {ONE_FILE[model_format]} ({problem}); is format: {model_format.value} right?")
+
+
+def _signature_problem(path: Path, model_format: ModelFormat) -> str | None:
+    """Why the file is not of its format, read from its first bytes or its archive's listing."""
+    if model_format in (ModelFormat.TORCH_SCRIPT, ModelFormat.TORCH_EXPORT):
+        if not zipfile.is_zipfile(path):
+            return "not a zip archive"
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if model_format is ModelFormat.TORCH_SCRIPT and not any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "no TorchScript code in the archive"
+        return None
+    head = path.open("rb").read(512)
+    if not head:
+        return "the file is empty"
+    if model_format is ModelFormat.ONNX and head[0] not in _MODEL_PROTO_TAGS:
+        return "it does not start as an ONNX protobuf"
+    if model_format is ModelFormat.OPENVINO:
+        if not head.lstrip().startswith(b"<"):
+            return "not XML"
+        if not path.with_suffix(".bin").is_file():
+            return f"its weights {path.with_suffix('.bin').name} are not beside it"
+    return None
+
+
+def onnx_input_names(path: Path) -> tuple[str, ...]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    constants = {init.name for init in graph.initializer}
+    return tuple(i.name for i in graph.input if i.name not in constants)
+
+
+def _check_data(spec: ModelOptimizationSpec, path: Path):
+    """The loaded .npz dataset (None for text rows, checked when the run tokenizes them)."""
+    if not path.exists():
+        raise SpecError(f"spec.data.uri: {path}: no such file")
+    if path.is_dir():
+        raise SpecError(f"spec.data.uri: {path} is a folder; data is one .npz, .jsonl, .csv or .parquet file")
+    if spec.data.text is not None:
+        return None  # text rows are tokenized with the checkpoint's tokenizer: checked when the run loads them
+    from .data import load_dataset
+
+    try:
+        return load_dataset(path, spec.data, spec.task, extra_splits=spec.judging_splits())
+    except DataError as exc:
+        raise SpecError(f"spec.data.uri: {exc}") from None
