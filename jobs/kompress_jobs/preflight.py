@@ -28,21 +28,22 @@ _MODEL_PROTO_TAGS = {0x08, 0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2,
 
 def check_local_inputs(spec: ModelOptimizationSpec, base_dir: Path) -> None:
     """SpecError naming the field when a local model or data file would fail the run."""
-    if not is_s3(spec.model.uri):
-        _check_model("spec.model.uri", resolve_path(spec.model.uri, base_dir), spec.model.format)
+    model_path = None if is_s3(spec.model.uri) else resolve_path(spec.model.uri, base_dir)
+    if model_path is not None:
+        _check_model("spec.model.uri", model_path, spec.model.format)
     for index, settings in enumerate(spec.passes):
         for field, source in settings.model_sources():
             if not is_s3(source.uri):
                 _check_model(f"spec.passes[{index}].{field}.uri", resolve_path(source.uri, base_dir), source.format)
-    if not is_s3(spec.data.uri):
-        data_path = resolve_path(spec.data.uri, base_dir)
-        dataset = _check_data(spec, data_path)
-        model_path = resolve_path(spec.model.uri, base_dir)
-        if dataset is not None and spec.model.format is ModelFormat.ONNX and not is_s3(spec.model.uri):
-            try:  # the graph's declared inputs, read without running it: the data must feed exactly those
-                dataset.bind(onnx_input_names(model_path), f"data file {data_path}")
-            except DataError as exc:
-                raise SpecError(f"spec.data.uri: {exc}") from None
+    if is_s3(spec.data.uri):
+        return
+    data_path = resolve_path(spec.data.uri, base_dir)
+    dataset = _check_data(spec, data_path)
+    if dataset is not None and model_path is not None and spec.model.format is ModelFormat.ONNX:
+        try:  # the graph's declared inputs, read without running it: the data must feed exactly those
+            dataset.bind(onnx_input_names(model_path), f"data file {data_path}")
+        except DataError as exc:
+            raise SpecError(f"spec.data.uri: {exc}") from None
 
 
 def _check_model(field: str, path: Path, model_format: ModelFormat) -> None:
@@ -69,7 +70,8 @@ def _signature_problem(path: Path, model_format: ModelFormat) -> str | None:
         if model_format is ModelFormat.TORCH_SCRIPT and not any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
             return "no TorchScript code in the archive"
         return None
-    head = path.open("rb").read(512)
+    with path.open("rb") as file:
+        head = file.read(512)
     if not head:
         return "the file is empty"
     if model_format is ModelFormat.ONNX and head[0] not in _MODEL_PROTO_TAGS:
