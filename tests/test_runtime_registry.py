@@ -45,10 +45,16 @@ def onnx_model(tmp_path_factory):
 
 
 def test_every_model_format_has_exactly_one_runtime_by_default():
-    by_format = {f: [cls.__name__ for cls in runtimes() if f in cls.formats] for f in ModelFormat}
-    assert all(len(names) == 1 for names in by_format.values()), by_format
-    assert {f: runtime_for(ModelFile(None, f)).devices[0] for f in ModelFormat} == {
-        **{f: Processor.CPU for f in ModelFormat}, ModelFormat.TENSORRT: Processor.CUDA}
+    """One per format and kind of model: a checkpoint folder is an encoder (called per batch) or a
+    causal language model (run token by token); GGUF and OnnxGenAI hold only the latter."""
+    by_kind = {(f, generative): [cls.__name__ for cls in runtimes() if f in cls.formats and cls.generative == generative]
+               for f in ModelFormat for generative in (False, True)}
+    served = {key: names for key, names in by_kind.items() if names}
+    assert all(len(names) == 1 for names in served.values()), served
+    assert {f for f, generative in served if generative} == {ModelFormat.HUGGING_FACE, ModelFormat.GGUF, ModelFormat.ONNX_GENAI}
+    assert {f for f, generative in served if not generative} == set(ModelFormat) - {ModelFormat.GGUF, ModelFormat.ONNX_GENAI}
+    assert {(f, g): runtime_for(ModelFile(None, f, generative=g)).devices[0] for f, g in served} == {
+        **{key: Processor.CPU for key in served}, (ModelFormat.TENSORRT, False): Processor.CUDA}
 
 
 def test_a_runner_is_found_by_format_and_runs_on_the_cpu_by_default(torchscript, onnx_model):

@@ -36,6 +36,9 @@ class Latency(BaseModel):
     # above the latency when a call keeps several cores busy, below it when it waits.
     cpu_ms_per_call: float | None = None
     spread: float = 0.0  # (max - min) / median of the per-round medians: the run-to-run noise
+    # A causal language model (llm/benchmark.py): a call is one decode step, the throughput is tokens
+    # per second, and the prefill of the prompt is timed apart.
+    time_to_first_token_ms: float | None = None
 
     @classmethod
     def of_rounds(cls, round_medians_ms: list[float], **figures) -> "Latency":
@@ -47,7 +50,7 @@ class Latency(BaseModel):
         return {"P50": self.p50_ms, "P95": self.p95_ms, "P99": self.p99_ms}[name]
 
     def to_wire(self) -> dict:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", exclude={"time_to_first_token_ms"} if self.time_to_first_token_ms is None else None)
 
 
 def measure_latency(

@@ -86,20 +86,25 @@ class ProgressDisplay:
 
 def results_table(report: Report) -> Table:
     batch = report.primary_batch_size
-    table = Table(title=f"{report.metric} and latency at batch {batch}, against the baseline", title_justify="left")
+    speed = ("tokens/s", "first token ms") if report.generative else ("p50 ms",)
+    what = "decode speed" if report.generative else "latency"
+    table = Table(title=f"{report.metric} and {what} at batch {batch}, against the baseline", title_justify="left")
     for header, justify in (("candidate", "left"), ("runtime", "left"), (report.metric, "right"), ("drop", "right"),
-                            ("p50 ms", "right"), ("speedup", "right"), ("size KiB", "right"), ("smaller", "right"),
-                            ("verdict", "left")):
+                            *((h, "right") for h in speed), ("speedup", "right"), ("size KiB", "right"),
+                            ("smaller", "right"), ("verdict", "left")):
         table.add_column(header, justify=justify, overflow="fold")
     for c in report.candidates:
         if not c.measured:
-            table.add_row(c.name, "-", "-", "-", "-", "-", "-", "-", Text(f"{c.outcome.value}: {c.error or ''}", style="yellow"))
+            table.add_row(c.name, *["-"] * (6 + len(speed)), Text(f"{c.outcome.value}: {c.error or ''}", style="yellow"))
             continue
         verdict = "baseline" if c.parent is None else "promoted before (to compare)" if c.contender else (
             "BEST" if c.rank == 1 else f"ok #{c.rank}" if c.accepted else "rejected: " + "; ".join(c.rejected_reasons))
+        stats = c.latency[batch]
+        timing = ((f"{stats.throughput_per_second:.1f}", f"{stats.time_to_first_token_ms:.0f}") if report.generative
+                  else (f"{stats.p50_ms:.3f}",))
         table.add_row(
             c.name, f"{c.runtime} {c.precision}", f"{c.metric.value:.4f}", f"{c.metric.drop:+.2f}",
-            f"{c.latency[batch].p50_ms:.3f}", f"{c.vs_baseline.speedup_p50:.2f}x", f"{c.size_bytes / 1024:.1f}",
+            *timing, f"{c.vs_baseline.speedup_p50:.2f}x", f"{c.size_bytes / 1024:.1f}",
             f"{c.vs_baseline.size_reduction:.2f}x", Text(verdict, style="bold green" if verdict == "BEST" else ""),
         )
     table.caption = f"Best: {report.best_name}" if report.best_name else "No candidate met the goals; keep the baseline."

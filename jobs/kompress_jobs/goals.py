@@ -76,6 +76,14 @@ class Goals(Model):
         return None if self.max_size is None else parse_size(self.max_size)
 
 
+class Generation(Model):
+    """How a causal language model is timed: a prompt from the evaluation text, then greedy decoding."""
+
+    prompt_tokens: int = Field(128, ge=1, le=32_768, description="Prompt length: time to first token is its prefill.")
+    new_tokens: int = Field(64, ge=2, le=8192, description="Tokens generated per timed generation; each decode step "
+                            "is one timed call of the latency figures.")
+
+
 class Benchmark(Model):
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 32], min_length=1, max_length=8)
     warmup: int = Field(10, ge=0, le=10_000)
@@ -84,6 +92,8 @@ class Benchmark(Model):
     threads: int = Field(1, ge=1, le=256, description="Intra-op threads for every runtime.")
     tie_tolerance: float = Field(0.05, ge=0, le=1, description="Latencies this close (relative) count as a tie.")
     evaluation_batch_size: int = Field(256, ge=1, le=65_536)
+    generation: Generation = Field(default_factory=Generation, description="Task LanguageModeling only: the "
+                                   "latency of a language model is that of one decode step (milliseconds per new token).")
 
     @field_validator("batch_sizes")
     @classmethod

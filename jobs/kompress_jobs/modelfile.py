@@ -11,13 +11,14 @@ from .sources import HuggingFaceOptions, ModelFormat
 
 @dataclass(frozen=True)
 class ModelFile:
-    path: Path  # a file, or a checkpoint directory for HuggingFace
+    path: Path  # a file, or a folder for HuggingFace and OnnxGenAI
     format: ModelFormat
     precision: str = "fp32"
     # Files the model needs beside itself (e.g. ONNX external data); counted in its size.
     extra_files: tuple[Path, ...] = field(default_factory=tuple)
     options: HuggingFaceOptions | None = None  # HuggingFace: the task head
     input_names: tuple[str, ...] = ()  # HuggingFace: what the tokenizer feeds (files of other formats name their own)
+    generative: bool = False  # a causal language model, run token by token (task LanguageModeling)
 
     @property
     def files(self) -> tuple[Path, ...]:
@@ -32,6 +33,8 @@ class ModelFile:
     @property
     def size_bytes(self) -> int:
         """The model's size: a checkpoint counts its config and weights, not its tokenizer."""
+        if self.path.is_dir() and self.format is ModelFormat.ONNX_GENAI:
+            return sum(p.stat().st_size for p in self.path.iterdir() if p.suffix in (".onnx", ".data"))
         if self.path.is_dir():
             return sum(p.stat().st_size for p in [self.path / "config.json", *self.path.glob("*.safetensors")])
         return sum(p.stat().st_size for p in self.files)

@@ -25,6 +25,7 @@ from .errors import DataError, KompressError
 from .fingerprint import machine_fingerprint
 from .goals import Benchmark
 from .layout import run_prefix
+from .llm import stages as language_model
 from .parallel_study import StudyCollector, StudyWorker, WorkerRun
 from .passes import PassContext
 from .plan import BASELINE, Step, plan_passes
@@ -80,6 +81,7 @@ def run_optimization(
     steps = plan_passes(spec)
     run_id = run_id or new_run_id(resource.metadata.name)
     started = _now()
+    generative = spec.task.generative
 
     store = _open_store(spec, base_dir, artifacts_uri)
     store.check_writable()  # fail before spending minutes on work that cannot be saved
@@ -109,22 +111,27 @@ def run_optimization(
                 runners[incumbent[0].name] = incumbent[1]
         measured = [c for c in candidates if c.measured]
 
-        progress(f"evaluating {len(measured)} model(s) on {len(dataset.evaluation)} samples")
-        _evaluate(measured, runners, dataset, spec)
+        progress(f"evaluating {len(measured)} model(s) on {len(dataset.evaluation)} "
+                 f"{'windows of text' if generative else 'samples'}")
+        (language_model.evaluate if generative else _evaluate)(measured, runners, dataset, spec)
         measured = [c for c in candidates if c.measured]  # a candidate may fail at inference
         progress(f"benchmarking {len(measured)} model(s) at batch sizes {spec.benchmark.batch_sizes}, "
                  f"{spec.benchmark.rounds} interleaved rounds")
-        latencies = measure_latency({c.name: runners[c.name] for c in measured},
-                                    dataset.evaluation.inputs, spec.benchmark, progress)
-        for c in measured:
-            c.latency = latencies[c.name]
+        if generative:
+            language_model.benchmark(measured, runners, dataset, spec, progress)
+        else:
+            latencies = measure_latency({c.name: runners[c.name] for c in measured},
+                                        dataset.evaluation.inputs, spec.benchmark, progress)
+            for c in measured:
+                c.latency = latencies[c.name]
 
         batch = primary_batch_size(spec.goals, spec.benchmark)
         judge(candidates, spec.goals, spec.benchmark, spec.task.metric)
         front = mark_pareto_front(candidates, batch)
         ranked = rank(candidates, spec.goals, spec.benchmark)
 
-        profiles = _profiles([c for c in measured if c.is_baseline or c.rank == 1], runners, dataset, spec, batch, progress)
+        profiled = [] if generative else [c for c in measured if c.is_baseline or c.rank == 1]  # per-call profiles
+        profiles = _profiles(profiled, runners, dataset, spec, batch, progress)
         for c in measured:
             if not c.is_baseline and not c.contender:
                 c.sha256 = sha256(c.model.path)
@@ -325,7 +332,7 @@ def _local_input(uri: str, spec: ModelOptimizationSpec, base_dir: Path, scratch:
 
 
 def _is_checkpoint(model_format: ModelFormat) -> bool:
-    return model_format is ModelFormat.HUGGING_FACE
+    return model_format.is_folder
 
 
 def _fetch_and_load(spec: ModelOptimizationSpec, base_dir: Path, scratch: Path, progress: Progress):
@@ -340,6 +347,10 @@ def _fetch_and_load(spec: ModelOptimizationSpec, base_dir: Path, scratch: Path, 
 def _load_inputs(spec: ModelOptimizationSpec, model_path: Path, data_path: Path, base_dir: Path, scratch: Path,
                  progress: Progress) -> tuple[Dataset, Candidate, dict[str, Runner]]:
     """The data bound to the model's input names, the baseline candidate and its runner."""
+    if spec.task.generative:
+        dataset, model, runner = language_model.load(spec, model_path, data_path, progress)
+        baseline = Candidate(name=BASELINE, technique="baseline", pass_type=None, parent=None, lineage=[], model=model)
+        return dataset, baseline, {BASELINE: runner}
     tokenizer_dir = None
     if spec.data.text is not None:
         tokenizer_dir = (_local_input(spec.data.text.tokenizer, spec, base_dir, scratch, directory=True)

@@ -46,6 +46,10 @@ def plan_passes(spec: ModelOptimizationSpec) -> list[Step]:
         problem = optimization.check(spec)
         if problem:
             raise SpecError(f"{where}.{problem}")
+        if optimization.generative != spec.task.generative:
+            kind = "causal language models (task.type: LanguageModeling)" if optimization.generative else \
+                "models that are called once per batch, not a causal language model"
+            raise SpecError(f"{where}.type: {pass_spec.type} works on {kind}; task.type is {spec.task.type.value}")
         name = pass_spec.name or _unique(default_name(pass_spec.type), formats)
         if name in formats:
             raise SpecError(f"{where}.name: {name!r} is already used by an earlier pass")

@@ -19,7 +19,9 @@ from .store import is_s3
 
 ONE_FILE = {ModelFormat.ONNX: "an .onnx file", ModelFormat.TORCH_SCRIPT: "a torch.jit.save archive",
             ModelFormat.TORCH_EXPORT: "a torch.export .pt2 archive", ModelFormat.OPENVINO: "an OpenVINO model.xml",
-            ModelFormat.TENSORRT: "a serialized TensorRT engine"}
+            ModelFormat.TENSORRT: "a serialized TensorRT engine", ModelFormat.GGUF: "a .gguf file"}
+FOLDERS = {ModelFormat.HUGGING_FACE: ("a Hugging Face checkpoint folder", "config.json"),
+           ModelFormat.ONNX_GENAI: ("an ONNX Runtime GenAI folder", "genai_config.json")}
 
 # A serialized ModelProto starts with the tag of one of its fields (ir_version, field 1, comes first
 # from every writer: 0x08); text, XML, zip archives and pickles start with other bytes.
@@ -49,9 +51,10 @@ def check_local_inputs(spec: ModelOptimizationSpec, base_dir: Path) -> None:
 def _check_model(field: str, path: Path, model_format: ModelFormat) -> None:
     if not path.exists():
         raise SpecError(f"{field}: {path}: no such file or folder")
-    if model_format is ModelFormat.HUGGING_FACE:
-        if not path.is_dir() or not (path / "config.json").is_file():
-            raise SpecError(f"{field}: {path} is not a Hugging Face checkpoint folder (a folder with config.json)")
+    if model_format in FOLDERS:
+        kind, marker = FOLDERS[model_format]
+        if not path.is_dir() or not (path / marker).is_file():
+            raise SpecError(f"{field}: {path} is not {kind} (a folder with {marker})")
         return
     if path.is_dir():
         raise SpecError(f"{field}: {path} is a folder; a {model_format.value} model is {ONE_FILE[model_format]}")
@@ -76,6 +79,8 @@ def _signature_problem(path: Path, model_format: ModelFormat) -> str | None:
         return "the file is empty"
     if model_format is ModelFormat.ONNX and head[0] not in _MODEL_PROTO_TAGS:
         return "it does not start as an ONNX protobuf"
+    if model_format is ModelFormat.GGUF and not head.startswith(b"GGUF"):
+        return "it does not start with the GGUF magic"
     if model_format is ModelFormat.OPENVINO:
         if not head.lstrip().startswith(b"<"):
             return "not XML"
@@ -97,7 +102,15 @@ def _check_data(spec: ModelOptimizationSpec, path: Path):
     if not path.exists():
         raise SpecError(f"spec.data.uri: {path}: no such file")
     if path.is_dir():
-        raise SpecError(f"spec.data.uri: {path} is a folder; data is one .npz, .jsonl, .csv or .parquet file")
+        raise SpecError(f"spec.data.uri: {path} is a folder; data is one .npz, .jsonl, .csv, .parquet or text file")
+    if spec.task.generative:
+        from .llm.corpus import read_text
+
+        try:
+            read_text(path)  # tokenized with the model's tokenizer when the run loads it
+        except DataError as exc:
+            raise SpecError(f"spec.data.uri: {exc}") from None
+        return None
     if spec.data.text is not None:
         return None  # text rows are tokenized with the checkpoint's tokenizer: checked when the run loads them
     from .data import load_dataset

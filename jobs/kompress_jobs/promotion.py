@@ -107,11 +107,12 @@ def read_current(store: ArtifactStore, scratch: Path, spec: ModelOptimizationSpe
     except PromotionError as exc:
         return Current(pointer, problem=str(exc))
     in_release = lambda path: local / release_relative(pointer, path, store)  # noqa: E731
-    hugging_face = model_format is ModelFormat.HUGGING_FACE
+    hugging_face = model_format is ModelFormat.HUGGING_FACE and not spec.task.generative
     return Current(pointer, ModelFile(in_release(model.path), model_format, precision=model.precision,
                                       extra_files=tuple(in_release(p) for p in model.extra_files),
                                       options=spec.model.hugging_face if hugging_face else None,
-                                      input_names=input_names if hugging_face else ()))
+                                      input_names=input_names if hugging_face else (),
+                                      generative=spec.task.generative))
 
 
 def contender(current: Current) -> Candidate:

@@ -69,8 +69,11 @@ def render_markdown(report: Report) -> str:
         f"Machine: {cpu.model} ({', '.join(cpu.flags) or 'no SIMD flags read'}), {bench.threads} thread(s); "
         + ", ".join(f"{k} {v}" for k, v in report.fingerprint.libraries.items()) + ".",
         "",
-        f"Latency at batch {batch}: median over {bench.rounds} interleaved rounds of "
-        f"{bench.iterations} calls; spread = (max − min) / median of the round medians.",
+        (f"Latency at batch {batch}: one decode step (a new token), over {bench.rounds} interleaved rounds of a "
+         f"{bench.generation.prompt_tokens}-token prompt and {bench.generation.new_tokens} new tokens; "
+         if report.generative else
+         f"Latency at batch {batch}: median over {bench.rounds} interleaved rounds of {bench.iterations} calls; ")
+        + "spread = (max − min) / median of the round medians.",
         "",
         f"| candidate | runtime | {report.metric} | drop | p50 ms | p95 ms | spread | size | speedup | smaller | vs parent | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -88,6 +91,8 @@ def render_markdown(report: Report) -> str:
             f"{base.speedup_p50:.2f}× | {base.size_reduction:.2f}× | {parent_text} | {verdict} |"
         )
     lines += ["", _conclusion(report), ""]
+    if report.generative:
+        lines += generation_section(report)
     for other in (b for b in bench.batch_sizes if b != batch):
         lines += [f"## Batch {other}", "", "| candidate | p50 ms | p95 ms | p99 ms | throughput/s |", "|---|---|---|---|---|"]
         for c in report.candidates:
@@ -106,6 +111,26 @@ def render_markdown(report: Report) -> str:
         lines += ["## Promotion", "", f"Decision: **{plan.decision.value}** ({plan.reason}): {plan.message}. "
                   f"Pointer: `{plan.pointer}`.", ""]
     return "\n".join(lines)
+
+
+def generation_section(report: Report) -> list[str]:
+    """What a language model's users read first: decode speed, time to first token, quality."""
+    lines = ["## Generation", "", "Greedy decoding; agreement figures are against the baseline: top-1 of the next-token "
+             "distribution over the evaluation text, and the generated tokens before the first that differs.", "",
+             "| candidate | batch | decode tokens/s | vs baseline | time to first token ms | perplexity | top-1 agreement "
+             "| KL divergence | greedy agreement |", "|---|---|---|---|---|---|---|---|---|"]
+    base = report.baseline
+    for c in report.candidates:
+        if not c.measured:
+            continue
+        f = c.metric.fidelity
+        for batch, s in c.latency.items():
+            ratio = s.throughput_per_second / base.latency[batch].throughput_per_second
+            lines.append(f"| {c.name} | {batch} | {s.throughput_per_second:.1f} | {ratio:.2f}× | "
+                         f"{s.time_to_first_token_ms:.1f} | {f.get('perplexity', float('nan')):.3f} | "
+                         f"{f.get('top1Agreement', float('nan')):.3f} | {f.get('klDivergence', float('nan')):.4f} | "
+                         f"{f.get('greedyAgreement', float('nan')):.3f} |")
+    return lines + [""]
 
 
 def verdict_of(c: CandidateResult) -> str:

@@ -211,6 +211,11 @@ class Report(_Document):
         return next(c for c in self.candidates if c.parent is None)
 
     @property
+    def generative(self) -> bool:
+        """A causal language model's run: a latency is one decode step, its throughput tokens per second."""
+        return self.spec.get("task", {}).get("type") == "LanguageModeling"
+
+    @property
     def pareto_front(self) -> list[CandidateResult]:
         return [self.candidate(name) for name in self.pareto_front_names]
 

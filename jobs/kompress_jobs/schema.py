@@ -155,6 +155,23 @@ class ModelOptimizationSpec(Model):
         return self
 
     @model_validator(mode="after")
+    def _language_model_fits(self) -> "ModelOptimizationSpec":
+        generative, fmt = self.task.generative, self.model.format
+        if fmt.generative_only and not generative:
+            raise ValueError(f"model.format {fmt.value} holds a causal language model: it needs task.type: LanguageModeling")
+        if not generative:
+            return self
+        if fmt not in LANGUAGE_MODEL_FORMATS:
+            raise ValueError(f"task LanguageModeling: model.format {fmt.value} is not a causal language model format "
+                             f"(it takes {', '.join(f.value for f in LANGUAGE_MODEL_FORMATS)})")
+        if self.data.text is not None:
+            raise ValueError("data.text: task LanguageModeling reads data.uri as one plain text file, not as rows")
+        if self.tuning is not None:
+            raise ValueError("tuning: a tuning study does not run on task LanguageModeling yet; "
+                             "let a steered pass (OrtGenAI's search) find the settings")
+        return self
+
+    @model_validator(mode="after")
     def _latency_goal_is_measured(self) -> "ModelOptimizationSpec":
         goal = self.goals.latency
         if goal and goal.batch_size and goal.batch_size not in self.benchmark.batch_sizes:
@@ -162,6 +179,9 @@ class ModelOptimizationSpec(Model):
                 f"goals.latency.batchSize {goal.batch_size} is not among benchmark.batchSizes {self.benchmark.batch_sizes}"
             )
         return self
+
+
+LANGUAGE_MODEL_FORMATS = (ModelFormat.HUGGING_FACE, ModelFormat.GGUF, ModelFormat.ONNX_GENAI)
 
 
 class ObjectMeta(Model):

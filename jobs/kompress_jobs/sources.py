@@ -16,6 +16,17 @@ class ModelFormat(str, Enum):
     TENSORRT = "TensorRT"  # serialized engine; runs only on the GPU model and TensorRT version that built it
     HUGGING_FACE = "HuggingFace"  # a checkpoint directory: config.json, *.safetensors, tokenizer files
     OPENVINO = "OpenVINO"  # IR: model.xml, with its weights in model.bin beside it
+    GGUF = "GGUF"  # a llama.cpp file of a causal language model; read by transformers, de-quantized to FP32
+    ONNX_GENAI = "OnnxGenAI"  # ONNX Runtime GenAI folder: genai_config.json, model.onnx (+ data), tokenizer
+
+    @property
+    def generative_only(self) -> bool:
+        """Formats that only ever hold a causal language model (task LanguageModeling)."""
+        return self in (ModelFormat.GGUF, ModelFormat.ONNX_GENAI)
+
+    @property
+    def is_folder(self) -> bool:
+        return self in (ModelFormat.HUGGING_FACE, ModelFormat.ONNX_GENAI)
 
 
 class HeadType(str, Enum):
@@ -40,7 +51,8 @@ class HuggingFaceOptions(Model):
 
 
 class ModelSource(Model):
-    uri: str = Field(min_length=1, description="Path or s3:// URI of the model file (a directory for HuggingFace).")
+    uri: str = Field(min_length=1, description="Path or s3:// URI of the model file (a directory for HuggingFace and "
+                     "OnnxGenAI).")
     format: ModelFormat = Field(description="How the model was saved. Pickled modules are never loaded.")
     hugging_face: HuggingFaceOptions | None = Field(None, description="HuggingFace format only; defaults apply when unset.")
 
@@ -67,7 +79,8 @@ class DataSource(Model):
     uri: str = Field(
         min_length=1,
         description="Path or s3:// URI of an .npz (x_<split> or x_<split>/<input name> arrays, y_<split> labels "
-                    "optional), or of a .jsonl / .csv / .parquet text file (with `text`).",
+                    "optional), of a .jsonl / .csv / .parquet text file (with `text`), or, for task LanguageModeling, "
+                    "of a plain UTF-8 text file (evaluation text first, calibration text after it).",
     )
     text: TextData | None = Field(None, description="Read the file as text rows and tokenize them.")
     train_split: str = Field("train", min_length=1, description="Split used to fine-tune.")

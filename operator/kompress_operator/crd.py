@@ -108,6 +108,8 @@ def _merge_union(node: dict, defs: dict) -> dict:
 def _loosen(first: dict, second: dict) -> dict:
     """The same field in two pass types with different rules: keep only what both share."""
     shared = {k: v for k, v in first.items() if second.get(k) == v}
+    if "enum" in first and "enum" in second and "type" in shared:  # e.g. `precision` of TensorRT and OnnxGenAI
+        shared["enum"] = list(dict.fromkeys(first["enum"] + second["enum"]))
     return shared if "type" in shared or "x-kubernetes-int-or-string" in shared else {"x-kubernetes-preserve-unknown-fields": True}
 
 

@@ -33,7 +33,7 @@ class ModelDigests:
         uri = spec.model.uri
         if not is_s3(uri):
             raise DigestUnavailable(f"{uri}: the operator reads model digests only from S3")
-        return self._s3(uri, spec.model.format is ModelFormat.HUGGING_FACE, spec.artifacts.endpoint_url, spec.artifacts.region)
+        return self._s3(uri, spec.model.format.is_folder, spec.artifacts.endpoint_url, spec.artifacts.region)
 
     def _s3(self, uri: str, prefix: bool, endpoint_url: str | None, region: str | None) -> str:
         import boto3

@@ -64,6 +64,7 @@ class OptimizationPass(ABC):
     accepts: ClassVar[frozenset[ModelFormat]] = frozenset({ModelFormat.ONNX})
     output_format: ClassVar[ModelFormat] = ModelFormat.ONNX
     moves_head: ClassVar[bool] = False
+    generative: ClassVar[bool] = False  # works on causal language models (task LanguageModeling) only
 
     def __init__(self, spec: Any):
         self.spec = spec

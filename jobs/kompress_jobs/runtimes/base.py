@@ -38,6 +38,7 @@ class Runner:
     formats: ClassVar[frozenset[ModelFormat]]
     devices: ClassVar[tuple[Processor, ...]] = (Processor.CPU,)
     profiler: ClassVar[str | None] = None  # the per-operator profiler this runtime reads, if any
+    generative: ClassVar[bool] = False  # runs a causal language model token by token (generative.py)
 
     device: Processor = Processor.CPU
     input_names: tuple[str, ...]

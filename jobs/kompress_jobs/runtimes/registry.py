@@ -15,10 +15,11 @@ _discovered = False
 
 
 def register(cls: type[Runner]) -> type[Runner]:
-    """Add a runner class; two classes never claim the same format on the same device, so the
-    choice never depends on import order."""
+    """Add a runner class; two classes never claim the same format on the same device for the same
+    kind of model (a checkpoint is an encoder or a causal LM), so the choice never depends on import order."""
     for other in _RUNTIMES:
-        shared = {(f, d) for f in cls.formats & other.formats for d in set(cls.devices) & set(other.devices)}
+        shared = {(f, d) for f in cls.formats & other.formats for d in set(cls.devices) & set(other.devices)
+                  if cls.generative == other.generative}
         if shared and other is not cls:
             raise ValueError(f"{cls.__name__} and {other.__name__} both run {sorted((f.value, d.value) for f, d in shared)}")
     if cls not in _RUNTIMES:
@@ -40,9 +41,10 @@ def runtimes() -> list[type[Runner]]:
 def runtime_for(model: ModelFile, device: Processor | None = None) -> type[Runner]:
     """The runtime that runs this model's format on `device` (where the runtime runs by default
     when None), or ModelLoadError naming what would run it."""
-    fitting = [cls for cls in runtimes() if model.format in cls.formats]
+    fitting = [cls for cls in runtimes() if model.format in cls.formats and cls.generative == model.generative]
     if not fitting:
-        raise ModelLoadError(f"model file {model.path}: no runtime runs {model.format.value} models")
+        kind = " as a causal language model" if model.generative else ""
+        raise ModelLoadError(f"model file {model.path}: no runtime runs {model.format.value} models{kind}")
     for cls in fitting:
         if device is None or device in cls.devices:
             return cls

@@ -1,0 +1,117 @@
+"""A causal language model and its tokenizer from a local checkpoint folder or a GGUF file, with the
+same rules as every other loader: no hub download, no remote code, never a pickled weight file
+(huggingface.read_config refuses them). A tokenizer that is saved is reloaded and compared on a
+sample of the text before anything is built on it: some transformers versions write GGUF
+tokenizers that reload as another class and map spaces to <unk>, which ruins every figure after."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ModelLoadError
+from ..huggingface import read_config
+from ..modelfile import ModelFile
+from ..sources import ModelFormat
+
+
+def gguf_architecture(path: Path) -> str:
+    """The architecture a GGUF file declares; ModelLoadError when transformers cannot read it."""
+    import gguf
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    where = f"model file {path}"
+    if not path.is_file():
+        raise ModelLoadError(f"{where}: no such file (a GGUF model is one .gguf file)")
+    try:
+        field = gguf.GGUFReader(str(path)).fields.get("general.architecture")
+        architecture = bytes(field.parts[field.data[0]]).decode() if field else None
+    except Exception as exc:  # the reader raises ValueError / struct errors on a foreign file
+        raise ModelLoadError(f"{where}: not a readable GGUF file ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})") from None
+    if architecture is None:
+        raise ModelLoadError(f"{where}: the GGUF file names no general.architecture")
+    if architecture not in GGUF_SUPPORTED_ARCHITECTURES:
+        raise ModelLoadError(f"{where}: transformers cannot read GGUF models of architecture {architecture!r} "
+                             f"(it reads {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}); convert it to a Hugging "
+                             "Face checkpoint folder (format: HuggingFace)")
+    return architecture
+
+
+def load_causal_lm(model: ModelFile):
+    """The model as a transformers module in FP32 on the CPU (GGUF weights de-quantized: the
+    baseline as the user keeps it is what those weights compute)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ..huggingface import _offline
+
+    _offline()
+    common = dict(local_files_only=True, trust_remote_code=False, dtype=torch.float32)
+    try:
+        if model.format is ModelFormat.GGUF:
+            gguf_architecture(model.path)
+            module = AutoModelForCausalLM.from_pretrained(str(model.path.parent), gguf_file=model.path.name, **common)
+            _forget_gguf_origin(module)
+        elif model.format is ModelFormat.HUGGING_FACE:
+            config = read_config(model.path)
+            if not any(a.endswith("ForCausalLM") for a in config.get("architectures", [])):
+                raise ModelLoadError(f"model directory {model.path}: config.json names no …ForCausalLM architecture "
+                                     f"({', '.join(config.get('architectures', [])) or 'none'}); task LanguageModeling "
+                                     "needs a causal language model")
+            module = AutoModelForCausalLM.from_pretrained(str(model.path), use_safetensors=True, **common)
+        else:
+            raise ModelLoadError(f"model {model.path}: {model.format.value} is not loaded by transformers")
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"model {model.path}: transformers could not load it as a causal language model: "
+                             f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__}") from None
+    return module.eval()
+
+
+def _forget_gguf_origin(module) -> None:
+    """A model read from GGUF keeps a marker that forbids save_pretrained; its weights are plain FP32
+    tensors by now, so the checkpoint it writes is exactly the model that was measured."""
+    module.hf_quantizer = None
+    if hasattr(module.config, "quantization_config"):
+        del module.config.quantization_config
+    module.is_quantized = False
+
+
+def load_tokenizer(model: ModelFile):
+    """The tokenizer that ships with the model (a GGUF file carries its own)."""
+    from transformers import AutoTokenizer
+
+    from ..huggingface import _offline
+
+    _offline()
+    try:
+        if model.format is ModelFormat.GGUF:
+            return AutoTokenizer.from_pretrained(str(model.path.parent), gguf_file=model.path.name, local_files_only=True)
+        return AutoTokenizer.from_pretrained(str(model.path), local_files_only=True, trust_remote_code=False)
+    except Exception as exc:
+        raise ModelLoadError(f"model {model.path}: no tokenizer could be read from it: "
+                             f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__}") from None
+
+
+def check_round_trip(tokenizer, folder: Path, sample: str) -> None:
+    """ModelLoadError unless the tokenizer written to `folder` gives the same ids on `sample`."""
+    from transformers import AutoTokenizer
+
+    reloaded = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    before, after = tokenizer(sample).input_ids, reloaded(sample).input_ids
+    if before != after:
+        at = next((i for i, (a, b) in enumerate(zip(before, after)) if a != b), min(len(before), len(after)))
+        raise ModelLoadError(
+            f"the tokenizer does not survive being saved and reloaded ({type(tokenizer).__name__} came back as "
+            f"{type(reloaded).__name__}; token ids differ from position {at} of a {len(before)}-token sample): "
+            "a model built on it would be judged on other text than the baseline; use a transformers version "
+            "whose tokenizer round trip holds")
+
+
+def save_checkpoint(module, tokenizer, folder: Path, sample: str) -> Path:
+    """A Hugging Face checkpoint folder (safetensors) of the module and its tokenizer, the tokenizer checked."""
+    folder.mkdir(parents=True, exist_ok=True)
+    module.save_pretrained(str(folder), safe_serialization=True)
+    tokenizer.save_pretrained(str(folder))
+    check_round_trip(tokenizer, folder, sample)
+    return folder

@@ -1,0 +1,136 @@
+"""A causal language model rebuilt for ONNX Runtime GenAI by its model builder: the graph written
+from the weights (no tracing), with a key/value cache, in FP32 or with weight-only INT8 / INT4
+MatMuls (MatMulNBits, a scale per block of weights, optionally INT8 for the layers most sensitive to
+4 bits). The builder runs in its own process (it holds the whole model in memory while it writes)
+and never runs code from the checkpoint. A GGUF model is first written as a checkpoint folder;
+every tokenizer written on the way is checked against the source's on the evaluation text."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from enum import Enum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from ..errors import PassError
+from ..modelfile import ModelFile
+from ..sources import ModelFormat
+from .base import OptimizationPass, PassContext, failing_as, register
+from .settings import PassSettings
+
+
+class GenAiPrecision(str, Enum):
+    FP32 = "Fp32"
+    INT8 = "Int8"  # weight-only: MatMul weights in 8 bits
+    INT4 = "Int4"  # weight-only: MatMul weights in 4 bits
+
+
+class QuantAlgorithm(str, Enum):
+    RTN = "Rtn"  # round to nearest, a scale per block
+    K_QUANT = "KQuant"  # llama.cpp's k-quant scales and minimums per block
+
+
+class Int8Layers(str, Enum):
+    NONE = "None"
+    LAST_MATMUL = "LastMatMul"  # the output head, the largest and most output-sensitive weight
+    SENSITIVE = "Sensitive"  # the head, the first and last eighth of the layers and every third layer's qkv/v/down projections
+
+
+_INT8_LAYERS = {Int8Layers.LAST_MATMUL: "last_matmul:int8", Int8Layers.SENSITIVE: "last_matmul:int8,mixed_layers:int8"}
+
+
+class OnnxGenAIPass(PassSettings):
+    """ONNX Runtime GenAI's model builder: a causal LM as an ONNX model with a key/value cache."""
+
+    type: Literal["OnnxGenAI"]
+    precision: GenAiPrecision = GenAiPrecision.INT4
+    block_size: int = Field(32, ge=16, le=256, description="Int8/Int4: weights per scale (16, 32, 64, 128 or 256).")
+    accuracy_level: int = Field(4, ge=1, le=4, description="Int8/Int4: what the activations are computed in: 4 INT8 "
+                                "(fastest on CPUs), 3 BF16, 2 FP16, 1 FP32.")
+    algorithm: QuantAlgorithm = QuantAlgorithm.RTN
+    int8_layers: Int8Layers = Field(Int8Layers.NONE, description="Int4: layers kept in 8 bits.")
+    symmetric: bool = True
+
+    @field_validator("block_size")
+    @classmethod
+    def _supported_block(cls, size: int) -> int:
+        if size not in (16, 32, 64, 128, 256):
+            raise ValueError(f"must be 16, 32, 64, 128 or 256, not {size}")
+        return size
+
+    def builder_arguments(self) -> list[str]:
+        """The builder's command-line arguments for these settings (input and output apart)."""
+        arguments = ["-p", self.precision.value.lower(), "-e", "cpu"]
+        if self.precision is GenAiPrecision.FP32:
+            return arguments
+        extra = [f"accuracy_level={self.accuracy_level}", f"block_size={self.block_size}",
+                 f"is_symmetric={str(self.symmetric).lower()}", f"algo_config={self.algorithm.name.lower()}"]
+        if self.precision is GenAiPrecision.INT4 and self.int8_layers is not Int8Layers.NONE:
+            extra.append(f"matmul_mixed_precision={_INT8_LAYERS[self.int8_layers]}")
+        return arguments + ["--extra_options", *extra]
+
+    @property
+    def precision_label(self) -> str:
+        if self.precision is GenAiPrecision.INT4 and self.int8_layers is not Int8Layers.NONE:
+            return "int4/int8"
+        return self.precision.value.lower()
+
+
+@register(OnnxGenAIPass)
+class OnnxGenAI(OptimizationPass):
+    technique = "weight-compression"
+    accepts = frozenset({ModelFormat.HUGGING_FACE, ModelFormat.GGUF})
+    output_format = ModelFormat.ONNX_GENAI
+    generative = True
+
+    def not_applicable_reason(self) -> str | None:
+        import importlib.util
+
+        if importlib.util.find_spec("onnxruntime_genai") is None:
+            return "onnxruntime-genai is not installed in this image"
+        return None
+
+    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        from ..huggingface import read_config
+        from ..llm.loading import check_round_trip, load_causal_lm, load_tokenizer, save_checkpoint
+
+        source = model.path
+        if model.format is ModelFormat.GGUF:
+            # beside the candidates' folders, in the run's scratch: every OnnxGenAI pass of the run
+            # reuses it ("_" starts no candidate name), and its tokenizer, checked when it was written
+            source = ctx.output_dir.parent / f"_{model.path.stem}-checkpoint"
+            if (source / "config.json").is_file():
+                tokenizer = load_tokenizer(ModelFile(source, ModelFormat.HUGGING_FACE))
+                sample = tokenizer.decode(ctx.dataset.evaluation.inputs["input_ids"][0])
+            else:
+                tokenizer = load_tokenizer(model)
+                sample = tokenizer.decode(ctx.dataset.evaluation.inputs["input_ids"][0])
+                ctx.log("writing the GGUF model as a checkpoint folder for the builder")
+                save_checkpoint(load_causal_lm(model), tokenizer, source, sample)
+        else:
+            tokenizer = load_tokenizer(model)
+            sample = tokenizer.decode(ctx.dataset.evaluation.inputs["input_ids"][0])
+            read_config(model.path)  # the loader's rules (safetensors only, no remote code) before the builder reads it
+        with tempfile.TemporaryDirectory(prefix="genai-") as cache:
+            ctx.log(f"building ({' '.join(self.spec.builder_arguments())})")
+            self._build(source, ctx.output_dir, Path(cache))
+        with failing_as("the built model's tokenizer check"):
+            check_round_trip(tokenizer, ctx.output_dir, sample)
+        return ModelFile(ctx.output_dir, ModelFormat.ONNX_GENAI, self.spec.precision_label, generative=True)
+
+    def _build(self, source: Path, output: Path, cache: Path) -> None:
+        command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(output),
+                   "-c", str(cache), *self.spec.builder_arguments()]
+        # offline, and hf_remote stays false: the builder reads the folder and runs none of its code
+        env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()]
+            raise PassError(f"the ONNX Runtime GenAI builder failed: {(lines[-1] if lines else f'exit {done.returncode}')[:300]}")
+        if not (output / "genai_config.json").is_file():
+            raise PassError("the ONNX Runtime GenAI builder wrote no genai_config.json")

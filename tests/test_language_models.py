@@ -1,0 +1,210 @@
+"""Causal language models through the pipeline: loading, the text, perplexity against a hand
+computation, the ONNX Runtime GenAI builder pass, the generation benchmark and the bad inputs a user
+meets, on a tiny random Llama with a BPE tokenizer trained on license text (seconds)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from kompress_jobs.errors import DataError, ModelLoadError, SpecError
+from kompress_jobs.llm.corpus import load_corpus
+from kompress_jobs.llm.loading import check_round_trip, gguf_architecture, load_tokenizer
+from kompress_jobs.llm.quality import LanguageModelScorer
+from kompress_jobs.modelfile import ModelFile
+from kompress_jobs.runtimes import make_runner
+from kompress_jobs.schema import ModelOptimization
+from kompress_jobs.sources import ModelFormat
+from kompress_jobs.tasks import Task
+
+from .llm_fixtures import license_text, llm_resource, tiny_llama, train_tokenizer
+
+pytestmark = pytest.mark.pipeline
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory) -> Path:
+    return tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def _model(folder: Path) -> ModelFile:
+    return ModelFile(folder, ModelFormat.HUGGING_FACE, generative=True)
+
+
+def _resource(**overrides) -> ModelOptimization:
+    return ModelOptimization.model_validate(llm_resource("m", "t", **overrides))
+
+
+def test_perplexity_is_the_exponential_of_the_mean_next_token_loss_computed_by_hand(llama):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    task = Task(type="LanguageModeling", context_length=32, stride=16, evaluation_tokens=96)
+    tokenizer = load_tokenizer(_model(llama))
+    dataset = load_corpus(license_text(), _resource().spec.data, task, tokenizer)
+    windows = dataset.evaluation.inputs["input_ids"]
+    assert windows.shape == (5, 32)  # starts 0, 16, 32, 48, 64 within 96 tokens
+
+    scorer = LanguageModelScorer(task, _resource().spec.goals.accuracy_drop_mode, dataset.evaluation,
+                                 make_runner(_model(llama), threads=1))
+    # by hand: the first window scores all 31 predictions, each later one its last 16 tokens
+    module = AutoModelForCausalLM.from_pretrained(str(llama)).eval()
+    losses = []
+    with torch.no_grad():
+        for index, window in enumerate(torch.from_numpy(windows)):
+            log_probs = torch.log_softmax(module(window[None]).logits[0].double(), -1)
+            first = 1 if index == 0 else 16
+            losses += [-log_probs[t - 1, window[t]].item() for t in range(first, 32)]
+    assert len(losses) == 31 + 4 * 16
+    value, drop, figures = scorer.baseline()
+    assert value == pytest.approx(math.exp(sum(losses) / len(losses)), rel=1e-4)
+    assert figures["scoredTokens"] == len(losses) and drop == 0.0
+    assert figures["top1Agreement"] == 1.0 and abs(figures["klDivergence"]) < 1e-9
+
+
+def test_onnx_genai_fp32_matches_pytorch_and_int4_is_smaller_and_judged_against_it(llama, tmp_path):
+    from kompress_jobs.passes import PassContext, build_pass
+    from kompress_jobs.passes.onnx_genai import OnnxGenAIPass
+
+    task = Task(type="LanguageModeling", context_length=64, evaluation_tokens=256)
+    tokenizer = load_tokenizer(_model(llama))
+    dataset = load_corpus(license_text(), _resource().spec.data, task, tokenizer)
+    built = {}
+    for precision in ("Fp32", "Int4"):
+        out = tmp_path / precision
+        out.mkdir()
+        step = build_pass(OnnxGenAIPass(type="OnnxGenAI", precision=precision))
+        built[precision] = step.run(_model(llama), PassContext(out, dataset, 1, lambda m: None, task=task))
+        assert built[precision].format is ModelFormat.ONNX_GENAI and (out / "genai_config.json").is_file()
+    assert built["Int4"].size_bytes < 0.6 * built["Fp32"].size_bytes
+
+    baseline = make_runner(_model(llama), threads=1)
+    scorer = LanguageModelScorer(task, _resource().spec.goals.accuracy_drop_mode, dataset.evaluation, baseline)
+    fp32 = make_runner(built["Fp32"], threads=1)
+    value, drop, figures = scorer.judge(fp32)
+    assert abs(drop) < 0.01 and figures["top1Agreement"] > 0.99  # the same weights, another runtime
+    prompt = dataset.evaluation.inputs["input_ids"][:1, :16]
+    assert np.array_equal(fp32.generate(prompt, 8).tokens, baseline.generate(prompt, 8).tokens)
+    generation = make_runner(built["Int4"], threads=1).generate(prompt, 8)
+    assert generation.tokens.shape == (1, 8) and len(generation.step_ns) == 7 and generation.first_token_ns > 0
+
+
+def test_a_language_model_run_reports_perplexity_tokens_per_second_and_time_to_first_token(llama, tmp_path):
+    from kompress_jobs.pipeline import run_optimization
+
+    resource = ModelOptimization.model_validate(llm_resource(str(llama), str(license_text()), passes=[
+        {"type": "OnnxGenAI", "name": "genai-fp32", "precision": "Fp32", "input": "baseline"},
+        {"type": "OnnxGenAI", "name": "genai-int8", "precision": "Int8", "input": "baseline"}]))
+    result = run_optimization(resource, artifacts_uri=str(tmp_path / "runs"))
+    report = result.results
+    assert report.generative and report.metric == "Perplexity"
+    by_name = {c.name: c for c in report.candidates}
+    assert set(by_name) == {"baseline", "genai-fp32", "genai-int8"}
+    for c in by_name.values():
+        assert c.measured, c.error
+        stats = c.latency[1]
+        assert stats.samples == 2 * 7  # rounds × (new tokens − 1) decode steps
+        assert stats.time_to_first_token_ms > 0 and stats.throughput_per_second == pytest.approx(1000 / stats.mean_ms)
+        assert {"perplexity", "top1Agreement", "klDivergence", "greedyAgreement"} <= set(c.metric.fidelity)
+    assert by_name["genai-fp32"].metric.drop == pytest.approx(0, abs=0.01)
+    assert report.best_name in ("genai-fp32", "genai-int8")
+    wire = result.report["candidates"][0]["latency"]["1"]
+    assert wire["time_to_first_token_ms"] > 0
+    markdown = (Path(result.run_uri) / "report.md").read_text()
+    assert "## Generation" in markdown and "decode tokens/s" in markdown
+    files = {p.relative_to(Path(result.run_uri)).as_posix() for p in Path(result.run_uri).rglob("*") if p.is_file()}
+    folder = by_name["genai-int8"].artifact  # the builder's whole folder, under the candidate
+    assert folder == "candidates/genai-int8/genai-int8"
+    assert {f"{folder}/genai_config.json", f"{folder}/model.onnx", f"{folder}/tokenizer.json"} <= files
+
+
+# Bad input, each one line naming what to fix.
+
+def test_text_shorter_than_one_window_is_refused_naming_the_context_length(llama, tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("Only a few words here.")
+    task = Task(type="LanguageModeling", context_length=64, evaluation_tokens=64)
+    with pytest.raises(DataError, match=r"shorter than one window \(task.contextLength 64\)"):
+        load_corpus(short, _resource().spec.data, task, load_tokenizer(_model(llama)))
+
+
+def test_text_that_is_not_utf8_is_refused(tmp_path, llama):
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(b"\x80\x81\xfe" * 100)
+    with pytest.raises(DataError, match="plain UTF-8 text"):
+        load_corpus(binary, _resource().spec.data, Task(type="LanguageModeling"), load_tokenizer(_model(llama)))
+
+
+def test_a_prompt_longer_than_the_model_context_is_refused_naming_the_field(tmp_path):
+    from kompress_jobs.pipeline import run_optimization
+
+    short_context = tiny_llama(tmp_path / "llama", max_positions=48)
+    resource = ModelOptimization.model_validate(llm_resource(
+        str(short_context), str(license_text()), task={"type": "LanguageModeling", "contextLength": 32, "evaluationTokens": 64},
+        benchmark={"batchSizes": [1], "rounds": 1, "generation": {"promptTokens": 40, "newTokens": 16}}))
+    with pytest.raises(DataError, match=r"benchmark.generation.promptTokens \+ newTokens \(40 \+ 16\) .* context \(48 positions\)"):
+        run_optimization(resource, artifacts_uri=str(tmp_path / "runs"))
+
+
+def test_a_gguf_of_an_architecture_transformers_cannot_read_is_refused_with_the_reason(tmp_path):
+    import gguf
+
+    path = tmp_path / "model.gguf"
+    writer = gguf.GGUFWriter(str(path), "nonesuch")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ModelLoadError, match=r"cannot read GGUF models of architecture 'nonesuch' \(it reads .*llama"):
+        gguf_architecture(path)
+    not_gguf = tmp_path / "other.gguf"
+    not_gguf.write_bytes(b"PK\x03\x04 not a gguf")
+    with pytest.raises(ModelLoadError, match="not a readable GGUF file"):
+        gguf_architecture(not_gguf)
+
+
+def test_a_tokenizer_that_does_not_survive_a_round_trip_is_refused(tmp_path, llama):
+    other = tmp_path / "other"
+    train_tokenizer(other, vocabulary=300)  # another vocabulary written where the model's should be
+    with pytest.raises(ModelLoadError, match="does not survive being saved and reloaded .* token ids differ"):
+        check_round_trip(load_tokenizer(_model(llama)), other, license_text().read_text()[:500])
+    check_round_trip(load_tokenizer(_model(llama)), llama, license_text().read_text()[:500])  # its own holds
+
+
+def test_an_encoder_checkpoint_is_refused_as_a_language_model(tmp_path):
+    from .transformer_fixtures import tiny_bert
+
+    with pytest.raises(ModelLoadError, match="names no …ForCausalLM architecture"):
+        make_runner(_model(tiny_bert(tmp_path / "bert")), threads=1)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"model": {"uri": "m.onnx", "format": "ONNX"}}, "model.format ONNX is not a causal language model format"),
+    ({"tuning": {"trials": 4, "searchSpace": [{"pass": "genai-fp32", "parameter": "blockSize", "choices": [32, 64]}]}},
+     "tuning: a tuning study does not run on task LanguageModeling yet"),
+    ({"task": {"type": "LanguageModeling", "contextLength": 512, "evaluationTokens": 256}},
+     "evaluationTokens 256 is shorter than one window"),
+    ({"task": {"type": "LanguageModeling", "contextLength": 64, "stride": 128}}, "stride 128 is longer than contextLength 64"),
+])
+def test_language_model_specs_that_cannot_run_are_refused(change, message):
+    with pytest.raises(ValueError, match=message):
+        ModelOptimization.model_validate(llm_resource("m", "t", **change))
+
+
+def test_gguf_needs_the_language_modeling_task_and_passes_must_fit_the_task():
+    from kompress_jobs.plan import plan_passes
+
+    with pytest.raises(ValueError, match="GGUF holds a causal language model: it needs task.type: LanguageModeling"):
+        ModelOptimization.model_validate(llm_resource("m.gguf", "t", model_format="GGUF", task={"type": "Fidelity"}))
+    wrong_pass = _resource(passes=[{"type": "Int4WeightOnly"}])
+    with pytest.raises(SpecError, match=r"passes\[0\].type: Int4WeightOnly works on models that are called once per batch"):
+        plan_passes(wrong_pass.spec)
+    encoder = ModelOptimization.model_validate(yaml.safe_load((Path(__file__).parents[1] / "examples/sentence-embeddings.yaml").read_text()))
+    encoder.spec.passes = [_resource().spec.passes[0]]
+    with pytest.raises(SpecError, match=r"OnnxGenAI works on causal language models"):
+        plan_passes(encoder.spec)
