@@ -13,7 +13,6 @@ import hashlib
 import threading
 
 from kompress_jobs.schema import ModelOptimizationSpec
-from kompress_jobs.sources import ModelFormat
 from kompress_jobs.store import is_s3, split_s3
 
 MAX_OBJECTS = 10_000  # a checkpoint prefix holds tens of files, not a bucket's worth
