@@ -208,3 +208,29 @@ def test_gguf_needs_the_language_modeling_task_and_passes_must_fit_the_task():
     encoder.spec.passes = [_resource().spec.passes[0]]
     with pytest.raises(SpecError, match=r"OnnxGenAI works on causal language models"):
         plan_passes(encoder.spec)
+
+
+def test_precision_auto_builds_the_ladder_judges_each_on_the_calibration_text_and_keeps_the_fastest_within_the_goal(llama, tmp_path):
+    from kompress_jobs.goals import Goals
+    from kompress_jobs.passes import PassContext, build_pass
+    from kompress_jobs.passes.onnx_genai import OnnxGenAI, OnnxGenAIPass
+    from kompress_jobs.report import human_size  # noqa: F401  (the section renders sizes with it)
+
+    task = Task(type="LanguageModeling", context_length=64, evaluation_tokens=128)
+    dataset = load_corpus(license_text(), _resource().spec.data, task, load_tokenizer(_model(llama)))
+    assert len(dataset.calibration) > 0
+    goals = Goals(max_accuracy_drop=5, accuracy_drop_mode="Relative")
+    step = build_pass(OnnxGenAIPass(type="OnnxGenAI", precision="Auto"))
+    out = tmp_path / "auto"
+    out.mkdir()
+    model = step.run(_model(llama), PassContext(out, dataset, 1, lambda m: None, task=task, goals=goals))
+    details = step.details
+    assert [t["settings"] for t in details["trials"]] == [s.trial_label for s in step.spec.ladder()]
+    keepers = [t for t in details["trials"] if t["drop"] is not None and t["drop"] <= 5]
+    assert keepers and all("tokensPerSecond" in t for t in keepers)
+    chosen = details["trials"][details["chosenTrial"] - 1]
+    assert chosen["tokensPerSecond"] == max(t["tokensPerSecond"] for t in keepers)
+    assert (out / "genai_config.json").is_file() and model.precision == step.spec.ladder()[details["chosenTrial"] - 1].precision_label
+    assert not list(tmp_path.glob("_auto-trial-*"))  # the other builds are gone
+    section = "\n".join(OnnxGenAI.report_section("auto", details))
+    assert f"Chosen: build {details['chosenTrial']}" in section and "Int8 Rtn block 32" in section

@@ -62,6 +62,9 @@ class CandidateSummary(Model):
     speedup: float | None = Field(None, description="Baseline p50 latency / this candidate's.")
     size_ratio: float | None = Field(None, description="Baseline size / this candidate's.")
     rejected_reason: str | None = None
+    # A causal language model (task LanguageModeling): its latency above is one decode step.
+    tokens_per_second: float | None = Field(None, description="Decode tokens per second at the report's batch size.")
+    time_to_first_token_ms: float | None = Field(None, description="Prefill of the benchmark's prompt and the first new token.")
 
 
 class ArtifactRef(Model):

@@ -32,7 +32,13 @@ def candidate_summary(c: CandidateResult, batch: int) -> CandidateSummary:
         speedup=round(ratios.speedup_p50, 3) if ratios and ratios.speedup_p50 else None,
         size_ratio=round(ratios.size_reduction, 3) if ratios and ratios.size_reduction else None,
         rejected_reason=reasons[0][:160] if reasons else None,
+        **(_generation(c.latency[batch]) if c.measured and c.latency[batch].time_to_first_token_ms is not None else {}),
     )
+
+
+def _generation(stats) -> dict:
+    return {"tokens_per_second": round(stats.throughput_per_second, 2),
+            "time_to_first_token_ms": round(stats.time_to_first_token_ms, 2)}
 
 
 def run_summary(report: Report) -> RunSummary:

@@ -36,6 +36,10 @@ class OperatorMetrics:
         self.best_size_reduction = Gauge("kompress_best_size_reduction_ratio", "Baseline size / best candidate's.", labels, registry=r)
         self.best_metric_change = Gauge("kompress_best_metric_change", "Best candidate's task metric minus the baseline's.",
                                         labels, registry=r)
+        self.best_tokens = Gauge("kompress_best_decode_tokens_per_second", "Language models: decode tokens per second "
+                                 "of the best candidate at the primary batch size.", labels, registry=r)
+        self.best_first_token = Gauge("kompress_best_time_to_first_token_seconds", "Language models: the best "
+                                      "candidate's prefill of the benchmark prompt and first new token.", labels, registry=r)
         self.promotions_total = Counter("kompress_promotions_total", "Promotion decisions of finished runs (Promoted, Kept, Failed).",
                                         ["decision"], registry=r)
         self.promoted_time = Gauge("kompress_promoted_timestamp_seconds", "When the model promoted now was promoted (Unix time).",
@@ -76,6 +80,10 @@ class OperatorMetrics:
             self.best_size_reduction.labels(*key).set(best.size_ratio)
         if best.metric_value is not None and baseline is not None and baseline.metric_value is not None:
             self.best_metric_change.labels(*key).set(best.metric_value - baseline.metric_value)
+        if best.tokens_per_second is not None:
+            self.best_tokens.labels(*key).set(best.tokens_per_second)
+        if best.time_to_first_token_ms is not None:
+            self.best_first_token.labels(*key).set(best.time_to_first_token_ms / 1000)
 
     def record_promotion(self, namespace: str, name: str, promotion: PromotionStatus | None) -> None:
         """The promoted model's age, from status.promotion (also after an operator restart)."""
@@ -99,7 +107,8 @@ class OperatorMetrics:
             candidate = self._candidates.pop((namespace, name), None)
         if candidate is None:
             return
-        for gauge in (self.best_latency, self.best_size, self.best_speedup, self.best_size_reduction, self.best_metric_change):
+        for gauge in (self.best_latency, self.best_size, self.best_speedup, self.best_size_reduction, self.best_metric_change,
+                      self.best_tokens, self.best_first_token):
             try:
                 gauge.remove(namespace, name, candidate)
             except KeyError:

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from enum import Enum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -25,6 +25,7 @@ from .settings import PassSettings
 
 
 class GenAiPrecision(str, Enum):
+    AUTO = "Auto"  # the fastest of INT4 / mixed / INT8 builds that keeps goals.maxAccuracyDrop (llm/search.py)
     FP32 = "Fp32"
     INT8 = "Int8"  # weight-only: MatMul weights in 8 bits
     INT4 = "Int4"  # weight-only: MatMul weights in 4 bits
@@ -65,6 +66,8 @@ class OnnxGenAIPass(PassSettings):
 
     def builder_arguments(self) -> list[str]:
         """The builder's command-line arguments for these settings (input and output apart)."""
+        if self.precision is GenAiPrecision.AUTO:
+            raise ValueError("precision Auto has no builder arguments of its own: each build of its ladder has")
         arguments = ["-p", self.precision.value.lower(), "-e", "cpu"]
         if self.precision is GenAiPrecision.FP32:
             return arguments
@@ -73,6 +76,19 @@ class OnnxGenAIPass(PassSettings):
         if self.precision is GenAiPrecision.INT4 and self.int8_layers is not Int8Layers.NONE:
             extra.append(f"matmul_mixed_precision={_INT8_LAYERS[self.int8_layers]}")
         return arguments + ["--extra_options", *extra]
+
+    @property
+    def trial_label(self) -> str:
+        label = f"{self.precision.value} {self.algorithm.value} block {self.block_size}"
+        return label + (f", {self.int8_layers.value} in Int8" if self.int8_layers is not Int8Layers.NONE else "")
+
+    def ladder(self) -> list["OnnxGenAIPass"]:
+        """precision Auto: the builds tried, the fastest kind first; the other settings as given."""
+        steps = [dict(precision=GenAiPrecision.INT4, int8_layers=Int8Layers.NONE),
+                 dict(precision=GenAiPrecision.INT4, int8_layers=Int8Layers.LAST_MATMUL),
+                 dict(precision=GenAiPrecision.INT4, int8_layers=Int8Layers.SENSITIVE, algorithm=QuantAlgorithm.K_QUANT),
+                 dict(precision=GenAiPrecision.INT8, int8_layers=Int8Layers.NONE)]
+        return [self.model_copy(update=step) for step in steps]
 
     @property
     def precision_label(self) -> str:
@@ -116,16 +132,47 @@ class OnnxGenAI(OptimizationPass):
             tokenizer = load_tokenizer(model)
             sample = tokenizer.decode(ctx.dataset.evaluation.inputs["input_ids"][0])
             read_config(model.path)  # the loader's rules (safetensors only, no remote code) before the builder reads it
-        with tempfile.TemporaryDirectory(prefix="genai-") as cache:
-            ctx.log(f"building ({' '.join(self.spec.builder_arguments())})")
-            self._build(source, ctx.output_dir, Path(cache))
-        with failing_as("the built model's tokenizer check"):
-            check_round_trip(tokenizer, ctx.output_dir, sample)
-        return ModelFile(ctx.output_dir, ModelFormat.ONNX_GENAI, self.spec.precision_label, generative=True)
+        def build(settings: OnnxGenAIPass, output: Path) -> None:
+            with tempfile.TemporaryDirectory(prefix="genai-") as cache:
+                ctx.log(f"building ({' '.join(settings.builder_arguments())})")
+                self._build(settings, source, output, Path(cache))
+            with failing_as("the built model's tokenizer check"):
+                check_round_trip(tokenizer, output, sample)
 
-    def _build(self, source: Path, output: Path, cache: Path) -> None:
+        settings = self.spec
+        if settings.precision is GenAiPrecision.AUTO:
+            from ..llm.search import search
+
+            self.details = search(settings.ladder(), model, ctx, build, ctx.output_dir)
+            settings = settings.ladder()[self.details["chosenTrial"] - 1]
+        else:
+            build(settings, ctx.output_dir)
+        return ModelFile(ctx.output_dir, ModelFormat.ONNX_GENAI, settings.precision_label, generative=True)
+
+    @classmethod
+    def report_section(cls, name: str, details: dict[str, Any]) -> list[str]:
+        """precision Auto: every build the search judged."""
+        from ..report import human_size
+
+        goal = details["goal"]
+        limit = "none" if goal["maxAccuracyDrop"] is None else f"drop ≤ {goal['maxAccuracyDrop']:g} ({goal['mode']})"
+        lines = [f"## Steered weight compression `{name}`", "",
+                 f"{len(details['trials'])} build(s) judged on {details['judgedWindows']} window(s) of the calibration text "
+                 f"against the pass's input ({goal['metric']}, goal: {limit}); those within the goal timed interleaved with "
+                 f"the input ({details['inputTokensPerSecond']:.1f} tokens/s); {details['seconds']} s. "
+                 f"Chosen: build {details['chosenTrial']}.", "",
+                 "| build | settings | metric | drop | tokens/s | × input | size | verdict |", "|---|---|---|---|---|---|---|---|"]
+        for t in details["trials"]:
+            timed = "tokensPerSecond" in t
+            lines.append(f"| {t['number']}{' (chosen)' if t['number'] == details['chosenTrial'] else ''} | {t['settings']} | "
+                         + (f"{t['metric']:.4f} | {t['drop']:+.3f} | " if t["drop"] is not None else "– | – | ")
+                         + (f"{t['tokensPerSecond']:.1f} | {t['speedupVsInput']:.2f}× | " if timed else "– | – | ")
+                         + (f"{human_size(t['sizeBytes'])} | " if "sizeBytes" in t else "– | ") + f"{t['verdict']} |")
+        return lines + [""]
+
+    def _build(self, settings: OnnxGenAIPass, source: Path, output: Path, cache: Path) -> None:
         command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(output),
-                   "-c", str(cache), *self.spec.builder_arguments()]
+                   "-c", str(cache), *settings.builder_arguments()]
         # offline, and hf_remote stays false: the builder reads the folder and runs none of its code
         env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         done = subprocess.run(command, capture_output=True, text=True, env=env)

@@ -1,0 +1,84 @@
+"""The OnnxGenAI pass's steered search (`precision: Auto`): builds from the fastest kind (INT4 on
+every MatMul) to the safest (INT8), each judged on the calibration text (the text after the
+evaluation tokens, never the evaluation windows) against the pass's input model with the task's
+metric and the goal's drop, and the builds that keep the goal timed interleaved; the fastest of
+them is the pass's output. Every build is in the report."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import PassError
+from ..modelfile import ModelFile
+from ..runtimes import make_runner
+from ..sources import ModelFormat
+from .quality import LanguageModelScorer
+
+PROMPT_TOKENS, NEW_TOKENS, ROUNDS = 32, 16, 3  # a short generation tells decode speeds apart
+
+
+def search(ladder: list[Any], model: ModelFile, ctx, build: Callable[[Any, Path], None], output: Path) -> dict[str, Any]:
+    """Build each settings of `ladder` (OnnxGenAIPass objects) into a folder of its own, judge it, and
+    move the fastest that keeps the goal to `output`; returns the search's account (pass details)."""
+    started = time.monotonic()
+    judged = ctx.dataset.splits.get(ctx.dataset.source.calibration_split)
+    if judged is None:
+        raise PassError(f"precision Auto judges its builds on the text after task.evaluationTokens (split "
+                        f"{ctx.dataset.source.calibration_split!r}); the text has not one more window there")
+    goal, mode = ctx.goals.max_accuracy_drop, ctx.goals.accuracy_drop_mode
+    reference = make_runner(model, threads=ctx.threads)
+    scorer = LanguageModelScorer(ctx.task, mode, judged, reference)
+    trials, runners = [], {}
+    for number, settings in enumerate(ladder, start=1):
+        folder = output.parent / f"_{output.name}-trial-{number}"
+        trial = {"number": number, "settings": settings.trial_label, "metric": None, "drop": None}
+        trials.append(trial)
+        try:
+            build(settings, folder)
+            runner = make_runner(ModelFile(folder, ModelFormat.ONNX_GENAI, generative=True), threads=ctx.threads)
+            trial["metric"], trial["drop"], _ = scorer.judge(runner)
+        except PassError as exc:
+            trial["verdict"] = f"failed: {exc}"
+            continue
+        trial["sizeBytes"] = ModelFile(folder, ModelFormat.ONNX_GENAI).size_bytes
+        keeps = goal is None or trial["drop"] <= goal
+        trial["verdict"] = "keeps the goal" if keeps else "exceeds the goal"
+        ctx.log(f"trial {number} ({settings.trial_label}): {ctx.task.metric.value} {trial['metric']:.4f}, "
+                f"drop {trial['drop']:+.3f}: {trial['verdict']}")
+        if keeps:
+            runners[number] = runner
+    if not runners:
+        raise PassError(f"no build kept goals.maxAccuracyDrop {goal:g} on the calibration text (closest: "
+                        f"{min((t['drop'] for t in trials if t['drop'] is not None), default=float('nan')):+.3f})")
+    speeds = _tokens_per_second(runners | {0: reference}, judged.inputs["input_ids"])
+    for trial in trials:
+        if trial["number"] in runners:
+            trial["tokensPerSecond"] = speeds[trial["number"]]
+            trial["speedupVsInput"] = speeds[trial["number"]] / speeds[0]
+    chosen = max(runners, key=lambda n: speeds[n])
+    runners.clear()
+    for number in range(1, len(ladder) + 1):  # the chosen build becomes the pass's output; the others go
+        folder = output.parent / f"_{output.name}-trial-{number}"
+        if number == chosen:
+            for path in folder.iterdir():
+                shutil.move(str(path), output / path.name)
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"trials": trials, "chosenTrial": chosen, "seconds": round(time.monotonic() - started),
+            "goal": {"metric": ctx.task.metric.value, "maxAccuracyDrop": goal, "mode": mode.value},
+            "judgedWindows": len(judged), "inputTokensPerSecond": speeds[0]}
+
+
+def _tokens_per_second(runners: dict, windows) -> dict[int, float]:
+    """Decode tokens/s of each runner: median of the per-round medians, rounds interleaved."""
+    prompt = windows[:1, :PROMPT_TOKENS]
+    medians: dict[int, list[float]] = {n: [] for n in runners}
+    for round_index in range(ROUNDS):
+        order = list(runners)
+        shift = round_index % len(order)
+        for n in order[shift:] + order[:shift]:
+            medians[n].append(1e9 / statistics.median(runners[n].generate(prompt, NEW_TOKENS).step_ns))
+    return {n: statistics.median(values) for n, values in medians.items()}
