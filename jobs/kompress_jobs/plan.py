@@ -26,7 +26,7 @@ class Step:
 
 
 # Product names that are one word, whatever their capitals.
-_ONE_WORD = {"TensorRT": "Tensorrt", "OpenVino": "Openvino"}
+_ONE_WORD = {"TensorRT": "Tensorrt", "OpenVino": "Openvino", "GenAI": "Genai"}
 
 
 def default_name(pass_type: str) -> str:

@@ -118,3 +118,35 @@ def test_a_fine_tuned_transformer_classifier_runs_through_the_operator(cluster, 
     assert report["inputs"]["inputNames"] == ["input_ids", "attention_mask"]
     quantized = next(c for c in report["candidates"] if c["name"] == "auto-quantize")
     assert quantized["details"]["trials"] and quantized["metric"]["fidelity"]["top1Agreement"] > 0.9
+
+
+def test_a_causal_language_model_runs_through_the_operator(cluster, namespace, s3, start_operator, tmp_path):
+    """A decoder LM as users keep it (a checkpoint folder in S3) judged on plain text in S3: perplexity,
+    tokens/s and time to first token in the status, the GenAI build's folder in the store."""
+    from ..llm_fixtures import license_text, tiny_llama
+
+    checkpoint = tiny_llama(tmp_path / "llama")
+    client = boto3.client("s3", endpoint_url=s3)
+    for path in checkpoint.iterdir():
+        client.upload_file(str(path), "models", f"inputs/llama/{path.name}")
+    client.upload_file(str(license_text()), "models", "inputs/gpl-3.txt")
+
+    start_operator()
+    apply(cluster, namespace, resource(
+        "llama", s3,
+        model={"uri": "s3://models/inputs/llama", "format": "HuggingFace"},
+        data={"uri": "s3://models/inputs/gpl-3.txt"},
+        task={"type": "LanguageModeling", "contextLength": 64, "evaluationTokens": 128},
+        passes=[{"type": "OnnxGenAI", "precision": "Int8"}],
+        goals={"maxAccuracyDrop": 5, "accuracyDropMode": "Relative"},
+        benchmark={"batchSizes": [1], "warmup": 1, "rounds": 2, "threads": 1, "generation": {"promptTokens": 16, "newTokens": 8}},
+    ))
+    done = wait_for(phase_is(cluster, namespace, "llama", "Succeeded", "Failed"), "the language model run to finish", timeout=600)
+    status = done["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert status["baseline"]["metricValue"] > 1  # perplexity
+    for summary in (status["baseline"], status["candidates"][0]):
+        assert summary["tokensPerSecond"] > 0 and summary["timeToFirstTokenMs"] > 0
+    report = json.loads(client.get_object(Bucket="models", Key=f"runs/{namespace}/llama/runs/{namespace}-llama-g1/report.json")["Body"].read())
+    built = next(c for c in report["candidates"] if c["name"] == "onnx-genai")
+    assert built["format"] == "OnnxGenAI" and f"{built['artifact']}/genai_config.json" in built["artifactFiles"]

@@ -143,7 +143,10 @@ class OnnxGenAI(OptimizationPass):
         if settings.precision is GenAiPrecision.AUTO:
             from ..llm.search import search
 
-            self.details = search(settings.ladder(), model, ctx, build, ctx.output_dir)
+            # judged against the input's weights; from the checkpoint folder when it was GGUF (the same
+            # FP32 weights, read in seconds instead of de-quantized again)
+            reference = ModelFile(source, ModelFormat.HUGGING_FACE, generative=True) if source != model.path else model
+            self.details = search(settings.ladder(), reference, ctx, build, ctx.output_dir)
             settings = settings.ladder()[self.details["chosenTrial"] - 1]
         else:
             build(settings, ctx.output_dir)
