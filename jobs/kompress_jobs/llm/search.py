@@ -29,6 +29,9 @@ def search(ladder: list[Any], model: ModelFile, ctx, build: Callable[[Any, Path]
     if judged is None:
         raise PassError(f"precision Auto judges its builds on the text after task.evaluationTokens (split "
                         f"{ctx.dataset.source.calibration_split!r}); the text has not one more window there")
+    # as many tokens as the evaluation (or judgeTokens): a search must not cost more than the run
+    tokens = ladder[0].judge_tokens or ctx.task.evaluation_tokens
+    judged = judged.take(max(1, tokens // ctx.task.context_length))
     goal, mode = ctx.goals.max_accuracy_drop, ctx.goals.accuracy_drop_mode
     reference = make_runner(model, threads=ctx.threads)
     scorer = LanguageModelScorer(ctx.task, mode, judged, reference)

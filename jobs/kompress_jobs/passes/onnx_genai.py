@@ -56,6 +56,8 @@ class OnnxGenAIPass(PassSettings):
     algorithm: QuantAlgorithm = QuantAlgorithm.RTN
     int8_layers: Int8Layers = Field(Int8Layers.NONE, description="Int4: layers kept in 8 bits.")
     symmetric: bool = True
+    judge_tokens: int | None = Field(None, ge=8, le=1_000_000, description="Auto: tokens of the calibration text "
+                                     "each build is judged on (defaults to task.evaluationTokens).")
 
     @field_validator("block_size")
     @classmethod
