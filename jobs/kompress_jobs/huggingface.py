@@ -29,7 +29,6 @@ def _offline() -> None:
     # Set before transformers first touches the hub client: nothing is ever fetched at run time.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF reader draws its own bar with tqdm
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.set_verbosity_error()  # the CLI shows its own progress, not loading bars

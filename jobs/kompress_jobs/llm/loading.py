@@ -6,6 +6,8 @@ tokenizers that reload as another class and map spaces to <unk>, which ruins eve
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 from ..errors import ModelLoadError
@@ -49,7 +51,9 @@ def load_causal_lm(model: ModelFile):
     try:
         if model.format is ModelFormat.GGUF:
             gguf_architecture(model.path)
-            module = AutoModelForCausalLM.from_pretrained(str(model.path.parent), gguf_file=model.path.name, **common)
+            # transformers' GGUF reader draws a progress bar of its own on stderr; the run reports its own progress
+            with contextlib.redirect_stderr(io.StringIO()):
+                module = AutoModelForCausalLM.from_pretrained(str(model.path.parent), gguf_file=model.path.name, **common)
             _forget_gguf_origin(module)
         elif model.format is ModelFormat.HUGGING_FACE:
             config = read_config(model.path)
@@ -77,8 +81,13 @@ def _forget_gguf_origin(module) -> None:
     module.is_quantized = False
 
 
+_GGUF_TOKENIZERS: dict[tuple[str, int, int], object] = {}
+
+
 def load_tokenizer(model: ModelFile):
-    """The tokenizer that ships with the model (a GGUF file carries its own)."""
+    """The tokenizer that ships with the model (a GGUF file carries its own). A GGUF tokenizer is
+    rebuilt from the file's vocabulary and merges, which takes most of a minute: it is read once per
+    process (the run's loader and its passes share it) and only used, never changed."""
     from transformers import AutoTokenizer
 
     from ..huggingface import _offline
@@ -86,7 +95,12 @@ def load_tokenizer(model: ModelFile):
     _offline()
     try:
         if model.format is ModelFormat.GGUF:
-            return AutoTokenizer.from_pretrained(str(model.path.parent), gguf_file=model.path.name, local_files_only=True)
+            stat = model.path.stat()
+            key = (str(model.path.resolve()), stat.st_size, stat.st_mtime_ns)
+            if key not in _GGUF_TOKENIZERS:
+                _GGUF_TOKENIZERS[key] = AutoTokenizer.from_pretrained(str(model.path.parent), gguf_file=model.path.name,
+                                                                      local_files_only=True)
+            return _GGUF_TOKENIZERS[key]
         return AutoTokenizer.from_pretrained(str(model.path), local_files_only=True, trust_remote_code=False)
     except Exception as exc:
         raise ModelLoadError(f"model {model.path}: no tokenizer could be read from it: "

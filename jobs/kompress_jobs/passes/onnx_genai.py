@@ -114,26 +114,10 @@ class OnnxGenAI(OptimizationPass):
         return None
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        from ..huggingface import read_config
-        from ..llm.loading import check_round_trip, load_causal_lm, load_tokenizer, save_checkpoint
+        from ..llm.loading import check_round_trip
 
-        source = model.path
-        if model.format is ModelFormat.GGUF:
-            # beside the candidates' folders, in the run's scratch: every OnnxGenAI pass of the run
-            # reuses it ("_" starts no candidate name), and its tokenizer, checked when it was written
-            source = ctx.output_dir.parent / f"_{model.path.stem}-checkpoint"
-            if (source / "config.json").is_file():
-                tokenizer = load_tokenizer(ModelFile(source, ModelFormat.HUGGING_FACE))
-                sample = tokenizer.decode(ctx.dataset.evaluation.inputs["input_ids"][0])
-            else:
-                tokenizer = load_tokenizer(model)
-                sample = tokenizer.decode(ctx.dataset.evaluation.inputs["input_ids"][0])
-                ctx.log("writing the GGUF model as a checkpoint folder for the builder")
-                save_checkpoint(load_causal_lm(model), tokenizer, source, sample)
-        else:
-            tokenizer = load_tokenizer(model)
-            sample = tokenizer.decode(ctx.dataset.evaluation.inputs["input_ids"][0])
-            read_config(model.path)  # the loader's rules (safetensors only, no remote code) before the builder reads it
+        source, tokenizer, sample = self._builder_input(model, ctx)
+
         def build(settings: OnnxGenAIPass, output: Path) -> None:
             with tempfile.TemporaryDirectory(prefix="genai-") as cache:
                 ctx.log(f"building ({' '.join(settings.builder_arguments())})")
@@ -153,6 +137,29 @@ class OnnxGenAI(OptimizationPass):
         else:
             build(settings, ctx.output_dir)
         return ModelFile(ctx.output_dir, ModelFormat.ONNX_GENAI, settings.precision_label, generative=True)
+
+    @staticmethod
+    def _builder_input(model: ModelFile, ctx: PassContext):
+        """(checkpoint folder the builder reads, the source's tokenizer, a sample of the evaluation
+        text to check tokenizers on). A GGUF model is written as a checkpoint beside the candidates'
+        folders, in the run's scratch ("_" starts no candidate name): every OnnxGenAI pass of the run
+        reuses it, and its tokenizer, checked against the GGUF's when it was written."""
+        from ..huggingface import read_config
+        from ..llm.loading import load_causal_lm, load_tokenizer, save_checkpoint
+
+        first_window = ctx.dataset.evaluation.inputs["input_ids"][0]
+        if model.format is not ModelFormat.GGUF:
+            read_config(model.path)  # the loader's rules (safetensors only, no remote code) before the builder reads it
+            tokenizer = load_tokenizer(model)
+            return model.path, tokenizer, tokenizer.decode(first_window)
+        folder = ctx.output_dir.parent / f"_{model.path.stem}-checkpoint"
+        written = (folder / "config.json").is_file()
+        tokenizer = load_tokenizer(ModelFile(folder, ModelFormat.HUGGING_FACE) if written else model)
+        sample = tokenizer.decode(first_window)
+        if not written:
+            ctx.log("writing the GGUF model as a checkpoint folder for the builder")
+            save_checkpoint(load_causal_lm(model), tokenizer, folder, sample)
+        return folder, tokenizer, sample
 
     @classmethod
     def report_section(cls, name: str, details: dict[str, Any]) -> list[str]:
