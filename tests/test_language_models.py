@@ -95,11 +95,18 @@ def test_onnx_genai_fp32_matches_pytorch_and_int4_is_smaller_and_judged_against_
 
 def test_a_language_model_run_reports_perplexity_tokens_per_second_and_time_to_first_token(llama, tmp_path):
     from kompress_jobs.pipeline import run_optimization
+    from kompress_jobs.promotion import CONTENDER
 
     resource = ModelOptimization.model_validate(llm_resource(str(llama), str(license_text()), passes=[
         {"type": "OnnxGenAI", "name": "genai-fp32", "precision": "Fp32", "input": "baseline"},
-        {"type": "OnnxGenAI", "name": "genai-int8", "precision": "Int8", "input": "baseline"}]))
-    result = run_optimization(resource, artifacts_uri=str(tmp_path / "runs"))
+        {"type": "OnnxGenAI", "name": "genai-int8", "precision": "Int8", "input": "baseline"}], promotion={}))
+    first = run_optimization(resource, artifacts_uri=str(tmp_path / "runs"), run_id="r1")
+    assert first.promotion.decision.value == "Promoted"
+    # the promoted GenAI folder comes back as a contender, measured as a language model like the rest
+    result = run_optimization(resource, artifacts_uri=str(tmp_path / "runs"), run_id="r2")
+    contender = next(c for c in result.results.candidates if c.name == CONTENDER)
+    assert contender.measured and contender.format.value == "OnnxGenAI" and contender.latency[1].time_to_first_token_ms > 0
+    assert result.promotion.decision.value in ("Kept", "Promoted") and result.promotion.run_id in ("r1", "r2")
     report = result.results
     assert report.generative and report.metric == "Perplexity"
     by_name = {c.name: c for c in report.candidates}
