@@ -110,7 +110,7 @@ def test_a_language_model_run_reports_perplexity_tokens_per_second_and_time_to_f
     report = result.results
     assert report.generative and report.metric == "Perplexity"
     by_name = {c.name: c for c in report.candidates}
-    assert set(by_name) == {"baseline", "genai-fp32", "genai-int8"}
+    assert set(by_name) == {"baseline", "genai-fp32", "genai-int8", CONTENDER}
     for c in by_name.values():
         assert c.measured, c.error
         stats = c.latency[1]
@@ -241,3 +241,36 @@ def test_precision_auto_builds_the_ladder_judges_each_on_the_calibration_text_an
     assert not list(tmp_path.glob("_auto-trial-*"))  # the other builds are gone
     section = "\n".join(OnnxGenAI.report_section("auto", details))
     assert f"Chosen: build {details['chosenTrial']}" in section and "Int8 Rtn block 32" in section
+
+
+def test_generation_goals_reject_a_candidate_below_the_decode_speed_or_over_the_first_token_time():
+    from kompress_jobs.benchmark import Latency
+    from kompress_jobs.candidates import Candidate
+    from kompress_jobs.goals import Benchmark, Goals
+    from kompress_jobs.selection import judge
+    from kompress_jobs.tasks import Metric
+
+    def measured(name, step_ms, first_ms, parent="baseline"):
+        stats = Latency.of_rounds([step_ms], batch_size=1, p50_ms=step_ms, p95_ms=step_ms, p99_ms=step_ms, mean_ms=step_ms,
+                                  throughput_per_second=1000 / step_ms, samples=7, time_to_first_token_ms=first_ms)
+        return Candidate(name=name, technique="t", pass_type="OnnxGenAI", parent=None if name == "baseline" else parent,
+                         lineage=[], metric_drop=0.0, latency={1: stats},
+                         model=ModelFile(Path("m"), ModelFormat.ONNX_GENAI, generative=True))
+
+    baseline, slow, late, good = (measured("baseline", 100, 500), measured("slow", 40, 400), measured("late", 20, 900),
+                                  measured("good", 25, 450))
+    for c in (slow, late, good):
+        c.model = None  # size is not judged here
+    goals = Goals(min_tokens_per_second=30, max_time_to_first_token_ms=600)
+    judge([baseline, slow, late, good], goals, Benchmark(batch_sizes=[1]), Metric.PERPLEXITY)
+    assert slow.rejected_reasons == ["25.0 decode tokens/s at batch 1 is below 30"]
+    assert late.rejected_reasons == ["time to first token 900 ms at batch 1 exceeds 600 ms"]
+    assert good.rejected_reasons == []
+    with pytest.raises(ValueError, match="goals.minTokensPerSecond: a goal on generation needs task.type: LanguageModeling"):
+        ModelOptimization.model_validate(_encoder_with(min_tokens=1))
+
+
+def _encoder_with(min_tokens: float) -> dict:
+    resource = yaml.safe_load((Path(__file__).parents[1] / "examples/sentence-embeddings.yaml").read_text())
+    resource["spec"]["goals"]["minTokensPerSecond"] = min_tokens
+    return resource

@@ -65,7 +65,8 @@ def test_the_tokenizer_survives_being_written_with_the_checkpoint_and_an_int8_bu
     out.mkdir(parents=True)
     step = build_pass(OnnxGenAIPass(type="OnnxGenAI", precision="Int8"))
     built = step.run(model, PassContext(out, dataset, 1, lambda m: None, task=TASK))
-    assert built.size_bytes < 0.4 * ModelFile(checkpoint, ModelFormat.HUGGING_FACE).size_bytes
+    # MatMul weights in 8 bits; the embedding table stays FP32
+    assert built.size_bytes < 0.55 * ModelFile(checkpoint, ModelFormat.HUGGING_FACE).size_bytes
     int8 = make_runner(built, threads=1)
     scorer = LanguageModelScorer(TASK, DropMode.RELATIVE, dataset.evaluation, runner)
     value, drop, figures = scorer.judge(int8)

@@ -63,6 +63,10 @@ class Goals(Model):
     latency: LatencyGoal | None = None
     max_size: int | str | None = Field(None, description="Largest acceptable model file: bytes or a quantity (12Mi).")
     optimize_for: Objective = Field(Objective.LATENCY, description="What the best pick minimizes among accepted candidates.")
+    min_tokens_per_second: float | None = Field(None, gt=0, description="Task LanguageModeling: least decode tokens "
+                                                "per second at the primary batch size.")
+    max_time_to_first_token_ms: float | None = Field(None, gt=0, description="Task LanguageModeling: longest prefill "
+                                                     "of the benchmark's prompt and first new token, in milliseconds.")
 
     @field_validator("max_size")
     @classmethod

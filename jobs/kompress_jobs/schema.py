@@ -160,6 +160,9 @@ class ModelOptimizationSpec(Model):
         if fmt.generative_only and not generative:
             raise ValueError(f"model.format {fmt.value} holds a causal language model: it needs task.type: LanguageModeling")
         if not generative:
+            for name in ("min_tokens_per_second", "max_time_to_first_token_ms"):
+                if getattr(self.goals, name) is not None:
+                    raise ValueError(f"goals.{to_camel(name)}: a goal on generation needs task.type: LanguageModeling")
             return self
         if fmt not in LANGUAGE_MODEL_FORMATS:
             raise ValueError(f"task LanguageModeling: model.format {fmt.value} is not a causal language model format "

@@ -37,12 +37,24 @@ def judge(candidates: list[Candidate], goals: Goals, benchmark: Benchmark, metri
             if value > goals.latency.max_milliseconds:
                 reasons.append(f"{goals.latency.percentile.value} latency {value:.3f} ms at batch {batch} "
                                f"exceeds {goals.latency.max_milliseconds:g} ms")
+        reasons += _generation_reasons(candidate.latency[batch], goals, batch)
         if goals.max_size_bytes is not None and candidate.size_bytes > goals.max_size_bytes:
             reasons.append(f"size {candidate.size_bytes} B exceeds {goals.max_size_bytes} B")
         p50 = candidate.latency[batch].p50_ms
         if p50 > base_p50 * (1 + benchmark.tie_tolerance):
             reasons.append(f"slower than the baseline: p50 {p50:.3f} ms vs {base_p50:.3f} ms at batch {batch}")
         candidate.rejected_reasons = reasons
+
+
+def _generation_reasons(stats, goals: Goals, batch: int) -> list[str]:
+    """A language model's goals on decode speed and time to first token (llm/benchmark.py)."""
+    reasons = []
+    if goals.min_tokens_per_second is not None and stats.throughput_per_second < goals.min_tokens_per_second:
+        reasons.append(f"{stats.throughput_per_second:.1f} decode tokens/s at batch {batch} is below {goals.min_tokens_per_second:g}")
+    first = stats.time_to_first_token_ms
+    if goals.max_time_to_first_token_ms is not None and first is not None and first > goals.max_time_to_first_token_ms:
+        reasons.append(f"time to first token {first:.0f} ms at batch {batch} exceeds {goals.max_time_to_first_token_ms:g} ms")
+    return reasons
 
 
 def mark_pareto_front(candidates: list[Candidate], batch: int) -> list[Candidate]:
