@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .benchmark import Latency
 from .runtimes import ModelFile, Processor
@@ -66,3 +66,19 @@ class Candidate:
     @property
     def size_bytes(self) -> int | None:
         return self.model.size_bytes if self.model else None
+
+
+Score = tuple[float, float, dict[str, float]]  # the metric's value, its drop from the reference, fidelity figures
+
+
+def score_each(measured: list[Candidate], runners: dict, score: Callable[[Candidate], Score]) -> None:
+    """Each candidate's metric from `score`; one that fails at inference is marked Failed with the
+    library's first line (its runner dropped), and the others go on."""
+    for c in measured:
+        try:
+            c.metric_value, c.metric_drop, c.fidelity = score(c)
+        except Exception as exc:
+            c.outcome, c.error = Outcome.FAILED, f"inference failed: {str(exc).splitlines()[0][:300]}"
+            runners.pop(c.name, None)
+            continue
+        c.runtime, c.device = runners[c.name].runtime, runners[c.name].device

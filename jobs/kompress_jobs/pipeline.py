@@ -18,7 +18,7 @@ from typing import Callable
 
 from . import __version__
 from .benchmark import measure_latency
-from .candidates import Candidate, Outcome
+from .candidates import Candidate, Outcome, score_each
 from .data import Dataset, batch_of, load_dataset, require_labels, rows
 from .digest import sha256
 from .errors import DataError, KompressError
@@ -248,15 +248,8 @@ def _evaluate(measured: list[Candidate], runners: dict[str, Runner], dataset: Da
     split = dataset.evaluation
     reference = predict(runners[BASELINE], split, spec.benchmark.evaluation_batch_size)
     scorer = Scorer(spec.task, spec.goals.accuracy_drop_mode, split, reference)
-    for c in measured:
-        try:
-            outputs = reference if c.is_baseline else predict(runners[c.name], split, spec.benchmark.evaluation_batch_size)
-            c.metric_value, c.metric_drop, c.fidelity = scorer.judge(outputs)
-        except Exception as exc:
-            c.outcome, c.error = Outcome.FAILED, f"inference failed: {str(exc).splitlines()[0][:300]}"
-            runners.pop(c.name, None)
-            continue
-        c.runtime, c.device = runners[c.name].runtime, runners[c.name].device
+    score_each(measured, runners, lambda c: scorer.judge(
+        reference if c.is_baseline else predict(runners[c.name], split, spec.benchmark.evaluation_batch_size)))
 
 
 def _profiles(models: list[Candidate], runners: dict[str, Runner], dataset: Dataset, spec: ModelOptimizationSpec,

@@ -133,6 +133,11 @@ def generation_section(report: Report) -> list[str]:
     return lines + [""]
 
 
+def goal_text(goal: dict[str, Any]) -> str:
+    """A steered pass's goal as its report section states it ({metric, maxAccuracyDrop, mode})."""
+    return "none" if goal["maxAccuracyDrop"] is None else f"drop ≤ {goal['maxAccuracyDrop']:g} ({goal['mode']})"
+
+
 def verdict_of(c: CandidateResult) -> str:
     """One line on what the selection made of a candidate (report.md and the console say the same)."""
     if c.parent is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ..candidates import Candidate, Outcome
+from ..candidates import Candidate, score_each
 from ..data import Dataset, rows
 from ..errors import DataError
 from ..modelfile import ModelFile
@@ -44,14 +44,7 @@ def load(spec: ModelOptimizationSpec, model_path: Path, data_path: Path,
 
 def evaluate(measured: list[Candidate], runners: dict[str, Runner], dataset: Dataset, spec: ModelOptimizationSpec) -> None:
     scorer = LanguageModelScorer(spec.task, spec.goals.accuracy_drop_mode, dataset.evaluation, runners[BASELINE])
-    for c in measured:
-        try:
-            c.metric_value, c.metric_drop, c.fidelity = scorer.baseline() if c.is_baseline else scorer.judge(runners[c.name])
-        except Exception as exc:
-            c.outcome, c.error = Outcome.FAILED, f"inference failed: {str(exc).splitlines()[0][:300]}"
-            runners.pop(c.name, None)
-            continue
-        c.runtime, c.device = runners[c.name].runtime, runners[c.name].device
+    score_each(measured, runners, lambda c: scorer.baseline() if c.is_baseline else scorer.judge(runners[c.name]))
 
 
 def benchmark(measured: list[Candidate], runners: dict[str, Runner], dataset: Dataset, spec: ModelOptimizationSpec,

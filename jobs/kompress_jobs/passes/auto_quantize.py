@@ -138,10 +138,10 @@ class AutoQuantize(OptimizationPass):
     @classmethod
     def report_section(cls, name: str, search: dict[str, Any]) -> list[str]:
         """report.md's account of the search: every configuration tried, as report() wrote it."""
-        from ..report import human_size
+        from ..report import goal_text, human_size
 
         goal = search["goal"]
-        limit = "none" if goal["maxAccuracyDrop"] is None else f"drop ≤ {goal['maxAccuracyDrop']:g} ({goal['mode']})"
+        limit = goal_text(goal)
         lines = [f"## Steered quantization `{name}`", "",
                  f"{len(search['trials'])} configuration(s) judged on {search['validationRows']} rows of "
                  f"`{search['validationSplit']}` against the baseline ({goal['metric']}, goal: {limit}), timed at batch "

@@ -164,10 +164,10 @@ class OnnxGenAI(OptimizationPass):
     @classmethod
     def report_section(cls, name: str, details: dict[str, Any]) -> list[str]:
         """precision Auto: every build the search judged."""
-        from ..report import human_size
+        from ..report import goal_text, human_size
 
         goal = details["goal"]
-        limit = "none" if goal["maxAccuracyDrop"] is None else f"drop ≤ {goal['maxAccuracyDrop']:g} ({goal['mode']})"
+        limit = goal_text(goal)
         lines = [f"## Steered weight compression `{name}`", "",
                  f"{len(details['trials'])} build(s) judged on {details['judgedWindows']} window(s) of the calibration text "
                  f"against the pass's input ({goal['metric']}, goal: {limit}); those within the goal timed interleaved with "
