@@ -15,6 +15,7 @@ from typing import Any, Callable
 from ..errors import PassError
 from ..modelfile import ModelFile
 from ..runtimes import make_runner
+from ..runtimes.base import first_line
 from ..sources import ModelFormat
 from .quality import LanguageModelScorer
 
@@ -44,8 +45,9 @@ def search(ladder: list[Any], model: ModelFile, ctx, build: Callable[[Any, Path]
             build(settings, folder)
             runner = make_runner(ModelFile(folder, ModelFormat.ONNX_GENAI, generative=True), threads=ctx.threads)
             trial["metric"], trial["drop"], _ = scorer.judge(runner)
-        except PassError as exc:
-            trial["verdict"] = f"failed: {exc}"
+        except Exception as exc:  # one build that fails (builder, loading, inference) must not end the search
+            trial["verdict"] = f"failed: {first_line(exc)}"
+            ctx.log(f"trial {number} ({settings.trial_label}): {trial['verdict']}")
             continue
         trial["sizeBytes"] = ModelFile(folder, ModelFormat.ONNX_GENAI).size_bytes
         keeps = goal is None or trial["drop"] <= goal
@@ -55,8 +57,10 @@ def search(ladder: list[Any], model: ModelFile, ctx, build: Callable[[Any, Path]
         if keeps:
             runners[number] = runner
     if not runners:
-        raise PassError(f"no build kept goals.maxAccuracyDrop {goal:g} on the calibration text (closest: "
-                        f"{min((t['drop'] for t in trials if t['drop'] is not None), default=float('nan')):+.3f})")
+        drops = [t["drop"] for t in trials if t["drop"] is not None]
+        if not drops:
+            raise PassError(f"every build failed (build 1: {trials[0]['verdict']})")
+        raise PassError(f"no build kept goals.maxAccuracyDrop {goal:g} on the calibration text (closest: {min(drops):+.3f})")
     speeds = _tokens_per_second(runners | {0: reference}, judged.inputs["input_ids"])
     for trial in trials:
         if trial["number"] in runners:
