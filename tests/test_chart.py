@@ -109,6 +109,33 @@ def test_job_settings_reach_the_operator(assets):
     assert env["KOMPRESS_CPU_IMAGE"] == "ghcr.io/kompress/kompress-job:0.1.0"
 
 
+def test_the_chart_renders_as_a_subchart_of_an_umbrella_chart_with_global_values(assets, tmp_path):
+    umbrella = tmp_path / "platform"
+    umbrella.mkdir()
+    (umbrella / "Chart.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "v2", "name": "platform", "version": "1.0.0",
+        "dependencies": [{"name": "kompress", "version": yaml.safe_load((CHART / "Chart.yaml").read_text())["version"],
+                          "repository": f"file://{CHART}"}]}))
+    (umbrella / "values.yaml").write_text(yaml.safe_dump({"global": {"imageRegistry": "registry.example.com"},
+                                                          "kompress": {"replicaCount": 2}}))
+    run(assets / "helm", "dependency", "build", umbrella)
+    run(assets / "helm", "lint", umbrella)
+    out = run(assets / "helm", "template", "platform", umbrella, "--namespace", "kompress-system").stdout
+    docs = [doc for doc in yaml.safe_load_all(out) if doc]
+    assert of_kind(docs, "Deployment")[0]["spec"]["replicas"] == 2
+
+
+def test_images_are_pinned_by_digest(assets):
+    digest = "sha256:" + "ab" * 32
+    docs = template(assets, "--set", f"image.digest={digest}", "--set", f"jobs.cpuImage.digest={digest}")
+    container = of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"ghcr.io/kompress/kompress-operator@{digest}"
+    assert operator_env(docs)["KOMPRESS_CPU_IMAGE"] == f"ghcr.io/kompress/kompress-job@{digest}"
+    assert operator_env(docs)["KOMPRESS_GPU_IMAGE"] == "ghcr.io/kompress/kompress-job-gpu:0.1.0"  # unpinned: the tag
+    refused = run(assets / "helm", "template", "kompress", CHART, "--set", "image.digest=latest", check=False)
+    assert refused.returncode != 0 and "digest" in refused.stderr
+
+
 # Set per replica on purpose: equal peering priorities would make Kopf freeze every replica. The
 # chart registers the webhook itself, so the operator's self-registration stays off.
 NOT_FROM_THE_CHART = {"peering_priority", "webhook_register", "webhook_host"}

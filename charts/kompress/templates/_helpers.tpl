@@ -33,8 +33,13 @@ app.kubernetes.io/part-of: kompress
 {{- end }}
 {{- end }}
 
+{{/* repository@digest when a digest pins the image, else repository:tag (tag defaults to appVersion). */}}
 {{- define "kompress.image" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
 {{- printf "%s:%s" .image.repository (default .chart.AppVersion .image.tag) }}
+{{- end }}
 {{- end }}
 
 {{/* Kopf peering: on when more than one replica runs. */}}
