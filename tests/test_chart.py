@@ -70,7 +70,8 @@ def test_chart_installs_the_generated_crd_and_keeps_it(assets):
 def test_rbac_grants_only_what_the_operator_calls(assets):
     for args in ([], ["-f", REPO / "tests/fixtures/chart-values/namespaced-ha.yaml"]):
         docs = template(assets, *args)
-        rules = [rule for role in of_kind(docs, "ClusterRole") for rule in role["rules"]]
+        operators = [role for role in of_kind(docs, "ClusterRole") if not _aggregated(role)]  # the users' roles apart
+        rules = [rule for role in operators for rule in role["rules"]]
         for rule in rules:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
             assert not {"secrets", "configmaps"} & set(rule["resources"]), rule
@@ -84,6 +85,20 @@ def test_rbac_grants_only_what_the_operator_calls(assets):
     namespaced = template(assets, "-f", REPO / "tests/fixtures/chart-values/namespaced-ha.yaml")
     assert {b["metadata"]["namespace"] for b in of_kind(namespaced, "RoleBinding")} == {"team-a", "team-b"}
     assert operator_env(namespaced)["KOMPRESS_NAMESPACES"] == "team-a,team-b"
+
+
+def _aggregated(role: dict) -> set[str]:
+    prefix = "rbac.authorization.k8s.io/aggregate-to-"
+    return {k[len(prefix):] for k, v in role["metadata"]["labels"].items() if k.startswith(prefix) and v == "true"}
+
+
+def test_modeloptimizations_join_the_built_in_admin_edit_and_view_roles(assets):
+    roles = {tuple(sorted(_aggregated(r))): r["rules"] for r in of_kind(template(assets), "ClusterRole") if _aggregated(r)}
+    assert set(roles) == {("admin", "edit"), ("view",)}
+    assert roles[("view",)] == [{"apiGroups": ["kompress.io"], "resources": ["modeloptimizations", "modeloptimizations/status"],
+                                 "verbs": ["get", "list", "watch"]}]
+    assert "create" in roles[("admin", "edit")][0]["verbs"] and "modeloptimizations/status" not in roles[("admin", "edit")][0]["resources"]
+    assert not [r for r in of_kind(template(assets, "--set", "rbac.aggregateToDefaultRoles=false"), "ClusterRole") if _aggregated(r)]
 
 
 def test_more_than_one_replica_turns_on_peering(assets):

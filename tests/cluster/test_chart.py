@@ -160,3 +160,29 @@ def test_operator_with_the_charts_service_account_completes_a_run(cluster, node,
     # crds.keep: the CRD, and so every ModelOptimization, outlives the release.
     assert cluster.kubectl("get", "crd", "modeloptimizations.kompress.io", check=False).returncode == 0
     assert cluster.kubectl("get", "modeloptimizations", "-n", namespace, "via-chart", check=False).returncode == 0
+
+
+def test_a_team_bound_to_the_built_in_edit_role_creates_modeloptimizations_and_view_reads_them(cluster, namespace, s3):
+    """The chart's aggregated ClusterRoles, filled into `edit` and `view` by the API server's own
+    aggregation controller; users hold nothing but a RoleBinding to a built-in role."""
+    roles = helm(cluster, "template", RELEASE, CHART, "--namespace", RELEASE_NAMESPACE, "--show-only", "templates/user-roles.yaml").stdout
+    cluster.kubectl("apply", "-f", "-", input=roles)
+    bindings = [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                 "metadata": {"name": f"{user}-{role}", "namespace": namespace},
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                 "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user}]}
+                for user, role in (("team-dev", "edit"), ("outsider", "view"))]
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(bindings))
+
+    def may(user: str, verb: str) -> bool:
+        done = cluster.kubectl("auth", "can-i", verb, "modeloptimizations.kompress.io", "-n", namespace, user=user, check=False)
+        return done.stdout.strip() == "yes"
+
+    wait_for(lambda: may("team-dev", "create"), "the aggregation controller to add ModelOptimizations to edit", timeout=60)
+    created = cluster.kubectl("apply", "-f", "-", user="team-dev",
+                              input=yaml.safe_dump(resource("by-edit", s3) | {"metadata": {"name": "by-edit", "namespace": namespace}}))
+    assert "created" in created.stdout
+    wait_for(lambda: may("outsider", "list"), "the aggregation controller to add ModelOptimizations to view", timeout=60)
+    assert "by-edit" in cluster.kubectl("get", "modeloptimizations", "-n", namespace, user="outsider").stdout
+    assert not may("outsider", "create") and not may("outsider", "delete")
+    cluster.kubectl("delete", "-f", "-", input=roles)

@@ -160,7 +160,7 @@ class ControlPlane:
         self._spawn("kube-controller-manager", [
             str(self.assets / "kube-controller-manager"),
             "--kubeconfig", str(self.kubeconfig()),
-            "--controllers", "job,garbagecollector,serviceaccount,serviceaccount-token,namespace,ttl-after-finished,resourcequota",
+            "--controllers", "job,garbagecollector,serviceaccount,serviceaccount-token,namespace,ttl-after-finished,resourcequota,clusterrole-aggregation",
             "--leader-elect=false", "--port=0", "--secure-port=0",
             "--service-account-private-key-file", str(self.dir / "sa.key"),
             "--root-ca-file", str(self.dir / "certs" / "apiserver.crt"),
