@@ -28,7 +28,7 @@ def parse_size(value: int | str) -> int:
         return value
     match = _QUANTITY.match(str(value).strip())
     if not match:
-        raise ValueError(f"'{value}' is not a size such as 12Mi, 5M or 1500")
+        raise ValueError(f"{str(value)!r} is not a size such as 12Mi, 5M or 1500")  # repr: a newline in it stays on one line
     return int(float(match.group(1)) * _QUANTITY_FACTORS[match.group(2)])
 
 
