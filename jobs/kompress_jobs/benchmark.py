@@ -83,11 +83,11 @@ def measure_latency(
                 medians[name].append(statistics.median(timings) / 1e6)
             progress(f"batch {batch_size}: round {round_index + 1}/{settings.rounds} done")
         for name in names:
-            results[name][batch_size] = _summarize(batch_size, samples[name], medians[name], cpu_ns[name])
+            results[name][batch_size] = summarize(batch_size, samples[name], medians[name], cpu_ns[name])
     return results
 
 
-def _summarize(batch_size: int, timings_ns: list[int], round_medians_ms: list[float], cpu_ns: int | None = None) -> Latency:
+def summarize(batch_size: int, timings_ns: list[int], round_medians_ms: list[float], cpu_ns: int | None = None) -> Latency:
     ms = np.asarray(timings_ns, dtype=np.float64) / 1e6
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
     mean = float(ms.mean())

@@ -64,7 +64,7 @@ def fidelity_metric(output: np.ndarray, reference: np.ndarray, metric: Metric, t
         shared = (mine[..., :, None] == theirs[..., None, :]).any(axis=-1).sum(axis=-1)
         return float(np.mean(shared / k))
     if metric is Metric.KL_DIVERGENCE:
-        p, log_p, log_q = _softmax(reference), _log_softmax(reference), _log_softmax(output)
+        p, log_p, log_q = _softmax(reference), log_softmax(reference), log_softmax(output)
         return float(np.mean(np.sum(p * (log_p - log_q), axis=-1)))
     raise ValueError(f"{metric.value} is not a fidelity metric")
 
@@ -95,13 +95,13 @@ def quality_drop(baseline: float, candidate: float, metric: Metric, mode: DropMo
     return 100.0 * worse if metric.is_fraction else worse
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    shifted = x.astype(np.float64) - x.max(axis=-1, keepdims=True)
+def log_softmax(x: np.ndarray, dtype=np.float64) -> np.ndarray:
+    shifted = x.astype(dtype) - x.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
-    return np.exp(_log_softmax(x))
+    return np.exp(log_softmax(x))
 
 
 class Scorer:

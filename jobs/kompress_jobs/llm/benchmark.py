@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..benchmark import Latency, _summarize
+from ..benchmark import Latency, summarize
 from ..data import Dataset
 from ..goals import Benchmark
 from ..runtimes.generative import GenerativeRunner
@@ -47,7 +47,7 @@ def measure_generation(runners: dict[str, GenerativeRunner], dataset: Dataset, s
                 continuations.setdefault(name, done.tokens)
             progress(f"generation at batch {batch_size}: round {round_index + 1}/{settings.rounds} done")
         for name in names:
-            latency = _summarize(batch_size, steps[name], medians[name])
+            latency = summarize(batch_size, steps[name], medians[name])
             # CPU time of the whole generation over its decode steps would overstate a step: spread it
             # over every token generated, the first included
             calls = settings.rounds * generation.new_tokens

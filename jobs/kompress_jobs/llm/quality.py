@@ -9,15 +9,10 @@ import numpy as np
 
 from ..data import Split
 from ..goals import DropMode
-from ..quality import quality_drop
+from ..quality import log_softmax, quality_drop
 from ..runtimes import Runner
 from ..tasks import Metric, Task
 from .corpus import INPUT, scored_from
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def scored_log_probs(runner: Runner, split: Split, task: Task):
@@ -25,7 +20,7 @@ def scored_log_probs(runner: Runner, split: Split, task: Task):
     for index, window in enumerate(split.inputs[INPUT]):
         first = max(scored_from(index, task), 1)  # position 0 has no earlier token to be predicted from
         logits = runner.logits(window[None, :])[0]
-        yield _log_softmax(logits[first - 1:-1].astype(np.float32)), window[first:]
+        yield log_softmax(logits[first - 1:-1], np.float32), window[first:]  # float32: the reference is kept
 
 
 class LanguageModelScorer:

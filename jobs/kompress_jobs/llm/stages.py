@@ -11,14 +11,13 @@ from ..candidates import Candidate, score_each
 from ..data import Dataset, rows
 from ..errors import DataError
 from ..modelfile import ModelFile
+from ..plan import BASELINE
 from ..runtimes import Runner, make_runner
 from ..schema import ModelOptimizationSpec
 from .benchmark import continuation_agreement, measure_generation
 from .corpus import load_corpus
 from .loading import load_tokenizer
 from .quality import LanguageModelScorer
-
-BASELINE = "baseline"
 
 
 def load(spec: ModelOptimizationSpec, model_path: Path, data_path: Path,

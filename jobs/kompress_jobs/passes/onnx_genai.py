@@ -107,11 +107,10 @@ class OnnxGenAI(OptimizationPass):
     generative = True
 
     def not_applicable_reason(self) -> str | None:
-        import importlib.util
+        from ..runtimes.base import Processor
+        from ..runtimes.onnx_genai import GenAiRunner
 
-        if importlib.util.find_spec("onnxruntime_genai") is None:
-            return "onnxruntime-genai is not installed in this image"
-        return None
+        return GenAiRunner.unavailable(Processor.CPU)  # what it builds runs there, or nowhere
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         from ..llm.loading import check_round_trip
@@ -132,8 +131,9 @@ class OnnxGenAI(OptimizationPass):
             # judged against the input's weights; from the checkpoint folder when it was GGUF (the same
             # FP32 weights, read in seconds instead of de-quantized again)
             reference = ModelFile(source, ModelFormat.HUGGING_FACE, generative=True) if source != model.path else model
-            self.details = search(settings.ladder(), reference, ctx, build, ctx.output_dir)
-            settings = settings.ladder()[self.details["chosenTrial"] - 1]
+            ladder = settings.ladder()
+            self.details = search(ladder, reference, ctx, build, ctx.output_dir)
+            settings = ladder[self.details["chosenTrial"] - 1]
         else:
             build(settings, ctx.output_dir)
         return ModelFile(ctx.output_dir, ModelFormat.ONNX_GENAI, settings.precision_label, generative=True)

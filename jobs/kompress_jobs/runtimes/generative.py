@@ -42,7 +42,7 @@ class GenerativeRunner(Runner):
     def generate(self, prompts: np.ndarray, new_tokens: int) -> Generation:
         self._check_length(prompts.shape[1] + new_tokens, "benchmark.generation.promptTokens + newTokens")
         start = time.perf_counter_ns()
-        state, token = self._prefill(np.ascontiguousarray(prompts, dtype=np.int64))
+        state, token = self._prefill(np.ascontiguousarray(prompts, dtype=np.int64), new_tokens)
         first = time.perf_counter_ns() - start
         tokens, steps = [token], []
         for _ in range(new_tokens - 1):
@@ -52,8 +52,8 @@ class GenerativeRunner(Runner):
             tokens.append(token)
         return Generation(first, steps, np.stack(tokens, axis=1))
 
-    def _prefill(self, prompts: np.ndarray):  # pragma: no cover - interface
-        """(state, next token per row) after the prompt."""
+    def _prefill(self, prompts: np.ndarray, new_tokens: int):  # pragma: no cover - interface
+        """(state, next token per row) after the prompt; `new_tokens` will follow it."""
         raise NotImplementedError
 
     def _step(self, state, token: np.ndarray):  # pragma: no cover - interface

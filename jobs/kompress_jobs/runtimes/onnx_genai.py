@@ -96,10 +96,11 @@ class GenAiRunner(GenerativeRunner):
             self._cache_type = np.float16 if kind == "tensor(float16)" else np.float32
         return self._session
 
-    def _prefill(self, prompts: np.ndarray):
+    def _prefill(self, prompts: np.ndarray, new_tokens: int):
         og = self._og
         params = og.GeneratorParams(self.model)
-        params.set_search_options(max_length=prompts.shape[1] + self._new_tokens, do_sample=False, batch_size=prompts.shape[0])
+        # the generator's buffers are sized for the whole generation
+        params.set_search_options(max_length=prompts.shape[1] + new_tokens, do_sample=False, batch_size=prompts.shape[0])
         generator = og.Generator(self.model, params)
         generator.append_tokens(prompts.astype(np.int32))
         generator.generate_next_token()
@@ -108,7 +109,3 @@ class GenAiRunner(GenerativeRunner):
     def _step(self, generator, token: np.ndarray):
         generator.generate_next_token()
         return generator, np.asarray(generator.get_next_tokens(), dtype=np.int64)
-
-    def generate(self, prompts: np.ndarray, new_tokens: int):
-        self._new_tokens = new_tokens  # the generator's buffers are sized for the whole generation
-        return super().generate(prompts, new_tokens)

@@ -36,7 +36,7 @@ class TorchCausalLmRunner(GenerativeRunner):
         with self._torch.inference_mode():
             return self.module(self._torch.from_numpy(ids), use_cache=False).logits.float().numpy()
 
-    def _prefill(self, prompts: np.ndarray):
+    def _prefill(self, prompts: np.ndarray, new_tokens: int):
         with self._torch.inference_mode():
             out = self.module(self._torch.from_numpy(prompts), use_cache=True)
         return out[self._cache], out.logits[:, -1].argmax(-1).numpy()
