@@ -107,7 +107,8 @@ def test_a_worker_pod_killed_mid_trial_costs_one_trial_which_is_retried(cluster,
     apply(cluster, namespace, study_resource("killed", s3, trials=5, parallelism=2))
 
     def kill_a_busy_worker():
-        busy = [t for t in trials_in(study_db) if t.state.name == "RUNNING" and "worker" in t.user_attrs]
+        # A trial that has drawn its parameters: one killed before that is retried with fresh ones.
+        busy = [t for t in trials_in(study_db) if t.state.name == "RUNNING" and "worker" in t.user_attrs and t.params]
         return busy and node.kill_pod(namespace, busy[0].user_attrs["worker"]) and busy[0]
 
     killed = wait_for(kill_a_busy_worker, "a trial to run in a worker Pod", timeout=300, interval=0.2)
