@@ -5,11 +5,10 @@ from __future__ import annotations
 import io
 import re
 
+import pytest
 from rich.console import Console
 
-import pytest
-
-from kompress_jobs.console import ProgressDisplay, results_table
+from kompress_jobs.console import ProgressDisplay, print_results
 
 pytestmark = pytest.mark.unit
 
@@ -53,7 +52,12 @@ def test_quiet_prints_nothing():
     assert out.getvalue() == ""
 
 
-def test_the_results_table_shows_every_candidate_and_the_pick():
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _report():
     from kompress_jobs.results import Report
 
     latency = {"batch_size": 1, "p50_ms": 0.5, "p95_ms": 0.6, "p99_ms": 0.7, "mean_ms": 0.5, "throughput_per_second": 2000,
@@ -61,16 +65,34 @@ def test_the_results_table_shows_every_candidate_and_the_pick():
     measured = {"outcome": "Measured", "technique": "quantization", "runtime": "onnxruntime", "precision": "int8",
                 "metric": {"value": 0.97, "drop": 0.4}, "latency": {"1": latency}, "sizeBytes": 2048,
                 "vsBaseline": {"reference": "baseline", "batchSize": 1, "speedupP50": 2.5, "sizeReduction": 3.9}}
-    report = Report.model_validate({
+    return Report.model_validate({
         "run": {"id": "r", "name": "n", "startedAt": "t0", "finishedAt": "t1", "kompressVersion": "0"}, "spec": {},
         "fingerprint": {"cpu": {"model": "cpu", "flags": [], "logicalCores": 2, "usableCores": 2}, "gpu": None, "os": "Linux",
                         "python": "3.11", "libraries": {}}, "benchmark": {}, "inputs": {}, "primaryBatchSize": 1, "metric": "accuracy", "best": "static-int8",
         "candidates": [
             {**measured, "name": "baseline", "parent": None, "runtime": "pytorch", "precision": "fp32"},
             {**measured, "name": "static-int8", "parent": "onnx-export", "rank": 1, "accepted": True},
-            {"name": "tensorrt", "technique": "runtime", "outcome": "NotApplicable", "error": "no GPU"}]})
-    screen = io.StringIO()
-    Console(file=screen, width=160, color_system=None).print(results_table(report))
+            {"name": "tensorrt", "technique": "runtime", "outcome": "NotApplicable", "error": "no GPU | none visible"}]})
+
+
+def test_at_a_terminal_the_results_table_shows_every_candidate_and_the_pick(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "160")
+    screen = Terminal()
+    print_results(_report(), screen)
     text = screen.getvalue()
     assert "static-int8" in text and "BEST" in text and "2.50x" in text and "NotApplicable: no GPU" in text
     assert "Best: static-int8" in text
+
+
+def test_off_a_terminal_the_results_are_a_plain_markdown_table():
+    out = Pipe()
+    print_results(_report(), out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "accuracy and latency at batch 1, against the baseline"
+    table = [line for line in lines if line.startswith("|")]
+    assert table[0].split(" | ")[:3] == ["| candidate", "runtime", "accuracy"] and set(table[1]) <= set("|-:")
+    assert len(table) == 2 + 3 and all(line.count("|") - line.count("\\|") == table[0].count("|") for line in table)
+    assert "| static-int8 | onnxruntime int8 | 0.9700 | +0.40 | 0.500 | 2.50x | 2.0 | 3.90x | BEST |" in lines
+    assert "NotApplicable: no GPU \\| none visible |" in table[-1]  # a | in a cell does not split it
+    assert not any(ch in out.getvalue() for ch in "━│┃─") and max(map(len, lines)) < 120  # no box drawing, no padding
+    assert lines[-1] == "Best: static-int8"

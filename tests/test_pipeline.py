@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from kompress_jobs.cli import main
 from kompress_jobs.errors import StoreError
 from kompress_jobs.pipeline import run_optimization
 from kompress_jobs.specfile import load_resource_file
@@ -28,15 +30,35 @@ def sha256(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def cnn_run(tmp_path_factory):
-    """One full run over every pass, shared by the tests that read its results."""
-    workspace = copy_examples(tmp_path_factory.mktemp("cnn"))
+def cnn_workspace(tmp_path_factory):
+    return copy_examples(tmp_path_factory.mktemp("cnn"))
+
+
+@pytest.fixture(scope="module")
+def cnn_run(cnn_workspace):
+    """One full run over every pass, shared by the tests that read its results: `kompress optimize`
+    as a user runs it, its output piped (kept in terminal.txt)."""
+    workspace = cnn_workspace
     spec = workspace / "cnn.yaml"
     spec.write_text(yaml.safe_dump(resource_dict(name="cnn", passes=ALL_PASSES, goals={"maxAccuracyDrop": 1.0})))
     out = workspace / "runs"
-    assert main(["optimize", "-q", str(spec), "--output", str(out), "--run-id", "r1"]) == 0
+    done = subprocess.run([sys.executable, "-m", "kompress_jobs.cli", "optimize", str(spec), "--output", str(out),
+                           "--run-id", "r1"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
     run = run_folder(out, "r1", "cnn")
+    workspace.joinpath("terminal.txt").write_text(done.stdout + done.stderr)
     return run, json.loads((run / "report.json").read_text()), json.loads((run / "manifest.json").read_text())
+
+
+def test_the_terminal_shows_kompress_lines_and_a_plain_table_and_the_libraries_output_goes_to_the_run_folder(cnn_run, cnn_workspace):
+    run, report, manifest = cnn_run
+    shown = cnn_workspace.joinpath("terminal.txt").read_text()
+    assert "USDT" not in shown and "profiler_start" not in shown  # PyTorch's profiler ran: the baseline's profile
+    for line in shown.splitlines():
+        assert (not line or line.startswith(("| ", "|---", "Artifacts: ", "Best: ", f"{report['metric']} and latency"))
+                or re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[", line)), f"not kompress's own line: {line!r}"
+    assert f"| {report['best']} |" in shown and not any(ch in shown for ch in "━│┃")
+    assert "library.log" in {f["path"] for f in manifest["files"]} and (run / "library.log").is_file()
 
 
 def test_run_folder_holds_models_reports_plot_and_manifest(cnn_run):

@@ -115,3 +115,13 @@ def test_fidelity_metrics_against_the_baseline_outputs():
     # Cosine is a share: 0.99 against the baseline's 1.0 is a drop of one point.
     assert round(quality_drop(1.0, 0.99, Metric.COSINE_SIMILARITY, DropMode.ABSOLUTE), 9) == 1.0
     assert quality_drop(0.0, 0.25, Metric.KL_DIVERGENCE, DropMode.ABSOLUTE) == 0.25
+
+
+def test_a_rejected_candidate_is_never_on_the_pareto_front_however_small():
+    pool = [baseline(), candidate("ok", 0.5, 600, 0.2), candidate("tiny-but-slow", 1.3, 100, 0.0),
+            candidate("tiny-but-lossy", 0.4, 100, 3.0)]
+    judge(pool, Goals(max_accuracy_drop=1.0), BENCH, Metric.ACCURACY)
+    front = mark_pareto_front(pool, 1)
+    assert {c.name for c in front} == {"baseline", "ok"}  # the baseline: no accepted candidate beats its drop of 0
+    assert not pool[2].pareto_optimal and not pool[3].pareto_optimal
+    assert pool[2].rejected_reasons and pool[3].rejected_reasons  # shown apart, with their reasons

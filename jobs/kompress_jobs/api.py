@@ -42,16 +42,17 @@ def validate(spec: SpecLike) -> ModelOptimization:
 
 
 def optimize(spec: SpecLike, *, output: str | Path | None = None, run_id: str | None = None,
-             progress: Callable[[str], None] | None = None) -> Report:
+             progress: Callable[[str], None] | None = None, library_log: Path | None = None) -> Report:
     """Run the whole pipeline here: baseline, passes, measurement, selection, report, artifacts.
 
     `output`: where the run's folder goes (a local folder or s3://bucket/prefix); by default the
     spec's `artifacts.uri`, else ./kompress-runs. `progress` gets each step's line (default: the
-    "kompress" logger at INFO). Raises a KompressError subclass with a one-line message (SpecError,
+    "kompress" logger at INFO); `library_log`, a file the run publishes as library.log (what the
+    libraries printed: library_output.py). Raises a KompressError subclass with a one-line message (SpecError,
     DataError, ModelLoadError, StoreError...)."""
     from .pipeline import run_optimization
 
     resource, folder = load(spec)
     result = run_optimization(resource, base_dir=folder, artifacts_uri=str(output) if output is not None else None,
-                              run_id=run_id, progress=progress or log.info)
+                              run_id=run_id, progress=progress or log.info, library_log=library_log)
     return result.results

@@ -139,13 +139,25 @@ def _spec_files(paths: list[Path]) -> list[Path]:
 
 
 def _optimize(args: argparse.Namespace) -> int:
+    """The libraries' own output goes to library.log in the run folder, not to the terminal; when the
+    run fails, its tail is shown and the file kept."""
     from .api import optimize
-    from .console import ProgressDisplay, console_for, results_table
+    from .console import ProgressDisplay, console_for, print_results
+    from .library_output import LibraryOutput
 
-    with ProgressDisplay(quiet=args.quiet) as progress:
-        report = optimize(args.file, output=args.output, run_id=args.run_id, progress=progress)
+    libraries = LibraryOutput()
+    try:
+        with libraries, ProgressDisplay(stream=libraries.stderr, quiet=args.quiet) as progress:
+            report = optimize(args.file, output=args.output, run_id=args.run_id, progress=progress,
+                              library_log=libraries.path)
+    except BaseException:
+        tail = libraries.tail()
+        if tail:
+            print(f"kompress: the libraries' output (last lines; all of it in {libraries.path}):\n{tail}", file=sys.stderr)
+        raise
+    libraries.path.unlink(missing_ok=True)  # published in the run folder
+    print_results(report, sys.stdout)
     out = console_for(sys.stdout)
-    out.print(results_table(report))
     out.print(f"\nArtifacts: {report.run_uri}  (manifest sha256 {report.manifest_sha256[:16]}…)", soft_wrap=True)
     promoted = report.promotion_status
     if promoted:
@@ -156,7 +168,7 @@ def _optimize(args: argparse.Namespace) -> int:
 
 def _job(args: argparse.Namespace) -> int:
     """The resource arrives as JSON in $KOMPRESS_RESOURCE; a JobMessage leaves in the termination log."""
-    from .console import ProgressDisplay, console_for, results_table
+    from .console import ProgressDisplay, print_results
     from .contract import JobMessage, WorkerReport, job_mismatch
     from .pipeline import run_optimization, run_tuning_worker
     from .status import TrialCounts
@@ -193,7 +205,7 @@ def _job(args: argparse.Namespace) -> int:
         finish(JobMessage.failure("PipelineFailed", f"{type(exc).__name__}: {exc}"))
         raise
     finish(JobMessage.success(run_summary(result.results)))
-    console_for(sys.stdout).print(results_table(result.results))
+    print_results(result.results, sys.stdout)
     return 0
 
 

@@ -23,11 +23,8 @@ from rich.text import Text
 if TYPE_CHECKING:
     from .results import Report
 
-LOG_WIDTH = 160  # rich's width when not at a terminal: results tables are not cut at 80 columns
-
-
 def console_for(stream: TextIO) -> Console:
-    return Console(file=stream, width=None if stream.isatty() else LOG_WIDTH, highlight=False)
+    return Console(file=stream, highlight=False, soft_wrap=not stream.isatty())
 
 
 class ProgressDisplay:
@@ -84,29 +81,44 @@ class ProgressDisplay:
         return Group(*parts)
 
 
-def results_table(report: Report) -> Table:
+def print_results(report: Report, stream: TextIO) -> None:
+    """The results table: drawn with rich at a terminal; a plain Markdown table elsewhere (a pipe,
+    a CI log, a Pod's log), so it can be searched, diffed and pasted."""
+    title, headers, rows, caption = _results(report)
+    if stream.isatty():
+        table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+        for index, header in enumerate(headers):
+            table.add_column(header, justify="left" if index < 2 or header == "verdict" else "right", overflow="fold")
+        for cells, style in rows:
+            table.add_row(*cells[:-1], Text(cells[-1], style=style))
+        console_for(stream).print(table)
+        return
+    lines = [title, "", "| " + " | ".join(headers) + " |",
+             "|" + "|".join("---" if i < 2 or h == "verdict" else "---:" for i, h in enumerate(headers)) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells, _ in rows]
+    print("\n".join(lines + ["", caption]), file=stream, flush=True)
+
+
+def _results(report: Report) -> tuple[str, list[str], list[tuple[list[str], str]], str]:
+    """Title, headers, rows (cells and the verdict's style at a terminal) and caption of the
+    results table, for both renderings."""
     batch = report.primary_batch_size
-    speed = ("tokens/s", "first token ms") if report.generative else ("p50 ms",)
+    speed = ["tokens/s", "first token ms"] if report.generative else ["p50 ms"]
     what = "decode speed" if report.generative else "latency"
-    table = Table(title=f"{report.metric} and {what} at batch {batch}, against the baseline", title_justify="left")
-    for header, justify in (("candidate", "left"), ("runtime", "left"), (report.metric, "right"), ("drop", "right"),
-                            *((h, "right") for h in speed), ("speedup", "right"), ("size KiB", "right"),
-                            ("smaller", "right"), ("verdict", "left")):
-        table.add_column(header, justify=justify, overflow="fold")
+    title = f"{report.metric} and {what} at batch {batch}, against the baseline"
+    headers = ["candidate", "runtime", report.metric, "drop", *speed, "speedup", "size KiB", "smaller", "verdict"]
+    rows = []
     for c in report.candidates:
         if not c.measured:
-            table.add_row(c.name, *["-"] * (6 + len(speed)), Text(f"{c.outcome.value}: {c.error or ''}", style="yellow"))
+            rows.append(([c.name, *["-"] * (len(headers) - 2), f"{c.outcome.value}: {c.error or ''}"], "yellow"))
             continue
         verdict = "baseline" if c.parent is None else "promoted before (to compare)" if c.contender else (
             "BEST" if c.rank == 1 else f"ok #{c.rank}" if c.accepted else "rejected: " + "; ".join(c.rejected_reasons))
         stats = c.latency[batch]
-        timing = ((f"{stats.throughput_per_second:.1f}", f"{stats.time_to_first_token_ms:.0f}") if report.generative
-                  else (f"{stats.p50_ms:.3f}",))
-        table.add_row(
-            c.name, f"{c.runtime} {c.precision}", f"{c.metric.value:.4f}", f"{c.metric.drop:+.2f}",
-            *timing, f"{c.vs_baseline.speedup_p50:.2f}x", f"{c.size_bytes / 1024:.1f}",
-            f"{c.vs_baseline.size_reduction:.2f}x", Text(verdict, style="bold green" if verdict == "BEST" else ""),
-        )
-    table.caption = f"Best: {report.best_name}" if report.best_name else "No candidate met the goals; keep the baseline."
-    table.caption_justify = "left"
-    return table
+        timing = ([f"{stats.throughput_per_second:.1f}", f"{stats.time_to_first_token_ms:.0f}"] if report.generative
+                  else [f"{stats.p50_ms:.3f}"])
+        rows.append(([c.name, f"{c.runtime} {c.precision}", f"{c.metric.value:.4f}", f"{c.metric.drop:+.2f}", *timing,
+                     f"{c.vs_baseline.speedup_p50:.2f}x", f"{c.size_bytes / 1024:.1f}",
+                     f"{c.vs_baseline.size_reduction:.2f}x", verdict], "bold green" if verdict == "BEST" else ""))
+    caption = f"Best: {report.best_name}" if report.best_name else "No candidate met the goals; keep the baseline."
+    return title, headers, rows, caption

@@ -8,6 +8,7 @@ files already sent are deleted again, so a reader either finds a manifest or not
 from __future__ import annotations
 
 import secrets
+import shutil
 import tempfile
 import traceback
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from .errors import DataError, KompressError
 from .fingerprint import machine_fingerprint
 from .goals import Benchmark
 from .layout import run_prefix
+from .library_output import LOG_NAME as LIBRARY_LOG
 from .llm import stages as language_model
 from .parallel_study import StudyCollector, StudyWorker, WorkerRun
 from .passes import PassContext
@@ -33,7 +35,8 @@ from .profile_report import plot_profiles
 from .profiling import energy_per_call, profile_model
 from .promotion import Promoter, check_writable, promotion_store
 from .quality import Scorer, predict, scored
-from .report import candidate_result, plot_pareto, render_markdown, write_json
+from .charts import plot_comparison, plot_pareto
+from .report import candidate_result, render_markdown, write_json
 from .results import ManifestFile, Report, RunInfo, RunManifest
 from .runtimes import ModelFile, Runner, make_runner
 from .schema import ModelOptimization, ModelOptimizationSpec
@@ -74,9 +77,11 @@ def run_optimization(
     run_id: str | None = None,
     progress: Progress = lambda _: None,
     study_storage: str | None = None,
+    library_log: Path | None = None,
 ) -> RunResult:
     """With `study_storage`, a parallel study's trials already ran in the tuning Job's Pods: the
-    run reads its best trials from the shared study instead of running any."""
+    run reads its best trials from the shared study instead of running any. `library_log`: what the
+    libraries printed during the run (library_output.py), published in the run folder."""
     spec = resource.spec
     steps = plan_passes(spec)
     run_id = run_id or new_run_id(resource.metadata.name)
@@ -158,7 +163,7 @@ def run_optimization(
         )
         progress("writing report and uploading artifacts")
         result = _publish(store.under(run_prefix(resource.metadata.namespace, resource.metadata.name, run_id)), run_id,
-                          typed, candidates, scratch)
+                          typed, candidates, scratch, library_log)
         if promoter:
             result.promotion = promoter.publish(run_id, pick, plan, typed)
             progress(f"promotion: {result.promotion.decision.value}: {result.promotion.message}")
@@ -264,7 +269,8 @@ def _profiles(models: list[Candidate], runners: dict[str, Runner], dataset: Data
     return profiles
 
 
-def _publish(store: ArtifactStore, run_id: str, typed: Report, candidates: list[Candidate], scratch: Path) -> RunResult:
+def _publish(store: ArtifactStore, run_id: str, typed: Report, candidates: list[Candidate], scratch: Path,
+             library_log: Path | None) -> RunResult:
     """Into `store`, the run's own folder (layout.run_prefix)."""
     report = typed.to_wire()  # report.json is what the types hold, nothing else
     out = scratch / "out"
@@ -272,10 +278,15 @@ def _publish(store: ArtifactStore, run_id: str, typed: Report, candidates: list[
     write_json(out / "report.json", report)
     (out / "report.md").write_text(render_markdown(typed))
     plot_pareto(typed, out / "pareto.png")
-    charts = ("pareto.png", "profile.png") if plot_profiles(typed, out / "profile.png") else ("pareto.png",)
+    plot_comparison(typed, out / "comparison.png")
+    charts = [name for name in ("pareto.png", "comparison.png") if (out / name).exists()]
+    charts += ["profile.png"] if plot_profiles(typed, out / "profile.png") else []
 
     files = {key: path for c in candidates if c.artifact_key for key, path in c.artifact_files().items()}
     files |= {name: out / name for name in ("report.json", "report.md", *charts)}
+    if library_log is not None:  # as it is now: the libraries are still writing to it
+        shutil.copyfile(library_log, out / LIBRARY_LOG)
+        files[LIBRARY_LOG] = out / LIBRARY_LOG
     known = {c.artifact_key: c.sha256 for c in candidates if c.artifact_key and not c.model.path.is_dir()}
     manifest = RunManifest.of(typed, [ManifestFile(path=key, sha256=known.get(key) or sha256(path), size_bytes=path.stat().st_size)
                                       for key, path in files.items()])

@@ -95,6 +95,13 @@ def quality_drop(baseline: float, candidate: float, metric: Metric, mode: DropMo
     return 100.0 * worse if metric.is_fraction else worse
 
 
+def drop_unit(metric: Metric, mode: DropMode) -> str:
+    """The unit quality_drop counts in: "%" (of the baseline), "points", or "" (the metric's own)."""
+    if mode is DropMode.RELATIVE:
+        return "%"
+    return "points" if metric.is_fraction else ""
+
+
 def log_softmax(x: np.ndarray, dtype=np.float64) -> np.ndarray:
     shifted = x.astype(dtype) - x.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))

@@ -1,5 +1,5 @@
-"""The run's report: its candidates as typed results (results.py), and report.md and pareto.png
-rendered from the typed report, the same objects report.json is written from."""
+"""The run's report: its candidates as typed results (results.py), and report.md rendered from
+the typed report, the same objects report.json is written from (the charts: charts.py)."""
 
 from __future__ import annotations
 
@@ -90,7 +90,8 @@ def render_markdown(report: Report) -> str:
             f"{stats.p50_ms:.3f} | {stats.p95_ms:.3f} | {100 * stats.spread:.0f}% | {human_size(c.size_bytes)} | "
             f"{base.speedup_p50:.2f}× | {base.size_reduction:.2f}× | {parent_text} | {verdict} |"
         )
-    lines += ["", _conclusion(report), ""]
+    lines += ["", _conclusion(report), "", "![Pareto front per pair of axes](pareto.png)", "",
+              "![Speedup and size reduction against the baseline](comparison.png)", ""]
     if report.generative:
         lines += generation_section(report)
     for other in (b for b in bench.batch_sizes if b != batch):
@@ -165,11 +166,16 @@ def _tuning_section(tuning: TuningReport) -> list[str]:
 
 def _conclusion(report: Report) -> str:
     best = report.best
+    rejected = [c for c in report.candidates if c.measured and c.parent is not None and not c.accepted and not c.contender]
+    front = (f"Pareto front (latency, size and {report.metric} drop, over the accepted candidates and the baseline): "
+             f"{', '.join(report.pareto_front_names)}.")
+    apart = (" Rejected, so on no front: " + "; ".join(f"{c.name} ({', '.join(c.rejected_reasons)})" for c in rejected)
+             + ".") if rejected else ""
     if best is None:
-        return "**No candidate met the goals**; the baseline stays the model to serve."
+        return "**No candidate met the goals**; the baseline stays the model to serve. " + front + apart
     return (f"**Best: {best.name}**: {best.vs_baseline.speedup_p50:.2f}× faster (p50) and "
             f"{best.vs_baseline.size_reduction:.2f}× smaller than the baseline, {report.metric} drop "
-            f"{best.metric.drop:+.2f}. Pareto front: {', '.join(report.pareto_front_names)}.")
+            f"{best.metric.drop:+.2f}. " + front + apart)
 
 
 def human_size(size: int) -> str:
@@ -178,36 +184,3 @@ def human_size(size: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return str(size)
-
-
-def plot_pareto(report: Report, path: Path) -> None:
-    """Latency against metric drop, marker area by size, the Pareto front joined by a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    batch = report.primary_batch_size
-    measured = [c for c in report.candidates if c.measured]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    largest = max(c.size_bytes for c in measured)
-    for index, c in enumerate(measured):
-        x, y = c.latency[batch].p50_ms, c.metric.drop
-        colour = "tab:gray" if c.parent is None else ("tab:green" if c.accepted else "tab:red")
-        ax.scatter(x, y, s=40 + 400 * c.size_bytes / largest, color=colour, alpha=0.6,
-                   edgecolors="black" if c.pareto_optimal else "none")
-        ax.annotate(c.name, (x, y), textcoords="offset points",
-                    xytext=(6, 4 + 11 * (index % 4)), fontsize=8)  # staggered: ties share a point
-    front = sorted((c for c in measured if c.pareto_optimal), key=lambda c: c.latency[batch].p50_ms)
-    ax.plot([c.latency[batch].p50_ms for c in front], [c.metric.drop for c in front],
-            linestyle="--", color="black", linewidth=0.8, label="Pareto front")
-    ax.set_xscale("log")
-    ax.set_xlabel(f"p50 latency at batch {batch} (ms, log)")
-    ax.set_ylabel(f"{report.metric} drop vs baseline")
-    ax.set_title(f"{report.run.name}: grey baseline, green accepted, red rejected; area ∝ size")
-    ax.title.set_fontsize(9)
-    ax.legend(loc="best", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Callable
 
 from .candidates import Candidate
-from .goals import Benchmark, DropMode, Goals, Objective
+from .goals import Benchmark, Goals, Objective
+from .quality import drop_unit
 from .tasks import Metric
 
 
@@ -24,8 +25,8 @@ def judge(candidates: list[Candidate], goals: Goals, benchmark: Benchmark, metri
     baseline = next(c for c in candidates if c.is_baseline)
     batch = primary_batch_size(goals, benchmark)
     base_p50 = baseline.latency[batch].p50_ms
-    unit = " points" if goals.accuracy_drop_mode is DropMode.ABSOLUTE and metric is Metric.ACCURACY else (
-        " %" if goals.accuracy_drop_mode is DropMode.RELATIVE else "")
+    unit = drop_unit(metric, goals.accuracy_drop_mode)
+    unit = f" {unit}" if unit else ""
     for candidate in candidates:
         if candidate.is_baseline or candidate.contender or not candidate.measured:
             continue
@@ -58,21 +59,21 @@ def _generation_reasons(stats, goals: Goals, batch: int) -> list[str]:
 
 
 def mark_pareto_front(candidates: list[Candidate], batch: int) -> list[Candidate]:
-    """Measured candidates of this run not dominated on (latency p50, size, metric drop); all three minimized."""
-    measured = [c for c in candidates if c.measured and not c.contender]
+    """The candidates a user may choose between (the accepted ones and the baseline) that none of
+    them beats on all of latency p50, size and metric drop. A rejected candidate is never on the
+    front, however small or fast: it broke a goal (judge first)."""
+    eligible = [c for c in candidates if c.accepted or (c.is_baseline and c.measured)]
 
     def point(c: Candidate) -> tuple[float, float, float]:
         return (c.latency[batch].p50_ms, float(c.size_bytes), c.metric_drop)
 
     front = []
-    for candidate in measured:
-        mine = point(candidate)
-        dominated = any(
+    for candidate in candidates:
+        mine = point(candidate) if candidate in eligible else None
+        candidate.pareto_optimal = mine is not None and not any(
             all(o <= m for o, m in zip(point(other), mine)) and any(o < m for o, m in zip(point(other), mine))
-            for other in measured if other is not candidate
-        )
-        candidate.pareto_optimal = not dominated
-        if not dominated:
+            for other in eligible if other is not candidate)
+        if candidate.pareto_optimal:
             front.append(candidate)
     return front
 

@@ -1,0 +1,73 @@
+"""report.md's conclusion and the charts: the front over what a user may choose, units on every
+axis, one label for points that tie."""
+
+from __future__ import annotations
+
+import pytest
+
+from kompress_jobs.charts import pareto_figure, plot_comparison, plot_pareto
+from kompress_jobs.report import render_markdown
+from kompress_jobs.results import Report
+
+pytestmark = pytest.mark.unit
+
+
+def _latency(p50):
+    return {"batch_size": 1, "p50_ms": p50, "p95_ms": p50, "p99_ms": p50, "mean_ms": p50, "throughput_per_second": 1000 / p50,
+            "round_medians_ms": [p50], "samples": 10}
+
+
+def _candidate(name, p50, size, drop, *, parent="onnx-export", accepted=True, front=False, reasons=(), rank=None):
+    return {"name": name, "parent": parent, "outcome": "Measured", "technique": "quantization", "runtime": "onnxruntime",
+            "precision": "int8", "metric": {"value": 0.98 - drop / 100, "drop": drop}, "latency": {"1": _latency(p50)},
+            "sizeBytes": size, "accepted": accepted, "paretoOptimal": front, "rejectedReasons": list(reasons), "rank": rank,
+            "vsBaseline": {"reference": "baseline", "batchSize": 1, "speedupP50": 1.0 / p50, "sizeReduction": 900_000 / size}}
+
+
+@pytest.fixture
+def report():
+    return Report.model_validate({
+        "run": {"id": "r", "name": "digits", "startedAt": "t0", "finishedAt": "t1", "kompressVersion": "0"},
+        "spec": {"goals": {"accuracyDropMode": "Absolute"}}, "benchmark": {"batchSizes": [1]}, "inputs": {},
+        "fingerprint": {"cpu": {"model": "cpu", "flags": [], "logicalCores": 2, "usableCores": 2}, "gpu": None, "os": "Linux",
+                        "python": "3.11", "libraries": {}},
+        "primaryBatchSize": 1, "metric": "Accuracy", "best": "static-int8", "paretoFront": ["baseline", "static-int8"],
+        "candidates": [
+            _candidate("baseline", 1.0, 900_000, 0.0, parent=None, accepted=False, front=True),
+            _candidate("static-int8", 0.3, 240_000, 0.0, front=True, rank=1),
+            _candidate("static-int8-copy", 0.3, 240_000, 0.0, rank=2),  # ties with the pick: one label
+            _candidate("dynamic-int8", 1.4, 230_000, 0.0, accepted=False,
+                       reasons=["slower than the baseline: p50 1.400 ms vs 1.000 ms at batch 1"])]})
+
+
+def test_the_conclusion_lists_the_front_over_accepted_candidates_and_the_rejected_apart(report):
+    text = render_markdown(report)
+    conclusion = next(line for line in text.splitlines() if line.startswith("**Best"))
+    assert "over the accepted candidates and the baseline): baseline, static-int8." in conclusion
+    assert "Rejected, so on no front: dynamic-int8 (slower than the baseline: p50 1.400 ms" in conclusion
+    assert "![Pareto front per pair of axes](pareto.png)" in text and "(comparison.png)" in text
+
+
+def test_the_pareto_chart_has_a_panel_per_pair_of_axes_with_units_and_one_label_per_tie(report):
+    fig = pareto_figure(report)
+    panels = fig.axes
+    assert [(ax.get_xlabel().split(" (")[0], ax.get_ylabel().split(" (")[0]) for ax in panels] == [
+        ("p50 latency at batch 1", "Accuracy drop vs baseline"), ("size", "Accuracy drop vs baseline"),
+        ("p50 latency at batch 1", "size")]
+    assert all("(" in ax.get_xlabel() and "(" in ax.get_ylabel() for ax in panels)
+    assert "(ms, log scale)" in panels[0].get_xlabel() and panels[1].get_xlabel() == "size (KiB)"
+    assert "(points; lower is better)" in panels[0].get_ylabel()
+    for ax in panels:  # every point numbered once; the pick and its copy share a point, so one label
+        labels = [t.get_text() for t in ax.texts]
+        assert sorted(n for label in labels for n in label.split(",")) == ["1", "2", "3", "4"], labels
+        assert any(label.startswith("2,3") for label in labels), labels
+    assert sorted(t.get_text() for t in panels[0].texts) == ["1", "2,3", "4"]  # apart on latency
+    key = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert key == ["1 baseline", "2 static-int8", "3 static-int8-copy", "4 dynamic-int8 (rejected)"]
+
+
+def test_both_charts_are_written_as_png(report, tmp_path):
+    plot_pareto(report, tmp_path / "pareto.png")
+    plot_comparison(report, tmp_path / "comparison.png")
+    for name in ("pareto.png", "comparison.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
