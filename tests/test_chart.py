@@ -4,7 +4,9 @@ consume them (helm, kubectl kustomize, promtool). Tests against the API server: 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,17 +103,54 @@ def test_modeloptimizations_join_the_built_in_admin_edit_and_view_roles(assets):
     assert not [r for r in of_kind(template(assets, "--set", "rbac.aggregateToDefaultRoles=false"), "ClusterRole") if _aggregated(r)]
 
 
-def test_more_than_one_replica_turns_on_peering(assets):
-    single = template(assets)
-    assert operator_env(single)["KOMPRESS_PEERING"] == ""
-    assert of_kind(single, "Deployment")[0]["spec"]["strategy"] == {"type": "Recreate"}
-    assert not of_kind(single, "ClusterKopfPeering")
-    ha = template(assets, "--set", "replicaCount=2")
-    assert operator_env(ha)["KOMPRESS_PEERING"] == "kompress"
+def test_two_replicas_by_default_with_peering_a_rolling_update_a_disruption_budget_and_anti_affinity(assets):
+    ha = template(assets)
+    deployment = of_kind(ha, "Deployment")[0]
+    assert deployment["spec"]["replicas"] == 2 and operator_env(ha)["KOMPRESS_PEERING"] == "kompress"
+    # A new Pod answers the webhook before an old one stops: never fewer than two during a rollout.
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    budget = of_kind(ha, "PodDisruptionBudget")[0]
+    assert budget["apiVersion"] == "policy/v1" and budget["spec"] == {"minAvailable": 1, "selector": {"matchLabels": selector}}
+    spread = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert spread[0]["podAffinityTerm"] == {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": selector}}
     peering = of_kind(ha, "ClusterKopfPeering")[0]
     assert peering["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
     rules = [r for role in of_kind(ha, "ClusterRole") for r in role["rules"]]
     assert {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["get", "list", "watch", "patch"]} in rules
+    old_cluster = of_kind(template(assets, "--kube-version", "1.20.2"), "PodDisruptionBudget")[0]
+    assert old_cluster["apiVersion"] == "policy/v1beta1"  # policy/v1 came with 1.21
+
+    single = template(assets, "--set", "replicaCount=1")
+    assert operator_env(single)["KOMPRESS_PEERING"] == ""
+    assert of_kind(single, "Deployment")[0]["spec"]["strategy"] == {"type": "Recreate"}  # never two operators at once
+    assert not of_kind(single, "ClusterKopfPeering") and not of_kind(single, "PodDisruptionBudget")
+    assert "affinity" not in of_kind(single, "Deployment")[0]["spec"]["template"]["spec"]
+    assert not of_kind(template(assets, "--set", "crds.enabled=false"), "CustomResourceDefinition")  # peering's too
+
+
+def test_extension_points_reach_the_objects(assets, tmp_path):
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({
+        "commonLabels": {"cost-centre": "ml-platform"},
+        "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+        "extraEnvFrom": [{"configMapRef": {"name": "site-settings"}}],
+        "extraVolumes": [{"name": "ca", "configMap": {"name": "corporate-ca"}}],
+        "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/corporate", "readOnly": True}],
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}],
+    }))
+    docs = template(assets, "-f", values)
+    assert all(d["metadata"]["labels"]["cost-centre"] == "ml-platform" for d in docs if d["kind"] != "CustomResourceDefinition"
+               or d["metadata"]["name"].endswith("kopf.dev"))
+    pod = of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in container["env"]
+    assert container["envFrom"] == [{"configMapRef": {"name": "site-settings"}}]
+    assert [m["name"] for m in container["volumeMounts"]] == ["webhook-tls", "ca"] and [v["name"] for v in pod["volumes"]] == ["webhook-tls", "ca"]
+    selector = of_kind(docs, "Deployment")[0]["spec"]["selector"]["matchLabels"]
+    assert pod["topologySpreadConstraints"] == [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                                  "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": selector}}]
+    assert "affinity" in pod  # the default anti-affinity stays
 
 
 def test_job_settings_reach_the_operator(assets):
@@ -319,30 +358,68 @@ def test_samples_are_valid_resources():
         plan_passes(load_resource_file(sample).spec)
 
 
-def test_argocd_applications_point_at_paths_that_exist(assets, tmp_path):
+CHART_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
+
+
+def _check_gitops_values(assets, tmp_path, values: dict, where: str) -> None:
+    """What a GitOps tool renders must pass the schema and keep still: a webhook certificate from
+    cert-manager (a self-signed one changes on every render), a PrometheusRule kube-prometheus-stack
+    selects wherever one is enabled."""
+    assert values["webhook"]["certificate"]["source"] == "cert-manager", where
+    rule = values.get("metrics", {}).get("prometheusRule", {})
+    assert not rule.get("enabled") or rule["labels"] == {"release": "kube-prometheus-stack"}, where
+    file = tmp_path / "values.yaml"
+    file.write_text(yaml.safe_dump(values))
+    first, second = (run(assets / "helm", "template", "kompress", CHART, "-f", str(file)).stdout for _ in range(2))
+    assert first == second, f"{where}: two renders differ"
+
+
+def test_argocd_applications_pin_a_chart_version_and_render_the_same_twice(assets, tmp_path):
     for path in sorted((DEPLOY / "argocd").glob("*.yaml")):
         app = yaml.safe_load(path.read_text())
         assert (app["apiVersion"], app["kind"]) == ("argoproj.io/v1alpha1", "Application")
         source = app["spec"]["source"]
-        assert (REPO / source["path"]).is_dir(), source["path"]
-        if "helm" in source:  # the values must pass the chart's schema
-            values = tmp_path / "values.yaml"
-            values.write_text(yaml.safe_dump(source["helm"]["valuesObject"]))
-            template(assets, "-f", str(values))
+        assert source["targetRevision"] in (CHART_VERSION, f"v{CHART_VERSION}"), path  # never main
+        if "chart" in source:  # the released chart, from the OCI registry
+            assert source["chart"] == "kompress" and not source["repoURL"].startswith(("oci://", "https://github"))
+            _check_gitops_values(assets, tmp_path, source["helm"]["valuesObject"], path.name)
         else:
+            assert (REPO / source["path"]).is_dir(), source["path"]
             run(assets / "kubectl", "kustomize", REPO / source["path"])
 
 
-def test_flux_release_points_at_the_chart(assets, tmp_path):
+def test_flux_release_pins_the_oci_chart_and_renders_the_same_twice(assets, tmp_path):
     docs = [d for d in yaml.safe_load_all(run(assets / "kubectl", "kustomize", DEPLOY / "flux").stdout) if d]
-    repo, release = of_kind(docs, "GitRepository")[0], of_kind(docs, "HelmRelease")[0]
+    repo, release = of_kind(docs, "HelmRepository")[0], of_kind(docs, "HelmRelease")[0]
     assert repo["apiVersion"] == "source.toolkit.fluxcd.io/v1" and release["apiVersion"] == "helm.toolkit.fluxcd.io/v2"
+    assert repo["spec"]["type"] == "oci" and repo["spec"]["url"].startswith("oci://")
     chart = release["spec"]["chart"]["spec"]
-    assert chart["sourceRef"] == {"kind": "GitRepository", "name": repo["metadata"]["name"], "namespace": "flux-system"}
-    assert (REPO / chart["chart"] / "Chart.yaml").is_file()
-    values = tmp_path / "values.yaml"
-    values.write_text(yaml.safe_dump(release["spec"]["values"]))
-    template(assets, "-f", str(values))
+    assert chart == {"chart": "kompress", "version": CHART_VERSION,
+                     "sourceRef": {"kind": "HelmRepository", "name": repo["metadata"]["name"], "namespace": "flux-system"}}
+    _check_gitops_values(assets, tmp_path, release["spec"]["values"], "flux HelmRelease")
+
+
+def test_the_readme_enables_the_prometheus_rule_with_the_label_kube_prometheus_stack_selects():
+    install = re.search(r"helm install kompress .*?(?=\n\S)", (REPO / "README.md").read_text(), re.S).group(0)
+    assert "metrics.prometheusRule.enabled=true" in install
+    assert "metrics.prometheusRule.labels.release=kube-prometheus-stack" in install
+
+
+def test_the_release_script_packages_a_chart_that_renders_from_its_archive(assets, tmp_path):
+    """Pushing needs a registry, which cannot run here: the archive it would push is checked."""
+    clone = tmp_path / "repo"
+    for part in ("charts", "scripts"):
+        shutil.copytree(REPO / part, clone / part)
+    done = subprocess.run([str(clone / "scripts/release-chart")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HELM": str(assets / "helm")})
+    assert done.returncode == 0, done.stderr
+    archive = clone / "dist" / f"kompress-{CHART_VERSION}.tgz"
+    assert f"packaged dist/{archive.name}" in done.stdout
+    shown = yaml.safe_load(run(assets / "helm", "show", "chart", archive).stdout)
+    assert (shown["name"], shown["version"]) == ("kompress", CHART_VERSION)
+    assert "values.schema.json" in run("tar", "tzf", archive).stdout  # tar: the archive's own listing
+    assert of_kind([d for d in yaml.safe_load_all(run(assets / "helm", "template", "kompress", archive).stdout) if d],
+                   "CustomResourceDefinition")
 
 
 # --- images ----------------------------------------------------------------------------------------
