@@ -386,3 +386,24 @@ def test_validate_takes_several_files_and_folders_and_names_the_file_of_each_err
     (tmp_path / "empty-folder").mkdir()
     assert main(["validate", str(tmp_path / "empty-folder")]) == 2
     assert "a folder with no .yaml or .yml file" in capsys.readouterr().err
+
+
+def test_optimize_runs_the_checks_validate_runs_before_anything_else(capsys, write_spec, tmp_path):
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    code = main(["optimize", "-q", str(write_spec(model=str(folder))), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"kompress: error: spec.model.uri: {folder} is a folder; a TorchScript model is a torch.jit.save archive"]
+    assert not (tmp_path / "out").exists()  # nothing published, not even a folder
+
+
+def test_help_names_each_flags_type_default_and_variable(capsys):
+    with pytest.raises(SystemExit):
+        main(["operator", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "--max-running N optimization Jobs in flight cluster-wide (default: 4) [KOMPRESS_MAX_RUNNING]" in text
+    assert "--job-resources JSON" in text and "--cpu-image TEXT" in text and "--retry-interval NUMBER" in text
+    assert "VALUE" not in text
+    with pytest.raises(SystemExit):
+        main(["optimize", "--help"])
+    assert "(default: spec.artifacts.uri, else ./kompress-runs)" in " ".join(capsys.readouterr().out.split())

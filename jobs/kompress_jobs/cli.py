@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from . import __version__
 from .contract import JobEnv
+from .layout import DEFAULT_ARTIFACTS
 from .errors import KompressError, SpecError, VersionMismatchError
 
 
@@ -44,8 +45,9 @@ def _parser() -> argparse.ArgumentParser:
 
     optimize = commands.add_parser("optimize", help="run the optimization pipeline on a ModelOptimization YAML")
     optimize.add_argument("file", type=Path, help="ModelOptimization YAML")
-    optimize.add_argument("--output", "-o", help="artifact destination (directory or s3://bucket/prefix); "
-                          "overrides spec.artifacts.uri")
+    optimize.add_argument("--output", "-o", metavar="DIR_OR_S3_URI",
+                          help="artifact destination (a folder or s3://bucket/prefix); overrides spec.artifacts.uri "
+                               f"(default: spec.artifacts.uri, else {DEFAULT_ARTIFACTS})")
     optimize.add_argument("--run-id", help="name of the run folder (default: <name>-<UTC time>-<random>)")
     optimize.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     optimize.set_defaults(handler=_optimize)

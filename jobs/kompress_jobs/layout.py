@@ -16,6 +16,8 @@ from pathlib import PurePosixPath
 
 from .errors import StoreError
 
+DEFAULT_ARTIFACTS = "./kompress-runs"  # where a laptop run publishes when neither the spec nor --output names a place
+
 RUNS, STUDIES = "runs", "studies"
 DEFAULT_NAMESPACE = "default"  # the CLI's, for a spec without metadata.namespace
 _SEGMENT = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # DNS-1123, as Kubernetes names

@@ -25,12 +25,13 @@ from .digest import sha256
 from .errors import DataError, KompressError
 from .fingerprint import machine_fingerprint
 from .goals import Benchmark
-from .layout import run_prefix
+from .layout import DEFAULT_ARTIFACTS, run_prefix
 from .library_output import LOG_NAME as LIBRARY_LOG
 from .llm import stages as language_model
 from .parallel_study import StudyCollector, StudyWorker, WorkerRun
 from .passes import PassContext
 from .plan import BASELINE, Step, plan_passes
+from .preflight import check_local_inputs
 from .profile_report import plot_profiles
 from .profiling import energy_per_call, profile_model
 from .promotion import Promoter, check_writable, promotion_store
@@ -50,7 +51,6 @@ from .tasks import TaskType
 from .tuning import LocalStudy
 
 Progress = Callable[[str], None]
-DEFAULT_ARTIFACTS = "./kompress-runs"
 
 
 @dataclass
@@ -84,6 +84,7 @@ def run_optimization(
     libraries printed during the run (library_output.py), published in the run folder."""
     spec = resource.spec
     steps = plan_passes(spec)
+    check_local_inputs(spec, base_dir)  # what `kompress validate` checks, before anything is spent
     run_id = run_id or new_run_id(resource.metadata.name)
     started = _now()
     generative = spec.task.generative

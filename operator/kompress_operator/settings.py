@@ -15,6 +15,7 @@ import random
 from typing import Annotated, Any, Literal, get_origin
 
 from pydantic import Field, field_validator
+from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from kompress_jobs.schema import Toleration
@@ -123,22 +124,30 @@ class OperatorSettings(BaseSettings):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """One flag per field, with the field's description and environment name as its help."""
+        """One flag per field: its type as the metavar, and its description, default and
+        environment name as its help."""
         for name, field in cls.model_fields.items():
             flag = "--" + name.replace("_", "-")
-            help_text = f"{field.description} [{cls.env_name(name)}]"
+            default = None if field.default_factory or "default:" in (field.description or "") else field.default
+            if isinstance(default, (dict, list)):
+                default = json.dumps(to_jsonable_python(default, by_alias=True, exclude_none=True))
+            shown = "" if default in (None, "", "[]", "{}") or field.is_required() else f" (default: {default})"
+            help_text = f"{field.description}{shown} [{cls.env_name(name)}]"
             if field.annotation is bool:
                 parser.add_argument(flag, action="store_const", const=True, default=None, help=help_text)
-            else:
-                as_json = get_origin(field.annotation) in (dict, list)
-                parser.add_argument(flag, default=None, metavar="JSON" if as_json else "VALUE", help=help_text,
-                                    type=_json if as_json else str)
+                continue
+            as_json = get_origin(field.annotation) in (dict, list)
+            metavar = "JSON" if as_json else _METAVARS.get(field.annotation, "TEXT")
+            parser.add_argument(flag, default=None, metavar=metavar, help=help_text, type=_json if as_json else str)
 
     @classmethod
     def from_arguments(cls, args: argparse.Namespace) -> "OperatorSettings":
         """Flags given on the command line, the environment for the rest."""
         given = {name: getattr(args, name) for name in cls.model_fields if getattr(args, name, None) is not None}
         return cls(**given)
+
+
+_METAVARS = {int: "N", float: "NUMBER", str: "TEXT"}
 
 
 def _json(text: str) -> dict | list:
