@@ -274,3 +274,42 @@ def _encoder_with(min_tokens: float) -> dict:
     resource = yaml.safe_load((Path(__file__).parents[1] / "examples/sentence-embeddings.yaml").read_text())
     resource["spec"]["goals"]["minTokensPerSecond"] = min_tokens
     return resource
+
+
+CHATML = ("{% for m in messages %}<|endoftext|>{{ m['role'] }}\n{{ m['content'] }}<|endoftext|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|endoftext|>assistant\n{% endif %}")
+
+
+def _chat_spec(model: Path, chat_template: bool):
+    return ModelOptimization.model_validate(llm_resource(
+        str(model), str(license_text()),
+        benchmark={"batchSizes": [1, 2], "rounds": 1, "generation": {"promptTokens": 24, "newTokens": 4, "chatTemplate": chat_template}})).spec
+
+
+def test_prompts_in_the_chat_template_keep_the_prompt_length_and_wrap_text_from_the_evaluation_split(tmp_path):
+    import json
+
+    from kompress_jobs.llm import stages
+    from kompress_jobs.llm.corpus import PROMPTS
+
+    model = tiny_llama(tmp_path / "chat-llama")
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps(config | {"chat_template": CHATML}))
+    dataset, _, runner = stages.load(_chat_spec(model, True), model, license_text(), lambda _: None)
+    framed = dataset.split(PROMPTS).inputs["input_ids"]
+    tokenizer = load_tokenizer(_model(model))
+    assert framed.shape == (2, 24)  # the largest batch, every prompt promptTokens long, the template's tokens included
+    text = tokenizer.decode(framed[0])
+    assert text.startswith("<|endoftext|>user\n") and text.endswith("<|endoftext|>\n<|endoftext|>assistant\n"), text
+    body = tokenizer.decode(framed[0][len(tokenizer("<|endoftext|>user\n", add_special_tokens=False).input_ids):])
+    assert body.split("<|endoftext|>")[0] in license_text().read_text()  # the evaluation text, inside the frame
+    plain, _, _ = stages.load(_chat_spec(model, False), model, license_text(), lambda _: None)
+    assert tokenizer.decode(plain.split(PROMPTS).inputs["input_ids"][0]) in license_text().read_text()
+    assert runner.generate(framed[:1], 4).tokens.shape == (1, 4)  # the runner takes them as any prompt
+
+
+def test_asking_for_the_chat_template_of_a_model_without_one_is_refused_naming_the_field(llama):
+    from kompress_jobs.llm import stages
+
+    with pytest.raises(DataError, match=r"^benchmark.generation.chatTemplate: the model's tokenizer \(\w+\) has no chat template"):
+        stages.load(_chat_spec(llama, True), llama, license_text(), lambda _: None)

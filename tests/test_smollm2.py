@@ -11,7 +11,7 @@ import pytest
 
 from kompress_jobs.goals import DropMode
 from kompress_jobs.llm.corpus import load_corpus
-from kompress_jobs.llm.loading import check_round_trip, gguf_architecture, load_tokenizer, save_checkpoint
+from kompress_jobs.llm.loading import chat_frame, check_round_trip, gguf_architecture, load_tokenizer, save_checkpoint
 from kompress_jobs.llm.quality import LanguageModelScorer
 from kompress_jobs.modelfile import ModelFile
 from kompress_jobs.runtimes import make_runner
@@ -40,6 +40,8 @@ def test_the_gguf_loads_as_fp32_llama_and_its_perplexity_is_the_hand_computed_on
     assert gguf_architecture(model.path) == "llama"
     assert next(runner.module.parameters()).dtype == torch.float32  # de-quantized: the baseline as the file computes
     assert tokenizer.decode(tokenizer("This License applies to any program").input_ids).endswith("This License applies to any program")
+    before, after = chat_frame(tokenizer)  # the instruction model's own template, from the GGUF's metadata
+    assert tokenizer.decode(before).endswith("<|im_start|>user\n") and tokenizer.decode(after) == "<|im_end|>\n<|im_start|>assistant\n"
     scorer = LanguageModelScorer(TASK, DropMode.RELATIVE, dataset.evaluation, runner)
     nll, count = 0.0, 0
     with torch.no_grad():

@@ -86,6 +86,9 @@ class Generation(Model):
     prompt_tokens: int = Field(128, ge=1, le=32_768, description="Prompt length: time to first token is its prefill.")
     new_tokens: int = Field(64, ge=2, le=8192, description="Tokens generated per timed generation; each decode step "
                             "is one timed call of the latency figures.")
+    chat_template: bool = Field(False, description="Wrap each prompt as a user message in the model's chat template, "
+                                "as an instruction-tuned model is served; promptTokens counts the template's tokens "
+                                "too. A model whose tokenizer has no chat template is refused.")
 
 
 class Benchmark(Model):

@@ -1,5 +1,5 @@
 """The generation benchmark: every candidate generates the same greedy continuation of the same
-prompts from the evaluation text, interleaved round after round (the order rotates) as every other
+prompts from the evaluation text (in the chat template with benchmark.generation.chatTemplate), interleaved round after round (the order rotates) as every other
 benchmark in kompress. A decode step is one timed call: its percentiles are the latency figures and
 the batch divided by its mean is the decode throughput in tokens per second; the prefill of the
 prompt and the choice of the first token is the time to first token, its median over the rounds."""
@@ -16,7 +16,7 @@ from ..benchmark import Latency, summarize
 from ..data import Dataset
 from ..goals import Benchmark
 from ..runtimes.generative import GenerativeRunner
-from .corpus import prompts
+from .corpus import INPUT, PROMPTS
 
 
 def measure_generation(runners: dict[str, GenerativeRunner], dataset: Dataset, settings: Benchmark,
@@ -27,7 +27,7 @@ def measure_generation(runners: dict[str, GenerativeRunner], dataset: Dataset, s
     results: dict[str, dict[int, Latency]] = {name: {} for name in names}
     continuations: dict[str, np.ndarray] = {}
     for batch_size in settings.batch_sizes:
-        batch = prompts(dataset, batch_size, generation.prompt_tokens)
+        batch = dataset.split(PROMPTS).inputs[INPUT][:batch_size]  # made once by stages.load
         if settings.warmup:
             for name in names:
                 runners[name].generate(batch, min(8, generation.new_tokens))

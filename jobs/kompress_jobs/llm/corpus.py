@@ -59,11 +59,23 @@ def load_corpus(path: Path, source: DataSource, task: Task, tokenizer) -> Datase
     return Dataset(splits, source)
 
 
-def prompts(dataset: Dataset, batch_size: int, prompt_tokens: int) -> np.ndarray:
-    """`batch_size` prompts of `prompt_tokens` tokens from the evaluation text (repeated if it is short)."""
+PROMPTS = "prompts"  # the split of the timed prompts (stages.load puts it in the Dataset)
+
+Frame = tuple[list[int], list[int]]  # a chat template's token ids before and after the user's message
+
+
+def prompts(dataset: Dataset, count: int, prompt_tokens: int, frame: Frame | None = None) -> np.ndarray:
+    """`count` prompts of `prompt_tokens` tokens from the evaluation text (repeated if it is short),
+    each inside the chat template's frame when there is one."""
+    before, after = frame or ([], [])
+    length = prompt_tokens - len(before) - len(after)
+    if length < 1:
+        raise DataError(f"benchmark.generation.promptTokens {prompt_tokens} leaves no room for text in the chat "
+                        f"template, which takes {len(before) + len(after)} tokens itself")
     ids = dataset.evaluation.inputs[INPUT].reshape(-1)
-    if len(ids) < prompt_tokens:
+    if len(ids) < length:
         raise DataError(f"benchmark.generation.promptTokens {prompt_tokens} is longer than the evaluation text "
                         f"({len(ids)} tokens in its windows)")
-    starts = [(i * prompt_tokens) % (len(ids) - prompt_tokens + 1) for i in range(batch_size)]
-    return np.stack([ids[s:s + prompt_tokens] for s in starts])
+    starts = [(i * length) % (len(ids) - length + 1) for i in range(count)]
+    return np.stack([np.concatenate([np.asarray(before, dtype=ids.dtype), ids[s:s + length],
+                                     np.asarray(after, dtype=ids.dtype)]) for s in starts])

@@ -10,7 +10,7 @@ import contextlib
 import io
 from pathlib import Path
 
-from ..errors import ModelLoadError
+from ..errors import DataError, ModelLoadError
 from ..huggingface import read_config
 from ..modelfile import ModelFile
 from ..sources import ModelFormat
@@ -105,6 +105,22 @@ def load_tokenizer(model: ModelFile):
     except Exception as exc:
         raise ModelLoadError(f"model {model.path}: no tokenizer could be read from it: "
                              f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__}") from None
+
+
+_SLOT = "\u2063KOMPRESS-MESSAGE\u2063"  # stands for the user's text while the template is rendered
+
+
+def chat_frame(tokenizer) -> tuple[list[int], list[int]]:
+    """The token ids the chat template puts before and after one user message (with the prompt for
+    the assistant's answer); DataError when the tokenizer has no template."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise DataError(f"benchmark.generation.chatTemplate: the model's tokenizer ({type(tokenizer).__name__}) has no chat "
+                        f"template; set chatTemplate: false to time plain text prompts")
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": _SLOT}], tokenize=False, add_generation_prompt=True)
+    if rendered.count(_SLOT) != 1:
+        raise DataError("benchmark.generation.chatTemplate: the model's chat template does not place the user's message once")
+    before, after = rendered.split(_SLOT)
+    return (tokenizer(before, add_special_tokens=False).input_ids, tokenizer(after, add_special_tokens=False).input_ids)
 
 
 def check_round_trip(tokenizer, folder: Path, sample: str) -> None:

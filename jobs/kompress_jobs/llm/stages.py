@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Callable
 
 from ..candidates import Candidate, score_each
-from ..data import Dataset, rows
+from ..data import Dataset, Split, rows
 from ..errors import DataError
 from ..modelfile import ModelFile
 from ..plan import BASELINE
 from ..runtimes import Runner, make_runner
 from ..schema import ModelOptimizationSpec
 from .benchmark import continuation_agreement, measure_generation
-from .corpus import load_corpus
-from .loading import load_tokenizer
+from .corpus import INPUT, PROMPTS, load_corpus, prompts
+from .loading import chat_frame, load_tokenizer
 from .quality import LanguageModelScorer
 
 
@@ -38,6 +38,8 @@ def load(spec: ModelOptimizationSpec, model_path: Path, data_path: Path,
         raise DataError(f"benchmark.generation.promptTokens + newTokens ({generation.prompt_tokens} + "
                         f"{generation.new_tokens}) is longer than the model's context ({limit} positions)")
     runner.check_input(rows(dataset.evaluation.inputs, 0, 1))
+    frame = chat_frame(tokenizer) if generation.chat_template else None
+    dataset.splits[PROMPTS] = Split({INPUT: prompts(dataset, max(spec.benchmark.batch_sizes), generation.prompt_tokens, frame)})
     return dataset, model, runner
 
 
