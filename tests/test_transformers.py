@@ -45,11 +45,15 @@ def sentences(tmp_path) -> Path:
 
 @pytest.mark.slow
 def test_the_real_pretrained_minilm_keeps_cosine_and_gets_faster(tmp_path):
-    """The sentence-embeddings example on all-MiniLM-L6-v2, with a shorter benchmark."""
+    """The sentence-embeddings example on all-MiniLM-L6-v2, with a shorter benchmark and the search
+    narrowed to ONNX Runtime's dynamic recipes (four trials, one of which breaks the goal): the
+    whole search takes eight minutes on 2 cores; static and OpenVINO trials run in test_runtimes."""
     example = yaml.safe_load((EXAMPLES / "sentence-embeddings.yaml").read_text())
+    passes = [p | {"methods": ["Dynamic"], "runtimes": ["OnnxRuntime"]} if p["type"] == "AutoQuantize" else p
+              for p in example["spec"]["passes"]]
     spec = example["spec"] | {"model": example["spec"]["model"] | {"uri": str(minilm_dir())},
                               "data": example["spec"]["data"] | {"uri": str(EXAMPLES / "data" / "sentences.jsonl")},
-                              "benchmark": QUICK}
+                              "passes": passes, "benchmark": QUICK}
     report, candidates = optimize(tmp_path, "minilm", **spec)
     assert report["inputs"]["inputNames"] == ["input_ids", "attention_mask"]
     assert candidates["baseline"]["runtime"] == "pytorch" and candidates["baseline"]["format"] == "HuggingFace"
@@ -112,6 +116,21 @@ def test_the_fallback_keeps_the_most_sensitive_nodes_in_fp32_one_at_a_time(tmp_p
     assert search["stoppedBecause"]
     # No configuration meets a goal this strict: the closest one is still measured and judged.
     assert candidates["auto-quantize"]["outcome"] == "Measured"
+
+
+def test_the_default_search_tries_dynamic_and_static_recipes_in_both_runtimes(tmp_path, tiny_encoder, sentences):
+    """Every kind of trial the full search makes, on a tiny encoder (the MiniLM test narrows it)."""
+    report, candidates = optimize(
+        tmp_path, "search", model={"uri": str(tiny_encoder), "format": "HuggingFace"},
+        data={"uri": str(sentences), "text": TEXT}, task={"type": "Fidelity", "metric": "CosineSimilarity"},
+        passes=[{"type": "OnnxExport"}, {"type": "AutoQuantize", "validationSamples": 32, "calibrationSamples": 16,
+                                          "maxFallbackNodes": 0}],
+        goals={"maxAccuracyDrop": 1.0}, benchmark=QUICK)
+    trials = candidates["auto-quantize"]["details"]["trials"]
+    kinds = {(t["runtime"], t["method"]) for t in trials}
+    assert kinds == {("OnnxRuntime", "Dynamic"), ("OnnxRuntime", "Static"), ("OpenVINO", "Static")}, kinds
+    assert {t["settings"].get("quantFormat") for t in trials if t["runtime"] == "OnnxRuntime"} == {None, "QDQ", "QOperator"}
+    assert all(t["verdict"] and t["p50Ms"] > 0 and t["drop"] is not None for t in trials)
 
 
 def test_named_npz_inputs_feed_a_two_input_model_and_every_pass(tmp_path, tiny_encoder, sentences):

@@ -30,7 +30,7 @@ def drop_label(report: Report) -> str:
 
 def plot_pareto(report: Report, path: Path) -> None:
     fig = pareto_figure(report)
-    fig.savefig(path, bbox_inches="tight")
+    fig.savefig(path)  # laid out already (tight_layout leaves the key its room): no second layout pass
     _pyplot().close(fig)
 
 
@@ -138,7 +138,7 @@ def _front_2d(pool: list[CandidateResult], fx, fy) -> list[CandidateResult]:
 
 def _number(ax, shown: list[CandidateResult], fx, fy) -> None:
     """Each point's number; points within NEAR_PX of each other on screen get one joint label."""
-    ax.figure.canvas.draw()  # fixes the limits, so data map to screen positions
+    ax.autoscale_view()  # fixes the limits (no full draw), so data map to screen positions
     groups: list[tuple[tuple[float, float], list[int]]] = []
     for number, c in enumerate(shown, start=1):
         where = ax.transData.transform((fx(c), fy(c)))

@@ -71,8 +71,9 @@ def test_a_silently_dropped_watch_is_noticed_and_reestablished(cluster, namespac
     kubeconfig.write_text(yaml.safe_dump(config))
     try:
         start_operator("--watch-server-timeout", "600", "--watch-client-timeout", "5", kubeconfig=kubeconfig)
-        apply(cluster, namespace, resource("before", s3))
-        wait_for(phase_is(cluster, namespace, "before", "Succeeded"), "a run through the proxy")
+        # A spec only the operator refuses: it reads and writes through the proxy, no run needed.
+        apply(cluster, namespace, resource("before", s3, passes=[{"type": "DynamicInt8"}]))
+        wait_for(phase_is(cluster, namespace, "before", "Failed"), "the operator to judge a spec through the proxy")
         connections = proxy.connections
         proxy.stall()  # every open stream goes silent; the server still thinks it is connected
         apply(cluster, namespace, resource("after", s3))

@@ -23,6 +23,7 @@ class BreakableProxy:
         self.mode = "forward"
         self.connections = 0  # accepted so far: how often clients (re)connected
         self._open: list[tuple[socket.socket, socket.socket, threading.Event]] = []
+        self._stalled: list[tuple[socket.socket, socket.socket, threading.Event]] = []  # closed by close() only
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -38,13 +39,19 @@ class BreakableProxy:
         with self._lock:
             for _, _, flowing in self._open:
                 flowing.clear()
-            self._open = []  # left hanging, never resumed: the client has to give up on them
+            # left hanging, never resumed: the client has to give up on them (closed at the end, so
+            # a client still waiting on one does not hold up its own shutdown)
+            self._stalled += self._open
+            self._open = []
 
     def restore(self) -> None:
         self.mode = "forward"
 
     def close(self) -> None:
         self.listener.close()
+        with self._lock:
+            self._open += self._stalled
+            self._stalled = []
         self._close_open()
 
     def _close_open(self) -> None:
