@@ -59,21 +59,21 @@ def test_negative_goal(capsys, write_spec, tmp_path):
 def test_missing_model_file(capsys, write_spec, tmp_path):
     spec = write_spec(model="models/nope.pt")
     code, lines, _ = run_cli(capsys, str(spec), "--output", str(tmp_path / "out"))
-    assert_one_error(code, lines, "model file", "models/nope.pt: no such file")
+    assert_one_error(code, lines, "spec.model.uri: ", "models/nope.pt: no such file")
     assert_nothing_published(tmp_path / "out")
 
 
 def test_missing_data_file(capsys, write_spec, tmp_path):
     spec = write_spec(data="data/nope.npz")
     code, lines, _ = run_cli(capsys, str(spec), "--output", str(tmp_path / "out"))
-    assert_one_error(code, lines, "data file", "data/nope.npz: no such file")
+    assert_one_error(code, lines, "spec.data.uri: ", "data/nope.npz: no such file")
 
 
 def test_corrupt_onnx(capsys, write_spec, workspace, tmp_path):
     (workspace / "models" / "broken.onnx").write_bytes(b"\x08\x07" + bytes(range(256)) * 4)
     spec = write_spec(model="models/broken.onnx", model_format="ONNX", passes=[{"type": "DynamicInt8"}])
     code, lines, _ = run_cli(capsys, str(spec), "--output", str(tmp_path / "out"))
-    assert_one_error(code, lines, "broken.onnx: not a valid ONNX model")
+    assert_one_error(code, lines, "spec.model.uri: ", "broken.onnx is not a valid ONNX model (DecodeError")
     assert_nothing_published(tmp_path / "out")
 
 
@@ -150,7 +150,8 @@ def test_a_pickled_model_is_never_executed(capsys, write_spec, workspace, tmp_pa
         for model_format in ("TorchScript", "TorchExport"):
             code, lines, _ = run_cli(capsys, str(write_spec(model=f"models/{name}", model_format=model_format)),
                                      "--output", str(tmp_path / "out"))
-            assert_one_error(code, lines, f"{name}: not a readable {model_format} file")
+            assert_one_error(code, lines, name)  # refused by the preflight's signature check, or by the safe loader
+            assert f"is format: {model_format} right?" in lines[0] or f"not a readable {model_format} file" in lines[0], lines
     assert not marker.exists()
 
 

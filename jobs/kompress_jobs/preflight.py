@@ -43,7 +43,12 @@ def check_local_inputs(spec: ModelOptimizationSpec, base_dir: Path) -> None:
     dataset = _check_data(spec, data_path)
     if dataset is not None and model_path is not None and spec.model.format is ModelFormat.ONNX:
         try:  # the graph's declared inputs, read without running it: the data must feed exactly those
-            dataset.bind(onnx_input_names(model_path), f"data file {data_path}")
+            names = onnx_input_names(model_path)
+        except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and onnx's own: a file that only starts right
+            raise SpecError(f"spec.model.uri: {model_path} is not a valid ONNX model ({type(exc).__name__}: "
+                            f"{str(exc)[:200]}); is format: ONNX right?") from None
+        try:
+            dataset.bind(names, f"data file {data_path}")
         except DataError as exc:
             raise SpecError(f"spec.data.uri: {exc}") from None
 
