@@ -71,3 +71,9 @@ def test_both_charts_are_written_as_png(report, tmp_path):
     plot_comparison(report, tmp_path / "comparison.png")
     for name in ("pareto.png", "comparison.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_with_nothing_to_compare_no_comparison_chart_is_drawn_or_linked(report, tmp_path):
+    alone = report.model_copy(update={"candidates": report.candidates[:1], "best_name": None, "pareto_front_names": ["baseline"]})
+    plot_comparison(alone, tmp_path / "comparison.png")
+    assert not (tmp_path / "comparison.png").exists() and "comparison.png" not in render_markdown(alone)

@@ -57,10 +57,10 @@ def pareto_figure(report: Report):
 
 def plot_comparison(report: Report, path: Path) -> None:
     """Speedup (p50) and size reduction against the baseline, one bar pair per measured candidate."""
-    plt = _pyplot()
-    shown = [c for c in _shown(report) if c.parent is not None]
+    shown = compared(report)
     if not shown:
         return
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(shown) + 1.6), dpi=100)
     rows = range(len(shown))
     for offset, value, colour, label in ((-0.2, lambda c: c.vs_baseline.speedup_p50, "tab:blue", "speedup (p50)"),
@@ -95,6 +95,11 @@ def _pyplot():
 
 def _shown(report: Report) -> list[CandidateResult]:
     return [c for c in report.candidates if c.measured and not c.contender]
+
+
+def compared(report: Report) -> list[CandidateResult]:
+    """The candidates comparison.png draws (none: no chart, and report.md links none)."""
+    return [c for c in _shown(report) if c.parent is not None]
 
 
 def _colour(c: CandidateResult) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .candidates import Candidate
+from .charts import compared
 from .passes import PASSES
 from .profile_report import profile_section
 from .results import CandidateResult, Comparison, Metric, Report, TuningReport
@@ -90,8 +91,9 @@ def render_markdown(report: Report) -> str:
             f"{stats.p50_ms:.3f} | {stats.p95_ms:.3f} | {100 * stats.spread:.0f}% | {human_size(c.size_bytes)} | "
             f"{base.speedup_p50:.2f}× | {base.size_reduction:.2f}× | {parent_text} | {verdict} |"
         )
-    lines += ["", _conclusion(report), "", "![Pareto front per pair of axes](pareto.png)", "",
-              "![Speedup and size reduction against the baseline](comparison.png)", ""]
+    lines += ["", _conclusion(report), "", "![Pareto front per pair of axes](pareto.png)", ""]
+    if compared(report):
+        lines += ["![Speedup and size reduction against the baseline](comparison.png)", ""]
     if report.generative:
         lines += generation_section(report)
     for other in (b for b in bench.batch_sizes if b != batch):
