@@ -12,6 +12,7 @@ from typing import Callable
 from .goals import DropMode
 from .quality import drop_unit
 from .results import CandidateResult, Report
+from .selection import non_dominated
 from .tasks import Metric
 
 BASELINE, ACCEPTED, REJECTED = "tab:gray", "tab:green", "tab:red"
@@ -41,10 +42,10 @@ def pareto_figure(report: Report):
     plt = _pyplot()
     batch = report.primary_batch_size
     shown = _shown(report)
-    size_scale, size_unit = _size_unit(max(c.size_bytes for c in shown))
+    size_scale, unit = size_unit(max(c.size_bytes for c in shown))
     step = "decode step" if report.generative else "latency"
     axes = [(lambda c: c.latency[batch].p50_ms, f"p50 {step} at batch {batch} (ms, log scale)", True),
-            (lambda c: c.size_bytes / size_scale, f"size ({size_unit})", False),
+            (lambda c: c.size_bytes / size_scale, f"size ({unit})", False),
             (lambda c: c.metric.drop, drop_label(report), False)]
     fig, panels = plt.subplots(1, 3, figsize=(15, 4.6), dpi=100)
     for ax, (x, y) in zip(panels, ((axes[0], axes[2]), (axes[1], axes[2]), (axes[0], axes[1]))):
@@ -55,11 +56,12 @@ def pareto_figure(report: Report):
     return fig
 
 
-def plot_comparison(report: Report, path: Path) -> None:
-    """Speedup (p50) and size reduction against the baseline, one bar pair per measured candidate."""
+def plot_comparison(report: Report, path: Path) -> bool:
+    """Speedup (p50) and size reduction against the baseline, one bar pair per measured candidate;
+    False (no chart) when no candidate is compared."""
     shown = compared(report)
     if not shown:
-        return
+        return False
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(shown) + 1.6), dpi=100)
     rows = range(len(shown))
@@ -82,6 +84,7 @@ def plot_comparison(report: Report, path: Path) -> None:
     ax.grid(axis="x", alpha=0.3)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
+    return True
 
 
 def _pyplot():
@@ -116,7 +119,7 @@ def _pair(ax, shown: list[CandidateResult], x: Axis, y: Axis) -> None:
         ax.scatter(fx(c), fy(c), s=60, color=_colour(c), marker="x" if rejected else "o", alpha=0.8,
                    edgecolors=None if rejected else ("black" if c.pareto_optimal else "none"), linewidths=1.5, zorder=3)
     eligible = [c for c in shown if c.accepted or c.parent is None]
-    front = sorted(_front_2d(eligible, fx, fy), key=lambda c: (fx(c), fy(c)))
+    front = sorted(non_dominated(eligible, lambda c: (fx(c), fy(c))), key=lambda c: (fx(c), fy(c)))
     if len({(fx(c), fy(c)) for c in front}) > 1:
         ax.plot([fx(c) for c in front], [fy(c) for c in front], drawstyle="steps-post", linestyle="--",
                 color="black", linewidth=0.8, label="front on these two axes")
@@ -132,13 +135,6 @@ def _pair(ax, shown: list[CandidateResult], x: Axis, y: Axis) -> None:
     ax.set_ylabel(y_label, fontsize=8)
     ax.grid(alpha=0.3)
     _number(ax, shown, fx, fy)
-
-
-def _front_2d(pool: list[CandidateResult], fx, fy) -> list[CandidateResult]:
-    def beats(a, b):
-        return fx(a) <= fx(b) and fy(a) <= fy(b) and (fx(a) < fx(b) or fy(a) < fy(b))
-
-    return [c for c in pool if not any(beats(o, c) for o in pool if o is not c)]
 
 
 def _number(ax, shown: list[CandidateResult], fx, fy) -> None:
@@ -167,8 +163,9 @@ def _key(fig, shown: list[CandidateResult]) -> None:
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.86, 0.5), fontsize=8, frameon=False)
 
 
-def _size_unit(largest: int) -> tuple[float, str]:
+def size_unit(size: float) -> tuple[float, str]:
+    """(bytes per unit, unit name): the largest binary unit `size` fills at least once."""
     for scale, unit in ((1024 ** 3, "GiB"), (1024 ** 2, "MiB"), (1024, "KiB")):
-        if largest >= scale:
+        if size >= scale:
             return float(scale), unit
     return 1.0, "B"

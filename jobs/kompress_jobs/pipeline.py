@@ -279,9 +279,8 @@ def _publish(store: ArtifactStore, run_id: str, typed: Report, candidates: list[
     write_json(out / "report.json", report)
     (out / "report.md").write_text(render_markdown(typed))
     plot_pareto(typed, out / "pareto.png")
-    plot_comparison(typed, out / "comparison.png")
-    charts = [name for name in ("pareto.png", "comparison.png") if (out / name).exists()]
-    charts += ["profile.png"] if plot_profiles(typed, out / "profile.png") else []
+    charts = ["pareto.png"] + [name for name, drawn in (("comparison.png", plot_comparison(typed, out / "comparison.png")),
+                                                         ("profile.png", plot_profiles(typed, out / "profile.png"))) if drawn]
 
     files = {key: path for c in candidates if c.artifact_key for key, path in c.artifact_files().items()}
     files |= {name: out / name for name in ("report.json", "report.md", *charts)}

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .candidates import Candidate
-from .charts import compared
+from .charts import compared, size_unit
 from .passes import PASSES
 from .profile_report import profile_section
 from .results import CandidateResult, Comparison, Metric, Report, TuningReport
@@ -168,7 +168,7 @@ def _tuning_section(tuning: TuningReport) -> list[str]:
 
 def _conclusion(report: Report) -> str:
     best = report.best
-    rejected = [c for c in report.candidates if c.measured and c.parent is not None and not c.accepted and not c.contender]
+    rejected = [c for c in compared(report) if not c.accepted]
     front = (f"Pareto front (latency, size and {report.metric} drop, over the accepted candidates and the baseline): "
              f"{', '.join(report.pareto_front_names)}.")
     apart = (" Rejected, so on no front: " + "; ".join(f"{c.name} ({', '.join(c.rejected_reasons)})" for c in rejected)
@@ -181,8 +181,5 @@ def _conclusion(report: Report) -> str:
 
 
 def human_size(size: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(size)
+    scale, unit = size_unit(size)
+    return f"{size:.0f} B" if unit == "B" else f"{size / scale:.1f} {unit}"

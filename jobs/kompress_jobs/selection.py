@@ -6,12 +6,14 @@ criterion, so the pick does not hang on timing noise.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, TypeVar
 
 from .candidates import Candidate
 from .goals import Benchmark, Goals, Objective
 from .quality import drop_unit
 from .tasks import Metric
+
+T = TypeVar("T")
 
 
 def primary_batch_size(goals: Goals, benchmark: Benchmark) -> int:
@@ -63,19 +65,21 @@ def mark_pareto_front(candidates: list[Candidate], batch: int) -> list[Candidate
     them beats on all of latency p50, size and metric drop. A rejected candidate is never on the
     front, however small or fast: it broke a goal (judge first)."""
     eligible = [c for c in candidates if c.accepted or (c.is_baseline and c.measured)]
-
-    def point(c: Candidate) -> tuple[float, float, float]:
-        return (c.latency[batch].p50_ms, float(c.size_bytes), c.metric_drop)
-
-    front = []
+    front = non_dominated(eligible, lambda c: (c.latency[batch].p50_ms, float(c.size_bytes), c.metric_drop))
     for candidate in candidates:
-        mine = point(candidate) if candidate in eligible else None
-        candidate.pareto_optimal = mine is not None and not any(
-            all(o <= m for o, m in zip(point(other), mine)) and any(o < m for o, m in zip(point(other), mine))
-            for other in eligible if other is not candidate)
-        if candidate.pareto_optimal:
-            front.append(candidate)
+        candidate.pareto_optimal = any(candidate is c for c in front)
     return front
+
+
+def non_dominated(items: list[T], point: Callable[[T], tuple[float, ...]]) -> list[T]:
+    """The items no other item beats: at most as large on every axis of `point` and smaller on one
+    (every axis minimized). The front report.json keeps, and charts.py's per pair of axes."""
+    points = [(item, point(item)) for item in items]
+
+    def beats(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+        return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+    return [item for item, mine in points if not any(beats(other, mine) for o, other in points if o is not item)]
 
 
 Criterion = tuple[Callable[[Candidate], float], Callable[[float], float]]

@@ -129,9 +129,12 @@ class OperatorSettings(BaseSettings):
         for name, field in cls.model_fields.items():
             flag = "--" + name.replace("_", "-")
             default = None if field.default_factory or "default:" in (field.description or "") else field.default
-            if isinstance(default, (dict, list)):
+            if isinstance(default, tuple):  # the comma-separated settings, as they are written
+                default = ",".join(default)
+            elif isinstance(default, (dict, list)):
                 default = json.dumps(to_jsonable_python(default, by_alias=True, exclude_none=True))
-            shown = "" if default in (None, "", "[]", "{}") or field.is_required() else f" (default: {default})"
+            unset = default is None or default is False or default in ("", "[]", "{}") or field.is_required()
+            shown = "" if unset else f" (default: {default})"
             help_text = f"{field.description}{shown} [{cls.env_name(name)}]"
             if field.annotation is bool:
                 parser.add_argument(flag, action="store_const", const=True, default=None, help=help_text)
