@@ -313,3 +313,13 @@ def test_asking_for_the_chat_template_of_a_model_without_one_is_refused_naming_t
 
     with pytest.raises(DataError, match=r"^benchmark.generation.chatTemplate: the model's tokenizer \(\w+\) has no chat template"):
         stages.load(_chat_spec(llama, True), llama, license_text(), lambda _: None)
+
+
+def test_a_chat_template_that_reaches_for_python_objects_is_refused_naming_the_field(tmp_path):
+    """A tenant's tokenizer_config.json is code for Jinja: transformers' sandbox stops it, kompress says so."""
+    from kompress_jobs.llm.loading import chat_frame
+
+    tokenizer = train_tokenizer(tmp_path / "tokenizer")
+    tokenizer.chat_template = "{{ ''.__class__.__mro__[1].__subclasses__() }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    with pytest.raises(DataError, match=r"^benchmark.generation.chatTemplate: the model's chat template cannot be rendered \(SecurityError"):
+        chat_frame(tokenizer)

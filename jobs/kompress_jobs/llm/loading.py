@@ -116,7 +116,11 @@ def chat_frame(tokenizer) -> tuple[list[int], list[int]]:
     if not getattr(tokenizer, "chat_template", None):
         raise DataError(f"benchmark.generation.chatTemplate: the model's tokenizer ({type(tokenizer).__name__}) has no chat "
                         f"template; set chatTemplate: false to time plain text prompts")
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": _SLOT}], tokenize=False, add_generation_prompt=True)
+    try:  # transformers renders it in Jinja's sandbox: a template reaching for Python objects fails there
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": _SLOT}], tokenize=False, add_generation_prompt=True)
+    except Exception as exc:  # noqa: BLE001 - Jinja's SecurityError, TemplateError, or the template's own raise
+        raise DataError(f"benchmark.generation.chatTemplate: the model's chat template cannot be rendered "
+                        f"({type(exc).__name__}: {str(exc)[:200]})") from None
     if rendered.count(_SLOT) != 1:
         raise DataError("benchmark.generation.chatTemplate: the model's chat template does not place the user's message once")
     before, after = rendered.split(_SLOT)
