@@ -264,7 +264,7 @@ def test_the_gauges_come_from_the_status_read_as_the_typed_model():
     body = {"metadata": {"namespace": "a", "name": "m"}, "status": {
         "phase": SUCCEEDED, "baseline": {"name": "baseline", "technique": "none", "accepted": True, "metricValue": 0.98},
         "best": {"name": "int8", "technique": "quantization", "accepted": True, "latencyP50Ms": 2.0, "sizeBytes": 1000,
-                 "speedup": 2.5, "sizeRatio": 3.9, "metricValue": 0.97},
+                 "speedup": 2.5, "sizeRatio": 3.9, "metricValue": 0.97, "joulesPerCall": 0.0125},
         "promotion": {"decision": "Promoted", "reason": "FirstPromotion", "promotedAt": "2026-01-01T00:00:00Z"}}}
     metrics = OperatorMetrics()
     metrics.record_best("a", "m", read_status(body))
@@ -272,5 +272,9 @@ def test_the_gauges_come_from_the_status_read_as_the_typed_model():
     sample = metrics.registry.get_sample_value
     assert sample("kompress_best_speedup_ratio", labels) == 2.5 and sample("kompress_best_latency_seconds", labels) == 0.002
     assert sample("kompress_best_metric_change", labels) == pytest.approx(-0.01)
+    assert sample("kompress_best_energy_joules", labels) == 0.0125  # a GPU pick's energy per call (NVML)
+    metrics.forget("a", "m")
+    assert sample("kompress_best_energy_joules", labels) is None
+    metrics.record_best("a", "m", read_status(body))
     assert sample("kompress_promoted_timestamp_seconds", {"namespace": "a", "name": "m"}) == 1767225600
     assert read_status({"metadata": {"namespace": "a", "name": "m"}, "status": {"best": {"name": 3}}}) is None

@@ -5,18 +5,19 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-from pathlib import Path
 
+from .hardware import cpu_info
 from .results import CpuInfo, Fingerprint, GpuInfo
 
 # CPU features that change how fast INT8 / FP16 kernels are.
 _INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
-                      "amx_tile", "amx_int8", "amx_bf16", "f16c")
-_LIBRARIES = ("kompress", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "tensorrt")
+                      "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16", "f16c")
+_LIBRARIES = ("kompress", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy", "tensorrt", "torchao",
+              "nvidia-ml-py")
 
 
 def machine_fingerprint() -> Fingerprint:
-    cpu_model, flags = _cpu_info()
+    cpu_model, flags = cpu_info()
     return Fingerprint(
         cpu=CpuInfo(model=cpu_model, flags=[flag for flag in _INTERESTING_FLAGS if flag in flags], logical_cores=os.cpu_count(),
                     usable_cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()),
@@ -25,21 +26,6 @@ def machine_fingerprint() -> Fingerprint:
         python=platform.python_version(),
         libraries={name: version for name in _LIBRARIES if (version := _version(name))},
     )
-
-
-def _cpu_info() -> tuple[str, set[str]]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine(), set()
-    model, flags = platform.machine(), set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and model == platform.machine():
-            model = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = set(value.split())
-    return model, flags
 
 
 def _gpu() -> GpuInfo | None:

@@ -4,9 +4,17 @@ passes but never runs them) imports it without the job's heavy dependencies."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 from .sources import HuggingFaceOptions, ModelFormat
+
+
+class Processor(str, Enum):
+    """Where a runner computes: part of a candidate's identity in the report (`device`)."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
 
 
 @dataclass(frozen=True)
@@ -19,6 +27,10 @@ class ModelFile:
     options: HuggingFaceOptions | None = None  # HuggingFace: the task head
     input_names: tuple[str, ...] = ()  # HuggingFace: what the tokenizer feeds (files of other formats name their own)
     generative: bool = False  # a causal language model, run token by token (task LanguageModeling)
+    # How the model is to be run, where its file alone does not say (TorchRuntime): the device
+    # (None: where its runtime runs by default) and the torch.compile mode (None: eager).
+    device: Processor | None = None
+    compile_mode: str | None = None
 
     @property
     def files(self) -> tuple[Path, ...]:
@@ -38,3 +50,16 @@ class ModelFile:
         if self.path.is_dir():
             return sum(p.stat().st_size for p in [self.path / "config.json", *self.path.glob("*.safetensors")])
         return sum(p.stat().st_size for p in self.files)
+
+
+def runs_on(model: ModelFile) -> dict[str, str]:
+    """How a stored model is to be run, for a record that outlives the run (a study, current.json): only what is set."""
+    return {key: value for key, value in (("device", model.device.value if model.device else None),
+                                          ("compileMode", model.compile_mode)) if value}
+
+
+def runs_on_from(record) -> dict:
+    """ModelFile's keyword arguments back from runs_on's record (a dict, or a model with those attributes)."""
+    get = record.get if isinstance(record, dict) else lambda key: getattr(record, {"compileMode": "compile_mode"}.get(key, key), None)
+    device, mode = get("device"), get("compileMode")
+    return {"device": Processor(device) if device else None, "compile_mode": mode or None}

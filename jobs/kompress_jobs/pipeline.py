@@ -39,7 +39,7 @@ from .quality import Scorer, predict, scored
 from .charts import plot_comparison, plot_pareto
 from .report import candidate_result, render_markdown, write_json
 from .results import ManifestFile, Report, RunInfo, RunManifest
-from .runtimes import ModelFile, Runner, make_runner
+from .runtimes import ModelFile, Processor, Runner, make_runner
 from .schema import ModelOptimization, ModelOptimizationSpec
 from .search_space import plan_tuning
 from .selection import judge, mark_pareto_front, primary_batch_size, rank
@@ -132,6 +132,8 @@ def run_optimization(
                 c.latency = latencies[c.name]
 
         batch = primary_batch_size(spec.goals, spec.benchmark)
+        if not generative:
+            _device_figures(measured, runners, dataset, batch, progress)
         judge(candidates, spec.goals, spec.benchmark, spec.task.metric)
         front = mark_pareto_front(candidates, batch)
         ranked = rank(candidates, spec.goals, spec.benchmark)
@@ -256,6 +258,22 @@ def _evaluate(measured: list[Candidate], runners: dict[str, Runner], dataset: Da
     scorer = Scorer(spec.task, spec.goals.accuracy_drop_mode, split, reference)
     score_each(measured, runners, lambda c: scorer.judge(
         reference if c.is_baseline else predict(runners[c.name], split, spec.benchmark.evaluation_batch_size)))
+
+
+def _device_figures(measured: list[Candidate], runners: dict[str, Runner], dataset: Dataset, batch: int,
+                    progress: Progress) -> None:
+    """What a candidate costs beyond its latency: the energy per call of every one on a GPU (NVML), and
+    a compiled model's first call (its compilation), reported apart from the latency it buys."""
+    sample = None
+    for c in measured:
+        runner = runners[c.name]
+        if getattr(runner, "compile_mode", None) and runner.first_call_seconds is not None:
+            c.details = (c.details or {}) | {"compileMode": runner.compile_mode,
+                                             "firstCallSeconds": round(runner.first_call_seconds, 3)}
+        if runner.device is Processor.CUDA:
+            sample = sample if sample is not None else batch_of(dataset.evaluation.inputs, batch)
+            progress(f"energy of {c.name} on the GPU at batch {batch}")
+            c.energy = energy_per_call(runner, sample)
 
 
 def _profiles(models: list[Candidate], runners: dict[str, Runner], dataset: Dataset, spec: ModelOptimizationSpec,

@@ -63,7 +63,7 @@ def plan_passes(spec: ModelOptimizationSpec) -> list[Step]:
             raise SpecError(
                 f"{where}: {pass_spec.type} needs {'an' if needs[0] in 'AEIOU' else 'a'} {needs} model but {source!r} is {formats[source].value}{hint}"
             )
-        formats[name] = optimization.output_format
+        formats[name] = optimization.output_format_for(formats[source])
         if optimization.moves_head:
             head = name
         steps.append(Step(index, name, source, optimization))

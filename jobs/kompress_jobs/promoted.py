@@ -50,6 +50,8 @@ class PointerModel(_Wire):
     format: str
     precision: str = "fp32"
     extra_files: list[str] = Field(default_factory=list)  # e.g. an OpenVINO IR's model.bin
+    device: str | None = None  # where it was measured to run (TorchRuntime: "cuda"); its runtime's default when unset
+    compile_mode: str | None = None  # torch.compile's mode, when it was measured compiled
 
 
 class PointerFile(_Wire):

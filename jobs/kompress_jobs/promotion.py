@@ -28,7 +28,7 @@ from .digest import sha256
 from .errors import KompressError, StoreError
 from .goals import Objective
 from .layout import resource_prefix
-from .modelfile import ModelFile
+from .modelfile import ModelFile, runs_on_from
 from .plan import BASELINE
 from .promoted import (
     MIRROR,
@@ -112,7 +112,7 @@ def read_current(store: ArtifactStore, scratch: Path, spec: ModelOptimizationSpe
                                       extra_files=tuple(in_release(p) for p in model.extra_files),
                                       options=spec.model.hugging_face if hugging_face else None,
                                       input_names=input_names if hugging_face else (),
-                                      generative=spec.task.generative))
+                                      generative=spec.task.generative, **runs_on_from(model)))
 
 
 def contender(current: Current) -> Candidate:
@@ -205,7 +205,8 @@ def _pointer(run_id: str, pick: Candidate, result: CandidateResult, report: Repo
         promoted_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         candidate=pick.name, technique=pick.technique, lineage=pick.lineage, digest=pick.sha256, release=f"{release}/",
         model=PointerModel(path=f"{release}/{model.path.name}", format=model.format.value, precision=model.precision,
-                           extra_files=[f"{release}/{p.name}" for p in model.extra_files]),
+                           extra_files=[f"{release}/{p.name}" for p in model.extra_files],
+                           device=model.device.value if model.device else None, compile_mode=model.compile_mode),
         files=[PointerFile(path=f"{release}/{relative}", sha256=sha256(path), size_bytes=path.stat().st_size)
                for relative, path in files.items()],
         metrics={"metric": result.metric.to_wire() if result.metric else None, "sizeBytes": result.size_bytes,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .candidates import Candidate
+from .modelfile import Processor
 from .charts import compared, size_unit
 from .passes import PASSES
 from .profile_report import profile_section
@@ -42,6 +43,8 @@ def candidate_result(c: Candidate, by_name: dict[str, Candidate], batch: int) ->
         fields["vs_parent"] = _comparison(c, parent, batch)
     if c.details:
         fields["details"] = c.details
+    if c.energy:
+        fields["energy"] = c.energy
     if c.contender:  # the model promoted before: measured alike, never picked
         fields |= {"contender": True, "accepted": False, "rejected_reasons": ["promoted by an earlier run: measured to compare"]}
     return CandidateResult(**fields)
@@ -87,7 +90,7 @@ def render_markdown(report: Report) -> str:
         parent_text = f"{parent.speedup_p50:.2f}× / {parent.size_reduction:.2f}× vs {parent.reference}" if parent else "–"
         verdict = verdict_of(c) + (", Pareto" if c.pareto_optimal else "")
         lines.append(
-            f"| {c.name} | {c.runtime} ({c.precision}) | {c.metric.value:.4f} | {c.metric.drop:+.2f} | "
+            f"| {c.name} | {c.runtime} ({c.precision}{', ' + c.device.value if c.device not in (None, Processor.CPU) else ''}) | {c.metric.value:.4f} | {c.metric.drop:+.2f} | "
             f"{stats.p50_ms:.3f} | {stats.p95_ms:.3f} | {100 * stats.spread:.0f}% | {human_size(c.size_bytes)} | "
             f"{base.speedup_p50:.2f}× | {base.size_reduction:.2f}× | {parent_text} | {verdict} |"
         )
@@ -106,6 +109,7 @@ def render_markdown(report: Report) -> str:
     for c in report.candidates:  # a pass that wrote details renders them (e.g. AutoQuantize's search)
         if c.details and c.pass_type in PASSES:
             lines += PASSES[c.pass_type].report_section(c.name, c.details)
+    lines += energy_section(report)
     if report.tuning is not None:
         lines += _tuning_section(report.tuning)
     lines += profile_section(report)
@@ -114,6 +118,20 @@ def render_markdown(report: Report) -> str:
         lines += ["## Promotion", "", f"Decision: **{plan.decision.value}** ({plan.reason}): {plan.message}. "
                   f"Pointer: `{plan.pointer}`.", ""]
     return "\n".join(lines)
+
+
+def energy_section(report: Report) -> list[str]:
+    """Energy per call of every candidate that ran on a GPU (NVML), at the primary batch size."""
+    measured = [c for c in report.candidates if c.measured and c.energy is not None]
+    if not measured:
+        return []
+    lines = ["## Energy", "", f"Per call at batch {report.primary_batch_size}, from the GPU's own counter (the whole "
+             "device: compare candidates of this run only).", "", "| candidate | joules per call | watts | source |", "|---|---|---|---|"]
+    for c in measured:
+        e = c.energy
+        lines.append(f"| {c.name} | {e.joules_per_call:.4f} | {e.watts:.0f} | {e.source} |" if e.measurable
+                     else f"| {c.name} | – | – | not measurable: {e.reason} |")
+    return lines + [""]
 
 
 def generation_section(report: Report) -> list[str]:

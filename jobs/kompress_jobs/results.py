@@ -21,7 +21,7 @@ from pydantic.alias_generators import to_camel
 from .benchmark import Latency
 from .candidates import Outcome
 from .goals import Benchmark
-from .runtimes.base import Processor
+from .modelfile import Processor
 from .sources import ModelFormat
 from .status import PromotionStatus
 
@@ -74,6 +74,19 @@ class Comparison(_Wire):
     metric_drop: float | None = None
 
 
+class Energy(_Wire):
+    """Energy per call at the primary batch size (profiling.energy_per_call): from NVML for every candidate
+    that runs on a GPU; the counter covers the whole device, so compare candidates of one run only."""
+
+    measurable: bool
+    source: str | None = None
+    joules_per_call: float | None = None
+    watts: float | None = None
+    calls: int | None = None
+    seconds: float | None = None
+    reason: str | None = None  # why not, where not measurable
+
+
 class CandidateResult(_Wire):
     name: str
     technique: str
@@ -99,6 +112,7 @@ class CandidateResult(_Wire):
     vs_baseline: Comparison | None = None
     vs_parent: Comparison | None = None
     details: dict[str, Any] | None = None
+    energy: Energy | None = None
     contender: bool = False  # the model promoted by an earlier run, measured to compare
 
     @property

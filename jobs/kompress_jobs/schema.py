@@ -21,7 +21,7 @@ from pydantic.alias_generators import to_camel
 from .goals import Benchmark, DropMode, Goals
 from .passes import PASSES
 from .passes.settings import pass_type_of
-from .sources import DataSource, ModelFormat, ModelSource
+from .sources import DataSource, Device, ModelFormat, ModelSource
 from .status import ModelOptimizationStatus
 from .tasks import Metric, Task
 from .tuning_spec import Tuning
@@ -63,11 +63,6 @@ class ConcurrencyPolicy(str, Enum):
 class ReoptimizeOn(Model):
     model_change: bool = Field(False, description="Run again when the model's digest changes (S3 ETag, file SHA-256).")
     job_image_change: bool = Field(False, description="Run again when the job image the operator would use changes.")
-
-
-class Device(str, Enum):
-    CPU = "CPU"
-    GPU = "GPU"
 
 
 class Toleration(Model):

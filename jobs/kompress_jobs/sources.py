@@ -9,6 +9,13 @@ from pydantic import Field, model_validator
 from .wire import Model
 
 
+class Device(str, Enum):
+    """The kind of node a Job (spec.job.device) or a candidate (TorchRuntime's device) runs on."""
+
+    CPU = "CPU"
+    GPU = "GPU"
+
+
 class ModelFormat(str, Enum):
     ONNX = "ONNX"
     TORCH_SCRIPT = "TorchScript"  # torch.jit.save archive

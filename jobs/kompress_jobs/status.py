@@ -65,6 +65,7 @@ class CandidateSummary(Model):
     # A causal language model (task LanguageModeling): its latency above is one decode step.
     tokens_per_second: float | None = Field(None, description="Decode tokens per second at the report's batch size.")
     time_to_first_token_ms: float | None = Field(None, description="Prefill of the benchmark's prompt and the first new token.")
+    joules_per_call: float | None = Field(None, description="GPU candidates: energy per call at the report's batch size (NVML).")
 
 
 class ArtifactRef(Model):

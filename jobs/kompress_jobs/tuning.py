@@ -36,6 +36,7 @@ from .passes import build_pass
 from .passes.training import first_output
 from .plan import Step
 from .quality import Scorer, predict
+from .modelfile import runs_on, runs_on_from
 from .runtimes import ModelFile, make_runner
 from .schema import ModelOptimizationSpec, ObjectMeta
 from .search_space import SearchParameter, TuningPlan, with_values
@@ -197,7 +198,7 @@ class Study:
         for goal, value in self._constraint_values(measured).items():
             trial.set_constraint(goal, value)
         trial.set_user_attr("model", {"file": result.model.path.name, "format": result.model.format.value,
-                                      "precision": result.model.precision})
+                                      "precision": result.model.precision, **runs_on(result.model)})
         self.local_models[trial.number] = result.model
         return tuple(measured[_metric_name(o)] for o in self.tuning.objectives)
 
@@ -321,7 +322,7 @@ class Study:
             return None
         from .sources import ModelFormat
 
-        return ModelFile(local, ModelFormat(saved["format"]), saved["precision"])
+        return ModelFile(local, ModelFormat(saved["format"]), saved["precision"], **runs_on_from(saved))
 
     def _report(self, study, best: list, finished_before: int) -> TuningReport:
         storage = f"postgresql://{where(self.storage_url)}" if self.storage_url else self.store.uri(f"{self.key}/journal.log")

@@ -1,5 +1,6 @@
-"""INT8 quantization steered by the goals (`AutoQuantize`): the fastest configuration that keeps
-goals.maxAccuracyDrop, whatever the runtime (ONNX Runtime and OpenVINO / NNCF side by side), found by
+"""INT8 quantization (and BF16 where the CPU computes it natively) steered by the goals
+(`AutoQuantize`): the fastest configuration that keeps goals.maxAccuracyDrop, whatever the runtime
+(ONNX Runtime and OpenVINO / NNCF side by side), found by
 trying the settings that matter and, where none is good enough, keeping the most sensitive operators
 in FP32 one at a time.
 
@@ -18,6 +19,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from ..errors import PassError
+from ..hardware import cpu_lacks
 from ..modelfile import ModelFile
 from ..sources import ModelFormat
 from .base import OptimizationPass, PassContext, register
@@ -27,6 +29,7 @@ from .settings import PassSettings
 class QuantizationMethod(str, Enum):
     DYNAMIC = "Dynamic"  # INT8 weights, activations quantized at run time
     STATIC = "Static"  # INT8 weights and activations, ranges calibrated on the calibration split
+    BF16 = "BF16"  # OpenVINO computing in BF16, on CPUs that have it natively (AMX, AVX-512 BF16)
 
 
 class Runtime(str, Enum):
@@ -36,15 +39,18 @@ class Runtime(str, Enum):
 
 class AutoQuantizePass(PassSettings):
     """INT8 quantization steered by the goals: tries the settings that matter (dynamic and static,
-    per-channel, reduce-range, activation types, calibration methods, QDQ or operator format), judges
+    per-channel, reduce-range, activation types, calibration methods, QDQ or operator format; OpenVINO
+    in BF16 on CPUs with AMX or AVX-512 BF16), judges
     each on the validation split against this pass's input, and when fidelity falls short keeps the
     most sensitive operators in FP32, one at a time in order of measured sensitivity, until
     goals.maxAccuracyDrop holds or the budget ends. The fastest passing model is the candidate; every
     tried configuration is in the report."""
 
     type: Literal["AutoQuantize"]
-    methods: list[QuantizationMethod] = Field(default_factory=lambda: [QuantizationMethod.DYNAMIC, QuantizationMethod.STATIC],
-                                              min_length=1, max_length=2, description="Which families to search.")
+    methods: list[QuantizationMethod] = Field(
+        default_factory=lambda: [QuantizationMethod.DYNAMIC, QuantizationMethod.STATIC, QuantizationMethod.BF16],
+        min_length=1, max_length=3, description="Which families to search; BF16 (OpenVINO) only on a CPU that computes it "
+                                                "natively, else skipped with a note in the report.")
     runtimes: list[Runtime] = Field(default_factory=lambda: [Runtime.ONNX_RUNTIME, Runtime.OPENVINO], min_length=1, max_length=2,
                                     description="Runtimes whose INT8 configurations are searched side by side (OpenVINO: NNCF, "
                                                 "static only); one that is not installed is skipped, with a note in the report.")
@@ -199,13 +205,19 @@ class SteeredSearch:
             runtimes.remove(OPENVINO)
             self.notes.append("OpenVINO configurations skipped: openvino and nncf are not installed")
         if ORT in runtimes:
-            for method in self.spec.methods:
+            for method in (m for m in self.spec.methods if m is not QuantizationMethod.BF16):  # BF16: OpenVINO's
                 table = DYNAMIC_SETTINGS if method is QuantizationMethod.DYNAMIC else STATIC_SETTINGS
                 for settings in table:
                     yield ORT, method.value, dict(settings)
         if OPENVINO in runtimes and QuantizationMethod.STATIC in self.spec.methods:
             for settings in OPENVINO_SETTINGS:
                 yield OPENVINO, QuantizationMethod.STATIC.value, dict(settings)
+        if OPENVINO in runtimes and QuantizationMethod.BF16 in self.spec.methods:
+            lacking = cpu_lacks("bf16")
+            if lacking:
+                self.notes.append(f"BF16 skipped: {lacking}")
+            else:
+                yield OPENVINO, QuantizationMethod.BF16.value, {"inferencePrecision": "BF16"}
 
     @staticmethod
     def _has_openvino() -> bool:
@@ -254,8 +266,10 @@ class SteeredSearch:
             self.chosen = min(tied, key=lambda t: (t.drop, t.p50_ms))
         else:
             measured = [t for t in self.trials if t.model is not None]
+            if not self.trials:
+                raise PassError("no configuration could be tried here: " + "; ".join(self.notes or ["the search was empty"]))
             if not measured:
-                raise PassError("no INT8 configuration could be built: "
+                raise PassError("no configuration could be built: "
                                 + "; ".join(f"trial {t.number}: {t.verdict}" for t in self.trials)[:400])
             self.chosen = min(measured, key=lambda t: (t.drop, t.p50_ms))
             self.ctx.log(f"no configuration met the goal; the closest (trial {self.chosen.number}, drop "
@@ -299,7 +313,7 @@ class SteeredSearch:
         return trial
 
     def _quantize(self, trial: Trial) -> ModelFile:
-        from .openvino import nncf_int8
+        from .openvino import nncf_int8, read_model, save
         from .quantize import (
             calibration_reader,
             calibration_rows,
@@ -308,6 +322,8 @@ class SteeredSearch:
         )
 
         settings, fallback = trial.settings, trial.fallback
+        if trial.method == QuantizationMethod.BF16.value:  # the IR as it is, computed in BF16 by OpenVINO
+            return save(read_model(self.model), self.ctx.output_dir / f"trial-{trial.number}.xml", "bf16")
         if trial.runtime == OPENVINO:
             return nncf_int8(self.model, self.ctx, self.ctx.output_dir / f"trial-{trial.number}.xml",
                              model_type=settings["modelType"], preset=settings["preset"], samples=self.spec.calibration_samples)

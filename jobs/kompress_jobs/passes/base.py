@@ -70,6 +70,10 @@ class OptimizationPass(ABC):
         self.spec = spec
         self.details: dict[str, Any] | None = None  # set by run() for the report, when the pass has more to say
 
+    def output_format_for(self, source: ModelFormat) -> ModelFormat:
+        """The format of what this pass makes from a `source` model (the chain's planner asks)."""
+        return self.output_format
+
     def check(self, spec: Any) -> str | None:
         """What is wrong with this pass in the whole resource's spec (checked by `kompress validate`), or None."""
         return None

@@ -14,19 +14,23 @@ from typing import Literal
 from pydantic import Field
 
 from ..errors import PassError
+from ..hardware import cpu_lacks
 from ..modelfile import ModelFile
 from ..sources import ModelFormat
 from ..wire import MAX_ITEMS, Model
 from .base import OptimizationPass, PassContext, failing_as, register
 from .quantize import quiet_library
-from .settings import PassSettings
+from .settings import ComputePrecision, PassSettings
 
 
 class OpenVinoConvertPass(PassSettings):
     """The ONNX model converted to OpenVINO IR (model.xml + model.bin) and run by OpenVINO on the CPU
-    (inference precision f32, latency hint, benchmark.threads threads)."""
+    (latency hint, benchmark.threads threads) in `inferencePrecision`."""
 
     type: Literal["OpenVinoConvert"]
+    inference_precision: ComputePrecision = Field(
+        ComputePrecision.FP32, description="FP32; BF16 (or FP16) computes in that type where the CPU has it natively "
+        "(amx_bf16 or avx512_bf16; amx_fp16 or avx512_fp16), else the candidate is NotApplicable naming what is missing.")
 
 
 class NncfModelType(str, Enum):
@@ -142,12 +146,21 @@ class OpenVinoConvert(OptimizationPass):
     technique = "runtime"
     output_format = ModelFormat.OPENVINO
 
+    def __init__(self, spec: OpenVinoConvertPass):
+        super().__init__(spec)
+        if spec.inference_precision is not ComputePrecision.FP32:
+            self.technique = "half-precision"
+
     def not_applicable_reason(self) -> str | None:
-        return _missing("openvino")
+        precision = self.spec.inference_precision
+        return _missing("openvino") or (cpu_lacks(precision.short) if precision is not ComputePrecision.FP32 else None)
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        precision = self.spec.inference_precision
         with failing_as("OpenVINO conversion"):
-            return save(read_model(model), ctx.output_dir / "model.xml", model.precision)
+            # The IR keeps its FP32 weights: the runtime computes in `precision` (the candidate says which).
+            return save(read_model(model), ctx.output_dir / "model.xml",
+                        precision.short if precision is not ComputePrecision.FP32 else model.precision)
 
 
 class NncfPass(OptimizationPass):

@@ -3,6 +3,8 @@ the one place a pass type is read from its settings class."""
 
 from __future__ import annotations
 
+from enum import Enum
+
 from pydantic import Field
 
 from ..sources import ModelSource
@@ -31,6 +33,19 @@ class PassSettings(Model):
         the operator holds each to the namespace's storage locations (locations.py)."""
         return [(info.alias or field, value) for field, info in type(self).model_fields.items()
                 if isinstance(value := getattr(self, field), ModelSource)]
+
+
+class ComputePrecision(str, Enum):
+    """The floating-point type a runtime computes in (FP16 / BF16 pay where the hardware has them)."""
+
+    FP32 = "FP32"
+    FP16 = "FP16"
+    BF16 = "BF16"
+
+    @property
+    def short(self) -> str:
+        """As kompress names precisions elsewhere (ModelFile.precision, the report): fp32, fp16, bf16."""
+        return self.value.lower()
 
 
 class FineTuning(Model):

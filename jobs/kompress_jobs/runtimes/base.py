@@ -6,25 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from enum import Enum
 from typing import ClassVar
 
 import numpy as np
 
 from ..errors import DataError
-from ..modelfile import ModelFile
+from ..modelfile import ModelFile, Processor
 from ..sources import ModelFormat
 
 Inputs = dict[str, np.ndarray]
 # (node name, operator type, microseconds summed over the calls[, times it ran]) — see profiling.py
 ProfileRows = list[tuple]
-
-
-class Processor(str, Enum):
-    """Where a runner computes: part of a candidate's identity in the report (`device`)."""
-
-    CPU = "cpu"
-    CUDA = "cuda"
 
 
 class Runner:

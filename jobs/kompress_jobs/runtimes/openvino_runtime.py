@@ -23,13 +23,26 @@ def check_ir(path: Path) -> None:
 
 
 def compile_config(model: ModelFile, threads: int) -> dict:
-    """Fixed thread count, latency hint, one stream, and f32 inference precision for FP32 models
-    (the CPU plugin would otherwise pick bf16 on CPUs that have it, which is a precision change,
-    not a runtime's merit)."""
+    """Fixed thread count, latency hint, one stream, and the inference precision the candidate names:
+    f32 for FP32 models (the CPU plugin would otherwise pick bf16 on CPUs that have it, which is a
+    precision change, not a runtime's merit), bf16 / f16 for a candidate made to compute in them."""
     config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
-    if model.precision == "fp32":
-        config["INFERENCE_PRECISION_HINT"] = "f32"
+    hint = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}.get(model.precision)
+    if hint:
+        config["INFERENCE_PRECISION_HINT"] = hint
     return config
+
+
+def check_precision(compiled, model: ModelFile) -> None:
+    """OpenVINO falls back to f32 without a word where the CPU lacks the type asked for: a candidate
+    that says BF16 must compute in BF16, or fail saying why."""
+    asked = compile_config(model, 1).get("INFERENCE_PRECISION_HINT")
+    if asked in (None, "f32"):
+        return
+    got = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "bf16", "f16", "f32"
+    if got != asked:
+        raise ModelLoadError(f"model file {model.path}: OpenVINO computes in {got} on this CPU, not {asked} "
+                             "(it has no native support for it); the candidate would be FP32 under another name")
 
 
 @register
@@ -48,6 +61,7 @@ class OpenVinoRunner(Runner):
             self.compiled = ov.Core().compile_model(str(model.path), "CPU", compile_config(model, threads))
         except Exception as exc:
             raise ModelLoadError(f"model file {model.path}: OpenVINO cannot load it: {first_line(exc)}") from None
+        check_precision(self.compiled, model)
         self.request = self.compiled.create_infer_request()
         self.input_names = tuple(port.get_any_name() for port in self.compiled.inputs)
         self.output_names = tuple(port.get_any_name() for port in self.compiled.outputs)

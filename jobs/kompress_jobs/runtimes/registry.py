@@ -55,8 +55,10 @@ def runtime_for(model: ModelFile, device: Processor | None = None) -> type[Runne
 
 def make_runner(model: ModelFile, *, threads: int, device: Processor | None = None,
                 input_names: tuple[str, ...] | None = None) -> Runner:
-    """A runner for any candidate, from the registry. `input_names` is needed only where the file
-    does not name its inputs (a Hugging Face checkpoint takes whatever the tokenizer gives)."""
+    """A runner for any candidate, from the registry, on `device`, else where the model says it runs
+    (`ModelFile.device`), else where its runtime runs by default. `input_names` is needed only where the
+    file does not name its inputs (a Hugging Face checkpoint takes whatever the tokenizer gives)."""
+    device = device or model.device
     cls = runtime_for(model, device)
     where = device or cls.devices[0]
     reason = cls.unavailable(where)
