@@ -144,3 +144,27 @@ def test_without_a_gpu_the_gpu_candidate_is_not_applicable_naming_what_is_missin
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     reason = build_pass(TorchRuntimePass(type="TorchRuntime")).not_applicable_reason()
     assert reason == "no CUDA GPU is visible to this Job (spec.job.device: GPU schedules it on a GPU node)"
+
+
+@pytest.mark.unit
+def test_onnx_runtime_without_its_gpu_build_is_not_applicable_naming_the_package(monkeypatch):
+    import onnxruntime as ort
+    from kompress_jobs.passes import build_pass
+    from kompress_jobs.passes.ort_gpu import OnnxRuntimeGpuPass
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    cuda = build_pass(OnnxRuntimeGpuPass(type="OnnxRuntimeGpu")).not_applicable_reason()
+    assert "has no CUDAExecutionProvider: the GPU Job image needs onnxruntime-gpu" in cuda
+    tensorrt = build_pass(OnnxRuntimeGpuPass(type="OnnxRuntimeGpu", provider="TensorRT")).not_applicable_reason()
+    assert "has no TensorrtExecutionProvider" in tensorrt and "TensorRT's libraries" in tensorrt
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("settings, message", [
+    ({"precision": "FP16"}, "the CUDA provider computes in the model's own types"),
+    ({"provider": "TensorRT", "precision": "BF16"}, "precision: BF16 is not offered here"),
+])
+def test_onnx_runtime_gpu_settings_that_cannot_hold_are_refused(write_spec, capsys, settings, message):
+    spec = write_spec(passes=[{"type": "OnnxExport"}, {"type": "OnnxRuntimeGpu", **settings}])
+    assert main(["validate", str(spec)]) == 2
+    assert message in capsys.readouterr().err

@@ -1,6 +1,14 @@
 # syntax=docker/dockerfile:1
 # The GPU job image: NVIDIA's TensorRT container (CUDA, cuDNN and the `tensorrt` Python package
-# matched to each other), torch with CUDA, and ONNX Runtime's GPU build.
+# matched to each other), torch with CUDA, and ONNX Runtime's GPU build. What each GPU pass needs,
+# and what it says where that is missing (the report's fingerprint lists what was there):
+#   TensorRT        tensorrt                       carried (the base image)
+#   OnnxRuntimeGpu  onnxruntime-gpu (CUDA and TensorRT execution providers)   carried
+#   TorchRuntime    torch with CUDA; torch.compile also a C compiler (gcc)    carried (the base image has gcc)
+#   energy          nvidia-ml-py (NVML)            carried
+#   torchao         not carried: no pass uses it yet
+# A PyTorch CUDA image without TensorRT or onnxruntime-gpu still runs TorchRuntime; the other two
+# passes then report NotApplicable with the reason, and the run goes on.
 # Build from the repository root: scripts/build-images
 ARG TENSORRT_IMAGE=nvcr.io/nvidia/tensorrt:25.01-py3
 FROM ${TENSORRT_IMAGE}

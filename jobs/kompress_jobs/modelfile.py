@@ -27,10 +27,12 @@ class ModelFile:
     options: HuggingFaceOptions | None = None  # HuggingFace: the task head
     input_names: tuple[str, ...] = ()  # HuggingFace: what the tokenizer feeds (files of other formats name their own)
     generative: bool = False  # a causal language model, run token by token (task LanguageModeling)
-    # How the model is to be run, where its file alone does not say (TorchRuntime): the device
-    # (None: where its runtime runs by default) and the torch.compile mode (None: eager).
+    # How the model is to be run, where its file alone does not say (TorchRuntime, OnnxRuntimeGpu): the
+    # device (None: where its runtime runs by default), the torch.compile mode (None: eager) and ONNX
+    # Runtime's execution provider (None: the device's own).
     device: Processor | None = None
     compile_mode: str | None = None
+    execution_provider: str | None = None
 
     @property
     def files(self) -> tuple[Path, ...]:
@@ -52,14 +54,18 @@ class ModelFile:
         return sum(p.stat().st_size for p in self.files)
 
 
+
 def runs_on(model: ModelFile) -> dict[str, str]:
-    """How a stored model is to be run, for a record that outlives the run (a study, current.json): only what is set."""
+    """How a stored model is to be run, by ModelFile's field names and only what is set: for a record
+    that outlives the run (a tuning study's trial, current.json) and comes back through runs_on_from."""
     return {key: value for key, value in (("device", model.device.value if model.device else None),
-                                          ("compileMode", model.compile_mode)) if value}
+                                          ("compile_mode", model.compile_mode),
+                                          ("execution_provider", model.execution_provider)) if value}
 
 
 def runs_on_from(record) -> dict:
     """ModelFile's keyword arguments back from runs_on's record (a dict, or a model with those attributes)."""
-    get = record.get if isinstance(record, dict) else lambda key: getattr(record, {"compileMode": "compile_mode"}.get(key, key), None)
-    device, mode = get("device"), get("compileMode")
-    return {"device": Processor(device) if device else None, "compile_mode": mode or None}
+    get = record.get if isinstance(record, dict) else lambda key: getattr(record, key, None)
+    device = get("device")
+    return {"device": Processor(device) if device else None, "compile_mode": get("compile_mode") or None,
+            "execution_provider": get("execution_provider") or None}

@@ -52,6 +52,7 @@ class PointerModel(_Wire):
     extra_files: list[str] = Field(default_factory=list)  # e.g. an OpenVINO IR's model.bin
     device: str | None = None  # where it was measured to run (TorchRuntime: "cuda"); its runtime's default when unset
     compile_mode: str | None = None  # torch.compile's mode, when it was measured compiled
+    execution_provider: str | None = None  # ONNX Runtime's, when it was measured with one chosen (OnnxRuntimeGpu)
 
 
 class PointerFile(_Wire):

@@ -28,7 +28,7 @@ from .digest import sha256
 from .errors import KompressError, StoreError
 from .goals import Objective
 from .layout import resource_prefix
-from .modelfile import ModelFile, runs_on_from
+from .modelfile import ModelFile, runs_on, runs_on_from
 from .plan import BASELINE
 from .promoted import (
     MIRROR,
@@ -206,7 +206,7 @@ def _pointer(run_id: str, pick: Candidate, result: CandidateResult, report: Repo
         candidate=pick.name, technique=pick.technique, lineage=pick.lineage, digest=pick.sha256, release=f"{release}/",
         model=PointerModel(path=f"{release}/{model.path.name}", format=model.format.value, precision=model.precision,
                            extra_files=[f"{release}/{p.name}" for p in model.extra_files],
-                           device=model.device.value if model.device else None, compile_mode=model.compile_mode),
+                           **runs_on(model)),
         files=[PointerFile(path=f"{release}/{relative}", sha256=sha256(path), size_bytes=path.stat().st_size)
                for relative, path in files.items()],
         metrics={"metric": result.metric.to_wire() if result.metric else None, "sizeBytes": result.size_bytes,

@@ -49,6 +49,17 @@ def session_options(threads: int):
     return options
 
 
+def provider_chain(provider: str, model: ModelFile) -> list:
+    """ONNX Runtime's providers for a session: TensorRT's takes the nodes it can and leaves the rest to
+    CUDA's (as ONNX Runtime documents); its FP16 is the candidate's precision, its engines cached
+    beside the model so a second session does not rebuild them."""
+    if provider != "TensorrtExecutionProvider":
+        return [provider]
+    options = {"trt_fp16_enable": model.precision == "fp16", "trt_engine_cache_enable": True,
+               "trt_engine_cache_path": str(model.path.parent / "trt-cache")}
+    return [(provider, options), "CUDAExecutionProvider"]
+
+
 @register
 class OrtRunner(Runner):
     runtime = "onnxruntime"
@@ -69,12 +80,14 @@ class OrtRunner(Runner):
         import onnxruntime as ort
 
         check_onnx(model.path)
+        provider = model.execution_provider or _PROVIDERS[device]
         try:
-            self.session = ort.InferenceSession(str(model.path), session_options(threads), providers=[_PROVIDERS[device]])
+            self.session = ort.InferenceSession(str(model.path), session_options(threads),
+                                                providers=provider_chain(provider, model))
         except Exception as exc:
             raise ModelLoadError(f"model file {model.path}: ONNX Runtime cannot load it: {first_line(exc)}") from None
-        if _PROVIDERS[device] not in self.session.get_providers():  # ONNX Runtime falls back to the CPU quietly
-            raise ModelLoadError(f"model file {model.path}: ONNX Runtime could not start {_PROVIDERS[device]}")
+        if provider not in self.session.get_providers():  # ONNX Runtime falls back to the CPU quietly
+            raise ModelLoadError(f"model file {model.path}: ONNX Runtime could not start {provider}")
         self.device = device
         self.inputs = {i.name: (i.shape, _ORT_TYPES.get(i.type, np.float32)) for i in self.session.get_inputs()}
         self.input_names = tuple(self.inputs)

@@ -1,7 +1,8 @@
-"""The PyTorch GPU runtime (TorchRuntime with device: GPU): FP16, BF16 and torch.compile on CUDA, with
-the energy of every GPU candidate from NVML. Needs only PyTorch with CUDA (no TensorRT, no
-onnxruntime-gpu); marker `gpu`, skipped elsewhere naming what is missing. The CPU-side answers (no
-GPU: NotApplicable with the reason) are in test_hardware_precision.py and run everywhere."""
+"""The GPU runtimes: PyTorch (TorchRuntime with device: GPU: FP16, BF16 and torch.compile on CUDA; needs
+only PyTorch with CUDA) and ONNX Runtime's CUDA and TensorRT execution providers (OnnxRuntimeGpu; needs
+onnxruntime-gpu), with the energy of every GPU candidate from NVML. Marker `gpu`, skipped elsewhere
+naming what is missing. The CPU-side answers (NotApplicable with the reason) are in
+test_hardware_precision.py and run everywhere."""
 
 from __future__ import annotations
 
@@ -92,3 +93,31 @@ def test_a_checkpoint_in_fp16_on_the_gpu_keeps_its_embeddings(tmp_path, cuda):
     for name in ("fp16", "fp16-compiled"):
         assert_on_the_gpu_with_energy(candidates[name], "fp16")
         assert candidates[name]["metric"]["fidelity"]["cosineSimilarity"] > 0.99
+
+
+@pytest.fixture
+def onnxruntime_gpu(cuda):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip(f"onnxruntime {ort.__version__} here has no CUDAExecutionProvider (onnxruntime-gpu provides it)")
+
+
+def test_onnx_runtime_on_the_gpu_through_cuda_and_tensorrt_providers(write_spec, tmp_path, onnxruntime_gpu):
+    import onnxruntime as ort
+
+    passes = [{"type": "OnnxExport", "name": "onnx"}, {"type": "Fp16", "name": "fp16", "input": "onnx"},
+              {"type": "OnnxRuntimeGpu", "name": "ort-cuda", "input": "onnx"},
+              {"type": "OnnxRuntimeGpu", "name": "ort-cuda-fp16", "input": "fp16"},
+              {"type": "OnnxRuntimeGpu", "name": "ort-tensorrt-fp16", "input": "onnx", "provider": "TensorRT", "precision": "FP16"}]
+    _, candidates = run(write_spec(passes=passes, goals={"maxAccuracyDrop": 1.0}, benchmark=GPU_BENCHMARK), tmp_path)
+    for name, precision in (("ort-cuda", "fp32"), ("ort-cuda-fp16", "fp16")):
+        c = candidates[name]
+        assert c["outcome"] == "Measured", c.get("error")
+        assert (c["runtime"], c["device"], c["precision"]) == ("onnxruntime", "cuda", precision) and c["energy"]
+        assert c["metric"]["drop"] <= 1.0
+    tensorrt = candidates["ort-tensorrt-fp16"]
+    if "TensorrtExecutionProvider" in ort.get_available_providers():
+        assert tensorrt["outcome"] == "Measured" and tensorrt["device"] == "cuda", tensorrt.get("error")
+    else:
+        assert tensorrt["outcome"] == "NotApplicable" and "has no TensorrtExecutionProvider" in tensorrt["error"]
