@@ -90,6 +90,9 @@ class JobSettings(Model):
     priority_class_name: str | None = None
     service_account_name: str | None = None
     priority: int = Field(0, ge=-1000, le=1000, description="Higher runs first when the operator queues runs.")
+    queue_name: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63, description=(
+        "Kueue LocalQueue in this namespace the Job waits in, where the operator queues through Kueue "
+        "(default: the operator's kueueLocalQueue); with Kueue, priorityClassName orders the Workload."))
     active_deadline_seconds: int | None = Field(None, ge=1)
     backoff_limit: int = Field(1, ge=0, le=10)
     ttl_seconds_after_finished: int | None = Field(None, ge=0)

@@ -30,7 +30,7 @@ from .fair_share import Fairness, Waiting
 from .conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, TUNING, Transition
 from .decisions import generation_of
 from .jobspec import build_job, needs_tuning_job
-from .jobstate import JobOutcome, job_outcome
+from .jobstate import SUSPENDED, JobOutcome, job_outcome
 from .kube import Kube, describe_error, older_generation_jobs
 from .lanes import ApiLanes
 from .metrics import OperatorMetrics
@@ -145,8 +145,12 @@ class RunController:
                 await self.lanes.report(self.kube.delete_job, namespace, old)
                 self.events.post(body, "Superseded", f"spec changed: Job {old} stopped for generation {generation}")
         run = RunRef.of_resource(body)
-        if now.has_job(run, RUN_JOB):  # a restarted operator: the run goes on
-            exists = Transition(RUNNING, "JobRunning", f"Job {run.job_name(RUN_JOB)} exists")
+        if now.has_job(run, RUN_JOB):  # a restarted operator: the run goes on (its Job's events say when Kueue admits it)
+            message = f"Job {run.job_name(RUN_JOB)} exists"
+            if policy.kueue_queue(parsed.spec, self.settings):
+                await self.status.write(body, lambda current: decisions.waiting_for_kueue(current, generation, message))
+                return
+            exists = Transition(RUNNING, "JobRunning", message)
             await self.status.write(body, lambda current: decisions.unless_started(current, generation, exists))
             return
         if now.has_job(run, TUNING_JOB):  # its study runs, or ran: look at its Job
@@ -168,6 +172,10 @@ class RunController:
         me = Waiting(meta["namespace"], meta["name"], parsed.spec.job.priority, meta.get("creationTimestamp") or "", slots=slots)
         if self.queue.just_started(me.key, generation):
             return  # its Running status has not come back yet
+        if self.settings.kueue_local_queue:  # Kueue admits it: the Job is created now, suspended
+            self.queue.reserve(me.key, generation, slots)
+            await self.launch(body, generation, parsed)
+            return
         verdict = self.queue.try_start(me, generation, now)
         if verdict.start:
             await self.launch(body, generation, parsed)
@@ -194,12 +202,18 @@ class RunController:
             return
         if created:
             self.events.post(body, "JobCreated", message)
+        queue = policy.kueue_queue(parsed.spec, self.settings)
+        if queue:
+            waiting = f"{message}, suspended until Kueue admits it from LocalQueue {queue}"
+            await self.status.write(body, lambda current: decisions.waiting_for_kueue(current, generation, waiting))
+            return
         await self.status.write(body, lambda current: decisions.started(current, generation, message))
 
     async def start_run_job(self, current: dict, generation: int, tuning: dict) -> None:
         """After a parallel study: the run's Job, which measures its best trials with the other candidates."""
+        parsed = validate(current)
         try:
-            name, created = await self.create_job(current, validate(current), RUN_JOB)
+            name, created = await self.create_job(current, parsed, RUN_JOB)
         except PolicyViolation as exc:
             await self.refuse(current, generation, "PolicyViolation", str(exc))
             return
@@ -207,6 +221,10 @@ class RunController:
         message = f"study done ({finished} trials); Job {name} {'created' if created else 'already exists'}"
         if created:
             self.events.post(current, "JobCreated", message)
+        if policy.kueue_queue(parsed.spec, self.settings):
+            waiting = f"{message}, suspended until Kueue admits it"
+            await self.status.write(current, lambda fresh: decisions.waiting_for_kueue(fresh, generation, waiting, tuning=tuning))
+            return
         await self.status.write(current, lambda fresh: decisions.measuring(fresh, generation, message, tuning))
 
     async def create_job(self, body: dict, parsed, role: str) -> tuple[str, bool]:
@@ -218,7 +236,7 @@ class RunController:
     async def start_waiting(self, now: InFlight) -> None:
         """Start the queued runs that fit now, in queue order: one pass over the queue per event
         that may free a slot, where a timer per waiting run would sort the whole queue each."""
-        starting = self.queue.take_startable(now, generation_of)
+        starting = (self.queue.take_unlaunched if self.settings.kueue_local_queue else self.queue.take_startable)(now, generation_of)
         results = await asyncio.gather(*(self.launch_queued(run) for run in starting), return_exceptions=True)
         for failed in results:
             if isinstance(failed, Exception):  # not even Pending could be written; the next event looks again
@@ -267,6 +285,8 @@ class RunController:
             return
         if not outcome.state or (outcome.state == RUNNING and now.is_running((namespace, owner))):
             return  # nothing to report: the status already says Running (set when the Job was created)
+        if outcome.state == SUSPENDED and not now.is_running((namespace, owner)):
+            return  # waiting for Kueue, as the status already says
         if outcome.state in (SUCCEEDED, FAILED):
             outcome = job_outcome(job, await self.lanes.report(self.kube.pods_of_job, namespace, job["metadata"]["name"]))
         current = await self.lanes.report(self.kube.get_resource, namespace, owner)
@@ -274,7 +294,11 @@ class RunController:
             return  # deleted (the garbage collector takes the Job), or a Job of a run before a re-run
         if outcome.state == RUNNING:
             running = Transition(RUNNING, outcome.reason, outcome.message)
-            await self.status.write(current, lambda fresh: decisions.unless_started(fresh, generation, running, rerun=rerun))
+            await self.status.write(current, lambda fresh: decisions.job_running(fresh, generation, running, rerun))
+        elif outcome.state == SUSPENDED:
+            message = f"Kueue suspended Job {job['metadata']['name']} (preempted or evicted); it runs again when admitted"
+            if await self.status.write(current, lambda fresh: decisions.preempted(fresh, generation, message, rerun)):
+                self.events.post(current, "Preempted", message, warning=True)
         else:
             await self.finish(current, generation, outcome, rerun)
 

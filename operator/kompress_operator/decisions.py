@@ -69,6 +69,30 @@ def queued(resource: dict, generation: int, message: str) -> dict | None:
     return unless_started(resource, generation, Transition(QUEUED, "ConcurrencyLimit", message))
 
 
+def waiting_for_kueue(resource: dict, generation: int, message: str, **fields: Any) -> dict | None:
+    """Queued: the run's Job exists, suspended, until Kueue admits it; also after a parallel study
+    (its run's Job waits in turn). Never once that Job runs or ran."""
+    status = current_run(resource, generation)
+    if status is None or observed(resource) == (generation, RUNNING):
+        return None
+    return status_patch(Transition(QUEUED, "WaitingForKueue", message), status, generation, **fields)
+
+
+def job_running(resource: dict, generation: int, phase: Transition, rerun: int = 0) -> dict | None:
+    """Running, as the run's Job says; from Queued (Kueue admitted the Job) with the time it started."""
+    fields = {"startTime": now(), "completionTime": None} if observed(resource) == (generation, QUEUED) else {}
+    return unless_started(resource, generation, phase, rerun=rerun, **fields)
+
+
+def preempted(resource: dict, generation: int, message: str, rerun: int = 0) -> dict | None:
+    """Queued again: Kueue suspended the running Job (preempted, or evicted) and its Pods went; the
+    run goes on when Kueue admits it again. Only from Running of this run."""
+    status = current_run(resource, generation, rerun)
+    if status is None or observed(resource) != (generation, RUNNING):
+        return None
+    return status_patch(Transition(QUEUED, "Preempted", message), status, generation)
+
+
 def started(resource: dict, generation: int, message: str) -> dict | None:
     return unless_started(resource, generation, Transition(RUNNING, "JobCreated", message), startTime=now(), completionTime=None)
 

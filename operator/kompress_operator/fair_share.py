@@ -31,10 +31,12 @@ class Waiting:
 
 
 def queued_stub(body: dict) -> dict:
-    """What the queue keeps of a queued resource: its identity, generation and observed generation."""
-    meta = body.get("metadata") or {}
+    """What the queue keeps of a queued resource: its identity, generation, observed generation and
+    re-run count (which name its next Job: run_ref.RunRef)."""
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
     return {"metadata": {k: meta.get(k) for k in ("namespace", "name", "uid", "generation", "creationTimestamp")},
-            "status": {"observedGeneration": (body.get("status") or {}).get("observedGeneration")}}
+            "status": {"observedGeneration": status.get("observedGeneration"),
+                       "reoptimization": {"runs": (status.get("reoptimization") or {}).get("runs") or 0}}}
 
 
 @dataclass(frozen=True)

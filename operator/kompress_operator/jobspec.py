@@ -19,6 +19,7 @@ from .run_ref import MANAGED_BY, RUN_JOB, TUNING_JOB, RunRef
 from .settings import OperatorSettings
 
 SCRATCH = "/scratch"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 
 def needs_tuning_job(spec: ModelOptimizationSpec) -> bool:
@@ -45,10 +46,15 @@ def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Opera
                      "backoffLimit": spec.tuning.max_failed_trials}
     # Every run ends: the spec's deadline (within the policy's maximum) or the operator's default.
     job_spec["activeDeadlineSeconds"] = job.active_deadline_seconds or settings.default_active_deadline_seconds
+    metadata_labels = dict(labels)
+    queue = policy.kueue_queue(spec, settings)
+    if queue:  # Kueue's contract: created suspended in a LocalQueue; Kueue unsuspends it once admitted
+        metadata_labels[KUEUE_QUEUE_LABEL] = queue
+        job_spec["suspend"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": run.job_name(role), "namespace": run.namespace, "labels": labels},
+        "metadata": {"name": run.job_name(role), "namespace": run.namespace, "labels": metadata_labels},
         "spec": job_spec,
     }
 

@@ -13,9 +13,12 @@ from pydantic import ValidationError
 from .conditions import FAILED, RUNNING, SUCCEEDED
 
 
+SUSPENDED = "Suspended"  # a Job's own state: no Pods until whoever suspended it (Kueue) resumes it
+
+
 @dataclass(frozen=True)
 class JobOutcome:
-    state: str  # Running / Succeeded / Failed, or "" while nothing has started
+    state: str  # Running / Succeeded / Failed / Suspended, or "" while nothing has started
     reason: str = ""
     message: str = ""
     result: RunSummary | None = None  # the pipeline's summary from a successful Pod
@@ -84,6 +87,8 @@ def job_outcome(job: dict, pods: list[dict]) -> JobOutcome:
                 return JobOutcome(FAILED, reason, f"{message}; last Pod: {exit_text}".strip("; "), **common)
         return JobOutcome(FAILED, reason, message, **common)
 
+    if (job.get("spec") or {}).get("suspend"):  # Kueue's: not admitted yet, or preempted (its Pods go)
+        return JobOutcome(SUSPENDED, "Suspended", f"Job {job['metadata']['name']} is suspended until Kueue admits it", **common)
     if int(status.get("active") or 0) > 0:
         return JobOutcome(RUNNING, "JobRunning", f"Job {job['metadata']['name']} is running", **common)
     return JobOutcome("", "JobPending", "", **common)

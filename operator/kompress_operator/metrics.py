@@ -42,6 +42,8 @@ class OperatorMetrics:
                                       "candidate's prefill of the benchmark prompt and first new token.", labels, registry=r)
         self.best_energy = Gauge("kompress_best_energy_joules", "GPU candidates: energy per call of the best candidate "
                                  "at the primary batch size, from NVML.", labels, registry=r)
+        self.best_memory = Gauge("kompress_best_peak_memory_bytes", "Peak resident memory of a process running the best "
+                                 "candidate, where measured (benchmark.peakMemory or goals.maxMemory).", labels, registry=r)
         self.promotions_total = Counter("kompress_promotions_total", "Promotion decisions of finished runs (Promoted, Kept, Failed).",
                                         ["decision"], registry=r)
         self.promoted_time = Gauge("kompress_promoted_timestamp_seconds", "When the model promoted now was promoted (Unix time).",
@@ -88,6 +90,8 @@ class OperatorMetrics:
             self.best_first_token.labels(*key).set(best.time_to_first_token_ms / 1000)
         if best.joules_per_call is not None:
             self.best_energy.labels(*key).set(best.joules_per_call)
+        if best.peak_memory_bytes is not None:
+            self.best_memory.labels(*key).set(best.peak_memory_bytes)
 
     def record_promotion(self, namespace: str, name: str, promotion: PromotionStatus | None) -> None:
         """The promoted model's age, from status.promotion (also after an operator restart)."""
@@ -112,7 +116,7 @@ class OperatorMetrics:
         if candidate is None:
             return
         for gauge in (self.best_latency, self.best_size, self.best_speedup, self.best_size_reduction, self.best_metric_change,
-                      self.best_tokens, self.best_first_token, self.best_energy):
+                      self.best_tokens, self.best_first_token, self.best_energy, self.best_memory):
             try:
                 gauge.remove(namespace, name, candidate)
             except KeyError:

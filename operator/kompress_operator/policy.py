@@ -86,6 +86,9 @@ def violations(spec: ModelOptimizationSpec, settings: OperatorSettings, namespac
         found.append(Violation(job_field("priority_class_name"), "allowedPriorityClasses",
                                f"priority class {job.priority_class_name!r} is not allowed "
                                f"(allowed: {', '.join(settings.allowed_priority_classes) or 'none'})"))
+    if job.queue_name and not settings.kueue_local_queue:
+        found.append(Violation(job_field("queue_name"), "kueueLocalQueue",
+                               "this operator queues runs itself, not through Kueue, so a Kueue queue cannot be named"))
     secret = spec.tuning.storage_secret if spec.tuning else None
     if secret and not any(fnmatchcase(secret.name, p) for p in settings.allowed_secrets):
         found.append(Violation(TUNING_FIELDS["storage_secret"], "allowedSecrets",
@@ -120,7 +123,7 @@ def tuning_violations(spec: ModelOptimizationSpec, settings: OperatorSettings) -
     if parallelism == 1:
         return []
     found, cap = [], min(settings.max_running, settings.max_running_per_namespace)
-    if parallelism > cap:
+    if parallelism > cap and not settings.kueue_local_queue:  # with Kueue, its quota decides what fits
         which = "maxRunning" if settings.max_running <= settings.max_running_per_namespace else "maxRunningPerNamespace"
         found.append(Violation(TUNING_FIELDS["parallelism"], which, (
             f"parallelism {parallelism} can never start: each worker Pod takes a Job slot, and at most {cap} run at once "
@@ -130,6 +133,11 @@ def tuning_violations(spec: ModelOptimizationSpec, settings: OperatorSettings) -
             "parallel trials share a study in a database: name a Secret holding its URL here, "
             "or have the operator's studyStorageSecret set")))
     return found
+
+
+def kueue_queue(spec: ModelOptimizationSpec, settings: OperatorSettings) -> str | None:
+    """The Kueue LocalQueue the run's Jobs wait in, or None where the operator queues runs itself."""
+    return (spec.job.queue_name or settings.kueue_local_queue) if settings.kueue_local_queue else None
 
 
 def study_secret(spec: ModelOptimizationSpec, settings: OperatorSettings) -> tuple[str, str] | None:

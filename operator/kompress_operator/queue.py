@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Collection, Mapping
 
 from .fair_share import Fairness, Waiting, admit, position
-from .run_ref import RUN_JOB, RunRef
+from .run_ref import RUN_JOB, TUNING_JOB, RunRef
 
 RESERVATION_SECONDS = 60.0  # a run we started counts as running until the index shows its status
 Key = tuple[str, str]  # (namespace, name)
@@ -97,6 +97,20 @@ class RunQueue:
         for run in starting:
             self.reserve(run.key, generation_of(run.body), run.slots)
         return starting
+
+    def take_unlaunched(self, now: InFlight, generation_of: Callable[[dict], int]) -> list[Waiting]:
+        """Queuing through Kueue: every queued run of its current spec whose Job does not exist yet
+        (a re-run, or a run queued before Kueue was turned on), reserved so it is created once.
+        Kueue, not this queue, decides when each runs."""
+        unlaunched = []
+        for w in self._not_starting(now.waiting):
+            generation = generation_of(w.body)
+            if (w.body.get("status") or {}).get("observedGeneration") != generation:
+                continue
+            if not now.has_job(RunRef.of_resource(w.body), TUNING_JOB if w.slots > 1 else RUN_JOB):
+                self.reserve(w.key, generation, w.slots)
+                unlaunched.append(w)
+        return unlaunched
 
     def reserve(self, key: Key, generation: int, slots: int = 1) -> None:
         self.reserved[key] = (generation, self.clock(), slots)

@@ -31,6 +31,9 @@ class OperatorSettings(BaseSettings):
     max_running_per_namespace: int = Field(2, ge=0, description="optimization Jobs in flight per namespace")
     cpu_image: str = Field("ghcr.io/kompress/kompress-job:0.1.0", description="job image for CPU runs")
     gpu_image: str = Field("ghcr.io/kompress/kompress-job-gpu:0.1.0", description="job image for GPU runs")
+    kueue_local_queue: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63, description=(
+        "queue through Kueue: the LocalQueue (in each run's namespace) that Jobs are created suspended in, with the "
+        "kueue.x-k8s.io/queue-name label, for Kueue to admit (default: the operator's own queue and its limits)"))
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field("IfNotPresent", description="the Jobs' image pull policy")
     default_artifacts: str | None = Field(None, description="artifact URI for specs that name none")
     artifacts_secret: str | None = Field(None, description="Secret (in each run's namespace) whose keys become the Job's "

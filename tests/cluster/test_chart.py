@@ -186,3 +186,20 @@ def test_a_team_bound_to_the_built_in_edit_role_creates_modeloptimizations_and_v
     assert "by-edit" in cluster.kubectl("get", "modeloptimizations", "-n", namespace, user="outsider").stdout
     assert not may("outsider", "create") and not may("outsider", "delete")
     cluster.kubectl("delete", "-f", "-", input=roles)
+
+
+def test_the_kueue_queues_of_the_deploy_example_pass_kueues_own_schema(cluster):
+    """deploy/kueue/queues.yaml against Kueue's CRDs (tests/fixtures/kueue-crds.yaml, v1beta2), server-side:
+    a field Kueue does not know, or a quota it would refuse, fails here rather than in a user's cluster."""
+    cluster.kubectl("apply", "-f", str(REPO / "tests" / "fixtures" / "kueue-crds.yaml"))
+    for plural in ("resourceflavors", "clusterqueues", "localqueues"):
+        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.kueue.x-k8s.io")
+    queues = yaml.safe_load_all((REPO / "deploy" / "kueue" / "queues.yaml").read_text())
+    for namespace in {d["metadata"]["namespace"] for d in queues if d["metadata"].get("namespace")}:
+        ensure_namespace(cluster, namespace)
+    applied = cluster.kubectl("apply", "--dry-run=server", "--validate=true", "-f", str(REPO / "deploy" / "kueue" / "queues.yaml"),
+                              check=False)
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.count("(server dry run)") == 5
+    local_queues = [d for d in yaml.safe_load_all((REPO / "deploy" / "kueue" / "queues.yaml").read_text()) if d["kind"] == "LocalQueue"]
+    assert {q["metadata"]["name"] for q in local_queues} == {"ml-batch"}  # the name docs/kueue.md sets as kueueLocalQueue

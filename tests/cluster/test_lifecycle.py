@@ -150,3 +150,23 @@ def test_runs_over_the_cap_queue_and_start_by_priority(cluster, namespace, s3, s
              if p.startswith(f"{namespace}/")]
     assert order == ["first", "high", "low"]
     assert sorted(jobs(cluster, namespace)) == ["first-g1", "high-g1", "low-g2"]  # the edited spec ran, once
+
+
+def test_with_kueue_every_run_gets_its_job_in_the_local_queue_at_once_and_the_operators_cap_steps_aside(
+        cluster, namespace, s3, start_operator, node):
+    """Kueue decides when a Job runs: the operator creates each Job at once, suspended, labelled with
+    the LocalQueue. This API server (1.20) predates Job.spec.suspend and drops it, so here every Job
+    runs as soon as it is created, as if Kueue admitted it at once; admission and preemption are
+    played on the objects in tests/test_kueue.py."""
+    start_operator("--kueue-local-queue", "ml-batch", "--max-running", "1", "--max-running-per-namespace", "1")
+    apply(cluster, namespace, resource("first", s3, benchmark=SLOW_BENCHMARK))
+    apply(cluster, namespace, resource("second", s3, job={"backoffLimit": 0, "queueName": "gpu-batch"}))
+    both = wait_for(lambda: len(jobs(cluster, namespace)) == 2 and get(cluster, namespace, "jobs")["items"],
+                    "both Jobs to be created, the operator's cap of 1 notwithstanding")
+    assert {j["metadata"]["name"]: j["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] for j in both} == \
+        {"first-g1": "ml-batch", "second-g1": "gpu-batch"}
+    for name in ("first", "second"):
+        done = wait_for(phase_is(cluster, namespace, name, "Succeeded", "Failed"), f"{name} to finish", timeout=240)
+        assert done["status"]["phase"] == "Succeeded"
+    reasons = {e["reason"] for e in get(cluster, namespace, "events")["items"] if e["involvedObject"]["kind"] == "ModelOptimization"}
+    assert "JobCreated" in reasons and "Queued" not in reasons  # never held back by the operator's own queue
