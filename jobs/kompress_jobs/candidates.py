@@ -35,6 +35,7 @@ class Candidate:
     fidelity: dict[str, float] = field(default_factory=dict)  # closeness to the baseline's outputs (quality.fidelity)
     details: dict[str, Any] | None = None  # what the pass that made it reports (e.g. a steered search's trials)
     energy: dict[str, Any] | None = None  # per call on a GPU (profiling.energy_per_call)
+    memory: dict[str, Any] | None = None  # peak resident memory of a process running it (memory_probe.py)
     latency: dict[int, Latency] = field(default_factory=dict)
     rejected_reasons: list[str] = field(default_factory=list)
     pareto_optimal: bool = False

@@ -67,8 +67,11 @@ class Goals(Model):
                                                 "per second at the primary batch size.")
     max_time_to_first_token_ms: float | None = Field(None, gt=0, description="Task LanguageModeling: longest prefill "
                                                      "of the benchmark's prompt and first new token, in milliseconds.")
+    max_memory: int | str | None = Field(None, description="Largest acceptable peak resident memory of a process that "
+                                         "loads the candidate and runs it once (a generation, for a language model): "
+                                         "bytes or a quantity (2Gi). Setting it measures every candidate's.")
 
-    @field_validator("max_size")
+    @field_validator("max_size", "max_memory")
     @classmethod
     def _size_parses(cls, value: int | str | None) -> int | str | None:
         if value is not None:
@@ -78,6 +81,10 @@ class Goals(Model):
     @property
     def max_size_bytes(self) -> int | None:
         return None if self.max_size is None else parse_size(self.max_size)
+
+    @property
+    def max_memory_bytes(self) -> int | None:
+        return None if self.max_memory is None else parse_size(self.max_memory)
 
 
 class Generation(Model):
@@ -99,6 +106,8 @@ class Benchmark(Model):
     threads: int = Field(1, ge=1, le=256, description="Intra-op threads for every runtime.")
     tie_tolerance: float = Field(0.05, ge=0, le=1, description="Latencies this close (relative) count as a tie.")
     evaluation_batch_size: int = Field(256, ge=1, le=65_536)
+    peak_memory: bool = Field(False, description="Measure each candidate's peak resident memory in a process of its "
+                              "own (memory_probe.py: a model load per candidate); on whenever goals.maxMemory is set.")
     generation: Generation = Field(default_factory=Generation, description="Task LanguageModeling only: the "
                                    "latency of a language model is that of one decode step (milliseconds per new token).")
 

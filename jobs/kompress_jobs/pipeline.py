@@ -33,6 +33,7 @@ from .passes import PassContext
 from .plan import BASELINE, Step, plan_passes
 from .preflight import check_local_inputs
 from .profile_report import plot_profiles
+from .memory_probe import Probe, peak_memory
 from .profiling import energy_per_call, profile_model
 from .promotion import Promoter, check_writable, promotion_store
 from .quality import Scorer, predict, scored
@@ -134,6 +135,8 @@ def run_optimization(
         batch = primary_batch_size(spec.goals, spec.benchmark)
         if not generative:
             _device_figures(measured, runners, dataset, batch, progress)
+        if spec.benchmark.peak_memory or spec.goals.max_memory is not None:
+            _peak_memory(measured, dataset, spec, batch, generative, progress)
         judge(candidates, spec.goals, spec.benchmark, spec.task.metric)
         front = mark_pareto_front(candidates, batch)
         ranked = rank(candidates, spec.goals, spec.benchmark)
@@ -274,6 +277,21 @@ def _device_figures(measured: list[Candidate], runners: dict[str, Runner], datas
             sample = sample if sample is not None else batch_of(dataset.evaluation.inputs, batch)
             progress(f"energy of {c.name} on the GPU at batch {batch}")
             c.energy = energy_per_call(runner, sample)
+
+
+def _peak_memory(measured: list[Candidate], dataset: Dataset, spec: ModelOptimizationSpec, batch: int, generative: bool,
+                 progress: Progress) -> None:
+    """Each candidate's peak resident memory, in a process of its own (memory_probe.py)."""
+    if generative:
+        from .llm.corpus import INPUT, PROMPTS
+
+        probe = Probe({INPUT: dataset.split(PROMPTS).inputs[INPUT][:batch]}, spec.benchmark.threads,
+                      spec.benchmark.generation.new_tokens)
+    else:
+        probe = Probe(batch_of(dataset.evaluation.inputs, batch), spec.benchmark.threads)
+    for c in measured:
+        progress(f"peak memory of {c.name}, in a process of its own")
+        c.memory = peak_memory(c.model, probe)
 
 
 def _profiles(models: list[Candidate], runners: dict[str, Runner], dataset: Dataset, spec: ModelOptimizationSpec,

@@ -45,6 +45,8 @@ def candidate_result(c: Candidate, by_name: dict[str, Candidate], batch: int) ->
         fields["details"] = c.details
     if c.energy:
         fields["energy"] = c.energy
+    if c.memory:
+        fields["memory"] = c.memory
     if c.contender:  # the model promoted before: measured alike, never picked
         fields |= {"contender": True, "accepted": False, "rejected_reasons": ["promoted by an earlier run: measured to compare"]}
     return CandidateResult(**fields)
@@ -109,7 +111,7 @@ def render_markdown(report: Report) -> str:
     for c in report.candidates:  # a pass that wrote details renders them (e.g. AutoQuantize's search)
         if c.details and c.pass_type in PASSES:
             lines += PASSES[c.pass_type].report_section(c.name, c.details)
-    lines += energy_section(report)
+    lines += energy_section(report) + memory_section(report)
     if report.tuning is not None:
         lines += _tuning_section(report.tuning)
     lines += profile_section(report)
@@ -118,6 +120,25 @@ def render_markdown(report: Report) -> str:
         lines += ["## Promotion", "", f"Decision: **{plan.decision.value}** ({plan.reason}): {plan.message}. "
                   f"Pointer: `{plan.pointer}`.", ""]
     return "\n".join(lines)
+
+
+def memory_section(report: Report) -> list[str]:
+    """Peak resident memory of a fresh process that loads each candidate and runs it once."""
+    measured = [c for c in report.candidates if c.measured and c.memory is not None]
+    if not measured:
+        return []
+    lines = ["## Memory", "", "Peak resident memory of a fresh process that loads the candidate and runs it once "
+             "(the interpreter and the runtime's libraries included, as a serving process pays them).", "",
+             "| candidate | peak MiB | vs baseline |", "|---|---|---|"]
+    base = report.baseline.memory
+    for c in measured:
+        m = c.memory
+        if not m.measurable:
+            lines.append(f"| {c.name} | – | not measured: {m.reason} |")
+            continue
+        ratio = f"{base.peak_bytes / m.peak_bytes:.2f}× less" if base and base.measurable and m.peak_bytes else "–"
+        lines.append(f"| {c.name} | {m.peak_bytes / 2**20:.0f} | {ratio} |")
+    return lines + [""]
 
 
 def energy_section(report: Report) -> list[str]:

@@ -87,6 +87,14 @@ class Energy(_Wire):
     reason: str | None = None  # why not, where not measurable
 
 
+class PeakMemory(_Wire):
+    """Peak resident memory of a fresh process that loads the candidate and runs it once (memory_probe.py)."""
+
+    measurable: bool
+    peak_bytes: int | None = None
+    reason: str | None = None
+
+
 class CandidateResult(_Wire):
     name: str
     technique: str
@@ -113,6 +121,7 @@ class CandidateResult(_Wire):
     vs_parent: Comparison | None = None
     details: dict[str, Any] | None = None
     energy: Energy | None = None
+    memory: PeakMemory | None = None
     contender: bool = False  # the model promoted by an earlier run, measured to compare
 
     @property

@@ -43,10 +43,23 @@ def judge(candidates: list[Candidate], goals: Goals, benchmark: Benchmark, metri
         reasons += _generation_reasons(candidate.latency[batch], goals, batch)
         if goals.max_size_bytes is not None and candidate.size_bytes > goals.max_size_bytes:
             reasons.append(f"size {candidate.size_bytes} B exceeds {goals.max_size_bytes} B")
+        reasons += _memory_reasons(candidate, goals)
         p50 = candidate.latency[batch].p50_ms
         if p50 > base_p50 * (1 + benchmark.tie_tolerance):
             reasons.append(f"slower than the baseline: p50 {p50:.3f} ms vs {base_p50:.3f} ms at batch {batch}")
         candidate.rejected_reasons = reasons
+
+
+def _memory_reasons(candidate: Candidate, goals: Goals) -> list[str]:
+    limit = goals.max_memory_bytes
+    if limit is None:
+        return []
+    memory = candidate.memory or {}
+    if not memory.get("measurable"):  # a goal that cannot be checked is not met
+        return [f"peak memory not measured ({memory.get('reason', 'no probe ran')}), so maxMemory cannot be checked"]
+    if memory["peakBytes"] > limit:
+        return [f"peak memory {memory['peakBytes'] / 2**20:.0f} MiB exceeds {limit / 2**20:.0f} MiB"]
+    return []
 
 
 def _generation_reasons(stats, goals: Goals, batch: int) -> list[str]:

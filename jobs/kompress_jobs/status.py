@@ -66,6 +66,8 @@ class CandidateSummary(Model):
     tokens_per_second: float | None = Field(None, description="Decode tokens per second at the report's batch size.")
     time_to_first_token_ms: float | None = Field(None, description="Prefill of the benchmark's prompt and the first new token.")
     joules_per_call: float | None = Field(None, description="GPU candidates: energy per call at the report's batch size (NVML).")
+    peak_memory_bytes: int | None = Field(None, description="Peak resident memory of a process that loads it and runs it "
+                                          "once, where measured (benchmark.peakMemory or goals.maxMemory).")
 
 
 class ArtifactRef(Model):

@@ -33,6 +33,7 @@ def candidate_summary(c: CandidateResult, batch: int) -> CandidateSummary:
         size_ratio=round(ratios.size_reduction, 3) if ratios and ratios.size_reduction else None,
         rejected_reason=reasons[0][:160] if reasons else None,
         joules_per_call=round(c.energy.joules_per_call, 5) if c.energy and c.energy.measurable else None,
+        peak_memory_bytes=c.memory.peak_bytes if c.memory and c.memory.measurable else None,
         **(_generation(c.latency[batch]) if c.measured and c.latency[batch].time_to_first_token_ms is not None else {}),
     )
 
