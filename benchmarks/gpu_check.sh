@@ -6,14 +6,15 @@
 # machine.txt, gpu-tests.log, figures.md and each run's report.json / report.md.
 #   scripts/gpu-carry                 # here, where PyPI is reachable: .gpu-carry/ (wheels, MiniLM)
 #   benchmarks/gpu_check.sh [OUT]     # there, from the repository root, .gpu-carry beside it
-# It installs nothing from a registry: the carried wheels go into a private folder on PYTHONPATH.
+# It installs nothing from a registry: the carried wheels, where the image lacks them, go into a
+# private folder on PYTHONPATH.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-gpu-check}
 mkdir -p "$out"
 python=${PYTHON:-python3}
 site=$(mktemp -d)
-if compgen -G ".gpu-carry/wheels/*.whl" >/dev/null; then
+if ! "$python" -c "import pydantic" 2>/dev/null && compgen -G ".gpu-carry/wheels/*.whl" >/dev/null; then
     "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .gpu-carry/wheels/*.whl \
         || { echo "the carried wheels do not install on $("$python" --version)"; exit 1; }
 fi
@@ -31,5 +32,6 @@ status=0
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 minilm=.gpu-carry/minilm
 [ -d "$minilm" ] || minilm=examples/models/all-MiniLM-L6-v2
-"$python" benchmarks/gpu_runtimes.py --out "$out" --minilm "$minilm" || status=1
+# shellcheck disable=SC2086  # GPU_CHECK_ARGS: more options for gpu_runtimes.py (e.g. --rounds 3)
+"$python" benchmarks/gpu_runtimes.py --out "$out" --minilm "$minilm" ${GPU_CHECK_ARGS:-} || status=1
 exit $status

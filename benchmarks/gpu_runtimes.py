@@ -90,7 +90,7 @@ def figures(report: dict) -> list[str]:
     reference = by_name.get(REFERENCE)
     batches = report["benchmark"]["batchSizes"]
     lines = ["| candidate | " + " | ".join(f"batch {b} p50 ms | vs CUDA FP32" for b in batches)
-             + " | metric | energy J/call | first call s |", "|---" * (2 * len(batches) + 4) + "|"]
+             + f" | {report['metric']} | energy J/call | first call s |", "|---" * (2 * len(batches) + 4) + "|"]
     for c in report["candidates"]:
         if c["outcome"] != "Measured":
             lines.append(f"| {c['name']} | {c['outcome']}: {(c.get('error') or '')[:160]} |")
@@ -104,8 +104,7 @@ def figures(report: dict) -> list[str]:
                 cells += [f"{mine['p50_ms']:.3f}", f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})"]
             else:
                 cells += [f"{mine['p50_ms']:.3f}", "–"]
-        fidelity = c["metric"]["fidelity"]
-        metric = fidelity.get("cosineSimilarity", c["metric"]["value"])
+        metric = c["metric"]["value"]
         energy = c.get("energy") or {}
         joules = f"{energy['joulesPerCall']:.4f}" if energy.get("measurable") else (energy.get("reason", "–")[:60])
         first = (c.get("details") or {}).get("firstCallSeconds", "–")
