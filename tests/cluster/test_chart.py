@@ -200,6 +200,11 @@ def test_the_kueue_queues_of_the_deploy_example_pass_kueues_own_schema(cluster):
     applied = cluster.kubectl("apply", "--dry-run=server", "--validate=true", "-f", str(REPO / "deploy" / "kueue" / "queues.yaml"),
                               check=False)
     assert applied.returncode == 0, applied.stderr
-    assert applied.stdout.count("(server dry run)") == 5
+    assert applied.stdout.count("(server dry run)") == 4  # a flavor, a ClusterQueue, two LocalQueues
+    # The check has teeth: a value Kueue's schema refuses is refused here (unknown fields, this API server prunes).
+    wrong = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue", "metadata": {"name": "q"},
+             "spec": {"queueingStrategy": "Random", "resourceGroups": []}}
+    refused = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(wrong), check=False)
+    assert refused.returncode != 0 and "queueingStrategy" in refused.stderr, refused.stderr
     local_queues = [d for d in yaml.safe_load_all((REPO / "deploy" / "kueue" / "queues.yaml").read_text()) if d["kind"] == "LocalQueue"]
     assert {q["metadata"]["name"] for q in local_queues} == {"ml-batch"}  # the name docs/kueue.md sets as kueueLocalQueue
