@@ -118,6 +118,11 @@ def test_two_replicas_by_default_with_peering_a_rolling_update_a_disruption_budg
     assert peering["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
     rules = [r for role in of_kind(ha, "ClusterRole") for r in role["rules"]]
     assert {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["get", "list", "watch", "patch"]} in rules
+    # A stopping Pod keeps answering the webhook until the endpoints drop it, within its grace period.
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["containers"][0]["lifecycle"]["preStop"] == {"exec": {"command": ["sleep", "10"]}}
+    assert pod["terminationGracePeriodSeconds"] == 40
+    assert "lifecycle" not in of_kind(template(assets, "--set", "shutdownDelaySeconds=0"), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
     old_cluster = of_kind(template(assets, "--kube-version", "1.20.2"), "PodDisruptionBudget")[0]
     assert old_cluster["apiVersion"] == "policy/v1beta1"  # policy/v1 came with 1.21
 
