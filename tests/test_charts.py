@@ -77,3 +77,22 @@ def test_with_nothing_to_compare_no_comparison_chart_is_drawn_or_linked(report, 
     alone = report.model_copy(update={"candidates": report.candidates[:1], "best_name": None, "pareto_front_names": ["baseline"]})
     plot_comparison(alone, tmp_path / "comparison.png")
     assert not (tmp_path / "comparison.png").exists() and "comparison.png" not in render_markdown(alone)
+
+
+def test_a_gpu_candidates_energy_and_compile_time_reach_report_md_and_the_status(report):
+    """What only a GPU run writes (tests/test_gpu_runtimes.py makes it for real), rendered from the types."""
+    from kompress_jobs.summary import run_summary
+
+    wire = report.to_wire() | {"runUri": "s3://b/runs/r", "manifestSha256": "ab" * 32}
+    wire["candidates"][1] |= {
+        "device": "cuda", "precision": "fp16", "pass": "TorchRuntime",
+        "energy": {"measurable": True, "source": "NVML NVIDIA H200", "joulesPerCall": 0.0123, "watts": 312.0, "calls": 50},
+        "details": {"compileMode": "reduce-overhead", "firstCallSeconds": 41.5}}
+    wire["candidates"][2] |= {"energy": {"measurable": False, "reason": "NVML gives no energy counter here"}}
+    gpu_report = Report.model_validate(wire)
+    text = render_markdown(gpu_report)
+    assert "| static-int8 | onnxruntime (fp16, cuda) |" in text
+    assert "## Energy" in text and "| static-int8 | 0.0123 | 312 | NVML NVIDIA H200 |" in text
+    assert "| static-int8-copy | – | – | not measurable: NVML gives no energy counter here |" in text
+    assert "Run through torch.compile (mode reduce-overhead); its first call, which compiles, took 41.50 s" in text
+    assert run_summary(gpu_report).best.joules_per_call == 0.0123
