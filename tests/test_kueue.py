@@ -90,6 +90,8 @@ def reason_of(patch: dict) -> str:
 WAITING = lambda r: decisions.waiting_for_kueue(r, 2, "Job m-g2 created, suspended until Kueue admits it")  # noqa: E731
 PREEMPTED = lambda r: decisions.preempted(r, 2, "Kueue suspended Job m-g2")  # noqa: E731
 ADMITTED = lambda r: decisions.job_running(r, 2, decisions.Transition(RUNNING, "JobRunning", "Job m-g2 is running"))  # noqa: E731
+STUDY_PREEMPTED = lambda r: decisions.preempted(r, 2, "Kueue suspended Job m-g2-tuning", phase=TUNING)  # noqa: E731
+STUDY_ADMITTED = lambda r: decisions.tuning_started(r, 2, "Job m-g2-tuning admitted", {"parallelism": 3})  # noqa: E731
 TABLE = [
     ("a new run waits for Kueue", WAITING, (None, None), (QUEUED, "WaitingForKueue")),
     ("a run that failed to start waits for Kueue", WAITING, (PENDING, 2), (QUEUED, "WaitingForKueue")),
@@ -102,6 +104,8 @@ TABLE = [
     ("a suspended Job of an older spec changes nothing", PREEMPTED, (RUNNING, 1), None),
     ("a study's phase is not a run's", PREEMPTED, (TUNING, 2), None),
     ("after a parallel study, the run's Job waits in turn", WAITING, (TUNING, 2), (QUEUED, "WaitingForKueue")),
+    ("a study's Job preempted: Queued again", STUDY_PREEMPTED, (TUNING, 2), (QUEUED, "Preempted")),
+    ("a study's Job admitted (again): Tuning", STUDY_ADMITTED, (QUEUED, 2), (TUNING, "TuningStarted")),
     ("readmitted after a preemption: Running again", ADMITTED, (QUEUED, 2), (RUNNING, "JobRunning")),
 ]
 

@@ -84,11 +84,12 @@ def job_running(resource: dict, generation: int, phase: Transition, rerun: int =
     return unless_started(resource, generation, phase, rerun=rerun, **fields)
 
 
-def preempted(resource: dict, generation: int, message: str, rerun: int = 0) -> dict | None:
-    """Queued again: Kueue suspended the running Job (preempted, or evicted) and its Pods went; the
-    run goes on when Kueue admits it again. Only from Running of this run."""
+def preempted(resource: dict, generation: int, message: str, rerun: int = 0, phase: str = RUNNING) -> dict | None:
+    """Queued again: Kueue suspended the Job at work (preempted, or evicted) and its Pods went; the
+    run goes on when Kueue admits it again. Only from `phase` of this run: Running for the run's
+    Job, Tuning for a parallel study's (whose study resumes where it was)."""
     status = current_run(resource, generation, rerun)
-    if status is None or observed(resource) != (generation, RUNNING):
+    if status is None or observed(resource) != (generation, phase):
         return None
     return status_patch(Transition(QUEUED, "Preempted", message), status, generation)
 

@@ -16,7 +16,7 @@ from kompress_jobs.status import TuningStatus
 from kompress_jobs.tuning_spec import Tuning
 
 from . import decisions
-from .conditions import FAILED
+from .conditions import FAILED, QUEUED, TUNING
 from .decisions import generation_of
 from .jobstate import JobOutcome, job_outcome, tuning_counts, worker_error
 from .queue import InFlight
@@ -40,6 +40,10 @@ class TuningPhase:
         if created:
             self.runs.events.post(body, "TuningStarted", message)
         status = TuningStatus(parallelism=tuning["parallelism"]).to_wire()
+        if self.runs.settings.kueue_local_queue:  # its Job waits, suspended, for Kueue to admit it
+            waiting = f"{message}, suspended until Kueue admits it"
+            await self.runs.status.write(body, lambda current: decisions.waiting_for_kueue(current, generation, waiting, tuning=status))
+            return
         await self.runs.status.write(body, lambda current: decisions.tuning_started(current, generation, message, status))
 
     async def job_event(self, job: dict, event_type: str | None, now: InFlight) -> None:
@@ -64,10 +68,19 @@ class TuningPhase:
             if error is not None:  # the other workers would fail the same way: stop them
                 await runs.lanes.report(runs.kube.delete_job, namespace, meta["name"])
             return
+        if (job.get("spec") or {}).get("suspend") and not done:  # Kueue's: not admitted yet, or preempted
+            message = f"Kueue suspended Job {meta['name']} (preempted or evicted); the study goes on where it was once admitted"
+            if await runs.status.write(current, lambda fresh: decisions.preempted(fresh, generation, message, rerun, phase=TUNING)):
+                runs.events.post(current, "Preempted", message, warning=True)
+            return
         workers, trials = tuning_counts(job, pods)
         tuning = TuningStatus(parallelism=tuning_of(current)["parallelism"], workers=workers, trials=trials).to_wire()
         if "Complete" in done:
             await runs.guarded(current, lambda: runs.start_run_job(current, generation, tuning))
+            return
+        if decisions.observed(current) == (generation, QUEUED) and workers.active:  # Kueue admitted the study's Job
+            admitted = f"Job {meta['name']} admitted: {workers.active} worker Pod(s) running"
+            await runs.status.write(current, lambda fresh: decisions.tuning_started(fresh, generation, admitted, tuning))
             return
         total = tuning_of(current)["trials"]
         await runs.status.write(current, lambda fresh: decisions.tuning_progress(fresh, generation, tuning, total))
