@@ -121,3 +121,26 @@ def test_onnx_runtime_on_the_gpu_through_cuda_and_tensorrt_providers(write_spec,
         assert tensorrt["outcome"] == "Measured" and tensorrt["device"] == "cuda", tensorrt.get("error")
     else:
         assert tensorrt["outcome"] == "NotApplicable" and "has no TensorrtExecutionProvider" in tensorrt["error"]
+
+
+def test_torchao_fp8_and_int8_checkpoints_run_on_the_gpu(tmp_path, cuda):
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("torchao") is None:
+        pytest.skip("torchao is not installed here")
+    checkpoint, sentences = tiny_bert(tmp_path / "tiny"), write_sentences(tmp_path / "sentences.jsonl")
+    resource = resource_dict(name="bert-ao-gpu", model={"uri": str(checkpoint), "format": "HuggingFace"},
+                             data={"uri": str(sentences), "text": {"column": "text", "maxLength": 32}},
+                             passes=[{"type": "TorchAoQuantize", "name": "ao-int8"},
+                                     {"type": "TorchAoQuantize", "name": "ao-fp8", "scheme": "Float8"}],
+                             task={"type": "Fidelity", "metric": "CosineSimilarity"}, benchmark=GPU_BENCHMARK)
+    result = run_optimization(resource_from_dict(resource), base_dir=tmp_path, artifacts_uri=str(tmp_path / "out"))
+    candidates = {c["name"]: c for c in result.report["candidates"]}
+    assert_on_the_gpu_with_energy(candidates["ao-int8"], "int8")
+    if torch.cuda.get_device_capability(0) >= (8, 9):
+        assert_on_the_gpu_with_energy(candidates["ao-fp8"], "fp8")
+        assert candidates["ao-fp8"]["metric"]["fidelity"]["cosineSimilarity"] > 0.98
+    else:
+        assert candidates["ao-fp8"]["outcome"] == "NotApplicable" and "has no FP8 tensor cores" in candidates["ao-fp8"]["error"]

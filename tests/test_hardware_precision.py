@@ -168,3 +168,54 @@ def test_onnx_runtime_gpu_settings_that_cannot_hold_are_refused(write_spec, caps
     spec = write_spec(passes=[{"type": "OnnxExport"}, {"type": "OnnxRuntimeGpu", **settings}])
     assert main(["validate", str(spec)]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.pipeline
+def test_a_checkpoint_quantized_by_torchao_is_stored_as_safetensors_and_measured_on_the_cpu(tmp_path):
+    """INT8 weight-only by torchao on the CPU: stored by transformers as safetensors with the config
+    that reads it back (never a pickle), the embeddings kept, the cosine to FP32 kept."""
+    checkpoint, sentences = tiny_bert(tmp_path / "tiny"), write_sentences(tmp_path / "sentences.jsonl")
+    resource = resource_dict(name="bert-ao", model={"uri": str(checkpoint), "format": "HuggingFace"},
+                             data={"uri": str(sentences), "text": {"column": "text", "maxLength": 32}},
+                             passes=[{"type": "TorchAoQuantize", "name": "ao-int8", "device": "CPU"}],
+                             task={"type": "Fidelity", "metric": "CosineSimilarity"})
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(resource))
+    out = tmp_path / "runs"
+    assert main(["optimize", "-q", str(spec), "--output", str(out), "--run-id", "r1"]) == 0
+    report = json.loads(next(out.rglob("report.json")).read_text())
+    candidate = next(c for c in report["candidates"] if c["name"] == "ao-int8")
+    assert candidate["outcome"] == "Measured", candidate.get("error")
+    assert (candidate["format"], candidate["precision"], candidate["device"]) == ("HuggingFace", "int8", "cpu")
+    assert candidate["metric"]["fidelity"]["cosineSimilarity"] > 0.99
+    stored = next(out.rglob("candidates/ao-int8/checkpoint/config.json"))
+    assert json.loads(stored.read_text())["quantization_config"]["quant_method"] == "torchao"
+    assert {p.name for p in stored.parent.iterdir()} >= {"model.safetensors", "tokenizer.json"}
+    assert not [p for p in stored.parent.iterdir() if p.suffix in (".bin", ".pt", ".pkl")]
+
+
+@pytest.mark.unit
+def test_torchao_says_what_is_missing(monkeypatch):
+    import importlib.util
+
+    import torch
+    from kompress_jobs.passes import build_pass
+    from kompress_jobs.passes.torchao_quantize import TorchAoQuantizePass
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else real(name, *a))
+    assert build_pass(TorchAoQuantizePass(type="TorchAoQuantize")).not_applicable_reason() == \
+        "torchao is not installed in this Job image (pip install torchao)"
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "no CUDA GPU is visible" in build_pass(TorchAoQuantizePass(type="TorchAoQuantize", scheme="Float8")).not_applicable_reason()
+
+
+@pytest.mark.unit
+def test_fp8_on_the_cpu_is_refused_at_validation(tmp_path, capsys):
+    resource = resource_dict(name="x", model={"uri": "m", "format": "HuggingFace"},
+                             passes=[{"type": "TorchAoQuantize", "scheme": "Float8", "device": "CPU"}])
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(resource))
+    assert main(["validate", str(spec)]) == 2
+    assert "scheme: Float8 runs on NVIDIA GPUs only" in capsys.readouterr().err

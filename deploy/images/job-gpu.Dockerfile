@@ -6,7 +6,7 @@
 #   OnnxRuntimeGpu  onnxruntime-gpu (CUDA and TensorRT execution providers)   carried
 #   TorchRuntime    torch with CUDA; torch.compile also a C compiler (gcc)    carried (the base image has gcc)
 #   energy          nvidia-ml-py (NVML)            carried
-#   torchao         not carried: no pass uses it yet
+#   TorchAoQuantize torchao (a dependency of the job extra); Float8 also a GPU of compute capability ≥ 8.9
 # A PyTorch CUDA image without TensorRT or onnxruntime-gpu still runs TorchRuntime; the other two
 # passes then report NotApplicable with the reason, and the run goes on.
 # Build from the repository root: scripts/build-images

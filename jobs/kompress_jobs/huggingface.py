@@ -94,14 +94,7 @@ def load_task_model(directory: Path, options: HuggingFaceOptions | None, input_n
     options = options or HuggingFaceOptions()
     config = read_config(directory)
     head = resolve_head(config, options)
-    from transformers import (
-        AutoModel,
-        AutoModelForSequenceClassification,
-        AutoModelForTokenClassification,
-    )
-
-    loader = {HeadType.FEATURE_EXTRACTION: AutoModel, HeadType.SEQUENCE_CLASSIFICATION: AutoModelForSequenceClassification,
-              HeadType.TOKEN_CLASSIFICATION: AutoModelForTokenClassification}[head]
+    loader = auto_class(head)
     try:
         # Eager attention: plain MatMul / Softmax graphs that exporters and quantizers know.
         model = loader.from_pretrained(str(directory), local_files_only=True, use_safetensors=True,
@@ -110,6 +103,14 @@ def load_task_model(directory: Path, options: HuggingFaceOptions | None, input_n
         raise ModelLoadError(f"model directory {directory}: transformers cannot load it as {head.value}: "
                              f"{str(exc).strip().splitlines()[0][:300]}") from None
     return TaskModel(model, head, options.pooling, options.normalize, input_names, config.get("max_position_embeddings")).eval()
+
+
+def auto_class(head: HeadType):
+    """The transformers class that loads a checkpoint with this task head."""
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    return {HeadType.FEATURE_EXTRACTION: AutoModel, HeadType.SEQUENCE_CLASSIFICATION: AutoModelForSequenceClassification,
+            HeadType.TOKEN_CLASSIFICATION: AutoModelForTokenClassification}[head]
 
 
 def check_inputs(input_names: tuple[str, ...], inputs: dict, max_positions: int | None) -> str | None:
