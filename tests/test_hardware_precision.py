@@ -106,12 +106,20 @@ def test_a_checkpoint_in_bf16_is_stored_as_safetensors_in_bf16_and_measured(tmp_
         assert {str(weights.get_tensor(k).dtype) for k in weights.keys()} <= {"torch.bfloat16", "torch.int64"}
 
 
+def small_program(path: Path) -> Path:
+    """A small MLP over the digits (1×8×8) as a torch.export program with a dynamic batch: seconds to compile."""
+    import torch
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)).eval()
+    program = torch.export.export(module, (torch.zeros(2, 1, 8, 8),), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    torch.export.save(program, str(path))
+    return path
+
+
 @pytest.mark.pipeline
 def test_torch_compile_on_the_cpu_reports_its_compilation_apart_from_latency(write_spec, tmp_path):
-    from kompress_jobs.reference import build_encoder
-
-    model, data, _, _ = build_encoder(tmp_path / "enc")
-    spec = write_spec(model=str(model), model_format="TorchExport", data=str(data),
+    spec = write_spec(model=str(small_program(tmp_path / "mlp.pt2")), model_format="TorchExport",
                       passes=[{"type": "TorchRuntime", "name": "compiled", "device": "CPU", "precision": "FP32",
                                "compile": "Default"}])
     report, candidates = run(spec, tmp_path)
