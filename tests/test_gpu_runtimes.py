@@ -23,9 +23,9 @@ GPU_BENCHMARK = {"batchSizes": [1, 64], "warmup": 10, "iterations": 50, "rounds"
 @pytest.fixture
 def cuda():
     """Skips, naming what is missing (PyTorch, or a visible CUDA GPU)."""
-    from kompress_jobs.runtimes.base import _no_cuda
+    from kompress_jobs.runtimes.base import cuda_missing
 
-    reason = _no_cuda()
+    reason = cuda_missing()
     if reason:
         pytest.skip(reason)
 

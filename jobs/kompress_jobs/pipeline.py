@@ -270,7 +270,7 @@ def _device_figures(measured: list[Candidate], runners: dict[str, Runner], datas
     sample = None
     for c in measured:
         runner = runners[c.name]
-        if getattr(runner, "compile_mode", None) and runner.first_call_seconds is not None:
+        if runner.compile_mode and runner.first_call_seconds is not None:
             c.details = (c.details or {}) | {"compileMode": runner.compile_mode,
                                              "firstCallSeconds": round(runner.first_call_seconds, 3)}
         if runner.device is Processor.CUDA:

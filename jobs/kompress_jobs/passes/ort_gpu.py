@@ -50,13 +50,13 @@ class OnnxRuntimeGpu(OptimizationPass):
     def not_applicable_reason(self) -> str | None:
         import onnxruntime as ort
 
-        from ..runtimes.base import _no_cuda
+        from ..runtimes.base import cuda_missing
 
         wanted = self.spec.provider.onnxruntime_name
         if wanted not in ort.get_available_providers():
             return (f"this ONNX Runtime build ({ort.__version__}) has no {wanted}: the GPU Job image needs onnxruntime-gpu"
                     + (" and TensorRT's libraries" if self.spec.provider is ExecutionProvider.TENSOR_RT else ""))
-        return _no_cuda()
+        return cuda_missing()
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         copies = []

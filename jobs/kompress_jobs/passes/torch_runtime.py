@@ -111,9 +111,9 @@ class TorchRuntime(OptimizationPass):
 
 def gpu_lacks(precision: ComputePrecision) -> str | None:
     """Why this Job cannot compute in `precision` on a CUDA GPU, or None."""
-    from ..runtimes.base import _no_cuda
+    from ..runtimes.base import cuda_missing
 
-    reason = _no_cuda()
+    reason = cuda_missing()
     if reason is None and precision is ComputePrecision.BF16:
         import torch
 

@@ -56,9 +56,9 @@ class TorchAoQuantize(OptimizationPass):
             return "torchao is not installed in this Job image (pip install torchao)"
         if self.spec.device is Device.CPU:
             return None
-        from ..runtimes.base import _no_cuda
+        from ..runtimes.base import cuda_missing
 
-        reason = _no_cuda()
+        reason = cuda_missing()
         if reason is None and self.spec.scheme is TorchAoScheme.FLOAT8:
             import torch
 

@@ -33,13 +33,15 @@ class Runner:
     generative: ClassVar[bool] = False  # runs a causal language model token by token (generative.py)
 
     device: Processor = Processor.CPU
+    compile_mode: str | None = None  # set by runtimes that compile (PyTorch's torch.compile)
+    first_call_seconds: float | None = None  # with compile_mode: the first call, which compiles, timed apart
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
 
     @classmethod
     def unavailable(cls, device: Processor) -> str | None:
         """Why this runtime cannot run on `device` here, or None."""
-        return _no_cuda() if device is Processor.CUDA else None
+        return cuda_missing() if device is Processor.CUDA else None
 
     def __call__(self, inputs: Inputs) -> Inputs:  # pragma: no cover - interface
         raise NotImplementedError
@@ -64,7 +66,7 @@ class Runner:
         """Wait for work queued on the device (energy is read after it); nothing on the CPU."""
 
 
-def _no_cuda() -> str | None:
+def cuda_missing() -> str | None:
     try:
         import torch
     except ImportError:

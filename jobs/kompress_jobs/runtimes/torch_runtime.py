@@ -96,7 +96,7 @@ class TorchRunner(Runner):
         module = module.to(device.value) if device is not Processor.CPU else module
         self.module = compiled(module, model.compile_mode) if model.compile_mode else module
         self.compile_mode = model.compile_mode
-        self.first_call_seconds: float | None = None  # with torch.compile: the compilation, reported apart
+        self.first_call_seconds = None  # timed on the first call (Runner.first_call_seconds)
         self.output_names = ("output",)
 
     def __call__(self, inputs: Inputs) -> Inputs:
