@@ -93,6 +93,82 @@ def test_onnx_genai_fp32_matches_pytorch_and_int4_is_smaller_and_judged_against_
     assert generation.tokens.shape == (1, 8) and len(generation.step_ns) == 7 and generation.first_token_ns > 0
 
 
+def test_openvino_fp32_is_the_baseline_on_another_runtime_and_its_weight_compression_is_steered_by_the_goal(llama, tmp_path):
+    from kompress_jobs.goals import Goals
+    from kompress_jobs.passes import PassContext, build_pass
+    from kompress_jobs.passes.openvino_llm import OpenVinoCausalLM, OpenVinoCausalLMPass
+
+    task = Task(type="LanguageModeling", context_length=64, evaluation_tokens=128)
+    dataset = load_corpus(license_text(), _resource().spec.data, task, load_tokenizer(_model(llama)))
+    goals = Goals(max_accuracy_drop=5, accuracy_drop_mode="Relative")
+    baseline = make_runner(_model(llama), threads=1)
+    scorer = LanguageModelScorer(task, goals.accuracy_drop_mode, dataset.evaluation, baseline)
+    prompt = dataset.evaluation.inputs["input_ids"][:2, :16]
+
+    def build(name: str, **settings):
+        out = tmp_path / "candidates" / name  # one run's candidates: the exported IR is shared by the three
+        out.mkdir(parents=True)
+        step = build_pass(OpenVinoCausalLMPass(type="OpenVinoCausalLM", **settings))
+        return step, step.run(_model(llama), PassContext(out, dataset, 1, lambda m: None, task=task, goals=goals))
+
+    _, fp32 = build("fp32", weights="Fp32")
+    assert fp32.format is ModelFormat.OPENVINO_CAUSAL_LM and (fp32.path / "openvino_model.xml").is_file()
+    runner = make_runner(fp32, threads=1)
+    _, drop, figures = scorer.judge(runner)
+    assert abs(drop) < 0.01 and figures["top1Agreement"] == 1.0  # the same weights on OpenVINO
+    # the cache lives in the model: a batch of two prompts generates what PyTorch generates, step by step
+    assert np.array_equal(runner.generate(prompt, 8).tokens, baseline.generate(prompt, 8).tokens)
+    check_round_trip(load_tokenizer(_model(llama)), fp32.path, license_text("MPL-2.0").read_text()[:1000])
+
+    _, int8 = build("int8", weights="Int8", kvCachePrecision="U8")
+    int8_runner = make_runner(int8, threads=1)
+    assert int8.precision == "int8" and int8.size_bytes < 0.55 * fp32.size_bytes
+    assert int8_runner.kv_cache_precision == "u8"  # carried by the model's runtime options, read when compiled
+    assert scorer.judge(int8_runner)[1] < 5
+
+    step, auto = build("auto", weights="Auto")
+    details = step.details
+    assert [t["settings"] for t in details["trials"]] == [s.trial_label for s in step.spec.ladder()]
+    assert "Int4 symmetric group 64, 80% of layers (rest Int8), AWQ, scale estimation" in [t["settings"] for t in details["trials"]]
+    keepers = [t for t in details["trials"] if t["drop"] is not None and t["drop"] <= 5]
+    assert keepers and all("tokensPerSecond" in t for t in keepers), details["trials"]
+    chosen = details["trials"][details["chosenTrial"] - 1]
+    assert chosen["tokensPerSecond"] == max(t["tokensPerSecond"] for t in keepers)
+    assert auto.precision == step.spec.ladder()[details["chosenTrial"] - 1].precision_label
+    assert not list((tmp_path / "candidates").glob("_auto-trial-*"))
+    assert "Chosen: build" in "\n".join(OpenVinoCausalLM.report_section("auto", details))
+
+
+def test_openvino_language_model_settings_folders_and_a_missing_exporter_are_refused_naming_what_to_fix(tmp_path, monkeypatch):
+    import openvino as ov
+
+    from kompress_jobs.passes import build_pass
+    from kompress_jobs.passes.openvino_llm import OpenVinoCausalLMPass
+    from kompress_jobs.runtimes.openvino_causal_lm import OpenVinoCausalLmRunner
+
+    with pytest.raises(ValueError, match="weights Int8: ratio and the data-aware options .* apply to weights Int4 only"):
+        OpenVinoCausalLMPass(type="OpenVinoCausalLM", weights="Int8", awq=True)
+    monkeypatch.setenv("KOMPRESS_OPENVINO_EXPORTER", str(tmp_path / "nowhere"))
+    reason = build_pass(OpenVinoCausalLMPass(type="OpenVinoCausalLM")).not_applicable_reason()
+    assert reason.startswith(f"optimum-intel's OpenVINO exporter is not installed in {tmp_path / 'nowhere'}")
+    assert "requirements/openvino-exporter.txt" in reason
+
+    folder = tmp_path / "lm"
+    folder.mkdir()
+    from kompress_jobs.preflight import check_local_inputs
+
+    spec = _resource(model={"uri": str(folder), "format": "OpenVINOCausalLM"}, data={"uri": str(license_text())}).spec
+    with pytest.raises(SpecError, match=r"spec.model.uri: .*lm is not an OpenVINO causal LM folder \(a folder with openvino_model.xml\)"):
+        check_local_inputs(spec, tmp_path)  # what `kompress validate` says
+    with pytest.raises(ModelLoadError, match="no openvino_model.xml"):
+        OpenVinoCausalLmRunner(ModelFile(folder, ModelFormat.OPENVINO_CAUSAL_LM, generative=True))
+    x = ov.opset13.parameter([1, 4], ov.Type.f32, name="input_ids")  # a plain IR: no cache inside
+    ov.save_model(ov.Model([ov.opset13.relu(x)], [x]), str(folder / "openvino_model.xml"))
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="is not a stateful causal LM"):
+        OpenVinoCausalLmRunner(ModelFile(folder, ModelFormat.OPENVINO_CAUSAL_LM, generative=True))
+
+
 def test_a_language_model_run_reports_perplexity_tokens_per_second_and_time_to_first_token(llama, tmp_path):
     from kompress_jobs.pipeline import run_optimization
     from kompress_jobs.promotion import CONTENDER

@@ -46,13 +46,14 @@ def onnx_model(tmp_path_factory):
 
 def test_every_model_format_has_exactly_one_runtime_by_default():
     """One per format and kind of model: a checkpoint folder is an encoder (called per batch) or a
-    causal language model (run token by token); GGUF and OnnxGenAI hold only the latter."""
+    causal language model (run token by token); GGUF, OnnxGenAI and OpenVINOCausalLM hold only the latter."""
     by_kind = {(f, generative): [cls.__name__ for cls in runtimes() if f in cls.formats and cls.generative == generative]
                for f in ModelFormat for generative in (False, True)}
     served = {key: names for key, names in by_kind.items() if names}
     assert all(len(names) == 1 for names in served.values()), served
-    assert {f for f, generative in served if generative} == {ModelFormat.HUGGING_FACE, ModelFormat.GGUF, ModelFormat.ONNX_GENAI}
-    assert {f for f, generative in served if not generative} == set(ModelFormat) - {ModelFormat.GGUF, ModelFormat.ONNX_GENAI}
+    only_generative = {ModelFormat.GGUF, ModelFormat.ONNX_GENAI, ModelFormat.OPENVINO_CAUSAL_LM}
+    assert {f for f, generative in served if generative} == {ModelFormat.HUGGING_FACE, *only_generative}
+    assert {f for f, generative in served if not generative} == set(ModelFormat) - only_generative
     assert {(f, g): runtime_for(ModelFile(None, f, generative=g)).devices[0] for f, g in served} == {
         **{key: Processor.CPU for key in served}, (ModelFormat.TENSORRT, False): Processor.CUDA}
 

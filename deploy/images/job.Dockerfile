@@ -13,6 +13,10 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels \
 FROM python:3.11-slim
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links /wheels "kompress[job]"
+# optimum-intel's OpenVINO exporter pins an older transformers: a folder of its own that only the
+# exporter's process reads (jobs/kompress_jobs/llm/openvino_export.py)
+COPY requirements/openvino-exporter.txt /tmp/
+RUN pip install --no-cache-dir --no-deps --target /usr/local/openvino-exporter -r /tmp/openvino-exporter.txt
 # The example model and data, so a sample can run with nothing uploaded (deploy/samples/).
 COPY examples/ /opt/kompress/examples/
 ENV MPLBACKEND=Agg

@@ -17,9 +17,13 @@ class Processor(str, Enum):
     CUDA = "cuda"
 
 
+# What a folder format's size counts: its graph and weights, not its tokenizer or configuration
+_WEIGHT_SUFFIXES = {ModelFormat.ONNX_GENAI: (".onnx", ".data"), ModelFormat.OPENVINO_CAUSAL_LM: (".xml", ".bin")}
+
+
 @dataclass(frozen=True)
 class ModelFile:
-    path: Path  # a file, or a folder for HuggingFace and OnnxGenAI
+    path: Path  # a file, or a folder for the formats that are folders (ModelFormat.is_folder)
     format: ModelFormat
     precision: str = "fp32"
     # Files the model needs beside itself (e.g. ONNX external data); counted in its size.
@@ -47,8 +51,9 @@ class ModelFile:
     @property
     def size_bytes(self) -> int:
         """The model's size: a checkpoint counts its config and weights, not its tokenizer."""
-        if self.path.is_dir() and self.format is ModelFormat.ONNX_GENAI:
-            return sum(p.stat().st_size for p in self.path.iterdir() if p.suffix in (".onnx", ".data"))
+        weights = _WEIGHT_SUFFIXES.get(self.format)
+        if self.path.is_dir() and weights:
+            return sum(p.stat().st_size for p in self.path.iterdir() if p.suffix in weights)
         if self.path.is_dir():
             return sum(p.stat().st_size for p in [self.path / "config.json", *self.path.glob("*.safetensors")])
         return sum(p.stat().st_size for p in self.files)

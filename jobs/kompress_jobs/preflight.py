@@ -21,7 +21,8 @@ ONE_FILE = {ModelFormat.ONNX: "an .onnx file", ModelFormat.TORCH_SCRIPT: "a torc
             ModelFormat.TORCH_EXPORT: "a torch.export .pt2 archive", ModelFormat.OPENVINO: "an OpenVINO model.xml",
             ModelFormat.TENSORRT: "a serialized TensorRT engine", ModelFormat.GGUF: "a .gguf file"}
 FOLDERS = {ModelFormat.HUGGING_FACE: ("a Hugging Face checkpoint folder", "config.json"),
-           ModelFormat.ONNX_GENAI: ("an ONNX Runtime GenAI folder", "genai_config.json")}
+           ModelFormat.ONNX_GENAI: ("an ONNX Runtime GenAI folder", "genai_config.json"),
+           ModelFormat.OPENVINO_CAUSAL_LM: ("an OpenVINO causal LM folder", "openvino_model.xml")}
 
 # A serialized ModelProto starts with the tag of one of its fields (ir_version, field 1, comes first
 # from every writer: 0x08); text, XML, zip archives and pickles start with other bytes.

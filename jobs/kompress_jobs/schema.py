@@ -169,7 +169,7 @@ class ModelOptimizationSpec(Model):
             raise ValueError("data.text: task LanguageModeling reads data.uri as one plain text file, not as rows")
         if self.tuning is not None:
             raise ValueError("tuning: a tuning study does not run on task LanguageModeling yet; "
-                             "let a steered pass (OrtGenAI's search) find the settings")
+                             "let a steered pass (OnnxGenAI or OpenVinoCausalLM with Auto) find the settings")
         return self
 
     @model_validator(mode="after")
@@ -182,7 +182,7 @@ class ModelOptimizationSpec(Model):
         return self
 
 
-LANGUAGE_MODEL_FORMATS = (ModelFormat.HUGGING_FACE, ModelFormat.GGUF, ModelFormat.ONNX_GENAI)
+LANGUAGE_MODEL_FORMATS = (ModelFormat.HUGGING_FACE, *(f for f in ModelFormat if f.generative_only))
 
 
 class ObjectMeta(Model):

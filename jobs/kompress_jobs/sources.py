@@ -25,15 +25,18 @@ class ModelFormat(str, Enum):
     OPENVINO = "OpenVINO"  # IR: model.xml, with its weights in model.bin beside it
     GGUF = "GGUF"  # a llama.cpp file of a causal language model; read by transformers, de-quantized to FP32
     ONNX_GENAI = "OnnxGenAI"  # ONNX Runtime GenAI folder: genai_config.json, model.onnx (+ data), tokenizer
+    # a causal LM as optimum-intel writes it: a stateful IR (openvino_model.xml/.bin, the key/value
+    # cache held inside the model), config.json and the tokenizer
+    OPENVINO_CAUSAL_LM = "OpenVINOCausalLM"
 
     @property
     def generative_only(self) -> bool:
         """Formats that only ever hold a causal language model (task LanguageModeling)."""
-        return self in (ModelFormat.GGUF, ModelFormat.ONNX_GENAI)
+        return self in (ModelFormat.GGUF, ModelFormat.ONNX_GENAI, ModelFormat.OPENVINO_CAUSAL_LM)
 
     @property
     def is_folder(self) -> bool:
-        return self in (ModelFormat.HUGGING_FACE, ModelFormat.ONNX_GENAI)
+        return self in (ModelFormat.HUGGING_FACE, ModelFormat.ONNX_GENAI, ModelFormat.OPENVINO_CAUSAL_LM)
 
 
 class HeadType(str, Enum):
@@ -58,8 +61,8 @@ class HuggingFaceOptions(Model):
 
 
 class ModelSource(Model):
-    uri: str = Field(min_length=1, description="Path or s3:// URI of the model file (a directory for HuggingFace and "
-                     "OnnxGenAI).")
+    uri: str = Field(min_length=1, description="Path or s3:// URI of the model file (a directory for HuggingFace, "
+                     "OnnxGenAI and OpenVINOCausalLM).")
     format: ModelFormat = Field(description="How the model was saved. Pickled modules are never loaded.")
     hugging_face: HuggingFaceOptions | None = Field(None, description="HuggingFace format only; defaults apply when unset.")
 

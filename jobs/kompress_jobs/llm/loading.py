@@ -149,3 +149,24 @@ def save_checkpoint(module, tokenizer, folder: Path, sample: str) -> Path:
     tokenizer.save_pretrained(str(folder))
     check_round_trip(tokenizer, folder, sample)
     return folder
+
+
+def checkpoint_input(model: ModelFile, ctx):
+    """What a pass that reads a checkpoint folder (a model builder, an exporter) starts from: (the
+    folder, the source's tokenizer, a sample of the evaluation text to check tokenizers on). A GGUF
+    model is written as a checkpoint beside the candidates' folders, in the run's scratch ("_" starts
+    no candidate name): every such pass of the run reuses it, and its tokenizer, checked against the
+    GGUF's when it was written."""
+    first_window = ctx.dataset.evaluation.inputs["input_ids"][0]
+    if model.format is not ModelFormat.GGUF:
+        read_config(model.path)  # the loader's rules (safetensors only, no remote code) before a tool reads it
+        tokenizer = load_tokenizer(model)
+        return model.path, tokenizer, tokenizer.decode(first_window)
+    folder = ctx.output_dir.parent / f"_{model.path.stem}-checkpoint"
+    written = (folder / "config.json").is_file()
+    tokenizer = load_tokenizer(ModelFile(folder, ModelFormat.HUGGING_FACE) if written else model)
+    sample = tokenizer.decode(first_window)
+    if not written:
+        ctx.log("writing the GGUF model as a checkpoint folder")
+        save_checkpoint(load_causal_lm(model), tokenizer, folder, sample)
+    return folder, tokenizer, sample

@@ -1,5 +1,5 @@
-"""The OnnxGenAI pass's steered search (`precision: Auto`): builds from the fastest kind (INT4 on
-every MatMul) to the safest (INT8), each judged on the calibration text (the text after the
+"""The steered search of the language-model passes (OnnxGenAI `precision: Auto`, OpenVinoCausalLM
+`weights: Auto`): builds from the fastest kind (INT4 on every MatMul) to the safest (INT8), each judged on the calibration text (the text after the
 evaluation tokens, never the evaluation windows) against the pass's input model with the task's
 metric and the goal's drop, and the builds that keep the goal timed interleaved; the fastest of
 them is the pass's output. Every build is in the report."""
@@ -22,9 +22,11 @@ from .quality import LanguageModelScorer
 PROMPT_TOKENS, NEW_TOKENS, ROUNDS = 32, 16, 3  # a short generation tells decode speeds apart
 
 
-def search(ladder: list[Any], model: ModelFile, ctx, build: Callable[[Any, Path], None], output: Path) -> dict[str, Any]:
-    """Build each settings of `ladder` (OnnxGenAIPass objects) into a folder of its own, judge it, and
-    move the fastest that keeps the goal to `output`; returns the search's account (pass details)."""
+def search(ladder: list[Any], model: ModelFile, ctx, build: Callable[[Any, Path], None], output: Path,
+           built_format: ModelFormat) -> dict[str, Any]:
+    """Build each settings of `ladder` (a pass's settings, each with a `trial_label`; the first's
+    `judge_tokens` applies) into a folder of its own in `built_format`, judge it, and move the fastest
+    that keeps the goal to `output`; returns the search's account (the pass's details)."""
     started = time.monotonic()
     judged = ctx.dataset.splits.get(ctx.dataset.source.calibration_split)
     if judged is None:
@@ -43,13 +45,13 @@ def search(ladder: list[Any], model: ModelFile, ctx, build: Callable[[Any, Path]
         trials.append(trial)
         try:
             build(settings, folder)
-            runner = make_runner(ModelFile(folder, ModelFormat.ONNX_GENAI, generative=True), threads=ctx.threads)
+            runner = make_runner(ModelFile(folder, built_format, generative=True), threads=ctx.threads)
             trial["metric"], trial["drop"], _ = scorer.judge(runner)
         except Exception as exc:  # one build that fails (builder, loading, inference) must not end the search
             trial["verdict"] = f"failed: {first_line(exc)}"
             ctx.log(f"trial {number} ({settings.trial_label}): {trial['verdict']}")
             continue
-        trial["sizeBytes"] = ModelFile(folder, ModelFormat.ONNX_GENAI).size_bytes
+        trial["sizeBytes"] = ModelFile(folder, built_format).size_bytes
         keeps = goal is None or trial["drop"] <= goal
         trial["verdict"] = "keeps the goal" if keeps else "exceeds the goal"
         ctx.log(f"trial {number} ({settings.trial_label}): {ctx.task.metric.value} {trial['metric']:.4f}, "
@@ -89,3 +91,23 @@ def _tokens_per_second(runners: dict, windows) -> dict[int, float]:
         for n in order[shift:] + order[:shift]:
             medians[n].append(1e9 / statistics.median(runners[n].generate(prompt, NEW_TOKENS).step_ns))
     return {n: statistics.median(values) for n, values in medians.items()}
+
+
+def report_section(name: str, details: dict[str, Any]) -> list[str]:
+    """report.md's account of a search: every build it judged."""
+    from ..report import goal_text, human_size
+
+    goal = details["goal"]
+    lines = [f"## Steered weight compression `{name}`", "",
+             f"{len(details['trials'])} build(s) judged on {details['judgedWindows']} window(s) of the calibration text "
+             f"against the pass's input ({goal['metric']}, goal: {goal_text(goal)}); those within the goal timed interleaved "
+             f"with the input ({details['inputTokensPerSecond']:.1f} tokens/s); {details['seconds']} s. "
+             f"Chosen: build {details['chosenTrial']}.", "",
+             "| build | settings | metric | drop | tokens/s | × input | size | verdict |", "|---|---|---|---|---|---|---|---|"]
+    for t in details["trials"]:
+        timed = "tokensPerSecond" in t
+        lines.append(f"| {t['number']}{' (chosen)' if t['number'] == details['chosenTrial'] else ''} | {t['settings']} | "
+                     + (f"{t['metric']:.4f} | {t['drop']:+.3f} | " if t["drop"] is not None else "– | – | ")
+                     + (f"{t['tokensPerSecond']:.1f} | {t['speedupVsInput']:.2f}× | " if timed else "– | – | ")
+                     + (f"{human_size(t['sizeBytes'])} | " if "sizeBytes" in t else "– | ") + f"{t['verdict']} |")
+    return lines + [""]

@@ -113,9 +113,9 @@ class OnnxGenAI(OptimizationPass):
         return GenAiRunner.unavailable(Processor.CPU)  # what it builds runs there, or nowhere
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        from ..llm.loading import check_round_trip
+        from ..llm.loading import check_round_trip, checkpoint_input
 
-        source, tokenizer, sample = self._builder_input(model, ctx)
+        source, tokenizer, sample = checkpoint_input(model, ctx)
 
         def build(settings: OnnxGenAIPass, output: Path) -> None:
             with tempfile.TemporaryDirectory(prefix="genai-") as cache:
@@ -132,55 +132,18 @@ class OnnxGenAI(OptimizationPass):
             # FP32 weights, read in seconds instead of de-quantized again)
             reference = ModelFile(source, ModelFormat.HUGGING_FACE, generative=True) if source != model.path else model
             ladder = settings.ladder()
-            self.details = search(ladder, reference, ctx, build, ctx.output_dir)
+            self.details = search(ladder, reference, ctx, build, ctx.output_dir, ModelFormat.ONNX_GENAI)
             settings = ladder[self.details["chosenTrial"] - 1]
         else:
             build(settings, ctx.output_dir)
         return ModelFile(ctx.output_dir, ModelFormat.ONNX_GENAI, settings.precision_label, generative=True)
 
-    @staticmethod
-    def _builder_input(model: ModelFile, ctx: PassContext):
-        """(checkpoint folder the builder reads, the source's tokenizer, a sample of the evaluation
-        text to check tokenizers on). A GGUF model is written as a checkpoint beside the candidates'
-        folders, in the run's scratch ("_" starts no candidate name): every OnnxGenAI pass of the run
-        reuses it, and its tokenizer, checked against the GGUF's when it was written."""
-        from ..huggingface import read_config
-        from ..llm.loading import load_causal_lm, load_tokenizer, save_checkpoint
-
-        first_window = ctx.dataset.evaluation.inputs["input_ids"][0]
-        if model.format is not ModelFormat.GGUF:
-            read_config(model.path)  # the loader's rules (safetensors only, no remote code) before the builder reads it
-            tokenizer = load_tokenizer(model)
-            return model.path, tokenizer, tokenizer.decode(first_window)
-        folder = ctx.output_dir.parent / f"_{model.path.stem}-checkpoint"
-        written = (folder / "config.json").is_file()
-        tokenizer = load_tokenizer(ModelFile(folder, ModelFormat.HUGGING_FACE) if written else model)
-        sample = tokenizer.decode(first_window)
-        if not written:
-            ctx.log("writing the GGUF model as a checkpoint folder for the builder")
-            save_checkpoint(load_causal_lm(model), tokenizer, folder, sample)
-        return folder, tokenizer, sample
-
     @classmethod
     def report_section(cls, name: str, details: dict[str, Any]) -> list[str]:
         """precision Auto: every build the search judged."""
-        from ..report import goal_text, human_size
+        from ..llm.search import report_section
 
-        goal = details["goal"]
-        limit = goal_text(goal)
-        lines = [f"## Steered weight compression `{name}`", "",
-                 f"{len(details['trials'])} build(s) judged on {details['judgedWindows']} window(s) of the calibration text "
-                 f"against the pass's input ({goal['metric']}, goal: {limit}); those within the goal timed interleaved with "
-                 f"the input ({details['inputTokensPerSecond']:.1f} tokens/s); {details['seconds']} s. "
-                 f"Chosen: build {details['chosenTrial']}.", "",
-                 "| build | settings | metric | drop | tokens/s | × input | size | verdict |", "|---|---|---|---|---|---|---|---|"]
-        for t in details["trials"]:
-            timed = "tokensPerSecond" in t
-            lines.append(f"| {t['number']}{' (chosen)' if t['number'] == details['chosenTrial'] else ''} | {t['settings']} | "
-                         + (f"{t['metric']:.4f} | {t['drop']:+.3f} | " if t["drop"] is not None else "– | – | ")
-                         + (f"{t['tokensPerSecond']:.1f} | {t['speedupVsInput']:.2f}× | " if timed else "– | – | ")
-                         + (f"{human_size(t['sizeBytes'])} | " if "sizeBytes" in t else "– | ") + f"{t['verdict']} |")
-        return lines + [""]
+        return report_section(name, details)
 
     def _build(self, settings: OnnxGenAIPass, source: Path, output: Path, cache: Path) -> None:
         command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(output),
