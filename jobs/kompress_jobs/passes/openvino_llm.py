@@ -11,7 +11,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import Field, model_validator
 
 from ..errors import PassError
@@ -196,8 +195,10 @@ class OpenVinoCausalLM(OptimizationPass):
                 shutil.copy2(path, output / path.name)
 
 
-def _calibration_feeds(ctx: PassContext, windows: int) -> list[dict[str, np.ndarray]]:
+def _calibration_feeds(ctx: PassContext, windows: int) -> list[dict]:
     """The stateful model's inputs for whole windows of the calibration text (an empty cache each)."""
+    import numpy as np  # the job's: the operator imports the passes to plan, without numpy
+
     split = ctx.dataset.splits.get(ctx.dataset.source.calibration_split)
     if split is None:
         raise PassError(f"the data-aware options read the text after task.evaluationTokens (split "
