@@ -13,15 +13,16 @@ import sys
 import tempfile
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
 from ..errors import PassError
 from ..modelfile import ModelFile
 from ..sources import ModelFormat
-from .base import OptimizationPass, PassContext, failing_as, register
+from .base import PassContext, failing_as, register
 from .settings import PassSettings
+from .steered import SteeredBuildPass
 
 
 class GenAiPrecision(str, Enum):
@@ -100,11 +101,8 @@ class OnnxGenAIPass(PassSettings):
 
 
 @register(OnnxGenAIPass)
-class OnnxGenAI(OptimizationPass):
-    technique = "weight-compression"
-    accepts = frozenset({ModelFormat.HUGGING_FACE, ModelFormat.GGUF})
+class OnnxGenAI(SteeredBuildPass):
     output_format = ModelFormat.ONNX_GENAI
-    generative = True
 
     def not_applicable_reason(self) -> str | None:
         from ..runtimes.base import Processor
@@ -124,26 +122,8 @@ class OnnxGenAI(OptimizationPass):
             with failing_as("the built model's tokenizer check"):
                 check_round_trip(tokenizer, output, sample)
 
-        settings = self.spec
-        if settings.precision is GenAiPrecision.AUTO:
-            from ..llm.search import search
-
-            # judged against the input's weights; from the checkpoint folder when it was GGUF (the same
-            # FP32 weights, read in seconds instead of de-quantized again)
-            reference = ModelFile(source, ModelFormat.HUGGING_FACE, generative=True) if source != model.path else model
-            ladder = settings.ladder()
-            self.details = search(ladder, reference, ctx, build, ctx.output_dir, ModelFormat.ONNX_GENAI)
-            settings = ladder[self.details["chosenTrial"] - 1]
-        else:
-            build(settings, ctx.output_dir)
+        settings = self.build_steered(model, source, ctx, build, self.spec.precision is GenAiPrecision.AUTO)
         return ModelFile(ctx.output_dir, ModelFormat.ONNX_GENAI, settings.precision_label, generative=True)
-
-    @classmethod
-    def report_section(cls, name: str, details: dict[str, Any]) -> list[str]:
-        """precision Auto: every build the search judged."""
-        from ..llm.search import report_section
-
-        return report_section(name, details)
 
     def _build(self, settings: OnnxGenAIPass, source: Path, output: Path, cache: Path) -> None:
         command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(output),

@@ -16,9 +16,10 @@ from pydantic import Field, model_validator
 from ..errors import PassError
 from ..modelfile import ModelFile
 from ..sources import ModelFormat
-from .base import OptimizationPass, PassContext, failing_as, register
+from .base import PassContext, failing_as, register
 from .quantize import quiet_library
 from .settings import PassSettings
+from .steered import SteeredBuildPass
 
 
 class OvWeights(str, Enum):
@@ -109,11 +110,8 @@ class OpenVinoCausalLMPass(PassSettings):
 
 
 @register(OpenVinoCausalLMPass)
-class OpenVinoCausalLM(OptimizationPass):
-    technique = "weight-compression"
-    accepts = frozenset({ModelFormat.HUGGING_FACE, ModelFormat.GGUF})
+class OpenVinoCausalLM(SteeredBuildPass):
     output_format = ModelFormat.OPENVINO_CAUSAL_LM
-    generative = True
 
     def not_applicable_reason(self) -> str | None:
         import importlib.util
@@ -124,7 +122,7 @@ class OpenVinoCausalLM(OptimizationPass):
         return f"{' and '.join(missing)} not installed in this image" if missing else exporter_missing()
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        from ..llm.loading import checkpoint_input
+        from ..llm.loading import check_round_trip, checkpoint_input
 
         source, tokenizer, sample = checkpoint_input(model, ctx)
         fp32 = self._exported(source, ctx)
@@ -132,29 +130,11 @@ class OpenVinoCausalLM(OptimizationPass):
         def build(settings: OpenVinoCausalLMPass, output: Path) -> None:
             ctx.log(f"building {settings.trial_label}")
             self._build(settings, fp32, source, output, ctx)
-            from ..llm.loading import check_round_trip
-
             with failing_as("the built model's tokenizer check"):
                 check_round_trip(tokenizer, output, sample)
 
-        settings = self.spec
-        if settings.weights is OvWeights.AUTO:
-            from ..llm.search import search
-
-            reference = ModelFile(source, ModelFormat.HUGGING_FACE, generative=True) if source != model.path else model
-            ladder = settings.ladder()
-            self.details = search(ladder, reference, ctx, build, ctx.output_dir, ModelFormat.OPENVINO_CAUSAL_LM)
-            settings = ladder[self.details["chosenTrial"] - 1]
-        else:
-            build(settings, ctx.output_dir)
+        settings = self.build_steered(model, source, ctx, build, self.spec.weights is OvWeights.AUTO)
         return ModelFile(ctx.output_dir, ModelFormat.OPENVINO_CAUSAL_LM, settings.precision_label, generative=True)
-
-    @classmethod
-    def report_section(cls, name: str, details: dict[str, Any]) -> list[str]:
-        """weights Auto: every build the search judged."""
-        from ..llm.search import report_section
-
-        return report_section(name, details)
 
     @staticmethod
     def _exported(source: Path, ctx: PassContext) -> Path:
