@@ -17,7 +17,6 @@ from pathlib import Path
 from ..errors import PassError
 
 EXPORTER_ENV = "KOMPRESS_OPENVINO_EXPORTER"
-XML, BIN = "openvino_model.xml", "openvino_model.bin"
 
 # FP32 on every size: left alone, the exporter compresses models of 1 B parameters or more to INT8
 _SCRIPT = """
@@ -47,6 +46,8 @@ def exporter_missing() -> str | None:
 def export(checkpoint: Path, output: Path) -> Path:
     """The checkpoint folder as a stateful FP32 IR in `output`; returns the .xml. PassError with the
     exporter's last line when it fails."""
+    from ..runtimes.openvino_causal_lm import XML
+
     reason = exporter_missing()
     if reason:
         raise PassError(reason)

@@ -140,7 +140,8 @@ class OpenVinoCausalLM(SteeredBuildPass):
     def _exported(source: Path, ctx: PassContext) -> Path:
         """The source as a stateful FP32 IR, exported once per run into its scratch (every
         OpenVinoCausalLM pass of the run starts from it); returns the .xml."""
-        from ..llm.openvino_export import XML, export
+        from ..llm.openvino_export import export
+        from ..runtimes.openvino_causal_lm import XML
 
         folder = ctx.output_dir.parent / f"_{source.name}-openvino"
         if not (folder / XML).is_file():
@@ -153,7 +154,7 @@ class OpenVinoCausalLM(SteeredBuildPass):
     def _build(settings: OpenVinoCausalLMPass, fp32: Path, source: Path, output: Path, ctx: PassContext) -> None:
         import openvino as ov
 
-        from ..llm.openvino_export import XML
+        from ..runtimes.openvino_causal_lm import XML
 
         ir = ov.Core().read_model(str(fp32))
         if settings.weights is not OvWeights.FP32:
@@ -177,14 +178,10 @@ class OpenVinoCausalLM(SteeredBuildPass):
 
 def _calibration_feeds(ctx: PassContext, windows: int) -> list[dict]:
     """The stateful model's inputs for whole windows of the calibration text (an empty cache each)."""
-    import numpy as np  # the job's: the operator imports the passes to plan, without numpy
+    from ..runtimes.openvino_causal_lm import stateful_feed
 
     split = ctx.dataset.splits.get(ctx.dataset.source.calibration_split)
     if split is None:
         raise PassError(f"the data-aware options read the text after task.evaluationTokens (split "
                         f"{ctx.dataset.source.calibration_split!r}); the text has not one more window there")
-    ids = split.take(windows).inputs["input_ids"]
-    length = ids.shape[1]
-    return [{"input_ids": row[None, :], "attention_mask": np.ones((1, length), np.int64),
-             "position_ids": np.arange(length, dtype=np.int64)[None, :], "beam_idx": np.zeros(1, np.int32)}
-            for row in ids.astype(np.int64)]
+    return [stateful_feed(row[None, :].astype("int64")) for row in split.take(windows).inputs["input_ids"]]

@@ -15,10 +15,18 @@ from ..modelfile import ModelFile
 from ..sources import ModelFormat
 from .base import Processor, first_line
 from .generative import GenerativeRunner
+from .openvino_runtime import compile_config
 from .registry import register
 
-XML = "openvino_model.xml"
-FEEDS = ("input_ids", "attention_mask", "position_ids", "beam_idx")
+XML, BIN, CONFIG = "openvino_model.xml", "openvino_model.bin", "config.json"  # optimum-intel's names
+
+
+def stateful_feed(ids: np.ndarray, past: int = 0) -> dict[str, np.ndarray]:
+    """The stateful model's inputs for `ids` after `past` tokens already in its cache."""
+    batch, length = ids.shape
+    return {"input_ids": ids, "attention_mask": np.ones((batch, past + length), np.int64),
+            "position_ids": np.broadcast_to(np.arange(past, past + length, dtype=np.int64), (batch, length)),
+            "beam_idx": np.arange(batch, dtype=np.int32)}  # each row keeps its own cache
 
 
 def check_folder(folder) -> None:
@@ -26,9 +34,9 @@ def check_folder(folder) -> None:
     where = f"model folder {folder}"
     if not folder.is_dir():
         raise ModelLoadError(f"{where}: not a folder (an OpenVINOCausalLM model is the folder optimum-intel writes)")
-    for name in (XML, "openvino_model.bin", "config.json"):
+    for name in (XML, BIN, CONFIG):
         if not (folder / name).is_file():
-            raise ModelLoadError(f"{where}: no {name} (an OpenVINOCausalLM folder holds {XML}, its .bin and config.json)")
+            raise ModelLoadError(f"{where}: no {name} (an OpenVINOCausalLM folder holds {XML}, its .bin and {CONFIG})")
 
 
 @register
@@ -60,24 +68,20 @@ class OpenVinoCausalLmRunner(GenerativeRunner):
         if not ir.get_sinks() or "beam_idx" not in names:
             raise ModelLoadError(f"model folder {model.path}: {XML} is not a stateful causal LM (its key/value cache "
                                  "is not inside the model); export it with optimum-intel's stateful export")
-        self._feeds = tuple(name for name in FEEDS if name in names)
+        self._feeds = names
+        # compressed weights or not, computed in f32 (compile_config leaves the hint to FP32 models alone)
+        config = compile_config(model, threads) | {"INFERENCE_PRECISION_HINT": "f32"}
         try:
-            self.compiled = core.compile_model(ir, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-                                                           "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32"})
+            self.compiled = core.compile_model(ir, "CPU", config)
         except Exception as exc:
             raise ModelLoadError(f"model folder {model.path}: OpenVINO cannot compile it: {first_line(exc)}") from None
         self.kv_cache_precision = self.compiled.get_property("KV_CACHE_PRECISION").get_type_name()
         self.request = self.compiled.create_infer_request()
-        config = json.loads((model.path / "config.json").read_text())
-        self.max_positions = config.get("max_position_embeddings")
+        self.max_positions = json.loads((model.path / CONFIG).read_text()).get("max_position_embeddings")
 
     def _infer(self, ids: np.ndarray, past: int) -> np.ndarray:
         """Logits of `ids` after `past` tokens already in the request's cache."""
-        batch, length = ids.shape
-        feed = {"input_ids": ids, "attention_mask": np.ones((batch, past + length), np.int64),
-                "position_ids": np.broadcast_to(np.arange(past, past + length, dtype=np.int64), (batch, length)),
-                "beam_idx": np.arange(batch, dtype=np.int32)}  # each row keeps its own cache
-        self.request.infer({name: feed[name] for name in self._feeds})
+        self.request.infer({name: value for name, value in stateful_feed(ids, past).items() if name in self._feeds})
         return self.request.get_tensor("logits").data
 
     def logits(self, ids: np.ndarray) -> np.ndarray:
