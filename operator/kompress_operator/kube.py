@@ -18,12 +18,7 @@ from kompress_jobs.schema import API_GROUP, API_VERSION, PLURAL
 from .run_ref import RESOURCE_LABEL, RunRef
 
 log = logging.getLogger(__name__)
-# (connect, read) seconds for every call: without it a connection that silently stops answering
-# (a dropped NAT entry, a restarted load balancer) would hang a handler thread for good.
-REQUEST_TIMEOUT = (10, 60)
-# Answers are taken as JSON, not turned into the client's model classes (and back to dicts):
-# that round trip cost about a fifth of the operator's CPU in a 200-resource burst.
-RAW = {"_request_timeout": REQUEST_TIMEOUT, "_preload_content": False}
+CONNECT_TIMEOUT = 10  # seconds
 
 
 def _json(response) -> Any:
@@ -51,20 +46,26 @@ def load_config(connections: int = 32) -> None:
 
 
 class Kube:
-    def __init__(self, api_client: client.ApiClient | None = None):
+    def __init__(self, api_client: client.ApiClient | None = None, timeout: float = 60.0):
         self.api = api_client or client.ApiClient()
+        # (connect, read) seconds for every call: without it a connection that silently stops answering
+        # (a dropped NAT entry, a restarted load balancer) would hang a handler thread for good.
+        self.timeout = (min(CONNECT_TIMEOUT, timeout), timeout)
+        # Answers are taken as JSON, not turned into the client's model classes (and back to dicts):
+        # that round trip cost about a fifth of the operator's CPU in a 200-resource burst.
+        self.raw = {"_request_timeout": self.timeout, "_preload_content": False}
         self.batch = client.BatchV1Api(self.api)
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
 
     def ping(self) -> None:
         """GET /version (open to every authenticated user): opens a pooled connection."""
-        _read(client.VersionApi(self.api).get_code(**RAW))
+        _read(client.VersionApi(self.api).get_code(**self.raw))
 
     def create_job(self, manifest: dict) -> bool:
         """True when created, False when a Job of that name already exists (idempotent)."""
         try:
-            _read(self.batch.create_namespaced_job(manifest["metadata"]["namespace"], manifest, **RAW))
+            _read(self.batch.create_namespaced_job(manifest["metadata"]["namespace"], manifest, **self.raw))
             return True
         except ApiException as exc:
             if exc.status == 409:
@@ -72,21 +73,21 @@ class Kube:
             raise
 
     def jobs_of(self, namespace: str, resource: str) -> list[dict]:
-        return _json(self.batch.list_namespaced_job(namespace, label_selector=f"{RESOURCE_LABEL}={resource}", **RAW))["items"]
+        return _json(self.batch.list_namespaced_job(namespace, label_selector=f"{RESOURCE_LABEL}={resource}", **self.raw))["items"]
 
     def delete_job(self, namespace: str, name: str) -> None:
         try:
-            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT)
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background", _request_timeout=self.timeout)
         except ApiException as exc:
             if exc.status != 404:
                 raise
 
     def pods_of_job(self, namespace: str, job: str) -> list[dict]:
-        return _json(self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}", **RAW))["items"]
+        return _json(self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}", **self.raw))["items"]
 
     def get_resource(self, namespace: str, name: str) -> dict | None:
         try:
-            return self.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT)
+            return self.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name, _request_timeout=self.timeout)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -99,7 +100,7 @@ class Kube:
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
         try:
-            _read(self.custom.patch_namespaced_custom_object_status(API_GROUP, API_VERSION, namespace, PLURAL, name, body, **RAW))
+            _read(self.custom.patch_namespaced_custom_object_status(API_GROUP, API_VERSION, namespace, PLURAL, name, body, **self.raw))
             return True
         except ApiException as exc:
             if exc.status == 404 or (exc.status == 409 and resource_version):
@@ -111,18 +112,18 @@ class Kube:
         spec = {"user": user.get("username"), "uid": user.get("uid"), "groups": user.get("groups") or [],
                 "extra": user.get("extra") or {}, "resourceAttributes": {"namespace": namespace, **attributes}}
         review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
-        status = _json(client.AuthorizationV1Api(self.api).create_subject_access_review(review, **RAW)).get("status") or {}
+        status = _json(client.AuthorizationV1Api(self.api).create_subject_access_review(review, **self.raw)).get("status") or {}
         return bool(status.get("allowed")), status.get("reason") or status.get("evaluationError") or ""
 
     def apply_webhook_configuration(self, configuration: dict) -> None:
         """Create the ValidatingWebhookConfiguration, or bring an existing one of that name up to date."""
         api = client.AdmissionregistrationV1Api(self.api)
         try:
-            _read(api.create_validating_webhook_configuration(configuration, **RAW))
+            _read(api.create_validating_webhook_configuration(configuration, **self.raw))
         except ApiException as exc:
             if exc.status != 409:
                 raise
-            _read(api.patch_validating_webhook_configuration(configuration["metadata"]["name"], configuration, **RAW))
+            _read(api.patch_validating_webhook_configuration(configuration["metadata"]["name"], configuration, **self.raw))
 
     def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the resource, as `kubectl describe` shows them."""
@@ -136,7 +137,7 @@ class Kube:
             source=client.V1EventSource(component="kompress-operator"), reporting_component="kompress-operator",
         )
         try:
-            _read(self.core.create_namespaced_event(meta["namespace"], body, **RAW))
+            _read(self.core.create_namespaced_event(meta["namespace"], body, **self.raw))
         except ApiException as exc:  # an event is best effort: never fail a reconciliation for it
             if exc.status == 403:
                 log.warning("cannot post Events in %s (Forbidden): grant `create` on events", meta["namespace"])

@@ -64,7 +64,7 @@ def configure(registry: kopf.OperatorRegistry, ours: OperatorSettings, kube: Kub
         settings.watching.connect_timeout = 10
         settings.watching.reconnect_backoff = 1.0
         settings.networking.connect_timeout = 10
-        settings.networking.request_timeout = 60  # Kopf's own patches, same reason as kube.REQUEST_TIMEOUT
+        settings.networking.request_timeout = ours.api_timeout  # Kopf's own patches, as for Kube's calls
         settings.watching.chunk_size = LIST_PAGE
         # The handlers keep no state of Kopf's in the resource (they read status.observedGeneration).
         settings.persistence.diffbase_storage = NoDiffBase()
@@ -86,7 +86,7 @@ def run(settings: OperatorSettings) -> None:
     load_config(connections=API_THREADS)
     metrics = OperatorMetrics()
     metrics.serve(settings.metrics_port, settings.metrics_host)
-    kube = Kube()
+    kube = Kube(timeout=settings.api_timeout)
     registry = build_registry(settings, kube, metrics)
     configure(registry, settings, kube)
     namespaces = list(settings.namespaces)

@@ -57,6 +57,9 @@ class OperatorSettings(BaseSettings):
     watch_server_timeout: int = Field(300, ge=1, description="seconds after which the API server ends each watch (Kopf resumes it)")
     watch_client_timeout: int = Field(330, ge=1, description="seconds after which the operator gives up on a silent watch "
                                                              "stream and opens a new one (keep it above the server timeout)")
+    api_timeout: float = Field(60.0, gt=0, description="seconds the operator waits for the API server's answer to one call "
+                                                       "before it gives up on the connection (a silently dropped one would "
+                                                       "otherwise hold a handler for good)")
     peering: str | None = Field(None, description="Kopf peering name, for more than one replica (default: standalone)")
     peering_priority: int = Field(default_factory=lambda: random.randint(1, 2**31 - 1), description=(
         "this replica's peering priority (default: random, so one replica serves and the others stand by; "

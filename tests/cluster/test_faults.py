@@ -70,7 +70,8 @@ def test_a_silently_dropped_watch_is_noticed_and_reestablished(cluster, namespac
     kubeconfig = tmp_path / "through-proxy"
     kubeconfig.write_text(yaml.safe_dump(config))
     try:
-        start_operator("--watch-server-timeout", "600", "--watch-client-timeout", "5", kubeconfig=kubeconfig)
+        # Calls already on a pooled connection the stall catches give up after --api-timeout, as watches do.
+        start_operator("--watch-server-timeout", "600", "--watch-client-timeout", "5", "--api-timeout", "5", kubeconfig=kubeconfig)
         # A spec only the operator refuses: it reads and writes through the proxy, no run needed.
         apply(cluster, namespace, resource("before", s3, passes=[{"type": "DynamicInt8"}]))
         wait_for(phase_is(cluster, namespace, "before", "Failed"), "the operator to judge a spec through the proxy")
