@@ -125,3 +125,20 @@ def test_a_rejected_candidate_is_never_on_the_pareto_front_however_small():
     assert {c.name for c in front} == {"baseline", "ok"}  # the baseline: no accepted candidate beats its drop of 0
     assert not pool[2].pareto_optimal and not pool[3].pareto_optimal
     assert pool[2].rejected_reasons and pool[3].rejected_reasons  # shown apart, with their reasons
+
+
+def test_the_steered_search_breaks_a_latency_tie_by_size_then_fidelity_as_the_ranking_does():
+    from kompress_jobs.passes.auto_quantize import Trial, choose_passing
+
+    def trial(number, p50, size, drop):
+        return Trial(number, "openvino", "x", {}, model=SizedModel(size), drop=drop, p50_ms=p50, verdict="meets the goal")
+
+    int8, bf16, slower_int8 = trial(1, 2.46, 19_000_000, 1.96), trial(2, 2.50, 74_000_000, 1.86), trial(3, 2.80, 18_000_000, 0.5)
+    # BF16 is within 5 % of INT8's time: a tie, which the smaller INT8 wins despite its larger drop;
+    # the trial 14 % slower is out of the tie however small and faithful.
+    assert choose_passing([bf16, slower_int8, int8], 0.05) is int8
+    # Same time and size within 1 %: the more faithful one.
+    twin = trial(4, 2.47, 19_100_000, 1.2)
+    assert choose_passing([int8, twin, bf16], 0.05) is twin
+    # Outside the tolerance the fastest wins outright.
+    assert choose_passing([bf16, int8], 0.01) is int8 and choose_passing([trial(5, 2.0, 74_000_000, 1.9), int8], 0.05).number == 5

@@ -95,14 +95,15 @@ def non_dominated(items: list[T], point: Callable[[T], tuple[float, ...]]) -> li
     return [item for item, mine in points if not any(beats(other, mine) for o, other in points if o is not item)]
 
 
-Criterion = tuple[Callable[[Candidate], float], Callable[[float], float]]
+Criterion = tuple[Callable[[T], float], Callable[[float], float]]  # a key, and how far from the best counts as a tie
+SIZE_TIE = 0.01  # sizes within 1 % are equal: a little metadata is no reason to prefer one
 
 
 def rank(candidates: list[Candidate], goals: Goals, benchmark: Benchmark) -> list[Candidate]:
     """Accepted candidates best first; sets each one's rank. Empty when none met the goals."""
     batch = primary_batch_size(goals, benchmark)
     latency: Criterion = (lambda c: c.latency[batch].p50_ms, lambda best: best * benchmark.tie_tolerance)
-    size: Criterion = (lambda c: float(c.size_bytes), lambda best: best * 0.01)
+    size: Criterion = (lambda c: float(c.size_bytes), lambda best: best * SIZE_TIE)
     quality: Criterion = (lambda c: c.metric_drop, lambda best: 0.0)
     order = {
         Objective.LATENCY: [latency, size, quality],
@@ -113,7 +114,7 @@ def rank(candidates: list[Candidate], goals: Goals, benchmark: Benchmark) -> lis
     pool = [c for c in candidates if c.accepted]
     ranked = []
     while pool:
-        best = _pick(pool, order)
+        best = pick_within_ties(pool, order)
         ranked.append(best)
         pool.remove(best)
     for position, candidate in enumerate(ranked, start=1):
@@ -121,7 +122,8 @@ def rank(candidates: list[Candidate], goals: Goals, benchmark: Benchmark) -> lis
     return ranked
 
 
-def _pick(pool: list[Candidate], criteria: list[Criterion]) -> Candidate:
+def pick_within_ties(pool: list[T], criteria: list[Criterion]) -> T:
+    """The best by the first criterion; those within its tolerance of the best are judged by the next."""
     for key, tolerance in criteria:
         best = min(key(c) for c in pool)
         pool = [c for c in pool if key(c) <= best + tolerance(best)]

@@ -21,6 +21,7 @@ from pydantic import Field, field_validator
 from ..errors import PassError
 from ..hardware import cpu_lacks
 from ..modelfile import ModelFile
+from ..selection import SIZE_TIE, pick_within_ties
 from ..sources import ModelFormat
 from .base import OptimizationPass, PassContext, register
 from .settings import PassSettings
@@ -121,6 +122,15 @@ class Trial:
                 "fallbackNodes": self.fallback, "metric": self.metric, "drop": self.drop, "fidelity": self.fidelity,
                 "p50Ms": self.p50_ms, "speedupVsInput": self.speedup,
                 "sizeBytes": self.model.size_bytes if self.model else None, "verdict": self.verdict}
+
+
+def choose_passing(passing: list[Trial], tie_tolerance: float) -> Trial:
+    """The fastest trial that keeps the goal; within the tie tolerance (each trial is timed against its
+    input, not against the others, so small gaps are noise) the smaller, then the more faithful: the
+    order the selection ranks candidates in."""
+    return pick_within_ties(passing, [(lambda t: t.p50_ms, lambda best: best * tie_tolerance),
+                                      (lambda t: float(t.model.size_bytes), lambda best: best * SIZE_TIE),
+                                      (lambda t: t.drop, lambda best: 0.0)])
 
 
 @register(AutoQuantizePass)
@@ -261,9 +271,7 @@ class SteeredSearch:
     def _choose(self) -> ModelFile:
         passing = [t for t in self.trials if t.passes]
         if passing:
-            fastest = min(t.p50_ms for t in passing)
-            tied = [t for t in passing if t.p50_ms <= fastest * (1 + self.ctx.benchmark.tie_tolerance)]
-            self.chosen = min(tied, key=lambda t: (t.drop, t.p50_ms))
+            self.chosen = choose_passing(passing, self.ctx.benchmark.tie_tolerance)
         else:
             measured = [t for t in self.trials if t.model is not None]
             if not self.trials:
