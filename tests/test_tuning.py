@@ -113,7 +113,9 @@ def _completed_trials(journal: Path, scratch: Path) -> dict[int, dict]:
 
 
 def test_a_study_killed_midway_resumes_where_it_stopped(write_spec, tmp_path):
-    spec = write_spec(passes=[NARROW], tuning={"trials": 8, "searchSpace": [AMOUNT, LEARNING_RATE]})
+    # The target is an OpenVINO IR: a model of two files (.xml and .bin), both kept for the resumed run.
+    spec = write_spec(passes=[NARROW, {"type": "OnnxExport"}, {"type": "OpenVinoConvert"}],
+                      tuning={"trials": 8, "searchSpace": [AMOUNT, LEARNING_RATE]})
     out, scratch = tmp_path / "out", tmp_path / "scratch"
     scratch.mkdir()
     command = [sys.executable, "-m", "kompress_jobs.cli", "optimize", str(spec), "--output", str(out)]
@@ -146,7 +148,16 @@ def test_a_study_killed_midway_resumes_where_it_stopped(write_spec, tmp_path):
     rerun = [n for n in range(8) if f"tuning: trial {n}:" in log]
     assert rerun == list(range(resumed, 8))
     # Trials the first attempt ran can still become candidates: their models came from the store.
-    assert all(c["outcome"] == "Measured" for c in report["candidates"])
+    assert all(c["outcome"] == "Measured" for c in report["candidates"]), [c.get("error") for c in report["candidates"]]
+
+    # The same spec again: the study is over, so every kept trial comes back from the store (.xml and .bin).
+    third = subprocess.run(command, capture_output=True, text=True, env=os.environ)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "resuming study" in third.stdout + third.stderr and "tuning: trial " not in third.stdout + third.stderr  # none run or left out
+    latest = max(out.glob("default/test-run/runs/*/report.json"), key=lambda p: p.stat().st_mtime)
+    again = json.loads(latest.read_text())
+    kept = [c for c in again["candidates"] if c["name"] in again["tuning"]["selected"]]
+    assert kept and all(c["outcome"] == "Measured" and c["format"] == "OpenVINO" for c in kept), kept
 
 
 @pytest.mark.parametrize("tuning, message", [

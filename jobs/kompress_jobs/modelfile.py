@@ -48,6 +48,13 @@ class ModelFile:
             return (self.path, self.path.with_suffix(".bin"), *self.extra_files)
         return (self.path, *self.extra_files)
 
+    def relative_files(self) -> dict[str, Path]:
+        """`files` by the names they are stored under together: a folder's files below the folder's
+        name, the others by their own (an IR's .bin and external data sit beside the model)."""
+        if self.path.is_dir():
+            return {f"{self.path.name}/{p.relative_to(self.path).as_posix()}": p for p in self.files}
+        return {p.name: p for p in self.files}
+
     @property
     def size_bytes(self) -> int:
         """The model's size: a checkpoint counts its config and weights, not its tokenizer."""

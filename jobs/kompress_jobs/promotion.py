@@ -170,7 +170,7 @@ def promote(store: ArtifactStore, run_id: str, pick: Candidate, result: Candidat
     than this one and `previous` (the one a reader may still be fetching) are removed after; with
     no usable previous pointer (`previous` None) none are, since which ones matter is unknown."""
     release = f"{RELEASES}/{run_id}"
-    files = _relative_files(pick.model)
+    files = pick.model.relative_files()
     pointer = _pointer(run_id, pick, result, report, release, files)
     uploaded: list[str] = []
     try:
@@ -189,12 +189,6 @@ def promote(store: ArtifactStore, run_id: str, pick: Candidate, result: Candidat
     if previous:
         _prune_releases(store, keep={run_id, previous})
     return pointer
-
-
-def _relative_files(model: ModelFile) -> dict[str, Path]:
-    if model.path.is_dir():
-        return {f"{model.path.name}/{p.relative_to(model.path).as_posix()}": p for p in model.files}
-    return {p.name: p for p in model.files}
 
 
 def _pointer(run_id: str, pick: Candidate, result: CandidateResult, report: Report, release: str,

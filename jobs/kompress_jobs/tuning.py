@@ -198,7 +198,8 @@ class Study:
         for goal, value in self._constraint_values(measured).items():
             trial.set_constraint(goal, value)
         trial.set_user_attr("model", {"file": result.model.path.name, "format": result.model.format.value,
-                                      "precision": result.model.precision, **runs_on(result.model)})
+                                      "precision": result.model.precision, **runs_on(result.model),
+                                      "extraFiles": [p.name for p in result.model.extra_files]})
         self.local_models[trial.number] = result.model
         return tuple(measured[_metric_name(o)] for o in self.tuning.objectives)
 
@@ -269,7 +270,8 @@ class Study:
                 # Saved before the journal that records it, so a resumed study never names a missing model.
                 # Any trial among the best when it finished: later trials can only push it out, not back in.
                 model = self.local_models[trial.number]
-                self.store.put(model.path, f"{self.key}/trials/{trial.number}/{model.path.name}")
+                for name, path in model.relative_files().items():  # every file: an IR's .bin, a folder's files
+                    self.store.put(path, f"{self.key}/trials/{trial.number}/{name}")
         elif trial.state is TrialState.FAIL:
             self.progress(f"tuning: trial {trial.number} failed: {trial.user_attrs.get('error', 'see the log above')}")
         if self.storage_url is None:
@@ -316,13 +318,18 @@ class Study:
         if trial.number in self.local_models:
             return self.local_models[trial.number]
         saved = trial.user_attrs["model"]
-        file = safe_key(str(saved["file"]), f"trial {trial.number}'s model file")  # the study is shared: never trust a path in it
-        local = self.scratch / f"saved-{trial.number}" / file
-        if not self.store.get(f"{self.key}/trials/{trial.number}/{file}", local):
-            return None
+        what = f"trial {trial.number}'s model file"  # the study is shared: never trust a path in it
+        prefix, folder = f"{self.key}/trials/{trial.number}/", self.scratch / f"saved-{trial.number}"
+        for key in self.store.list(prefix):
+            self.store.get(key, folder / safe_key(key[len(prefix):], what))
         from .sources import ModelFormat
 
-        return ModelFile(local, ModelFormat(saved["format"]), saved["precision"], **runs_on_from(saved))
+        model = ModelFile(folder / safe_key(str(saved["file"]), what), ModelFormat(saved["format"]), saved["precision"],
+                          extra_files=tuple(folder / safe_key(str(name), what) for name in saved.get("extraFiles", ())),
+                          **runs_on_from(saved))
+        if not model.path.exists() or not all(p.is_file() for p in model.files):
+            return None  # a study saved before every file was kept (an IR without its .bin) is left out, not half-loaded
+        return model
 
     def _report(self, study, best: list, finished_before: int) -> TuningReport:
         storage = f"postgresql://{where(self.storage_url)}" if self.storage_url else self.store.uri(f"{self.key}/journal.log")
