@@ -133,3 +133,27 @@ def test_a_torchscript_model_runs_on_cuda_with_the_cpu_outputs_and_a_device_prof
     assert profile["profiler"] == "pytorch" and profile["totalMs"] > 0, profile
     energy = energy_per_call(gpu, batch, calls=200)
     assert energy["measurable"] and energy["source"].startswith("NVML") and energy["joulesPerCall"] > 0, energy
+
+
+def test_a_model_back_from_the_store_runs_as_the_spec_says_what_its_files_do_not(tmp_path):
+    """A tuning trial's or a promoted checkpoint keeps the spec's head, pooling and input names."""
+    from pathlib import Path
+
+    from kompress_jobs.modelfile import Processor, stored_as_spec_runs_it
+    from kompress_jobs.specfile import resource_from_dict
+
+    from .conftest import resource_dict
+
+    checkpoint = resource_from_dict(resource_dict(
+        model={"uri": "models/bert", "format": "HuggingFace", "huggingFace": {"head": "FeatureExtraction", "pooling": "Mean"}},
+        data={"uri": "data/s.jsonl", "text": {"column": "text"}}, passes=[{"type": "OnnxExport"}],
+        task={"type": "Fidelity", "metric": "CosineSimilarity"})).spec
+    names = ("input_ids", "attention_mask")
+    model = stored_as_spec_runs_it(tmp_path / "bert", ModelFormat.HUGGING_FACE, "bf16", checkpoint, names,
+                                   record={"device": "cpu", "compile_mode": "default"})
+    assert model.options == checkpoint.model.hugging_face and model.options.pooling.value == "Mean"
+    assert model.input_names == names and not model.generative and model.precision == "bf16"
+    assert (model.device, model.compile_mode) == (Processor.CPU, "default")
+    # Files that name their own inputs (ONNX, an IR with its .bin beside it) take nothing from the checkpoint's options.
+    ir = stored_as_spec_runs_it(tmp_path / "m.xml", ModelFormat.OPENVINO, "fp32", checkpoint, names, (Path("x.data"),))
+    assert ir.options is None and ir.input_names == () and ir.extra_files == (Path("x.data"),) and ir.device is None

@@ -81,3 +81,15 @@ def runs_on_from(record) -> dict:
     device = get("device")
     return {"device": Processor(device) if device else None, "compile_mode": get("compile_mode") or None,
             "execution_provider": get("execution_provider") or None}
+
+
+def stored_as_spec_runs_it(path: Path, model_format: ModelFormat, precision: str, spec, input_names: tuple[str, ...],
+                           extra_files: tuple[Path, ...] = (), record=None) -> ModelFile:
+    """A model that comes back from the store (a promoted release, a tuning trial's) with what its files
+    do not say, taken from the spec as for the input model: a checkpoint's head and pooling and the
+    tokenizer's input names, whether it generates; and where it runs, from its record (runs_on)."""
+    checkpoint = model_format is ModelFormat.HUGGING_FACE and not spec.task.generative
+    return ModelFile(path, model_format, precision=precision, extra_files=extra_files,
+                     options=spec.model.hugging_face if checkpoint else None,
+                     input_names=input_names if checkpoint else (), generative=spec.task.generative,
+                     **runs_on_from(record or {}))

@@ -28,7 +28,7 @@ from .digest import sha256
 from .errors import KompressError, StoreError
 from .goals import Objective
 from .layout import resource_prefix
-from .modelfile import ModelFile, runs_on, runs_on_from
+from .modelfile import ModelFile, runs_on, stored_as_spec_runs_it
 from .plan import BASELINE
 from .promoted import (
     MIRROR,
@@ -107,12 +107,8 @@ def read_current(store: ArtifactStore, scratch: Path, spec: ModelOptimizationSpe
     except PromotionError as exc:
         return Current(pointer, problem=str(exc))
     in_release = lambda path: local / release_relative(pointer, path, store)  # noqa: E731
-    hugging_face = model_format is ModelFormat.HUGGING_FACE and not spec.task.generative
-    return Current(pointer, ModelFile(in_release(model.path), model_format, precision=model.precision,
-                                      extra_files=tuple(in_release(p) for p in model.extra_files),
-                                      options=spec.model.hugging_face if hugging_face else None,
-                                      input_names=input_names if hugging_face else (),
-                                      generative=spec.task.generative, **runs_on_from(model)))
+    return Current(pointer, stored_as_spec_runs_it(in_release(model.path), model_format, model.precision, spec, input_names,
+                                                   tuple(in_release(p) for p in model.extra_files), record=model))
 
 
 def contender(current: Current) -> Candidate:

@@ -36,7 +36,7 @@ from .passes import build_pass
 from .passes.training import first_output
 from .plan import Step
 from .quality import Scorer, predict
-from .modelfile import runs_on, runs_on_from
+from .modelfile import runs_on, stored_as_spec_runs_it
 from .runtimes import ModelFile, make_runner
 from .schema import ModelOptimizationSpec, ObjectMeta
 from .search_space import SearchParameter, TuningPlan, with_values
@@ -324,9 +324,9 @@ class Study:
             self.store.get(key, folder / safe_key(key[len(prefix):], what))
         from .sources import ModelFormat
 
-        model = ModelFile(folder / safe_key(str(saved["file"]), what), ModelFormat(saved["format"]), saved["precision"],
-                          extra_files=tuple(folder / safe_key(str(name), what) for name in saved.get("extraFiles", ())),
-                          **runs_on_from(saved))
+        model = stored_as_spec_runs_it(folder / safe_key(str(saved["file"]), what), ModelFormat(saved["format"]),
+                                       saved["precision"], self.spec, self.input_names,
+                                       tuple(folder / safe_key(str(name), what) for name in saved.get("extraFiles", ())), saved)
         if not model.path.exists() or not all(p.is_file() for p in model.files):
             return None  # a study saved before every file was kept (an IR without its .bin) is left out, not half-loaded
         return model
