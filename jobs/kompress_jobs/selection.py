@@ -6,14 +6,13 @@ criterion, so the pick does not hang on timing noise.
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from typing import Callable
 
 from .candidates import Candidate
 from .goals import Benchmark, Goals, Objective
 from .quality import drop_unit
 from .tasks import Metric
-
-T = TypeVar("T")
+from .ties import SIZE_TIE, Criterion, T, pick_within_ties
 
 
 def primary_batch_size(goals: Goals, benchmark: Benchmark) -> int:
@@ -95,8 +94,6 @@ def non_dominated(items: list[T], point: Callable[[T], tuple[float, ...]]) -> li
     return [item for item, mine in points if not any(beats(other, mine) for o, other in points if o is not item)]
 
 
-Criterion = tuple[Callable[[T], float], Callable[[float], float]]  # a key, and how far from the best counts as a tie
-SIZE_TIE = 0.01  # sizes within 1 % are equal: a little metadata is no reason to prefer one
 
 
 def rank(candidates: list[Candidate], goals: Goals, benchmark: Benchmark) -> list[Candidate]:
@@ -120,13 +117,3 @@ def rank(candidates: list[Candidate], goals: Goals, benchmark: Benchmark) -> lis
     for position, candidate in enumerate(ranked, start=1):
         candidate.rank = position
     return ranked
-
-
-def pick_within_ties(pool: list[T], criteria: list[Criterion]) -> T:
-    """The best by the first criterion; those within its tolerance of the best are judged by the next."""
-    for key, tolerance in criteria:
-        best = min(key(c) for c in pool)
-        pool = [c for c in pool if key(c) <= best + tolerance(best)]
-        if len(pool) == 1:
-            break
-    return min(pool, key=lambda c: tuple(key(c) for key, _ in criteria))

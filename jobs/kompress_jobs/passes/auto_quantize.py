@@ -21,7 +21,7 @@ from pydantic import Field, field_validator
 from ..errors import PassError
 from ..hardware import cpu_lacks
 from ..modelfile import ModelFile
-from ..selection import SIZE_TIE, pick_within_ties
+from ..ties import SIZE_TIE, pick_within_ties
 from ..sources import ModelFormat
 from .base import OptimizationPass, PassContext, register
 from .settings import PassSettings
