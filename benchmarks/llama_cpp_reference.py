@@ -15,7 +15,8 @@ import statistics as st
 import sys
 import time
 
-sys.path.append(os.environ.get("LLAMA_CPP_SITE", ""))
+if os.environ.get("LLAMA_CPP_SITE"):  # llama.cpp built beside the venv (see above)
+    sys.path.append(os.environ["LLAMA_CPP_SITE"])
 try:
     from llama_cpp import Llama
 except ImportError:

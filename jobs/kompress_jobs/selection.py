@@ -94,8 +94,6 @@ def non_dominated(items: list[T], point: Callable[[T], tuple[float, ...]]) -> li
     return [item for item, mine in points if not any(beats(other, mine) for o, other in points if o is not item)]
 
 
-
-
 def rank(candidates: list[Candidate], goals: Goals, benchmark: Benchmark) -> list[Candidate]:
     """Accepted candidates best first; sets each one's rank. Empty when none met the goals."""
     batch = primary_batch_size(goals, benchmark)
