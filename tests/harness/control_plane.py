@@ -1,6 +1,7 @@
 """A real Kubernetes control plane on loopback (the envtest approach): etcd, kube-apiserver with
 RBAC and static-token users, and kube-controller-manager running the Job controller and the
-garbage collector. No kubelet: tests/harness/node.py plays the node."""
+garbage collector (and, when a test asks, the Deployment, ReplicaSet, Endpoints and disruption
+controllers). No kubelet: tests/harness/node.py plays the node."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "kompress-admin-token"
+CONTROLLERS = ("job", "garbagecollector", "serviceaccount", "serviceaccount-token", "namespace", "ttl-after-finished",
+               "resourcequota", "clusterrole-aggregation")
 
 
 def free_port() -> int:
@@ -72,9 +75,10 @@ def _wait(condition, what: str, timeout: float, process: subprocess.Popen | None
 
 class ControlPlane:
     def __init__(self, assets: Path, users: list[User] = (), apiserver_args: list[str] = (),
-                 controller_manager_args: list[str] = ()):
+                 controller_manager_args: list[str] = (), extra_controllers: tuple[str, ...] = ()):
         self.assets = assets
         self.apiserver_args, self.controller_manager_args = list(apiserver_args), list(controller_manager_args)
+        self.controllers = [*CONTROLLERS, *extra_controllers]
         self.dir = Path(tempfile.mkdtemp(prefix="kompress-cp-"))
         self.users = [User("admin", ADMIN_TOKEN, ("system:masters",)), *users]
         self.processes: dict[str, subprocess.Popen] = {}
@@ -160,7 +164,7 @@ class ControlPlane:
         self._spawn("kube-controller-manager", [
             str(self.assets / "kube-controller-manager"),
             "--kubeconfig", str(self.kubeconfig()),
-            "--controllers", "job,garbagecollector,serviceaccount,serviceaccount-token,namespace,ttl-after-finished,resourcequota,clusterrole-aggregation",
+            "--controllers", ",".join(self.controllers),
             "--leader-elect=false", "--port=0", "--secure-port=0",
             "--service-account-private-key-file", str(self.dir / "sa.key"),
             "--root-ca-file", str(self.dir / "certs" / "apiserver.crt"),

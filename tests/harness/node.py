@@ -3,7 +3,14 @@ as a local process with the Pod's environment, and writes the Pod's status back 
 termination message), so the real Job controller completes, retries or fails the Job.
 
 Container paths are mapped to a folder per Pod: emptyDir mounts (and environment values under
-them) point into it, and the termination log is read from it.
+them) point into it, Secret volumes are written into it as a kubelet mounts them, and the
+termination log is read from it. A mounted ServiceAccount token becomes the process's KUBECONFIG
+(in-cluster configuration reads fixed paths).
+
+With a PodNetwork (pod_network.py) each Pod gets addresses of its own and turns Ready only when
+its readiness probe answers, so the real Endpoints controller routes to it as in a cluster. A
+deleted Pod stops as a kubelet stops it: its preStop hook, SIGTERM, SIGKILL at the end of its
+grace period, then the deletion is confirmed.
 """
 
 from __future__ import annotations
@@ -15,13 +22,20 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
+import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from .pod_network import PodNetwork
+
 NODE_NAME = "kompress-test-node"
+JOB_PODS = "app.kubernetes.io/managed-by=kompress"
+TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"  # where a kubelet mounts the ServiceAccount token
 
 
 def _now() -> str:
@@ -29,15 +43,21 @@ def _now() -> str:
 
 
 class PodRunner:
-    def __init__(self, api: client.ApiClient, bin_dir: Path, extra_env: dict[str, str] | None = None):
+    def __init__(self, api: client.ApiClient, bin_dir: Path, extra_env: dict[str, str] | None = None,
+                 selector: str = JOB_PODS, network: PodNetwork | None = None):
         self.core = client.CoreV1Api(api)
+        self.server = api.configuration.host
         self.bin_dir = bin_dir  # where the Pod's command (e.g. `kompress`) is found
         self.extra_env = extra_env or {}
+        self.selector, self.network = selector, network
         self.root = Path(tempfile.mkdtemp(prefix="kompress-node-"))
         self.running: dict[str, tuple[subprocess.Popen, Path, str]] = {}  # uid -> process, dir, started
         self.seen: set[str] = set()
+        self.terminating: set[str] = set()
         self.started_pods: list[str] = []  # namespace/name of every Pod started, in order
         self.names: dict[str, tuple[str, str, str, str]] = {}  # uid -> namespace, name, container, image
+        self.addresses: dict[str, tuple[str, str]] = {}  # uid -> the Pod's IPv4 and IPv6 address
+        self.envs: dict[str, dict[str, str]] = {}  # uid -> the process's environment (for its preStop hook)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pod-runner", daemon=True)
         self.errors: list[str] = []
@@ -52,6 +72,8 @@ class PodRunner:
         for process, _, _ in self.running.values():
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
+        if self.network:
+            self.network.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _loop(self) -> None:
@@ -63,42 +85,42 @@ class PodRunner:
             self._stop.wait(0.25)
 
     def _tick(self) -> None:
-        pods = self.core.list_pod_for_all_namespaces(label_selector="app.kubernetes.io/managed-by=kompress").items
+        pods = self.core.list_pod_for_all_namespaces(label_selector=self.selector).items
         present = set()
         for pod in pods:
             uid = pod.metadata.uid
             present.add(uid)
             if pod.metadata.deletion_timestamp is not None:
-                # As a kubelet does: stop the container, then confirm the deletion.
-                self._kill(uid)
-                try:
-                    self.core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0)
-                except ApiException as exc:
-                    if exc.status != 404:
-                        raise
+                if uid not in self.terminating:
+                    self.terminating.add(uid)
+                    threading.Thread(target=self._terminate, args=(pod,), name=f"stop-{pod.metadata.name}", daemon=True).start()
                 continue
             if uid not in self.seen and pod.status.phase == "Pending":
                 self.seen.add(uid)
                 self._start(pod)
         for uid in list(self.running):
-            if uid not in present:  # deleted (Job superseded, resource gone)
+            if uid not in present and uid not in self.terminating:  # gone without a graceful deletion
                 self._kill(uid)
         for uid, (process, workdir, started) in list(self.running.items()):
-            if process.poll() is not None:
+            if process.poll() is not None and uid not in self.terminating:
                 del self.running[uid]
                 self._report(uid, process.returncode, workdir, started)
 
     def _start(self, pod) -> None:
-        namespace, name = pod.metadata.namespace, pod.metadata.name
+        namespace, name, uid = pod.metadata.namespace, pod.metadata.name, pod.metadata.uid
         self.core.create_namespaced_binding(
             namespace, client.V1Binding(metadata=client.V1ObjectMeta(name=name),
                                         target=client.V1ObjectReference(kind="Node", name=NODE_NAME)),
             _preload_content=False)
         container = pod.spec.containers[0]
-        workdir = self.root / pod.metadata.uid
+        workdir = self.root / uid
         mounts = {m.mount_path: workdir / m.name for m in container.volume_mounts or []}
         for path in mounts.values():
             path.mkdir(parents=True, exist_ok=True)
+        self._mount_secrets(pod, workdir)
+        addresses = self.network.allocate() if self.network else None
+        if addresses:
+            self.addresses[uid] = addresses
 
         def local(value: str) -> str:
             for mount, path in mounts.items():
@@ -108,31 +130,131 @@ class PodRunner:
 
         env = {"PATH": f"{self.bin_dir}:{os.environ.get('PATH', '')}", "HOSTNAME": name,  # as a kubelet sets it
                "KOMPRESS_TERMINATION_LOG": str(workdir / "termination-log"),
-               **self.extra_env}
-        values = {e.name: self._env_value(namespace, e) for e in container.env or []}  # one Secret read each
+               **self.extra_env, **(PodNetwork.env(addresses) if addresses else {})}
+        token = mounts.get(TOKEN_PATH)
+        if token is not None and (token / "token").exists():
+            env["KUBECONFIG"] = str(self._kubeconfig(workdir, (token / "token").read_text(), namespace))
+        values = {e.name: self._env_value(pod, e, addresses) for e in container.env or []}  # one Secret read each
         env |= {name: local(value) for name, value in values.items() if value is not None}
         command = [*(container.command or []), *(container.args or [])]
         started = _now()
         log = (workdir / "log").open("w")
         process = subprocess.Popen(command, env=env, cwd=local(container.working_dir or str(workdir)), stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
-        self.running[pod.metadata.uid] = (process, workdir, started)
+        self.running[uid] = (process, workdir, started)
+        self.envs[uid] = env
         self.started_pods.append(f"{namespace}/{name}")
-        self._patch(namespace, name, {"status": {
-            "phase": "Running", "startTime": started,
-            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": started}],
-            "containerStatuses": [{"name": container.name, "image": container.image, "imageID": "", "ready": True,
-                                   "restartCount": 0, "state": {"running": {"startedAt": started}}}],
-        }})
-        self.names[pod.metadata.uid] = (namespace, name, container.name, container.image)
+        self.names[uid] = (namespace, name, container.name, container.image)
+        probed = addresses is not None and container.readiness_probe is not None
+        status = {"phase": "Running", "startTime": started}
+        if addresses:
+            status |= {"hostIP": addresses[0], "podIP": addresses[0], "podIPs": [{"ip": address} for address in addresses]}
+        self._patch(namespace, name, {"status": status | self._readiness(container, started, ready=not probed)})
+        if probed:
+            threading.Thread(target=self._probe, args=(pod, container, addresses[0], started), name=f"probe-{name}",
+                             daemon=True).start()
 
-    def _env_value(self, namespace: str, entry) -> str | None:
-        """A variable's value, from a Secret's key as a kubelet reads it; None for an optional one that is missing."""
-        ref = entry.value_from.secret_key_ref if entry.value_from else None
-        if ref is None:
-            return entry.value or ""
+    @staticmethod
+    def _readiness(container, started: str, ready: bool) -> dict:
+        flag, now = ("True" if ready else "False"), _now()
+        return {"conditions": [{"type": "Ready", "status": flag, "lastTransitionTime": now},
+                               {"type": "ContainersReady", "status": flag, "lastTransitionTime": now}],
+                "containerStatuses": [{"name": container.name, "image": container.image, "imageID": "", "ready": ready,
+                                       "restartCount": 0, "state": {"running": {"startedAt": started}}}]}
+
+    def _probe(self, pod, container, address: str, started: str) -> None:
+        """The readiness probe (httpGet), as a kubelet runs it: after initialDelaySeconds, then every
+        periodSeconds; the Pod's Ready condition follows its answers."""
+        probe, uid = container.readiness_probe, pod.metadata.uid
+        ports = {p.name: p.container_port for p in container.ports or []}
+        port = probe.http_get.port
+        url = f"http://{address}:{ports.get(port, port)}{probe.http_get.path or '/'}"
+        ready = False
+        self._stop.wait(probe.initial_delay_seconds or 0)
+        while not self._stop.is_set() and uid in self.running and uid not in self.terminating:
+            try:
+                with urllib.request.urlopen(url, timeout=probe.timeout_seconds or 1) as answer:
+                    now_ready = 200 <= answer.status < 400
+            except Exception:
+                now_ready = False
+            if now_ready != ready and uid not in self.terminating:
+                ready = now_ready
+                self._patch(pod.metadata.namespace, pod.metadata.name, {"status": self._readiness(container, started, ready)})
+            self._stop.wait(probe.period_seconds or 10)
+
+    def _terminate(self, pod) -> None:
+        """Stop a deleted Pod's process as a kubelet does, then confirm the deletion."""
+        uid, namespace, name = pod.metadata.uid, pod.metadata.namespace, pod.metadata.name
+        entry = self.running.get(uid)
+        if entry is not None and entry[0].poll() is None:
+            process = entry[0]
+            grace = pod.metadata.deletion_grace_period_seconds
+            deadline = time.monotonic() + (30 if grace is None else grace)
+            hook = pod.spec.containers[0].lifecycle.pre_stop if pod.spec.containers[0].lifecycle else None
+            if hook is not None and hook._exec is not None:  # the client's name for `exec`
+                try:
+                    subprocess.run(hook._exec.command, env=self.envs.get(uid), capture_output=True,
+                                   timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+            except ProcessLookupError:
+                pass
+        self._kill(uid)
+        if self.network and uid in self.addresses:
+            self.network.release(self.addresses.pop(uid))
         try:
-            data = self.core.read_namespaced_secret(ref.name, namespace).data or {}
+            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+        except ApiException as exc:
+            if exc.status != 404:
+                self.errors.append(repr(exc))
+
+    def _mount_secrets(self, pod, workdir: Path) -> None:
+        """Each Secret volume's keys as files, as a kubelet mounts them (a missing optional one stays empty)."""
+        for volume in pod.spec.volumes or []:
+            if volume.secret is None:
+                continue
+            folder = workdir / volume.name
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                data = self.core.read_namespaced_secret(volume.secret.secret_name, pod.metadata.namespace).data or {}
+            except ApiException as exc:
+                if exc.status == 404 and volume.secret.optional:
+                    continue
+                raise
+            for key, value in data.items():
+                (folder / key).write_bytes(base64.b64decode(value))
+
+    def _kubeconfig(self, workdir: Path, token: str, namespace: str) -> Path:
+        path = workdir / "kubeconfig"
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "pod",
+            "clusters": [{"name": "test", "cluster": {"server": self.server, "insecure-skip-tls-verify": True}}],
+            "users": [{"name": "pod", "user": {"token": token}}],
+            "contexts": [{"name": "pod", "context": {"cluster": "test", "user": "pod", "namespace": namespace}}],
+        }))
+        return path
+
+    def _env_value(self, pod, entry, addresses: tuple[str, str] | None) -> str | None:
+        """A variable's value: literal, from the downward API, or from a Secret's key as a kubelet
+        reads it; None for an optional one that is missing."""
+        source = entry.value_from
+        if source is None:
+            return entry.value or ""
+        if source.field_ref is not None:
+            fields = {"metadata.name": pod.metadata.name, "metadata.namespace": pod.metadata.namespace,
+                      "metadata.uid": pod.metadata.uid, "spec.nodeName": NODE_NAME,
+                      "spec.serviceAccountName": pod.spec.service_account_name,
+                      "status.podIP": addresses[0] if addresses else "", "status.hostIP": addresses[0] if addresses else ""}
+            return fields[source.field_ref.field_path]
+        ref = source.secret_key_ref
+        try:
+            data = self.core.read_namespaced_secret(ref.name, pod.metadata.namespace).data or {}
         except ApiException as exc:
             if exc.status == 404 and ref.optional:
                 return None
