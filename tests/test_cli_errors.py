@@ -333,7 +333,7 @@ def test_validate_refuses_a_missing_model_file(capsys, write_spec):
 def test_validate_refuses_a_model_path_that_is_a_folder(capsys, write_spec, tmp_path):
     folder = tmp_path / "a-folder"
     folder.mkdir()
-    _validate_one_line(capsys, write_spec(model=str(folder)), "spec.model.uri:", "is a folder; a TorchScript model is a torch.jit.save archive")
+    _validate_one_line(capsys, write_spec(model=str(folder)), "spec.model.uri:", "is a folder; format: TorchScript expects a torch.jit.save archive")
 
 
 def test_validate_refuses_a_file_without_its_formats_signature(capsys, write_spec, tmp_path):
@@ -394,7 +394,7 @@ def test_optimize_runs_the_checks_validate_runs_before_anything_else(capsys, wri
     folder.mkdir()
     code = main(["optimize", "-q", str(write_spec(model=str(folder))), "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err == [f"kompress: error: spec.model.uri: {folder} is a folder; a TorchScript model is a torch.jit.save archive"]
+    assert code == 2 and err == [f"kompress: error: spec.model.uri: {folder} is a folder; format: TorchScript expects a torch.jit.save archive"]
     assert not (tmp_path / "out").exists()  # nothing published, not even a folder
 
 

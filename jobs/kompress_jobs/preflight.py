@@ -63,7 +63,7 @@ def _check_model(field: str, path: Path, model_format: ModelFormat) -> None:
             raise SpecError(f"{field}: {path} is not {kind} (a folder with {marker})")
         return
     if path.is_dir():
-        raise SpecError(f"{field}: {path} is a folder; a {model_format.value} model is {ONE_FILE[model_format]}")
+        raise SpecError(f"{field}: {path} is a folder; format: {model_format.value} expects {ONE_FILE[model_format]}")
     problem = _signature_problem(path, model_format)
     if problem:
         raise SpecError(f"{field}: {path} is not {ONE_FILE[model_format]} ({problem}); is format: {model_format.value} right?")
