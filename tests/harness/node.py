@@ -178,8 +178,11 @@ class PodRunner:
             except Exception:
                 now_ready = False
             if now_ready != ready and uid not in self.terminating:
-                ready = now_ready
-                self._patch(pod.metadata.namespace, pod.metadata.name, {"status": self._readiness(container, started, ready)})
+                try:
+                    self._patch(pod.metadata.namespace, pod.metadata.name, {"status": self._readiness(container, started, now_ready)})
+                    ready = now_ready
+                except Exception as exc:  # tried again at the next probe, as a kubelet's status sync would
+                    self.errors.append(repr(exc))
             self._stop.wait(probe.period_seconds or 10)
 
     def _terminate(self, pod) -> None:
