@@ -38,6 +38,8 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 
 def configure(registry: kopf.OperatorRegistry, ours: OperatorSettings, kube: Kube) -> None:
+    admission = webhook.server(ours, kube) if ours.webhook_port else None
+
     # A custom registry has none of Kopf's default handlers: log in as the kubernetes client does
     # (in-cluster service account, else the kubeconfig).
     @kopf.on.login(id="login", registry=registry)
@@ -75,14 +77,26 @@ def configure(registry: kopf.OperatorRegistry, ours: OperatorSettings, kube: Kub
         settings.execution.max_workers = 16
         settings.peering.priority = ours.peering_priority
         settings.peering.lifetime = ours.peering_lifetime
-        if ours.webhook_port:
-            settings.admission.server = webhook.server(ours, kube)
+        if admission is not None:
+            settings.admission.server = admission
+
+    if admission is not None:
+        @kopf.on.probe(id="webhook", registry=registry)
+        def webhook_listening(**_) -> str:
+            # /healthz is the readiness probe too: Kopf answers it a few tens of milliseconds before
+            # the webhook listens, and a Pod Ready then would join the webhook Service's endpoints
+            # while refusing connections (failurePolicy Fail: a refused apply). Permanent: a retry
+            # would hold the probe's answer back instead of failing it.
+            if not admission.listening:
+                raise kopf.PermanentError("the admission webhook is not listening yet")
+            return "listening"
 
 
 def run(settings: OperatorSettings) -> None:
     logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.debug:  # Kopf says "Handler succeeded" for every watch event; the handlers log transitions
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("kopf.activities.probe").setLevel(logging.WARNING)  # "succeeded" at every probe
     load_config(connections=API_THREADS)
     metrics = OperatorMetrics()
     metrics.serve(settings.metrics_port, settings.metrics_host)

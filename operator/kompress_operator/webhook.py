@@ -140,9 +140,11 @@ class WebhookServer(kopf.WebhookServer):
             files = self_signed(settings.webhook_host)
         super().__init__(port=settings.webhook_port, host=settings.webhook_host, **files)
         self.on_config = on_config
+        self.listening = False  # what the readiness probe waits for (main.py)
 
     async def __call__(self, fn) -> AsyncIterator[dict]:
         async for client_config in super().__call__(fn):
+            self.listening = True  # Kopf yields the client configuration once its site accepts connections
             if self.on_config is not None:
                 await self.on_config(dict(client_config))
             yield client_config

@@ -7,10 +7,13 @@ ModelOptimization every second throughout; none may be refused."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from ..conftest import FAST_BENCHMARK
-from ..harness.control_plane import ControlPlane
+from ..harness.control_plane import ControlPlane, free_port
 from ..harness.node import PodRunner
 from ..harness.pod_network import PodNetwork
 from ..test_chart import CHART
@@ -183,3 +186,30 @@ def test_the_webhook_admits_every_apply_during_a_rollout_and_a_drain(workloads):
     during = [a for a in applier.attempts if rollout_started <= a.at <= rollout_started + rollout_seconds]
     assert applier.attempts[0].at < rollout_started and len(during) >= rollout_seconds / 2, len(during)  # applied throughout
     assert kept in after_drain and drained not in after_drain
+
+
+def test_the_operator_is_healthy_only_once_its_webhook_listens(cluster, namespace, tmp_path):
+    """/healthz is the chart's readiness probe: answered before the webhook listens, it would put a
+    Pod that refuses connections behind the webhook Service (Kopf serves /healthz a few tens of
+    milliseconds before the webhook's site starts)."""
+    health, webhook = free_port(), free_port()
+    log = tmp_path / "operator.log"
+    process = subprocess.Popen([str(Path(sys.executable).parent / "kompress"), "operator", "--namespaces", namespace,
+                                "--health-port", str(health), "--metrics-port", str(free_port()), "--webhook-port", str(webhook)],
+                               env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig())}, stdout=log.open("w"),
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, healthy = time.monotonic() + 60, 0
+        while healthy < 20 and time.monotonic() < deadline and process.poll() is None:
+            try:
+                answered = urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=1).status == 200
+            except OSError:
+                answered = False
+            if answered:  # at this instant, the webhook must accept connections
+                healthy += 1
+                socket.create_connection(("127.0.0.1", webhook), timeout=1).close()
+            time.sleep(0.005)
+        assert healthy == 20, log.read_text()[-3000:]
+    finally:
+        process.terminate()
+        process.wait(30)
