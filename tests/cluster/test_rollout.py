@@ -7,9 +7,7 @@ ModelOptimization every second throughout; none may be refused."""
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -25,10 +23,12 @@ from ..conftest import FAST_BENCHMARK
 from ..harness.control_plane import ControlPlane, free_port
 from ..harness.node import PodRunner
 from ..harness.pod_network import PodNetwork
+from ..harness.operator_process import OperatorProcess
 from ..test_chart import CHART
+from .test_chart import RELEASE, RELEASE_NAMESPACE, helm
 from .conftest import GROUP, PLURAL, VERSION, wait_for
 
-RELEASE, RELEASE_NAMESPACE, TEAM = "kompress", "kompress-system", "team-a"
+TEAM = "team-a"
 OPERATOR_PODS = f"app.kubernetes.io/name=kompress,app.kubernetes.io/instance={RELEASE}"
 ARTIFACTS = "s3://models/chart-runs"
 
@@ -53,13 +53,6 @@ def workloads(assets, network):
     yield plane, api, runner
     runner.stop()
     plane.stop()
-
-
-def helm(plane: ControlPlane, *args: str) -> str:
-    done = subprocess.run([str(plane.assets / "helm"), "--kubeconfig", str(plane.kubeconfig()), *args],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def spec(name: str, **overrides) -> dict:
@@ -188,28 +181,23 @@ def test_the_webhook_admits_every_apply_during_a_rollout_and_a_drain(workloads):
     assert kept in after_drain and drained not in after_drain
 
 
-def test_the_operator_is_healthy_only_once_its_webhook_listens(cluster, namespace, tmp_path):
+def test_the_operator_is_healthy_only_once_its_webhook_listens(cluster, namespace):
     """/healthz is the chart's readiness probe: answered before the webhook listens, it would put a
     Pod that refuses connections behind the webhook Service (Kopf serves /healthz a few tens of
     milliseconds before the webhook's site starts)."""
-    health, webhook = free_port(), free_port()
-    log = tmp_path / "operator.log"
-    process = subprocess.Popen([str(Path(sys.executable).parent / "kompress"), "operator", "--namespaces", namespace,
-                                "--health-port", str(health), "--metrics-port", str(free_port()), "--webhook-port", str(webhook)],
-                               env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig())}, stdout=log.open("w"),
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    webhook = free_port()
+    operator = OperatorProcess(cluster.kubeconfig(), "--namespaces", namespace, "--webhook-port", str(webhook)).start(wait=False)
     try:
         deadline, healthy = time.monotonic() + 60, 0
-        while healthy < 20 and time.monotonic() < deadline and process.poll() is None:
+        while healthy < 20 and time.monotonic() < deadline and operator.process.poll() is None:
             try:
-                answered = urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=1).status == 200
+                answered = urllib.request.urlopen(f"http://127.0.0.1:{operator.health_port}/healthz", timeout=1).status == 200
             except OSError:
                 answered = False
             if answered:  # at this instant, the webhook must accept connections
                 healthy += 1
                 socket.create_connection(("127.0.0.1", webhook), timeout=1).close()
             time.sleep(0.005)
-        assert healthy == 20, log.read_text()[-3000:]
+        assert healthy == 20, operator.log()[-3000:]
     finally:
-        process.terminate()
-        process.wait(30)
+        operator.stop()

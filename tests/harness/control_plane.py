@@ -50,6 +50,17 @@ def host_address() -> str:
     return address
 
 
+def write_kubeconfig(path: Path, server: str, user: str, token: str, namespace: str = "default") -> Path:
+    """A kubeconfig that authenticates with a bearer token (the test server's certificate is self-signed)."""
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": user, "namespace": namespace}}],
+    }))
+    return path
+
+
 @dataclass
 class User:
     name: str
@@ -94,14 +105,7 @@ class ControlPlane:
         known = {u.name: u.token for u in self.users}
         if token is None and user not in known and path.exists():
             return path  # written earlier with a token of its own (e.g. a ServiceAccount's)
-        token = token or known[user]
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "test",
-            "clusters": [{"name": "test", "cluster": {"server": self.server, "insecure-skip-tls-verify": True}}],
-            "users": [{"name": user, "user": {"token": token}}],
-            "contexts": [{"name": "test", "context": {"cluster": "test", "user": user, "namespace": "default"}}],
-        }))
-        return path
+        return write_kubeconfig(path, self.server, user, token or known[user])
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = (self.dir / f"{name}.log").open("w")

@@ -27,10 +27,10 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from .control_plane import write_kubeconfig
 from .pod_network import PodNetwork
 
 NODE_NAME = "kompress-test-node"
@@ -133,7 +133,7 @@ class PodRunner:
                **self.extra_env, **(PodNetwork.env(addresses) if addresses else {})}
         token = mounts.get(TOKEN_PATH)
         if token is not None and (token / "token").exists():
-            env["KUBECONFIG"] = str(self._kubeconfig(workdir, (token / "token").read_text(), namespace))
+            env["KUBECONFIG"] = str(write_kubeconfig(workdir / "kubeconfig", self.server, "pod", (token / "token").read_text(), namespace))
         values = {e.name: self._env_value(pod, e, addresses) for e in container.env or []}  # one Secret read each
         env |= {name: local(value) for name, value in values.items() if value is not None}
         command = [*(container.command or []), *(container.args or [])]
@@ -232,16 +232,6 @@ class PodRunner:
                 raise
             for key, value in data.items():
                 (folder / key).write_bytes(base64.b64decode(value))
-
-    def _kubeconfig(self, workdir: Path, token: str, namespace: str) -> Path:
-        path = workdir / "kubeconfig"
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "pod",
-            "clusters": [{"name": "test", "cluster": {"server": self.server, "insecure-skip-tls-verify": True}}],
-            "users": [{"name": "pod", "user": {"token": token}}],
-            "contexts": [{"name": "pod", "context": {"cluster": "test", "user": "pod", "namespace": namespace}}],
-        }))
-        return path
 
     def _env_value(self, pod, entry, addresses: tuple[str, str] | None) -> str | None:
         """A variable's value: literal, from the downward API, or from a Secret's key as a kubelet

@@ -23,12 +23,15 @@ class OperatorProcess:
         self.log_path = Path(tempfile.mkstemp(prefix="kompress-operator-", suffix=".log")[1])
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "OperatorProcess":
+    def start(self, wait: bool = True) -> "OperatorProcess":
+        """Start it and, when wait, return once /healthz answers."""
         command = [*self.launcher, "operator", "--metrics-port", str(self.metrics_port),
                    "--health-port", str(self.health_port), *self.args]
         log = self.log_path.open("a")
         self.process = subprocess.Popen(command, env={**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env},
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        if not wait:
+            return self
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
