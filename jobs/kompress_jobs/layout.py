@@ -12,7 +12,7 @@ can grant to that team's credentials alone. Kubernetes names cannot hold '/', so
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from .errors import StoreError
 
@@ -47,3 +47,17 @@ def safe_key(key: str, what: str = "key") -> str:
             or "//" in key.rstrip("/"):
         raise StoreError(f"{what} {key!r} leaves its folder (keys are relative paths without '..')")
     return key
+
+
+def local_path(folder: Path, key: str, what: str = "key") -> Path:
+    """Where a key (an S3 object under a prefix, a pointer's or a trial's file) lands under `folder`:
+    the one way a download names its local file. Refused (StoreError) when the key leaves the folder
+    (safe_key) or when any part of the way already exists as a symbolic link, which would carry the
+    write elsewhere on the node."""
+    relative = safe_key(key, what).rstrip("/")
+    path = folder
+    for part in PurePosixPath(relative).parts:
+        path = path / part
+        if path.is_symlink():
+            raise StoreError(f"{what} {key!r} would be written through the symbolic link {path}")
+    return path

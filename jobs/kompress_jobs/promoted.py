@@ -18,7 +18,7 @@ from pydantic.alias_generators import to_camel
 
 from .digest import sha256
 from .errors import KompressError, StoreError
-from .layout import safe_key
+from .layout import local_path, safe_key
 from .store import ArtifactStore
 
 POINTER = "current.json"
@@ -97,7 +97,7 @@ def download_release(store: ArtifactStore, pointer: PromotedPointer, folder: Pat
     """The files the pointer names into `folder` (paths relative to the release), each checked
     against its digest; PromotionError naming the first missing or changed file."""
     for entry in pointer.files:
-        local = folder / release_relative(pointer, entry.path, store)
+        local = local_path(folder, release_relative(pointer, entry.path, store), "pointer file")
         if not store.get(entry.path, local):
             raise PromotionError(f"{store.uri(POINTER)} names {entry.path}, which is missing")
         if sha256(local) != entry.sha256:

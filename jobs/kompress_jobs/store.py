@@ -10,11 +10,11 @@ import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 from .errors import StoreError
-from .layout import safe_key
+from .layout import local_path, safe_key
 
 
 def is_s3(uri: str) -> bool:
@@ -62,8 +62,8 @@ class LocalStore(ArtifactStore):
         self.root = root
 
     def _path(self, key: str) -> Path:
-        """The file of a key, which never leaves the root (no '..', no absolute keys)."""
-        return self.root / safe_key(key) if key else self.root
+        """The file of a key, which never leaves the root (no '..', no absolute keys, no links)."""
+        return local_path(self.root, key) if key else self.root
 
     def check_writable(self) -> None:
         try:
@@ -209,7 +209,7 @@ def fetch_input(uri: str, scratch: Path, endpoint_url: str | None = None, region
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = split_s3(uri)
-    target = scratch / "inputs" / Path(key).name
+    target = local_path(scratch / "inputs", PurePosixPath(key).name, f"{uri}: the object name")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         boto3.client("s3", endpoint_url=endpoint_url, region_name=region).download_file(bucket, key, str(target))
@@ -227,15 +227,18 @@ def fetch_directory(uri: str, scratch: Path, endpoint_url: str | None = None, re
 
     bucket, prefix = split_s3(uri)
     prefix = prefix.rstrip("/") + "/"
-    target = scratch / "inputs" / Path(prefix.rstrip("/")).name
+    target = local_path(scratch / "inputs", PurePosixPath(prefix).name or bucket, f"{uri}: the prefix")
     client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
     try:
         keys = [item["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
                 for item in page.get("Contents", [])]
-        if not keys:
+        # a key ending in '/' is a console's folder marker, not a file
+        files = [key for key in keys if not key.endswith("/")]
+        if not files:
             raise StoreError(f"{uri}: no objects under this prefix")
-        for key in keys:
-            local = target / key[len(prefix):]
+        # every local path first: a crafted key ('..', a leading '/', '//') fails the input before anything is written
+        locals_ = [local_path(target, key[len(prefix):], f"{uri}: object") for key in files]
+        for key, local in zip(files, locals_):
             local.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(bucket, key, str(local))
     except ClientError as exc:

@@ -31,7 +31,7 @@ from .candidates import Candidate
 from .data import Dataset
 from .errors import KompressError
 from .goals import Benchmark, Objective
-from .layout import safe_key, study_prefix
+from .layout import local_path, safe_key, study_prefix
 from .passes import build_pass
 from .passes.training import first_output
 from .plan import Step
@@ -321,7 +321,7 @@ class Study:
         what = f"trial {trial.number}'s model file"  # the study is shared: never trust a path in it
         prefix, folder = f"{self.key}/trials/{trial.number}/", self.scratch / f"saved-{trial.number}"
         for key in self.store.list(prefix):
-            self.store.get(key, folder / safe_key(key[len(prefix):], what))
+            self.store.get(key, local_path(folder, key[len(prefix):], what))
         from .sources import ModelFormat
 
         model = stored_as_spec_runs_it(folder / safe_key(str(saved["file"]), what), ModelFormat(saved["format"]),
