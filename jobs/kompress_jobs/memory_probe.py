@@ -11,7 +11,6 @@ serving process loads too; compare candidates of one run.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .child_python import run_python
 from .modelfile import ModelFile, runs_on, runs_on_from
 from .sources import HuggingFaceOptions, ModelFormat
 
@@ -44,10 +44,9 @@ def peak_memory(model: ModelFile, probe: Probe) -> dict:
         np.savez(inputs, **probe.batch)
         request = {"model": _model_record(model), "inputs": str(inputs), "threads": probe.threads, "newTokens": probe.new_tokens}
         (Path(folder) / "request.json").write_text(json.dumps(request))
-        env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(package_root), os.environ.get("PYTHONPATH")]))}
-        try:
-            done = subprocess.run([sys.executable, "-m", "kompress_jobs.memory_probe", str(Path(folder) / "request.json")],
-                                  capture_output=True, text=True, timeout=PROBE_TIMEOUT, env=env)
+        try:  # isolated: the model it loads sees no storage credentials and no planted module
+            done = run_python(module="kompress_jobs.memory_probe", args=[str(Path(folder) / "request.json")],
+                              paths=[package_root], timeout=PROBE_TIMEOUT)
         except subprocess.TimeoutExpired:
             return {"measurable": False, "reason": f"the probe process did not finish within {PROBE_TIMEOUT} s"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]

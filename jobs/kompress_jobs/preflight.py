@@ -11,7 +11,8 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from .errors import DataError, SpecError
+from .errors import DataError, ModelLoadError, SpecError
+from .formats import check_model_files
 from .schema import ModelOptimizationSpec
 from .sources import ModelFormat
 from .specfile import resolve_path
@@ -61,12 +62,16 @@ def _check_model(field: str, path: Path, model_format: ModelFormat) -> None:
         kind, marker = FOLDERS[model_format]
         if not path.is_dir() or not (path / marker).is_file():
             raise SpecError(f"{field}: {path} is not {kind} (a folder with {marker})")
-        return
-    if path.is_dir():
+    elif path.is_dir():
         raise SpecError(f"{field}: {path} is a folder; format: {model_format.value} expects {ONE_FILE[model_format]}")
-    problem = _signature_problem(path, model_format)
-    if problem:
-        raise SpecError(f"{field}: {path} is not {ONE_FILE[model_format]} ({problem}); is format: {model_format.value} right?")
+    else:
+        problem = _signature_problem(path, model_format)
+        if problem:
+            raise SpecError(f"{field}: {path} is not {ONE_FILE[model_format]} ({problem}); is format: {model_format.value} right?")
+    try:
+        check_model_files(path, model_format)  # the door the Job's loader opens first: links, archives, headers
+    except ModelLoadError as exc:
+        raise SpecError(f"{field}: {exc}") from None
 
 
 def _signature_problem(path: Path, model_format: ModelFormat) -> str | None:

@@ -17,22 +17,20 @@ from ..sources import ModelFormat
 
 
 def gguf_architecture(path: Path) -> str:
-    """The architecture a GGUF file declares; ModelLoadError when transformers cannot read it."""
-    import gguf
+    """The architecture a GGUF file declares, read from its header with bounds (formats.gguf) before
+    transformers' reader parses the whole file; ModelLoadError when transformers cannot read it."""
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    from ..formats.gguf import read_header, shown
 
     where = f"model file {path}"
     if not path.is_file():
         raise ModelLoadError(f"{where}: no such file (a GGUF model is one .gguf file)")
-    try:
-        field = gguf.GGUFReader(str(path)).fields.get("general.architecture")
-        architecture = bytes(field.parts[field.data[0]]).decode() if field else None
-    except Exception as exc:  # the reader raises ValueError / struct errors on a foreign file
-        raise ModelLoadError(f"{where}: not a readable GGUF file ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})") from None
+    architecture = read_header(path).text("general.architecture")
     if architecture is None:
-        raise ModelLoadError(f"{where}: the GGUF file names no general.architecture")
+        raise ModelLoadError(f"{where}: the GGUF file names no general.architecture (a short string)")
     if architecture not in GGUF_SUPPORTED_ARCHITECTURES:
-        raise ModelLoadError(f"{where}: transformers cannot read GGUF models of architecture {architecture!r} "
+        raise ModelLoadError(f"{where}: transformers cannot read GGUF models of architecture {shown(architecture)!r} "
                              f"(it reads {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}); convert it to a Hugging "
                              "Face checkpoint folder (format: HuggingFace)")
     return architecture
@@ -116,11 +114,15 @@ def chat_frame(tokenizer) -> tuple[list[int], list[int]]:
     if not getattr(tokenizer, "chat_template", None):
         raise DataError(f"benchmark.generation.chatTemplate: the model's tokenizer ({type(tokenizer).__name__}) has no chat "
                         f"template; set chatTemplate: false to time plain text prompts")
-    try:  # transformers renders it in Jinja's sandbox: a template reaching for Python objects fails there
-        rendered = tokenizer.apply_chat_template([{"role": "user", "content": _SLOT}], tokenize=False, add_generation_prompt=True)
-    except Exception as exc:  # noqa: BLE001 - Jinja's SecurityError, TemplateError, or the template's own raise
-        raise DataError(f"benchmark.generation.chatTemplate: the model's chat template cannot be rendered "
-                        f"({type(exc).__name__}: {str(exc)[:200]})") from None
+    from ..bounded import BoundExceeded, call_bounded
+
+    # transformers renders it in Jinja's sandbox (a template reaching for Python objects fails there),
+    # and in a child bounded in time and memory (a template that never ends costs seconds, not the slot)
+    try:
+        rendered = call_bounded(lambda: tokenizer.apply_chat_template(
+            [{"role": "user", "content": _SLOT}], tokenize=False, add_generation_prompt=True))
+    except BoundExceeded as exc:  # Jinja's SecurityError, TemplateError, the template's own raise, or a bound
+        raise DataError(f"benchmark.generation.chatTemplate: the model's chat template cannot be rendered ({exc})") from None
     if rendered.count(_SLOT) != 1:
         raise DataError("benchmark.generation.chatTemplate: the model's chat template does not place the user's message once")
     before, after = rendered.split(_SLOT)

@@ -10,10 +10,10 @@ whose GGUF tokenizers do not survive a round trip."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
+from ..child_python import run_python
 from ..errors import PassError
 
 EXPORTER_ENV = "KOMPRESS_OPENVINO_EXPORTER"
@@ -51,9 +51,8 @@ def export(checkpoint: Path, output: Path) -> Path:
     reason = exporter_missing()
     if reason:
         raise PassError(reason)
-    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(exporter_path()), os.environ.get("PYTHONPATH")])),
-                        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", _SCRIPT, str(checkpoint), str(output)], capture_output=True, text=True, env=env)
+    done = run_python(code=_SCRIPT, args=[str(checkpoint), str(output)], paths=[exporter_path()],
+                      env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     xml = output / XML
     if done.returncode != 0 or not xml.is_file():
         lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()]

@@ -7,9 +7,6 @@ every tokenizer written on the way is checked against the source's on the evalua
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import tempfile
 from enum import Enum
 from pathlib import Path
@@ -17,6 +14,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from ..child_python import run_python
 from ..errors import PassError
 from ..modelfile import ModelFile
 from ..sources import ModelFormat
@@ -126,11 +124,9 @@ class OnnxGenAI(SteeredBuildPass):
         return ModelFile(ctx.output_dir, ModelFormat.ONNX_GENAI, settings.precision_label, generative=True)
 
     def _build(self, settings: OnnxGenAIPass, source: Path, output: Path, cache: Path) -> None:
-        command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(output),
-                   "-c", str(cache), *settings.builder_arguments()]
         # offline, and hf_remote stays false: the builder reads the folder and runs none of its code
-        env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        done = run_python(module="onnxruntime_genai.models.builder", env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+                          args=["-i", str(source), "-o", str(output), "-c", str(cache), *settings.builder_arguments()])
         if done.returncode != 0:
             lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()]
             raise PassError(f"the ONNX Runtime GenAI builder failed: {(lines[-1] if lines else f'exit {done.returncode}')[:300]}")

@@ -11,32 +11,11 @@ import numpy as np
 
 from ..errors import ModelLoadError
 from ..modelfile import ModelFile
-from ..safe_load import check_onnx_external_data
+from ..formats.onnx_genai import read_genai_config
 from ..sources import ModelFormat
 from .base import Processor, first_line
 from .generative import GenerativeRunner
 from .registry import register
-
-CONFIG = "genai_config.json"
-
-
-def read_genai_config(folder) -> dict:
-    where = f"model folder {folder}"
-    if not folder.is_dir():
-        raise ModelLoadError(f"{where}: not a folder (an OnnxGenAI model is the folder its builder wrote)")
-    try:
-        config = json.loads((folder / CONFIG).read_text())
-        decoder = config["model"]["decoder"]
-    except FileNotFoundError:
-        raise ModelLoadError(f"{where}: no {CONFIG} (not an ONNX Runtime GenAI model folder)") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelLoadError(f"{where}: {CONFIG} is not a GenAI configuration ({first_line(exc)})") from None
-    onnx_file = folder / decoder.get("filename", "model.onnx")
-    if onnx_file.parent != folder or not onnx_file.is_file():
-        raise ModelLoadError(f"{where}: {CONFIG} names decoder file {decoder.get('filename')!r}, which is not in the folder")
-    check_onnx_external_data(onnx_file)  # its data must lie beside it, never elsewhere on the node
-    return config
-
 
 @register
 class GenAiRunner(GenerativeRunner):

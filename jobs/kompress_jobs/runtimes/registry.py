@@ -58,6 +58,9 @@ def make_runner(model: ModelFile, *, threads: int, device: Processor | None = No
     """A runner for any candidate, from the registry, on `device`, else where the model says it runs
     (`ModelFile.device`), else where its runtime runs by default. `input_names` is needed only where the
     file does not name its inputs (a Hugging Face checkpoint takes whatever the tokenizer gives)."""
+    from ..formats import check_model_files
+
+    check_model_files(model.path, model.format, model.extra_files)  # the format's door, before any library reads it
     device = device or model.device
     cls = runtime_for(model, device)
     where = device or cls.devices[0]

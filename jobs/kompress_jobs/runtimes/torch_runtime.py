@@ -54,7 +54,11 @@ def load_torch_module(model: ModelFile):
         raise ModelLoadError(f"model file {model.path}: no such file")
     try:
         if model.format is ModelFormat.TORCH_SCRIPT:
+            from ..formats.torchscript import check_archive_source, check_loaded_module
+
+            check_archive_source(model.path)
             module = torch.jit.load(str(model.path), map_location="cpu")
+            check_loaded_module(module, model.path)
         elif model.format is ModelFormat.TORCH_EXPORT:
             from ..safe_load import load_exported_program
 

@@ -1,0 +1,40 @@
+"""What no model file or folder may hold, whatever its format: a symbolic link (a link to
+~/.aws/credentials in a checkpoint folder would be read, and published with the artifacts) and,
+in a zip archive, two entries of one name (readers disagree on which one counts, so a check can
+read one and the loader the other)."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+from ..safe_load import UnsafeModelError
+
+
+def refuse_links(path: Path) -> None:
+    """UnsafeModelError when the model path, or anything inside a model folder, is a symbolic link."""
+    if path.is_symlink():
+        raise UnsafeModelError(f"model file {path}: a symbolic link; kompress reads models only as regular files and folders")
+    if not path.is_dir():
+        return
+    for folder, folders, files in os.walk(path):  # os.walk does not follow links
+        for name in (*folders, *files):
+            item = Path(folder) / name
+            if item.is_symlink():
+                raise UnsafeModelError(f"model folder {path}: {item.relative_to(path)} is a symbolic link; kompress "
+                                       "reads models only as regular files and folders")
+
+
+def refuse_duplicate_entries(path: Path) -> None:
+    """UnsafeModelError when a zip archive names one entry twice."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = Counter(info.filename for info in archive.infolist())
+    except zipfile.BadZipFile:
+        return  # not an archive: the format's own loader says so
+    twice = sorted(name for name, count in names.items() if count > 1)
+    if twice:
+        raise UnsafeModelError(f"model file {path}: its archive holds {twice[0][:120]!r} more than once; "
+                               "kompress refuses archives whose entries are ambiguous")
