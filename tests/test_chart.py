@@ -256,12 +256,16 @@ def test_the_policy_reaches_the_operator(assets, monkeypatch):
     from kompress_operator.settings import OperatorSettings
 
     env = operator_env(template(assets, "--set-json", 'policy={"allowedImages": ["registry.example.com/ml/*", "ghcr.io/acme/*"],'
-                                                      ' "allowServiceAccounts": true, "allowedTolerations": [{"key": "dedicated"}]}'))
+                                                      ' "allowServiceAccounts": true, "allowedTolerations": [{"key": "dedicated"}],'
+                                                      ' "namespaceMaxActiveDeadlineSeconds": {"team-a": 3600},'
+                                                      ' "maxJobResources": {"cpu": "8", "nvidia.com/gpu": 1}, "allowedQueues": ["team-*"]}'))
     for name, value in env.items():
         monkeypatch.setenv(name, value or "")
     settings = OperatorSettings()
     assert settings.allowed_images == ("registry.example.com/ml/*", "ghcr.io/acme/*") and settings.allow_service_accounts
     assert [t.key for t in settings.allowed_tolerations] == ["dedicated"]
+    assert settings.deadline_limit("team-a") == 3600 and settings.default_deadline("team-a") == 3600
+    assert settings.max_job_resources == {"cpu": "8", "nvidia.com/gpu": 1} and settings.allowed_queues == ("team-*",)
     defaults = operator_env(template(assets))
     assert defaults["KOMPRESS_ALLOW_SERVICE_ACCOUNTS"] == "false" and defaults["KOMPRESS_ALLOWED_IMAGES"] == ""
 

@@ -78,7 +78,6 @@ def _crafted_genai(genai_folder: Path, tmp_path: Path, session_options: dict) ->
 def test_a_genai_folder_with_a_custom_ops_library_is_refused_and_the_library_never_loads(genai_folder, tmp_path, monkeypatch):
     import onnxruntime_genai as og
 
-    from kompress_jobs.cli import main
     from kompress_jobs.modelfile import ModelFile
     from kompress_jobs.runtimes import make_runner
     from kompress_jobs.safe_load import UnsafeModelError

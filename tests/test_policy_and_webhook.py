@@ -246,3 +246,52 @@ def test_a_spec_larger_than_the_operator_keeps_is_refused_at_apply_and_at_job_bu
         build_job(large, resource_from_dict(large).spec, Settings())
     assert review(large, settings=Settings(max_spec_bytes=131_072)).asked == []
     assert policy.spec_bytes(spec()) < 1024  # a usual spec is far from it
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda d: d["metadata"].update(name="m" * 64), "metadata.name: string should have at most 63 characters"),
+    (lambda d: d["spec"].update(job={"resources": {"requests": {"cpu": "lots"}}}),
+     "spec.job.resources.requests.cpu: 'lots' is not a Kubernetes quantity"),
+    (lambda d: d["spec"].update(job={"resources": {"limits": {"memory": "-1Gi"}}}),
+     "spec.job.resources.limits.memory: '-1Gi' is not a Kubernetes quantity"),
+])
+def test_what_the_api_server_would_refuse_at_job_creation_is_refused_at_apply(change, field):
+    """Proof on the old code: each passed admission and the run's Job creation then failed for ever."""
+    document = body()
+    change(document)
+    with pytest.raises(kopf.AdmissionError) as refused:
+        review(document)
+    assert field in str(refused.value) and refused.value.code == 422
+
+
+def test_job_resources_are_bounded_by_the_policy():
+    settings = Settings(max_job_resources={"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": 1})
+    assert policy.violations(spec(resources={"requests": {"cpu": "7500m", "memory": "32Gi"}}), settings, "team-a") == []
+    found = policy.violations(spec(resources={"requests": {"cpu": 9}, "limits": {"memory": "33Gi"}}, gpus=2), settings, "team-a")
+    assert [(v.field, v.policy) for v in found] == [("spec.job.resources.requests.cpu", "maxJobResources"),
+                                                    ("spec.job.resources.limits.memory", "maxJobResources"),
+                                                    ("spec.job.gpus", "maxJobResources")]
+    assert "9 of cpu is above the most one Job may ask (8)" in str(found[0])
+    with pytest.raises(ValueError, match="cpu: 'lots' is not a Kubernetes quantity"):
+        Settings(max_job_resources={"cpu": "lots"})
+
+
+def test_a_namespace_deadline_caps_the_spec_and_the_default():
+    settings = Settings(namespace_max_active_deadline_seconds={"team-a": 3600})
+    found = policy.violations(spec(activeDeadlineSeconds=7200), settings, "team-a")
+    assert [(v.field, v.policy) for v in found] == [("spec.job.activeDeadlineSeconds", "namespaceMaxActiveDeadlineSeconds")]
+    team_b = resource_from_dict(body(namespace="team-b", activeDeadlineSeconds=7200)).spec
+    assert policy.violations(team_b, settings, "team-b") == []
+    plain = body()
+    assert build_job(plain, resource_from_dict(plain).spec, settings)["spec"]["activeDeadlineSeconds"] == 3600
+    other = body(namespace="team-b")
+    assert build_job(other, resource_from_dict(other).spec, settings)["spec"]["activeDeadlineSeconds"] == 86_400
+
+
+def test_a_kueue_queue_is_reviewed_like_the_other_placement_fields():
+    settings = Settings(kueue_local_queue="team-queue", allowed_queues=("team-*",))
+    with pytest.raises(kopf.AdmissionError, match=r"spec.job.queueName: .*create jobs.batch in namespace team-a"):
+        review(body(queueName="team-urgent"), settings=settings)
+    assert review(body(queueName="team-urgent"), allowed=True, settings=settings).asked == [("alice", "team-a", "jobs")]
+    with pytest.raises(kopf.AdmissionError, match="allowedQueues"):
+        review(body(queueName="finance-urgent"), allowed=True, settings=settings)

@@ -12,10 +12,11 @@ beside the pass (passes/<pass>.py) and join the `passes` union through the pass 
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Annotated, Literal, Union
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from .goals import Benchmark, DropMode, Goals
@@ -73,11 +74,34 @@ class Toleration(Model):
     toleration_seconds: int | None = None
 
 
-class Resources(Model):
-    """Container resources as in a Pod spec (quantities: 2, "500m", "4Gi")."""
+# A Kubernetes quantity as the API server parses it (resource.Quantity): a decimal number, then a
+# binary (Ki…Ei) or decimal (n…E) suffix or an exponent; and a resource name, a qualified name
+# (an optional DNS prefix, then a name: cpu, nvidia.com/gpu).
+_QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
+_RESOURCE_NAME = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
-    requests: dict[str, int | str] = Field(default_factory=dict, max_length=32)
-    limits: dict[str, int | str] = Field(default_factory=dict, max_length=32)
+
+def _quantity(value: int | str) -> int | str:
+    if isinstance(value, int) and value < 0 or isinstance(value, str) and (len(value) > 64 or not _QUANTITY.match(value)):
+        raise ValueError(f"{str(value)[:64]!r} is not a Kubernetes quantity (e.g. 2, 500m, 4Gi)")
+    return value
+
+
+def _resource_name(value: str) -> str:
+    if len(value) > 253 or not _RESOURCE_NAME.match(value):
+        raise ValueError(f"{value[:64]!r} is not a resource name (e.g. cpu, memory, nvidia.com/gpu)")
+    return value
+
+
+Quantity = Annotated[int | str, AfterValidator(_quantity)]
+ResourceName = Annotated[str, AfterValidator(_resource_name)]
+
+
+class Resources(Model):
+    """Container resources as in a Pod spec (quantities: 2, "500m", "4Gi"), checked as the API server does."""
+
+    requests: dict[ResourceName, Quantity] = Field(default_factory=dict, max_length=32)
+    limits: dict[ResourceName, Quantity] = Field(default_factory=dict, max_length=32)
 
 
 class JobSettings(Model):
@@ -188,7 +212,9 @@ LANGUAGE_MODEL_FORMATS = (ModelFormat.HUGGING_FACE, *(f for f in ModelFormat if 
 class ObjectMeta(Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
 
-    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    # 63, not the 253 the API server stores: the name labels the run's Jobs and Pods, and a label
+    # value longer than 63 characters makes every Job creation fail
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     namespace: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)

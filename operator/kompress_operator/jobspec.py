@@ -12,7 +12,7 @@ from typing import Any
 
 from kompress_jobs import __version__
 from kompress_jobs.contract import CONTRACT_VERSION, JobEnv, sparse_wire
-from kompress_jobs.schema import Device, ModelOptimizationSpec
+from kompress_jobs.schema import ModelOptimizationSpec
 
 from . import policy
 from .run_ref import MANAGED_BY, RUN_JOB, TUNING_JOB, RunRef
@@ -44,8 +44,9 @@ def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: Opera
     if role == TUNING_JOB:
         job_spec |= {"completions": spec.tuning.parallelism, "parallelism": spec.tuning.parallelism,
                      "backoffLimit": spec.tuning.max_failed_trials}
-    # Every run ends: the spec's deadline (within the policy's maximum) or the operator's default.
-    job_spec["activeDeadlineSeconds"] = job.active_deadline_seconds or settings.default_active_deadline_seconds
+    # Every run ends: the spec's deadline (within the policy's maximum) or the operator's default,
+    # capped by the namespace's maximum
+    job_spec["activeDeadlineSeconds"] = job.active_deadline_seconds or settings.default_deadline(meta["namespace"])
     metadata_labels = dict(labels)
     queue = policy.kueue_queue(spec, settings)
     if queue:  # Kueue's contract: created suspended in a LocalQueue; Kueue unsuspends it once admitted
@@ -83,13 +84,13 @@ def _pod_spec(body: dict[str, Any], run: RunRef, spec: ModelOptimizationSpec, se
 
 def _container(body: dict[str, Any], run: RunRef, spec: ModelOptimizationSpec, settings: OperatorSettings, role: str) -> dict[str, Any]:
     job = spec.job
-    gpus = job.gpus or (1 if job.device is Device.GPU else 0)
+    gpus = policy.job_gpus(job)
     # The spec's requests (or limits) replace the operator's defaults as a whole, as a Pod's would.
     defaults = settings.job_resources
     limits = {k: str(v) for k, v in (job.resources.limits or defaults.get("limits") or {}).items()}
     requests = {k: str(v) for k, v in (job.resources.requests or defaults.get("requests") or {}).items()}
     if gpus:
-        limits["nvidia.com/gpu"] = str(gpus)
+        limits[policy.GPU_RESOURCE] = str(gpus)
     # Without the fields at their defaults: a job image of an older release reads what it knows.
     resource_document = {"apiVersion": body["apiVersion"], "kind": body["kind"],
                          "metadata": {"name": run.name, "namespace": run.namespace, "generation": run.generation},

@@ -41,6 +41,7 @@ def job_field(name: str) -> str:
     return f"spec.job.{JobSettings.model_fields[name].alias}"
 
 
+GPU_RESOURCE = "nvidia.com/gpu"
 TUNING_FIELDS = {name: f"spec.tuning.{field.alias}" for name, field in Tuning.model_fields.items()}
 
 
@@ -89,24 +90,31 @@ def violations(spec: ModelOptimizationSpec, settings: OperatorSettings, namespac
     if job.queue_name and not settings.kueue_local_queue:
         found.append(Violation(job_field("queue_name"), "kueueLocalQueue",
                                "this operator queues runs itself, not through Kueue, so a Kueue queue cannot be named"))
+    elif job.queue_name and not any(fnmatchcase(job.queue_name, p) for p in settings.allowed_queues):
+        found.append(Violation(job_field("queue_name"), "allowedQueues",
+                               f"queue {job.queue_name!r} is not one specs may name (allowed: {', '.join(settings.allowed_queues) or 'none'})"))
     secret = spec.tuning.storage_secret if spec.tuning else None
     if secret and not any(fnmatchcase(secret.name, p) for p in settings.allowed_secrets):
         found.append(Violation(TUNING_FIELDS["storage_secret"], "allowedSecrets",
                                f"Secret {secret.name!r} is not one specs may name (allowed: {', '.join(settings.allowed_secrets) or 'none'})"))
-    return found + cost_violations(spec, settings) + tuning_violations(spec, settings)
+    return found + cost_violations(spec, settings, namespace) + tuning_violations(spec, settings)
 
 
-def cost_violations(spec: ModelOptimizationSpec, settings: OperatorSettings) -> list[Violation]:
-    """What one run may cost: the operator's memory, its deadline and its retries."""
+def cost_violations(spec: ModelOptimizationSpec, settings: OperatorSettings, namespace: str) -> list[Violation]:
+    """What one run may cost: the operator's memory, its deadline, its retries and its resources."""
     found, job = [], spec.job
     size = spec_bytes(spec)
     if size > settings.max_spec_bytes:
         found.append(Violation("spec", "maxSpecBytes", f"{size} bytes of JSON are more than a spec may hold "
                                f"({settings.max_spec_bytes}): the operator keeps every spec in memory when it starts"))
-    if job.active_deadline_seconds and job.active_deadline_seconds > settings.max_active_deadline_seconds:
-        found.append(Violation(job_field("active_deadline_seconds"), "maxActiveDeadlineSeconds",
-                               f"{job.active_deadline_seconds}s is above the most a run may take "
-                               f"({settings.max_active_deadline_seconds}s)"))
+    limit = settings.deadline_limit(namespace)
+    if job.active_deadline_seconds and job.active_deadline_seconds > limit:
+        which = ("namespaceMaxActiveDeadlineSeconds" if namespace in settings.namespace_max_active_deadline_seconds
+                 else "maxActiveDeadlineSeconds")
+        found.append(Violation(job_field("active_deadline_seconds"), which,
+                               f"{job.active_deadline_seconds}s is above the most a run may take in namespace {namespace} "
+                               f"({limit}s)"))
+    found += resource_violations(job, settings)
     if job.backoff_limit > settings.max_retries:
         found.append(Violation(job_field("backoff_limit"), "maxRetries",
                                f"{job.backoff_limit} retries are above the most allowed ({settings.max_retries})"))
@@ -114,6 +122,27 @@ def cost_violations(spec: ModelOptimizationSpec, settings: OperatorSettings) -> 
         found.append(Violation(TUNING_FIELDS["max_failed_trials"], "maxFailedTrials",
                                f"{spec.tuning.max_failed_trials} is above the most allowed ({settings.max_failed_trials}): "
                                "each failed trial may cost a Pod"))
+    return found
+
+
+def job_gpus(job: JobSettings) -> int:
+    """GPUs the Job's container asks for: the spec's count, else one on a GPU run."""
+    return job.gpus or (1 if job.device is Device.GPU else 0)
+
+
+def resource_violations(job: JobSettings, settings: OperatorSettings) -> list[Violation]:
+    """Requests and limits (and the GPU count) above maxJobResources."""
+    from kubernetes.utils import parse_quantity
+
+    found = []
+    asked = [(kind, name, quantity) for kind in ("requests", "limits") for name, quantity in getattr(job.resources, kind).items()]
+    if job_gpus(job):
+        asked.append(("gpus", GPU_RESOURCE, job_gpus(job)))
+    for kind, name, quantity in asked:
+        most = settings.max_job_resources.get(name)
+        if most is not None and parse_quantity(quantity) > parse_quantity(most):
+            where = job_field("gpus") if kind == "gpus" else f"{job_field('resources')}.{kind}.{name}"
+            found.append(Violation(where, "maxJobResources", f"{quantity} of {name} is above the most one Job may ask ({most})"))
     return found
 
 

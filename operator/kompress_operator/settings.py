@@ -93,6 +93,15 @@ class OperatorSettings(BaseSettings):
     # Bounded cost per run, whatever the spec says.
     default_active_deadline_seconds: int = Field(86_400, ge=1, description="a run's Job deadline when its spec sets none")
     max_active_deadline_seconds: int = Field(604_800, ge=1, description="the longest job.activeDeadlineSeconds a spec may set")
+    namespace_max_active_deadline_seconds: dict[str, int] = Field(default_factory=dict, description=(
+        'per namespace, the longest a run may take, as JSON, e.g. {"team-a": 21600}: caps the spec\'s deadline and the '
+        'default alike; other namespaces: maxActiveDeadlineSeconds'))
+    max_job_resources: dict[str, str | int] = Field(default_factory=dict, description=(
+        'the most one Job container may request or limit of each resource, as JSON, e.g. {"cpu": "8", "memory": '
+        '"32Gi", "nvidia.com/gpu": 1}; default: no bound beyond the namespace\'s ResourceQuota and LimitRange'))
+    allowed_queues: Annotated[tuple[str, ...], NoDecode] = Field(("*",), description=(
+        "Kueue LocalQueue name patterns (comma-separated) specs may name in job.queueName; the requesting user must "
+        "also be allowed to create Jobs in the namespace"))
     max_retries: int = Field(3, ge=0, description="the most job.backoffLimit a spec may set")
     max_failed_trials: int = Field(20, ge=1, description="the most tuning.maxFailedTrials (the tuning Job's backoffLimit) a spec may set")
     scratch_size_limit: str = Field("50Gi", description="sizeLimit of each Job Pod's scratch emptyDir")
@@ -117,12 +126,31 @@ class OperatorSettings(BaseSettings):
     debug: bool = Field(False, description="debug logging, Kopf's included")
 
     @field_validator("namespaces", "allowed_images", "allowed_secrets", "allowed_priority_classes", "allowed_node_selectors",
-                     "storage_locations", "allowed_endpoints", mode="before")
+                     "storage_locations", "allowed_endpoints", "allowed_queues", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("max_job_resources")
+    @classmethod
+    def _quantities(cls, value: dict) -> dict:
+        from kubernetes.utils import parse_quantity
+
+        for name, quantity in value.items():
+            try:
+                parse_quantity(quantity)
+            except ValueError:
+                raise ValueError(f"{name}: {quantity!r} is not a Kubernetes quantity") from None
+        return value
+
+    def deadline_limit(self, namespace: str) -> int:
+        """The longest a run in this namespace may take."""
+        return self.namespace_max_active_deadline_seconds.get(namespace, self.max_active_deadline_seconds)
+
+    def default_deadline(self, namespace: str) -> int:
+        return min(self.default_active_deadline_seconds, self.deadline_limit(namespace))
 
     @classmethod
     def env_name(cls, field: str) -> str:

@@ -5,10 +5,10 @@ For each create or update of a ModelOptimization:
 1. the full pydantic validation (what the CRD's schema cannot express), refused with the field path;
 2. the operator-wide policy (policy.py);
 3. when the spec decides what its Job runs as or where (image, ServiceAccount, tolerations, node
-   selector, priority class), a SubjectAccessReview on every spec change: the user must be allowed
-   to create Jobs in the namespace themselves. Kubernetes lets whoever may create Pods or Jobs in a
-   namespace run them as any of its ServiceAccounts, so that one permission is the boundary for all
-   five fields. A spec naming a Secret (tuning.storageSecret) needs `get` on that Secret.
+   selector, priority class, Kueue queue), a SubjectAccessReview on every spec change: the user
+   must be allowed to create Jobs in the namespace themselves. Kubernetes lets whoever may create
+   Pods or Jobs in a namespace run them as any of its ServiceAccounts (and Kueue in any of its
+   LocalQueues), so that one permission is the boundary for all six fields. A spec naming a Secret (tuning.storageSecret) needs `get` on that Secret.
 
 Kopf serves it (both replicas do: admission is not paused by peering); the chart renders the
 ValidatingWebhookConfiguration from `configuration()`'s conventions (tests/test_chart.py compares).
@@ -45,7 +45,7 @@ FAILURE_POLICY = "Fail"
 TIMEOUT_SECONDS = 10  # one SubjectAccessReview: milliseconds when the API server is well
 # What a spec decides about its Job's identity and placement: each asks the operator to do what
 # Kubernetes lets only Job creators do.
-PRIVILEGED_FIELDS = ("image", "service_account_name", "tolerations", "node_selector", "priority_class_name")
+PRIVILEGED_FIELDS = ("image", "service_account_name", "tolerations", "node_selector", "priority_class_name", "queue_name")
 JOB_CREATE = {"verb": "create", "group": "batch", "resource": "jobs"}
 
 SECRET_GET = {"verb": "get", "group": "", "resource": "secrets"}
