@@ -75,7 +75,7 @@ def arm(plane, api, namespaces: list[str], count: int, kib: int, prefix: str, en
 
     def operator() -> OperatorProcess:
         return OperatorProcess(plane.kubeconfig(OPERATOR_USER.name), "--max-running", "0", "--max-running-per-namespace", "0",
-                               "--storage-locations", "*", "--retry-interval", "5",
+                               "--storage-locations", "*", "--retry-interval", "5", "--metrics-access", "Open",
                                "--max-spec-bytes", str(max(MAX_SPEC_BYTES, (kib + 8) * 1024)), env=env).start()
 
     first = operator()

@@ -373,7 +373,8 @@ def main() -> None:
         def start_operator(cap: int) -> OperatorProcess:
             clock = [sys.executable, str(REPO / "benchmarks" / "operator_clock.py"), str(operator_seen_log)]
             return OperatorProcess(plane.kubeconfig(OPERATOR_USER.name), "--max-running", str(cap), "--storage-locations", "*",
-                                   "--max-running-per-namespace", str(cap), "--retry-interval", "1", launcher=clock).start()
+                                   "--max-running-per-namespace", str(cap), "--retry-interval", "1", "--metrics-access", "Open",
+                                   launcher=clock).start()
 
         # 1. latency: nothing queues
         operator, profiler = start_operator(args.resources * 2), None

@@ -72,7 +72,9 @@ def test_chart_installs_the_generated_crd_and_keeps_it(assets):
 def test_rbac_grants_only_what_the_operator_calls(assets):
     for args in ([], ["-f", REPO / "tests/fixtures/chart-values/namespaced-ha.yaml"]):
         docs = template(assets, *args)
-        operators = [role for role in of_kind(docs, "ClusterRole") if not _aggregated(role)]  # the users' roles apart
+        # the users' roles and the metrics readers' (get /metrics) apart
+        operators = [role for role in of_kind(docs, "ClusterRole")
+                     if not _aggregated(role) and not role["metadata"]["name"].endswith("-metrics-reader")]
         rules = [rule for role in operators for rule in role["rules"]]
         for rule in rules:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
@@ -82,7 +84,8 @@ def test_rbac_grants_only_what_the_operator_calls(assets):
         assert granted[("", "pods")] == {"list"} and granted[("", "events")] == {"create"}
         assert granted[("batch", "jobs")] == {"list", "watch", "create", "delete"}
         assert granted[("kompress.io", "modeloptimizations/status")] == {"get", "patch"}
-        assert granted[("authorization.k8s.io", "subjectaccessreviews")] == {"create"}  # the webhook's one need
+        assert granted[("authorization.k8s.io", "subjectaccessreviews")] == {"create"}  # the webhook's and /metrics' need
+        assert granted[("authentication.k8s.io", "tokenreviews")] == {"create"}  # who a scraper is
         assert not [r for r in rules if "admissionregistration.k8s.io" in r["apiGroups"]]  # the chart registers it
     namespaced = template(assets, "-f", REPO / "tests/fixtures/chart-values/namespaced-ha.yaml")
     assert {b["metadata"]["namespace"] for b in of_kind(namespaced, "RoleBinding")} == {"team-a", "team-b"}
@@ -249,7 +252,10 @@ def test_the_charts_webhook_is_the_operators_and_its_certificate_matches_the_ser
     off = template(assets, "--set", "webhook.enabled=false")
     assert not of_kind(off, "ValidatingWebhookConfiguration") and operator_env(off)["KOMPRESS_WEBHOOK_PORT"] == ""
     rules = [r for role in of_kind(off, "ClusterRole") for r in role["rules"]]
-    assert not [r for r in rules if "subjectaccessreviews" in r["resources"]]
+    assert [r for r in rules if "subjectaccessreviews" in r.get("resources", [])], "/metrics still asks who may read it"
+    rules = [r for role in of_kind(template(assets, "--set", "webhook.enabled=false", "--set", "metrics.access=Open"), "ClusterRole")
+             for r in role["rules"]]
+    assert not [r for r in rules if "subjectaccessreviews" in r.get("resources", [])]
 
 
 def test_the_policy_reaches_the_operator(assets, monkeypatch):
@@ -500,3 +506,37 @@ def test_serving_examples_read_where_promotion_writes(assets):
     mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
     assert str(args.target).startswith(mounts["models"] + "/")
     assert {m["name"] for m in pod["containers"][0]["volumeMounts"]} == {"models"}
+
+
+def test_the_default_render_holds_a_network_policy_and_scrapes_with_a_token(assets):
+    docs = template(assets, "--set", "metrics.serviceMonitor.enabled=true")
+    policy = of_kind(docs, "NetworkPolicy")[0]
+    deployment = of_kind(docs, "Deployment")[0]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    container_ports = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert [r["ports"][0]["port"] for r in policy["spec"]["ingress"]] == ["webhook", "metrics", "health"]
+    assert {r["ports"][0]["port"] for r in policy["spec"]["ingress"]} == container_ports
+    assert policy["spec"]["ingress"][1]["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    assert operator_env(docs)["KOMPRESS_METRICS_ACCESS"] == "TokenReview"
+    rules = [r for role in of_kind(docs, "ClusterRole") for r in role.get("rules", [])]
+    assert {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]} in rules
+    assert {"nonResourceURLs": ["/metrics"], "verbs": ["get"]} in rules
+    assert of_kind(docs, "ServiceMonitor")[0]["spec"]["endpoints"][0]["bearerTokenFile"].endswith("serviceaccount/token")
+
+    readers = template(assets, "--set-json", 'metrics.readers=[{"kind": "ServiceAccount", "name": "prom", "namespace": "obs"}]')
+    binding = next(b for b in of_kind(readers, "ClusterRoleBinding") if b["roleRef"]["name"].endswith("-metrics-reader"))
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "prom", "namespace": "obs"}]
+    open_ = template(assets, "--set", "metrics.access=Open", "--set", "webhook.enabled=false", "--set", "networkPolicy.enabled=false")
+    assert not of_kind(open_, "NetworkPolicy")
+    assert not [r for role in of_kind(open_, "ClusterRole") for r in role.get("rules", [])
+                if "tokenreviews" in r.get("resources", []) or "subjectaccessreviews" in r.get("resources", [])]
+
+
+def test_the_webhook_can_require_the_api_servers_client_certificate(assets):
+    assert operator_env(template(assets))["KOMPRESS_WEBHOOK_CLIENT_CA"] == ""
+    docs = template(assets, "--set", "webhook.clientCA.configMapName=apiserver-webhook-client")
+    assert operator_env(docs)["KOMPRESS_WEBHOOK_CLIENT_CA"] == "/webhook-client-ca/ca.crt"
+    pod = of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    assert {"name": "webhook-client-ca", "configMap": {"name": "apiserver-webhook-client"}} in pod["volumes"]
+    mounts = pod["containers"][0]["volumeMounts"]
+    assert {"name": "webhook-client-ca", "mountPath": "/webhook-client-ca", "readOnly": True} in mounts

@@ -295,3 +295,35 @@ def test_a_kueue_queue_is_reviewed_like_the_other_placement_fields():
     assert review(body(queueName="team-urgent"), allowed=True, settings=settings).asked == [("alice", "team-a", "jobs")]
     with pytest.raises(kopf.AdmissionError, match="allowedQueues"):
         review(body(queueName="finance-urgent"), allowed=True, settings=settings)
+
+
+def test_a_flood_of_reviews_is_refused_at_once_and_never_reaches_the_other_lanes():
+    """Anyone who reaches the webhook can post reviews: they wait in a lane of their own, and past
+    its bound a review is refused with 429 instead of queueing behind the flood."""
+    import threading
+
+    from kompress_operator.lanes import REVIEWS_WAITING, ApiLanes, LaneFull
+
+    lanes, release = ApiLanes(), threading.Event()
+
+    async def flood():
+        held = [asyncio.ensure_future(lanes.review(release.wait)) for _ in range(REVIEWS_WAITING)]
+        await asyncio.sleep(0.1)
+        with pytest.raises(LaneFull):
+            await lanes.review(lambda: True)
+        assert await lanes.report(lambda: "status written") == "status written"  # the report lane is free
+        release.set()
+        await asyncio.gather(*held)
+        assert await lanes.review(lambda: "reviewed") == "reviewed"  # and the lane takes work again
+
+    asyncio.run(flood())
+
+    async def busy(user, namespace, attributes):
+        raise LaneFull(f"{REVIEWS_WAITING} access reviews are already waiting")
+
+    registry = kopf.OperatorRegistry()
+    webhook.register(registry, Settings(allowed_images=("registry.example.com/ml/*",)), busy)
+    handler = registry._webhooks.get_all_handlers()[0]
+    with pytest.raises(kopf.AdmissionError, match="busy") as refused:
+        asyncio.run(handler.fn(body=body(image="registry.example.com/ml/job:1"), old=None, userinfo=ALICE))
+    assert refused.value.code == 429

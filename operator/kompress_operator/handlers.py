@@ -40,7 +40,7 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
     tasks: list[asyncio.Task] = []  # the controller's own loops
     register_indexes(registry)
     if settings.webhook_port:
-        webhook.register(registry, settings, lambda user, namespace, attributes: controller.lanes.report(
+        webhook.register(registry, settings, lambda user, namespace, attributes: controller.lanes.review(
             kube.user_can, user, namespace, attributes))
 
     @kopf.on.startup(id="warm_up", registry=registry)

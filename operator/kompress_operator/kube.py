@@ -109,8 +109,21 @@ class Kube:
 
     def user_can(self, user: dict, namespace: str, attributes: dict[str, str]) -> tuple[bool, str]:
         """A SubjectAccessReview for an admission request's userInfo: (allowed, the authorizer's reason)."""
+        return self._access_review(user, {"resourceAttributes": {"namespace": namespace, **attributes}})
+
+    def user_may_get_path(self, user: dict, path: str) -> bool:
+        """Whether a user (a TokenReview's) may get a non-resource URL such as /metrics."""
+        return self._access_review(user, {"nonResourceAttributes": {"path": path, "verb": "get"}})[0]
+
+    def review_token(self, token: str) -> dict | None:
+        """The user a bearer token authenticates (a TokenReview), or None."""
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+        status = _json(client.AuthenticationV1Api(self.api).create_token_review(review, **self.raw)).get("status") or {}
+        return status.get("user") if status.get("authenticated") else None
+
+    def _access_review(self, user: dict, attributes: dict) -> tuple[bool, str]:
         spec = {"user": user.get("username"), "uid": user.get("uid"), "groups": user.get("groups") or [],
-                "extra": user.get("extra") or {}, "resourceAttributes": {"namespace": namespace, **attributes}}
+                "extra": user.get("extra") or {}, **attributes}
         review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
         status = _json(client.AuthorizationV1Api(self.api).create_subject_access_review(review, **self.raw)).get("status") or {}
         return bool(status.get("allowed")), status.get("reason") or status.get("evaluationError") or ""

@@ -13,6 +13,7 @@ from .handlers import build_registry
 from .kube import Kube, load_config
 from .lanes import API_THREADS
 from .metrics import OperatorMetrics
+from .metrics_access import METRICS_PATH, MetricsAccess
 from .settings import OperatorSettings
 
 KOPF_CONNECTIONS = 48  # a few long-lived watches plus concurrent patches
@@ -99,8 +100,10 @@ def run(settings: OperatorSettings) -> None:
         logging.getLogger("kopf.activities.probe").setLevel(logging.WARNING)  # "succeeded" at every probe
     load_config(connections=API_THREADS)
     metrics = OperatorMetrics()
-    metrics.serve(settings.metrics_port, settings.metrics_host)
     kube = Kube(timeout=settings.api_timeout)
+    access = None if settings.metrics_access == "Open" else MetricsAccess(
+        kube.review_token, lambda user: kube.user_may_get_path(user, METRICS_PATH))
+    metrics.serve(settings.metrics_port, settings.metrics_host, access)
     registry = build_registry(settings, kube, metrics)
     configure(registry, settings, kube)
     namespaces = list(settings.namespaces)

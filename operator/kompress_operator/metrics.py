@@ -7,9 +7,13 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timezone
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from kompress_jobs.status import ModelOptimizationStatus, PromotionStatus
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from .metrics_access import MetricsAccess
 
 CONTROLLER = "modeloptimization"
 
@@ -122,5 +126,8 @@ class OperatorMetrics:
             except KeyError:
                 pass
 
-    def serve(self, port: int, address: str = "0.0.0.0") -> None:
-        start_http_server(port, addr=address, registry=self.registry)
+    def serve(self, port: int, address: str = "0.0.0.0", access: "MetricsAccess | None" = None) -> None:
+        """The endpoint, behind `access` (metrics_access.py) unless None."""
+        from .metrics_access import serve
+
+        serve(self.registry, port, address, access)

@@ -49,6 +49,9 @@ class OperatorSettings(BaseSettings):
     metrics_port: int = Field(8000, ge=1, le=65535, description="port of the Prometheus metrics")
     metrics_host: str = Field("0.0.0.0", description="address the metrics endpoint binds to (127.0.0.1 behind an "
                                                      "authenticating proxy sidecar)")
+    metrics_access: Literal["TokenReview", "Open"] = Field("TokenReview", description=(
+        "who may scrape /metrics: TokenReview, a bearer token whose user may get the non-resource URL /metrics (as "
+        "controller-runtime's secure metrics serving); Open, anyone who reaches the port (behind a proxy that checks)"))
     health_port: int = Field(8080, ge=1, le=65535, description="port of /healthz")
     retry_interval: float = Field(5.0, gt=0, description="seconds between retries of a run whose start failed "
                                                          "(the API server away, a refused Job)")
@@ -118,6 +121,10 @@ class OperatorSettings(BaseSettings):
     webhook_cert_dir: str | None = Field(None, description=(
         "folder holding tls.crt and tls.key (a mounted Secret, e.g. cert-manager's), re-read when they change; "
         "default: a self-signed certificate made at start"))
+    webhook_client_ca: str | None = Field(None, description=(
+        "CA file of the client certificate the API server presents to admission webhooks (its AdmissionConfiguration's "
+        "kubeConfigFile): when set, the webhook answers only callers with a certificate it signed, so no Pod can post "
+        "reviews (docs/security.md)"))
     webhook_register: bool = Field(False, description=(
         "create or update the ValidatingWebhookConfiguration, pointing at https://<webhook-host>:<webhook-port> "
         "(for clusters without the chart, which renders it itself)"))

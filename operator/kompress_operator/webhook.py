@@ -20,6 +20,7 @@ import asyncio
 import datetime
 import ipaddress
 import logging
+import ssl
 import tempfile
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -31,6 +32,7 @@ from kompress_jobs.schema import API_GROUP, API_VERSION, PLURAL, JobSettings
 
 from . import policy
 from .controller import validate  # the same check the controller runs before it starts a run
+from .lanes import LaneFull
 from .settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,10 @@ def asked_fields(job: JobSettings) -> list[str]:
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, can: AccessReview) -> None:
     @kopf.on.validate(API_GROUP, API_VERSION, PLURAL, id=HANDLER_ID, operations=["CREATE", "UPDATE"], registry=registry)
     async def validate_resource(body, old, userinfo, **_):
-        await review(dict(body), dict(old) if old is not None else None, dict(userinfo or {}), settings, can)
+        try:
+            await review(dict(body), dict(old) if old is not None else None, dict(userinfo or {}), settings, can)
+        except LaneFull as exc:  # a flood of reviews: refuse now rather than time out (failurePolicy Fail)
+            raise kopf.AdmissionError(f"the admission webhook is busy ({exc}); apply again in a moment", code=429) from None
 
 
 def configuration(client_config: dict[str, Any], name: str = CONFIGURATION_NAME) -> dict[str, Any]:
@@ -138,6 +143,8 @@ class WebhookServer(kopf.WebhookServer):
             files = {"certfile": folder / "tls.crt", "pkeyfile": folder / "tls.key", "cafile": ca if ca.exists() else None}
         else:
             files = self_signed(settings.webhook_host)
+        if settings.webhook_client_ca:  # only the API server, by its client certificate
+            files |= {"verify_mode": ssl.CERT_REQUIRED, "verify_cafile": settings.webhook_client_ca}
         super().__init__(port=settings.webhook_port, host=settings.webhook_host, **files)
         self.on_config = on_config
         self.listening = False  # what the readiness probe waits for (main.py)

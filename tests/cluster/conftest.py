@@ -26,7 +26,7 @@ GROUP, VERSION, PLURAL = "kompress.io", "v1alpha1", "modeloptimizations"
 @pytest.fixture(scope="session")
 def cluster(assets):
     users = [User("outsider", "outsider-token"), User("team-dev", "team-dev-token"), User("team-lead", "team-lead-token"),
-             User("team-b-dev", "team-b-dev-token")]
+             User("team-b-dev", "team-b-dev-token"), User("scraper", "scraper-token")]
     plane = ControlPlane(assets, users=users).start()
     plane.kubectl("apply", "-f", str(REPO / "crds"))
     plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")

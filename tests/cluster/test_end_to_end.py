@@ -11,7 +11,7 @@ from pathlib import Path
 
 import boto3
 
-from ..harness.control_plane import free_port
+from ..harness.control_plane import ADMIN_TOKEN, free_port
 from .conftest import apply, condition, get, phase_is, resource, wait_for
 
 
@@ -65,12 +65,14 @@ def test_apply_runs_the_pipeline_and_reports_everywhere(cluster, namespace, s3, 
     assert abs(speedup - status["best"]["speedup"]) < 1e-6
 
 
-def query_prometheus(binary: Path, metrics_port: int, query: str) -> float:
-    """Start Prometheus scraping the operator every second, and return the query's single value."""
+def query_prometheus(binary: Path, metrics_port: int, query: str, token: str = ADMIN_TOKEN) -> float:
+    """Start Prometheus scraping the operator every second with a bearer token, as the chart's
+    ServiceMonitor does, and return the query's single value."""
     workdir = Path(tempfile.mkdtemp(prefix="kompress-prom-"))
     (workdir / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"scrape_configs: [{{job_name: kompress-operator, static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]}}]\n")
+        f"scrape_configs: [{{job_name: kompress-operator, authorization: {{credentials: {token}}}, "
+        f"static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]}}]\n")
     port = free_port()
     process = subprocess.Popen([str(binary), f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
                                 f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

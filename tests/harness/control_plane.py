@@ -132,6 +132,33 @@ class ControlPlane:
         _wait(lambda: urllib.request.urlopen(f"http://127.0.0.1:{self.etcd_port}/health", timeout=1).status == 200,
               "etcd", 30, etcd, self.dir / "etcd.log")
 
+    @property
+    def webhook_client_ca(self) -> Path:
+        """The CA of the client certificate this API server presents to admission webhooks (as a
+        cluster's AdmissionConfiguration sets it up): a webhook that requires it admits only the API server."""
+        return self.dir / "webhook-client" / "ca.crt"
+
+    def _webhook_client_identity(self) -> Path:
+        """The admission configuration giving the API server a client certificate for every webhook."""
+        folder = self.dir / "webhook-client"
+        config = folder / "admission.yaml"
+        if config.exists():
+            return config
+        folder.mkdir()
+        openssl = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)  # noqa: E731
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+                "-subj", "/CN=kompress-test-webhook-client-ca")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=kube-apiserver")
+        openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "client.crt",
+                "-days", "2")
+        (folder / "kubeconfig").write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "users": [
+            {"name": "*", "user": {"client-certificate": str(folder / "client.crt"), "client-key": str(folder / "client.key")}}]}))
+        plugin = {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "WebhookAdmissionConfiguration",
+                  "kubeConfigFile": str(folder / "kubeconfig")}
+        config.write_text(yaml.safe_dump({"apiVersion": "apiserver.config.k8s.io/v1", "kind": "AdmissionConfiguration", "plugins": [
+            {"name": name, "configuration": plugin} for name in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")]}))
+        return config
+
     def start_apiserver(self) -> None:
         key = self.dir / "sa.key"
         if not key.exists():
@@ -153,6 +180,7 @@ class ControlPlane:
             "--service-cluster-ip-range", "10.96.0.0/24",
             # Webhooks behind a Service are called at its endpoints (no kube-proxy here for a ClusterIP).
             "--enable-aggregator-routing=true",
+            "--admission-control-config-file", str(self._webhook_client_identity()),
             *self.apiserver_args,
         ])
         context = ssl.create_default_context()

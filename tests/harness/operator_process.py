@@ -11,7 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .control_plane import free_port
+from .control_plane import ADMIN_TOKEN, free_port
 
 
 class OperatorProcess:
@@ -55,8 +55,12 @@ class OperatorProcess:
         except subprocess.TimeoutExpired:  # stuck on a dead connection: do not hang the test run
             self.kill(signal.SIGKILL)
 
-    def metrics(self) -> str:
-        return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+    def metrics(self, token: str | None = ADMIN_TOKEN) -> str:
+        """The exposition, scraped as `token`'s user (the operator checks it: metrics.access);
+        the test admin's by default, who may get /metrics."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request = urllib.request.Request(f"http://127.0.0.1:{self.metrics_port}/metrics", headers=headers)
+        return urllib.request.urlopen(request, timeout=5).read().decode()
 
     def log(self) -> str:
         return self.log_path.read_text()
