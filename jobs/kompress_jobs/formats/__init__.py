@@ -15,8 +15,9 @@ _ZIPPED = frozenset({ModelFormat.TORCH_SCRIPT, ModelFormat.TORCH_EXPORT})
 
 def check_model_files(path: Path, model_format: ModelFormat, extra_files: tuple[Path, ...] = ()) -> None:
     """UnsafeModelError (a ModelLoadError) naming the file when the model is not one kompress may open."""
-    for item in (path, *extra_files):
-        refuse_links(item)
+    refuse_links(path)
+    for item in extra_files:
+        refuse_links(item, named=False)
     if model_format in _ZIPPED and path.is_file():
         refuse_duplicate_entries(path)
     if model_format is ModelFormat.GGUF and path.is_file():

@@ -1,7 +1,9 @@
-"""What no model file or folder may hold, whatever its format: a symbolic link (a link to
-~/.aws/credentials in a checkpoint folder would be read, and published with the artifacts) and,
-in a zip archive, two entries of one name (readers disagree on which one counts, so a check can
-read one and the loader the other)."""
+"""What no model file or folder may hold, whatever its format: a symbolic link inside a model's
+folder or beside its file (a link to ~/.aws/credentials in a checkpoint folder would be read, and
+published with the artifacts) and, in a zip archive, two entries of one name (readers disagree on
+which one counts, so a check can read one and the loader the other). The path a spec names may
+itself be a link (scripts/setup-venv links the example models): where it may point is the storage
+policy's to say, and what lies there is checked here."""
 
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ from pathlib import Path
 from ..safe_load import UnsafeModelError
 
 
-def refuse_links(path: Path) -> None:
-    """UnsafeModelError when the model path, or anything inside a model folder, is a symbolic link."""
-    if path.is_symlink():
+def refuse_links(path: Path, *, named: bool = True) -> None:
+    """UnsafeModelError when anything inside a model folder is a symbolic link, or the path itself
+    when the spec does not name it (a file found beside the model, such as an IR's weights)."""
+    if not named and path.is_symlink():
         raise UnsafeModelError(f"model file {path}: a symbolic link; kompress reads models only as regular files and folders")
     if not path.is_dir():
         return
