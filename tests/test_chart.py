@@ -226,10 +226,13 @@ def test_the_charts_webhook_is_the_operators_and_its_certificate_matches_the_ser
     from kompress_operator import webhook
 
     docs = template(assets)
+    for ours in webhook.configurations({"service": {}}):
+        charted = of_kind(docs, ours["kind"])[0]["webhooks"][0]
+        path = charted["clientConfig"]["service"]["path"]
+        assert path == ours["webhooks"][0]["clientConfig"]["service"]["path"]
+        assert {k: v for k, v in charted.items() if k != "clientConfig"} == {k: v for k, v in ours["webhooks"][0].items() if k != "clientConfig"}
     charted = of_kind(docs, "ValidatingWebhookConfiguration")[0]["webhooks"][0]
-    ours = webhook.configuration({})["webhooks"][0]
     client_config = charted.pop("clientConfig")
-    assert charted == {k: v for k, v in ours.items() if k != "clientConfig"}
     service = next(s for s in of_kind(docs, "Service") if s["metadata"]["name"] == client_config["service"]["name"])
     assert client_config["service"]["path"] == f"/{webhook.HANDLER_ID}" and service["spec"]["ports"][0]["targetPort"] == "webhook"
     secret = next(s for s in of_kind(docs, "Secret") if s["metadata"]["name"].endswith("-webhook-tls"))

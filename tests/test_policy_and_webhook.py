@@ -323,7 +323,32 @@ def test_a_flood_of_reviews_is_refused_at_once_and_never_reaches_the_other_lanes
 
     registry = kopf.OperatorRegistry()
     webhook.register(registry, Settings(allowed_images=("registry.example.com/ml/*",)), busy)
-    handler = registry._webhooks.get_all_handlers()[0]
+    handler = next(h for h in registry._webhooks.get_all_handlers() if h.id == webhook.HANDLER_ID)
     with pytest.raises(kopf.AdmissionError, match="busy") as refused:
         asyncio.run(handler.fn(body=body(image="registry.example.com/ml/job:1"), old=None, userinfo=ALICE))
     assert refused.value.code == 429
+
+
+def test_the_author_is_recorded_by_the_mutating_webhook_and_cannot_be_forged_or_changed_alone():
+    from kompress_operator.authors import AUTHOR_ANNOTATION, author_annotation, recorded_author
+
+    registry = kopf.OperatorRegistry()
+    webhook.register(registry, Settings(), Reviewer(True))
+    stamp = next(h for h in registry._webhooks.get_all_handlers() if h.id == webhook.AUTHOR_ID)
+    patch = kopf.Patch()
+    stamp.fn(body=body(), old=None, userinfo=ALICE, patch=patch)
+    assert recorded_author({"metadata": patch["metadata"]}) == {"username": "alice", "uid": "", "groups": ["team-a"]}
+    untouched = kopf.Patch()
+    stamp.fn(body=body(), old=body(), userinfo={"username": "system:serviceaccount:kompress-system:kompress"}, patch=untouched)
+    assert not untouched, "a metadata-only update (the operator's finalizer) is not an authorship"
+
+    stamped = body()
+    stamped["metadata"]["annotations"] = {AUTHOR_ANNOTATION: author_annotation(ALICE)}
+    review(stamped)  # alice's own record passes
+    forged = body()
+    forged["metadata"]["annotations"] = {AUTHOR_ANNOTATION: author_annotation({"username": "team-lead", "groups": ["admins"]})}
+    with pytest.raises(kopf.AdmissionError, match=r"kompress.io/author\]: names another user than alice") as refused:
+        review(forged)
+    assert refused.value.code == 403
+    with pytest.raises(kopf.AdmissionError, match="cannot be changed on its own"):
+        review(forged, old=stamped)  # the spec unchanged, the record swapped

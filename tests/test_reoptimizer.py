@@ -221,3 +221,64 @@ def test_a_hanging_model_store_warns_and_every_other_schedule_still_fires(monkey
     assert asyncio.run(two_schedules()) == ["Scheduled"] * 3
     assert all(r["status"]["reoptimization"]["lastScheduleTime"] == "2026-12-03T10:10:00Z" for r in scheduled)
     assert any(reason == "ModelDigestUnavailable" and "no answer within 0.3s" in message for reason, message in runs.events_posted)
+
+
+class ReviewingRuns(Runs):
+    """Runs whose operator serves the webhook, with a SubjectAccessReview that answers by a table."""
+
+    def __init__(self, allowed: dict[str, bool]):
+        super().__init__()
+        self.settings = OperatorSettings(default_artifacts="s3://models", webhook_port=9443)
+        self.asked = []
+
+        def user_can(user, namespace, attributes):
+            self.asked.append((user["username"], namespace, attributes["resource"]))
+            return allowed.get(attributes["resource"], False), "" if allowed.get(attributes["resource"]) else "no RBAC rule matched"
+        self.kube.user_can = user_can
+        self.lanes.review = self._call
+
+
+def authored(user="alice", groups=("team-a",), **spec):
+    from kompress_operator.authors import AUTHOR_ANNOTATION, author_annotation
+
+    resource = body(schedule="*/5 * * * *", **spec)
+    resource["metadata"]["annotations"] = {AUTHOR_ANNOTATION: author_annotation({"username": user, "groups": list(groups)})}
+    return resource
+
+
+def check_reviewed(resource, allowed):
+    runs = ReviewingRuns(allowed)
+    asyncio.run(Reoptimizer(runs, clock=lambda: at("2026-12-03T10:06:00Z")).check(resource))
+    return runs
+
+
+def test_a_rerun_is_reviewed_again_for_its_last_author():
+    resource = authored()
+    runs = check_reviewed(resource, {"modeloptimizations": True})
+    assert resource["status"]["phase"] == "Queued" and runs.asked == [("alice", "ns", "modeloptimizations")]
+
+
+def test_a_rerun_whose_author_lost_access_is_refused_with_a_condition_and_the_last_result_kept():
+    resource = authored(job={"nodeSelector": {"pool": "gpu"}})
+    runs = check_reviewed(resource, {"modeloptimizations": True, "jobs": False})
+    status = resource["status"]
+    assert status["phase"] == "Succeeded" and "runs" not in (status.get("reoptimization") or {})
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "RerunRefused"
+    assert "alice may no longer create jobs.batch (spec.job.nodeSelector) in namespace ns" in stalled["message"]
+    assert runs.events_posted[-1][0] == "RerunRefused"
+    assert runs.asked == [("alice", "ns", "modeloptimizations"), ("alice", "ns", "jobs")]
+    # access back: the next due time runs, and Stalled clears
+    runs = check_reviewed(resource, {"modeloptimizations": True, "jobs": True})
+    assert resource["status"]["phase"] == "Queued"
+    assert next(c for c in resource["status"]["conditions"] if c["type"] == "Stalled")["status"] == "False"
+
+
+def test_a_rerun_without_a_recorded_author_is_refused_where_the_webhook_records_them():
+    resource = body(schedule="*/5 * * * *")
+    runs = check_reviewed(resource, {"modeloptimizations": True})
+    assert resource["status"]["phase"] == "Succeeded" and runs.asked == []
+    assert "its author is not recorded" in resource["status"]["reoptimization"]["message"]
+    plain = body(schedule="*/5 * * * *")  # without the webhook there is no review, at apply or now
+    check(plain, "2026-12-03T10:06:00Z")
+    assert plain["status"]["phase"] == "Queued"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, TUNING, Transition, now, status_patch
+from .conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, TUNING, Transition, now, set_condition, status_patch
 from .run_ref import reruns_of
 from .jobstate import JobOutcome
 
@@ -182,3 +182,16 @@ def watched(resource: dict, generation: int, fields: dict) -> dict | None:
     if generation_of(resource) != generation or all(record.get(k) == v for k, v in fields.items()):
         return None
     return {"reoptimization": record | fields}
+
+
+def rerun_refused(resource: dict, generation: int, message: str) -> dict | None:
+    """A due re-run refused because its author's access is gone: the last run's result stays, and
+    Stalled says that nothing will run again until a user with access changes the spec."""
+    status = resource.get("status") or {}
+    if generation_of(resource) != generation:
+        return None
+    record = dict(status.get("reoptimization") or {}) | {"reason": "RerunRefused", "message": message}
+    conditions = set_condition(list(status.get("conditions") or []), "Stalled", "True", "RerunRefused", message, generation, now())
+    if record == status.get("reoptimization") and conditions == status.get("conditions"):
+        return None
+    return {"reoptimization": record, "conditions": conditions}

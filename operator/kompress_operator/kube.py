@@ -129,14 +129,15 @@ class Kube:
         return bool(status.get("allowed")), status.get("reason") or status.get("evaluationError") or ""
 
     def apply_webhook_configuration(self, configuration: dict) -> None:
-        """Create the ValidatingWebhookConfiguration, or bring an existing one of that name up to date."""
+        """Create the Validating- or MutatingWebhookConfiguration, or bring one of that name up to date."""
         api = client.AdmissionregistrationV1Api(self.api)
+        kind = "mutating" if configuration["kind"] == "MutatingWebhookConfiguration" else "validating"
         try:
-            _read(api.create_validating_webhook_configuration(configuration, **self.raw))
+            _read(getattr(api, f"create_{kind}_webhook_configuration")(configuration, **self.raw))
         except ApiException as exc:
             if exc.status != 409:
                 raise
-            _read(api.patch_validating_webhook_configuration(configuration["metadata"]["name"], configuration, **self.raw))
+            _read(getattr(api, f"patch_{kind}_webhook_configuration")(configuration["metadata"]["name"], configuration, **self.raw))
 
     def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the resource, as `kubectl describe` shows them."""

@@ -18,8 +18,9 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from kompress_jobs.cron import due
-from kompress_jobs.schema import Artifacts, ConcurrencyPolicy, JobSettings, ReoptimizeOn
+from kompress_jobs.schema import API_GROUP, PLURAL, Artifacts, ConcurrencyPolicy, JobSettings, ReoptimizeOn
 from kompress_jobs.sources import ModelSource
+from kompress_jobs.tuning_spec import Tuning
 from kompress_jobs.wire import Model
 from pydantic import Field, ValidationError
 
@@ -29,9 +30,11 @@ from .decisions import generation_of
 from .model_digest import DigestUnavailable, ModelDigests
 from .run_ref import RunRef, reruns_of
 from .services import RunServices
+from .authors import AUTHOR_ANNOTATION, JOB_CREATE, SECRET_GET, asked_fields, recorded_author
 
 log = logging.getLogger(__name__)
 TIME = "%Y-%m-%dT%H:%M:%SZ"
+RERUN_REFUSED = "RerunRefused"
 DIGEST_TIMEOUT_SECONDS = 20.0
 CHECK_TIMEOUT_SECONDS = 60.0  # a whole check, status write included  # one resource's store may hang; the others' schedules must not wait on it
 
@@ -46,6 +49,7 @@ class WatchedSpec(Model):
     concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
     reoptimize_on: ReoptimizeOn = Field(default_factory=ReoptimizeOn)
     job: JobSettings = Field(default_factory=JobSettings)
+    tuning: Tuning | None = None  # its storageSecret is reviewed again before a re-run
 
 
 WATCHED_FIELDS = tuple(field.alias for field in WatchedSpec.model_fields.values())
@@ -55,9 +59,10 @@ def watched_stub(body: dict) -> dict:
     """What the loop keeps of a resource between looks: never its passes, data or goals, so a
     thousand large specs on a schedule cost the operator little."""
     spec, meta = body.get("spec") or {}, body.get("metadata") or {}
+    author = (meta.get("annotations") or {}).get(AUTHOR_ANNOTATION)
     return {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
-            "metadata": {k: meta[k] for k in ("namespace", "name", "uid", "generation", "resourceVersion", "creationTimestamp")
-                         if k in meta},
+            "metadata": {**{k: meta[k] for k in ("namespace", "name", "uid", "generation", "resourceVersion", "creationTimestamp")
+                            if k in meta}, **({"annotations": {AUTHOR_ANNOTATION: author}} if author else {})},
             "spec": {k: spec[k] for k in WATCHED_FIELDS if k in spec}, "status": body.get("status") or {}}
 
 
@@ -118,9 +123,37 @@ class Reoptimizer:
             record |= fields
             trigger = trigger or fired
         if trigger and (finished or replace):
+            refused = await self.author_refused(body, spec)
+            if refused:
+                self._warn_once(body, RERUN_REFUSED, refused)
+                await self.runs.status.write(body, lambda fresh: decisions.rerun_refused(fresh, generation, refused))
+                return
             await self.rerun(body, generation, trigger, replace and not finished, record)
         else:
             await self.runs.status.write(body, lambda fresh: decisions.watched(fresh, generation, record))
+
+    async def author_refused(self, body: dict, spec: WatchedSpec) -> str | None:
+        """Why the spec's last author may no longer have it run again, or None. A re-run is a new run
+        on their behalf, long after the review at apply: it is reviewed again with the user and
+        groups the admission webhook recorded (only where the operator serves the webhook)."""
+        if not self.runs.settings.webhook_port:
+            return None
+        namespace, author = body["metadata"]["namespace"], recorded_author(body)
+        if author is None:
+            return ("its author is not recorded (applied before kompress recorded authors, or past its admission "
+                    "webhook): a user with access must change its spec once for it to run again")
+        asks = [("create modeloptimizations.kompress.io", {"verb": "create", "group": API_GROUP, "resource": PLURAL})]
+        if asked_fields(spec.job):
+            asks.append((f"create jobs.batch ({', '.join(asked_fields(spec.job))})", JOB_CREATE))
+        secret = spec.tuning.storage_secret if spec.tuning else None
+        if secret:
+            asks.append((f"get Secret {secret.name!r}", {**SECRET_GET, "name": secret.name}))
+        for what, attributes in asks:
+            allowed, reason = await self.runs.lanes.review(self.runs.kube.user_can, author, namespace, attributes)
+            if not allowed:
+                return (f"its last author {author['username']} may no longer {what} in namespace {namespace}"
+                        + (f" ({reason})" if reason else "") + "; a user with access must change its spec for it to run again")
+        return None
 
     async def rerun(self, body: dict, generation: int, trigger: Transition, replacing: bool, record: dict) -> None:
         runs, seen_runs = self.runs, reruns_of(body)

@@ -10,8 +10,13 @@ For each create or update of a ModelOptimization:
    Pods or Jobs in a namespace run them as any of its ServiceAccounts (and Kueue in any of its
    LocalQueues), so that one permission is the boundary for all six fields. A spec naming a Secret (tuning.storageSecret) needs `get` on that Secret.
 
-Kopf serves it (both replicas do: admission is not paused by peering); the chart renders the
-ValidatingWebhookConfiguration from `configuration()`'s conventions (tests/test_chart.py compares).
+A mutating webhook records who last changed the spec (the `kompress.io/author` annotation: user,
+uid and groups as the API server authenticated them), so that a scheduled or on-change re-run is
+reviewed again for that user (reoptimizer.py); the validating one refuses a request whose recorded
+author is not its requester, or that changes the record alone.
+
+Kopf serves both (both replicas do: admission is not paused by peering); the chart renders the
+webhook configurations from `configurations()`'s conventions (tests/test_chart.py compares).
 """
 
 from __future__ import annotations
@@ -28,40 +33,43 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import kopf
 
 from kompress_jobs.errors import SpecError
-from kompress_jobs.schema import API_GROUP, API_VERSION, PLURAL, JobSettings
+from kompress_jobs.schema import API_GROUP, API_VERSION, PLURAL
 
 from . import policy
 from .controller import validate  # the same check the controller runs before it starts a run
+from .authors import AUTHOR_ANNOTATION, JOB_CREATE, SECRET_GET, asked_fields, author_annotation, recorded_author
 from .lanes import LaneFull
 from .settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 
 HANDLER_ID = "validate"  # Kopf routes POST /<handler id> to the handler
+AUTHOR_ID = "author"
 WEBHOOK_NAME = f"validate.{API_GROUP}"
+AUTHOR_WEBHOOK_NAME = f"author.{API_GROUP}"
 CONFIGURATION_NAME = API_GROUP  # when the operator registers it itself
 # Deliberate: fail closed. With the operator down, creates and spec edits of ModelOptimizations are
 # refused (deletes are not matched); otherwise a restart would be a window without the user check,
 # which the Job-build policy check cannot replace (the requester is not known there).
 FAILURE_POLICY = "Fail"
 TIMEOUT_SECONDS = 10  # one SubjectAccessReview: milliseconds when the API server is well
-# What a spec decides about its Job's identity and placement: each asks the operator to do what
-# Kubernetes lets only Job creators do.
-PRIVILEGED_FIELDS = ("image", "service_account_name", "tolerations", "node_selector", "priority_class_name", "queue_name")
-JOB_CREATE = {"verb": "create", "group": "batch", "resource": "jobs"}
-
-SECRET_GET = {"verb": "get", "group": "", "resource": "secrets"}
-
 AccessReview = Callable[[dict, str, dict], Awaitable[tuple[bool, str]]]  # (userInfo, namespace, attributes) -> allowed, reason
 
 
 async def review(new: dict, old: dict | None, user: dict, settings: OperatorSettings, can: AccessReview) -> None:
     """Raise kopf.AdmissionError for a request to refuse; return to admit it."""
-    if old is not None and old.get("spec") == new.get("spec"):
-        return  # metadata only (finalizers, labels): never block the operator, or a deletion
     namespace = new["metadata"].get("namespace") or ""
     if settings.namespaces and namespace not in settings.namespaces:
         return  # not this operator's to run
+    if old is not None and old.get("spec") == new.get("spec"):
+        if recorded_author(old) != recorded_author(new):
+            raise kopf.AdmissionError(f"metadata.annotations[{AUTHOR_ANNOTATION}]: kompress records there who last changed the "
+                                      "spec; it cannot be changed on its own", code=403)
+        return  # metadata only (finalizers, labels): never block the operator, or a deletion
+    stamped = (new["metadata"].get("annotations") or {}).get(AUTHOR_ANNOTATION)
+    if stamped is not None and stamped != author_annotation(user):
+        raise kopf.AdmissionError(f"metadata.annotations[{AUTHOR_ANNOTATION}]: names another user than "
+                                  f"{user.get('username') or 'the requesting user'}, who writes this spec; leave it to kompress", code=403)
     try:
         spec = validate(new).spec
     except SpecError as exc:
@@ -89,18 +97,39 @@ async def review(new: dict, old: dict | None, user: dict, settings: OperatorSett
                 f"get in namespace {namespace}" + (f" ({reason})" if reason else ""), code=403)
 
 
-def asked_fields(job: JobSettings) -> list[str]:
-    """The privileged fields the spec sets, as wire paths."""
-    return [policy.job_field(name) for name in PRIVILEGED_FIELDS if getattr(job, name)]
-
-
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, can: AccessReview) -> None:
+    @kopf.on.mutate(API_GROUP, API_VERSION, PLURAL, id=AUTHOR_ID, operations=["CREATE", "UPDATE"], side_effects=False,
+                    registry=registry)
+    def stamp_author(body, old, userinfo, patch, **_):
+        namespace = body.get("metadata", {}).get("namespace") or ""
+        if (settings.namespaces and namespace not in settings.namespaces) or (old is not None and old.get("spec") == body.get("spec")):
+            return
+        patch.metadata.annotations[AUTHOR_ANNOTATION] = author_annotation(dict(userinfo or {}))
+
     @kopf.on.validate(API_GROUP, API_VERSION, PLURAL, id=HANDLER_ID, operations=["CREATE", "UPDATE"], registry=registry)
     async def validate_resource(body, old, userinfo, **_):
         try:
             await review(dict(body), dict(old) if old is not None else None, dict(userinfo or {}), settings, can)
         except LaneFull as exc:  # a flood of reviews: refuse now rather than time out (failurePolicy Fail)
             raise kopf.AdmissionError(f"the admission webhook is busy ({exc}); apply again in a moment", code=429) from None
+
+
+def configurations(client_config: dict[str, Any], name: str = CONFIGURATION_NAME) -> list[dict[str, Any]]:
+    """The Validating- and MutatingWebhookConfiguration; client_config is a url or a service
+    reference (without the handler's path), with caBundle."""
+    validating = configuration(_at(client_config, HANDLER_ID), name)
+    mutating = configuration(_at(client_config, AUTHOR_ID), name)
+    mutating["kind"] = "MutatingWebhookConfiguration"
+    mutating["webhooks"][0] |= {"name": AUTHOR_WEBHOOK_NAME, "reinvocationPolicy": "Never"}
+    return [validating, mutating]
+
+
+def _at(client_config: dict[str, Any], path: str) -> dict[str, Any]:
+    if "url" in client_config:
+        return {**client_config, "url": f"{client_config['url'].rstrip('/')}/{path}"}
+    if "service" in client_config:
+        return {**client_config, "service": {**client_config["service"], "path": f"/{path}"}}
+    return dict(client_config)
 
 
 def configuration(client_config: dict[str, Any], name: str = CONFIGURATION_NAME) -> dict[str, Any]:
@@ -126,9 +155,9 @@ def configuration(client_config: dict[str, Any], name: str = CONFIGURATION_NAME)
 def server(settings: OperatorSettings, kube) -> "WebhookServer":
     """The server Kopf runs; with webhook_register, it (re)registers the configuration as it starts."""
     async def register(client_config: dict) -> None:
-        client_config["url"] = f"{client_config['url'].rstrip('/')}/{HANDLER_ID}"
-        await asyncio.to_thread(kube.apply_webhook_configuration, configuration(client_config))
-        log.info("registered the admission webhook %s at %s", CONFIGURATION_NAME, client_config["url"])
+        for config in configurations(client_config):
+            await asyncio.to_thread(kube.apply_webhook_configuration, config)
+        log.info("registered the admission webhooks %s at %s", CONFIGURATION_NAME, client_config["url"])
     return WebhookServer(settings, register if settings.webhook_register else None)
 
 

@@ -123,6 +123,15 @@ def refusal(cluster, namespace: str, document: dict, user: str = "admin") -> str
     return wait_for(refused, f"the webhook to refuse {user}'s spec", timeout=60)
 
 
+def unregister_webhooks(cluster) -> None:
+    """Remove what --webhook-register made (both webhooks fail closed: left behind, with no operator
+    to answer them, they would refuse every later apply)."""
+    from kompress_operator.webhook import CONFIGURATION_NAME
+
+    for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+        cluster.kubectl("delete", kind, CONFIGURATION_NAME, "--ignore-not-found")
+
+
 def get(cluster, namespace: str, kind: str, name: str | None = None) -> dict:
     args = ["get", kind, "-n", namespace, "-o", "json"] + ([name] if name else [])
     return json.loads(cluster.kubectl(*args).stdout)

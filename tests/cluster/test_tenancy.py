@@ -16,7 +16,7 @@ import yaml
 from kompress_operator.webhook import CONFIGURATION_NAME
 
 from ..harness.control_plane import free_port
-from .conftest import apply, condition, get, phase_is, refusal, resource, wait_for
+from .conftest import apply, condition, get, phase_is, refusal, resource, unregister_webhooks, wait_for
 
 ALLOWED_IMAGE = "registry.example.com/ml/kompress-jobs:custom"
 TOLERATION = {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
@@ -52,7 +52,7 @@ def guarded_operator(cluster, start_operator):
     wait_for(lambda: cluster.kubectl("get", "validatingwebhookconfiguration", CONFIGURATION_NAME, check=False).returncode == 0,
              "the operator to register its webhook", timeout=60)
     yield operator
-    cluster.kubectl("delete", "validatingwebhookconfiguration", CONFIGURATION_NAME, "--ignore-not-found")
+    unregister_webhooks(cluster)
 
 
 PRIVILEGED = {

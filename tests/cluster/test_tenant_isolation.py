@@ -19,7 +19,7 @@ import yaml
 from kompress_operator.webhook import CONFIGURATION_NAME
 
 from ..harness.control_plane import free_port
-from .conftest import apply, condition, get, phase_is, refusal, resource, wait_for
+from .conftest import apply, condition, get, phase_is, refusal, resource, unregister_webhooks, wait_for
 from .test_tenancy import MOPT_RULE, role
 
 ROOT = "s3://models/tenants"
@@ -63,7 +63,7 @@ def guarded(cluster, start_operator, s3):
     wait_for(lambda: cluster.kubectl("get", "validatingwebhookconfiguration", CONFIGURATION_NAME, check=False).returncode == 0,
              "the operator to register its webhook", timeout=60)
     yield operator
-    cluster.kubectl("delete", "validatingwebhookconfiguration", CONFIGURATION_NAME, "--ignore-not-found")
+    unregister_webhooks(cluster)
 
 
 def attacks(a: str, b: str, s3: str) -> dict[str, tuple[dict, str, str]]:
@@ -119,7 +119,7 @@ def test_an_edit_by_a_user_without_job_rights_of_a_privileged_spec_is_refused(cl
         message = refusal(cluster, a, privileged, user="team-dev")
         assert "spec.job.serviceAccountName" in message and "create jobs.batch" in message, message
     finally:
-        cluster.kubectl("delete", "validatingwebhookconfiguration", CONFIGURATION_NAME, "--ignore-not-found")
+        unregister_webhooks(cluster)
 
 
 def test_with_the_webhook_bypassed_the_job_build_refuses_and_no_job_exists(cluster, teams, s3, node, start_operator):

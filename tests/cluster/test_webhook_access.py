@@ -13,10 +13,11 @@ import urllib.request
 
 import pytest
 
+from kompress_operator.authors import AUTHOR_ANNOTATION
 from kompress_operator.webhook import CONFIGURATION_NAME, HANDLER_ID
 
 from ..harness.control_plane import free_port
-from .conftest import apply, refusal, resource, wait_for
+from .conftest import apply, get, refusal, resource, unregister_webhooks, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -41,6 +42,9 @@ def test_only_the_api_server_reaches_the_webhook(cluster, namespace, start_opera
         broken = resource("judged", s3, passes=[{"type": "OnnxExport"}, {"type": "StaticInt8", "opset": 17}])
         assert "spec.passes[1].opset" in refusal(cluster, namespace, broken)
         apply(cluster, namespace, resource("admitted", s3))
+        # the mutating webhook recorded who wrote it, as the API server authenticated them
+        author = json.loads(get(cluster, namespace, "modeloptimizations", "admitted")["metadata"]["annotations"][AUTHOR_ANNOTATION])
+        assert author["username"] == "admin" and "system:masters" in author["groups"]
 
         # straight to the webhook, as any Pod could: no client certificate, or one of another CA
         plain = ssl.create_default_context()
@@ -57,4 +61,4 @@ def test_only_the_api_server_reaches_the_webhook(cluster, namespace, start_opera
         with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
             _post_review(port, forged)
     finally:
-        cluster.kubectl("delete", "validatingwebhookconfiguration", CONFIGURATION_NAME, "--ignore-not-found")
+        unregister_webhooks(cluster)
