@@ -150,11 +150,12 @@ def _string_key(name: str, value: bytes, claimed: int | None = None) -> bytes:
 
 @pytest.mark.parametrize("crafted, refused", [
     (b"GGUF" + os.urandom(4096), "not a readable GGUF file"),  # the magic bytes, then random data
-    (_gguf_bytes(tensors=1 << 40), "the tensor count 1099511627776 is more than the file can hold"),
+    (_gguf_bytes(tensors=1 << 40), "the tensor count 1099511627776 is over kompress's limit of 1048576"),
+    (_gguf_bytes(tensors=1000), "the tensor count 1000 is more than the file can hold"),
     (_gguf_bytes(keys=[_string_key("general.architecture", b"llama", claimed=1 << 62)]), "over the 16777216-byte limit"),
     (_gguf_bytes(keys=[_string_key("general.architecture", b"llama", claimed=1 << 20)]), "runs past the end of the file"),
     (_gguf_bytes(version=1), "GGUF version 1 is not one kompress reads"),
-], ids=["random-data", "tensor-count", "string-over-limit", "string-past-end", "version-1"])
+], ids=["random-data", "tensor-count", "tensor-count-past-end", "string-over-limit", "string-past-end", "version-1"])
 def test_a_crafted_gguf_is_refused_by_validate_from_its_header(tmp_path, capsys, write_spec, crafted, refused):
     path = tmp_path / "crafted.gguf"
     path.write_bytes(crafted)
@@ -207,3 +208,26 @@ def test_checkpoint_config_fields_are_type_checked_before_use(tmp_path, config, 
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(ModelLoadError, match=refused):
         read_config(tmp_path)
+
+
+def test_a_gguf_of_empty_strings_is_read_within_the_strings_budget(tmp_path):
+    """A crafted vocabulary of millions of empty strings: past MAX_ARRAY_STRINGS the header is refused
+    (each item costs a step of the reader), below it a file without an architecture is refused."""
+    import struct
+
+    from kompress_jobs.errors import ModelLoadError
+    from kompress_jobs.formats.gguf import MAX_ARRAY_STRINGS, architecture
+    from kompress_jobs.safe_load import UnsafeModelError
+
+    def vocabulary(count: int) -> bytes:
+        key = b"tokenizer.ggml.tokens"
+        return (b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key + struct.pack("<IIQ", 9, 8, count)
+                + b"\0" * (8 * count))
+
+    path = tmp_path / "tokens.gguf"
+    path.write_bytes(vocabulary(MAX_ARRAY_STRINGS + 1))
+    with pytest.raises(UnsafeModelError, match=f"is over kompress's limit of {MAX_ARRAY_STRINGS}"):
+        architecture(path)
+    path.write_bytes(vocabulary(1000))
+    with pytest.raises(ModelLoadError, match="names no general.architecture"):
+        architecture(path)

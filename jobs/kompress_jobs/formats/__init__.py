@@ -21,9 +21,9 @@ def check_model_files(path: Path, model_format: ModelFormat, extra_files: tuple[
     if model_format in _ZIPPED and path.is_file():
         refuse_duplicate_entries(path)
     if model_format is ModelFormat.GGUF and path.is_file():
-        from .gguf import read_header
+        from .gguf import architecture
 
-        read_header(path)
+        architecture(path)
     if model_format is ModelFormat.ONNX_GENAI and path.is_dir():
         from .onnx_genai import read_genai_config
 

@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import ModelLoadError
 from ..safe_load import UnsafeModelError
 
 MAGIC = b"GGUF"
@@ -23,6 +24,9 @@ MAX_TENSORS = 1 << 20
 MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_STRING = 1 << 24  # 16 MiB: a chat template or a vocabulary entry is far smaller
 MAX_KEPT_STRING = 1024  # longer metadata strings are skipped, not kept
+# Strings in arrays, all arrays together: a vocabulary and its merges are well under a million each
+# (256k tokens at most in the models of 2026); the bound keeps a crafted file's header to seconds.
+MAX_ARRAY_STRINGS = 1 << 22
 ECHO = 60  # characters of a file's own text an error may show
 
 # value type -> struct format of a scalar (8: string, 9: array)
@@ -52,6 +56,7 @@ class _Reader:
 
     def __init__(self, buffer, where: str):
         self.buffer, self.size, self.pos, self.where = buffer, len(buffer), 0, where
+        self.strings_left = MAX_ARRAY_STRINGS
 
     def fail(self, what: str) -> UnsafeModelError:
         return UnsafeModelError(f"{self.where}: not a readable GGUF file ({what} at byte {self.pos})")
@@ -74,7 +79,9 @@ class _Reader:
         """A count read from the file, no larger than `limit` nor than the items of `least_bytes`
         each that the rest of the file could hold."""
         value = self.unpack("<Q", what)
-        if value > limit or value * least_bytes > self.size - self.pos:
+        if value > limit:
+            raise self.fail(f"{what} {value} is over kompress's limit of {limit}")
+        if value * least_bytes > self.size - self.pos:
             raise self.fail(f"{what} {value} is more than the file can hold")
         return value
 
@@ -99,7 +106,9 @@ class _Reader:
             size = struct.calcsize(_SCALARS[item])
             self.skip(self.count(1 << 40, size, f"the length of array {what}") * size, f"array {what}")
         elif item == _STRING:  # the hot loop of a vocabulary: lengths read in place, each bounded
-            for _ in range(self.count(1 << 40, 8, f"the length of array {what}")):
+            count = self.count(self.strings_left, 8, f"the length of array {what}")
+            self.strings_left -= count
+            for _ in range(count):
                 length = self.unpack("<Q", f"the length of an item of {what}")
                 if length > MAX_STRING:
                     raise self.fail(f"an item of {what} of {length} bytes is over the {MAX_STRING}-byte limit")
@@ -107,6 +116,15 @@ class _Reader:
         else:
             raise self.fail(f"array {what} has item type {item}, which GGUF does not define")
         return None
+
+
+def architecture(path: Path) -> str:
+    """The architecture the header declares (what every reader of the file dispatches on);
+    ModelLoadError when there is none, UnsafeModelError when the header breaks its bounds."""
+    declared = read_header(path).text("general.architecture")
+    if not declared:
+        raise ModelLoadError(f"model file {path}: the GGUF file names no general.architecture (a short string)")
+    return declared
 
 
 def read_header(path: Path) -> GgufHeader:

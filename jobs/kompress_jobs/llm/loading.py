@@ -21,14 +21,12 @@ def gguf_architecture(path: Path) -> str:
     transformers' reader parses the whole file; ModelLoadError when transformers cannot read it."""
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
-    from ..formats.gguf import read_header, shown
+    from ..formats.gguf import architecture as declared, shown
 
     where = f"model file {path}"
     if not path.is_file():
         raise ModelLoadError(f"{where}: no such file (a GGUF model is one .gguf file)")
-    architecture = read_header(path).text("general.architecture")
-    if architecture is None:
-        raise ModelLoadError(f"{where}: the GGUF file names no general.architecture (a short string)")
+    architecture = declared(path)
     if architecture not in GGUF_SUPPORTED_ARCHITECTURES:
         raise ModelLoadError(f"{where}: transformers cannot read GGUF models of architecture {shown(architecture)!r} "
                              f"(it reads {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}); convert it to a Hugging "
