@@ -282,3 +282,47 @@ def test_a_rerun_without_a_recorded_author_is_refused_where_the_webhook_records_
     plain = body(schedule="*/5 * * * *")  # without the webhook there is no review, at apply or now
     check(plain, "2026-12-03T10:06:00Z")
     assert plain["status"]["phase"] == "Queued"
+
+
+def test_a_namespace_whose_store_hangs_holds_two_reads_and_never_delays_another_namespaces_schedule():
+    """Proof on the old code: one round gathered every namespace's checks, so twenty hanging
+    digests in one namespace held every other namespace's due schedule for the whole round."""
+    import threading
+
+    runs, release, reading, most = Runs(), threading.Event(), [0], [0]
+    lock = threading.Lock()
+
+    def digest_of(spec):
+        with lock:
+            reading[0] += 1
+            most[0] = max(most[0], reading[0])
+        try:
+            release.wait()  # an allowed endpoint that accepts and never answers
+            return "etag:a"
+        finally:
+            with lock:
+                reading[0] -= 1
+
+    reoptimizer = Reoptimizer(runs, digests=SimpleNamespace(of=digest_of), clock=lambda: at("2026-12-03T10:05:10Z"))
+    for i in range(20):
+        slow = body(model="s3://models/slow/m.pt", reoptimizeOn={"modelChange": True})
+        slow["metadata"] |= {"namespace": "slow", "name": f"hangs-{i}"}
+        reoptimizer.track(slow, None)
+    nightly = body(reoptimization={"lastScheduleTime": "2026-12-03T10:00:00Z"}, schedule="*/5 * * * *")
+    reoptimizer.track(nightly, None)
+    watched = reoptimizer.watched[("ns", "m")]
+
+    async def scheduled_while_the_other_hangs():
+        task = asyncio.create_task(reoptimizer.run_forever(0.01))
+        try:
+            deadline = asyncio.get_running_loop().time() + 60  # a hang guard: it fires in milliseconds
+            while (watched["status"].get("reoptimization") or {}).get("reason") != "Scheduled":
+                assert asyncio.get_running_loop().time() < deadline, "the schedule waited on another namespace's store"
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # more rounds of the slow namespace, its reads still hanging
+        finally:
+            task.cancel()
+            release.set()
+
+    asyncio.run(scheduled_while_the_other_hangs())
+    assert most[0] <= 2, f"{most[0]} reads of one namespace's store ran at once"

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections import Counter
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -35,6 +37,7 @@ from .authors import AUTHOR_ANNOTATION, JOB_CREATE, SECRET_GET, asked_fields, re
 log = logging.getLogger(__name__)
 TIME = "%Y-%m-%dT%H:%M:%SZ"
 RERUN_REFUSED = "RerunRefused"
+NAMESPACE_CHECKS = 2  # one namespace's checks at once, and its digest reads still running
 DIGEST_TIMEOUT_SECONDS = 20.0
 CHECK_TIMEOUT_SECONDS = 60.0  # a whole check, status write included  # one resource's store may hang; the others' schedules must not wait on it
 
@@ -78,6 +81,8 @@ class Reoptimizer:
         self.runs, self.digests, self.clock = runs, digests or ModelDigests(), clock
         self.watched: dict[tuple[str, str], dict] = {}
         self._warned: dict[tuple[str, str], str] = {}
+        self._reading: Counter[str] = Counter()  # digest reads still running, per namespace (threads)
+        self._reading_lock = threading.Lock()
 
     def track(self, body: dict, event_type: str | None) -> None:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
@@ -88,8 +93,10 @@ class Reoptimizer:
             self._warned.pop(key, None)
 
     async def run_forever(self, interval: float, concurrency: int = 8) -> None:
-        """A few checks at a time: each may read S3 or hash a file, and a fleet has many."""
-        slots = asyncio.Semaphore(concurrency)
+        """A few checks at a time (each may read S3 or hash a file, and a fleet has many), and at
+        most NAMESPACE_CHECKS of one namespace: each namespace's round starts on its own, so one
+        namespace's slow store never holds back another's schedules."""
+        slots, rounds = asyncio.Semaphore(concurrency), {}
 
         async def one(body: dict) -> None:
             async with slots:
@@ -99,9 +106,26 @@ class Reoptimizer:
                     log.warning("%s/%s: re-optimization check failed: %s", body["metadata"]["namespace"],
                                 body["metadata"]["name"], exc)
 
-        while True:
-            await asyncio.sleep(interval)
-            await asyncio.gather(*(one(body) for body in list(self.watched.values())))
+        async def namespace_round(bodies: list[dict]) -> None:
+            lane = asyncio.Semaphore(NAMESPACE_CHECKS)
+
+            async def in_lane(body: dict) -> None:
+                async with lane:
+                    await one(body)
+            await asyncio.gather(*(in_lane(body) for body in bodies))
+
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                by_namespace: dict[str, list[dict]] = {}
+                for (namespace, _), body in list(self.watched.items()):
+                    by_namespace.setdefault(namespace, []).append(body)
+                for namespace, bodies in by_namespace.items():
+                    if namespace not in rounds or rounds[namespace].done():  # else its last round is still going
+                        rounds[namespace] = asyncio.create_task(namespace_round(bodies))
+        finally:
+            for task in rounds.values():
+                task.cancel()
 
     async def check(self, body: dict) -> None:
         """Queue a run again if a trigger fired; else record what the triggers compare against."""
@@ -176,11 +200,12 @@ class Reoptimizer:
         if not spec.reoptimize_on.model_change:
             return None, {}
         # The operator reads with its own identity: only what the namespace may read itself, only S3.
-        refused = locations.digest_readable(spec, self.runs.settings, body["metadata"]["namespace"])
+        namespace = body["metadata"]["namespace"]
+        refused = locations.digest_readable(spec, self.runs.settings, namespace)
         try:
             if refused:
                 raise DigestUnavailable(refused)
-            digest = await asyncio.wait_for(asyncio.to_thread(self.digests.of, spec), DIGEST_TIMEOUT_SECONDS)
+            digest = await asyncio.wait_for(self._read_digest(namespace, spec), DIGEST_TIMEOUT_SECONDS)
         except (DigestUnavailable, asyncio.TimeoutError) as exc:
             why = str(exc) or f"no answer within {DIGEST_TIMEOUT_SECONDS:g}s"
             self._warn_once(body, "ModelDigestUnavailable", f"cannot read the model's digest to notice changes: {why}")
@@ -190,6 +215,23 @@ class Reoptimizer:
             return None, fields
         changed = Transition(QUEUED, "ModelChanged", f"model changed: {spec.model.uri} is now {digest[:23]} (was {seen['modelDigest'][:23]})")
         return changed, (fields if may_run else {})  # Forbid, while a run is on: compare again after it
+
+    async def _read_digest(self, namespace: str, spec: WatchedSpec) -> str:
+        """The digest, read in a thread. A read that timed out cannot be stopped and runs on (within
+        the client's own timeouts): a namespace with NAMESPACE_CHECKS reads still running starts no
+        more, so a store that never answers ties up no more threads than that."""
+        with self._reading_lock:
+            if self._reading[namespace] >= NAMESPACE_CHECKS:
+                raise DigestUnavailable(f"{self._reading[namespace]} earlier reads of this namespace's models have not finished")
+            self._reading[namespace] += 1
+
+        def read() -> str:
+            try:
+                return self.digests.of(spec)
+            finally:
+                with self._reading_lock:
+                    self._reading[namespace] -= 1
+        return await asyncio.to_thread(read)
 
     async def _image(self, body: dict, spec: WatchedSpec, seen: dict, may_run: bool) -> tuple[Transition | None, dict]:
         if not spec.reoptimize_on.job_image_change:
