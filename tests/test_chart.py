@@ -206,7 +206,8 @@ NOT_FROM_THE_CHART = {"peering_priority", "webhook_register", "webhook_host"}
 def test_the_charts_operator_environment_is_the_operator_settings(assets, monkeypatch):
     from kompress_operator.settings import OperatorSettings
 
-    env = operator_env(template(assets, "-f", REPO / "tests/fixtures/chart-values/namespaced-ha.yaml", "--set", "debug=true"))
+    env = operator_env(template(assets, "-f", REPO / "tests/fixtures/chart-values/namespaced-ha.yaml", "--set", "debug=true",
+                                "--set", "tuning.adminSecretName=study-admin"))  # from a Secret: named, its value not rendered
     env.pop("POD_ID")  # Kopf's peer identity, not a setting
     expected = {OperatorSettings.env_name(name) for name in OperatorSettings.model_fields} - {
         OperatorSettings.env_name(name) for name in NOT_FROM_THE_CHART}
@@ -543,3 +544,14 @@ def test_the_webhook_can_require_the_api_servers_client_certificate(assets):
     assert {"name": "webhook-client-ca", "configMap": {"name": "apiserver-webhook-client"}} in pod["volumes"]
     mounts = pod["containers"][0]["volumeMounts"]
     assert {"name": "webhook-client-ca", "mountPath": "/webhook-client-ca", "readOnly": True} in mounts
+
+
+def test_a_study_database_per_namespace_reaches_the_operator_and_grants_only_its_secret(assets):
+    assert "KOMPRESS_STUDY_ADMIN_URL" not in operator_env(template(assets))
+    docs = template(assets, "--set", "tuning.adminSecretName=study-admin")
+    container = of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    admin = next(e for e in container["env"] if e["name"] == "KOMPRESS_STUDY_ADMIN_URL")
+    assert admin["valueFrom"] == {"secretKeyRef": {"name": "study-admin", "key": "url"}}
+    rules = [r for role in of_kind(docs, "ClusterRole") for r in role.get("rules", []) if "secrets" in r.get("resources", [])]
+    assert rules == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["kompress-study-database"], "verbs": ["patch"]},
+                     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}]

@@ -8,10 +8,10 @@ database are named.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 import warnings
-import zlib
 
 from .errors import StudyStorageError, StudyStorageUnsupported
 
@@ -68,7 +68,9 @@ class TrialSlot:
     Session-level, so a worker that dies holding it frees it with its connection."""
 
     def __init__(self, storage, study_name: str):
-        self.engine, self.key = storage.engine, zlib.crc32(study_name.encode())
+        # 64 bits of the whole name (namespace, resource, study): studies of two teams never share a lock
+        self.engine = storage.engine
+        self.key = int.from_bytes(hashlib.blake2b(study_name.encode(), digest_size=8).digest(), "big", signed=True)
         self.connection = None
 
     def acquire(self) -> None:

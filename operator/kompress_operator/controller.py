@@ -30,6 +30,7 @@ from .fair_share import Fairness, Waiting
 from .conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, TUNING, Transition
 from .decisions import generation_of
 from .jobspec import build_job, needs_tuning_job
+from .study_databases import SECRET_KEY, SECRET_NAME, StudyDatabases
 from .jobstate import SUSPENDED, JobOutcome, job_outcome
 from .kube import Kube, describe_error, older_generation_jobs
 from .lanes import ApiLanes
@@ -68,6 +69,7 @@ class RunController:
         self.status = StatusWriter(kube, self.lanes)
         self.events = EventRecorder(kube, self.lanes)
         self.tuning = TuningPhase(self)
+        self.databases = StudyDatabases(settings.study_admin_url) if settings.study_admin_url else None
         self.reoptimizer = Reoptimizer(self)
         self.pending: set[tuple[str, str]] = set()  # runs whose last attempt failed: retried by retry_forever
         self.now = InFlight()  # the latest index snapshot (live stores), for the retry loop
@@ -229,6 +231,10 @@ class RunController:
 
     async def create_job(self, body: dict, parsed, role: str) -> tuple[str, bool]:
         manifest = build_job(body, parsed.spec, self.settings, role)
+        if self.databases is not None and policy.namespace_database(parsed.spec, self.settings):
+            namespace = body["metadata"]["namespace"]  # its own role and schema, and only their URL in its Secret
+            url = await self.lanes.start(self.databases.ensure, namespace)
+            await self.lanes.start(self.kube.apply_secret, namespace, SECRET_NAME, {SECRET_KEY: url})
         kopf.adopt(manifest, owner=body)
         # no read first: the name carries the generation, so an existing Job answers 409
         return manifest["metadata"]["name"], await self.lanes.start(self.kube.create_job, manifest)

@@ -139,6 +139,17 @@ class Kube:
                 raise
             _read(getattr(api, f"patch_{kind}_webhook_configuration")(configuration["metadata"]["name"], configuration, **self.raw))
 
+    def apply_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        """Create an Opaque Secret, or replace the data of the one of that name."""
+        body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "stringData": data,
+                "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "kompress"}}}
+        try:
+            _read(self.core.create_namespaced_secret(namespace, body, **self.raw))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            _read(self.core.patch_namespaced_secret(name, namespace, body, **self.raw))
+
     def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the resource, as `kubectl describe` shows them."""
         meta = obj["metadata"]

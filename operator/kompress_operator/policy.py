@@ -16,7 +16,7 @@ from kompress_jobs.contract import sparse_wire
 from kompress_jobs.schema import Device, JobSettings, ModelOptimizationSpec, Toleration
 from kompress_jobs.tuning_spec import Tuning
 
-from . import locations
+from . import locations, study_databases
 from .settings import OperatorSettings
 
 
@@ -42,6 +42,7 @@ def job_field(name: str) -> str:
 
 
 GPU_RESOURCE = "nvidia.com/gpu"
+NAMESPACE_STUDY_SECRET = (study_databases.SECRET_NAME, study_databases.SECRET_KEY)
 TUNING_FIELDS = {name: f"spec.tuning.{field.alias}" for name, field in Tuning.model_fields.items()}
 
 
@@ -157,7 +158,7 @@ def tuning_violations(spec: ModelOptimizationSpec, settings: OperatorSettings) -
         found.append(Violation(TUNING_FIELDS["parallelism"], which, (
             f"parallelism {parallelism} can never start: each worker Pod takes a Job slot, and at most {cap} run at once "
             f"(maxRunning {settings.max_running}, maxRunningPerNamespace {settings.max_running_per_namespace})")))
-    if spec.tuning.storage_secret is None and not settings.study_storage_secret:
+    if spec.tuning.storage_secret is None and not settings.study_storage_secret and not settings.study_admin_url:
         found.append(Violation(TUNING_FIELDS["storage_secret"], "studyStorageSecret", (
             "parallel trials share a study in a database: name a Secret holding its URL here, "
             "or have the operator's studyStorageSecret set")))
@@ -170,11 +171,21 @@ def kueue_queue(spec: ModelOptimizationSpec, settings: OperatorSettings) -> str 
 
 
 def study_secret(spec: ModelOptimizationSpec, settings: OperatorSettings) -> tuple[str, str] | None:
-    """(Secret name, key) of the shared study's URL, for a parallel study."""
+    """(Secret name, key) of the shared study's URL, for a parallel study: the spec's own Secret,
+    else the namespace's own database (study_databases.py), else the operator's shared one."""
     if spec.tuning is None or spec.tuning.parallelism == 1:
         return None
     ref = spec.tuning.storage_secret
-    return (ref.name, ref.key) if ref else (settings.study_storage_secret, "url")
+    if ref:
+        return ref.name, ref.key
+    if settings.study_admin_url:
+        return NAMESPACE_STUDY_SECRET
+    return settings.study_storage_secret, "url"
+
+
+def namespace_database(spec: ModelOptimizationSpec, settings: OperatorSettings) -> bool:
+    """Whether the run's Jobs read the namespace's own study database, which the operator makes first."""
+    return study_secret(spec, settings) == NAMESPACE_STUDY_SECRET
 
 
 def enforce(spec: ModelOptimizationSpec, settings: OperatorSettings, namespace: str) -> None:

@@ -41,6 +41,10 @@ class OperatorSettings(BaseSettings):
     study_storage_secret: str | None = Field(None, description=(
         "Secret (in each run's namespace) whose key `url` holds the PostgreSQL URL of parallel tuning "
         "studies, for specs with tuning.parallelism above 1 that name no storageSecret"))
+    study_admin_url: str | None = Field(None, description=(
+        "PostgreSQL URL of a role that may create roles and schemas: each namespace's parallel studies then get a role "
+        "and schema of their own, whose URL alone the namespace's Jobs receive (Secret kompress-study-database); "
+        "wins over studyStorageSecret (the chart fills it from tuning.adminSecretName)"))
     job_service_account: str | None = Field(None, description="ServiceAccount for Job Pods whose spec names none")
     job_resources: dict[str, dict[str, str | int | float]] = Field(default_factory=dict, description=(
         'default Job container resources as JSON, e.g. {"requests": {"cpu": "2"}}; a spec\'s own requests or limits replace them'))

@@ -190,3 +190,26 @@ def test_editing_the_spec_mid_study_stops_the_old_workers_and_the_new_generation
     tuning = report_of(s3, done["status"])["tuning"]
     assert tuning["finishedTrials"] >= 2 and tuning["stoppedBecause"] == "trial budget reached"
     assert not [t for t in tuning["trials"] if t["state"] == "Running"]  # a stopped worker's trial is lost, not left running
+
+
+def test_with_an_administrator_url_each_namespace_studies_in_a_database_role_of_its_own(
+        cluster, namespace, s3, node, postgres, start_operator):
+    """The operator gives the namespace a role and schema, writes only that role's URL into the
+    namespace's Secret, and the study lives there: another namespace's role sees none of it."""
+    from kompress_operator.study_databases import SECRET_NAME, StudyDatabases, role_name
+
+    admin = postgres.new_database(f"a_{uuid.uuid4().hex[:8]}")
+    start_operator(*CAPS, "--study-admin-url", admin)
+    apply(cluster, namespace, study_resource("own", s3, trials=3, parallelism=2))
+    done = wait_for(phase_is(cluster, namespace, "own", "Succeeded", "Failed"), "the run to finish", timeout=600)
+    assert done["status"]["phase"] == "Succeeded", json.dumps(done["status"], indent=1)
+
+    url = base64.b64decode(get(cluster, namespace, "secrets", SECRET_NAME)["data"]["url"]).decode()
+    assert url.startswith(f"postgresql://{role_name(namespace)}:") and admin.split("@")[0] not in url
+    studied = trials_in(url)
+    assert sum(t.state.name == "COMPLETE" for t in studied) >= 3
+    other = StudyDatabases(admin).ensure(f"{namespace}-other")
+    assert trials_in(other) == [], "another namespace's role sees no study"
+    tuning_job = next(j for j in get(cluster, namespace, "jobs")["items"] if j["metadata"]["name"] == "own-g1-tuning")
+    env = {e["name"]: e for e in tuning_job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KOMPRESS_STUDY_STORAGE"]["valueFrom"]["secretKeyRef"]["name"] == SECRET_NAME
