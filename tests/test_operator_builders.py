@@ -151,6 +151,24 @@ def test_one_tenant_with_fifty_queued_runs_does_not_delay_another_tenants_first_
     assert order.count("greedy") == 6 and order.count("quiet") == 2
 
 
+def test_with_one_slot_freed_at_a_time_the_tenant_served_last_waits_its_turn():
+    """Proof on the old code (and tests/cluster/test_slot_hoarding.py): with one slot, the freed
+    slot left both namespaces at a share of 0, and the tie went to the oldest queued run, the
+    flooding tenant's own, fifty times in a row."""
+    from kompress_operator.queue import InFlight, RunQueue
+
+    flood = [Waiting("greedy", f"run-{i:02d}", 0, f"2026-01-01T00:00:{i:02d}Z") for i in range(50)]
+    late = Waiting("quiet", "first", 0, "2026-01-02T00:00:00Z")
+    queue = RunQueue(max_running=1, max_per_namespace=1)
+    queue.reserve(("greedy", "forever"), 1)  # the greedy tenant's run took the slot
+    queue.release(("greedy", "forever"))  # and its deadline ended it
+    assert admit(flood + [late], Counter(), 1, 1, served=queue.served) == [("quiet", "first")]
+    assert position(("quiet", "first"), flood + [late], served=queue.served) == 1
+    started = queue.take_startable(InFlight(waiting=[*flood, late]), lambda body: None)
+    assert [run.key for run in started] == [("quiet", "first")] and queue.served["quiet"] > queue.served["greedy"]
+    assert admit(flood, Counter(), 1, 1, served=queue.served) == [("greedy", "run-00")], "then the flood's turn again"
+
+
 def test_operator_registers_no_change_handlers():
     # main.NoDiffBase gives Kopf no diff base, so a change handler (on.create / update / resume /
     # field) would never see a change: the handlers read status.observedGeneration instead.

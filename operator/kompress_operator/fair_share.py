@@ -1,7 +1,9 @@
 """Which queued runs may start now, under a cluster-wide and a per-namespace cap, shared fairly.
 
 Order: the namespace holding the smallest share of Job slots (slots in flight / its weight) goes
-next, so one team with fifty queued runs cannot hold back another team's first; within a
+next, and among equal shares the one served longest ago (`served`: when each namespace last got a
+slot), so one team with fifty queued runs cannot hold back another team's first, even when slots
+free one at a time (each would otherwise go to the oldest queued run: the team's own); within a
 namespace, higher spec.job.priority first, then older resources. A tenant's priority orders only its
 own runs, unless the policy lets it order across namespaces (priorityAcrossNamespaces). Caps count
 Job slots: a run takes one, a parallel study one per worker Pod while it tunes.
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Mapping
 
 
 @dataclass(frozen=True)
@@ -55,21 +57,21 @@ def _own_order(run: Waiting) -> tuple:
 
 
 def fair_order(waiting: list[Waiting], running: Counter, fairness: Fairness = Fairness(),
-               max_per_namespace: int | None = None) -> Iterator[Waiting]:
+               max_per_namespace: int | None = None, served: Mapping[str, int] = {}) -> Iterator[Waiting]:
     """The queued runs in start order, as slots are taken one run at a time: each next run is the
-    head of the namespace with the smallest weighted share. A namespace whose head would pass
-    max_per_namespace has no more turns."""
+    head of the namespace with the smallest weighted share, then served longest ago. A namespace
+    whose head would pass max_per_namespace has no more turns."""
     queues: dict[str, list[Waiting]] = {}
     for run in sorted(waiting, key=_own_order, reverse=True):  # each queue's head is its last item
         queues.setdefault(run.namespace, []).append(run)
-    held = Counter(running)
+    held, last = Counter(running), dict(served)
     while queues:
         def turn(namespace: str) -> tuple:
             head = queues[namespace][-1]
             share = held[namespace] / fairness.weight(namespace)
             if fairness.priority_across_namespaces:
-                return -head.priority, share, head.created, namespace
-            return share, head.created, namespace
+                return -head.priority, share, last.get(namespace, -1), head.created, namespace
+            return share, last.get(namespace, -1), head.created, namespace
         namespace = min(queues, key=turn)
         run = queues[namespace][-1]
         if max_per_namespace is not None and held[namespace] + run.slots > max_per_namespace:
@@ -77,16 +79,17 @@ def fair_order(waiting: list[Waiting], running: Counter, fairness: Fairness = Fa
             continue
         yield run
         held[namespace] += run.slots
+        last[namespace] = max(last.values(), default=0) + 1
         queues[namespace].pop()
         if not queues[namespace]:
             del queues[namespace]
 
 
 def admit(waiting: list[Waiting], running: Counter, max_total: int, max_per_namespace: int,
-          fairness: Fairness = Fairness()) -> list[tuple[str, str]]:
+          fairness: Fairness = Fairness(), served: Mapping[str, int] = {}) -> list[tuple[str, str]]:
     """Keys of the runs to start now, in start order."""
     total, started = sum(running.values()), []
-    for run in fair_order(waiting, running, fairness, max_per_namespace):
+    for run in fair_order(waiting, running, fairness, max_per_namespace, served):
         if total + run.slots > max_total:
             break  # the head waits for its slots; smaller runs behind it do not overtake it forever
         total += run.slots
@@ -94,6 +97,7 @@ def admit(waiting: list[Waiting], running: Counter, max_total: int, max_per_name
     return started
 
 
-def position(key: tuple[str, str], waiting: list[Waiting], running: Counter = Counter(), fairness: Fairness = Fairness()) -> int:
-    order = [run.key for run in fair_order(waiting, running, fairness)]
+def position(key: tuple[str, str], waiting: list[Waiting], running: Counter = Counter(), fairness: Fairness = Fairness(),
+             served: Mapping[str, int] = {}) -> int:
+    order = [run.key for run in fair_order(waiting, running, fairness, served=served)]
     return order.index(key) + 1 if key in order else len(order)

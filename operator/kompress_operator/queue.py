@@ -11,6 +11,7 @@ while its Job has been created and its Running status has not come back through 
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ class RunQueue:
                  fairness: Fairness = Fairness()):
         self.max_running, self.max_per_namespace, self.clock, self.fairness = max_running, max_per_namespace, clock, fairness
         self.reserved: dict[Key, tuple[int, float, int]] = {}  # key → (generation, when, slots)
+        self.served: dict[str, int] = {}  # namespace → the turn it last got a slot (ties of fair share go to the others)
+        self._turns = itertools.count()
 
     def just_started(self, key: Key, generation: int) -> bool:
         """Started a moment ago: its Running status has not come back yet."""
@@ -74,11 +77,11 @@ class RunQueue:
         waiting = [w for w in self._not_starting(now.waiting) if w.key != run.key] + [run]
         if not self._far_below(now, sum(w.slots for w in waiting)):  # when every waiting run fits, counting exactly is not needed
             running = self.running(now)
-            if run.key not in admit(waiting, running, self.max_running, self.max_per_namespace, self.fairness):
+            if run.key not in admit(waiting, running, self.max_running, self.max_per_namespace, self.fairness, self.served):
                 wanted = "a Job slot" if run.slots == 1 else f"{run.slots} Job slots (one per worker Pod)"
                 return Verdict(False, f"waiting for {wanted}: {sum(running.values())}/{self.max_running} running cluster-wide, "
                                       f"{running[run.namespace]}/{self.max_per_namespace} in {run.namespace}; "
-                                      f"position {position(run.key, waiting, running, self.fairness)} of {len(waiting)}")
+                                      f"position {position(run.key, waiting, running, self.fairness, self.served)} of {len(waiting)}")
         self.reserve(run.key, generation, run.slots)
         return Verdict(True)
 
@@ -93,7 +96,8 @@ class RunQueue:
         waiting = [w for w in self._not_starting(now.waiting)
                    if (w.body.get("status") or {}).get("observedGeneration") == generation_of(w.body)]
         by_key = {w.key: w for w in waiting}
-        starting = [by_key[key] for key in admit(waiting, running, self.max_running, self.max_per_namespace, self.fairness)]
+        starting = [by_key[key] for key in admit(waiting, running, self.max_running, self.max_per_namespace, self.fairness,
+                                                  self.served)]
         for run in starting:
             self.reserve(run.key, generation_of(run.body), run.slots)
         return starting
@@ -114,6 +118,7 @@ class RunQueue:
 
     def reserve(self, key: Key, generation: int, slots: int = 1) -> None:
         self.reserved[key] = (generation, self.clock(), slots)
+        self.served[key[0]] = next(self._turns)
 
     def release(self, key: Key, generation: int | None = None) -> None:
         """Free a reservation; with a generation, only that generation's (a Job of an older spec
