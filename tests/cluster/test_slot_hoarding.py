@@ -24,7 +24,7 @@ def test_a_tenant_holds_no_slot_beyond_its_namespaces_deadline_and_share(cluster
                        f"--namespace-max-active-deadline-seconds={json.dumps({namespace: 20})}")
         apply(cluster, namespace, resource("forever", s3, benchmark=FOREVER, job={"backoffLimit": 0}))
         wait_for(phase_is(cluster, namespace, "forever", "Running"), "the tenant's run to take the slot")
-        for i in range(10):  # and a queue behind it
+        for i in range(50):  # and a queue of fifty behind it
             apply(cluster, namespace, resource(f"more-{i}", s3, benchmark=FOREVER, job={"backoffLimit": 0}))
         apply(cluster, other, resource("waiting", s3))
         wait_for(phase_is(cluster, other, "waiting", "Queued"), "the other namespace's run to wait")
