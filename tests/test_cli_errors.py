@@ -314,6 +314,33 @@ def test_the_operator_command_without_the_operator_extra_says_which_extra(capsys
     assert code == 1 and "the operator needs the 'operator' extra" in err
 
 
+def test_the_commands_a_new_user_runs_by_hand_fail_in_one_line(capsys, monkeypatch, tmp_path):
+    """Each printed a traceback or a puzzle before: the operator without a cluster (33 lines), the
+    Job's command outside a Job ('kompress unknown speaks contract v?'), fetch-promoted on a folder
+    that does not exist ('nothing is promoted there')."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("KUBERNETES_", "KOMPRESS_"))}
+    env["KUBECONFIG"] = str(tmp_path / "no-such-kubeconfig")
+    kompress = str(Path(sys.executable).parent / "kompress")
+    done = subprocess.run([kompress, "operator"], capture_output=True, text=True, env=env, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and lines == [lines[-1]] and lines[0].startswith("kompress: error: no cluster to talk to"), done.stderr
+    assert "no-such-kubeconfig" in lines[0]
+
+    monkeypatch.delenv("KOMPRESS_RESOURCE", raising=False)
+    monkeypatch.delenv("KOMPRESS_CONTRACT_VERSION", raising=False)
+    monkeypatch.delenv("KOMPRESS_OPERATOR_RELEASE", raising=False)
+    code = main(["job", "--termination-log", str(tmp_path / "termination-log")])
+    assert_one_error(code, capsys.readouterr().err.strip().splitlines(), "runs inside a Job the operator creates",
+                     "kompress optimize FILE.yaml")
+
+    code = main(["fetch-promoted", str(tmp_path / "absent"), str(tmp_path / "target")])
+    assert_one_error(code, capsys.readouterr().err.strip().splitlines(), "absent: no such folder")
+    assert not (tmp_path / "target").exists()
+
+
 # --- validate catches what would fail the run, without running the model -----------------
 
 

@@ -176,6 +176,9 @@ def test_fetch_promoted_copies_the_release_checked_and_leaves_the_folder_whole_o
     assert "does not match the digest in current.json" in capsys.readouterr().err
     assert sha256(serving / "model.onnx") == pointer["digest"], "the copy in place stays whole"
     assert main(["fetch-promoted", str(workspace / "nothing"), str(serving)]) == 1
+    assert "nothing: no such folder" in capsys.readouterr().err
+    (workspace / "empty").mkdir()
+    assert main(["fetch-promoted", str(workspace / "empty"), str(serving)]) == 1
     assert "nothing is promoted there" in capsys.readouterr().err
 
 

@@ -213,8 +213,10 @@ def _job(args: argparse.Namespace) -> int:
 
 def _fetch_promoted(args: argparse.Namespace) -> int:
     from .promoted import fetch_promoted
-    from .store import open_store
+    from .store import is_s3, open_store
 
+    if not is_s3(args.location) and not Path(args.location).expanduser().is_dir():
+        raise KompressError(f"{args.location}: no such folder (the promotion root holding current.json: a folder or s3://bucket/prefix)")
     pointer = fetch_promoted(open_store(args.location, args.endpoint_url, args.region), args.target)
     print(f"kompress: {pointer.candidate} of run {pointer.run.id} (sha256 {pointer.digest[:16]}…) "
           f"in {args.target}: {', '.join(sorted(p.name for p in args.target.iterdir()))}")

@@ -119,6 +119,9 @@ def job_mismatch(operator_contract: str | None, operator_release: str | None) ->
         version = None
     if version == CONTRACT_VERSION:
         return None
+    if not operator_contract and not operator_release:  # nothing from an operator: run by hand
+        return (f"`kompress job` runs inside a Job the operator creates (it reads the resource and contract from "
+                f"{JobEnv.RESOURCE.value} and {JobEnv.CONTRACT_VERSION.value}); on a laptop, run `kompress optimize FILE.yaml`")
     return (f"the operator (kompress {operator_release or 'unknown'}) speaks Job contract v{operator_contract or '?'}, "
             f"this job image (kompress {__version__}) v{CONTRACT_VERSION}: use the job image of the operator's release")
 

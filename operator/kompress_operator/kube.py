@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from datetime import datetime, timezone
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from kompress_jobs.errors import KompressError
 from kompress_jobs.schema import API_GROUP, API_VERSION, PLURAL
 
 from .run_ref import RESOURCE_LABEL, RunRef
@@ -35,10 +37,16 @@ def _read(response) -> bytes:
 
 
 def load_config(connections: int = 32) -> None:
+    """In-cluster configuration, else the kubeconfig; KompressError in one line when neither is there."""
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        try:
+            config.load_kube_config()
+        except (config.ConfigException, OSError) as exc:
+            where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+            raise KompressError(f"no cluster to talk to: not in a Pod (no service account token) and no usable kubeconfig "
+                                f"at {where} ({str(exc).strip().splitlines()[0][:200]})") from None
     # One pooled connection per handler thread (the default, 5 per CPU, would make a burst queue).
     configuration = client.Configuration.get_default_copy()
     configuration.connection_pool_maxsize = connections
