@@ -367,6 +367,39 @@ def test_kustomize_renders_every_overlay(assets, overlay):
         assert json.loads(env["KOMPRESS_JOB_RESOURCES"])["requests"]["cpu"] == "4"
 
 
+@pytest.mark.parametrize("overlay", ["overlays/cpu", "overlays/gpu"])
+def test_every_overlay_admits_the_samples_it_ships(assets, overlay, monkeypatch):
+    """They shipped the sample with no artifact location, so the operator refused it and the Argo CD
+    application never became Healthy."""
+    from kompress_jobs.specfile import resource_from_dict
+    from kompress_operator import policy
+    from kompress_operator.settings import OperatorSettings
+
+    docs = [d for d in yaml.safe_load_all(run(assets / "kubectl", "kustomize", DEPLOY / "kustomize" / overlay).stdout) if d]
+    for name, value in operator_env(docs).items():
+        monkeypatch.setenv(name, value or "")
+    monkeypatch.delenv("POD_ID", raising=False)
+    settings = OperatorSettings()
+    samples = of_kind(docs, "ModelOptimization")
+    assert samples and settings.default_artifacts
+    for sample in samples:
+        namespace = sample["metadata"].get("namespace") or "default"
+        assert policy.violations(resource_from_dict(sample).spec, settings, namespace) == [], sample["metadata"]["name"]
+
+
+def test_the_readme_install_admits_the_cluster_sample(assets, monkeypatch):
+    from kompress_jobs.specfile import load_resource_file
+    from kompress_operator import policy
+    from kompress_operator.settings import OperatorSettings
+
+    env = operator_env(template(assets, "--set", "artifacts.uri=s3://ml-artifacts/kompress", "--set", "artifacts.secretName=kompress-s3"))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value or "")
+    monkeypatch.delenv("POD_ID", raising=False)
+    sample = load_resource_file(DEPLOY / "samples" / "cpu" / "digits-cnn.yaml").spec
+    assert policy.violations(sample, OperatorSettings(), "default") == []
+
+
 def test_samples_are_valid_resources():
     from kompress_jobs.plan import plan_passes
     from kompress_jobs.specfile import load_resource_file

@@ -352,3 +352,15 @@ def test_the_author_is_recorded_by_the_mutating_webhook_and_cannot_be_forged_or_
     assert refused.value.code == 403
     with pytest.raises(kopf.AdmissionError, match="cannot be changed on its own"):
         review(forged, old=stamped)  # the spec unchanged, the record swapped
+
+
+def test_the_bundled_examples_may_be_read_by_every_namespace_and_written_by_none():
+    """The cluster sample (deploy/samples/cpu) reads the job image's examples: refused before by the
+    chart's default storage policy, so the README's first apply failed."""
+    sample = resource_from_dict({**resource_dict(name="digits-cnn", model="/opt/kompress/examples/models/digits-cnn.pt",
+                                                 data="/opt/kompress/examples/data/digits.npz"),
+                                 "metadata": {"name": "digits-cnn", "namespace": "default"}}).spec
+    assert policy.violations(sample, Settings(), "default") == []
+    writes = located(**{"artifacts.uri": "/opt/kompress/examples/runs"})
+    assert [(v.field, v.policy) for v in policy.violations(writes, Settings(), "team-a")] == [("spec.artifacts.uri", "storageLocations")]
+    assert policy.violations(sample, Settings(read_locations=()), "default"), "[] allows none"

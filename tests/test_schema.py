@@ -153,7 +153,7 @@ def test_a_pass_that_names_another_model_has_it_checked_like_the_model():
     spec = resource_from_dict(resource_dict(passes=[
         {"type": "OnnxExport"}, {"type": "Distill", "name": "d", "student": {"uri": "s3://other-team/s.pt", "format": "TorchScript"}}])).spec
     assert spec.passes[1].model_sources()[0][0] == "student" and spec.passes[0].model_sources() == []
-    assert ("spec.passes[1].student.uri", "s3://other-team/s.pt") in spec_locations(spec)
+    assert ("spec.passes[1].student.uri", "s3://other-team/s.pt", False) in spec_locations(spec)
 
 
 def test_a_steered_pass_declares_the_split_it_judges_on():

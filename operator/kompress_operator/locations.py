@@ -2,7 +2,9 @@
 
 Every location a spec names (model, data, tokenizer, a student, artifacts, promotion) must lie
 under one of the namespace's allowed prefixes: the `storageLocations` templates with `{namespace}`
-filled in, by default `<defaultArtifacts>/{namespace}/`. Runs lay their files out as
+filled in, by default `<defaultArtifacts>/{namespace}/`. What a run only reads may also lie under
+`readLocations`, every namespace's alike (by default the job image's bundled examples,
+`/opt/kompress/examples/`, which the cluster sample reads). Runs lay their files out as
 `<root>/<namespace>/<name>/…` (kompress_jobs/layout.py), so with the default a team's runs touch
 only `<defaultArtifacts>/<namespace>/`, the prefix an S3 policy grants that team's credentials.
 Comparison is by path segment (`s3://ml/team` does not cover `s3://ml/team-a`), and any `.` or
@@ -22,17 +24,17 @@ from .settings import OperatorSettings
 ANYWHERE = "*"  # storageLocations: ["*"] turns the check off (one trusted team)
 
 
-def spec_locations(spec: ModelOptimizationSpec) -> list[tuple[str, str]]:
-    """(wire path, URI) of every location the spec reads or writes."""
-    found = [("spec.model.uri", spec.model.uri), ("spec.data.uri", spec.data.uri)]
+def spec_locations(spec: ModelOptimizationSpec) -> list[tuple[str, str, bool]]:
+    """(wire path, URI, whether the run writes there) of every location the spec reads or writes."""
+    found = [("spec.model.uri", spec.model.uri, False), ("spec.data.uri", spec.data.uri, False)]
     if spec.data.text is not None and spec.data.text.tokenizer:
-        found.append(("spec.data.text.tokenizer", spec.data.text.tokenizer))
-    found += [(f"spec.passes[{i}].{field}.uri", source.uri)
+        found.append(("spec.data.text.tokenizer", spec.data.text.tokenizer, False))
+    found += [(f"spec.passes[{i}].{field}.uri", source.uri, False)
               for i, settings in enumerate(spec.passes) for field, source in settings.model_sources()]
     if spec.artifacts.uri:
-        found.append(("spec.artifacts.uri", spec.artifacts.uri))
+        found.append(("spec.artifacts.uri", spec.artifacts.uri, True))
     if spec.promotion is not None and spec.promotion.uri:
-        found.append(("spec.promotion.uri", spec.promotion.uri))
+        found.append(("spec.promotion.uri", spec.promotion.uri, True))
     return found
 
 
@@ -73,10 +75,12 @@ def describe(prefixes: list[str]) -> str:
 def outside(spec: ModelOptimizationSpec, settings: OperatorSettings, namespace: str) -> list[tuple[str, str, str]]:
     """(field, policy setting, message) for each location or endpoint outside the policy."""
     prefixes, found = allowed_prefixes(settings, namespace), []
-    for field, uri in spec_locations(spec):
-        if not within(uri, prefixes):
+    for field, uri, writes in spec_locations(spec):
+        readable = () if writes else settings.read_locations
+        if not within(uri, [*prefixes, *readable]):
+            also = f"; to read from, also {', '.join(readable)}" if readable else ""
             why = "is not an absolute path or s3:// URI without empty, '.' or '..' segments" if _segments(uri) is None else \
-                f"is outside the locations allowed in namespace {namespace} ({describe(prefixes)})"
+                f"is outside the locations allowed in namespace {namespace} ({describe(prefixes)}{also})"
             found.append((field, "storageLocations", f"{uri} {why}"))
     refused = _endpoint_refused(spec.artifacts.endpoint_url, settings)
     if refused:

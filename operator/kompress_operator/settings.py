@@ -94,6 +94,9 @@ class OperatorSettings(BaseSettings):
     storage_locations: Annotated[tuple[str, ...], NoDecode] = Field((), description=(
         "URI prefixes (comma-separated, {namespace} is the run's namespace) that a spec's model, data, artifacts and "
         "promotion locations must lie under; default: <defaultArtifacts>/{namespace}/; '*' turns the check off"))
+    read_locations: Annotated[tuple[str, ...], NoDecode] = Field(("/opt/kompress/examples/",), description=(
+        "prefixes (comma-separated) any namespace's specs may read models and data from, never write to; default: the "
+        "job image's bundled examples, which the cluster sample reads"))
     allowed_endpoints: Annotated[tuple[str, ...], NoDecode] = Field((), description=(
         "S3 endpoint patterns (comma-separated) specs may name in artifacts.endpointUrl; default: none (the store the "
         "Job's environment configures)"))
@@ -137,7 +140,7 @@ class OperatorSettings(BaseSettings):
     debug: bool = Field(False, description="debug logging, Kopf's included")
 
     @field_validator("namespaces", "allowed_images", "allowed_secrets", "allowed_priority_classes", "allowed_node_selectors",
-                     "storage_locations", "allowed_endpoints", "allowed_queues", mode="before")
+                     "storage_locations", "read_locations", "allowed_endpoints", "allowed_queues", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -62,7 +62,8 @@ def s3():
 
 @pytest.fixture(scope="session")
 def node(api):
-    runner = PodRunner(api, bin_dir=Path(sys.executable).parent, extra_env={"MPLBACKEND": "Agg"}).start()
+    runner = PodRunner(api, bin_dir=Path(sys.executable).parent, extra_env={"MPLBACKEND": "Agg"},
+                       image_files={"/opt/kompress/examples": EXAMPLES}).start()  # as deploy/images/job.Dockerfile copies them
     yield runner
     runner.stop()
 

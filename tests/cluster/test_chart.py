@@ -133,6 +133,11 @@ def test_operator_with_the_charts_service_account_completes_a_run(cluster, node,
         done = wait_for(phase_is(cluster, namespace, "via-chart", "Succeeded", "Failed"), "the run to finish", timeout=240)
         assert condition(done, "Succeeded")["status"] == "True", done["status"]
         assert done["status"]["artifacts"]["uri"].startswith(f"{own}/via-chart/runs/"), done["status"]["artifacts"]
+        # The README's first apply: the cluster sample, unchanged (it reads the job image's bundled examples)
+        cluster.kubectl("apply", "-n", namespace, "-f", str(REPO / "deploy/samples/cpu/digits-cnn.yaml"))
+        sample = wait_for(phase_is(cluster, namespace, "digits-cnn", "Succeeded", "Failed"), "the sample to finish", timeout=300)
+        assert condition(sample, "Succeeded")["status"] == "True", sample["status"]
+        assert sample["status"]["artifacts"]["uri"].startswith(f"{own}/digits-cnn/runs/"), sample["status"]["artifacts"]
 
         log = operator.log()
         assert "Not enough permissions" not in log and "Forbidden" not in log, log[-3000:]

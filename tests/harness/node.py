@@ -5,7 +5,9 @@ termination message), so the real Job controller completes, retries or fails the
 Container paths are mapped to a folder per Pod: emptyDir mounts (and environment values under
 them) point into it, Secret volumes are written into it as a kubelet mounts them, and the
 termination log is read from it. A mounted ServiceAccount token becomes the process's KUBECONFIG
-(in-cluster configuration reads fixed paths).
+(in-cluster configuration reads fixed paths). Files the job image carries (`image_files`: the
+examples it copies to /opt/kompress/examples) are found where the image has them: paths under
+them, in environment values (the resource the operator passes), point to this checkout's copy.
 
 With a PodNetwork (pod_network.py) each Pod gets addresses of its own and turns Ready only when
 its readiness probe answers, so the real Endpoints controller routes to it as in a cluster. A
@@ -44,11 +46,12 @@ def _now() -> str:
 
 class PodRunner:
     def __init__(self, api: client.ApiClient, bin_dir: Path, extra_env: dict[str, str] | None = None,
-                 selector: str = JOB_PODS, network: PodNetwork | None = None):
+                 selector: str = JOB_PODS, network: PodNetwork | None = None, image_files: dict[str, Path] | None = None):
         self.core = client.CoreV1Api(api)
         self.server = api.configuration.host
         self.bin_dir = bin_dir  # where the Pod's command (e.g. `kompress`) is found
         self.extra_env = extra_env or {}
+        self.image_files = image_files or {}  # a path in the job image -> this checkout's copy
         self.selector, self.network = selector, network
         self.root = Path(tempfile.mkdtemp(prefix="kompress-node-"))
         self.running: dict[str, tuple[subprocess.Popen, Path, str]] = {}  # uid -> process, dir, started
@@ -106,6 +109,11 @@ class PodRunner:
                 del self.running[uid]
                 self._report(uid, process.returncode, workdir, started)
 
+    def _image_paths(self, value: str) -> str:
+        for inside, here in self.image_files.items():
+            value = value.replace(inside.rstrip("/") + "/", str(here) + "/")
+        return value
+
     def _start(self, pod) -> None:
         namespace, name, uid = pod.metadata.namespace, pod.metadata.name, pod.metadata.uid
         self.core.create_namespaced_binding(
@@ -135,7 +143,7 @@ class PodRunner:
         if token is not None and (token / "token").exists():
             env["KUBECONFIG"] = str(write_kubeconfig(workdir / "kubeconfig", self.server, "pod", (token / "token").read_text(), namespace))
         values = {e.name: self._env_value(pod, e, addresses) for e in container.env or []}  # one Secret read each
-        env |= {name: local(value) for name, value in values.items() if value is not None}
+        env |= {name: self._image_paths(local(value)) for name, value in values.items() if value is not None}
         command = [*(container.command or []), *(container.args or [])]
         started = _now()
         log = (workdir / "log").open("w")
