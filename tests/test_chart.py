@@ -171,20 +171,38 @@ def test_job_settings_reach_the_operator(assets):
     assert env["KOMPRESS_CPU_IMAGE"] == "ghcr.io/kompress/kompress-job:0.1.0"
 
 
-def test_the_chart_renders_as_a_subchart_of_an_umbrella_chart_with_global_values(assets, tmp_path):
+def test_the_chart_renders_as_a_subchart_of_an_umbrella_chart_with_global_values(assets, tmp_path, monkeypatch):
     umbrella = tmp_path / "platform"
     umbrella.mkdir()
     (umbrella / "Chart.yaml").write_text(yaml.safe_dump({
         "apiVersion": "v2", "name": "platform", "version": "1.0.0",
         "dependencies": [{"name": "kompress", "version": yaml.safe_load((CHART / "Chart.yaml").read_text())["version"],
                           "repository": f"file://{CHART}"}]}))
-    (umbrella / "values.yaml").write_text(yaml.safe_dump({"global": {"imageRegistry": "registry.example.com"},
-                                                          "kompress": {"replicaCount": 2}}))
+    (umbrella / "values.yaml").write_text(yaml.safe_dump({
+        "global": {"imageRegistry": "registry.example.com", "imagePullSecrets": [{"name": "platform-pull"}]},
+        "kompress": {"replicaCount": 2, "imagePullSecrets": ["kompress-pull"], "artifacts": {"uri": "s3://ml/kompress"}}}))
     run(assets / "helm", "dependency", "build", umbrella)
     run(assets / "helm", "lint", umbrella)
     out = run(assets / "helm", "template", "platform", umbrella, "--namespace", "kompress-system").stdout
     docs = [doc for doc in yaml.safe_load_all(out) if doc]
-    assert of_kind(docs, "Deployment")[0]["spec"]["replicas"] == 2
+    deployment = of_kind(docs, "Deployment")[0]["spec"]
+    assert deployment["replicas"] == 2
+    # The global registry and pull secrets reach the operator's Pod and, through it, every Job's.
+    pod = deployment["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "kompress-pull"}, {"name": "platform-pull"}]
+    assert pod["containers"][0]["image"] == "registry.example.com/kompress/kompress-operator:0.1.0"
+    from kompress_jobs.specfile import resource_from_dict
+    from kompress_operator.jobspec import build_job
+    from kompress_operator.settings import OperatorSettings
+
+    env = {name: value for name, value in operator_env(docs).items() if value}
+    monkeypatch.setattr("os.environ", {**env})
+    settings = OperatorSettings()
+    sample = yaml.safe_load((DEPLOY / "samples" / "cpu" / "digits-cnn.yaml").read_text())
+    sample["metadata"] |= {"namespace": "team-a", "generation": 1}
+    job = build_job(sample, resource_from_dict(sample).spec, settings)["spec"]["template"]["spec"]
+    assert job["imagePullSecrets"] == [{"name": "kompress-pull"}, {"name": "platform-pull"}]
+    assert job["containers"][0]["image"] == "registry.example.com/kompress/kompress-job:0.1.0"
 
 
 def test_images_are_pinned_by_digest(assets):

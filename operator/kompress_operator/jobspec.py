@@ -70,6 +70,8 @@ def _pod_spec(body: dict[str, Any], run: RunRef, spec: ModelOptimizationSpec, se
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "automountServiceAccountToken": False,  # the pipeline never talks to the API server
     }
+    if settings.job_image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in settings.job_image_pull_secrets]
     if job.node_selector:
         pod_spec["nodeSelector"] = dict(job.node_selector)
     if job.tolerations:

@@ -45,6 +45,8 @@ class OperatorSettings(BaseSettings):
         "PostgreSQL URL of a role that may create roles and schemas: each namespace's parallel studies then get a role "
         "and schema of their own, whose URL alone the namespace's Jobs receive (Secret kompress-study-database); "
         "wins over studyStorageSecret (the chart fills it from tuning.adminSecretName)"))
+    job_image_pull_secrets: Annotated[tuple[str, ...], NoDecode] = Field((), description=(
+        "Secrets (comma-separated, in each run's namespace) for pulling the job images"))
     job_service_account: str | None = Field(None, description="ServiceAccount for Job Pods whose spec names none")
     job_resources: dict[str, dict[str, str | int | float]] = Field(default_factory=dict, description=(
         'default Job container resources as JSON, e.g. {"requests": {"cpu": "2"}}; a spec\'s own requests or limits replace them'))
@@ -140,7 +142,8 @@ class OperatorSettings(BaseSettings):
     debug: bool = Field(False, description="debug logging, Kopf's included")
 
     @field_validator("namespaces", "allowed_images", "allowed_secrets", "allowed_priority_classes", "allowed_node_selectors",
-                     "storage_locations", "read_locations", "allowed_endpoints", "allowed_queues", mode="before")
+                     "storage_locations", "read_locations", "allowed_endpoints", "allowed_queues", "job_image_pull_secrets",
+                     mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -38,11 +38,34 @@ app.kubernetes.io/part-of: kompress
 
 {{/* repository@digest when a digest pins the image, else repository:tag (tag defaults to appVersion). */}}
 {{- define "kompress.image" -}}
-{{- if .image.digest }}
-{{- printf "%s@%s" .image.repository .image.digest }}
-{{- else }}
-{{- printf "%s:%s" .image.repository (default .chart.AppVersion .image.tag) }}
+{{- $repository := .image.repository }}
+{{- with (.global | default dict).imageRegistry }}
+{{- /* global.imageRegistry replaces the registry host (a first segment with '.' or ':', or localhost) */}}
+{{- $parts := splitList "/" $repository }}
+{{- $first := first $parts }}
+{{- if or (contains "." $first) (contains ":" $first) (eq $first "localhost") }}
+{{- $repository = join "/" (rest $parts) }}
 {{- end }}
+{{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}
+{{- end }}
+{{- if .image.digest }}
+{{- printf "%s@%s" $repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repository (default .chart.AppVersion .image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Pull secrets: the chart's own and Helm's global ones (an umbrella chart's), as names. */}}
+{{- define "kompress.pullSecrets" -}}
+{{- $names := list }}
+{{- range (concat .Values.imagePullSecrets ((.Values.global | default dict).imagePullSecrets | default list)) }}
+{{- if kindIs "string" . }}
+{{- $names = append $names . }}
+{{- else }}
+{{- $names = append $names .name }}
+{{- end }}
+{{- end }}
+{{- uniq $names | join "," }}
 {{- end }}
 
 {{/* Kopf peering: on when more than one replica runs. */}}
