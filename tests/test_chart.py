@@ -340,6 +340,45 @@ def test_alert_rules_pass_promtool(assets, tmp_path):
         "KompressOperatorDown", "KompressRunsFailing", "KompressQueueStuck", "KompressReconcileErrors", "KompressPromotionFailing"}
 
 
+def test_every_alert_waits_before_firing_and_links_its_runbook(assets):
+    import re
+
+    anchors = {heading.lower() for heading in re.findall(r"^## (\w+)$", (REPO / "docs" / "runbook.md").read_text(), re.M)}
+    for rule in (r for g in alert_rules(assets)["groups"] for r in g["rules"]):
+        assert rule.get("for"), rule["alert"]
+        base, _, anchor = rule["annotations"]["runbook_url"].partition("#")
+        assert base.endswith("docs/runbook.md") and anchor == rule["alert"].lower() and anchor in anchors, rule["alert"]
+
+
+def test_one_teams_bad_specs_page_nobody_and_a_namespace_failing_for_the_platform_does(assets, tmp_path):
+    """Before: one failed run of one user's bad spec fired KompressRunsFailing at once, for an hour,
+    summed over every namespace."""
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(alert_rules(assets)))
+    job = 'job="kompress-metrics"'
+    # a run every minute: team-a's specs are invalid or its model does not load; team-b's store refuses uploads
+    series = [
+        {"series": f'kompress_runs_total{{{job},outcome="failed",namespace="team-a",reason="InvalidSpec"}}', "values": "0+1x60"},
+        {"series": f'kompress_runs_total{{{job},outcome="failed",namespace="team-a",reason="ModelLoadFailed"}}', "values": "0+1x60"},
+        {"series": f'kompress_runs_total{{{job},outcome="failed",namespace="team-b",reason="ArtifactStoreFailed"}}', "values": "0+1x60"},
+        {"series": f'kompress_runs_total{{{job},outcome="succeeded",namespace="team-b",reason="Completed"}}', "values": "0x60"},
+        {"series": f'up{{{job}}}', "values": "1x60"},
+    ]
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": series,
+        "alert_rule_test": [
+            {"eval_time": "10m", "alertname": "KompressRunsFailing", "exp_alerts": []},  # not before its `for:`
+            {"eval_time": "40m", "alertname": "KompressRunsFailing", "exp_alerts": [{
+                "exp_labels": {"severity": "warning", "namespace": "team-b"},
+                "exp_annotations": {
+                    "summary": "Most runs in namespace team-b fail for reasons of the platform's.",
+                    "description": "100% of the runs of the last hour in team-b failed (not counting invalid specs or models); "
+                                   "`kubectl get mopt -n team-b` shows each one's Succeeded condition reason.",
+                    "runbook_url": "https://github.com/kompress/kompress/blob/main/docs/runbook.md#kompressrunsfailing"}}]},
+        ]}]}))
+    result = run(assets / "promtool", "test", "rules", tmp_path / "test.yaml", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_dashboard_queries_are_valid_promql(assets, tmp_path):
     # Grafana's variables replaced by what they expand to, then promtool parses each query.
     def expand(expr: str) -> str:

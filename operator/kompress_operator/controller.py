@@ -166,7 +166,7 @@ class RunController:
         """Failed before any Job: nothing to retry until the spec (or the operator's policy) changes."""
         if await self.status.write(body, lambda current: decisions.refused(current, generation, reason, message)):
             self.events.post(body, reason, message, warning=True)
-            self.metrics.runs_total.labels("invalid").inc()
+            self.metrics.runs_total.labels("invalid", body["metadata"]["namespace"], reason).inc()
 
     async def start_or_queue(self, body: dict, parsed, now: InFlight) -> None:
         generation, meta = generation_of(body), body["metadata"]
@@ -318,7 +318,8 @@ class RunController:
         succeeded, result = outcome.state == SUCCEEDED, ModelOptimizationStatus.model_validate(written)
         if succeeded:
             self.metrics.record_best(*_key(current), result)
-        self.metrics.runs_total.labels(("succeeded" if result.best else "no_candidate") if succeeded else "failed").inc()
+        self.metrics.runs_total.labels(("succeeded" if result.best else "no_candidate") if succeeded else "failed",
+                                       current["metadata"]["namespace"], outcome.reason or "Unknown").inc()
         self.metrics.observe_job(outcome.start_time, outcome.completion_time, succeeded)
         self.events.phase(current, decisions.finish_phase(outcome), warning=not succeeded)
         if succeeded and result.promotion:
@@ -343,5 +344,5 @@ class RunController:
         generation, rerun = generation or generation_of(current), reruns_of(current)
         self.queue.release(_key(current), generation)
         if await self.status.write(current, lambda fresh: decisions.job_gone(fresh, generation, job, rerun)):
-            self.metrics.runs_total.labels("failed").inc()
+            self.metrics.runs_total.labels("failed", current["metadata"]["namespace"], decisions.job_gone_phase(job).reason).inc()
             self.events.phase(current, decisions.job_gone_phase(job), warning=True)

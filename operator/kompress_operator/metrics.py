@@ -27,7 +27,10 @@ class OperatorMetrics:
         self.reconcile_errors = Counter("kompress_reconcile_errors_total", "Reconciliations that raised.", ["controller"], registry=r)
         self.reconcile_time = Histogram("kompress_reconcile_time_seconds", "Time spent in one reconciliation.", ["controller"],
                                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r)
-        self.runs_total = Counter("kompress_runs_total", "Finished optimization runs by outcome.", ["outcome"], registry=r)
+        # namespace and reason: an alert can leave a team's own mistakes (an invalid spec, a model
+        # that does not load) to that team and page the SREs only for the platform's
+        self.runs_total = Counter("kompress_runs_total", "Finished optimization runs by outcome, namespace and the reason "
+                                  "of their Succeeded condition.", ["outcome", "namespace", "reason"], registry=r)
         self.queue_depth = Gauge("kompress_queue_depth", "Runs waiting for a free Job slot.", registry=r)
         self.running_jobs = Gauge("kompress_running_jobs", "Optimization Jobs in flight.", registry=r)
         self.job_duration = Histogram("kompress_job_duration_seconds", "Wall time of optimization Jobs.", ["outcome"],
