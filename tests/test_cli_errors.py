@@ -435,3 +435,61 @@ def test_help_names_each_flags_type_default_and_variable(capsys):
     with pytest.raises(SystemExit):
         main(["optimize", "--help"])
     assert "(default: spec.artifacts.uri, else ./kompress-runs)" in " ".join(capsys.readouterr().out.split())
+
+
+# --- validate in GitOps CI ---------------------------------------------------------------------
+
+def test_validate_no_files_passes_the_cluster_samples_and_names_what_it_skips(capsys):
+    samples = Path(__file__).parents[1] / "deploy" / "samples"
+    assert main(["validate", "--no-files", str(samples)]) == 0
+    out = capsys.readouterr().out
+    assert "digits-cnn.yaml: valid ModelOptimization 'digits-cnn'" in out and "local files not checked" in out
+    assert "cpu/kustomization.yaml: skipped (kind Kustomization, not a ModelOptimization)" in out
+    assert main(["validate", str(samples / "cpu" / "digits-cnn.yaml")]) == 2  # the image's files are not here
+    assert "validate --no-files" in capsys.readouterr().err
+
+
+def test_validate_checks_every_document_of_a_file(capsys, workspace):
+    import yaml
+
+    from .conftest import resource_dict
+
+    good, bad = resource_dict(name="good"), resource_dict(name="bad")
+    bad["spec"]["goals"] = {"latency": {"percentile": "P90", "maxMilliseconds": 2}}
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}
+    path = workspace / "all.yaml"
+    path.write_text(yaml.safe_dump_all([namespace, good, bad], sort_keys=False))
+    assert main(["validate", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert f"{path} (document 1): skipped (kind Namespace, not a ModelOptimization)" in out
+    assert f"{path} (document 2): valid ModelOptimization 'good'" in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"kompress: error: {path} (document 3): spec.goals.latency.percentile")
+    assert "did you mean" not in lines[0], "P90 is as near P95 as P99: no guess"
+
+
+def test_validate_refuses_what_the_operator_would_refuse_at_apply_for_its_size(capsys, write_spec):
+    names = [f"/encoder/layer.{i}/attention/MatMul_{'x' * 200}" for i in range(400)]  # ~96 KiB of node names
+    spec = write_spec(passes=[{"type": "OnnxExport"}, {"type": "OpenVinoInt8", "ignoredScope": {"names": names}}])
+    assert main(["validate", "--no-files", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "spec: " in err and "bytes of JSON are more than the operator takes (65536" in err
+    assert main(["validate", "--no-files", "--max-spec-bytes", "200000", str(spec)]) == 0
+
+
+def test_validate_refuses_a_language_model_text_shorter_than_its_windows(capsys, write_spec, tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("A few words only. " * 10)  # 180 bytes: fewer than 512 tokens could take
+    gguf = Path(__file__).parents[1] / "examples" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not gguf.exists():
+        pytest.skip("the SmolLM2 GGUF is not installed (scripts/setup-venv … smollm2)")
+    spec = write_spec(model=str(gguf), model_format="GGUF", data=str(short),
+                      task={"type": "LanguageModeling", "contextLength": 512},
+                      passes=[{"type": "OnnxGenAI", "precision": "Fp32"}])
+    _validate_one_line(capsys, spec, "spec.data.uri:", "is 180 bytes, fewer than the 512 tokens of one window")
+
+
+def test_validate_blames_the_model_file_not_the_chain_when_the_format_is_wrong(capsys, workspace, write_spec):
+    torchscript = workspace / "models" / "digits-cnn.pt"
+    spec = write_spec(model=str(torchscript), model_format="ONNX", passes=[{"type": "OnnxExport"}])
+    _validate_one_line(capsys, spec, "spec.model.uri:", "is not an .onnx file", "format: ONNX")

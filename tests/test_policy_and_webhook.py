@@ -7,6 +7,7 @@ import ssl
 import kopf
 import pytest
 
+from kompress_jobs.contract import spec_bytes
 from kompress_jobs.specfile import resource_from_dict
 from kompress_operator import policy, webhook
 from kompress_operator.jobspec import build_job
@@ -235,7 +236,7 @@ def test_a_spec_larger_than_the_operator_keeps_is_refused_at_apply_and_at_job_bu
     large = body()
     names = [f"/encoder/layer.{i}/attention/MatMul_{'x' * 200}" for i in range(400)]  # ~96 KiB of node names
     large["spec"]["passes"] = [{"type": "OnnxExport"}, {"type": "OpenVinoInt8", "ignoredScope": {"names": names}}]
-    size = policy.spec_bytes(resource_from_dict(large).spec)
+    size = spec_bytes(resource_from_dict(large).spec)
     assert 90_000 < size < 100_000
     with pytest.raises(kopf.AdmissionError, match=rf"^spec: {size} bytes of JSON are more than a spec may hold \(65536\): "
                                                   r"the operator keeps every spec in memory when it starts "
@@ -245,7 +246,7 @@ def test_a_spec_larger_than_the_operator_keeps_is_refused_at_apply_and_at_job_bu
     with pytest.raises(policy.PolicyViolation, match="maxSpecBytes"):
         build_job(large, resource_from_dict(large).spec, Settings())
     assert review(large, settings=Settings(max_spec_bytes=131_072)).asked == []
-    assert policy.spec_bytes(spec()) < 1024  # a usual spec is far from it
+    assert spec_bytes(spec()) < 1024  # a usual spec is far from it
 
 
 @pytest.mark.parametrize("change, field", [

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from . import __version__
-from .contract import JobEnv
+from .contract import MAX_SPEC_BYTES, JobEnv
 from .layout import DEFAULT_ARTIFACTS
 from .errors import KompressError, SpecError, VersionMismatchError
 
@@ -79,7 +79,12 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check ModelOptimization YAMLs and the local files they name, "
                                                      "without running the model (for CI gates and pre-commit)")
-    validate.add_argument("files", type=Path, nargs="+", metavar="FILE", help="a YAML file, or a folder of them (*.yaml, *.yml)")
+    validate.add_argument("files", type=Path, nargs="+", metavar="FILE",
+                          help="a YAML file (every ModelOptimization document in it), or a folder of them (*.yaml, *.yml)")
+    validate.add_argument("--no-files", action="store_true",
+                          help="check everything but the local files the specs name (they may exist only in the job image)")
+    validate.add_argument("--max-spec-bytes", type=int, default=MAX_SPEC_BYTES, metavar="N",
+                          help=f"the operator's maxSpecBytes: a larger spec is refused at apply (default: {MAX_SPEC_BYTES})")
     validate.set_defaults(handler=_validate)
     return parser
 
@@ -108,36 +113,26 @@ def _settings_errors(exc: ValidationError) -> str:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    """Every file checked (one line each, errors naming the file), exit 2 when any is invalid."""
-    from .api import validate
+    """Every ModelOptimization of every file checked (one line each, naming the file and document),
+    other documents named as skipped; exit 2 when any is invalid."""
+    from .gitops import check_file, spec_files
     from .plan import plan_passes
 
     worst = 0
-    for path in _spec_files(args.files):
-        try:
-            resource = validate(path)
-        except KompressError as exc:
-            message = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
-            print(f"kompress: error: {message}", file=sys.stderr)
-            worst = max(worst, exc.exit_code)
-            continue
-        chain = ", ".join(f"{s.name} ← {s.input}" for s in plan_passes(resource.spec))
-        print(f"{path}: valid ModelOptimization {resource.metadata.name!r}; passes: {chain}")
+    for path in spec_files(args.files):
+        for checked in check_file(path, files=not args.no_files, max_spec_bytes=args.max_spec_bytes):
+            if checked.error is not None:
+                text = str(checked.error)
+                print(f"kompress: error: {text if text.startswith(checked.where) else f'{checked.where}: {text}'}", file=sys.stderr)
+                worst = max(worst, checked.error.exit_code)
+            elif checked.skipped:
+                print(f"{checked.where}: skipped ({checked.skipped})")
+            else:
+                resource = checked.resource
+                chain = ", ".join(f"{s.name} ← {s.input}" for s in plan_passes(resource.spec))
+                unchecked = "; local files not checked" if args.no_files else ""
+                print(f"{checked.where}: valid ModelOptimization {resource.metadata.name!r}; passes: {chain}{unchecked}")
     return worst
-
-
-def _spec_files(paths: list[Path]) -> list[Path]:
-    """The files as given, a folder as the YAML files in it (a folder with none is an error)."""
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-            if not found:
-                raise SpecError(f"{path}: a folder with no .yaml or .yml file to validate")
-            files += found
-        else:
-            files.append(path)
-    return files
 
 
 def _optimize(args: argparse.Namespace) -> int:

@@ -13,6 +13,8 @@ VersionMismatch, naming both releases, instead of some confusing validation erro
 
 from __future__ import annotations
 
+import json
+
 from enum import Enum
 
 from pydantic import Field, model_validator
@@ -109,6 +111,15 @@ class JobMessage(Model):
 def sparse_wire(model: Model) -> dict:
     """The wire form without the fields left at their defaults (what an older release can read)."""
     return model.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+
+
+# The largest spec the operator takes by default (its maxSpecBytes): every spec is in its memory at once when it starts.
+MAX_SPEC_BYTES = 65_536
+
+
+def spec_bytes(spec: Model) -> int:
+    """A spec's size as the API server stores it, near enough: its JSON without defaults or nulls."""
+    return len(json.dumps(sparse_wire(spec), separators=(",", ":")))
 
 
 def job_mismatch(operator_contract: str | None, operator_release: str | None) -> str | None:

@@ -34,11 +34,11 @@ def check_local_inputs(spec: ModelOptimizationSpec, base_dir: Path) -> None:
     """SpecError naming the field when a local model or data file would fail the run."""
     model_path = None if is_s3(spec.model.uri) else resolve_path(spec.model.uri, base_dir)
     if model_path is not None:
-        _check_model("spec.model.uri", model_path, spec.model.format)
+        _check_model("spec.model.uri", model_path, spec.model.format, spec.model.uri)
     for index, settings in enumerate(spec.passes):
         for field, source in settings.model_sources():
             if not is_s3(source.uri):
-                _check_model(f"spec.passes[{index}].{field}.uri", resolve_path(source.uri, base_dir), source.format)
+                _check_model(f"spec.passes[{index}].{field}.uri", resolve_path(source.uri, base_dir), source.format, source.uri)
     if is_s3(spec.data.uri):
         return
     data_path = resolve_path(spec.data.uri, base_dir)
@@ -55,9 +55,9 @@ def check_local_inputs(spec: ModelOptimizationSpec, base_dir: Path) -> None:
             raise SpecError(f"spec.data.uri: {exc}") from None
 
 
-def _check_model(field: str, path: Path, model_format: ModelFormat) -> None:
+def _check_model(field: str, path: Path, model_format: ModelFormat, written: str = "") -> None:
     if not path.exists():
-        raise SpecError(f"{field}: {path}: no such file or folder")
+        raise SpecError(f"{field}: {path}: no such file or folder{_image_hint(written)}")
     if model_format in FOLDERS:
         kind, marker = FOLDERS[model_format]
         if not path.is_dir() or not (path / marker).is_file():
@@ -111,16 +111,17 @@ def onnx_input_names(path: Path) -> tuple[str, ...]:
 def _check_data(spec: ModelOptimizationSpec, path: Path):
     """The loaded .npz dataset (None for text rows, checked when the run tokenizes them)."""
     if not path.exists():
-        raise SpecError(f"spec.data.uri: {path}: no such file")
+        raise SpecError(f"spec.data.uri: {path}: no such file{_image_hint(spec.data.uri)}")
     if path.is_dir():
         raise SpecError(f"spec.data.uri: {path} is a folder; data is one .npz, .jsonl, .csv, .parquet or text file")
     if spec.task.generative:
         from .llm.corpus import read_text
 
         try:
-            read_text(path)  # tokenized with the model's tokenizer when the run loads it
+            text = read_text(path)  # tokenized with the model's tokenizer when the run loads it
         except DataError as exc:
             raise SpecError(f"spec.data.uri: {exc}") from None
+        _check_text_length(spec, path, len(text.encode("utf-8")))
         return None
     if spec.data.text is not None:
         return None  # text rows are tokenized with the checkpoint's tokenizer: checked when the run loads them
@@ -130,3 +131,22 @@ def _check_data(spec: ModelOptimizationSpec, path: Path):
         return load_dataset(path, spec.data, spec.task, extra_splits=spec.judging_splits())
     except DataError as exc:
         raise SpecError(f"spec.data.uri: {exc}") from None
+
+
+def _check_text_length(spec: ModelOptimizationSpec, path: Path, size: int) -> None:
+    """A token is at least one byte, so a text of fewer bytes than the windows the run reads cannot
+    hold them, whatever the tokenizer (the run counts the tokens themselves)."""
+    task = spec.task
+    calibrated = spec.data.calibration_split in spec.judging_splits()
+    need = task.evaluation_tokens + task.context_length if calibrated else task.context_length
+    if size < need:
+        what = (f"the evaluation text (task.evaluationTokens {task.evaluation_tokens}) and a calibration window "
+                f"(task.contextLength {task.context_length}), which the passes judge on" if calibrated
+                else f"one window (task.contextLength {task.context_length})")
+        raise SpecError(f"spec.data.uri: data file {path} is {size} bytes, fewer than the {need} tokens of {what} "
+                        "could take (a token is at least one byte)")
+
+
+def _image_hint(written: str) -> str:
+    """A path the spec writes as absolute may be a file of the job image, not of this machine: say how to skip it."""
+    return " (a file of the job image? `kompress validate --no-files` checks all but the local files)" if written.startswith("/") else ""

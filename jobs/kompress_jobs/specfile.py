@@ -26,14 +26,19 @@ def load_resource_file(path: str | Path) -> ModelOptimization:
     return parse_resource(text, source=str(path))
 
 
-def parse_resource(text: str, source: str = "<input>") -> ModelOptimization:
+def parse_documents(text: str, source: str = "<input>") -> list[Any]:
+    """Every YAML document of the text (empty ones left out); SpecError naming line and column."""
     try:
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{source}: malformed YAML{where}: {problem}") from None
+
+
+def parse_resource(text: str, source: str = "<input>") -> ModelOptimization:
+    documents = parse_documents(text, source)
     if len(documents) != 1:
         raise SpecError(f"{source}: expected one YAML document holding a ModelOptimization, found {len(documents)}")
     return resource_from_dict(documents[0], source)
@@ -70,11 +75,18 @@ def _suggestion(error: dict[str, Any], model: type[BaseModel]) -> str:
         known = re.findall(r"'([^']*)'", str((error.get("ctx") or {}).get("expected", "")))
     else:
         return ""
-    close = difflib.get_close_matches(str(typed), known, n=1, cutoff=0.6) if isinstance(typed, str) and known else []
-    if not close:  # case and separators are the usual slips: perchannel, per_channel -> perChannel
-        fold = {k.lower().replace("_", "").replace("-", ""): k for k in known}
-        close = [fold[k] for k in [str(typed).lower().replace("_", "").replace("-", "")] if k in fold]
+    close = difflib.get_close_matches(str(typed), known, n=2, cutoff=0.6) if isinstance(typed, str) and known else []
+    fold = {k.lower().replace("_", "").replace("-", ""): k for k in known}
+    folded = [fold[k] for k in [str(typed).lower().replace("_", "").replace("-", "")] if k in fold]
+    if folded:  # case and separators are the usual slips: perchannel, per_channel -> perChannel
+        close = folded
+    elif len(close) == 2 and _likeness(typed, close[0]) == _likeness(typed, close[1]):
+        return ""  # as close to two (P90: P95 or P99?): the message lists the choices; guessing one misleads
     return f" (did you mean {close[0]!r}?)" if close and close[0] != typed else ""
+
+
+def _likeness(a: Any, b: str) -> float:
+    return difflib.SequenceMatcher(None, str(a), b).ratio()
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

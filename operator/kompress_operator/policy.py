@@ -8,11 +8,10 @@ The storage half (which locations a namespace may read and write) is locations.p
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from kompress_jobs.contract import sparse_wire
+from kompress_jobs.contract import spec_bytes
 from kompress_jobs.schema import Device, JobSettings, ModelOptimizationSpec, Toleration
 from kompress_jobs.tuning_spec import Tuning
 
@@ -192,8 +191,3 @@ def enforce(spec: ModelOptimizationSpec, settings: OperatorSettings, namespace: 
     found = violations(spec, settings, namespace)
     if found:
         raise PolicyViolation(found)
-
-
-def spec_bytes(spec: ModelOptimizationSpec) -> int:
-    """The spec's size as the API server stores it, near enough: its JSON without defaults or nulls."""
-    return len(json.dumps(sparse_wire(spec), separators=(",", ":")))

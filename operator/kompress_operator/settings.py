@@ -18,6 +18,7 @@ from pydantic import Field, field_validator
 from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from kompress_jobs.contract import MAX_SPEC_BYTES
 from kompress_jobs.schema import Toleration
 
 ENV_PREFIX = "KOMPRESS_"
@@ -119,7 +120,7 @@ class OperatorSettings(BaseSettings):
     scratch_size_limit: str = Field("50Gi", description="sizeLimit of each Job Pod's scratch emptyDir")
     # Every spec is in the operator's memory at once when it starts (Kopf lists them all before any
     # handler runs): the chart's memory limit holds 1,000 specs of this size (docs/benchmarks.md).
-    max_spec_bytes: int = Field(65_536, ge=4096, description="the largest spec, in bytes of its JSON, the operator takes")
+    max_spec_bytes: int = Field(MAX_SPEC_BYTES, ge=4096, description="the largest spec, in bytes of its JSON, the operator takes")
     # Fair share of Job slots between namespaces (fair_share.py).
     namespace_weights: dict[str, float] = Field(default_factory=dict, description=(
         'share of Job slots per namespace, as JSON, e.g. {"team-a": 2}; unnamed namespaces weigh 1'))
