@@ -28,15 +28,9 @@ class Checked:
 
 def documents_of(path: Path) -> list[tuple[str, object]]:
     """(where, document) for every document of a YAML file; SpecError when it is not readable YAML."""
-    from .specfile import parse_documents
+    from .specfile import parse_documents, read_spec_text
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: cannot read: {exc}") from None
-    documents = parse_documents(text, str(path))
+    documents = parse_documents(read_spec_text(path), str(path))
     if len(documents) == 1:
         return [(str(path), documents[0])]
     return [(f"{path} (document {index + 1})", document) for index, document in enumerate(documents)]

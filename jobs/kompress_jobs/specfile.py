@@ -16,14 +16,17 @@ from .schema import PASS_TYPES, ModelOptimization
 
 
 def load_resource_file(path: str | Path) -> ModelOptimization:
-    path = Path(path)
+    return parse_resource(read_spec_text(Path(path)), source=str(path))
+
+
+def read_spec_text(path: Path) -> str:
+    """A spec file's text; SpecError naming the file when it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: cannot read: {exc}") from None
-    return parse_resource(text, source=str(path))
 
 
 def parse_documents(text: str, source: str = "<input>") -> list[Any]:
