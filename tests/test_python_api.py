@@ -53,6 +53,8 @@ def test_report_json_summary_and_manifest_are_the_same_report(api_run):
     written = json.loads((folder / "report.json").read_text())
     assert written == report.to_wire()  # report.json is the typed report, field for field
     assert kompress.Report.read(folder).to_wire() == written  # and reads back unchanged
+    read = kompress.Report.read(folder / "report.json")  # where it is and which manifest it has, as the run knew them
+    assert (read.run_uri, read.manifest_sha256) == (str(folder.resolve()), report.manifest_sha256)
     assert "run_uri" not in written and "runUri" not in written  # where it went is not in the file
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["best"] == report.best.name and manifest["paretoFront"] == report.pareto_front_names
@@ -101,7 +103,8 @@ def test_validate_checks_the_schema_the_chain_and_the_files(tmp_path):
     assert kompress.validate(document).metadata.name == "test-run"
     with pytest.raises(kompress.SpecError, match=r"spec.model.uri: .*no-such-model.pt: no such file or folder"):
         kompress.validate(resource_dict(model=str(tmp_path / "no-such-model.pt"), data=str(workspace / "data/digits.npz")))
-    broken = resource_dict(passes=[{"type": "StaticInt8"}])  # takes ONNX; nothing exports one
+    broken = resource_dict(model=str(workspace / "models/digits-cnn.pt"), data=str(workspace / "data/digits.npz"),
+                           passes=[{"type": "StaticInt8"}])  # takes ONNX; nothing exports one
     with pytest.raises(kompress.SpecError, match="StaticInt8"):
         kompress.validate(broken)
     path = tmp_path / "bad.yaml"

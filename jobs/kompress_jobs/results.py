@@ -250,9 +250,17 @@ class Report(_Document):
 
     @classmethod
     def read(cls, path: str | Path) -> "Report":
-        """A report.json on disk (a run folder's, or a path to the file)."""
+        """A report.json on disk (a run folder's, or a path to the file), with the run folder as its
+        run_uri and, when the run is complete, its manifest's digest."""
+        import hashlib
+
         path = Path(path)
-        return cls.model_validate(json.loads((path / "report.json" if path.is_dir() else path).read_text()))
+        folder = path if path.is_dir() else path.parent
+        report = cls.model_validate(json.loads((folder / "report.json" if path.is_dir() else path).read_text()))
+        manifest = folder / "manifest.json"
+        report.run_uri = str(folder.resolve())
+        report.manifest_sha256 = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
+        return report
 
 
 class ManifestFile(_Wire):
