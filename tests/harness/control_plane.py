@@ -6,6 +6,7 @@ controllers). No kubelet: tests/harness/node.py plays the node."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -25,10 +26,37 @@ CONTROLLERS = ("job", "garbagecollector", "serviceaccount", "serviceaccount-toke
                "resourcequota", "clusterrole-aggregation")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on, for a server a test starts later, chosen outside the kernel's
+    ephemeral range and never twice in this process. A port that bind(0) picks comes from that
+    range, and between closing it and the server's own bind any outgoing connection (the tests
+    make thousands, to the API server, S3 and Prometheus) can be given it: seen once as EADDRINUSE
+    for an operator's health port. Ports below the range are never handed to a connection."""
+    low, high = _ephemeral_range()
+    span = range(10_000, low) if low > 12_000 else range(high + 1, 65_536)
+    for _ in range(500):
+        port = random.choice(span)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))  # free on every address, as the operator binds its metrics and health
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port between {span.start} and {span.stop}")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999  # Linux's default
 
 
 def assets_dir() -> Path:
