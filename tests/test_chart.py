@@ -382,13 +382,21 @@ def test_one_teams_bad_specs_page_nobody_and_a_namespace_failing_for_the_platfor
 def test_dashboard_queries_are_valid_promql(assets, tmp_path):
     # Grafana's variables replaced by what they expand to, then promtool parses each query.
     def expand(expr: str) -> str:
-        return expr.replace("$__rate_interval", "5m").replace("$__range", "1h").replace("$job", ".*").replace("$namespace", ".*")
+        return (expr.replace("$__rate_interval", "5m").replace("$__range", "1h").replace("$job", ".*").replace("$namespace", ".*")
+                .replace("$cluster", ".*"))
     rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"dashboard:query{i}", "expr": expand(e)}
                                                         for i, e in enumerate(dashboard_exprs())]}]}
     path = tmp_path / "dashboard-rules.yaml"
     path.write_text(yaml.safe_dump(rules))
     result = run(assets / "promtool", "check", "rules", path, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_dashboard_query_follows_the_cluster_variable():
+    """One Grafana over several clusters (Thanos, Mimir): every query is narrowed to the clusters chosen."""
+    dashboard = json.loads((CHART / "files" / "dashboards" / "kompress.json").read_text())
+    assert "cluster" in [v["name"] for v in dashboard["templating"]["list"]]
+    assert [e for e in dashboard_exprs() if 'cluster=~"$cluster"' not in e] == []
 
 
 def used_metric_names(assets: Path) -> set[str]:
