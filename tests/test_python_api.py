@@ -103,8 +103,7 @@ def test_validate_checks_the_schema_the_chain_and_the_files(tmp_path):
     assert kompress.validate(document).metadata.name == "test-run"
     with pytest.raises(kompress.SpecError, match=r"spec.model.uri: .*no-such-model.pt: no such file or folder"):
         kompress.validate(resource_dict(model=str(tmp_path / "no-such-model.pt"), data=str(workspace / "data/digits.npz")))
-    broken = resource_dict(model=str(workspace / "models/digits-cnn.pt"), data=str(workspace / "data/digits.npz"),
-                           passes=[{"type": "StaticInt8"}])  # takes ONNX; nothing exports one
+    broken = resource_dict(passes=[{"type": "StaticInt8"}])  # takes ONNX; nothing exports one
     with pytest.raises(kompress.SpecError, match="StaticInt8"):
         kompress.validate(broken)
     path = tmp_path / "bad.yaml"

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Union
 
+from .errors import SpecError
 from .results import Report
 from .schema import ModelOptimization
 
@@ -37,16 +38,22 @@ def validate(spec: SpecLike) -> ModelOptimization:
 
 
 def validate_resource(resource: ModelOptimization, folder: Path, *, files: bool = True) -> ModelOptimization:
-    """validate() of a loaded resource whose relative paths are read from `folder`: its local
-    files first (a model that is not of its format is the file's fault, not the chain's), then the
-    chain of passes; `files=False` checks everything but the local files (GitOps CI, where they
+    """validate() of a loaded resource whose relative paths are read from `folder`: the chain of
+    passes, then its local files; a chain refused while a model file that exists is not of its
+    declared format blames the file (format: ONNX on a TorchScript archive is the format's fault,
+    not the chain's). `files=False` checks everything but the local files (GitOps CI, where they
     exist only in the job image)."""
     from .plan import plan_passes
-    from .preflight import check_local_inputs
+    from .preflight import check_existing_models, check_local_inputs
 
+    try:
+        plan_passes(resource.spec)
+    except SpecError:
+        if files:
+            check_existing_models(resource.spec, folder)
+        raise
     if files:
         check_local_inputs(resource.spec, folder)
-    plan_passes(resource.spec)
     return resource
 
 

@@ -55,6 +55,16 @@ def check_local_inputs(spec: ModelOptimizationSpec, base_dir: Path) -> None:
             raise SpecError(f"spec.data.uri: {exc}") from None
 
 
+def check_existing_models(spec: ModelOptimizationSpec, base_dir: Path) -> None:
+    """SpecError for a local model file that exists but is not of its declared format."""
+    sources = [("spec.model.uri", spec.model.uri, spec.model.format)] + [
+        (f"spec.passes[{index}].{field}.uri", source.uri, source.format)
+        for index, settings in enumerate(spec.passes) for field, source in settings.model_sources()]
+    for field, uri, model_format in sources:
+        if not is_s3(uri) and resolve_path(uri, base_dir).exists():
+            _check_model(field, resolve_path(uri, base_dir), model_format, uri)
+
+
 def _check_model(field: str, path: Path, model_format: ModelFormat, written: str = "") -> None:
     if not path.exists():
         raise SpecError(f"{field}: {path}: no such file or folder{_image_hint(written)}")
