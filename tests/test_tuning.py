@@ -177,3 +177,23 @@ def test_bad_search_spaces_are_refused_before_running(write_spec, capsys, tuning
     spec = write_spec(passes=[{"type": "OnnxExport", "name": "onnx"}, {**NARROW, "input": "baseline"}], tuning=tuning)
     assert main(["validate", str(spec)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_small_discrete_space_is_enumerated_and_no_point_is_measured_twice(write_spec, tmp_path):
+    """Seen on a CPU with AMX: a study of 3 trials over 4 points measured one point twice and never
+    tried another. A repeat now costs no trial of the budget and queues a point not yet taken; a
+    study with more trials than points stops once every point is measured."""
+    narrow = {**NARROW, "fineTuning": {"epochs": 1, "batchSize": 64}}
+    four = [{"pass": "narrow", "parameter": "amount", "choices": [0.3, 0.5]},
+            {"pass": "narrow", "parameter": "fineTuning.batchSize", "choices": [32, 64]}]
+    tuning = run(write_spec(passes=[narrow], goals={"maxAccuracyDrop": 50.0}, tuning={"trials": 3, "searchSpace": four}),
+                 tmp_path / "three")["tuning"]
+    measured = [tuple(sorted(t["parameters"].items())) for t in tuning["trials"] if t["state"] == "Complete" and "repeatOf" not in t]
+    assert tuning["finishedTrials"] == 3 and len(set(measured)) == len(measured) == 3, tuning["trials"]
+
+    two = [{"pass": "narrow", "parameter": "amount", "choices": [0.3, 0.5]}]
+    tuning = run(write_spec(passes=[narrow], goals={"maxAccuracyDrop": 50.0}, tuning={"trials": 5, "searchSpace": two}),
+                 tmp_path / "five")["tuning"]
+    assert tuning["stoppedBecause"] == "every point of the search space is measured (2)"
+    measured = [t["parameters"]["narrow.amount"] for t in tuning["trials"] if t["state"] == "Complete" and "repeatOf" not in t]
+    assert sorted(measured) == [0.3, 0.5] and tuning["finishedTrials"] == 2

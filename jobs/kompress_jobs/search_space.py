@@ -7,6 +7,9 @@ names the field.
 
 from __future__ import annotations
 
+import itertools
+import math
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +22,7 @@ from .specfile import describe_errors
 from .tuning_spec import SearchRange
 
 _PASS_ADAPTER: TypeAdapter = TypeAdapter(PassSpec)
+MAX_LISTED_POINTS = 4096  # a discrete space up to this size is listed, so no point is measured twice
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,30 @@ def plan_tuning(spec: ModelOptimizationSpec, steps: list) -> TuningPlan:
         raise SpecError("spec.tuning.validationSplit: must differ from spec.data.evaluationSplit, or the final "
                         "figures would be measured on the data the search was tuned on")
     return TuningPlan(start=chain[0].input, chain=chain, parameters=parameters)
+
+
+def discrete_points(plan: TuningPlan) -> list[dict[str, Any]] | None:
+    """Every point of the search space, when each parameter is discrete (choices, integer ranges)
+    and there are at most MAX_LISTED_POINTS; None otherwise (a continuous space repeats no point)."""
+    axes = []
+    for parameter in plan.parameters:
+        if parameter.kind == "categorical":
+            values = list(parameter.range.choices)
+        elif parameter.kind == "int":
+            values = list(range(int(parameter.range.low), int(parameter.range.high) + 1))
+        else:
+            return None
+        axes.append([(parameter.key, value) for value in values])
+    if math.prod(len(axis) for axis in axes) > MAX_LISTED_POINTS:
+        return None
+    return [dict(point) for point in itertools.product(*axes)]
+
+
+def unmeasured(points: list[dict[str, Any]], taken: list[dict[str, Any]], rng: random.Random | None = None) -> list[dict[str, Any]]:
+    """The points no trial has taken yet (finished, running or queued), in a random order."""
+    left = [point for point in points if point not in taken]
+    (rng or random.Random()).shuffle(left)
+    return left
 
 
 def with_values(pass_spec: BaseModel, values: dict[tuple[str, ...], Any]):

@@ -16,6 +16,7 @@ class StopKind(str, Enum):
     FAILURES = "failures"
     ACCEPTABLE = "acceptable"
     JOB_ENDED = "jobEnded"
+    EXHAUSTED = "exhausted"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class StopReason:
     @classmethod
     def acceptable(cls, trial: int) -> "StopReason":
         return cls(StopKind.ACCEPTABLE, f"trial {trial} meets every goal (stopWhenAcceptable)")
+
+    @classmethod
+    def exhausted(cls, points: int) -> "StopReason":
+        return cls(StopKind.EXHAUSTED, f"every point of the search space is measured ({points})")
 
     @classmethod
     def job_ended(cls, judged: int, trials: int) -> "StopReason":
@@ -94,11 +99,17 @@ def count_trials(study, state: str) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == state)
 
 
+def taken_points(study) -> list[dict]:
+    """The parameters of every trial, a queued one's too (it has none of its own until it starts)."""
+    return [t.params or t.system_attrs.get("fixed_params", {}) for t in study.get_trials(deepcopy=False)]
+
+
 def judged_trials(study) -> int:
     """Trials that count against the budget: finished with a verdict, not lost with their Pod (a
-    lost trial carries no error of its own, and is retried)."""
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.state.name in ("COMPLETE", "PRUNED") or (t.state.name == "FAIL" and "error" in t.user_attrs))
+    lost trial carries no error of its own, and is retried), and not a repeat of a point measured
+    before (its earlier result stands: it measured nothing)."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if "repeatOf" not in t.user_attrs and (
+        t.state.name in ("COMPLETE", "PRUNED") or (t.state.name == "FAIL" and "error" in t.user_attrs)))
 
 
 def _error(trial, retries: dict[int, int]) -> str:

@@ -39,18 +39,10 @@ from .quality import Scorer, predict
 from .modelfile import runs_on, stored_as_spec_runs_it
 from .runtimes import ModelFile, make_runner
 from .schema import ModelOptimizationSpec, ObjectMeta
-from .search_space import SearchParameter, TuningPlan, with_values
+from .search_space import SearchParameter, TuningPlan, discrete_points, unmeasured, with_values
 from .selection import primary_batch_size
 from .store import ArtifactStore
-from .study_report import (
-    StopKind,
-    StopReason,
-    TuningReport,
-    count_trials,
-    feasible,
-    judged_trials,
-    study_report,
-)
+from .study_report import StopKind, StopReason, TuningReport, count_trials, feasible, judged_trials, study_report, taken_points
 from .study_storage import where
 
 # The pipeline's pass loop: run_chain(steps, known_candidates, folder, on_epoch=...) -> candidates.
@@ -93,6 +85,7 @@ class Study:
                  dataset: Dataset, scratch: Path, store: ArtifactStore, run_chain: ChainRunner,
                  progress: Callable[[str], None]):
         self.spec, self.tuning, self.plan, self.known = spec, spec.tuning, plan, known
+        self.points = discrete_points(plan)  # a small discrete space, listed: no point is measured twice
         self.scratch, self.store, self.run_chain, self.progress = scratch / "tuning", store, run_chain, progress
         self.key = study_key(resource.namespace, resource.name, spec)
         self.journal = self.scratch / "journal.log"
@@ -136,6 +129,8 @@ class Study:
                 return StopReason.acceptable(good.number)
         if judged_trials(study) >= self.tuning.trials:
             return StopReason.budget()
+        if self.points is not None and not unmeasured(self.points, taken_points(study)):
+            return StopReason.exhausted(len(self.points))
         if started is not None and self.tuning.timeout_seconds and time.time() - started > self.tuning.timeout_seconds:
             return StopReason.timeout(self.tuning.timeout_seconds)
         return None
@@ -181,7 +176,10 @@ class Study:
                                         for s in chain])
         self.progress(f"tuning: trial {trial.number}: " + ", ".join(f"{k}={_show(v)}" for k, v in values.items()))
         earlier = _same_parameters(trial)
-        if earlier is not None:  # samplers repeat choices over small categorical spaces; a rerun costs a whole chain
+        if earlier is not None:  # samplers repeat choices over small discrete spaces; a rerun costs a whole chain
+            left = unmeasured(self.points or [], taken_points(trial.study))
+            if left:  # the next trial measures a point not taken yet; this one does not count against the budget
+                trial.study.enqueue_trial(left[0])
             self.progress(f"tuning: trial {trial.number} repeats trial {earlier.number}'s parameters: its result stands")
             return self._repeat(trial, earlier)
         try:
@@ -281,6 +279,9 @@ class Study:
         if failed >= self.tuning.max_failed_trials:
             self.stop_reason = StopReason.failures(failed, self.tuning.max_failed_trials)
             study.stop()
+        elif self.points is not None and (judged_trials(study) >= self.tuning.trials or not unmeasured(self.points, taken_points(study))):
+            self.stop_reason = self._over(study, None) or self.stop_reason  # repeats do not count: the budget is told here
+            study.stop()
         elif self.tuning.stop_when_acceptable and trial.state is TrialState.COMPLETE and feasible(trial):
             self.stop_reason = StopReason.acceptable(trial.number)
             study.stop()
@@ -360,7 +361,7 @@ class LocalStudy(Study):
         if remaining > 0:
             self.progress(f"tuning: {remaining} trial(s) over {', '.join(p.key for p in self.plan.parameters)}, "
                           f"judged on {self.plan.target.name}")
-            study.optimize(self._objective, n_trials=remaining, timeout=self.tuning.timeout_seconds,
+            study.optimize(self._objective, n_trials=None if self.points is not None else remaining, timeout=self.tuning.timeout_seconds,
                            catch=(Exception,), callbacks=[self._after_trial], gc_after_trial=True)
             if self.tuning.timeout_seconds and judged_trials(study) < self.tuning.trials and self.stop_reason.kind is StopKind.BUDGET:
                 self.stop_reason = StopReason.timeout(self.tuning.timeout_seconds)
