@@ -199,8 +199,10 @@ def test_hidden_state_matching_pairs_each_kept_layer_with_the_teacher_layer_it_s
     assert not teacher.model.encoder.layer[0]._forward_hooks and not student.model.encoder.layer[0]._forward_hooks
 
 
-def test_a_trial_that_repeats_finished_parameters_reuses_their_result(tmp_path, tiny_encoder):
+def test_a_trial_that_repeats_finished_parameters_reuses_their_result(tmp_path, tiny_encoder, monkeypatch):
     import yaml
+
+    import kompress_jobs.search_space as search_space
 
     spec = _encoder_spec(tmp_path, tiny_encoder, [
         {"type": "TransformerCompress", "name": "compress", "training": {"epochs": 1, "learningRate": 0.001}}])
@@ -208,7 +210,15 @@ def test_a_trial_that_repeats_finished_parameters_reuses_their_result(tmp_path, 
     resource["spec"]["tuning"] = {"trials": 3, "objectives": ["Latency"], "keepBest": 3, "searchSpace": [
         {"pass": "compress", "parameter": "keepLayers", "choices": [1]}]}  # one point: every trial after the first repeats it
     spec.write_text(yaml.safe_dump(resource))
-    candidates, result = run(spec, tmp_path)
+    # a space too large to list (here: listing turned off) can still repeat a point: its result is reused
+    monkeypatch.setattr(search_space, "MAX_LISTED_POINTS", 0)
+    candidates, result = run(spec, tmp_path / "unlisted")
     trials = result.report["tuning"]["trials"]
     assert [t.get("repeatOf") for t in trials] == [None, 0, 0] and len({str(t["values"]) for t in trials}) == 1
     assert [c for c in candidates if "-trial-" in c] == ["compress-trial-0"]  # the repeats are not candidates again
+    assert result.report["tuning"]["finishedTrials"] == 1, "repeats measured nothing: they do not count as trials"
+    # listed, the one point is measured once and the study stops there
+    monkeypatch.undo()
+    candidates, result = run(spec, tmp_path / "listed")
+    assert [t.get("repeatOf") for t in result.report["tuning"]["trials"]] == [None]
+    assert result.report["tuning"]["stoppedBecause"] == "every point of the search space is measured (1)"
