@@ -94,10 +94,10 @@ def discrete_points(plan: TuningPlan) -> list[dict[str, Any]] | None:
     return [dict(point) for point in itertools.product(*axes)]
 
 
-def unmeasured(points: list[dict[str, Any]], taken: list[dict[str, Any]], rng: random.Random | None = None) -> list[dict[str, Any]]:
+def unmeasured(points: list[dict[str, Any]], taken: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The points no trial has taken yet (finished, running or queued), in a random order."""
     left = [point for point in points if point not in taken]
-    (rng or random.Random()).shuffle(left)
+    random.shuffle(left)
     return left
 
 

@@ -279,8 +279,8 @@ class Study:
         if failed >= self.tuning.max_failed_trials:
             self.stop_reason = StopReason.failures(failed, self.tuning.max_failed_trials)
             study.stop()
-        elif self.points is not None and (judged_trials(study) >= self.tuning.trials or not unmeasured(self.points, taken_points(study))):
-            self.stop_reason = self._over(study, None) or self.stop_reason  # repeats do not count: the budget is told here
+        elif self.points is not None and (over := self._over(study, None)):  # repeats do not count: the budget is told here
+            self.stop_reason = over
             study.stop()
         elif self.tuning.stop_when_acceptable and trial.state is TrialState.COMPLETE and feasible(trial):
             self.stop_reason = StopReason.acceptable(trial.number)

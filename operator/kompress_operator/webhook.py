@@ -8,7 +8,8 @@ For each create or update of a ModelOptimization:
    selector, priority class, Kueue queue), a SubjectAccessReview on every spec change: the user
    must be allowed to create Jobs in the namespace themselves. Kubernetes lets whoever may create
    Pods or Jobs in a namespace run them as any of its ServiceAccounts (and Kueue in any of its
-   LocalQueues), so that one permission is the boundary for all six fields. A spec naming a Secret (tuning.storageSecret) needs `get` on that Secret.
+   LocalQueues), so that one permission is the boundary for all six fields. A spec naming a
+   Secret (tuning.storageSecret) needs `get` on that Secret.
 
 A mutating webhook records who last changed the spec (the `kompress.io/author` annotation: user,
 uid and groups as the API server authenticated them), so that a scheduled or on-change re-run is

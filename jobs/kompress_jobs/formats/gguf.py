@@ -94,13 +94,13 @@ class _Reader:
             return None
         return self.take(length, what).decode("utf-8", errors="replace")
 
-    def value(self, kind: int, what: str, depth: int = 0):
+    def value(self, kind: int, what: str):
         if kind in _SCALARS:
             return self.unpack(_SCALARS[kind], what)
         if kind == _STRING:
             return self.string(what, MAX_KEPT_STRING)
-        if kind != _ARRAY or depth > 0:
-            raise self.fail(f"{what} has value type {kind}, which GGUF does not define here")
+        if kind != _ARRAY:
+            raise self.fail(f"{what} has value type {kind}, which GGUF does not define")
         item = self.unpack("<I", f"the item type of {what}")
         if item in _SCALARS:
             size = struct.calcsize(_SCALARS[item])
