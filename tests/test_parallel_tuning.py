@@ -104,11 +104,10 @@ def test_a_worker_killed_mid_trial_costs_one_trial_that_another_worker_retries(p
     retry = next(t for t in tuning["trials"] if t.get("retryOf") == lost[0]["number"])
     assert retry["state"] == "Complete" and retry["parameters"] == lost[0]["parameters"]
     complete = [t for t in tuning["trials"] if t["state"] == "Complete"]
-    # The lost trial is not counted against the budget of 5. One trial beyond it was seen once, in a
-    # full CI run under load (not reproduced alone, in 7 runs, loaded or not): at most one is tolerated,
-    # and the trials are printed when it fails.
+    # The lost trial is not counted against the budget of 5, and no trial runs beyond it (the one once
+    # seen here came from counting judged and running trials in two reads: tests/test_study_counts.py)
     shown = json.dumps(tuning["trials"], indent=1)
-    assert tuning["finishedTrials"] == len(complete) and 5 <= len(complete) <= 6, shown
+    assert tuning["finishedTrials"] == len(complete) == 5, shown
     assert len({t["number"] for t in tuning["trials"]}) == len(tuning["trials"]) == len(complete) + 1, shown
     assert summary["tuning"]["trials"] == {"finished": len(complete), "failed": 1, "running": 0}
 

@@ -9,7 +9,7 @@ import time
 import zlib
 from dataclasses import dataclass
 
-from .study_report import StopReason, count_trials, judged_trials
+from .study_report import StopReason, count_trials, judged_and_running, judged_trials
 from .study_storage import TrialSlot, open_storage
 from .tuning import Study, TuningResult
 
@@ -60,7 +60,7 @@ class StudyWorker(Study):
                 self.progress(f"tuning: study {self.key} is over ({over}); this worker ran {len(mine)} trial(s)")
                 return WorkerRun(trials=mine, stopped_because=str(over), finished=judged_trials(study),
                                  failed=count_trials(study, "FAIL"), running=count_trials(study, "RUNNING"))
-            judged, running = judged_trials(study), count_trials(study, "RUNNING")
+            judged, running = judged_and_running(study)
             if judged + running >= self.tuning.trials:
                 slot.release()
                 time.sleep(self.tuning.heartbeat_seconds)
