@@ -145,3 +145,55 @@ def test_worker_pods_are_read_for_counts_and_for_errors_that_every_pod_would_mee
     said = pod("t4", 1, json.dumps(JobMessage.failure("StudyStorageUnreachable", "cannot use the study database at db:5432/k").to_wire()))
     error = worker_error(pods + [killed, said])
     assert (error.reason, error.message) == ("StudyStorageUnreachable", "cannot use the study database at db:5432/k")
+
+
+class OneResourceApi:
+    """The API as the tuning phase sees it, for one resource and its tuning Job: status patches merge
+    into the resource (a resourceVersion per write); calls run at once, in order."""
+
+    def __init__(self, resource: dict, job: dict):
+        self.resource, self.job = resource | {"metadata": resource["metadata"] | {"resourceVersion": "1"}}, job
+
+    async def report(self, fn, *args):
+        return fn(*args)
+
+    def jobs_of(self, namespace: str, name: str) -> list[dict]:
+        return [self.job]
+
+    def pods_of_job(self, namespace: str, name: str) -> list[dict]:
+        return []
+
+    def get_resource(self, namespace: str, name: str) -> dict:
+        return json.loads(json.dumps(self.resource))
+
+    def patch_status(self, namespace: str, name: str, status: dict, resource_version: str | None = None) -> bool:
+        if resource_version and resource_version != self.resource["metadata"]["resourceVersion"]:
+            return False
+        merged = self.resource.get("status", {}) | status
+        version = str(int(self.resource["metadata"]["resourceVersion"]) + 1)
+        self.resource = self.resource | {"status": merged, "metadata": self.resource["metadata"] | {"resourceVersion": version}}
+        return True
+
+
+@pytest.mark.parametrize("before", [None, PENDING])
+def test_workers_that_start_before_the_status_says_tuning_still_reach_the_status(before):
+    """The Job's event with its 3 active workers comes before the operator has written Tuning: it
+    is dropped then (the status is not Tuning yet), so starting the phase reads the Job once.
+    (From Queued, the event itself starts Tuning: Kueue's admission.)"""
+    import asyncio
+    from types import SimpleNamespace
+
+    from kompress_operator.tuning_phase import TuningPhase
+    from kompress_operator.writer import StatusWriter
+
+    job = build_job(body(), spec_of(body()), SETTINGS, TUNING_JOB) | {"status": {"active": 3}}
+    api = OneResourceApi(status(before), job)
+    runs = SimpleNamespace(kube=api, lanes=api, status=StatusWriter(api, api), settings=SETTINGS,
+                           events=SimpleNamespace(post=lambda *args, **kwargs: None))
+    phase = TuningPhase(runs)
+
+    asyncio.run(phase.job_event(job, "MODIFIED", InFlight()))  # too early: nothing to update yet
+    assert "tuning" not in api.resource.get("status", {})
+    asyncio.run(phase.started(api.get_resource("team", "study"), 2, "Job study-g2-tuning created", created=True))
+    assert api.resource["status"]["phase"] == TUNING
+    assert api.resource["status"]["tuning"]["workers"] == {"active": 3, "succeeded": 0, "failed": 0}

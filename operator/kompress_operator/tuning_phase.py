@@ -20,7 +20,7 @@ from .conditions import FAILED, QUEUED, TUNING
 from .decisions import generation_of
 from .jobstate import JobOutcome, job_outcome, tuning_counts, worker_error
 from .queue import InFlight
-from .run_ref import RUN_JOB, RunRef, reruns_of
+from .run_ref import RUN_JOB, TUNING_JOB, RunRef, reruns_of
 from .services import RunSteps
 
 
@@ -45,6 +45,19 @@ class TuningPhase:
             await self.runs.status.write(body, lambda current: decisions.waiting_for_kueue(current, generation, waiting, tuning=status))
             return
         await self.runs.status.write(body, lambda current: decisions.tuning_started(current, generation, message, status))
+        await self._catch_up(body, generation)
+
+    async def _catch_up(self, body: dict, generation: int) -> None:
+        """The tuning Job's first events may come before the status says Tuning, and are dropped
+        then (seen: a study whose status showed no worker while all three ran): its workers, read
+        once now that it does. Level-triggered, as a controller reads what is, not what it was told."""
+        runs, meta = self.runs, body["metadata"]
+        name = RunRef.of_resource(body).job_name(TUNING_JOB)
+        jobs = await runs.lanes.report(runs.kube.jobs_of, meta["namespace"], meta["name"])
+        job = next((j for j in jobs if j["metadata"]["name"] == name), None)
+        current = await runs.lanes.report(runs.kube.get_resource, meta["namespace"], meta["name"])
+        if job is not None and current is not None and tuning_counts(job)[0].active:
+            await self._progress(current, generation, job, [])
 
     async def job_event(self, job: dict, event_type: str | None, now: InFlight) -> None:
         runs, meta = self.runs, job["metadata"]
@@ -73,17 +86,27 @@ class TuningPhase:
             if await runs.status.write(current, lambda fresh: decisions.preempted(fresh, generation, message, rerun, phase=TUNING)):
                 runs.events.post(current, "Preempted", message, warning=True)
             return
-        workers, trials = tuning_counts(job, pods)
-        tuning = TuningStatus(parallelism=tuning_of(current)["parallelism"], workers=workers, trials=trials).to_wire()
         if "Complete" in done:
+            tuning = self._tuning(current, job, pods)
             await runs.guarded(current, lambda: runs.start_run_job(current, generation, tuning))
             return
-        if decisions.observed(current) == (generation, QUEUED) and workers.active:  # Kueue admitted the study's Job
-            admitted = f"Job {meta['name']} admitted: {workers.active} worker Pod(s) running"
-            await runs.status.write(current, lambda fresh: decisions.tuning_started(fresh, generation, admitted, tuning))
+        await self._progress(current, generation, job, pods)
+
+    @staticmethod
+    def _tuning(current: dict, job: dict, pods: list[dict]) -> dict:
+        workers, trials = tuning_counts(job, pods)
+        return TuningStatus(parallelism=tuning_of(current)["parallelism"], workers=workers, trials=trials).to_wire()
+
+    async def _progress(self, current: dict, generation: int, job: dict, pods: list[dict]) -> None:
+        """The workers and trials of a study that runs, into the status when they changed."""
+        tuning, name = self._tuning(current, job, pods), job["metadata"]["name"]
+        active = tuning["workers"]["active"]
+        if decisions.observed(current) == (generation, QUEUED) and active:  # Kueue admitted the study's Job
+            admitted = f"Job {name} admitted: {active} worker Pod(s) running"
+            await self.runs.status.write(current, lambda fresh: decisions.tuning_started(fresh, generation, admitted, tuning))
             return
         total = tuning_of(current)["trials"]
-        await runs.status.write(current, lambda fresh: decisions.tuning_progress(fresh, generation, tuning, total))
+        await self.runs.status.write(current, lambda fresh: decisions.tuning_progress(fresh, generation, tuning, total))
 
 
 def _left(job: dict) -> bool:
