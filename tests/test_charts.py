@@ -1,5 +1,5 @@
 """report.md's conclusion and the charts: the front over what a user may choose, units on every
-axis, one label for points that tie."""
+axis, one label for points that tie, only the axes that vary, the pick marked, the speedup's range."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from kompress_jobs.results import Report
 pytestmark = pytest.mark.unit
 
 
-def _latency(p50):
+def _latency(p50, noisy=False):
     return {"batch_size": 1, "p50_ms": p50, "p95_ms": p50, "p99_ms": p50, "mean_ms": p50, "throughput_per_second": 1000 / p50,
-            "round_medians_ms": [p50], "samples": 10}
+            "round_medians_ms": [p50], "samples": 10, "noisy": noisy}
 
 
 def _candidate(name, p50, size, drop, *, parent="onnx-export", accepted=True, front=False, reasons=(), rank=None):
@@ -24,8 +24,8 @@ def _candidate(name, p50, size, drop, *, parent="onnx-export", accepted=True, fr
             "vsBaseline": {"reference": "baseline", "batchSize": 1, "speedupP50": 1.0 / p50, "sizeReduction": 900_000 / size}}
 
 
-@pytest.fixture
-def report():
+def digits_report() -> Report:
+    """A digits run: the baseline, the pick, a copy that ties with it, and a rejected candidate."""
     return Report.model_validate({
         "run": {"id": "r", "name": "digits", "startedAt": "t0", "finishedAt": "t1", "kompressVersion": "0"},
         "spec": {"goals": {"accuracyDropMode": "Absolute"}}, "benchmark": {"batchSizes": [1]}, "inputs": {},
@@ -40,6 +40,11 @@ def report():
                        reasons=["slower than the baseline: p50 1.400 ms vs 1.000 ms at batch 1"])]})
 
 
+@pytest.fixture
+def report():
+    return digits_report()
+
+
 def test_the_conclusion_lists_the_front_over_accepted_candidates_and_the_rejected_apart(report):
     text = render_markdown(report)
     conclusion = next(line for line in text.splitlines() if line.startswith("**Best"))
@@ -48,8 +53,15 @@ def test_the_conclusion_lists_the_front_over_accepted_candidates_and_the_rejecte
     assert "![Pareto front per pair of axes](pareto.png)" in text and "(comparison.png)" in text
 
 
+def _with_drops(report, *drops):
+    wire = report.to_wire()
+    for candidate, drop in zip(wire["candidates"], drops):
+        candidate["metric"]["drop"] = drop
+    return Report.model_validate(wire)
+
+
 def test_the_pareto_chart_has_a_panel_per_pair_of_axes_with_units_and_one_label_per_tie(report):
-    fig = pareto_figure(report)
+    fig = pareto_figure(_with_drops(report, 0.0, 0.5, 0.5, 1.5))
     panels = fig.axes
     assert [(ax.get_xlabel().split(" (")[0], ax.get_ylabel().split(" (")[0]) for ax in panels] == [
         ("p50 latency at batch 1", "Accuracy drop vs baseline"), ("size", "Accuracy drop vs baseline"),
@@ -63,7 +75,40 @@ def test_the_pareto_chart_has_a_panel_per_pair_of_axes_with_units_and_one_label_
         assert any(label.startswith("2,3") for label in labels), labels
     assert sorted(t.get_text() for t in panels[0].texts) == ["1", "2,3", "4"]  # apart on latency
     key = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
-    assert key == ["1 baseline", "2 static-int8", "3 static-int8-copy", "4 dynamic-int8 (rejected)"]
+    assert key == ["1 baseline", "2 static-int8 (pick)", "3 static-int8-copy", "4 dynamic-int8 (rejected)"]
+
+
+def test_an_axis_every_candidate_shares_is_named_not_drawn_and_each_candidate_has_its_colour_and_shape(report):
+    """Every drop is 0 (the fixture's): one panel, latency against size; the title says the drop is 0
+    for all. The rejected cross and the pick's star are drawn over the accepted circles."""
+    fig = pareto_figure(report)
+    assert [(ax.get_xlabel().split(" (")[0], ax.get_ylabel()) for ax in fig.axes] == [("p50 latency at batch 1", "size (KiB)")]
+    assert "not drawn: Accuracy drop 0 for every candidate" in fig._suptitle.get_text()
+    points = fig.axes[0].collections
+    colours = {tuple(p.get_facecolor()[0]) for p in points}
+    assert len(colours) == 4  # a colour per candidate, not one green for every accepted one
+    rejected, pick, accepted = points[3], points[1], points[2]
+    assert rejected.get_zorder() > accepted.get_zorder() and pick.get_zorder() > accepted.get_zorder()
+
+
+def test_the_comparison_chart_marks_the_pick_and_draws_the_speedups_range(report, tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    wire = report.to_wire()
+    wire["candidates"][1]["vsBaseline"]["speedupRange"] = [2.9, 3.6]
+    wire["candidates"][1]["latency"]["1"]["noisy"] = True
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    assert plot_comparison(Report.model_validate(wire), tmp_path / "comparison.png")
+    ax = figures[0].axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["static-int8 (pick, noisy)", "static-int8-copy", "dynamic-int8 (rejected)"]
+    assert ax.get_yticklabels()[0].get_fontweight() == "bold"
+    from matplotlib.container import ErrorbarContainer
+
+    speed = next(c for c in ax.containers if isinstance(c, ErrorbarContainer))
+    low, high = speed.lines[2][0].get_segments()[0][:, 0]
+    assert (round(low, 6), round(high, 6)) == (2.9, 3.6)
 
 
 def test_both_charts_are_written_as_png(report, tmp_path):

@@ -95,4 +95,4 @@ def test_off_a_terminal_the_results_are_a_plain_markdown_table():
     assert "| static-int8 | onnxruntime int8 | 0.9700 | +0.40 | 0.500 | 2.50x | 2.0 | 3.90x | BEST |" in lines
     assert "NotApplicable: no GPU \\| none visible |" in table[-1]  # a | in a cell does not split it
     assert not any(ch in out.getvalue() for ch in "━│┃─") and max(map(len, lines)) < 120  # no box drawing, no padding
-    assert lines[-1] == "Best: static-int8"
+    assert lines[-1] == "Best: static-int8 (speedup: the baseline's p50 latency / the candidate's)"

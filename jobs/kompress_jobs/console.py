@@ -118,7 +118,10 @@ def _results(report: Report) -> tuple[str, list[str], list[tuple[list[str], str]
         timing = ([f"{stats.throughput_per_second:.1f}", f"{stats.time_to_first_token_ms:.0f}"] if report.generative
                   else [f"{stats.p50_ms:.3f}"])
         rows.append(([c.name, f"{c.runtime} {c.precision}", f"{c.metric.value:.4f}", f"{c.metric.drop:+.2f}", *timing,
-                     f"{c.vs_baseline.speedup_p50:.2f}x", f"{c.size_bytes / 1024:.1f}",
+                     f"{c.vs_baseline.speedup_p50:.2f}x" + (" noisy" if stats.noisy else ""), f"{c.size_bytes / 1024:.1f}",
                      f"{c.vs_baseline.size_reduction:.2f}x", verdict], "bold green" if verdict == "BEST" else ""))
     caption = f"Best: {report.best_name}" if report.best_name else "No candidate met the goals; keep the baseline."
+    caption += f" (speedup: the baseline's p50 {'decode step' if report.generative else 'latency'} / the candidate's)"
+    if report.best_name and report.uncertain:
+        caption += ". The pick is uncertain: " + "; ".join(report.uncertain)
     return title, headers, rows, caption

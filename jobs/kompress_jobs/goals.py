@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from enum import Enum
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .wire import Model
 
@@ -103,6 +103,9 @@ class Benchmark(Model):
     warmup: int = Field(10, ge=0, le=10_000)
     iterations: int = Field(50, ge=1, le=100_000, description="Timed calls per candidate, batch size and round.")
     rounds: int = Field(5, ge=1, le=100, description="Candidates are measured interleaved, round after round.")
+    max_rounds: int | None = Field(None, ge=1, le=300, description="While a measurement's spread exceeds tieTolerance "
+                                   "at the batch size the pick is judged at, more rounds are measured, up to this many "
+                                   "in all (default: 3 × rounds); one still noisy is flagged.")
     threads: int = Field(1, ge=1, le=256, description="Intra-op threads for every runtime.")
     tie_tolerance: float = Field(0.05, ge=0, le=1, description="Latencies this close (relative) count as a tie.")
     evaluation_batch_size: int = Field(256, ge=1, le=65_536)
@@ -110,6 +113,16 @@ class Benchmark(Model):
                               "own (memory_probe.py: a model load per candidate); on whenever goals.maxMemory is set.")
     generation: Generation = Field(default_factory=Generation, description="Task LanguageModeling only: the "
                                    "latency of a language model is that of one decode step (milliseconds per new token).")
+
+    @property
+    def round_cap(self) -> int:
+        return self.max_rounds if self.max_rounds is not None else 3 * self.rounds
+
+    @model_validator(mode="after")
+    def _cap_above_rounds(self) -> "Benchmark":
+        if self.max_rounds is not None and self.max_rounds < self.rounds:
+            raise ValueError(f"maxRounds ({self.max_rounds}) must be at least rounds ({self.rounds})")
+        return self
 
     @field_validator("batch_sizes")
     @classmethod

@@ -34,7 +34,7 @@ from .plan import BASELINE, Step, plan_passes
 from .preflight import check_local_inputs
 from .profile_report import plot_profiles
 from .memory_probe import Probe, peak_memory
-from .profiling import energy_per_call, profile_model
+from .profiling import energy_per_call, profile_model, trace_key
 from .promotion import Promoter, check_writable, promotion_store
 from .quality import Scorer, predict, scored
 from .charts import plot_comparison, plot_pareto
@@ -122,17 +122,17 @@ def run_optimization(
                  f"{'windows of text' if generative else 'samples'}")
         (language_model.evaluate if generative else _evaluate)(measured, runners, dataset, spec)
         measured = [c for c in candidates if c.measured]  # a candidate may fail at inference
+        batch = primary_batch_size(spec.goals, spec.benchmark)
         progress(f"benchmarking {len(measured)} model(s) at batch sizes {spec.benchmark.batch_sizes}, "
-                 f"{spec.benchmark.rounds} interleaved rounds")
+                 f"{spec.benchmark.rounds} interleaved rounds (up to {spec.benchmark.round_cap} at batch {batch} if noisy)")
         if generative:
             language_model.benchmark(measured, runners, dataset, spec, progress)
         else:
-            latencies = measure_latency({c.name: runners[c.name] for c in measured},
-                                        dataset.evaluation.inputs, spec.benchmark, progress)
+            latencies = measure_latency({c.name: runners[c.name] for c in measured}, dataset.evaluation.inputs,
+                                        spec.benchmark, progress, judged_at=batch)
             for c in measured:
                 c.latency = latencies[c.name]
 
-        batch = primary_batch_size(spec.goals, spec.benchmark)
         if not generative:
             _device_figures(measured, runners, dataset, batch, progress)
         if spec.benchmark.peak_memory or spec.goals.max_memory is not None:
@@ -142,7 +142,7 @@ def run_optimization(
         ranked = rank(candidates, spec.goals, spec.benchmark)
 
         profiled = [] if generative else [c for c in measured if c.is_baseline or c.rank == 1]  # per-call profiles
-        profiles = _profiles(profiled, runners, dataset, spec, batch, progress)
+        profiles = _profiles(profiled, runners, dataset, spec, batch, progress, scratch)
         for c in measured:
             if not c.is_baseline and not c.contender:
                 c.sha256 = sha256(c.model.path)
@@ -295,13 +295,16 @@ def _peak_memory(measured: list[Candidate], dataset: Dataset, spec: ModelOptimiz
 
 
 def _profiles(models: list[Candidate], runners: dict[str, Runner], dataset: Dataset, spec: ModelOptimizationSpec,
-              batch: int, progress: Progress) -> dict:
-    """Where the time goes, for the baseline and the pick: operators and energy per call."""
+              batch: int, progress: Progress, scratch: Path) -> dict:
+    """Where the time goes, for the baseline and the pick: operators (a trace file each, published
+    under the key of `trace`) and energy per call."""
     sample = batch_of(dataset.evaluation.inputs, batch)
     profiles = {}
     for c in models:
         progress(f"profiling {c.name} at batch {batch}")
-        profiles[c.name] = profile_model(c.model, runners[c.name], sample, spec.benchmark.threads) | {
+        key = trace_key(c.name)
+        profile = profile_model(c.model, runners[c.name], sample, spec.benchmark.threads, trace_path=scratch / key)
+        profiles[c.name] = profile | ({"trace": key} if profile.pop("traced", False) else {}) | {
             "energy": energy_per_call(runners[c.name], sample)}
     return profiles
 
@@ -320,6 +323,7 @@ def _publish(store: ArtifactStore, run_id: str, typed: Report, candidates: list[
 
     files = {key: path for c in candidates if c.artifact_key for key, path in c.artifact_files().items()}
     files |= {name: out / name for name in ("report.json", "report.md", *charts)}
+    files |= {p["trace"]: scratch / p["trace"] for p in typed.profiles.values() if p.get("trace")}
     if library_log is not None:  # as it is now: the libraries are still writing to it
         shutil.copyfile(library_log, out / LIBRARY_LOG)
         files[LIBRARY_LOG] = out / LIBRARY_LOG

@@ -20,7 +20,11 @@ def profile_section(report: Report) -> list[str]:
     lines = ["## Where the time goes", "",
              f"Per-operator time from each runtime's own profiler, at batch {batch}, per call (a profiled session is "
              "slower than the benchmark's: read the shares; the latencies are the benchmark's). CPU time is the "
-             "process's (every thread) per call over the benchmark's timed calls.", ""]
+             "process's (every thread) per call over the benchmark's timed calls. Each profiled call is also in a "
+             "trace file: drop it on https://ui.perfetto.dev or chrome://tracing, or point TensorBoard's PyTorch "
+             "profiler plugin (torch-tb-profiler) at the `traces` folder.", ""]
+    if any(p.get("profiler") for p in profiles.values()):
+        lines += ["![Time per call by operator type](profile.png)", ""]
     for name, profile in profiles.items():
         latency = report.candidate(name).latency[batch]
         energy = profile.get("energy") or {}
@@ -32,7 +36,8 @@ def profile_section(report: Report) -> list[str]:
         if not profile.get("profiler"):
             lines += [f"No operator profile: {profile.get('reason')}.", ""]
             continue
-        lines += [f"{profile['profiler']} profiler, {profile['calls']} calls: {profile['totalMs']:.3f} ms of operator time per call.", "",
+        trace = f" Trace: [{profile['trace']}]({profile['trace']})." if profile.get("trace") else ""
+        lines += [f"{profile['profiler']} profiler, {profile['calls']} calls: {profile['totalMs']:.3f} ms of operator time per call.{trace}", "",
                   "| operator type | ms per call | share | runs per call |", "|---|---|---|---|"]
         lines += [f"| {t['type']} | {t['ms']:.4f} | {100 * t['share']:.1f}% | {t['runsPerCall']:g} |" for t in profile["byType"][:SHOWN]]
         lines += ["", "| top operators | type | ms per call | share |", "|---|---|---|---|"]

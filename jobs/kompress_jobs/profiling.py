@@ -6,11 +6,13 @@ sessions are never profiled) for a fixed number of calls at the report's primary
 ONNX Runtime's session profiling (kernel time per node), the PyTorch profiler (self CPU time per
 aten operator), OpenVINO's per-layer performance counters. Times are summed over the calls and
 given per call. A profiled session runs slower than the benchmark's: read the shares, and the
-benchmark's latencies for speed.
+benchmark's latencies for speed. The operators' runs are also written as a trace file (Chrome's
+trace event JSON: Perfetto, chrome://tracing and TensorBoard's PyTorch profiler plugin open it).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -23,18 +25,38 @@ MIN_ENERGY_SECONDS = 1.0
 RAPL = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
 
 
-def profile_model(model: ModelFile, runner: Runner, batch: Inputs, threads: int, calls: int = 20) -> dict:
+def profile_model(model: ModelFile, runner: Runner, batch: Inputs, threads: int, calls: int = 20,
+                  trace_path: Path | None = None) -> dict:
     """{profiler, calls, totalMs (per call), byType [{type, ms, share, nodes}], top [{name, type, ms, share}]},
-    or {profiler: None, reason} where the runtime has no profiler kompress reads."""
+    or {profiler: None, reason} where the runtime has no profiler kompress reads. With `trace_path`,
+    the operators' runs are written there and `traced` is set."""
     if runner.profiler is None:
         return {"profiler": None, "reason": f"no per-operator profile is read for {runner.runtime}"}
     for _ in range(3):  # warm: first calls allocate and pick kernels
         runner(batch)
+    events: list[dict] = []
     try:
-        rows = runner.profile(model, batch, threads, calls)
+        rows = runner.profile(model, batch, threads, calls, trace=events)
     except Exception as exc:  # a profile is a diagnosis: it must not fail the run
         return {"profiler": None, "reason": f"profiling failed: {str(exc).splitlines()[0][:200]}"}
-    return _summarize(runner.profiler, rows, calls)
+    summary = _summarize(runner.profiler, rows, calls)
+    if trace_path is not None and events:
+        write_trace(trace_path, events, f"{runner.runtime} ({runner.profiler} profiler), {calls} calls")
+        summary["traced"] = True
+    return summary
+
+
+def trace_key(candidate: str) -> str:
+    """Where a candidate's trace goes in the run's folder."""
+    return f"traces/{candidate}.pt.trace.json"
+
+
+def write_trace(path: Path, events: list[dict], process: str) -> None:
+    """Chrome's trace event format (JSON object form), which Perfetto and chrome://tracing read; the
+    `.pt.trace.json` name is what TensorBoard's PyTorch profiler plugin looks for."""
+    named = [{"name": "process_name", "ph": "M", "pid": 0, "tid": 0, "args": {"name": process}}]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"traceEvents": named + events, "displayTimeUnit": "ms"}, separators=(",", ":")))
 
 
 def _summarize(profiler: str, rows: list[tuple], calls: int) -> dict:

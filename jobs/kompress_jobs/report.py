@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .benchmark import median_interval
 from .candidates import Candidate
 from .modelfile import Processor
 from .charts import compared, size_unit
@@ -56,14 +57,37 @@ def _comparison(c: Candidate, reference: Candidate, batch: int) -> Comparison:
     return Comparison(
         reference=reference.name, batch_size=batch,
         speedup_p50=ratio(reference.latency[batch].p50_ms, c.latency[batch].p50_ms),
+        speedup_range=paired_range(reference.latency[batch].round_medians_ms, c.latency[batch].round_medians_ms),
         speedup_p95=ratio(reference.latency[batch].p95_ms, c.latency[batch].p95_ms),
         size_reduction=ratio(reference.size_bytes, c.size_bytes),
         metric_drop=None if c.metric_drop is None else c.metric_drop - reference.metric_drop,
     )
 
 
+def paired_range(reference_rounds: list[float], rounds: list[float]) -> list[float] | None:
+    """The speedup's interval from round to round: both ran in each round, one after the other, so a
+    round's ratio cancels what slowed the machine in it. None unless both ran the same rounds."""
+    if len(reference_rounds) != len(rounds) or not rounds or not all(rounds):
+        return None
+    return list(median_interval([r / m for r, m in zip(reference_rounds, rounds)]))
+
+
 def write_json(path: Path, document: dict) -> None:
     path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+
+
+def measured_rounds(report: Report) -> int:
+    """The rounds measured at the primary batch size (more than benchmark.rounds where one was noisy)."""
+    return len(report.baseline.latency[report.primary_batch_size].round_medians_ms)
+
+
+def spread_text(stats) -> str:
+    return f"**{stats.spread:.0%} noisy**" if stats.noisy else f"{stats.spread:.0%}"
+
+
+def speedup_text(comparison: Comparison) -> str:
+    low_high = comparison.speedup_range
+    return f"{comparison.speedup_p50:.2f}×" + (f" ({low_high[0]:.2f}–{low_high[1]:.2f})" if low_high else "")
 
 
 def render_markdown(report: Report) -> str:
@@ -75,11 +99,14 @@ def render_markdown(report: Report) -> str:
         f"Machine: {cpu.model} ({', '.join(cpu.flags) or 'no SIMD flags read'}), {bench.threads} thread(s); "
         + ", ".join(f"{k} {v}" for k, v in report.fingerprint.libraries.items()) + ".",
         "",
-        (f"Latency at batch {batch}: one decode step (a new token), over {bench.rounds} interleaved rounds of a "
+        (f"Latency at batch {batch}: one decode step (a new token), over {measured_rounds(report)} interleaved rounds of a "
          f"{bench.generation.prompt_tokens}-token prompt and {bench.generation.new_tokens} new tokens; "
          if report.generative else
-         f"Latency at batch {batch}: median over {bench.rounds} interleaved rounds of {bench.iterations} calls; ")
-        + "spread = (max − min) / median of the round medians.",
+         f"Latency at batch {batch}: median over {measured_rounds(report)} interleaved rounds of {bench.iterations} calls; ")
+        + "speedup = the baseline's p50 / the candidate's, with the range of its ratio from round to round; "
+        + "spread = the width of a 90 % interval of the median round over that median ((max − min) / median up to 7 "
+        + f"rounds); a spread above the tie tolerance ({bench.tie_tolerance:.0%}) after up to {bench.round_cap} rounds "
+        + "is marked noisy.",
         "",
         f"| candidate | runtime | {report.metric} | drop | p50 ms | p95 ms | spread | size | speedup | smaller | vs parent | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -93,8 +120,8 @@ def render_markdown(report: Report) -> str:
         verdict = verdict_of(c) + (", Pareto" if c.pareto_optimal else "")
         lines.append(
             f"| {c.name} | {c.runtime} ({c.precision}{', ' + c.device.value if c.device not in (None, Processor.CPU) else ''}) | {c.metric.value:.4f} | {c.metric.drop:+.2f} | "
-            f"{stats.p50_ms:.3f} | {stats.p95_ms:.3f} | {100 * stats.spread:.0f}% | {human_size(c.size_bytes)} | "
-            f"{base.speedup_p50:.2f}× | {base.size_reduction:.2f}× | {parent_text} | {verdict} |"
+            f"{stats.p50_ms:.3f} | {stats.p95_ms:.3f} | {spread_text(stats)} | {human_size(c.size_bytes)} | "
+            f"{speedup_text(base)} | {base.size_reduction:.2f}× | {parent_text} | {verdict} |"
         )
     lines += ["", _conclusion(report), "", "![Pareto front per pair of axes](pareto.png)", ""]
     if compared(report):
@@ -159,7 +186,7 @@ def generation_section(report: Report) -> list[str]:
     """What a language model's users read first: decode speed, time to first token, quality."""
     lines = ["## Generation", "", "Greedy decoding; agreement figures are against the baseline: top-1 of the next-token "
              "distribution over the evaluation text, and the generated tokens before the first that differs.", "",
-             "| candidate | batch | decode tokens/s | vs baseline | time to first token ms | perplexity | top-1 agreement "
+             "| candidate | batch | decode tokens/s | speedup (p50 step) | time to first token ms | perplexity | top-1 agreement "
              "| KL divergence | greedy agreement |", "|---|---|---|---|---|---|---|---|---|"]
     base = report.baseline
     for c in report.candidates:
@@ -167,7 +194,7 @@ def generation_section(report: Report) -> list[str]:
             continue
         f = c.metric.fidelity
         for batch, s in c.latency.items():
-            ratio = s.throughput_per_second / base.latency[batch].throughput_per_second
+            ratio = base.latency[batch].p50_ms / s.p50_ms  # the speedup status and console show: one definition
             lines.append(f"| {c.name} | {batch} | {s.throughput_per_second:.1f} | {ratio:.2f}× | "
                          f"{s.time_to_first_token_ms:.1f} | {f.get('perplexity', float('nan')):.3f} | "
                          f"{f.get('top1Agreement', float('nan')):.3f} | {f.get('klDivergence', float('nan')):.4f} | "
@@ -214,9 +241,11 @@ def _conclusion(report: Report) -> str:
              + ".") if rejected else ""
     if best is None:
         return "**No candidate met the goals**; the baseline stays the model to serve. " + front + apart
-    return (f"**Best: {best.name}**: {best.vs_baseline.speedup_p50:.2f}× faster (p50) and "
+    doubt = (" **The pick is uncertain**: " + "; ".join(report.uncertain) + ": its speedup may be off by as much; "
+             "measure again on a quieter node or raise benchmark.maxRounds.") if report.uncertain else ""
+    return (f"**Best: {best.name}**: {speedup_text(best.vs_baseline)} faster (p50) and "
             f"{best.vs_baseline.size_reduction:.2f}× smaller than the baseline, {report.metric} drop "
-            f"{best.metric.drop:+.2f}. " + front + apart)
+            f"{best.metric.drop:+.2f}." + doubt + " " + front + apart)
 
 
 def human_size(size: int) -> str:

@@ -68,7 +68,10 @@ class Comparison(_Wire):
 
     reference: str
     batch_size: int
-    speedup_p50: float | None = None
+    speedup_p50: float | None = None  # the speedup everywhere: the p50 of the task's timed call (a decode step for an LLM)
+    # [low, high]: a ≥ 90 % interval of the speedup from the paired ratios of the interleaved rounds
+    # (benchmark.median_interval); absent when the two were not measured in the same rounds
+    speedup_range: list[float] | None = None
     speedup_p95: float | None = None
     size_reduction: float | None = None
     metric_drop: float | None = None
@@ -237,6 +240,16 @@ class Report(_Document):
     def generative(self) -> bool:
         """A causal language model's run: a latency is one decode step, its throughput tokens per second."""
         return self.spec.get("task", {}).get("type") == "LanguageModeling"
+
+    @property
+    def uncertain(self) -> list[str]:
+        """Why the pick's figures are uncertain: the pick or the baseline it is compared with is
+        still noisy after every round allowed (empty: the figures are as sure as the tie tolerance)."""
+        batch, bench = self.primary_batch_size, self.benchmark
+        shown = [c for c in (self.baseline, self.best) if c is not None and c.measured]
+        return [f"{c.name}'s latency spread {c.latency[batch].spread:.0%} exceeds the tie tolerance "
+                f"{bench.tie_tolerance:.0%} after {len(c.latency[batch].round_medians_ms)} round(s)"
+                for c in shown if c.latency[batch].noisy]
 
     @property
     def pareto_front(self) -> list[CandidateResult]:

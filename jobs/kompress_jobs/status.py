@@ -59,7 +59,10 @@ class CandidateSummary(Model):
     latency_p50_ms: float | None = None
     size_bytes: int | None = None
     metric_value: float | None = None
-    speedup: float | None = Field(None, description="Baseline p50 latency / this candidate's.")
+    speedup: float | None = Field(None, description="Baseline p50 latency / this candidate's (of one decode step for "
+                                  "a language model): the one speedup the report and the console show too.")
+    noisy: bool | None = Field(None, description="True when its latency's spread stayed above benchmark.tieTolerance "
+                               "after benchmark.maxRounds rounds: its speedup is uncertain.")
     size_ratio: float | None = Field(None, description="Baseline size / this candidate's.")
     rejected_reason: str | None = None
     # A causal language model (task LanguageModeling): its latency above is one decode step.

@@ -30,6 +30,7 @@ def candidate_summary(c: CandidateResult, batch: int) -> CandidateSummary:
         size_bytes=c.size_bytes,
         metric_value=round(c.metric.value, 5) if c.measured else None,
         speedup=round(ratios.speedup_p50, 3) if ratios and ratios.speedup_p50 else None,
+        noisy=True if c.measured and c.latency[batch].noisy else None,
         size_ratio=round(ratios.size_reduction, 3) if ratios and ratios.size_reduction else None,
         rejected_reason=reasons[0][:160] if reasons else None,
         joules_per_call=round(c.energy.joules_per_call, 5) if c.energy and c.energy.measurable else None,

@@ -132,8 +132,10 @@ def finish_phase(outcome: JobOutcome) -> Transition:
     best = outcome.result.best
     if best is None:
         return Transition(SUCCEEDED, "NoCandidateMetGoals", "no candidate met the goals; keep the baseline")
+    noisy = [c.name for c in (outcome.result.baseline, best) if c is not None and c.noisy]
+    doubt = f"; uncertain: the latency of {' and '.join(noisy)} stayed noisy (see report.md)" if noisy else ""
     return Transition(SUCCEEDED, "Completed", f"best candidate {best.name}: {best.speedup}x faster, "
-                                         f"{best.size_ratio}x smaller than the baseline")
+                                         f"{best.size_ratio}x smaller than the baseline{doubt}")
 
 
 def finished(resource: dict, generation: int, outcome: JobOutcome, rerun: int = 0) -> dict | None:

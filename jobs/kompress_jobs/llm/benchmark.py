@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..benchmark import Latency, summarize
+from ..benchmark import Latency, flag_noise, rounds, summarize
 from ..data import Dataset
 from ..goals import Benchmark
 from ..runtimes.generative import GenerativeRunner
@@ -20,9 +20,10 @@ from .corpus import INPUT, PROMPTS
 
 
 def measure_generation(runners: dict[str, GenerativeRunner], dataset: Dataset, settings: Benchmark,
-                       progress: Callable[[str], None] = lambda _: None,
+                       progress: Callable[[str], None] = lambda _: None, judged_at: int | None = None,
                        ) -> tuple[dict[str, dict[int, Latency]], dict[str, np.ndarray]]:
-    """(latencies by candidate and batch size, each candidate's tokens at the first batch size)."""
+    """(latencies by candidate and batch size, each candidate's tokens at the first batch size); at
+    `judged_at`, more rounds while a measurement is noisy (benchmark.rounds)."""
     generation, names = settings.generation, list(runners)
     results: dict[str, dict[int, Latency]] = {name: {} for name in names}
     continuations: dict[str, np.ndarray] = {}
@@ -35,7 +36,7 @@ def measure_generation(runners: dict[str, GenerativeRunner], dataset: Dataset, s
         medians = {name: [] for name in names}
         first = {name: [] for name in names}
         cpu_ns = dict.fromkeys(names, 0)
-        for round_index in range(settings.rounds):
+        for round_index in rounds(settings, medians, extend=batch_size == judged_at):
             shift = round_index % len(names)
             for name in names[shift:] + names[:shift]:
                 cpu_start = time.process_time_ns()
@@ -45,13 +46,13 @@ def measure_generation(runners: dict[str, GenerativeRunner], dataset: Dataset, s
                 medians[name].append(statistics.median(done.step_ns) / 1e6)
                 first[name].append(done.first_token_ns / 1e6)
                 continuations.setdefault(name, done.tokens)
-            progress(f"generation at batch {batch_size}: round {round_index + 1}/{settings.rounds} done")
+            progress(f"generation at batch {batch_size}: round {round_index + 1}/{max(settings.rounds, round_index + 1)} done")
         for name in names:
             latency = summarize(batch_size, steps[name], medians[name])
             # CPU time of the whole generation over its decode steps would overstate a step: spread it
             # over every token generated, the first included
-            calls = settings.rounds * generation.new_tokens
-            results[name][batch_size] = latency.model_copy(update={
+            calls = len(medians[name]) * generation.new_tokens
+            results[name][batch_size] = flag_noise(latency, settings).model_copy(update={
                 "time_to_first_token_ms": statistics.median(first[name]),
                 "cpu_ms_per_call": cpu_ns[name] / calls / 1e6})
     return results, continuations

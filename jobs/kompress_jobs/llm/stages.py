@@ -14,6 +14,7 @@ from ..modelfile import ModelFile
 from ..plan import BASELINE
 from ..runtimes import Runner, make_runner
 from ..schema import ModelOptimizationSpec
+from ..selection import primary_batch_size
 from .benchmark import continuation_agreement, measure_generation
 from .corpus import INPUT, PROMPTS, load_corpus, prompts
 from .loading import chat_frame, load_tokenizer
@@ -50,8 +51,8 @@ def evaluate(measured: list[Candidate], runners: dict[str, Runner], dataset: Dat
 
 def benchmark(measured: list[Candidate], runners: dict[str, Runner], dataset: Dataset, spec: ModelOptimizationSpec,
               progress: Callable[[str], None]) -> None:
-    latencies, continuations = measure_generation({c.name: runners[c.name] for c in measured}, dataset,
-                                                  spec.benchmark, progress)
+    latencies, continuations = measure_generation({c.name: runners[c.name] for c in measured}, dataset, spec.benchmark,
+                                                  progress, judged_at=primary_batch_size(spec.goals, spec.benchmark))
     reference = continuations[BASELINE]
     for c in measured:
         c.latency = latencies[c.name]

@@ -17,6 +17,7 @@ from ..sources import ModelFormat
 Inputs = dict[str, np.ndarray]
 # (node name, operator type, microseconds summed over the calls[, times it ran]) — see profiling.py
 ProfileRows = list[tuple]
+TraceEvents = list[dict]  # Chrome trace events (ph "X", ts and dur in µs): what Perfetto and TensorBoard open
 
 
 class Runner:
@@ -57,9 +58,10 @@ class Runner:
             verb = "input {} per sample does not" if len(inputs) == 1 else "inputs {} per sample do not"
             raise DataError(f"{verb.format(shapes)} fit the model: {telling_line(exc)}") from None
 
-    def profile(self, model: ModelFile, batch: Inputs, threads: int, calls: int) -> ProfileRows:
+    def profile(self, model: ModelFile, batch: Inputs, threads: int, calls: int, trace: TraceEvents | None = None) -> ProfileRows:
         """Per-operator times of `calls` calls on `batch`, from the runtime's own profiler, in a
-        session of its own (profiling slows a session down). Only where `profiler` is set."""
+        session of its own (profiling slows a session down), with each operator's run appended to
+        `trace`. Only where `profiler` is set."""
         raise NotImplementedError(f"no per-operator profile is read for {self.runtime}")
 
     def synchronize(self) -> None:

@@ -13,6 +13,7 @@ from .base import (
     Inputs,
     Processor,
     ProfileRows,
+    TraceEvents,
     Runner,
     first_line,
     output_names_for,
@@ -130,7 +131,7 @@ class TorchRunner(Runner):
         if self.device is Processor.CUDA:
             self._torch.cuda.synchronize()
 
-    def profile(self, model: ModelFile, batch: Inputs, threads: int, calls: int) -> ProfileRows:
+    def profile(self, model: ModelFile, batch: Inputs, threads: int, calls: int, trace: TraceEvents | None = None) -> ProfileRows:
         from torch.profiler import ProfilerActivity, profile
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device is Processor.CUDA else [])
@@ -141,6 +142,10 @@ class TorchRunner(Runner):
         # self time, so an aten::linear and the aten::addmm inside it are not counted twice; on a
         # GPU, the device's self time (the host only launches kernels there)
         on_gpu = self.device is Processor.CUDA
+        if trace is not None:  # every recorded operator, nested as it ran (aten::addmm inside aten::linear)
+            trace += [{"name": e.name, "cat": "kernel" if e.device_type.name == "CUDA" else "cpu_op", "ph": "X",
+                       "ts": e.time_range.start, "dur": e.time_range.elapsed_us(), "pid": 0, "tid": e.thread}
+                      for e in recorded.events()]
         return [(e.key, e.key, float(e.self_device_time_total if on_gpu else e.self_cpu_time_total), e.count)
                 for e in recorded.key_averages() if (e.self_device_time_total if on_gpu else e.self_cpu_time_total) > 0]
 
