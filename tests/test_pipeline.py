@@ -89,7 +89,22 @@ def test_the_baseline_and_the_pick_carry_a_profile_and_cpu_time(cnn_run):
             assert all(stats["cpu_ms_per_call"] > 0 for stats in c["latency"].values())
     markdown = (run / "report.md").read_text()
     assert "## Where the time goes" in markdown and f"### {report['best']}" in markdown
-    assert (run / "profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run / "profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "](profile.png)" in markdown
+
+
+def test_each_profile_is_a_trace_file_in_the_run_linked_from_the_report(cnn_run):
+    """Chrome's trace event format: complete events of the operators the profile sums, in µs."""
+    run, report, manifest = cnn_run
+    markdown = (run / "report.md").read_text()
+    for name, profile in report["profiles"].items():
+        key = profile["trace"]
+        assert key == f"traces/{name}.pt.trace.json" and f"[{key}]({key})" in markdown
+        assert key in {f["path"] for f in manifest["files"]}
+        events = json.loads((run / key).read_text())["traceEvents"]
+        spans = [e for e in events if e["ph"] == "X"]
+        assert spans and all(e["dur"] >= 0 and e["ts"] >= 0 and {"name", "pid", "tid"} <= set(e) for e in spans)
+        kinds = {t["type"] for t in profile["byType"]}
+        assert kinds <= {e["name"] for e in spans}, kinds - {e["name"] for e in spans}
 
 
 def test_manifest_hashes_every_file_and_records_lineage(cnn_run):

@@ -157,3 +157,32 @@ def test_a_model_back_from_the_store_runs_as_the_spec_says_what_its_files_do_not
     # Files that name their own inputs (ONNX, an IR with its .bin beside it) take nothing from the checkpoint's options.
     ir = stored_as_spec_runs_it(tmp_path / "m.xml", ModelFormat.OPENVINO, "fp32", checkpoint, names, (Path("x.data"),))
     assert ir.options is None and ir.input_names == () and ir.extra_files == (Path("x.data"),) and ir.device is None
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "onnx", "openvino"])
+def test_every_cpu_profiler_writes_a_trace_of_the_operators_it_sums(kind, torchscript, onnx_model, tmp_path):
+    """Chrome's trace event format (what Perfetto and TensorBoard open): complete events in µs,
+    named as the profile's operator types, with a process name; OpenVINO's counters have no start
+    times, so its layers are laid end to end and say so."""
+    import json
+
+    model = {"torchscript": torchscript, "onnx": onnx_model}.get(kind)
+    if kind == "openvino":
+        import openvino as ov
+
+        xml = tmp_path / "model.xml"
+        ov.save_model(ov.convert_model(str(onnx_model.path)), str(xml))
+        model = ModelFile(xml, ModelFormat.OPENVINO)
+    runner = make_runner(model, threads=1, input_names=("x",))
+    trace = tmp_path / "traces" / "m.pt.trace.json"
+    profile = profile_model(model, runner, {"x": np.ones((2, 8), np.float32)}, 1, calls=3, trace_path=trace)
+    assert profile["traced"] is True
+    document = json.loads(trace.read_text())
+    meta, spans = document["traceEvents"][0], [e for e in document["traceEvents"] if e["ph"] == "X"]
+    assert meta == {"name": "process_name", "ph": "M", "pid": 0, "tid": 0,
+                    "args": {"name": f"{runner.runtime} ({runner.profiler} profiler), 3 calls"}}
+    assert spans and all(e["ts"] >= 0 and e["dur"] >= 0 for e in spans)
+    assert {t["type"] for t in profile["byType"]} <= {e["name"] for e in spans}
+    if kind == "openvino":
+        assert all("laid end to end" in e["args"]["timing"] for e in spans)
+        assert all(a["ts"] + a["dur"] <= b["ts"] for a, b in zip(spans, spans[1:]))  # one after the other
