@@ -47,7 +47,8 @@ def onnx_model(tmp_path_factory):
 def test_every_model_format_has_exactly_one_runtime_by_default():
     """One per format and kind of model: a checkpoint folder is an encoder (called per batch) or a
     causal language model (run token by token); GGUF, OnnxGenAI and OpenVINOCausalLM hold only the latter."""
-    by_kind = {(f, generative): [cls.__name__ for cls in runtimes() if f in cls.formats and cls.generative == generative]
+    by_kind = {(f, generative): [cls.__name__ for cls in runtimes() if f in cls.formats and cls.generative == generative
+                                 and cls.default]
                for f in ModelFormat for generative in (False, True)}
     served = {key: names for key, names in by_kind.items() if names}
     assert all(len(names) == 1 for names in served.values()), served
@@ -94,15 +95,73 @@ def test_a_tensorrt_engine_without_tensorrt_says_so(tmp_path, monkeypatch):
         make_runner(ModelFile(tmp_path / "model.engine", ModelFormat.TENSORRT), threads=1)
 
 
-def test_two_runtimes_cannot_claim_the_same_format_on_the_same_device():
+def test_two_runtimes_cannot_both_be_the_default_for_a_format_on_a_device():
     class Another(Runner):
         runtime = "another"
         formats = frozenset({ModelFormat.ONNX})
         devices = (Processor.CUDA,)
 
-    with pytest.raises(ValueError, match=r"Another and OrtRunner both run \[\('ONNX', 'cuda'\)\]"):
+    with pytest.raises(ValueError, match=r"Another and OrtRunner both run \[\('ONNX', 'cuda'\)\] by default"):
         register(Another)
     assert Another not in runtimes()
+
+
+@pytest.fixture
+def second_onnx_runtime(monkeypatch):
+    """A second runtime for ONNX, not the default: its module and this registration are all it takes."""
+    from kompress_jobs.runtimes import registry
+    from kompress_jobs.wire import Model
+
+    class EchoOptions(Model):
+        scale: float = 1.0
+
+    class EchoRunner(Runner):
+        runtime, formats, default, Options = "echo", frozenset({ModelFormat.ONNX}), False, EchoOptions
+
+        def __init__(self, model, *, threads, device, input_names=None):
+            self.device, self.scale = device, self.options_of(model).scale
+            self.input_names, self.output_names = ("x",), ("y",)
+
+        def __call__(self, inputs):
+            return {"y": inputs["x"] * self.scale}
+
+    monkeypatch.setattr(registry, "_RUNTIMES", list(registry._RUNTIMES))
+    register(EchoRunner)
+    return EchoRunner
+
+
+def test_a_second_runtime_for_a_format_runs_only_what_names_it_with_its_own_options(second_onnx_runtime, onnx_model):
+    from dataclasses import replace
+
+    from kompress_jobs.modelfile import Execution
+
+    assert make_runner(onnx_model, threads=1).runtime == "onnxruntime"  # the default stays
+    named = replace(onnx_model, execution=Execution(runtime="echo", options={"scale": 2.0}))
+    runner = make_runner(named, threads=1)
+    assert runner.runtime == "echo" and runner({"x": np.ones((1, 8), np.float32)})["y"][0, 0] == 2.0
+    with pytest.raises(ModelLoadError, match=r"echo options: scale: Input should be a valid number"):
+        make_runner(replace(onnx_model, execution=Execution(runtime="echo", options={"scale": "big"})), threads=1)
+    with pytest.raises(ModelLoadError, match=r"onnxruntime options: executionProvider|onnxruntime options: unknown"):
+        make_runner(replace(onnx_model, execution=Execution(options={"unknown": 1})), threads=1)
+    with pytest.raises(ModelLoadError, match=r"runtime 'llama.cpp' does not run ONNX models \(these do: echo, onnxruntime\)"):
+        make_runner(replace(onnx_model, execution=Execution(runtime="llama.cpp")), threads=1)
+
+
+def test_an_execution_is_stored_as_it_is_and_records_from_before_it_still_read():
+    from kompress_jobs.modelfile import Execution
+    from kompress_jobs.promoted import PointerModel
+
+    compiled = Execution(runtime="pytorch", device=Processor.CUDA, options={"compileMode": "max-autotune"})
+    assert compiled.to_wire() == {"runtime": "pytorch", "device": "cuda", "options": {"compileMode": "max-autotune"}}
+    assert Execution.model_validate(compiled.to_wire()) == compiled
+    assert Execution.of_record({"execution": compiled.to_wire()}) == compiled
+    assert Execution.of_record({"device": "cuda", "compile_mode": "max-autotune"}) == compiled  # a trial's record
+    old_pointer = {"path": "r/m.pt", "format": "TorchScript", "device": "cuda", "compileMode": "max-autotune"}
+    assert PointerModel.model_validate(old_pointer).execution == compiled  # current.json before Execution
+    assert PointerModel.model_validate(old_pointer).to_wire()["execution"]["options"] == {"compileMode": "max-autotune"}
+    provider = Execution.of_record({"device": "cuda", "executionProvider": "TensorrtExecutionProvider"})
+    assert provider == Execution(runtime="onnxruntime", device=Processor.CUDA, options={"executionProvider": "TensorrtExecutionProvider"})
+    assert Execution.of_record(None) == Execution() == Execution.of_record({"file": "m.onnx"})
 
 
 def test_a_runtime_without_a_profiler_says_so_and_one_with_it_profiles(torchscript, onnx_model):
@@ -139,7 +198,7 @@ def test_a_model_back_from_the_store_runs_as_the_spec_says_what_its_files_do_not
     """A tuning trial's or a promoted checkpoint keeps the spec's head, pooling and input names."""
     from pathlib import Path
 
-    from kompress_jobs.modelfile import Processor, stored_as_spec_runs_it
+    from kompress_jobs.modelfile import Execution, Processor, stored_as_spec_runs_it
     from kompress_jobs.specfile import resource_from_dict
 
     from .conftest import resource_dict
@@ -150,13 +209,13 @@ def test_a_model_back_from_the_store_runs_as_the_spec_says_what_its_files_do_not
         task={"type": "Fidelity", "metric": "CosineSimilarity"})).spec
     names = ("input_ids", "attention_mask")
     model = stored_as_spec_runs_it(tmp_path / "bert", ModelFormat.HUGGING_FACE, "bf16", checkpoint, names,
-                                   record={"device": "cpu", "compile_mode": "default"})
+                                   execution=Execution.of_record({"device": "cpu", "compile_mode": "default"}))  # a record before Execution
     assert model.options == checkpoint.model.hugging_face and model.options.pooling.value == "Mean"
     assert model.input_names == names and not model.generative and model.precision == "bf16"
-    assert (model.device, model.compile_mode) == (Processor.CPU, "default")
+    assert model.execution == Execution(runtime="pytorch", device=Processor.CPU, options={"compileMode": "default"})
     # Files that name their own inputs (ONNX, an IR with its .bin beside it) take nothing from the checkpoint's options.
     ir = stored_as_spec_runs_it(tmp_path / "m.xml", ModelFormat.OPENVINO, "fp32", checkpoint, names, (Path("x.data"),))
-    assert ir.options is None and ir.input_names == () and ir.extra_files == (Path("x.data"),) and ir.device is None
+    assert ir.options is None and ir.input_names == () and ir.extra_files == (Path("x.data"),) and ir.execution == Execution()
 
 
 @pytest.mark.parametrize("kind", ["torchscript", "onnx", "openvino"])

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .child_python import run_python
-from .modelfile import ModelFile, runs_on, runs_on_from
+from .modelfile import Execution, ModelFile
 from .sources import HuggingFaceOptions, ModelFormat
 
 PROBE_TIMEOUT = 900  # seconds: loading a large model in a cold process is slow, but never unbounded
@@ -60,14 +60,15 @@ def _model_record(model: ModelFile) -> dict:
     return {"path": str(model.path), "format": model.format.value, "precision": model.precision,
             "extraFiles": [str(p) for p in model.extra_files], "inputNames": list(model.input_names),
             "options": model.options.to_wire() if model.options else None, "generative": model.generative,
-            **runs_on(model)}
+            "execution": model.execution.to_wire()}
 
 
 def _model_from(record: dict) -> ModelFile:
     return ModelFile(Path(record["path"]), ModelFormat(record["format"]), record["precision"],
                      extra_files=tuple(Path(p) for p in record["extraFiles"]),
                      options=HuggingFaceOptions.model_validate(record["options"]) if record["options"] else None,
-                     input_names=tuple(record["inputNames"]), generative=record["generative"], **runs_on_from(record))
+                     input_names=tuple(record["inputNames"]), generative=record["generative"],
+                     execution=Execution.model_validate(record["execution"]))
 
 
 def main(request_path: str) -> None:

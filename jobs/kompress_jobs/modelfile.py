@@ -6,8 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Any
+
+from pydantic import ConfigDict, Field
 
 from .sources import HuggingFaceOptions, ModelFormat
+from .wire import Model
 
 
 class Processor(str, Enum):
@@ -15,6 +19,35 @@ class Processor(str, Enum):
 
     CPU = "cpu"
     CUDA = "cuda"
+
+
+class Execution(Model):
+    """How a model is run, where its files alone do not say: by which runtime (None: the registry's
+    default for its format and device), on which device (None: where that runtime runs by
+    default), with that runtime's own options (its `Options` class checks them: registry.make_runner).
+    Stored as it is wherever a model outlives the run: the report, current.json, a trial's record."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)  # a record from a newer release reads, and writes back whole
+
+    runtime: str | None = Field(None, max_length=64)
+    device: Processor | None = None
+    options: dict[str, Any] = Field(default_factory=dict, max_length=64)
+
+    def __hash__(self) -> int:  # the options are a dict: hash what names the execution
+        return hash((self.runtime, self.device))
+
+    @classmethod
+    def of_record(cls, record: dict | None) -> "Execution":
+        """From a stored record: its `execution`, or the flat fields of records written before it
+        existed (device; compile_mode and execution_provider, in either spelling)."""
+        record = record or {}
+        if record.get("execution") is not None:
+            return cls.model_validate(record["execution"])
+        old = {key: record.get(snake) or record.get(camel) for key, snake, camel in (
+            ("compileMode", "compile_mode", "compileMode"), ("executionProvider", "execution_provider", "executionProvider"))}
+        runtime = "pytorch" if old["compileMode"] else "onnxruntime" if old["executionProvider"] else None
+        return cls(runtime=runtime, device=Processor(record["device"]) if record.get("device") else None,
+                   options={key: value for key, value in old.items() if value})
 
 
 # What a folder format's size counts: its graph and weights, not its tokenizer or configuration
@@ -31,12 +64,7 @@ class ModelFile:
     options: HuggingFaceOptions | None = None  # HuggingFace: the task head
     input_names: tuple[str, ...] = ()  # HuggingFace: what the tokenizer feeds (files of other formats name their own)
     generative: bool = False  # a causal language model, run token by token (task LanguageModeling)
-    # How the model is to be run, where its file alone does not say (TorchRuntime, OnnxRuntimeGpu): the
-    # device (None: where its runtime runs by default), the torch.compile mode (None: eager) and ONNX
-    # Runtime's execution provider (None: the device's own).
-    device: Processor | None = None
-    compile_mode: str | None = None
-    execution_provider: str | None = None
+    execution: Execution = field(default_factory=Execution)  # how it is to be run (TorchRuntime, OnnxRuntimeGpu…)
 
     @property
     def files(self) -> tuple[Path, ...]:
@@ -67,29 +95,13 @@ class ModelFile:
 
 
 
-def runs_on(model: ModelFile) -> dict[str, str]:
-    """How a stored model is to be run, by ModelFile's field names and only what is set: for a record
-    that outlives the run (a tuning study's trial, current.json) and comes back through runs_on_from."""
-    return {key: value for key, value in (("device", model.device.value if model.device else None),
-                                          ("compile_mode", model.compile_mode),
-                                          ("execution_provider", model.execution_provider)) if value}
-
-
-def runs_on_from(record) -> dict:
-    """ModelFile's keyword arguments back from runs_on's record (a dict, or a model with those attributes)."""
-    get = record.get if isinstance(record, dict) else lambda key: getattr(record, key, None)
-    device = get("device")
-    return {"device": Processor(device) if device else None, "compile_mode": get("compile_mode") or None,
-            "execution_provider": get("execution_provider") or None}
-
-
 def stored_as_spec_runs_it(path: Path, model_format: ModelFormat, precision: str, spec, input_names: tuple[str, ...],
-                           extra_files: tuple[Path, ...] = (), record=None) -> ModelFile:
+                           extra_files: tuple[Path, ...] = (), execution: Execution | None = None) -> ModelFile:
     """A model that comes back from the store (a promoted release, a tuning trial's) with what its files
     do not say, taken from the spec as for the input model: a checkpoint's head and pooling and the
-    tokenizer's input names, whether it generates; and where it runs, from its record (runs_on)."""
+    tokenizer's input names, whether it generates; and how it runs, as its record says."""
     checkpoint = model_format is ModelFormat.HUGGING_FACE and not spec.task.generative
     return ModelFile(path, model_format, precision=precision, extra_files=extra_files,
                      options=spec.model.hugging_face if checkpoint else None,
                      input_names=input_names if checkpoint else (), generative=spec.task.generative,
-                     **runs_on_from(record or {}))
+                     execution=execution or Execution())

@@ -13,12 +13,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from .digest import sha256
 from .errors import KompressError, StoreError
 from .layout import local_path, safe_key
+from .modelfile import Execution
 from .store import ArtifactStore
 
 POINTER = "current.json"
@@ -50,9 +51,17 @@ class PointerModel(_Wire):
     format: str
     precision: str = "fp32"
     extra_files: list[str] = Field(default_factory=list)  # e.g. an OpenVINO IR's model.bin
-    device: str | None = None  # where it was measured to run (TorchRuntime: "cuda"); its runtime's default when unset
-    compile_mode: str | None = None  # torch.compile's mode, when it was measured compiled
-    execution_provider: str | None = None  # ONNX Runtime's, when it was measured with one chosen (OnnxRuntimeGpu)
+    execution: Execution = Field(default_factory=Execution)  # how it was measured to run
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_execution(cls, data: Any) -> Any:
+        """A pointer written before Execution had device, compileMode and executionProvider here."""
+        if isinstance(data, dict) and "execution" not in data and any(
+                key in data for key in ("device", "compileMode", "compile_mode", "executionProvider", "execution_provider")):
+            flat = ("device", "compileMode", "compile_mode", "executionProvider", "execution_provider")
+            data = {key: value for key, value in data.items() if key not in flat} | {"execution": Execution.of_record(data)}
+        return data
 
 
 class PointerFile(_Wire):

@@ -28,7 +28,7 @@ from .digest import sha256
 from .errors import KompressError, StoreError
 from .goals import Objective
 from .layout import resource_prefix
-from .modelfile import ModelFile, runs_on, stored_as_spec_runs_it
+from .modelfile import ModelFile, stored_as_spec_runs_it
 from .plan import BASELINE
 from .promoted import (
     MIRROR,
@@ -108,7 +108,7 @@ def read_current(store: ArtifactStore, scratch: Path, spec: ModelOptimizationSpe
         return Current(pointer, problem=str(exc))
     in_release = lambda path: local / release_relative(pointer, path, store)  # noqa: E731
     return Current(pointer, stored_as_spec_runs_it(in_release(model.path), model_format, model.precision, spec, input_names,
-                                                   tuple(in_release(p) for p in model.extra_files), record=model))
+                                                   tuple(in_release(p) for p in model.extra_files), model.execution))
 
 
 def contender(current: Current) -> Candidate:
@@ -195,8 +195,7 @@ def _pointer(run_id: str, pick: Candidate, result: CandidateResult, report: Repo
         promoted_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         candidate=pick.name, technique=pick.technique, lineage=pick.lineage, digest=pick.sha256, release=f"{release}/",
         model=PointerModel(path=f"{release}/{model.path.name}", format=model.format.value, precision=model.precision,
-                           extra_files=[f"{release}/{p.name}" for p in model.extra_files],
-                           **runs_on(model)),
+                           extra_files=[f"{release}/{p.name}" for p in model.extra_files], execution=model.execution),
         files=[PointerFile(path=f"{release}/{relative}", sha256=sha256(path), size_bytes=path.stat().st_size)
                for relative, path in files.items()],
         metrics={"metric": result.metric.to_wire() if result.metric else None, "sizeBytes": result.size_bytes,

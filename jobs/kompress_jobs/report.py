@@ -34,7 +34,8 @@ def candidate_result(c: Candidate, by_name: dict[str, Candidate], batch: int) ->
     if not c.measured:
         return CandidateResult(**fields)
     fields |= {
-        "runtime": c.runtime, "device": c.device, "format": c.model.format, "precision": c.model.precision,
+        "runtime": c.runtime, "device": c.device, "execution": c.model.execution, "format": c.model.format,
+        "precision": c.model.precision,
         "artifact": c.artifact_key, "artifact_files": sorted(c.artifact_files()) or None, "sha256": c.sha256,
         "size_bytes": c.size_bytes, "metric": Metric(value=c.metric_value, drop=c.metric_drop, fidelity=c.fidelity),
         "latency": dict(c.latency), "accepted": c.accepted, "rejected_reasons": c.rejected_reasons,

@@ -21,7 +21,7 @@ from pydantic.alias_generators import to_camel
 from .benchmark import Latency
 from .candidates import Outcome
 from .goals import Benchmark
-from .modelfile import Processor
+from .modelfile import Execution, Processor
 from .sources import ModelFormat
 from .status import PromotionStatus
 
@@ -106,8 +106,9 @@ class CandidateResult(_Wire):
     lineage: list[dict[str, Any]] = Field(default_factory=list)
     outcome: Outcome
     error: str | None = None
-    runtime: str | None = None
+    runtime: str | None = None  # what ran it, and where
     device: Processor | None = None
+    execution: Execution | None = None  # how the candidate asked to be run, as stored with it (current.json, a trial)
     format: ModelFormat | None = None
     precision: str | None = None
     artifact: str | None = None

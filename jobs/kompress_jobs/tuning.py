@@ -36,7 +36,7 @@ from .passes import build_pass
 from .passes.training import first_output
 from .plan import Step
 from .quality import Scorer, predict
-from .modelfile import runs_on, stored_as_spec_runs_it
+from .modelfile import Execution, stored_as_spec_runs_it
 from .runtimes import ModelFile, make_runner
 from .schema import ModelOptimizationSpec, ObjectMeta
 from .search_space import SearchParameter, TuningPlan, discrete_points, unmeasured, with_values
@@ -196,7 +196,7 @@ class Study:
         for goal, value in self._constraint_values(measured).items():
             trial.set_constraint(goal, value)
         trial.set_user_attr("model", {"file": result.model.path.name, "format": result.model.format.value,
-                                      "precision": result.model.precision, **runs_on(result.model),
+                                      "precision": result.model.precision, "execution": result.model.execution.to_wire(),
                                       "extraFiles": [p.name for p in result.model.extra_files]})
         self.local_models[trial.number] = result.model
         return tuple(measured[_metric_name(o)] for o in self.tuning.objectives)
@@ -327,7 +327,8 @@ class Study:
 
         model = stored_as_spec_runs_it(folder / safe_key(str(saved["file"]), what), ModelFormat(saved["format"]),
                                        saved["precision"], self.spec, self.input_names,
-                                       tuple(folder / safe_key(str(name), what) for name in saved.get("extraFiles", ())), saved)
+                                       tuple(folder / safe_key(str(name), what) for name in saved.get("extraFiles", ())),
+                                       Execution.of_record(saved))
         if not model.path.exists() or not all(p.is_file() for p in model.files):
             return None  # a study saved before every file was kept (an IR without its .bin) is left out, not half-loaded
         return model

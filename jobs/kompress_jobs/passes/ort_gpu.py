@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..modelfile import ModelFile, Processor
+from ..modelfile import Execution, ModelFile, Processor
 from .base import OptimizationPass, PassContext, register
 from .settings import ComputePrecision, PassSettings
 
@@ -64,5 +64,5 @@ class OnnxRuntimeGpu(OptimizationPass):
             shutil.copy2(path, ctx.output_dir / path.name)
             copies.append(ctx.output_dir / path.name)
         precision = "fp16" if self.spec.precision is ComputePrecision.FP16 else model.precision
-        return ModelFile(copies[0], model.format, precision, extra_files=tuple(copies[1:]), device=Processor.CUDA,
-                         execution_provider=self.spec.provider.onnxruntime_name)
+        return ModelFile(copies[0], model.format, precision, extra_files=tuple(copies[1:]), execution=Execution(
+            runtime="onnxruntime", device=Processor.CUDA, options={"executionProvider": self.spec.provider.onnxruntime_name}))

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from ..errors import PassError
 from ..hardware import cpu_lacks
-from ..modelfile import ModelFile, Processor
+from ..modelfile import Execution, ModelFile, Processor
 from ..sources import Device, ModelFormat
 from .base import OptimizationPass, PassContext, failing_as, register
 from .settings import ComputePrecision, PassSettings
@@ -105,8 +105,9 @@ class TorchRuntime(OptimizationPass):
                 f"{self.spec.device.value}{f' through torch.compile ({self.spec.compile.torch_mode})' if self.spec.compile else ''}")
         return ModelFile(output, model.format, precision if precision != "fp32" else model.precision,
                          options=model.options, input_names=model.input_names,
-                         device=Processor.CUDA if self.spec.device is Device.GPU else Processor.CPU,
-                         compile_mode=self.spec.compile.torch_mode if self.spec.compile else None)
+                         execution=Execution(runtime="pytorch", device=Processor.CUDA if self.spec.device is Device.GPU
+                                             else Processor.CPU, options={"compileMode": self.spec.compile.torch_mode}
+                                             if self.spec.compile else {}))
 
 
 def gpu_lacks(precision: ComputePrecision) -> str | None:

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..modelfile import ModelFile, Processor
+from ..modelfile import Execution, ModelFile, Processor
 from ..sources import Device, ModelFormat
 from .base import OptimizationPass, PassContext, failing_as, register
 from .settings import PassSettings
@@ -75,7 +75,7 @@ class TorchAoQuantize(OptimizationPass):
         ctx.log(f"Linear weights quantized by torchao ({self.spec.scheme.value}), stored as safetensors")
         return ModelFile(output, ModelFormat.HUGGING_FACE, "int8" if self.spec.scheme is TorchAoScheme.INT8_WEIGHT_ONLY else "fp8",
                          options=model.options, input_names=model.input_names,
-                         device=Processor.CUDA if self.spec.device is Device.GPU else Processor.CPU)
+                         execution=Execution(device=Processor.CUDA if self.spec.device is Device.GPU else Processor.CPU))
 
 
 def quantize_checkpoint(model: ModelFile, output, scheme: TorchAoScheme) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import DataError
 from ..modelfile import ModelFile, Processor
 from ..sources import ModelFormat
+from ..wire import Model
 
 Inputs = dict[str, np.ndarray]
 # (node name, operator type, microseconds summed over the calls[, times it ran]) — see profiling.py
@@ -20,16 +21,24 @@ ProfileRows = list[tuple]
 TraceEvents = list[dict]  # Chrome trace events (ph "X", ts and dur in µs): what Perfetto and TensorBoard open
 
 
+class NoOptions(Model):
+    """A runtime without options of its own: Execution.options must be empty."""
+
+
 class Runner:
     """Runs one model on named numpy batches and returns named outputs; the same call shape for
     every runtime. `input_names` is the order the model takes its inputs in.
 
     A runtime declares what it runs: `formats` and `devices` (the first is where it runs when the
-    caller names none), and `unavailable()` says why it cannot run here (a missing package, no GPU)."""
+    caller names none), whether it is the `default` for them (several runtimes may run one format;
+    a model's Execution names another), its `Options` (the Execution.options it takes), and
+    `unavailable()` says why it cannot run here (a missing package, no GPU)."""
 
     runtime: ClassVar[str]
     formats: ClassVar[frozenset[ModelFormat]]
     devices: ClassVar[tuple[Processor, ...]] = (Processor.CPU,)
+    default: ClassVar[bool] = True  # what runs its formats on its devices when an Execution names no runtime
+    Options: ClassVar[type[Model]] = NoOptions
     profiler: ClassVar[str | None] = None  # the per-operator profiler this runtime reads, if any
     generative: ClassVar[bool] = False  # runs a causal language model token by token (generative.py)
 
@@ -43,6 +52,11 @@ class Runner:
     def unavailable(cls, device: Processor) -> str | None:
         """Why this runtime cannot run on `device` here, or None."""
         return cuda_missing() if device is Processor.CUDA else None
+
+    @classmethod
+    def options_of(cls, model: ModelFile) -> Model:
+        """The model's Execution.options as this runtime's Options (checked by make_runner first)."""
+        return cls.Options.model_validate(model.execution.options)
 
     def __call__(self, inputs: Inputs) -> Inputs:  # pragma: no cover - interface
         raise NotImplementedError

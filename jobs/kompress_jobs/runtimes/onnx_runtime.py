@@ -13,7 +13,10 @@ import numpy as np
 from ..errors import DataError, ModelLoadError
 from ..modelfile import ModelFile
 from ..safe_load import check_onnx_external_data
+from pydantic import Field
+
 from ..sources import ModelFormat
+from ..wire import Model
 from .base import Inputs, Processor, ProfileRows, Runner, TraceEvents, first_line
 from .registry import register
 
@@ -60,12 +63,18 @@ def provider_chain(provider: str, model: ModelFile) -> list:
     return [(provider, options), "CUDAExecutionProvider"]
 
 
+class OrtOptions(Model):
+    execution_provider: str | None = Field(None, max_length=64, description="ONNX Runtime's execution provider "
+                                           "(None: the device's own: CPUExecutionProvider, CUDAExecutionProvider).")
+
+
 @register
 class OrtRunner(Runner):
     runtime = "onnxruntime"
     formats = frozenset({ModelFormat.ONNX})
     devices = (Processor.CPU, Processor.CUDA)
     profiler = "onnxruntime"
+    Options = OrtOptions
 
     @classmethod
     def unavailable(cls, device: Processor) -> str | None:
@@ -80,7 +89,7 @@ class OrtRunner(Runner):
         import onnxruntime as ort
 
         check_onnx(model.path)
-        provider = model.execution_provider or _PROVIDERS[device]
+        provider = self.options_of(model).execution_provider or _PROVIDERS[device]
         try:
             self.session = ort.InferenceSession(str(model.path), session_options(threads),
                                                 providers=provider_chain(provider, model))

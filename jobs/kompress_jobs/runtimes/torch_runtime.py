@@ -8,7 +8,10 @@ import time
 
 from ..errors import DataError, ModelLoadError
 from ..modelfile import ModelFile
+from pydantic import Field
+
 from ..sources import ModelFormat
+from ..wire import Model
 from .base import (
     Inputs,
     Processor,
@@ -80,12 +83,17 @@ def load_torch_module(model: ModelFile):
     return module
 
 
+class TorchOptions(Model):
+    compile_mode: str | None = Field(None, max_length=64, description="torch.compile's mode (None: eager).")
+
+
 @register
 class TorchRunner(Runner):
     runtime = "pytorch"
     formats = frozenset({ModelFormat.TORCH_SCRIPT, ModelFormat.TORCH_EXPORT})
     devices = (Processor.CPU, Processor.CUDA)
     profiler = "pytorch"
+    Options = TorchOptions
 
     def __init__(self, model: ModelFile, *, threads: int = 1, device: Processor = Processor.CPU,
                  input_names: tuple[str, ...] | None = None, module=None):
@@ -99,8 +107,8 @@ class TorchRunner(Runner):
         if self.dtype is not None:
             module = module.to(self.dtype)
         module = module.to(device.value) if device is not Processor.CPU else module
-        self.module = compiled(module, model.compile_mode) if model.compile_mode else module
-        self.compile_mode = model.compile_mode
+        self.compile_mode = self.options_of(model).compile_mode
+        self.module = compiled(module, self.compile_mode) if self.compile_mode else module
         self.first_call_seconds = None  # timed on the first call (Runner.first_call_seconds)
         self.output_names = ("output",)
 
