@@ -82,7 +82,7 @@ def test_a_genai_folder_with_a_custom_ops_library_is_refused_and_the_library_nev
 
     from kompress_jobs.modelfile import ModelFile
     from kompress_jobs.runtimes import make_runner
-    from kompress_jobs.safe_load import UnsafeModelError
+    from kompress_jobs.errors import UnsafeModelError
     from kompress_jobs.sources import ModelFormat
 
     crafted = _crafted_genai(genai_folder, tmp_path, {"custom_ops_library": "libplanted.so"})
@@ -110,7 +110,7 @@ def test_a_genai_folder_with_a_custom_ops_library_is_refused_and_the_library_nev
 ])
 def test_genai_session_options_beyond_the_allowlist_are_refused(genai_folder, tmp_path, options, refused):
     from kompress_jobs.formats.onnx_genai import read_genai_config
-    from kompress_jobs.safe_load import UnsafeModelError
+    from kompress_jobs.errors import UnsafeModelError
 
     read_genai_config(genai_folder)  # what the builder writes passes
     with pytest.raises(UnsafeModelError, match=refused):
@@ -134,7 +134,7 @@ def test_torchscript_that_reads_files_is_refused_at_load(tmp_path, capsys, write
     from kompress_jobs.cli import main
     from kompress_jobs.modelfile import ModelFile
     from kompress_jobs.runtimes import make_runner
-    from kompress_jobs.safe_load import UnsafeModelError
+    from kompress_jobs.errors import UnsafeModelError
     from kompress_jobs.sources import ModelFormat
 
     secret = tmp_path / "token"
@@ -155,7 +155,7 @@ def test_a_file_operator_in_setstate_is_refused_before_torch_compiles_it(tmp_pat
     import torch
 
     from kompress_jobs.formats.torchscript import check_archive_source
-    from kompress_jobs.safe_load import UnsafeModelError
+    from kompress_jobs.errors import UnsafeModelError
 
     class Saves(torch.nn.Module):
         def __init__(self):

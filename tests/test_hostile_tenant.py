@@ -95,7 +95,7 @@ def test_a_symbolic_link_in_a_checkpoint_folder_is_refused_before_anything_reads
     into the published artifacts."""
     from kompress_jobs.modelfile import ModelFile
     from kompress_jobs.runtimes import make_runner
-    from kompress_jobs.safe_load import UnsafeModelError
+    from kompress_jobs.errors import UnsafeModelError
     from kompress_jobs.sources import ModelFormat
 
     secret = tmp_path / "credentials"
@@ -217,7 +217,7 @@ def test_a_gguf_of_empty_strings_is_read_within_the_strings_budget(tmp_path):
 
     from kompress_jobs.errors import ModelLoadError
     from kompress_jobs.formats.gguf import MAX_ARRAY_STRINGS, architecture
-    from kompress_jobs.safe_load import UnsafeModelError
+    from kompress_jobs.errors import UnsafeModelError
 
     def vocabulary(count: int) -> bytes:
         key = b"tokenizer.ggml.tokens"

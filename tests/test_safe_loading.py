@@ -21,7 +21,8 @@ import torch
 from kompress_jobs.errors import ModelLoadError, StoreError
 from kompress_jobs.modelfile import ModelFile
 from kompress_jobs.runtimes import check_onnx, load_torch_module
-from kompress_jobs.safe_load import UnsafeModelError, check_export_archive
+from kompress_jobs.errors import UnsafeModelError
+from kompress_jobs.formats.torch_export import check_export_archive
 from kompress_jobs.sources import ModelFormat
 from kompress_jobs.store import LocalStore
 

@@ -31,6 +31,12 @@ class ModelLoadError(KompressError):
     reason = "ModelLoadFailed"
 
 
+class UnsafeModelError(ModelLoadError):
+    """The model file would run code (or read files outside itself) if loaded."""
+
+    reason = "UnsafeModel"
+
+
 class DataError(KompressError):
     """The data file is missing, corrupt, or does not fit the model."""
 
@@ -61,3 +67,9 @@ class StudyStorageUnsupported(StudyStorageError):
 
 class StudyStorageMissing(StudyStorageError):
     reason = "StudyStorageMissing"
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
+from .formats import format_of
 from .sources import HuggingFaceOptions, ModelFormat
 from .wire import Model
 
@@ -50,10 +51,6 @@ class Execution(Model):
                    options={key: value for key, value in old.items() if value})
 
 
-# What a folder format's size counts: its graph and weights, not its tokenizer or configuration
-_WEIGHT_SUFFIXES = {ModelFormat.ONNX_GENAI: (".onnx", ".data"), ModelFormat.OPENVINO_CAUSAL_LM: (".xml", ".bin")}
-
-
 @dataclass(frozen=True)
 class ModelFile:
     path: Path  # a file, or a folder for the formats that are folders (ModelFormat.is_folder)
@@ -69,12 +66,8 @@ class ModelFile:
     @property
     def files(self) -> tuple[Path, ...]:
         """Every file the model is stored as (uploaded together, one candidate): an IR's .xml and
-        .bin, a checkpoint directory's files, a model and its external data."""
-        if self.path.is_dir():
-            return tuple(sorted(p for p in self.path.rglob("*") if p.is_file()))
-        if self.format is ModelFormat.OPENVINO:
-            return (self.path, self.path.with_suffix(".bin"), *self.extra_files)
-        return (self.path, *self.extra_files)
+        .bin, a checkpoint directory's files, a model and its external data (formats/)."""
+        return format_of(self.format).files(self.path, self.extra_files)
 
     def relative_files(self) -> dict[str, Path]:
         """`files` by the names they are stored under together: a folder's files below the folder's
@@ -86,12 +79,7 @@ class ModelFile:
     @property
     def size_bytes(self) -> int:
         """The model's size: a checkpoint counts its config and weights, not its tokenizer."""
-        weights = _WEIGHT_SUFFIXES.get(self.format)
-        if self.path.is_dir() and weights:
-            return sum(p.stat().st_size for p in self.path.iterdir() if p.suffix in weights)
-        if self.path.is_dir():
-            return sum(p.stat().st_size for p in [self.path / "config.json", *self.path.glob("*.safetensors")])
-        return sum(p.stat().st_size for p in self.files)
+        return format_of(self.format).size_bytes(self.path, self.extra_files)
 
 
 

@@ -8,27 +8,16 @@ S3 locations are not fetched here: the Job checks them when it downloads them.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 from .errors import DataError, ModelLoadError, SpecError
-from .formats import check_model_files
+from .formats import check_model_files, format_of
+from .formats.base import head
+from .formats.onnx import onnx_input_names
 from .schema import ModelOptimizationSpec
 from .sources import ModelFormat
 from .specfile import resolve_path
 from .store import is_s3
-
-ONE_FILE = {ModelFormat.ONNX: "an .onnx file", ModelFormat.TORCH_SCRIPT: "a torch.jit.save archive",
-            ModelFormat.TORCH_EXPORT: "a torch.export .pt2 archive", ModelFormat.OPENVINO: "an OpenVINO model.xml",
-            ModelFormat.TENSORRT: "a serialized TensorRT engine", ModelFormat.GGUF: "a .gguf file"}
-FOLDERS = {ModelFormat.HUGGING_FACE: ("a Hugging Face checkpoint folder", "config.json"),
-           ModelFormat.ONNX_GENAI: ("an ONNX Runtime GenAI folder", "genai_config.json"),
-           ModelFormat.OPENVINO_CAUSAL_LM: ("an OpenVINO causal LM folder", "openvino_model.xml")}
-
-# A serialized ModelProto starts with the tag of one of its fields (ir_version, field 1, comes first
-# from every writer: 0x08); text, XML, zip archives and pickles start with other bytes.
-_MODEL_PROTO_TAGS = {0x08, 0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2, 0xCA}
-
 
 def check_local_inputs(spec: ModelOptimizationSpec, base_dir: Path) -> None:
     """SpecError naming the field when a local model or data file would fail the run."""
@@ -66,56 +55,22 @@ def check_existing_models(spec: ModelOptimizationSpec, base_dir: Path) -> None:
 
 
 def _check_model(field: str, path: Path, model_format: ModelFormat, written: str = "") -> None:
+    declared = format_of(model_format)
     if not path.exists():
         raise SpecError(f"{field}: {path}: no such file or folder{_image_hint(written)}")
-    if model_format in FOLDERS:
-        kind, marker = FOLDERS[model_format]
-        if not path.is_dir() or not (path / marker).is_file():
-            raise SpecError(f"{field}: {path} is not {kind} (a folder with {marker})")
+    if declared.folder():
+        if not path.is_dir() or not (path / declared.marker).is_file():
+            raise SpecError(f"{field}: {path} is not {declared.describe} (a folder with {declared.marker})")
     elif path.is_dir():
-        raise SpecError(f"{field}: {path} is a folder; format: {model_format.value} expects {ONE_FILE[model_format]}")
+        raise SpecError(f"{field}: {path} is a folder; format: {model_format.value} expects {declared.describe}")
     else:
-        problem = _signature_problem(path, model_format)
+        problem = "the file is empty" if not head(path, 1) else declared.signature_problem(path)
         if problem:
-            raise SpecError(f"{field}: {path} is not {ONE_FILE[model_format]} ({problem}); is format: {model_format.value} right?")
+            raise SpecError(f"{field}: {path} is not {declared.describe} ({problem}); is format: {model_format.value} right?")
     try:
         check_model_files(path, model_format)  # the door the Job's loader opens first: links, archives, headers
     except ModelLoadError as exc:
         raise SpecError(f"{field}: {exc}") from None
-
-
-def _signature_problem(path: Path, model_format: ModelFormat) -> str | None:
-    """Why the file is not of its format, read from its first bytes or its archive's listing."""
-    if model_format in (ModelFormat.TORCH_SCRIPT, ModelFormat.TORCH_EXPORT):
-        if not zipfile.is_zipfile(path):
-            return "not a zip archive"
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-        if model_format is ModelFormat.TORCH_SCRIPT and not any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
-            return "no TorchScript code in the archive"
-        return None
-    with path.open("rb") as file:
-        head = file.read(512)
-    if not head:
-        return "the file is empty"
-    if model_format is ModelFormat.ONNX and head[0] not in _MODEL_PROTO_TAGS:
-        return "it does not start as an ONNX protobuf"
-    if model_format is ModelFormat.GGUF and not head.startswith(b"GGUF"):
-        return "it does not start with the GGUF magic"
-    if model_format is ModelFormat.OPENVINO:
-        if not head.lstrip().startswith(b"<"):
-            return "not XML"
-        if not path.with_suffix(".bin").is_file():
-            return f"its weights {path.with_suffix('.bin').name} are not beside it"
-    return None
-
-
-def onnx_input_names(path: Path) -> tuple[str, ...]:
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    constants = {init.name for init in graph.initializer}
-    return tuple(i.name for i in graph.input if i.name not in constants)
 
 
 def _check_data(spec: ModelOptimizationSpec, path: Path):

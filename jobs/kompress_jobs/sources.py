@@ -31,12 +31,16 @@ class ModelFormat(str, Enum):
 
     @property
     def generative_only(self) -> bool:
-        """Formats that only ever hold a causal language model (task LanguageModeling)."""
-        return self in (ModelFormat.GGUF, ModelFormat.ONNX_GENAI, ModelFormat.OPENVINO_CAUSAL_LM)
+        """Formats that only ever hold a causal language model (task LanguageModeling): formats/."""
+        from .formats import format_of
+
+        return format_of(self).generative_only
 
     @property
     def is_folder(self) -> bool:
-        return self in (ModelFormat.HUGGING_FACE, ModelFormat.ONNX_GENAI, ModelFormat.OPENVINO_CAUSAL_LM)
+        from .formats import format_of
+
+        return format_of(self).folder()
 
 
 class HeadType(str, Enum):

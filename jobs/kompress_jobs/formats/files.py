@@ -12,7 +12,7 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
-from ..safe_load import UnsafeModelError
+from ..errors import UnsafeModelError
 
 
 def refuse_links(path: Path, *, named: bool = True) -> None:

@@ -14,8 +14,9 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ModelLoadError
-from ..safe_load import UnsafeModelError
+from ..errors import ModelLoadError, UnsafeModelError
+from ..sources import ModelFormat
+from .base import Format, head, register
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)  # version 1 used 32-bit lengths; llama.cpp and transformers write 3
@@ -116,6 +117,22 @@ class _Reader:
         else:
             raise self.fail(f"array {what} has item type {item}, which GGUF does not define")
         return None
+
+
+@register
+class Gguf(Format):
+    format = ModelFormat.GGUF
+    describe = "a .gguf file"
+    generative_only = True
+
+    @classmethod
+    def signature_problem(cls, path: Path) -> str | None:
+        return None if head(path, 4) == MAGIC else "it does not start with the GGUF magic"
+
+    @classmethod
+    def check(cls, path: Path, extra_files: tuple[Path, ...]) -> None:
+        if path.is_file():
+            architecture(path)  # the whole header, read with bounds, before transformers parses it
 
 
 def architecture(path: Path) -> str:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import ModelLoadError
-from ..safe_load import UnsafeModelError, check_onnx_external_data
+from ..errors import ModelLoadError, UnsafeModelError
+from ..sources import ModelFormat
+from .base import Format, register
+from .onnx import check_onnx_external_data
 
 CONFIG = "genai_config.json"
 
@@ -23,6 +25,20 @@ _SESSION_OPTIONS = frozenset({
 # Sections of plain values (names, sizes, token ids, search settings) the builder writes.
 _PLAIN_SECTIONS = {("search",), ("model", "decoder", "inputs"), ("model", "decoder", "outputs"),
                    ("model", "decoder", "sliding_window")}
+
+
+@register
+class OnnxGenAI(Format):
+    format = ModelFormat.ONNX_GENAI
+    describe = "an ONNX Runtime GenAI folder"
+    marker = CONFIG
+    generative_only = True
+    weights = (".onnx", ".data")
+
+    @classmethod
+    def check(cls, path: Path, extra_files: tuple[Path, ...]) -> None:
+        if path.is_dir():
+            read_genai_config(path)
 
 
 def read_genai_config(folder: Path) -> dict:

@@ -12,7 +12,29 @@ import re
 import zipfile
 from pathlib import Path
 
-from ..safe_load import UnsafeModelError
+from ..errors import UnsafeModelError
+from ..sources import ModelFormat
+from .base import Format, register
+from .files import refuse_duplicate_entries
+
+
+@register
+class TorchScript(Format):
+    format = ModelFormat.TORCH_SCRIPT
+    describe = "a torch.jit.save archive"
+
+    @classmethod
+    def signature_problem(cls, path: Path) -> str | None:
+        if not zipfile.is_zipfile(path):
+            return "not a zip archive"
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        return None if any(n.endswith("/constants.pkl") or "/code/" in n for n in names) else "no TorchScript code in the archive"
+
+    @classmethod
+    def check(cls, path: Path, extra_files: tuple[Path, ...]) -> None:
+        if path.is_file():
+            refuse_duplicate_entries(path)
 
 
 @functools.cache

@@ -62,7 +62,7 @@ class OnnxExport(OptimizationPass):
         if exporter is Exporter.DYNAMO:
             import torch
 
-            from ..safe_load import load_exported_program
+            from ..formats.torch_export import load_exported_program
 
             _exporting(lambda example, names, outputs: torch.onnx.export(
                 load_exported_program(model.path), example, str(output), dynamo=True, external_data=False,

@@ -152,7 +152,7 @@ def cast_exported(model: ModelFile, output, precision: str, ctx: PassContext) ->
     import torch
 
     from ..runtimes.torch_runtime import torch_dtype
-    from ..safe_load import load_exported_program
+    from ..formats.torch_export import load_exported_program
 
     dtype = torch_dtype(precision)
     module = load_exported_program(model.path).module().to(dtype)

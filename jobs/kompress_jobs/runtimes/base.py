@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, first_line  # noqa: F401  (runtimes import it from here)
 from ..modelfile import ModelFile, Processor
 from ..sources import ModelFormat
 from ..wire import Model
@@ -114,8 +114,3 @@ def telling_line(exc: BaseException) -> str:
     if len(lines) > 1 and "TorchScript interpreter" in lines[0]:
         return lines[-1][:300]
     return first_line(exc)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]

@@ -1,5 +1,5 @@
 """ONNX Runtime: ONNX models on the CPU, or on a CUDA GPU where onnxruntime-gpu is installed. ONNX
-is protobuf, so loading runs no code; its external data must lie beside it (safe_load.py)."""
+is protobuf, so loading runs no code; its external data must lie beside it (formats/onnx.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import DataError, ModelLoadError
 from ..modelfile import ModelFile
-from ..safe_load import check_onnx_external_data
+from ..formats.onnx import check_onnx
 from pydantic import Field
 
 from ..sources import ModelFormat
@@ -23,21 +23,6 @@ from .registry import register
 _ORT_TYPES: dict[str, Callable] = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
                                    "tensor(int64)": np.int64, "tensor(int32)": np.int32}
 _PROVIDERS = {Processor.CPU: "CPUExecutionProvider", Processor.CUDA: "CUDAExecutionProvider"}
-
-
-def check_onnx(path: Path) -> None:
-    """Fail with ModelLoadError unless path is a well-formed ONNX model."""
-    import onnx
-
-    if not path.is_file():
-        raise ModelLoadError(f"model file {path}: no such file")
-    try:
-        check_onnx_external_data(path)  # first: the checker would read what the model names
-        onnx.checker.check_model(str(path))  # by path, so models with external data work
-    except ModelLoadError:
-        raise
-    except Exception as exc:
-        raise ModelLoadError(f"model file {path}: not a valid ONNX model: {first_line(exc)}") from None
 
 
 def session_options(threads: int):

@@ -1,6 +1,6 @@
 """PyTorch: TorchScript archives, torch.export programs and Hugging Face checkpoints, on the CPU or
 a CUDA GPU. Nothing here unpickles Python objects: TorchScript archives carry code in TorchScript's
-own restricted format and torch.export programs are checked and loaded by safe_load.py."""
+own restricted format and torch.export programs are checked and loaded by formats/torch_export.py."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def load_torch_module(model: ModelFile):
             module = torch.jit.load(str(model.path), map_location="cpu")
             check_loaded_module(module, model.path)
         elif model.format is ModelFormat.TORCH_EXPORT:
-            from ..safe_load import load_exported_program
+            from ..formats.torch_export import load_exported_program
 
             with quiet_logger("torch.export"):  # it logs a traceback before raising on a foreign file
                 module = load_exported_program(model.path).module()

@@ -1,4 +1,4 @@
-"""Opening model files a tenant wrote without running code from them.
+"""TorchExport: a `torch.export.save` program (.pt2), opened without running code from it.
 
 A `torch.export.save` archive (.pt2) is a zip of JSON graphs and raw tensor bytes, but torch 2.13's
 loader also accepts entries it reads with `torch.load(weights_only=False)` or `pickle.loads`: a
@@ -8,9 +8,6 @@ libraries. Each of those runs code chosen by whoever wrote the file. So the arch
 first and refused, with one line naming the entry, unless every payload is one kompress can check;
 then it is loaded with unpickling switched off, in case a torch release adds a path this check
 does not know (defence in depth, not the check).
-
-ONNX models name their external data by a path: it must stay inside the model's folder and be a
-regular file, or a model could make kompress read /etc/shadow or /dev/zero.
 """
 
 from __future__ import annotations
@@ -22,16 +19,28 @@ import os
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError, UnsafeModelError
+from ..sources import ModelFormat
+from .base import Format, register
+from .files import refuse_duplicate_entries
 
 # What a .pt2 archive may hold besides its payload folders (torch's own layout constants name those).
 _KNOWN_FILES = ("archive_format", "archive_version", "byteorder")
 
 
-class UnsafeModelError(ModelLoadError):
-    """The model file would run code (or read files outside itself) if loaded."""
+@register
+class TorchExport(Format):
+    format = ModelFormat.TORCH_EXPORT
+    describe = "a torch.export .pt2 archive"
 
-    reason = "UnsafeModel"
+    @classmethod
+    def signature_problem(cls, path: Path) -> str | None:
+        return None if zipfile.is_zipfile(path) else "not a zip archive"
+
+    @classmethod
+    def check(cls, path: Path, extra_files: tuple[Path, ...]) -> None:
+        if path.is_file():
+            refuse_duplicate_entries(path)
 
 
 def check_export_archive(path: Path) -> None:
@@ -162,23 +171,3 @@ def load_exported_program(path: Path):
     check_export_archive(path)
     with no_unpickling():
         return torch.export.load(str(path))
-
-
-def check_onnx_external_data(path: Path) -> None:
-    """Every external data file an ONNX model names is a regular file inside the model's folder."""
-    import onnx
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
-
-    model = onnx.load(str(path), load_external_data=False)
-    folder = path.parent.resolve()
-    for tensor in _get_all_tensors(model):
-        if not uses_external_data(tensor):
-            continue
-        location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
-        target = (folder / location).resolve()
-        if PurePosixPath(location).is_absolute() or os.path.isabs(location) or not target.is_relative_to(folder):
-            raise UnsafeModelError(f"model file {path}: tensor {tensor.name!r} names external data outside the model's "
-                                   f"folder ({location!r}); kompress reads external data only beside the model")
-        if target.exists() and not target.is_file():
-            raise UnsafeModelError(f"model file {path}: tensor {tensor.name!r} names external data {location!r}, "
-                                   "which is not a regular file")

@@ -1,0 +1,75 @@
+"""What a model format is, declared once per format by a `Format` subclass in a module of this
+package: one file or a folder (and the file that marks the folder), the files that belong to it and
+what its size counts, the signature `kompress validate` reads without loading it, and the checks
+that hold before any library opens it (the door: `check_model_files`)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+from typing import ClassVar
+
+from ..sources import ModelFormat
+
+_FORMATS: dict[ModelFormat, type["Format"]] = {}
+_discovered = False
+
+
+class Format:
+    format: ClassVar[ModelFormat]
+    describe: ClassVar[str]  # what a user should have named: "an .onnx file"
+    marker: ClassVar[str | None] = None  # a folder format: the file inside that says what the folder is
+    generative_only: ClassVar[bool] = False  # only ever a causal language model (task LanguageModeling)
+    weights: ClassVar[tuple[str, ...] | None] = None  # a folder format: the suffixes its size counts
+
+    @classmethod
+    def folder(cls) -> bool:
+        return cls.marker is not None
+
+    @classmethod
+    def files(cls, path: Path, extra_files: tuple[Path, ...]) -> tuple[Path, ...]:
+        """Every file the model is stored as (uploaded together, one candidate)."""
+        if path.is_dir():
+            return tuple(sorted(p for p in path.rglob("*") if p.is_file()))
+        return (path, *extra_files)
+
+    @classmethod
+    def size_bytes(cls, path: Path, extra_files: tuple[Path, ...]) -> int:
+        """What the model weighs: a folder's graph and weights, not its tokenizer or configuration."""
+        if path.is_dir() and cls.weights:
+            return sum(p.stat().st_size for p in path.iterdir() if p.suffix in cls.weights)
+        return sum(p.stat().st_size for p in cls.files(path, extra_files))
+
+    @classmethod
+    def signature_problem(cls, path: Path) -> str | None:
+        """Why the file is not of this format, read from its first bytes or its listing; None if it is."""
+        return None
+
+    @classmethod
+    def check(cls, path: Path, extra_files: tuple[Path, ...]) -> None:
+        """UnsafeModelError (or ModelLoadError) when the model is not one kompress may open; links
+        are refused for every format before this (check_model_files)."""
+
+
+def register(cls: type[Format]) -> type[Format]:
+    if cls.format in _FORMATS and _FORMATS[cls.format] is not cls:
+        raise ValueError(f"{cls.__name__} and {_FORMATS[cls.format].__name__} both declare {cls.format.value}")
+    _FORMATS[cls.format] = cls
+    return cls
+
+
+def format_of(model_format: ModelFormat) -> type[Format]:
+    """The declaration of a format; the first call imports each module of this package (they import
+    their libraries only when a model is checked, so this is cheap)."""
+    global _discovered
+    if not _discovered:
+        for module in pkgutil.iter_modules(importlib.import_module(__package__).__path__):
+            importlib.import_module(f"{__package__}.{module.name}")
+        _discovered = True
+    return _FORMATS[model_format]
+
+
+def head(path: Path, size: int = 512) -> bytes:
+    with path.open("rb") as file:
+        return file.read(size)

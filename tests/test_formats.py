@@ -1,0 +1,82 @@
+"""Each model format is declared once, in its module of `kompress_jobs/formats/`: file or folder,
+its files and size, its signature, its door. Adding a format is its module, its test and the
+generated manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kompress_jobs.formats import format_of
+from kompress_jobs.formats.base import Format
+from kompress_jobs.sources import ModelFormat
+
+pytestmark = pytest.mark.unit
+
+
+def test_every_format_of_the_schema_is_declared_once_in_a_module_of_its_own():
+    declared = {f: format_of(f) for f in ModelFormat}
+    assert all(issubclass(cls, Format) and cls.format is f for f, cls in declared.items())
+    modules = {cls.__module__ for cls in declared.values()}
+    assert len(modules) == len(ModelFormat)  # one module each
+    assert {f for f in ModelFormat if f.is_folder} == {f for f, cls in declared.items() if cls.marker}
+    assert all(cls.describe.startswith(("a ", "an ")) for cls in declared.values())
+
+
+@pytest.mark.parametrize("model_format, content, problem", [
+    (ModelFormat.ONNX, b"<?xml version='1.0'?>", "it does not start as an ONNX protobuf"),
+    (ModelFormat.GGUF, b"\x08\x07random", "it does not start with the GGUF magic"),
+    (ModelFormat.OPENVINO, b"\x08\x07", "not XML"),
+    (ModelFormat.OPENVINO, b"<net/>", "its weights model.bin are not beside it"),
+    (ModelFormat.TORCH_SCRIPT, b"GGUF", "not a zip archive"),
+    (ModelFormat.TORCH_EXPORT, b"GGUF", "not a zip archive"),
+])
+def test_a_file_of_another_format_is_named_by_its_signature(tmp_path, model_format, content, problem):
+    path = tmp_path / "model.xml"
+    path.write_bytes(content)
+    assert format_of(model_format).signature_problem(path) == problem
+
+
+def test_what_a_model_weighs_and_is_stored_as_comes_from_its_format(tmp_path):
+    from kompress_jobs.modelfile import ModelFile
+
+    ir = tmp_path / "m.xml"
+    ir.write_text("<net/>")
+    ir.with_suffix(".bin").write_bytes(b"\0" * 100)
+    assert ModelFile(ir, ModelFormat.OPENVINO).files == (ir, ir.with_suffix(".bin"))
+    assert ModelFile(ir, ModelFormat.OPENVINO).size_bytes == 106
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    for name, size in (("config.json", 10), ("model.safetensors", 1000), ("tokenizer.json", 5000)):
+        (checkpoint / name).write_bytes(b"x" * size)
+    model = ModelFile(checkpoint, ModelFormat.HUGGING_FACE)
+    assert model.size_bytes == 1010 and len(model.files) == 3  # the tokenizer travels, but weighs nothing
+    genai = tmp_path / "genai"
+    genai.mkdir()
+    for name, size in (("genai_config.json", 10), ("model.onnx", 300), ("model.onnx.data", 700)):
+        (genai / name).write_bytes(b"x" * size)
+    assert ModelFile(genai, ModelFormat.ONNX_GENAI).size_bytes == 1000
+
+
+def test_two_declarations_of_one_format_are_refused():
+    from kompress_jobs.formats.base import register
+
+    class Another(Format):
+        format = ModelFormat.ONNX
+        describe = "another"
+
+    with pytest.raises(ValueError, match="Another and Onnx both declare ONNX"):
+        register(Another)
+    assert format_of(ModelFormat.ONNX).__name__ == "Onnx"
+
+
+def test_the_formats_package_stays_light_for_the_operator():
+    """The operator reads ModelFormat.is_folder: the declarations import no model library."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from kompress_jobs.sources import ModelFormat; ModelFormat.ONNX.is_folder; "
+            "print(sorted(m for m in ('onnx', 'torch', 'openvino', 'numpy', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parent)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
