@@ -26,9 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "jobs"))
 
-from kompress_jobs.fingerprint import machine_fingerprint  # noqa: E402
-from kompress_jobs.pipeline import run_optimization  # noqa: E402
-from kompress_jobs.specfile import load_resource_file  # noqa: E402
+from kompress_jobs.measurement.fingerprint import machine_fingerprint  # noqa: E402
+from kompress_jobs.pipeline.run import run_optimization  # noqa: E402
+from kompress_jobs.spec.specfile import load_resource_file  # noqa: E402
 
 REFERENCE = "cuda-fp32"
 TORCH_CANDIDATES = [
@@ -132,7 +132,7 @@ def main() -> None:
         else:
             text += [f"MiniLM skipped: no checkpoint at {args.minilm} (scripts/gpu-carry makes one to carry).", ""]
         for name, resource in runs.items():
-            from kompress_jobs.specfile import resource_from_dict
+            from kompress_jobs.spec.specfile import resource_from_dict
 
             result = run_optimization(resource_from_dict(resource), base_dir=REPO, artifacts_uri=str(Path(scratch) / name),
                                       progress=lambda line: print(f"[{name}] {line}", flush=True))

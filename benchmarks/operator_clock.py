@@ -16,8 +16,8 @@ import time
 
 from kopf._cogs.clients import watching
 
-from kompress_jobs.cli import main
-from kompress_jobs.schema import PLURAL
+from kompress.cli import main
+from kompress_jobs.spec.schema import PLURAL
 
 
 def stamp_first_sightings(seen_log) -> None:

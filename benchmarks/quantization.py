@@ -22,9 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "jobs"))
 
-from kompress_jobs.pipeline import run_optimization  # noqa: E402
+from kompress_jobs.pipeline.run import run_optimization  # noqa: E402
 from kompress_jobs.reference import BASE_ENCODER, build_encoder  # noqa: E402
-from kompress_jobs.specfile import load_resource_file, resource_from_dict  # noqa: E402
+from kompress_jobs.spec.specfile import load_resource_file, resource_from_dict  # noqa: E402
 
 
 def row(report: dict, name: str, reference: str, batch: int) -> str:

@@ -23,8 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "jobs"))
 
-from kompress_jobs.pipeline import run_optimization  # noqa: E402
-from kompress_jobs.specfile import load_resource_file, resource_from_dict  # noqa: E402
+from kompress_jobs.pipeline.run import run_optimization  # noqa: E402
+from kompress_jobs.spec.specfile import load_resource_file, resource_from_dict  # noqa: E402
 
 COMPRESSION = {"training": {"epochs": 8, "learningRate": 2.0e-4, "batchSize": 32}}
 # What the study may choose; it judges each trial (compress → distil → AutoQuantize) on the

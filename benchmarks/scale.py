@@ -49,8 +49,8 @@ AUDIT_POLICY = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages":
     {"level": "None"}]}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 from kompress_jobs import __version__  # noqa: E402
-from kompress_jobs.contract import CONTRACT_VERSION, JobMessage  # noqa: E402
-# What a finished Pod of a real run writes to its termination log: a JobMessage (kompress_jobs.contract).
+from kompress_jobs.spec.contract import CONTRACT_VERSION, JobMessage  # noqa: E402
+# What a finished Pod of a real run writes to its termination log: a JobMessage (kompress_jobs.spec.contract).
 RESULT = {"contractVersion": CONTRACT_VERSION, "release": __version__, "result": {
     "runId": "scale", "metric": "Accuracy", "batchSize": 1,
     "artifacts": {"uri": "s3://bench/runs/scale", "manifestSha256": "0" * 64},

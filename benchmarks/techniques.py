@@ -26,9 +26,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from quantization import row  # noqa: E402
 
-from kompress_jobs.pipeline import run_optimization  # noqa: E402
+from kompress_jobs.pipeline.run import run_optimization  # noqa: E402
 from kompress_jobs.reference import BASE_ENCODER, TINY_ENCODER, build_encoder  # noqa: E402
-from kompress_jobs.specfile import load_resource_file, resource_from_dict  # noqa: E402
+from kompress_jobs.spec.specfile import load_resource_file, resource_from_dict  # noqa: E402
 
 LOW_RANK = [{"type": "OnnxExport", "name": "onnx"},
             {"type": "LowRank", "name": "energy-90", "input": "onnx", "energy": 0.9},

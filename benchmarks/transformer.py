@@ -31,12 +31,12 @@ sys.path.insert(0, str(REPO / "jobs"))
 
 from kompress_jobs.data import batch_of  # noqa: E402
 from kompress_jobs.modelfile import ModelFile  # noqa: E402
-from kompress_jobs.pipeline import run_optimization  # noqa: E402
-from kompress_jobs.quality import fidelity_metric  # noqa: E402
+from kompress_jobs.pipeline.run import run_optimization  # noqa: E402
+from kompress_jobs.measurement.quality import fidelity_metric  # noqa: E402
 from kompress_jobs.runtimes import OrtRunner  # noqa: E402
-from kompress_jobs.sources import ModelFormat  # noqa: E402
-from kompress_jobs.specfile import load_resource_file  # noqa: E402
-from kompress_jobs.tasks import Metric
+from kompress_jobs.spec.sources import ModelFormat  # noqa: E402
+from kompress_jobs.spec.specfile import load_resource_file  # noqa: E402
+from kompress_jobs.spec.tasks import Metric
 
 
 def pipeline_run(rounds: int, iterations: int, out: Path) -> tuple[dict, Path]:

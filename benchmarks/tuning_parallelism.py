@@ -58,7 +58,7 @@ def trial_phase(report: dict) -> dict:
 def in_process(folder: Path, trials: int, epochs: int) -> dict:
     spec = folder / "spec.yaml"
     spec.write_text(yaml.safe_dump(study_document("p1", folder / "store", trials, 1, epochs)))
-    subprocess.run([sys.executable, "-m", "kompress_jobs.cli", "optimize", str(spec), "--quiet"], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "kompress.cli", "optimize", str(spec), "--quiet"], check=True, capture_output=True)
     return trial_phase(json.loads(next((folder / "store").glob("*/report.json")).read_text()))
 
 
@@ -67,7 +67,7 @@ def in_pods(server: PostgresServer, folder: Path, trials: int, parallelism: int,
     document = study_document(folder.name, folder / "store", trials, parallelism, epochs)
     run_tuning_job(document, url, folder)
     log = folder / "run.log"  # the run's Job reads the study and writes the report
-    subprocess.run([sys.executable, "-m", "kompress_jobs.cli", "job"], env=job_env(document, url, log, "run"),
+    subprocess.run([sys.executable, "-m", "kompress.cli", "job"], env=job_env(document, url, log, "run"),
                    check=True, capture_output=True)
     run_uri = json.loads(log.read_text())["result"]["artifacts"]["uri"]
     return trial_phase(json.loads((Path(run_uri) / "report.json").read_text()))

@@ -35,8 +35,8 @@ FAST_BENCHMARK = {"batchSizes": [1, 8], "warmup": 2, "iterations": 5, "rounds": 
 
 
 def run_folder(root: Path, run_id: str, name: str = "test-run", namespace: str = "default") -> Path:
-    """Where a run's files land under an artifacts root (kompress_jobs/layout.py)."""
-    from kompress_jobs.layout import run_prefix
+    """Where a run's files land under an artifacts root (kompress_jobs/storage/layout.py)."""
+    from kompress_jobs.storage.layout import run_prefix
 
     return root / run_prefix(namespace, name, run_id)
 

@@ -191,7 +191,7 @@ def test_the_chart_renders_as_a_subchart_of_an_umbrella_chart_with_global_values
     pod = deployment["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "kompress-pull"}, {"name": "platform-pull"}]
     assert pod["containers"][0]["image"] == "registry.example.com/kompress/kompress-operator:0.1.0"
-    from kompress_jobs.specfile import resource_from_dict
+    from kompress_jobs.spec.specfile import resource_from_dict
     from kompress_operator.jobspec import build_job
     from kompress_operator.settings import OperatorSettings
 
@@ -436,7 +436,7 @@ def test_kustomize_renders_every_overlay(assets, overlay):
 def test_every_overlay_admits_the_samples_it_ships(assets, overlay, monkeypatch):
     """They shipped the sample with no artifact location, so the operator refused it and the Argo CD
     application never became Healthy."""
-    from kompress_jobs.specfile import resource_from_dict
+    from kompress_jobs.spec.specfile import resource_from_dict
     from kompress_operator import policy
     from kompress_operator.settings import OperatorSettings
 
@@ -453,7 +453,7 @@ def test_every_overlay_admits_the_samples_it_ships(assets, overlay, monkeypatch)
 
 
 def test_the_readme_install_admits_the_cluster_sample(assets, monkeypatch):
-    from kompress_jobs.specfile import load_resource_file
+    from kompress_jobs.spec.specfile import load_resource_file
     from kompress_operator import policy
     from kompress_operator.settings import OperatorSettings
 
@@ -466,8 +466,8 @@ def test_the_readme_install_admits_the_cluster_sample(assets, monkeypatch):
 
 
 def test_samples_are_valid_resources():
-    from kompress_jobs.plan import plan_passes
-    from kompress_jobs.specfile import load_resource_file
+    from kompress_jobs.planning.plan import plan_passes
+    from kompress_jobs.spec.specfile import load_resource_file
 
     samples = sorted((DEPLOY / "samples").glob("*/digits-*.yaml"))
     assert len(samples) == 2
@@ -571,9 +571,9 @@ def test_operator_runs_without_torch_numpy_or_onnxruntime():
         "sys.meta_path.insert(0, Block())\n"
         "import kompress_operator.main, kompress_operator.handlers\n"
         "from kompress_jobs.passes import PASSES\n"
-        "from kompress_jobs.schema import PASS_TYPES\n"
+        "from kompress_jobs.spec.schema import PASS_TYPES\n"
         "assert sorted(PASSES) == sorted(PASS_TYPES)\n"
-        "from kompress_jobs.cli import main\n"
+        "from kompress.cli import main\n"
         "sys.exit(main(['operator', '--help']))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -591,9 +591,9 @@ def test_kind_quickstart_is_valid_shell_and_uses_files_that_exist():
 def test_serving_examples_read_where_promotion_writes(assets):
     """deploy/serving: the KServe storageUri and the init container's location are the sample's
     promotion root, and the init container's command is one `kompress` accepts."""
-    from kompress_jobs.cli import _parser
-    from kompress_jobs.promoted import MIRROR
-    from kompress_jobs.specfile import resource_from_dict
+    from kompress.cli import _parser
+    from kompress_jobs.storage.promoted import MIRROR
+    from kompress_jobs.spec.specfile import resource_from_dict
 
     docs = [d for d in yaml.safe_load_all(run(assets / "kubectl", "kustomize", DEPLOY / "serving").stdout) if d]
     optimization = resource_from_dict(of_kind(docs, "ModelOptimization")[0], "sample")

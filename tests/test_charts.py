@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from kompress_jobs.charts import pareto_figure, plot_comparison, plot_pareto
-from kompress_jobs.report import render_markdown
-from kompress_jobs.results import Report
+from kompress_jobs.reporting.charts import pareto_figure, plot_comparison, plot_pareto
+from kompress_jobs.reporting.report import render_markdown
+from kompress_jobs.reporting.results import Report
 
 pytestmark = pytest.mark.unit
 
@@ -126,7 +126,7 @@ def test_with_nothing_to_compare_no_comparison_chart_is_drawn_or_linked(report, 
 
 def test_a_gpu_candidates_energy_and_compile_time_reach_report_md_and_the_status(report):
     """What only a GPU run writes (tests/test_gpu_runtimes.py makes it for real), rendered from the types."""
-    from kompress_jobs.summary import run_summary
+    from kompress_jobs.reporting.summary import run_summary
 
     wire = report.to_wire() | {"runUri": "s3://b/runs/r", "manifestSha256": "ab" * 32}
     wire["candidates"][1] |= {

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kompress_jobs.cli import main
+from kompress.cli import main
 
 from .conftest import free_port, run_folder
 

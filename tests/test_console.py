@@ -8,7 +8,7 @@ import re
 import pytest
 from rich.console import Console
 
-from kompress_jobs.console import ProgressDisplay, print_results
+from kompress_jobs.reporting.console import ProgressDisplay, print_results
 
 pytestmark = pytest.mark.unit
 
@@ -58,7 +58,7 @@ class Terminal(io.StringIO):
 
 
 def _report():
-    from kompress_jobs.results import Report
+    from kompress_jobs.reporting.results import Report
 
     latency = {"batch_size": 1, "p50_ms": 0.5, "p95_ms": 0.6, "p99_ms": 0.7, "mean_ms": 0.5, "throughput_per_second": 2000,
                "round_medians_ms": [0.5], "samples": 10}

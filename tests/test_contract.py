@@ -8,9 +8,9 @@ import json
 import pytest
 
 from kompress_jobs import __version__
-from kompress_jobs.cli import main
-from kompress_jobs.contract import CONTRACT_VERSION, JobEnv, JobMessage
-from kompress_jobs.specfile import resource_from_dict
+from kompress.cli import main
+from kompress_jobs.spec.contract import CONTRACT_VERSION, JobEnv, JobMessage
+from kompress_jobs.spec.specfile import resource_from_dict
 from kompress_operator.jobspec import build_job
 from kompress_operator.jobstate import job_outcome
 from kompress_operator.settings import OperatorSettings

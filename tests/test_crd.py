@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kompress_jobs.schema import PASS_TYPES
+from kompress_jobs.spec.schema import PASS_TYPES
 from kompress_operator.crd import CRD_COPIES, CRD_FILE, render
 
 from .conftest import EXAMPLES
@@ -106,7 +106,7 @@ def test_every_string_list_and_map_of_the_spec_is_bounded():
 def test_the_crds_status_schema_is_the_one_the_operator_writes_through():
     """The status the API server validates is generated from the model the operator's writer
     checks every status patch against (writer.status_merge_patch): one model, both ends."""
-    from kompress_jobs.status import ModelOptimizationStatus
+    from kompress_jobs.spec.status import ModelOptimizationStatus
     from kompress_operator import writer
     from kompress_operator.crd import schema_of
 

@@ -10,7 +10,7 @@ import pytest
 
 from kompress_jobs.formats import format_of
 from kompress_jobs.formats.base import Format
-from kompress_jobs.sources import ModelFormat
+from kompress_jobs.spec.sources import ModelFormat
 
 pytestmark = pytest.mark.unit
 
@@ -20,7 +20,8 @@ def test_every_format_of_the_schema_is_declared_once_in_a_module_of_its_own():
     assert all(issubclass(cls, Format) and cls.format is f for f, cls in declared.items())
     modules = {cls.__module__ for cls in declared.values()}
     assert len(modules) == len(ModelFormat)  # one module each
-    assert {f for f in ModelFormat if f.is_folder} == {f for f, cls in declared.items() if cls.marker}
+    assert {f for f, cls in declared.items() if cls.folder()} == {
+        ModelFormat.HUGGING_FACE, ModelFormat.ONNX_GENAI, ModelFormat.OPENVINO_CAUSAL_LM}
     assert all(cls.describe.startswith(("a ", "an ")) for cls in declared.values())
 
 
@@ -72,11 +73,12 @@ def test_two_declarations_of_one_format_are_refused():
 
 
 def test_the_formats_package_stays_light_for_the_operator():
-    """The operator reads ModelFormat.is_folder: the declarations import no model library."""
+    """The operator reads whether a format is a folder: the declarations import no model library."""
     import subprocess
     import sys
 
-    code = ("import sys; from kompress_jobs.sources import ModelFormat; ModelFormat.ONNX.is_folder; "
+    code = ("import sys; from kompress_jobs.formats import format_of; from kompress_jobs.spec.sources import ModelFormat; "
+            "format_of(ModelFormat.ONNX).folder(); "
             "print(sorted(m for m in ('onnx', 'torch', 'openvino', 'numpy', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parent)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import pytest
 
 from kompress_jobs.errors import SpecError
-from kompress_jobs.schema import PASS_TYPES, PassSpec
+from kompress_jobs.spec.schema import PASS_TYPES, PassSpec
 from kompress_operator.controller import validate as _validate
 from kompress_operator.jobspec import build_job
 from kompress_operator.policy import PolicyViolation
@@ -173,7 +173,7 @@ def test_any_spec_is_either_a_job_or_a_spec_error(spec):
 @settings(max_examples=200, deadline=None)
 @given(ANY_JSON)
 def test_any_json_document_is_rejected_cleanly(document):
-    from kompress_jobs.specfile import resource_from_dict
+    from kompress_jobs.spec.specfile import resource_from_dict
 
     try:
         resource_from_dict(document)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kompress_jobs.pipeline import run_optimization
-from kompress_jobs.specfile import load_resource_file, resource_from_dict
+from kompress_jobs.pipeline.run import run_optimization
+from kompress_jobs.spec.specfile import load_resource_file, resource_from_dict
 
 from .conftest import resource_dict
 from .transformer_fixtures import tiny_bert, write_sentences

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kompress_jobs import hardware
-from kompress_jobs.cli import main
-from kompress_jobs.pipeline import run_optimization
-from kompress_jobs.specfile import load_resource_file
+from kompress_jobs.measurement import hardware
+from kompress.cli import main
+from kompress_jobs.pipeline.run import run_optimization
+from kompress_jobs.spec.specfile import load_resource_file
 
 from .conftest import resource_dict
 from .transformer_fixtures import tiny_bert, write_sentences

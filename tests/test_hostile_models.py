@@ -16,9 +16,9 @@ def test_the_memory_probe_imports_nothing_planted_and_sees_no_credentials(tmp_pa
     and read the storage secret."""
     import numpy as np
 
-    from kompress_jobs.memory_probe import Probe, peak_memory
+    from kompress_jobs.measurement.memory_probe import Probe, peak_memory
     from kompress_jobs.modelfile import ModelFile
-    from kompress_jobs.sources import ModelFormat
+    from kompress_jobs.spec.sources import ModelFormat
 
     planted, marker = tmp_path / "planted", tmp_path / "stolen.txt"
     planted.mkdir()
@@ -83,7 +83,7 @@ def test_a_genai_folder_with_a_custom_ops_library_is_refused_and_the_library_nev
     from kompress_jobs.modelfile import ModelFile
     from kompress_jobs.runtimes import make_runner
     from kompress_jobs.errors import UnsafeModelError
-    from kompress_jobs.sources import ModelFormat
+    from kompress_jobs.spec.sources import ModelFormat
 
     crafted = _crafted_genai(genai_folder, tmp_path, {"custom_ops_library": "libplanted.so"})
     marker = tmp_path / "ran"
@@ -131,11 +131,11 @@ class _Reads(torch.nn.Module):
 def test_torchscript_that_reads_files_is_refused_at_load(tmp_path, capsys, write_spec):
     import torch
 
-    from kompress_jobs.cli import main
+    from kompress.cli import main
     from kompress_jobs.modelfile import ModelFile
     from kompress_jobs.runtimes import make_runner
     from kompress_jobs.errors import UnsafeModelError
-    from kompress_jobs.sources import ModelFormat
+    from kompress_jobs.spec.sources import ModelFormat
 
     secret = tmp_path / "token"
     secret.write_bytes(b"sa-token")

@@ -11,8 +11,8 @@ import boto3
 import pytest
 
 from kompress_jobs.errors import StoreError
-from kompress_jobs.layout import local_path
-from kompress_jobs.store import LocalStore, fetch_directory, fetch_input
+from kompress_jobs.storage.layout import local_path
+from kompress_jobs.storage.store import LocalStore, fetch_directory, fetch_input
 
 pytestmark = pytest.mark.unit
 
@@ -79,7 +79,7 @@ def test_a_child_python_gets_only_the_variables_it_needs(monkeypatch, tmp_path):
 
 
 def _validate_refuses(capsys, spec: Path, *fragments: str) -> str:
-    from kompress_jobs.cli import main
+    from kompress.cli import main
 
     code = main(["validate", str(spec)])
     err = capsys.readouterr().err.strip().splitlines()
@@ -96,7 +96,7 @@ def test_a_symbolic_link_in_a_checkpoint_folder_is_refused_before_anything_reads
     from kompress_jobs.modelfile import ModelFile
     from kompress_jobs.runtimes import make_runner
     from kompress_jobs.errors import UnsafeModelError
-    from kompress_jobs.sources import ModelFormat
+    from kompress_jobs.spec.sources import ModelFormat
 
     secret = tmp_path / "credentials"
     secret.write_text("[default]\naws_secret_access_key = the-nodes-secret\n")
@@ -113,7 +113,7 @@ def test_a_symbolic_link_in_a_checkpoint_folder_is_refused_before_anything_reads
     linked = tmp_path / "linked"
     os.symlink(checkpoint, linked)
     _validate_refuses(capsys, write_spec(model=str(linked), model_format="HuggingFace"), "tokenizer.json is a symbolic link")
-    from kompress_jobs.cli import main
+    from kompress.cli import main
 
     linked_file = tmp_path / "linked.pt"
     os.symlink(Path(__file__).parents[1] / "examples" / "models" / "digits-cnn.pt", linked_file)

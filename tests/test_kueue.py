@@ -8,7 +8,7 @@ machines (its API server, 1.20, predates Job.spec.suspend), so its moves are pla
 from __future__ import annotations
 
 import pytest
-from kompress_jobs.specfile import resource_from_dict
+from kompress_jobs.spec.specfile import resource_from_dict
 from kompress_operator import decisions
 from kompress_operator.conditions import PENDING, QUEUED, RUNNING, SUCCEEDED, TUNING
 from kompress_operator.fair_share import Waiting

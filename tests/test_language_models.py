@@ -17,9 +17,9 @@ from kompress_jobs.llm.loading import check_round_trip, gguf_architecture, load_
 from kompress_jobs.llm.quality import LanguageModelScorer
 from kompress_jobs.modelfile import ModelFile
 from kompress_jobs.runtimes import make_runner
-from kompress_jobs.schema import ModelOptimization
-from kompress_jobs.sources import ModelFormat
-from kompress_jobs.tasks import Task
+from kompress_jobs.spec.schema import ModelOptimization
+from kompress_jobs.spec.sources import ModelFormat
+from kompress_jobs.spec.tasks import Task
 
 from .llm_fixtures import license_text, llm_resource, tiny_llama, train_tokenizer
 
@@ -78,7 +78,7 @@ def test_onnx_genai_fp32_matches_pytorch_and_int4_is_smaller_and_judged_against_
         out = tmp_path / precision
         out.mkdir()
         step = build_pass(OnnxGenAIPass(type="OnnxGenAI", precision=precision))
-        built[precision] = step.run(_model(llama), PassContext(out, dataset, 1, lambda m: None, task=task))
+        built[precision] = step.run(_model(llama), PassContext(out, dataset, lambda m: None, task=task))
         assert built[precision].format is ModelFormat.ONNX_GENAI and (out / "genai_config.json").is_file()
     assert built["Int4"].size_bytes < 0.6 * built["Fp32"].size_bytes
 
@@ -94,7 +94,7 @@ def test_onnx_genai_fp32_matches_pytorch_and_int4_is_smaller_and_judged_against_
 
 
 def test_openvino_fp32_is_the_baseline_on_another_runtime_and_its_weight_compression_is_steered_by_the_goal(llama, tmp_path):
-    from kompress_jobs.goals import Goals
+    from kompress_jobs.spec.goals import Goals
     from kompress_jobs.passes import PassContext, build_pass
     from kompress_jobs.passes.openvino_llm import OpenVinoCausalLM, OpenVinoCausalLMPass
 
@@ -109,7 +109,7 @@ def test_openvino_fp32_is_the_baseline_on_another_runtime_and_its_weight_compres
         out = tmp_path / "candidates" / name  # one run's candidates: the exported IR is shared by the three
         out.mkdir(parents=True)
         step = build_pass(OpenVinoCausalLMPass(type="OpenVinoCausalLM", **settings))
-        return step, step.run(_model(llama), PassContext(out, dataset, 1, lambda m: None, task=task, goals=goals))
+        return step, step.run(_model(llama), PassContext(out, dataset, lambda m: None, task=task, goals=goals))
 
     _, fp32 = build("fp32", weights="Fp32")
     assert fp32.format is ModelFormat.OPENVINO_CAUSAL_LM and (fp32.path / "openvino_model.xml").is_file()
@@ -155,7 +155,7 @@ def test_openvino_language_model_settings_folders_and_a_missing_exporter_are_ref
 
     folder = tmp_path / "lm"
     folder.mkdir()
-    from kompress_jobs.preflight import check_local_inputs
+    from kompress_jobs.planning.preflight import check_local_inputs
 
     spec = _resource(model={"uri": str(folder), "format": "OpenVINOCausalLM"}, data={"uri": str(license_text())}).spec
     with pytest.raises(SpecError, match=r"spec.model.uri: .*lm is not an OpenVINO causal LM folder \(a folder with openvino_model.xml\)"):
@@ -170,8 +170,8 @@ def test_openvino_language_model_settings_folders_and_a_missing_exporter_are_ref
 
 
 def test_a_language_model_run_reports_perplexity_tokens_per_second_and_time_to_first_token(llama, tmp_path):
-    from kompress_jobs.pipeline import run_optimization
-    from kompress_jobs.promotion import CONTENDER
+    from kompress_jobs.pipeline.run import run_optimization
+    from kompress_jobs.storage.promotion import CONTENDER
 
     resource = ModelOptimization.model_validate(llm_resource(str(llama), str(license_text()), passes=[
         {"type": "OnnxGenAI", "name": "genai-fp32", "precision": "Fp32", "input": "baseline"},
@@ -226,7 +226,7 @@ def test_text_that_is_not_utf8_is_refused(tmp_path, llama):
 
 
 def test_a_prompt_longer_than_the_model_context_is_refused_naming_the_field(tmp_path):
-    from kompress_jobs.pipeline import run_optimization
+    from kompress_jobs.pipeline.run import run_optimization
 
     short_context = tiny_llama(tmp_path / "llama", max_positions=48)
     resource = ModelOptimization.model_validate(llm_resource(
@@ -283,7 +283,7 @@ def test_language_model_specs_that_cannot_run_are_refused(change, message):
 
 
 def test_gguf_needs_the_language_modeling_task_and_passes_must_fit_the_task():
-    from kompress_jobs.plan import plan_passes
+    from kompress_jobs.planning.plan import plan_passes
 
     with pytest.raises(ValueError, match="GGUF holds a causal language model: it needs task.type: LanguageModeling"):
         ModelOptimization.model_validate(llm_resource("m.gguf", "t", model_format="GGUF", task={"type": "Fidelity"}))
@@ -297,10 +297,10 @@ def test_gguf_needs_the_language_modeling_task_and_passes_must_fit_the_task():
 
 
 def test_precision_auto_builds_the_ladder_judges_each_on_the_calibration_text_and_keeps_the_fastest_within_the_goal(llama, tmp_path):
-    from kompress_jobs.goals import Goals
+    from kompress_jobs.spec.goals import Goals
     from kompress_jobs.passes import PassContext, build_pass
     from kompress_jobs.passes.onnx_genai import OnnxGenAI, OnnxGenAIPass
-    from kompress_jobs.report import human_size  # noqa: F401  (the section renders sizes with it)
+    from kompress_jobs.units import human_size  # noqa: F401  (the section renders sizes with it)
 
     task = Task(type="LanguageModeling", context_length=64, evaluation_tokens=128)
     dataset = load_corpus(license_text(), _resource().spec.data, task, load_tokenizer(_model(llama)))
@@ -309,7 +309,7 @@ def test_precision_auto_builds_the_ladder_judges_each_on_the_calibration_text_an
     step = build_pass(OnnxGenAIPass(type="OnnxGenAI", precision="Auto"))
     out = tmp_path / "auto"
     out.mkdir()
-    model = step.run(_model(llama), PassContext(out, dataset, 1, lambda m: None, task=task, goals=goals))
+    model = step.run(_model(llama), PassContext(out, dataset, lambda m: None, task=task, goals=goals))
     details = step.details
     assert [t["settings"] for t in details["trials"]] == [s.trial_label for s in step.spec.ladder()]
     keepers = [t for t in details["trials"] if t["drop"] is not None and t["drop"] <= 5]
@@ -323,11 +323,11 @@ def test_precision_auto_builds_the_ladder_judges_each_on_the_calibration_text_an
 
 
 def test_generation_goals_reject_a_candidate_below_the_decode_speed_or_over_the_first_token_time():
-    from kompress_jobs.benchmark import Latency
-    from kompress_jobs.candidates import Candidate
-    from kompress_jobs.goals import Benchmark, Goals
-    from kompress_jobs.selection import judge
-    from kompress_jobs.tasks import Metric
+    from kompress_jobs.measurement.benchmark import Latency
+    from kompress_jobs.measurement.candidates import Candidate
+    from kompress_jobs.spec.goals import Benchmark, Goals
+    from kompress_jobs.measurement.selection import judge
+    from kompress_jobs.spec.tasks import Metric
 
     def measured(name, step_ms, first_ms, parent="baseline"):
         stats = Latency.of_rounds([step_ms], batch_size=1, p50_ms=step_ms, p95_ms=step_ms, p99_ms=step_ms, mean_ms=step_ms,

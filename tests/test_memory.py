@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kompress_jobs.pipeline import run_optimization
-from kompress_jobs.schema import ModelOptimization
-from kompress_jobs.specfile import load_resource_file
-from kompress_jobs.summary import run_summary
+from kompress_jobs.pipeline.run import run_optimization
+from kompress_jobs.spec.schema import ModelOptimization
+from kompress_jobs.spec.specfile import load_resource_file
+from kompress_jobs.reporting.summary import run_summary
 
 from .llm_fixtures import license_text, llm_resource, tiny_llama
 

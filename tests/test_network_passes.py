@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kompress_jobs.cli import main
-from kompress_jobs.pipeline import run_optimization
-from kompress_jobs.specfile import load_resource_file
+from kompress.cli import main
+from kompress_jobs.pipeline.run import run_optimization
+from kompress_jobs.spec.specfile import load_resource_file
 
 pytestmark = pytest.mark.pipeline
 

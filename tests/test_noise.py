@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from kompress_jobs.benchmark import measure_latency, median_interval, spread_of
-from kompress_jobs.goals import Benchmark
-from kompress_jobs.report import paired_range
+from kompress_jobs.measurement.benchmark import measure_latency, median_interval, spread_of
+from kompress_jobs.spec.goals import Benchmark
+from kompress_jobs.reporting.report import paired_range
 
 pytestmark = pytest.mark.unit
 
@@ -74,7 +74,7 @@ def test_the_speedup_range_comes_from_the_paired_rounds():
 
 @pytest.fixture
 def noisy_report():
-    from kompress_jobs.results import Report
+    from kompress_jobs.reporting.results import Report
     from tests.test_charts import digits_report
 
     wire = digits_report().to_wire()
@@ -85,9 +85,9 @@ def noisy_report():
 
 
 def test_a_noisy_pick_is_flagged_in_the_report_the_console_the_status_and_its_condition(noisy_report):
-    from kompress_jobs.console import print_results
-    from kompress_jobs.report import render_markdown
-    from kompress_jobs.summary import run_summary
+    from kompress_jobs.reporting.console import print_results
+    from kompress_jobs.reporting.report import render_markdown
+    from kompress_jobs.reporting.summary import run_summary
     from kompress_operator.decisions import finish_phase
     from kompress_operator.jobstate import JobOutcome
 
@@ -108,7 +108,7 @@ def test_a_noisy_pick_is_flagged_in_the_report_the_console_the_status_and_its_co
 
 
 def test_a_quiet_run_says_nothing_of_noise(noisy_report):
-    from kompress_jobs.report import render_markdown
+    from kompress_jobs.reporting.report import render_markdown
 
     wire = noisy_report.to_wire()
     wire["candidates"][1]["latency"]["1"]["noisy"] = False

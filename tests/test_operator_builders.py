@@ -4,9 +4,9 @@ import json
 from collections import Counter
 
 import pytest
-from kompress_jobs.contract import JobMessage, RunArtifacts, RunSummary
-from kompress_jobs.specfile import resource_from_dict
-from kompress_jobs.status import CandidateSummary
+from kompress_jobs.spec.contract import JobMessage, RunArtifacts, RunSummary
+from kompress_jobs.spec.specfile import resource_from_dict
+from kompress_jobs.spec.status import CandidateSummary
 from kompress_operator.conditions import (
     FAILED,
     RUNNING,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from kompress_jobs.contract import RunArtifacts, RunSummary
-from kompress_jobs.status import CandidateSummary
+from kompress_jobs.spec.contract import RunArtifacts, RunSummary
+from kompress_jobs.spec.status import CandidateSummary
 from kompress_operator import decisions
 from kompress_operator.conditions import (
     FAILED,

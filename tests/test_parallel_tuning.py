@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from kompress_jobs.errors import StudyStorageError
-from kompress_jobs.study_storage import open_storage, where
+from kompress_jobs.tuning.study_storage import open_storage, where
 
 from .conftest import EXAMPLES, FAST_BENCHMARK
 from .harness.trial_pods import job_env, run_tuning_job, worker
@@ -39,7 +39,7 @@ def resource(name: str, tmp_path: Path, trials: int, parallelism: int, **tuning)
 
 def collect(document: dict, storage: str, folder: Path) -> dict:
     log = folder / "run.log"
-    done = subprocess.run([sys.executable, "-m", "kompress_jobs.cli", "job"], env=job_env(document, storage, log, "run"),
+    done = subprocess.run([sys.executable, "-m", "kompress.cli", "job"], env=job_env(document, storage, log, "run"),
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     message = json.loads(log.read_text())
@@ -138,7 +138,7 @@ def test_bad_study_storage_fails_the_worker_with_a_clear_reason(tmp_path, storag
 
 def test_parallelism_above_trials_is_refused_by_the_schema(tmp_path):
     from kompress_jobs.errors import SpecError
-    from kompress_jobs.specfile import resource_from_dict
+    from kompress_jobs.spec.specfile import resource_from_dict
 
     with pytest.raises(SpecError, match=r"spec.tuning: .*parallelism \(5\) is above trials \(4\)"):
         resource_from_dict(resource("wide", tmp_path, trials=4, parallelism=5))
@@ -148,7 +148,7 @@ def test_workers_opening_a_fresh_database_together_all_get_the_study(postgres):
     """They race to create Optuna's tables (a duplicate type error for the losers, seen in the
     cluster test before the retry): every one must come up."""
     url = postgres.new_database("fresh")
-    code = "import sys; from kompress_jobs.study_storage import open_storage; open_storage(sys.argv[1], 1); print('ok')"
+    code = "import sys; from kompress_jobs.tuning.study_storage import open_storage; open_storage(sys.argv[1], 1); print('ok')"
     workers = [subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                for _ in range(6)]
     outputs = [w.communicate(timeout=120)[0].strip() for w in workers]

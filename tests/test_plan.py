@@ -3,8 +3,8 @@
 import pytest
 
 from kompress_jobs.errors import SpecError
-from kompress_jobs.plan import plan_passes
-from kompress_jobs.specfile import resource_from_dict
+from kompress_jobs.planning.plan import plan_passes
+from kompress_jobs.spec.specfile import resource_from_dict
 
 from .conftest import resource_dict
 

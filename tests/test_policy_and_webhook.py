@@ -7,8 +7,8 @@ import ssl
 import kopf
 import pytest
 
-from kompress_jobs.contract import spec_bytes
-from kompress_jobs.specfile import resource_from_dict
+from kompress_jobs.spec.contract import spec_bytes
+from kompress_jobs.spec.specfile import resource_from_dict
 from kompress_operator import policy, webhook
 from kompress_operator.jobspec import build_job
 from kompress_operator.settings import OperatorSettings

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import kompress
-from kompress_jobs.contract import RunSummary
-from kompress_jobs.summary import run_summary
+from kompress_jobs.spec.contract import RunSummary
+from kompress_jobs.reporting.summary import run_summary
 
 from .conftest import resource_dict
 
@@ -113,7 +113,7 @@ def test_validate_checks_the_schema_the_chain_and_the_files(tmp_path):
 
 
 def test_progress_goes_to_the_kompress_logger_by_default(tmp_path, caplog, monkeypatch):
-    import kompress_jobs.pipeline as pipeline
+    import kompress_jobs.pipeline.run as pipeline
 
     def fake_run(resource, *, progress, **_):
         progress("loading model")

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from kompress_jobs.cron import due
+from kompress_jobs.spec.cron import due
 from kompress_operator import decisions
 from kompress_operator.metrics import OperatorMetrics
 from kompress_operator.model_digest import DigestUnavailable

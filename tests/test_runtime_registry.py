@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from kompress_jobs.errors import ModelLoadError
-from kompress_jobs.profiling import energy_per_call, profile_model
+from kompress_jobs.measurement.profiling import energy_per_call, profile_model
 from kompress_jobs.runtimes import (
     ModelFile,
     Processor,
@@ -17,7 +17,7 @@ from kompress_jobs.runtimes import (
     runtime_for,
     runtimes,
 )
-from kompress_jobs.sources import ModelFormat
+from kompress_jobs.spec.sources import ModelFormat
 
 pytestmark = pytest.mark.unit
 
@@ -110,7 +110,7 @@ def test_two_runtimes_cannot_both_be_the_default_for_a_format_on_a_device():
 def second_onnx_runtime(monkeypatch):
     """A second runtime for ONNX, not the default: its module and this registration are all it takes."""
     from kompress_jobs.runtimes import registry
-    from kompress_jobs.wire import Model
+    from kompress_jobs.spec.wire import Model
 
     class EchoOptions(Model):
         scale: float = 1.0
@@ -149,7 +149,7 @@ def test_a_second_runtime_for_a_format_runs_only_what_names_it_with_its_own_opti
 
 def test_an_execution_is_stored_as_it_is_and_records_from_before_it_still_read():
     from kompress_jobs.modelfile import Execution
-    from kompress_jobs.promoted import PointerModel
+    from kompress_jobs.storage.promoted import PointerModel
 
     compiled = Execution(runtime="pytorch", device=Processor.CUDA, options={"compileMode": "max-autotune"})
     assert compiled.to_wire() == {"runtime": "pytorch", "device": "cuda", "options": {"compileMode": "max-autotune"}}
@@ -162,6 +162,12 @@ def test_an_execution_is_stored_as_it_is_and_records_from_before_it_still_read()
     provider = Execution.of_record({"device": "cuda", "executionProvider": "TensorrtExecutionProvider"})
     assert provider == Execution(runtime="onnxruntime", device=Processor.CUDA, options={"executionProvider": "TensorrtExecutionProvider"})
     assert Execution.of_record(None) == Execution() == Execution.of_record({"file": "m.onnx"})
+    from kompress_jobs.tuning.trial_record import SavedModel
+
+    before = {"file": "m.pt", "format": "TorchScript", "precision": "fp16", "device": "cuda", "compile_mode": "max-autotune",
+              "extraFiles": []}  # a trial's record in a study from before Execution
+    assert SavedModel.model_validate(before).execution == compiled
+    assert SavedModel.model_validate(SavedModel.model_validate(before).to_wire()).execution == compiled
 
 
 def test_a_runtime_without_a_profiler_says_so_and_one_with_it_profiles(torchscript, onnx_model):
@@ -199,7 +205,7 @@ def test_a_model_back_from_the_store_runs_as_the_spec_says_what_its_files_do_not
     from pathlib import Path
 
     from kompress_jobs.modelfile import Execution, Processor, stored_as_spec_runs_it
-    from kompress_jobs.specfile import resource_from_dict
+    from kompress_jobs.spec.specfile import resource_from_dict
 
     from .conftest import resource_dict
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from kompress_jobs.errors import ModelLoadError
 from kompress_jobs.modelfile import ModelFile
-from kompress_jobs.pipeline import run_optimization
+from kompress_jobs.pipeline.run import run_optimization
 from kompress_jobs.runtimes import make_runner
-from kompress_jobs.sources import ModelFormat
-from kompress_jobs.specfile import load_resource_file
+from kompress_jobs.spec.sources import ModelFormat
+from kompress_jobs.spec.specfile import load_resource_file
 
 from .transformer_fixtures import tiny_bert, write_sentences
 
@@ -202,7 +202,7 @@ def test_hidden_state_matching_pairs_each_kept_layer_with_the_teacher_layer_it_s
 def test_a_trial_that_repeats_finished_parameters_reuses_their_result(tmp_path, tiny_encoder, monkeypatch):
     import yaml
 
-    import kompress_jobs.search_space as search_space
+    import kompress_jobs.planning.search_space as search_space
 
     spec = _encoder_spec(tmp_path, tiny_encoder, [
         {"type": "TransformerCompress", "name": "compress", "training": {"epochs": 1, "learningRate": 0.001}}])

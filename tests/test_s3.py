@@ -8,11 +8,11 @@ import json
 import boto3
 import pytest
 
-from kompress_jobs.cli import main
+from kompress.cli import main
 from kompress_jobs.errors import StoreError
-from kompress_jobs.pipeline import run_optimization
-from kompress_jobs.specfile import load_resource_file
-from kompress_jobs.store import S3Store
+from kompress_jobs.pipeline.run import run_optimization
+from kompress_jobs.spec.specfile import load_resource_file
+from kompress_jobs.storage.store import S3Store
 
 from .conftest import s3_keys
 
@@ -72,10 +72,10 @@ class FlakyS3Store(S3Store):
 
 @pytest.mark.parametrize("fail_at", [3, 5])  # mid-way, and on the manifest itself
 def test_an_interrupted_upload_is_rolled_back(s3_endpoint, write_spec, monkeypatch, fail_at):
-    import kompress_jobs.pipeline as pipeline
+    import kompress_jobs.pipeline.run as pipeline
 
     store = FlakyS3Store("s3://models/runs", endpoint_url=s3_endpoint, fail_at=fail_at)
-    monkeypatch.setattr(pipeline, "_open_store", lambda *args: store)
+    monkeypatch.setattr(pipeline, "open_run_store", lambda *args: store)
     spec = write_spec(passes=[{"type": "OnnxExport"}])
     with pytest.raises(StoreError, match="endpoint went away"):
         run_optimization(load_resource_file(spec), base_dir=spec.parent, run_id="broken")

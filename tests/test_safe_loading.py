@@ -23,8 +23,8 @@ from kompress_jobs.modelfile import ModelFile
 from kompress_jobs.runtimes import check_onnx, load_torch_module
 from kompress_jobs.errors import UnsafeModelError
 from kompress_jobs.formats.torch_export import check_export_archive
-from kompress_jobs.sources import ModelFormat
-from kompress_jobs.store import LocalStore
+from kompress_jobs.spec.sources import ModelFormat
+from kompress_jobs.storage.store import LocalStore
 
 pytestmark = pytest.mark.unit
 
@@ -214,7 +214,7 @@ def test_store_keys_never_leave_the_store(tmp_path, key):
 
 
 def test_a_pointer_naming_a_path_outside_its_release_is_refused(tmp_path):
-    from kompress_jobs.promoted import (
+    from kompress_jobs.storage.promoted import (
         POINTER,
         PromotedPointer,
         PromotionError,

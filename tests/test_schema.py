@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 from kompress_jobs.errors import SpecError
-from kompress_jobs.goals import parse_size
-from kompress_jobs.schema import ModelOptimization
-from kompress_jobs.specfile import (
+from kompress_jobs.spec.goals import parse_size
+from kompress_jobs.spec.schema import ModelOptimization
+from kompress_jobs.spec.specfile import (
     load_resource_file,
     parse_resource,
     resource_from_dict,
@@ -135,7 +135,7 @@ def test_each_pass_owns_its_settings_and_the_schema_takes_them_from_the_registry
 
     from kompress_jobs.passes import PASSES
     from kompress_jobs.passes.settings import PassSettings, pass_type_of
-    from kompress_jobs.schema import PASS_TYPES, PassSpec
+    from kompress_jobs.spec.schema import PASS_TYPES, PassSpec
 
     union = get_args(get_args(PassSpec)[0])
     assert sorted(PASSES) == list(PASS_TYPES) and {pass_type_of(s) for s in union} == set(PASS_TYPES)

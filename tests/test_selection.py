@@ -3,13 +3,13 @@
 from pathlib import Path
 
 import pytest
-from kompress_jobs.benchmark import Latency
-from kompress_jobs.candidates import Candidate, Outcome
-from kompress_jobs.goals import Benchmark, DropMode, Goals
+from kompress_jobs.measurement.benchmark import Latency
+from kompress_jobs.measurement.candidates import Candidate, Outcome
+from kompress_jobs.spec.goals import Benchmark, DropMode, Goals
 from kompress_jobs.runtimes import ModelFile
-from kompress_jobs.selection import judge, mark_pareto_front, rank
-from kompress_jobs.sources import ModelFormat
-from kompress_jobs.tasks import Metric
+from kompress_jobs.measurement.selection import judge, mark_pareto_front, rank
+from kompress_jobs.spec.sources import ModelFormat
+from kompress_jobs.spec.tasks import Metric
 
 pytestmark = pytest.mark.unit
 
@@ -92,7 +92,7 @@ def test_pareto_front_over_latency_size_and_drop():
 
 
 def test_relative_drop_mode_is_percent_of_baseline():
-    from kompress_jobs.quality import quality_drop
+    from kompress_jobs.measurement.quality import quality_drop
 
     assert quality_drop(0.8, 0.78, Metric.ACCURACY, DropMode.ABSOLUTE) == 2.0000000000000018
     assert round(quality_drop(0.8, 0.78, Metric.ACCURACY, DropMode.RELATIVE), 6) == 2.5
@@ -101,7 +101,7 @@ def test_relative_drop_mode_is_percent_of_baseline():
 
 def test_fidelity_metrics_against_the_baseline_outputs():
     import numpy as np
-    from kompress_jobs.quality import fidelity_metric, quality_drop
+    from kompress_jobs.measurement.quality import fidelity_metric, quality_drop
 
     reference = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 1.0]])
     assert fidelity_metric(reference, reference, Metric.COSINE_SIMILARITY) == pytest.approx(1.0)
@@ -128,7 +128,7 @@ def test_a_rejected_candidate_is_never_on_the_pareto_front_however_small():
 
 
 def test_the_steered_search_breaks_a_latency_tie_by_size_then_fidelity_as_the_ranking_does():
-    from kompress_jobs.passes.auto_quantize import Trial, choose_passing
+    from kompress_jobs.passes.quantize_search import Trial, choose_passing
 
     def trial(number, p50, size, drop):
         return Trial(number, "openvino", "x", {}, model=SizedModel(size), drop=drop, p50_ms=p50, verdict="meets the goal")

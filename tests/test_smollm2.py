@@ -9,14 +9,14 @@ import math
 import numpy as np
 import pytest
 
-from kompress_jobs.goals import DropMode
+from kompress_jobs.spec.goals import DropMode
 from kompress_jobs.llm.corpus import load_corpus
 from kompress_jobs.llm.loading import chat_frame, check_round_trip, gguf_architecture, load_tokenizer
 from kompress_jobs.llm.quality import LanguageModelScorer
 from kompress_jobs.modelfile import ModelFile
 from kompress_jobs.runtimes import make_runner
-from kompress_jobs.sources import DataSource, ModelFormat
-from kompress_jobs.tasks import Task
+from kompress_jobs.spec.sources import DataSource, ModelFormat
+from kompress_jobs.spec.tasks import Task
 
 from .llm_fixtures import license_text, smollm2_gguf
 
@@ -69,7 +69,7 @@ def test_the_tokenizer_survives_being_written_with_the_checkpoint_and_an_int8_bu
     out = candidates / "genai-int8"
     out.mkdir(parents=True)
     step = build_pass(OnnxGenAIPass(type="OnnxGenAI", precision="Int8"))
-    built = step.run(model, PassContext(out, dataset, 1, lambda m: None, task=TASK))
+    built = step.run(model, PassContext(out, dataset, lambda m: None, task=TASK))
     # the builder read the GGUF written as a checkpoint (its tokenizer checked on the evaluation text
     # then); the round trip holds on other text too
     checkpoint = candidates / f"_{model.path.stem}-checkpoint"
@@ -99,7 +99,7 @@ def test_openvino_exports_the_real_model_with_its_cache_inside_and_int8_weights_
         out = candidates / f"openvino-{weights}"  # one run: the checkpoint and the export are shared
         out.mkdir(parents=True)
         step = build_pass(OpenVinoCausalLMPass(type="OpenVinoCausalLM", weights=weights))
-        built[weights] = step.run(model, PassContext(out, dataset, 1, lambda m: None, task=TASK))
+        built[weights] = step.run(model, PassContext(out, dataset, lambda m: None, task=TASK))
     fp32, int8 = (make_runner(built[w], threads=1) for w in ("Fp32", "Int8"))
     _, drop, figures = scorer.judge(fp32)
     assert abs(drop) < 0.01 and figures["top1Agreement"] > 0.999, figures  # the GGUF's weights, on OpenVINO

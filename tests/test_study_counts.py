@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from kompress_jobs.study_report import count_trials, judged_and_running, judged_trials
+from kompress_jobs.tuning.study_report import count_trials, judged_and_running, judged_trials
 
 pytestmark = pytest.mark.unit
 

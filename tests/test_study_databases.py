@@ -7,7 +7,7 @@ import optuna
 import psycopg
 import pytest
 
-from kompress_jobs.study_storage import TrialSlot, open_storage
+from kompress_jobs.tuning.study_storage import TrialSlot, open_storage
 from kompress_operator.study_databases import StudyDatabaseError, StudyDatabases, role_name
 
 pytestmark = pytest.mark.pipeline

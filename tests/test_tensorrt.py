@@ -8,8 +8,8 @@ import importlib.util
 import pytest
 import torch
 from kompress_jobs.passes.tensorrt import gpu_unavailable_reason
-from kompress_jobs.pipeline import run_optimization
-from kompress_jobs.specfile import load_resource_file
+from kompress_jobs.pipeline.run import run_optimization
+from kompress_jobs.spec.specfile import load_resource_file
 
 pytestmark = pytest.mark.pipeline
 
@@ -54,7 +54,7 @@ def test_without_a_gpu_the_engines_are_not_applicable_with_the_reason(write_spec
 
 
 def test_tensorrt_needs_an_onnx_model(write_spec, capsys):
-    from kompress_jobs.cli import main
+    from kompress.cli import main
 
     assert main(["validate", str(write_spec(passes=[{"type": "TensorRT"}]))]) == 2
     assert "TensorRT needs an ONNX model" in capsys.readouterr().err
@@ -85,9 +85,9 @@ def test_an_int8_engine_from_a_qdq_model_keeps_its_scales(write_spec, tmp_path, 
 def test_a_model_on_the_gpu_gets_a_profile_and_an_energy_reading(write_spec, tmp_path, gpu_with_tensorrt):
     """The pick is a TensorRT engine or an ONNX model on CUDA: its energy comes from NVML."""
     from kompress_jobs.data import batch_of, load_dataset
-    from kompress_jobs.profiling import energy_per_call
+    from kompress_jobs.measurement.profiling import energy_per_call
     from kompress_jobs.runtimes import ModelFile, Processor, make_runner
-    from kompress_jobs.sources import ModelFormat
+    from kompress_jobs.spec.sources import ModelFormat
 
     path = write_spec(passes=ENGINES)
     report, candidates = run(path, tmp_path)

@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 import pytest
 import yaml
-from kompress_jobs.cli import main
-from kompress_jobs.hardware import cpu_lacks
+from kompress.cli import main
+from kompress_jobs.measurement.hardware import cpu_lacks
 
 from .conftest import EXAMPLES, resource_dict, run_folder
 from .transformer_fixtures import minilm_dir, tiny_bert, write_sentences
@@ -176,7 +176,7 @@ def test_mean_pooling_matches_a_hand_computed_embedding(tiny_encoder):
     import torch
     from kompress_jobs.modelfile import ModelFile
     from kompress_jobs.runtimes import make_runner
-    from kompress_jobs.sources import ModelFormat
+    from kompress_jobs.spec.sources import ModelFormat
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_encoder), local_files_only=True)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from kompress_jobs.cli import main
-from kompress_jobs.pipeline import run_optimization
-from kompress_jobs.specfile import load_resource_file
+from kompress.cli import main
+from kompress_jobs.pipeline.run import run_optimization
+from kompress_jobs.spec.specfile import load_resource_file
 
 pytestmark = pytest.mark.pipeline
 
@@ -118,7 +118,7 @@ def test_a_study_killed_midway_resumes_where_it_stopped(write_spec, tmp_path):
                       tuning={"trials": 8, "searchSpace": [AMOUNT, LEARNING_RATE]})
     out, scratch = tmp_path / "out", tmp_path / "scratch"
     scratch.mkdir()
-    command = [sys.executable, "-m", "kompress_jobs.cli", "optimize", str(spec), "--output", str(out)]
+    command = [sys.executable, "-m", "kompress.cli", "optimize", str(spec), "--output", str(out)]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         before: dict[int, dict] = {}

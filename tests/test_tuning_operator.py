@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from kompress_jobs.contract import JobEnv, JobMessage, WorkerReport
-from kompress_jobs.specfile import resource_from_dict
-from kompress_jobs.status import TrialCounts, TuningStatus, WorkerCounts
+from kompress_jobs.spec.contract import JobEnv, JobMessage, WorkerReport
+from kompress_jobs.spec.specfile import resource_from_dict
+from kompress_jobs.spec.status import TrialCounts, TuningStatus, WorkerCounts
 from kompress_operator import decisions, policy
 from kompress_operator.conditions import PENDING, QUEUED, RUNNING, TUNING, Transition
 from kompress_operator.fair_share import Waiting

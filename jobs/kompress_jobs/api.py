@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, Union
 
 from .errors import SpecError
-from .results import Report
-from .schema import ModelOptimization
+from .reporting.results import Report
+from .spec.schema import ModelOptimization
 
 SpecLike = Union[str, Path, Mapping[str, Any], ModelOptimization]
 log = logging.getLogger("kompress")
@@ -19,7 +19,7 @@ log = logging.getLogger("kompress")
 def load(spec: SpecLike) -> tuple[ModelOptimization, Path]:
     """The resource, and the folder its relative paths (model, data, artifacts) are read from:
     a file's own folder, or the working directory for a mapping or a resource."""
-    from .specfile import load_resource_file, resource_from_dict
+    from .spec.specfile import load_resource_file, resource_from_dict
 
     if isinstance(spec, ModelOptimization):
         return spec, Path.cwd()
@@ -43,8 +43,8 @@ def validate_resource(resource: ModelOptimization, folder: Path, *, files: bool 
     declared format blames the file (format: ONNX on a TorchScript archive is the format's fault,
     not the chain's). `files=False` checks everything but the local files (GitOps CI, where they
     exist only in the job image)."""
-    from .plan import plan_passes
-    from .preflight import check_existing_models, check_local_inputs
+    from .planning.plan import plan_passes
+    from .planning.preflight import check_existing_models, check_local_inputs
 
     try:
         plan_passes(resource.spec)
@@ -66,7 +66,7 @@ def optimize(spec: SpecLike, *, output: str | Path | None = None, run_id: str | 
     "kompress" logger at INFO); `library_log`, a file the run publishes as library.log (what the
     libraries printed: library_output.py). Raises a KompressError subclass with a one-line message (SpecError,
     DataError, ModelLoadError, StoreError...)."""
-    from .pipeline import run_optimization
+    from .pipeline.run import run_optimization
 
     resource, folder = load(spec)
     result = run_optimization(resource, base_dir=folder, artifacts_uri=str(output) if output is not None else None,

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .sources import DataSource
-from .tasks import Task, TaskType
+from .spec.sources import DataSource
+from .spec.tasks import Task, TaskType
 
 Inputs = dict[str, np.ndarray]
 UNNAMED = "x"  # the key of the single input of an `x_<split>` file until it is bound to the model

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .errors import ModelLoadError
-from .sources import HeadType, HuggingFaceOptions, Pooling
+from .spec.sources import HeadType, HuggingFaceOptions, Pooling
 
 PICKLED_WEIGHTS = ("pytorch_model.bin", "*.bin", "*.pt", "*.pth", "*.ckpt")
 OUTPUT_NAMES = {HeadType.FEATURE_EXTRACTION: "embeddings", HeadType.SEQUENCE_CLASSIFICATION: "logits",

@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import ConfigDict, Field
 
 from .formats import format_of
-from .sources import HuggingFaceOptions, ModelFormat
-from .wire import Model
+from .spec.sources import HuggingFaceOptions, ModelFormat
+from .spec.wire import Model
 
 
 class Processor(str, Enum):
@@ -53,7 +53,7 @@ class Execution(Model):
 
 @dataclass(frozen=True)
 class ModelFile:
-    path: Path  # a file, or a folder for the formats that are folders (ModelFormat.is_folder)
+    path: Path  # a file, or a folder for the formats that are folders (formats/: Format.marker)
     format: ModelFormat
     precision: str = "fp32"
     # Files the model needs beside itself (e.g. ONNX external data); counted in its size.

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .sources import TextData
+from .spec.sources import TextData
 
 SUFFIXES = {".jsonl": "JSON Lines", ".json": "JSON Lines", ".csv": "CSV", ".parquet": "Parquet"}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from kompress_jobs.schema import API_GROUP, JobSettings
+from kompress_jobs.spec.schema import API_GROUP, JobSettings
 
 from . import policy
 

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from kompress_jobs.status import Phase
+from kompress_jobs.spec.status import Phase
 
 # The phase names, as plain strings to compare with what the status holds: declared once, in the schema.
 PENDING, QUEUED, TUNING, RUNNING, SUCCEEDED, FAILED = (phase.value for phase in Phase)

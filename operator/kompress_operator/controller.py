@@ -21,9 +21,9 @@ from typing import Awaitable, Callable
 import kopf
 
 from kompress_jobs.errors import SpecError
-from kompress_jobs.plan import plan_passes
-from kompress_jobs.specfile import resource_from_dict
-from kompress_jobs.status import ModelOptimizationStatus, PromotionDecision, PromotionStatus
+from kompress_jobs.planning.plan import plan_passes
+from kompress_jobs.spec.specfile import resource_from_dict
+from kompress_jobs.spec.status import ModelOptimizationStatus, PromotionDecision, PromotionStatus
 
 from . import decisions, policy
 from .fair_share import Fairness, Waiting

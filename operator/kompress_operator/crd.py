@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kompress_jobs.schema import (
+from kompress_jobs.spec.schema import (
     API_GROUP,
     API_VERSION,
     KIND,
     PLURAL,
     ModelOptimizationSpec,
 )
-from kompress_jobs.status import ModelOptimizationStatus
+from kompress_jobs.spec.status import ModelOptimizationStatus
 
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
 CRD_FILE = f"{API_GROUP}_{PLURAL}.yaml"
@@ -175,7 +175,7 @@ class _PlainDumper(yaml.SafeDumper):
 
 
 def render() -> str:
-    header = "# Generated from jobs/kompress_jobs/schema.py by `python -m kompress_operator.crd`. Do not edit.\n"
+    header = "# Generated from jobs/kompress_jobs/spec/schema.py by `python -m kompress_operator.crd`. Do not edit.\n"
     return header + yaml.dump(crd(), Dumper=_PlainDumper, sort_keys=False, width=120)
 
 

@@ -11,7 +11,7 @@ import asyncio
 
 import kopf
 
-from kompress_jobs.schema import API_GROUP, API_VERSION, PLURAL
+from kompress_jobs.spec.schema import API_GROUP, API_VERSION, PLURAL
 
 from . import webhook
 from .fair_share import Waiting, queued_stub

@@ -11,8 +11,8 @@ import json
 from typing import Any
 
 from kompress_jobs import __version__
-from kompress_jobs.contract import CONTRACT_VERSION, JobEnv, sparse_wire
-from kompress_jobs.schema import ModelOptimizationSpec
+from kompress_jobs.spec.contract import CONTRACT_VERSION, JobEnv, sparse_wire
+from kompress_jobs.spec.schema import ModelOptimizationSpec
 
 from . import policy
 from .run_ref import MANAGED_BY, RUN_JOB, TUNING_JOB, RunRef

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from kompress_jobs.contract import JobFailure, JobMessage, RunSummary, operator_mismatch
+from kompress_jobs.spec.contract import JobFailure, JobMessage, RunSummary, operator_mismatch
 from kompress_jobs.errors import VersionMismatchError
-from kompress_jobs.status import TrialCounts, WorkerCounts
+from kompress_jobs.spec.status import TrialCounts, WorkerCounts
 from pydantic import ValidationError
 
 from .conditions import FAILED, RUNNING, SUCCEEDED

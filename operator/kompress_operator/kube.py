@@ -15,7 +15,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from kompress_jobs.errors import KompressError
-from kompress_jobs.schema import API_GROUP, API_VERSION, PLURAL
+from kompress_jobs.spec.schema import API_GROUP, API_VERSION, PLURAL
 
 from .run_ref import RESOURCE_LABEL, RunRef
 

@@ -5,7 +5,7 @@ under one of the namespace's allowed prefixes: the `storageLocations` templates 
 filled in, by default `<defaultArtifacts>/{namespace}/`. What a run only reads may also lie under
 `readLocations`, every namespace's alike (by default the job image's bundled examples,
 `/opt/kompress/examples/`, which the cluster sample reads). Runs lay their files out as
-`<root>/<namespace>/<name>/…` (kompress_jobs/layout.py), so with the default a team's runs touch
+`<root>/<namespace>/<name>/…` (kompress_jobs/storage/layout.py), so with the default a team's runs touch
 only `<defaultArtifacts>/<namespace>/`, the prefix an S3 policy grants that team's credentials.
 Comparison is by path segment (`s3://ml/team` does not cover `s3://ml/team-a`), and any `.` or
 `..` segment is refused outright. `endpointUrl` must be one the policy names: the Job sends the
@@ -17,7 +17,7 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from urllib.parse import urlparse
 
-from kompress_jobs.schema import ModelOptimizationSpec
+from kompress_jobs.spec.schema import ModelOptimizationSpec
 
 from .settings import OperatorSettings
 

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from kompress_jobs.status import ModelOptimizationStatus, PromotionStatus
+from kompress_jobs.spec.status import ModelOptimizationStatus, PromotionStatus
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:

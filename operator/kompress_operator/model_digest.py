@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import threading
 
-from kompress_jobs.schema import ModelOptimizationSpec
-from kompress_jobs.store import is_s3, split_s3
+from kompress_jobs.formats import format_of
+from kompress_jobs.spec.schema import ModelOptimizationSpec
+from kompress_jobs.spec.uris import is_s3, split_s3
 
 MAX_OBJECTS = 10_000  # a checkpoint prefix holds tens of files, not a bucket's worth
 
@@ -32,7 +33,7 @@ class ModelDigests:
         uri = spec.model.uri
         if not is_s3(uri):
             raise DigestUnavailable(f"{uri}: the operator reads model digests only from S3")
-        return self._s3(uri, spec.model.format.is_folder, spec.artifacts.endpoint_url, spec.artifacts.region)
+        return self._s3(uri, format_of(spec.model.format).folder(), spec.artifacts.endpoint_url, spec.artifacts.region)
 
     def _s3(self, uri: str, prefix: bool, endpoint_url: str | None, region: str | None) -> str:
         import boto3

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from kompress_jobs.contract import spec_bytes
-from kompress_jobs.schema import Device, JobSettings, ModelOptimizationSpec, Toleration
-from kompress_jobs.tuning_spec import Tuning
+from kompress_jobs.spec.contract import spec_bytes
+from kompress_jobs.spec.schema import Device, JobSettings, ModelOptimizationSpec, Toleration
+from kompress_jobs.spec.tuning_spec import Tuning
 
 from . import locations, study_databases
 from .settings import OperatorSettings

@@ -19,11 +19,11 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Callable
 
-from kompress_jobs.cron import due
-from kompress_jobs.schema import API_GROUP, PLURAL, Artifacts, ConcurrencyPolicy, JobSettings, ReoptimizeOn
-from kompress_jobs.sources import ModelSource
-from kompress_jobs.tuning_spec import Tuning
-from kompress_jobs.wire import Model
+from kompress_jobs.spec.cron import due
+from kompress_jobs.spec.schema import API_GROUP, PLURAL, Artifacts, ConcurrencyPolicy, JobSettings, ReoptimizeOn
+from kompress_jobs.spec.sources import ModelSource
+from kompress_jobs.spec.tuning_spec import Tuning
+from kompress_jobs.spec.wire import Model
 from pydantic import Field, ValidationError
 
 from . import decisions, locations, policy

@@ -18,8 +18,8 @@ from pydantic import Field, field_validator
 from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from kompress_jobs.contract import MAX_SPEC_BYTES
-from kompress_jobs.schema import Toleration
+from kompress_jobs.spec.contract import MAX_SPEC_BYTES
+from kompress_jobs.spec.schema import Toleration
 
 ENV_PREFIX = "KOMPRESS_"
 

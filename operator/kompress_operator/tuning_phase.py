@@ -12,8 +12,8 @@ without one only costs its trial, which is retried.
 
 from __future__ import annotations
 
-from kompress_jobs.status import TuningStatus
-from kompress_jobs.tuning_spec import Tuning
+from kompress_jobs.spec.status import TuningStatus
+from kompress_jobs.spec.tuning_spec import Tuning
 
 from . import decisions
 from .conditions import FAILED, QUEUED, TUNING

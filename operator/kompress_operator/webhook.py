@@ -34,7 +34,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import kopf
 
 from kompress_jobs.errors import SpecError
-from kompress_jobs.schema import API_GROUP, API_VERSION, PLURAL
+from kompress_jobs.spec.schema import API_GROUP, API_VERSION, PLURAL
 
 from . import policy
 from .controller import validate  # the same check the controller runs before it starts a run

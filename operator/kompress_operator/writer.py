@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from kompress_jobs.status import ModelOptimizationStatus
+from kompress_jobs.spec.status import ModelOptimizationStatus
 
 from .conditions import Transition
 from .kube import Kube

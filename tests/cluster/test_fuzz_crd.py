@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from kubernetes.client.rest import ApiException
 
 from kompress_jobs.errors import SpecError
-from kompress_jobs.specfile import resource_from_dict
+from kompress_jobs.spec.specfile import resource_from_dict
 
 from ..test_fuzz import body, specs
 from .conftest import GROUP, PLURAL, VERSION

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from kompress_jobs.contract import CONTRACT_VERSION, JobEnv
+from kompress_jobs.spec.contract import CONTRACT_VERSION, JobEnv
 
 
 def job_env(document: dict, storage: str | None, log: Path, worker: str) -> dict[str, str]:
@@ -25,7 +25,7 @@ def job_env(document: dict, storage: str | None, log: Path, worker: str) -> dict
 
 def worker(document: dict, storage: str | None, folder: Path, number: int) -> tuple[subprocess.Popen, Path]:
     log = folder / f"worker-{number}.log"
-    process = subprocess.Popen([sys.executable, "-m", "kompress_jobs.cli", "job", "--tuning-worker"],
+    process = subprocess.Popen([sys.executable, "-m", "kompress.cli", "job", "--tuning-worker"],
                                env=job_env(document, storage, log, f"worker-{number}"),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return process, log

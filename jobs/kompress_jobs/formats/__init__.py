@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import Format, format_of
 from .files import refuse_links
 

@@ -10,7 +10,7 @@ import pkgutil
 from pathlib import Path
 from typing import ClassVar
 
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 
 _FORMATS: dict[ModelFormat, type["Format"]] = {}
 _discovered = False

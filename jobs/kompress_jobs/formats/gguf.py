@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ModelLoadError, UnsafeModelError
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import Format, head, register
 
 MAGIC = b"GGUF"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import Format, register
 
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from ..errors import ModelLoadError, UnsafeModelError, first_line
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import Format, head, register
 
 # A serialized ModelProto starts with the tag of one of its fields (ir_version, field 1, comes first

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from ..errors import ModelLoadError, UnsafeModelError
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import Format, register
 from .onnx import check_onnx_external_data
 

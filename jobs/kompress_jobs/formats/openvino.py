@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import Format, head, register
 
 

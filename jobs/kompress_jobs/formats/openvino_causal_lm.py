@@ -3,7 +3,7 @@ held inside the model), config.json and the tokenizer, in one folder."""
 
 from __future__ import annotations
 
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import Format, register
 
 

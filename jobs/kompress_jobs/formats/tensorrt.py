@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import Format, register
 
 

@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from ..errors import ModelLoadError, UnsafeModelError
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import Format, register
 from .files import refuse_duplicate_entries
 

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import UnsafeModelError
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import Format, register
 from .files import refuse_duplicate_entries
 

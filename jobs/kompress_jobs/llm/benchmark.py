@@ -12,9 +12,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..benchmark import Latency, flag_noise, rounds, summarize
+from ..measurement.benchmark import Latency, flag_noise, rounds, summarize
 from ..data import Dataset
-from ..goals import Benchmark
+from ..spec.goals import Benchmark
 from ..runtimes.generative import GenerativeRunner
 from .corpus import INPUT, PROMPTS
 

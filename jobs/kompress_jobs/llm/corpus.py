@@ -12,8 +12,8 @@ import numpy as np
 
 from ..data import Dataset, Split
 from ..errors import DataError
-from ..sources import DataSource
-from ..tasks import Task
+from ..spec.sources import DataSource
+from ..spec.tasks import Task
 
 INPUT = "input_ids"
 

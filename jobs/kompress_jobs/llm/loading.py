@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import DataError, ModelLoadError
 from ..huggingface import read_config
 from ..modelfile import ModelFile
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 
 
 def gguf_architecture(path: Path) -> str:

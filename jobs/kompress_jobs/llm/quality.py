@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..data import Split
-from ..goals import DropMode
-from ..quality import log_softmax, quality_drop
+from ..spec.goals import DropMode
+from ..measurement.quality import log_softmax, quality_drop
 from ..runtimes import Runner
-from ..tasks import Metric, Task
+from ..spec.tasks import Metric, Task
 from .corpus import INPUT, scored_from
 
 

@@ -16,7 +16,7 @@ from ..errors import PassError
 from ..modelfile import ModelFile
 from ..runtimes import make_runner
 from ..runtimes.base import first_line
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .quality import LanguageModelScorer
 
 PROMPT_TOKENS, NEW_TOKENS, ROUNDS = 32, 16, 3  # a short generation tells decode speeds apart
@@ -95,7 +95,7 @@ def _tokens_per_second(runners: dict, windows) -> dict[int, float]:
 
 def report_section(name: str, details: dict[str, Any]) -> list[str]:
     """report.md's account of a search: every build it judged."""
-    from ..report import goal_text, human_size
+    from ..units import goal_text, human_size
 
     goal = details["goal"]
     lines = [f"## Steered weight compression `{name}`", "",

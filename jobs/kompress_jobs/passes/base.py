@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 from ..errors import PassError
-from ..goals import Benchmark, Goals
+from ..spec.goals import Benchmark, Goals
 from ..modelfile import ModelFile
-from ..sources import ModelFormat
-from ..tasks import Task
+from ..spec.sources import ModelFormat
+from ..spec.tasks import Task
 from .settings import PassSettings, pass_type_of
 
 if TYPE_CHECKING:  # the operator imports passes to plan them, without numpy or the runtimes
@@ -29,7 +29,6 @@ if TYPE_CHECKING:  # the operator imports passes to plan them, without numpy or 
 class PassContext:
     output_dir: Path  # an empty folder for this pass's files
     dataset: Dataset
-    threads: int
     log: Callable[[str], None]
     task: Task = field(default_factory=Task)
     # Resolves a URI named in a pass's spec (e.g. a student model) to a local file, as the
@@ -37,11 +36,19 @@ class PassContext:
     fetch: Callable[[str], Path] = Path
     # Called with (epoch, module) after each training epoch; a tuning study uses it to stop weak trials.
     on_epoch: Callable[[int, Any], None] | None = None
-    batch_sizes: tuple[int, ...] = (1,)  # what the benchmark will run (engines are built for them)
     goals: Goals = field(default_factory=Goals)  # a pass steered by the goals (AutoQuantize) reads them
     benchmark: Benchmark = field(default_factory=Benchmark)
     # The model as given: what the goals' drops are measured against (a pass deep in a chain steers by it).
     baseline: ModelFile | None = None
+
+    @property
+    def threads(self) -> int:
+        return self.benchmark.threads
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """What the benchmark will run (engines are built for them)."""
+        return tuple(self.benchmark.batch_sizes)
 
     @property
     def input_names(self) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 
 from ..errors import ModelLoadError, PassError
 from ..modelfile import ModelFile
-from ..sources import ModelFormat, ModelSource
+from ..spec.sources import ModelFormat, ModelSource
 from .base import OptimizationPass, PassContext, register
 from .settings import FineTuning, PassSettings
 from .training import distillation_loss, first_output, train, train_split

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import OptimizationPass, PassContext, failing_as, register
 from .settings import PassSettings
 

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..modelfile import ModelFile
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import OptimizationPass, PassContext, failing_as, register
 from .settings import PassSettings
 

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import OptimizationPass, PassContext, failing_as, register
 from .openvino import check_block_size
 from .settings import PassSettings

@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import OptimizationPass, PassContext, register
 from .settings import PassSettings
 

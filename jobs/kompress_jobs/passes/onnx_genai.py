@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 from ..child_python import run_python
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import PassContext, failing_as, register
 from .settings import PassSettings
 from .steered import SteeredBuildPass

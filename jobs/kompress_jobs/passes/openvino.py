@@ -14,10 +14,10 @@ from typing import Literal
 from pydantic import Field
 
 from ..errors import PassError
-from ..hardware import cpu_lacks
+from ..measurement.hardware import cpu_lacks
 from ..modelfile import ModelFile
-from ..sources import ModelFormat
-from ..wire import MAX_ITEMS, Model
+from ..spec.sources import ModelFormat
+from ..spec.wire import MAX_ITEMS, Model
 from .base import OptimizationPass, PassContext, failing_as, register
 from .quantize import quiet_library
 from .settings import ComputePrecision, PassSettings

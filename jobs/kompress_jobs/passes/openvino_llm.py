@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import PassContext, failing_as, register
 from .quantize import quiet_library
 from .settings import PassSettings

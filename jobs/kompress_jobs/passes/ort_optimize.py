@@ -6,7 +6,7 @@ from enum import Enum
 from typing import Literal
 
 from ..modelfile import ModelFile
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import OptimizationPass, PassContext, register
 from .settings import PassSettings
 

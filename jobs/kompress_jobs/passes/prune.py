@@ -8,7 +8,7 @@ from pydantic import Field
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import OptimizationPass, PassContext, register
 from .settings import FineTuning, PassSettings
 from .training import fine_tuning_loss, train

@@ -7,8 +7,8 @@ from enum import Enum
 
 from pydantic import Field
 
-from ..sources import ModelSource
-from ..wire import Model
+from ..spec.sources import ModelSource
+from ..spec.wire import Model
 
 
 class PassSettings(Model):

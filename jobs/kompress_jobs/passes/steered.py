@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..modelfile import ModelFile
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import OptimizationPass, PassContext
 
 

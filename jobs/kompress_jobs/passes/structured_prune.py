@@ -16,8 +16,8 @@ from pydantic import Field
 
 from ..errors import ModelLoadError, PassError, SpecError
 from ..modelfile import ModelFile
-from ..sources import ModelFormat
-from ..wire import MAX_ITEMS
+from ..spec.sources import ModelFormat
+from ..spec.wire import MAX_ITEMS
 from .base import OptimizationPass, PassContext, register
 from .settings import Distillation, FineTuning, PassSettings
 from .training import distillation_loss, fine_tuning_loss, train

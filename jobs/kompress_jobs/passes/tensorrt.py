@@ -15,7 +15,7 @@ from pydantic import Field
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import OptimizationPass, PassContext, register
 from .settings import PassSettings
 

@@ -16,9 +16,9 @@ from typing import Literal
 from pydantic import Field
 
 from ..errors import PassError
-from ..hardware import cpu_lacks
+from ..measurement.hardware import cpu_lacks
 from ..modelfile import Execution, ModelFile, Processor
-from ..sources import Device, ModelFormat
+from ..spec.sources import Device, ModelFormat
 from .base import OptimizationPass, PassContext, failing_as, register
 from .settings import ComputePrecision, PassSettings
 

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..modelfile import Execution, ModelFile, Processor
-from ..sources import Device, ModelFormat
+from ..spec.sources import Device, ModelFormat
 from .base import OptimizationPass, PassContext, failing_as, register
 from .settings import PassSettings
 
@@ -84,7 +84,7 @@ def quantize_checkpoint(model: ModelFile, output, scheme: TorchAoScheme) -> None
     from transformers import TorchAoConfig
 
     from ..huggingface import auto_class, read_config, resolve_head
-    from ..sources import HuggingFaceOptions
+    from ..spec.sources import HuggingFaceOptions
 
     head = resolve_head(read_config(model.path), model.options or HuggingFaceOptions())  # the checks every checkpoint gets
     quantized = auto_class(head).from_pretrained(str(model.path), local_files_only=True, use_safetensors=True,

@@ -12,7 +12,7 @@ import math
 from typing import Callable
 
 from ..errors import PassError
-from ..tasks import Task, TaskType
+from ..spec.tasks import Task, TaskType
 from .base import PassContext
 from .settings import FineTuning
 

@@ -23,7 +23,7 @@ from pydantic import Field
 
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import OptimizationPass, PassContext, register
 from .settings import Distillation, FineTuning, PassSettings
 from .training import distillation_loss, train, train_split

@@ -12,8 +12,8 @@ import numpy as np
 
 from ..errors import DataError, first_line  # noqa: F401  (runtimes import it from here)
 from ..modelfile import ModelFile, Processor
-from ..sources import ModelFormat
-from ..wire import Model
+from ..spec.sources import ModelFormat
+from ..spec.wire import Model
 
 Inputs = dict[str, np.ndarray]
 # (node name, operator type, microseconds summed over the calls[, times it ran]) — see profiling.py

@@ -15,8 +15,8 @@ from ..modelfile import ModelFile
 from ..formats.onnx import check_onnx
 from pydantic import Field
 
-from ..sources import ModelFormat
-from ..wire import Model
+from ..spec.sources import ModelFormat
+from ..spec.wire import Model
 from .base import Inputs, Processor, ProfileRows, Runner, TraceEvents, first_line
 from .registry import register
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ModelLoadError
 from ..modelfile import ModelFile
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import Processor, first_line
 from .generative import GenerativeRunner
 from .openvino_runtime import compile_config

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import ModelLoadError
 from ..modelfile import ModelFile
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import Inputs, Processor, ProfileRows, Runner, TraceEvents, first_line
 from .registry import register
 

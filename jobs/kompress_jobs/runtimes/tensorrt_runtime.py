@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import ModelLoadError
 from ..modelfile import ModelFile
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import Inputs, Processor, Runner
 from .registry import register
 

@@ -8,7 +8,7 @@ import inspect
 import numpy as np
 
 from ..modelfile import ModelFile
-from ..sources import ModelFormat
+from ..spec.sources import ModelFormat
 from .base import Processor
 from .generative import GenerativeRunner
 from .registry import register

@@ -10,8 +10,8 @@ from ..errors import DataError, ModelLoadError
 from ..modelfile import ModelFile
 from pydantic import Field
 
-from ..sources import ModelFormat
-from ..wire import Model
+from ..spec.sources import ModelFormat
+from ..spec.wire import Model
 from .base import (
     Inputs,
     Processor,
