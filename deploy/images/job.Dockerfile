@@ -2,17 +2,21 @@
 # The CPU job image: the optimization pipeline with torch (CPU wheel) and ONNX Runtime.
 # The operator runs it as `kompress job`. Build from the repository root: scripts/build-images
 FROM python:3.11-slim AS build
+# llama.cpp is compiled from source (no wheel on PyPI), for x86-64-v3 rather than the build machine's
+# CPU: a fleet's nodes differ, and a kernel the node lacks would crash the Job (pyproject.toml `llama`)
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake && rm -rf /var/lib/apt/lists/*
+ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DLLAMA_CURL=OFF"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY jobs/ jobs/
 COPY operator/ operator/
 # The CPU wheel index first: the default index's torch for Linux carries several GB of CUDA.
 RUN pip wheel --no-cache-dir --wheel-dir /wheels \
-        --extra-index-url https://download.pytorch.org/whl/cpu ".[job]"
+        --extra-index-url https://download.pytorch.org/whl/cpu ".[job,llama]"
 
 FROM python:3.11-slim
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links /wheels "kompress[job]"
+    pip install --no-cache-dir --no-index --find-links /wheels "kompress[job,llama]"
 # optimum-intel's OpenVINO exporter pins an older transformers: a folder of its own that only the
 # exporter's process reads (jobs/kompress_jobs/llm/openvino_export.py)
 COPY requirements/openvino-exporter.txt /tmp/

@@ -16,17 +16,17 @@ from ..errors import PassError
 from ..modelfile import ModelFile
 from ..runtimes import make_runner
 from ..runtimes.base import first_line
-from ..spec.sources import ModelFormat
 from .quality import LanguageModelScorer
 
 PROMPT_TOKENS, NEW_TOKENS, ROUNDS = 32, 16, 3  # a short generation tells decode speeds apart
 
 
 def search(ladder: list[Any], model: ModelFile, ctx, build: Callable[[Any, Path], None], output: Path,
-           built_format: ModelFormat) -> dict[str, Any]:
+           built: Callable[[Path], ModelFile]) -> dict[str, Any]:
     """Build each settings of `ladder` (a pass's settings, each with a `trial_label`; the first's
-    `judge_tokens` applies) into a folder of its own in `built_format`, judge it, and move the fastest
-    that keeps the goal to `output`; returns the search's account (the pass's details)."""
+    `judge_tokens` applies) into a folder of its own (`built` says what model a folder holds, and
+    how it runs), judge it, and move the fastest that keeps the goal to `output`; returns the
+    search's account (the pass's details)."""
     started = time.monotonic()
     judged = ctx.dataset.splits.get(ctx.dataset.source.calibration_split)
     if judged is None:
@@ -45,13 +45,13 @@ def search(ladder: list[Any], model: ModelFile, ctx, build: Callable[[Any, Path]
         trials.append(trial)
         try:
             build(settings, folder)
-            runner = make_runner(ModelFile(folder, built_format, generative=True), threads=ctx.threads)
+            runner = make_runner(built(folder), threads=ctx.threads)
             trial["metric"], trial["drop"], _ = scorer.judge(runner)
         except Exception as exc:  # one build that fails (builder, loading, inference) must not end the search
             trial["verdict"] = f"failed: {first_line(exc)}"
             ctx.log(f"trial {number} ({settings.trial_label}): {trial['verdict']}")
             continue
-        trial["sizeBytes"] = ModelFile(folder, built_format).size_bytes
+        trial["sizeBytes"] = built(folder).size_bytes
         keeps = goal is None or trial["drop"] <= goal
         trial["verdict"] = "keeps the goal" if keeps else "exceeds the goal"
         ctx.log(f"trial {number} ({settings.trial_label}): {ctx.task.metric.value} {trial['metric']:.4f}, "

@@ -30,8 +30,12 @@ class SteeredBuildPass(OptimizationPass):
         # FP32 weights, read in seconds instead of de-quantized again)
         reference = ModelFile(source, ModelFormat.HUGGING_FACE, generative=True) if source != model.path else model
         ladder = self.spec.ladder()
-        self.details = search(ladder, reference, ctx, build, ctx.output_dir, self.output_format)
+        self.details = search(ladder, reference, ctx, build, ctx.output_dir, self.built_model)
         return ladder[self.details["chosenTrial"] - 1]
+
+    def built_model(self, folder: Path) -> ModelFile:
+        """The model a build wrote into `folder`, as it is to run (a folder of output_format by default)."""
+        return ModelFile(folder, self.output_format, generative=True)
 
     @classmethod
     def report_section(cls, name: str, details: dict[str, Any]) -> list[str]:

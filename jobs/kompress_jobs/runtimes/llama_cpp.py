@@ -1,0 +1,111 @@
+"""llama.cpp (through llama-cpp-python) for a GGUF file as its users run it: its own kernels on its
+own quantization types, no de-quantization. Not the default runtime for GGUF (that is PyTorch, which
+the baseline of a LanguageModeling run is measured in): a model runs here when its Execution names
+`llama.cpp` (the LlamaCpp pass). Token ids go in as they are, so the pipeline's tokenizer (read from
+the same GGUF) and llama.cpp's agree by construction.
+
+A native library can crash the process (seen: llama.cpp's AMX backend, built for the build machine's
+CPU, segfaults at the first inference of a Q4_1 file on an Intel Xeon with AMX). So before the model
+is loaded here, one short inference runs in a child process; a crash there fails this candidate with
+the signal named, and the run goes on."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from ..child_python import run_python
+from ..errors import ModelLoadError
+from ..modelfile import ModelFile
+from ..spec.sources import ModelFormat
+from ..spec.wire import Model
+from .base import Processor
+from .generative import GenerativeRunner
+from .registry import register
+
+PACKAGE = "llama-cpp-python"
+_CANARY = """
+import sys, llama_cpp
+llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=64, n_threads=1, verbose=False)
+llm.eval([llm.token_bos()] if llm.token_bos() >= 0 else [0])
+print("ok")
+"""
+
+
+class LlamaCppOptions(Model):
+    threads: int | None = Field(None, ge=1, le=256, description="llama.cpp's threads (default: benchmark.threads).")
+    context_tokens: int = Field(2048, ge=64, le=131_072, description="The context llama.cpp allocates (its key/value "
+                                "cache): the longest window or prompt plus new tokens it takes.")
+
+
+@register
+class LlamaCppRunner(GenerativeRunner):
+    runtime = "llama.cpp"
+    formats = frozenset({ModelFormat.GGUF})
+    default = False
+    Options = LlamaCppOptions
+
+    @classmethod
+    def unavailable(cls, device: Processor) -> str | None:
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            return f"{PACKAGE} is not installed (the job image's extra `llama`)"
+        return None
+
+    def __init__(self, model: ModelFile, *, threads: int = 1, device: Processor = Processor.CPU,
+                 input_names: tuple[str, ...] | None = None):
+        import llama_cpp
+
+        options = self.options_of(model)
+        survives_an_inference(model)
+        self.device, self.max_positions = device, options.context_tokens
+        self._make = lambda logits_all: llama_cpp.Llama(
+            model_path=str(model.path), n_ctx=options.context_tokens, n_batch=min(512, options.context_tokens),
+            n_threads=options.threads or threads, n_threads_batch=options.threads or threads, logits_all=logits_all,
+            verbose=False)
+        self._scorer = None  # every position's logits (perplexity), made on first use
+        self._rows: list = []  # one context per row of a generation batch (llama.cpp keeps one cache each)
+
+    def logits(self, ids: np.ndarray) -> np.ndarray:
+        if self._scorer is None:
+            self._scorer = self._make(True)
+        windows = []
+        for row in ids:
+            self._scorer.reset()
+            self._scorer.eval(row.tolist())
+            windows.append(np.asarray(self._scorer.scores[: len(row)], dtype=np.float32))
+        return np.stack(windows)
+
+    def _prefill(self, prompts: np.ndarray, new_tokens: int):
+        while len(self._rows) < len(prompts):
+            self._rows.append(self._make(False))
+        rows = self._rows[: len(prompts)]
+        for llm, prompt in zip(rows, prompts):
+            llm.reset()
+            llm.eval(prompt.tolist())
+        return rows, _next_tokens(rows)
+
+    def _step(self, rows, token: np.ndarray):
+        for llm, last in zip(rows, token):
+            llm.eval([int(last)])
+        return rows, _next_tokens(rows)
+
+
+def _next_tokens(rows) -> np.ndarray:
+    """Greedy: the most likely next token of each row, from the logits of its last position (read
+    from the context: without logits_all, llama-cpp-python keeps no copy of them)."""
+    import llama_cpp
+
+    return np.array([int(np.argmax(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))))
+                     for llm in rows], dtype=np.int64)
+
+
+def survives_an_inference(model: ModelFile) -> None:
+    """ModelLoadError naming the signal when llama.cpp crashes loading or running the file in a child."""
+    done = run_python(code=_CANARY, args=[str(model.path)], timeout=300)
+    if done.returncode != 0 or "ok" not in done.stdout:
+        how = (f"was killed by signal {-done.returncode}" if done.returncode < 0
+               else f"failed ({(done.stderr.strip().splitlines() or ['exit ' + str(done.returncode)])[-1][:200]})")
+        raise ModelLoadError(f"model file {model.path}: llama.cpp {how} at its first inference, in a process of its own; "
+                             "this candidate is left out")
