@@ -368,7 +368,7 @@ def _chat_spec(model: Path, chat_template: bool):
 def test_prompts_in_the_chat_template_keep_the_prompt_length_and_wrap_text_from_the_evaluation_split(tmp_path):
     import json
 
-    from kompress_jobs.llm import stages
+    from kompress_jobs.pipeline import language_model as stages
     from kompress_jobs.llm.corpus import PROMPTS
 
     model = tiny_llama(tmp_path / "chat-llama")
@@ -388,7 +388,7 @@ def test_prompts_in_the_chat_template_keep_the_prompt_length_and_wrap_text_from_
 
 
 def test_asking_for_the_chat_template_of_a_model_without_one_is_refused_naming_the_field(llama):
-    from kompress_jobs.llm import stages
+    from kompress_jobs.pipeline import language_model as stages
 
     with pytest.raises(DataError, match=r"^benchmark.generation.chatTemplate: the model's tokenizer \(\w+\) has no chat template"):
         stages.load(_chat_spec(llama, True), llama, license_text(), lambda _: None)
