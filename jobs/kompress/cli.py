@@ -43,8 +43,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kompress {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    optimize = commands.add_parser("optimize", help="run the optimization pipeline on a ModelOptimization YAML")
-    optimize.add_argument("file", type=Path, help="ModelOptimization YAML")
+    optimize = commands.add_parser("optimize", help="run the optimization pipeline on a ModelOptimization YAML, "
+                                                     "or on a model file with --model (its passes planned here)")
+    optimize.add_argument("file", type=Path, nargs="?", help="ModelOptimization YAML (or --model)")
+    optimize.add_argument("--model", metavar="PATH", help="a model file or folder: no YAML; the run folder keeps the "
+                                                           "spec it ran (spec.yaml), which a cluster takes unchanged")
+    optimize.add_argument("--data", metavar="PATH", help="with --model: the evaluation and calibration data")
+    optimize.add_argument("--task", choices=["Classification", "Regression", "Fidelity", "LanguageModeling"],
+                          help="with --model (default: LanguageModeling for a causal LM, else Classification)")
+    optimize.add_argument("--max-drop", type=float, metavar="X", help="with --model: goals.maxAccuracyDrop (points; "
+                                                                        "percent of perplexity for a language model)")
     optimize.add_argument("--output", "-o", metavar="DIR_OR_S3_URI",
                           help="artifact destination (a folder or s3://bucket/prefix); overrides spec.artifacts.uri "
                                f"(default: spec.artifacts.uri, else {DEFAULT_ARTIFACTS})")
@@ -86,7 +94,28 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--max-spec-bytes", type=int, default=MAX_SPEC_BYTES, metavar="N",
                           help=f"the operator's maxSpecBytes: a larger spec is refused at apply (default: {MAX_SPEC_BYTES})")
     validate.set_defaults(handler=_validate)
+
+    plan = commands.add_parser("plan", help="print the passes a run of this spec would take on this machine, and why, "
+                                             "without running it (spec.passes empty: planned; else as written)")
+    plan.add_argument("file", type=Path, help="ModelOptimization YAML")
+    plan.set_defaults(handler=_plan)
     return parser
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """The plan as YAML a user can paste into spec.passes, its reasons as comments."""
+    import yaml
+
+    from kompress_jobs.api import load
+    from kompress_jobs.planning.auto_plan import plan_for
+
+    resource, _ = load(args.file)
+    plan = plan_for(resource)
+    where = "planned for this machine" if plan.automatic else "as written"
+    print(f"# {resource.metadata.name}: passes {where}")
+    print("\n".join(f"#   {reason}" for reason in plan.reasons))
+    print(yaml.safe_dump({"passes": plan.passes}, sort_keys=False).rstrip())
+    return 0
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -116,6 +145,7 @@ def _validate(args: argparse.Namespace) -> int:
     """Every ModelOptimization of every file checked (one line each, naming the file and document),
     other documents named as skipped; exit 2 when any is invalid."""
     from kompress.gitops import check_file, spec_files
+    from kompress_jobs.planning.auto_plan import planned
     from kompress_jobs.planning.plan import plan_passes
 
     worst = 0
@@ -129,7 +159,9 @@ def _validate(args: argparse.Namespace) -> int:
                 print(f"{checked.where}: skipped ({checked.skipped})")
             else:
                 resource = checked.resource
-                chain = ", ".join(f"{s.name} ← {s.input}" for s in plan_passes(resource.spec))
+                automatic = not resource.spec.passes
+                chain = ", ".join(f"{s.name} ← {s.input}" for s in plan_passes(planned(resource)[0].spec)) or "none"
+                chain += " (planned here; the Job plans for its node)" if automatic else ""
                 unchecked = "; local files not checked" if args.no_files else ""
                 print(f"{checked.where}: valid ModelOptimization {resource.metadata.name!r}; passes: {chain}{unchecked}")
     return worst
@@ -142,10 +174,11 @@ def _optimize(args: argparse.Namespace) -> int:
     from kompress_jobs.reporting.console import ProgressDisplay, console_for, print_results
     from kompress_jobs.reporting.library_output import LibraryOutput
 
+    spec = _spec_argument(args)
     libraries = LibraryOutput()
     try:
         with libraries, ProgressDisplay(stream=libraries.stderr, quiet=args.quiet) as progress:
-            report = optimize(args.file, output=args.output, run_id=args.run_id, progress=progress,
+            report = optimize(spec, output=args.output, run_id=args.run_id, progress=progress,
                               library_log=libraries.path)
     except BaseException:
         tail = libraries.tail()
@@ -161,6 +194,22 @@ def _optimize(args: argparse.Namespace) -> int:
         out.print(f"Promotion: {promoted.decision.value} ({promoted.reason}): {promoted.message}\n"
                   f"  current model: {promoted.uri or 'none'}  (pointer {promoted.pointer})", soft_wrap=True)
     return 0
+
+
+def _spec_argument(args: argparse.Namespace):
+    """The YAML file, or with --model the spec made for it (the two exclude each other)."""
+    from kompress_jobs.api import spec_for_model
+
+    given = [flag for flag in ("data", "task", "max_drop") if getattr(args, flag) is not None]
+    if args.model is None:
+        if args.file is None:
+            raise SpecError("give a ModelOptimization YAML, or --model PATH --data PATH")
+        if given:
+            raise SpecError(f"--{given[0].replace('_', '-')} goes with --model; a YAML says it in its spec")
+        return args.file
+    if args.file is not None:
+        raise SpecError(f"give {args.file} or --model, not both")
+    return spec_for_model(args.model, args.data, task=args.task, max_drop=args.max_drop)
 
 
 def _job(args: argparse.Namespace) -> int:

@@ -43,9 +43,11 @@ def validate_resource(resource: ModelOptimization, folder: Path, *, files: bool 
     declared format blames the file (format: ONNX on a TorchScript archive is the format's fault,
     not the chain's). `files=False` checks everything but the local files (GitOps CI, where they
     exist only in the job image)."""
+    from .planning.auto_plan import planned
     from .planning.plan import plan_passes
     from .planning.preflight import check_existing_models, check_local_inputs
 
+    resource = planned(resource)[0] if files else resource  # an empty pass list: checked as this machine would plan it
     try:
         plan_passes(resource.spec)
     except SpecError:
@@ -55,6 +57,37 @@ def validate_resource(resource: ModelOptimization, folder: Path, *, files: bool 
     if files:
         check_local_inputs(resource.spec, folder)
     return resource
+
+
+def spec_for_model(model: str | Path, data: str | Path | None, *, task: str | None = None,
+                   max_drop: float | None = None, name: str | None = None) -> dict[str, Any]:
+    """A ModelOptimization for a model file with no YAML (`kompress optimize --model`): its format from
+    the file, its task from the format (a causal LM where only one can be), no passes (planned for
+    the machine), the paths absolute so the same YAML runs from anywhere."""
+    import json
+    import re
+
+    from .formats import format_for_path, format_of
+
+    path = Path(model).resolve()
+    if not path.exists():
+        raise SpecError(f"--model: {path}: no such file or folder")
+    model_format = format_for_path(path)
+    if model_format is None:
+        raise SpecError(f"--model: {path}: kompress cannot tell its format from its name (write a spec with model.format)")
+    if data is None:
+        raise SpecError("--data: a model is judged on data: give its evaluation and calibration data (.npz, JSONL, "
+                        "CSV, Parquet, or a text for a language model)")
+    causal = format_of(model_format).generative_only or (path.is_dir() and (path / "config.json").is_file() and any(
+        a.endswith("ForCausalLM") for a in json.loads((path / "config.json").read_text()).get("architectures") or []))
+    chosen = task or ("LanguageModeling" if causal else "Classification")
+    goals: dict[str, Any] = {} if max_drop is None else {"maxAccuracyDrop": max_drop}
+    if chosen == "LanguageModeling" and max_drop is not None:
+        goals["accuracyDropMode"] = "Relative"
+    stem = re.sub(r"[^a-z0-9-]+", "-", (name or path.stem).lower()).strip("-")[:63] or "model"
+    return {"apiVersion": "kompress.io/v1alpha1", "kind": "ModelOptimization", "metadata": {"name": stem},
+            "spec": {"model": {"uri": str(path), "format": model_format.value}, "data": {"uri": str(Path(data).resolve())},
+                     "task": {"type": chosen}, "passes": [], "goals": goals}}
 
 
 def optimize(spec: SpecLike, *, output: str | Path | None = None, run_id: str | None = None,

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..spec.sources import ModelFormat
-from .base import Format, format_of
+from .base import Format, format_for_path, format_of
 from .files import refuse_links
 
-__all__ = ["Format", "check_model_files", "format_of"]
+__all__ = ["Format", "check_model_files", "format_for_path", "format_of"]
 
 
 def check_model_files(path: Path, model_format: ModelFormat, extra_files: tuple[Path, ...] = ()) -> None:

@@ -20,6 +20,7 @@ class Format:
     format: ClassVar[ModelFormat]
     describe: ClassVar[str]  # what a user should have named: "an .onnx file"
     marker: ClassVar[str | None] = None  # a folder format: the file inside that says what the folder is
+    suffixes: ClassVar[tuple[str, ...]] = ()  # a file format: the names it is usually saved under
     generative_only: ClassVar[bool] = False  # only ever a causal language model (task LanguageModeling)
     weights: ClassVar[tuple[str, ...] | None] = None  # a folder format: the suffixes its size counts
 
@@ -68,6 +69,19 @@ def format_of(model_format: ModelFormat) -> type[Format]:
             importlib.import_module(f"{__package__}.{module.name}")
         _discovered = True
     return _FORMATS[model_format]
+
+
+def format_for_path(path: Path) -> ModelFormat | None:
+    """The format a file or folder is saved as, by its folder's marker or its file's suffix (a guess
+    for `kompress optimize --model`: validate then checks the signature)."""
+    format_of(ModelFormat.ONNX)  # every declaration imported
+    declared = list(_FORMATS.values())
+    if path.is_dir():  # the most specific marker first: a GenAI or OpenVINO folder holds a config.json too
+        for cls in sorted((c for c in declared if c.marker), key=lambda c: c.marker == "config.json"):
+            if (path / cls.marker).is_file():
+                return cls.format
+        return None
+    return next((cls.format for cls in declared if path.suffix.lower() in cls.suffixes), None)
 
 
 def head(path: Path, size: int = 512) -> bytes:

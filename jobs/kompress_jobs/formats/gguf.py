@@ -123,6 +123,7 @@ class _Reader:
 class Gguf(Format):
     format = ModelFormat.GGUF
     describe = "a .gguf file"
+    suffixes = (".gguf",)
     generative_only = True
 
     @classmethod

@@ -20,6 +20,7 @@ _MODEL_PROTO_TAGS = {0x08, 0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2,
 class Onnx(Format):
     format = ModelFormat.ONNX
     describe = "an .onnx file"
+    suffixes = (".onnx",)
 
     @classmethod
     def signature_problem(cls, path: Path) -> str | None:

@@ -12,6 +12,7 @@ from .base import Format, head, register
 class OpenVino(Format):
     format = ModelFormat.OPENVINO
     describe = "an OpenVINO model.xml"
+    suffixes = (".xml",)
 
     @classmethod
     def files(cls, path: Path, extra_files: tuple[Path, ...]) -> tuple[Path, ...]:

@@ -10,3 +10,4 @@ from .base import Format, register
 class TensorRT(Format):
     format = ModelFormat.TENSORRT
     describe = "a serialized TensorRT engine"
+    suffixes = (".engine", ".plan", ".trt")

@@ -32,6 +32,7 @@ _KNOWN_FILES = ("archive_format", "archive_version", "byteorder")
 class TorchExport(Format):
     format = ModelFormat.TORCH_EXPORT
     describe = "a torch.export .pt2 archive"
+    suffixes = (".pt2",)
 
     @classmethod
     def signature_problem(cls, path: Path) -> str | None:

@@ -22,6 +22,7 @@ from .files import refuse_duplicate_entries
 class TorchScript(Format):
     format = ModelFormat.TORCH_SCRIPT
     describe = "a torch.jit.save archive"
+    suffixes = (".pt", ".pth", ".torchscript")
 
     @classmethod
     def signature_problem(cls, path: Path) -> str | None:

@@ -18,6 +18,17 @@ from ..spec.status import PromotionStatus
 from ..storage.digest import sha256
 from ..storage.store import ArtifactStore
 
+SPEC = "spec.yaml"
+
+
+def spec_yaml(report: Report) -> str:
+    """The resource the run ran (its planned passes written in): `kubectl apply -f` takes it as it is."""
+    import yaml
+
+    metadata = {"name": report.run.name} | ({"namespace": report.run.namespace} if report.run.namespace else {})
+    return yaml.safe_dump({"apiVersion": "kompress.io/v1alpha1", "kind": "ModelOptimization", "metadata": metadata,
+                           "spec": report.spec}, sort_keys=False)
+
 
 @dataclass
 class RunResult:
@@ -38,12 +49,13 @@ def publish(store: ArtifactStore, run_id: str, typed: Report, candidates: list[C
     out.mkdir()
     write_json(out / "report.json", report)
     (out / "report.md").write_text(render_markdown(typed))
+    (out / SPEC).write_text(spec_yaml(typed))
     plot_pareto(typed, out / "pareto.png")
     charts = ["pareto.png"] + [name for name, drawn in (("comparison.png", plot_comparison(typed, out / "comparison.png")),
                                                          ("profile.png", plot_profiles(typed, out / "profile.png"))) if drawn]
 
     files = {key: path for c in candidates if c.artifact_key for key, path in c.artifact_files().items()}
-    files |= {name: out / name for name in ("report.json", "report.md", *charts)}
+    files |= {name: out / name for name in ("report.json", "report.md", SPEC, *charts)}
     files |= {p["trace"]: scratch / p["trace"] for p in typed.profiles.values() if p.get("trace")}
     if library_log is not None:  # as it is now: the libraries are still writing to it
         shutil.copyfile(library_log, out / LIBRARY_LOG)

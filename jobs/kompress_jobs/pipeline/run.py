@@ -18,6 +18,7 @@ from .. import __version__
 from ..measurement.candidates import Candidate
 from ..measurement.fingerprint import machine_fingerprint
 from ..measurement.selection import judge, mark_pareto_front, primary_batch_size, rank
+from ..planning.auto_plan import Plan, planned
 from ..planning.plan import BASELINE, plan_passes
 from ..planning.preflight import check_local_inputs
 from ..planning.search_space import plan_tuning
@@ -56,10 +57,13 @@ def run_optimization(
     """With `study_storage`, a parallel study's trials already ran in the tuning Job's Pods: the
     run reads its best trials from the shared study instead of running any. `library_log`: what the
     libraries printed during the run (library_output.py), published in the run folder."""
+    resource, plan = planned(resource)  # a spec without passes: planned for this machine
+    if plan.automatic:
+        progress("planned for this machine: " + "; ".join(plan.reasons))
     spec = resource.spec
     steps = plan_passes(spec)
     check_local_inputs(spec, base_dir)  # what `kompress validate` checks, before anything is spent
-    run = _Run(resource, run_id or new_run_id(resource.metadata.name), _now(), progress)
+    run = _Run(resource, run_id or new_run_id(resource.metadata.name), _now(), progress, plan)
     store = open_run_store(spec, base_dir, artifacts_uri)
     store.check_writable()  # fail before spending minutes on work that cannot be saved
     promoted = promoter(resource, store, base_dir)
@@ -106,8 +110,8 @@ def run_optimization(
 class _Run:
     """What a run knows of itself while it judges its candidates and writes its report."""
 
-    def __init__(self, resource: ModelOptimization, run_id: str, started: str, progress: Progress):
-        self.resource, self.id, self.started, self.progress = resource, run_id, started, progress
+    def __init__(self, resource: ModelOptimization, run_id: str, started: str, progress: Progress, plan: Plan):
+        self.resource, self.id, self.started, self.progress, self.plan = resource, run_id, started, progress, plan
 
     def report(self, candidates: list[Candidate], measured: list[Candidate], runners: dict, dataset, scratch: Path,
                promoted, tuning_report, inputs: dict) -> Report:
@@ -134,7 +138,7 @@ class _Run:
             benchmark=Benchmark.model_validate(spec.benchmark.to_wire()),  # every setting set: report.json lists them all
             metric=spec.task.metric.value, primary_batch_size=batch, best_name=pick.name if pick else None,
             pareto_front_names=[c.name for c in front], candidates=[candidate_result(c, by_name, batch) for c in candidates],
-            profiles=profiled_runs, inputs=inputs,
+            profiles=profiled_runs, inputs=inputs, plan=self.plan.to_wire() if self.plan.automatic else None,
             **({"tuning": tuning_report} if tuning_report else {}), **({"promotion": plan} if plan else {}))
 
 

@@ -126,6 +126,9 @@ def render_markdown(report: Report) -> str:
             f"{speedup_text(base)} | {base.size_reduction:.2f}× | {parent_text} | {verdict} |"
         )
     lines += ["", _conclusion(report), "", "![Pareto front per pair of axes](pareto.png)", ""]
+    if report.plan:
+        lines += ["## Plan", "", "spec.passes was empty: the run planned its passes for this machine.", ""]
+        lines += [f"- {reason}" for reason in report.plan["reasons"]] + [""]
     if compared(report):
         lines += ["![Speedup and size reduction against the baseline](comparison.png)", ""]
     if report.generative:

@@ -193,6 +193,7 @@ class Report(_Document):
     tuning: TuningReport | None = None
     promotion: PromotionPlan | None = None
     inputs: dict[str, Any]
+    plan: dict[str, Any] | None = None  # an automatic plan: its passes and why (planning/auto_plan.py)
     # Where the run's files went and what promotion did: known to the run, not part of report.json.
     run_uri: str | None = Field(None, exclude=True)
     manifest_sha256: str | None = Field(None, exclude=True)

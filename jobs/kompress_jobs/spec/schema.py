@@ -133,7 +133,9 @@ class ModelOptimizationSpec(Model):
     model: ModelSource
     data: DataSource
     task: Task = Field(default_factory=Task)
-    passes: list[PassSpec] = Field(min_length=1, max_length=32)
+    passes: list[PassSpec] = Field(default_factory=list, max_length=32, description=(
+        "The passes, in order. Empty: the Job plans them for the model, the task and the machine it lands on "
+        "(planning/auto_plan.py; `kompress plan` prints the plan), and the report lists the plan and its reasons."))
     goals: Goals = Field(default_factory=Goals)
     benchmark: Benchmark = Field(default_factory=Benchmark)
     tuning: Tuning | None = None
@@ -175,6 +177,13 @@ class ModelOptimizationSpec(Model):
             raise ValueError("data.text.tokenizer: text data needs a tokenizer directory unless the model is a HuggingFace checkpoint")
         if text is not None and self.task.needs_labels and text.label_column is None:
             raise ValueError(f"data.text.labelColumn: a {self.task.type.value} task needs labels (or use task.type: Fidelity)")
+        return self
+
+    @model_validator(mode="after")
+    def _tuning_has_passes(self) -> "ModelOptimizationSpec":
+        if self.tuning is not None and not self.passes:
+            raise ValueError("tuning: a study tunes the parameters of passes named in spec.passes, and it names none "
+                             "(an automatic plan has no study)")
         return self
 
     @model_validator(mode="after")
