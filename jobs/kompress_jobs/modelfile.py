@@ -22,6 +22,10 @@ class Processor(str, Enum):
     CUDA = "cuda"
 
 
+# How records before Execution said how a model runs, in either spelling
+_FLAT_FIELDS = ("device", "compile_mode", "compileMode", "execution_provider", "executionProvider")
+
+
 class Execution(Model):
     """How a model is run, where its files alone do not say: by which runtime (None: the registry's
     default for its format and device), on which device (None: where that runtime runs by
@@ -36,6 +40,14 @@ class Execution(Model):
 
     def __hash__(self) -> int:  # the options are a dict: hash what names the execution
         return hash((self.runtime, self.device))
+
+    @classmethod
+    def lifted(cls, data):
+        """A record written before Execution (a pointer's model, a trial's saved model): its flat fields
+        moved under `execution`; anything else as it is (a pydantic before-validator)."""
+        if isinstance(data, dict) and "execution" not in data and any(key in data for key in _FLAT_FIELDS):
+            return {key: value for key, value in data.items() if key not in _FLAT_FIELDS} | {"execution": cls.of_record(data)}
+        return data
 
     @classmethod
     def of_record(cls, record: dict | None) -> "Execution":

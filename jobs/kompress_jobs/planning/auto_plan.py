@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..measurement.hardware import cpu_flags, cpu_lacks
-from ..passes import build_pass
-from ..spec.schema import ModelOptimization, PassSpec
+from ..passes import PASSES, build_pass
+from ..spec.schema import ModelOptimization
 from ..spec.sources import Device, ModelFormat
 
 _ONNX_PRODUCERS = frozenset({ModelFormat.TORCH_SCRIPT, ModelFormat.TORCH_EXPORT, ModelFormat.HUGGING_FACE})
@@ -62,9 +62,7 @@ def planned(resource: ModelOptimization) -> tuple[ModelOptimization, Plan]:
 
 
 def _settings(wire: dict):
-    from pydantic import TypeAdapter
-
-    return TypeAdapter(PassSpec).validate_python(wire)
+    return PASSES[wire["type"]].settings.model_validate(wire)
 
 
 def _language_model_passes(spec) -> list[tuple[dict, str]]:

@@ -66,6 +66,10 @@ class LlamaCppRunner(GenerativeRunner):
             verbose=False)
         self._scorer = None  # every position's logits (perplexity), made on first use
         self._rows: list = []  # one context per row of a generation batch (llama.cpp keeps one cache each)
+        # the last position's logits, read from the context (without logits_all llama-cpp-python keeps
+        # no copy): bound here, not looked up in each timed decode step
+        self._last_logits = llama_cpp.llama_get_logits_ith
+        self._vocab = 0
 
     def logits(self, ids: np.ndarray) -> np.ndarray:
         if self._scorer is None:
@@ -80,25 +84,22 @@ class LlamaCppRunner(GenerativeRunner):
     def _prefill(self, prompts: np.ndarray, new_tokens: int):
         while len(self._rows) < len(prompts):
             self._rows.append(self._make(False))
+            self._vocab = self._rows[-1].n_vocab()
         rows = self._rows[: len(prompts)]
         for llm, prompt in zip(rows, prompts):
             llm.reset()
             llm.eval(prompt.tolist())
-        return rows, _next_tokens(rows)
+        return rows, self._next_tokens(rows)
 
     def _step(self, rows, token: np.ndarray):
         for llm, last in zip(rows, token):
             llm.eval([int(last)])
-        return rows, _next_tokens(rows)
+        return rows, self._next_tokens(rows)
 
-
-def _next_tokens(rows) -> np.ndarray:
-    """Greedy: the most likely next token of each row, from the logits of its last position (read
-    from the context: without logits_all, llama-cpp-python keeps no copy of them)."""
-    import llama_cpp
-
-    return np.array([int(np.argmax(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))))
-                     for llm in rows], dtype=np.int64)
+    def _next_tokens(self, rows) -> np.ndarray:
+        """Greedy: the most likely next token of each row, from the logits of its last position."""
+        return np.array([int(np.argmax(np.ctypeslib.as_array(self._last_logits(llm.ctx, -1), shape=(self._vocab,))))
+                         for llm in rows], dtype=np.int64)
 
 
 def survives_an_inference(model: ModelFile) -> None:

@@ -57,11 +57,7 @@ class PointerModel(_Wire):
     @classmethod
     def _flat_execution(cls, data: Any) -> Any:
         """A pointer written before Execution had device, compileMode and executionProvider here."""
-        if isinstance(data, dict) and "execution" not in data and any(
-                key in data for key in ("device", "compileMode", "compile_mode", "executionProvider", "execution_provider")):
-            flat = ("device", "compileMode", "compile_mode", "executionProvider", "execution_provider")
-            data = {key: value for key, value in data.items() if key not in flat} | {"execution": Execution.of_record(data)}
-        return data
+        return Execution.lifted(data)
 
 
 class PointerFile(_Wire):

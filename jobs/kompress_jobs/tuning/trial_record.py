@@ -49,9 +49,7 @@ class SavedModel(Record):
     @classmethod
     def _flat_execution(cls, data):
         """A record written before Execution had device and compile_mode beside the file."""
-        if isinstance(data, dict) and "execution" not in data:
-            data = data | {"execution": Execution.of_record(data)}
-        return data
+        return Execution.lifted(data)
 
     @classmethod
     def of(cls, model: ModelFile) -> "SavedModel":
