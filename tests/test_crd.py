@@ -39,7 +39,7 @@ def test_crd_is_structural():
     walk(version["schema"]["openAPIV3Schema"])
     assert version["subresources"] == {"status": {}}
     assert crd["spec"]["names"]["shortNames"] == ["mopt"]
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Succeeded", "Reason", "Best", "Speedup", "Smaller", "Age",
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Succeeded", "Reason", "Best", "Speedup", "Smaller", "Targets", "Age",
                                                                             "Promoted", "Last-Schedule"]
 
 

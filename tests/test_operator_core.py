@@ -268,7 +268,7 @@ def test_the_gauges_come_from_the_status_read_as_the_typed_model():
         "promotion": {"decision": "Promoted", "reason": "FirstPromotion", "promotedAt": "2026-01-01T00:00:00Z"}}}
     metrics = OperatorMetrics()
     metrics.record_best("a", "m", read_status(body))
-    labels = {"namespace": "a", "name": "m", "candidate": "int8"}
+    labels = {"namespace": "a", "name": "m", "target": "", "candidate": "int8"}
     sample = metrics.registry.get_sample_value
     assert sample("kompress_best_speedup_ratio", labels) == 2.5 and sample("kompress_best_latency_seconds", labels) == 0.002
     assert sample("kompress_best_metric_change", labels) == pytest.approx(-0.01)
@@ -276,5 +276,5 @@ def test_the_gauges_come_from_the_status_read_as_the_typed_model():
     metrics.forget("a", "m")
     assert sample("kompress_best_energy_joules", labels) is None
     metrics.record_best("a", "m", read_status(body))
-    assert sample("kompress_promoted_timestamp_seconds", {"namespace": "a", "name": "m"}) == 1767225600
+    assert sample("kompress_promoted_timestamp_seconds", {"namespace": "a", "name": "m", "target": ""}) == 1767225600
     assert read_status({"metadata": {"namespace": "a", "name": "m"}, "status": {"best": {"name": 3}}}) is None

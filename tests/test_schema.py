@@ -22,7 +22,7 @@ pytestmark = pytest.mark.unit
 def test_every_example_is_a_valid_resource(path: Path):
     resource = load_resource_file(path)
     assert resource.kind == "ModelOptimization"
-    assert resource.spec.passes
+    assert resource.spec.passes or resource.spec.targets  # a fleet example lets each target's Job plan its passes
 
 
 def test_wire_form_round_trips_in_camel_case():

@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     optimize.add_argument("--output", "-o", metavar="DIR_OR_S3_URI",
                           help="artifact destination (a folder or s3://bucket/prefix); overrides spec.artifacts.uri "
                                f"(default: spec.artifacts.uri, else {DEFAULT_ARTIFACTS})")
+    optimize.add_argument("--target", metavar="NAME", help="run one of spec.targets (default: each, one after another, "
+                          "each in a process of its own under its instruction-set cap)")
     optimize.add_argument("--run-id", help="name of the run folder (default: <name>-<UTC time>-<random>)")
     optimize.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     optimize.set_defaults(handler=_optimize)
@@ -98,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="print the passes a run of this spec would take on this machine, and why, "
                                              "without running it (spec.passes empty: planned; else as written)")
     plan.add_argument("file", type=Path, help="ModelOptimization YAML")
+    plan.add_argument("--target", metavar="NAME", help="plan for one of spec.targets, as its capped CPU sees this machine")
     plan.set_defaults(handler=_plan)
     return parser
 
@@ -106,12 +109,21 @@ def _plan(args: argparse.Namespace) -> int:
     """The plan as YAML a user can paste into spec.passes, its reasons as comments."""
     import yaml
 
-    from kompress_jobs.api import load
+    from kompress_jobs.api import for_target, load
     from kompress_jobs.planning.auto_plan import plan_for
+    from kompress_jobs.spec.targets import isa_environment
 
     resource, _ = load(args.file)
+    if args.target is None and len(resource.spec.targets) > 1:
+        raise SpecError(f"--target: the spec names {len(resource.spec.targets)} targets "
+                        f"({', '.join(t.name for t in resource.spec.targets)}): plan one at a time")
+    resource = for_target(resource, args.target)
+    target = resource.spec.target()
+    os.environ.update(isa_environment(target.max_cpu_isa if target else None))  # kompress's view of the CPU, capped
     plan = plan_for(resource)
     where = "planned for this machine" if plan.automatic else "as written"
+    if target is not None and plan.automatic:
+        where += f", target {target.name}" + (f" (capped at {target.max_cpu_isa.value})" if target.max_cpu_isa else "")
     print(f"# {resource.metadata.name}: passes {where}")
     print("\n".join(f"#   {reason}" for reason in plan.reasons))
     print(yaml.safe_dump({"passes": plan.passes}, sort_keys=False).rstrip())
@@ -175,11 +187,14 @@ def _optimize(args: argparse.Namespace) -> int:
     from kompress_jobs.reporting.library_output import LibraryOutput
 
     spec = _spec_argument(args)
+    children = _target_processes(spec, args)
+    if children is not None:
+        return children
     libraries = LibraryOutput()
     try:
         with libraries, ProgressDisplay(stream=libraries.stderr, quiet=args.quiet) as progress:
             report = optimize(spec, output=args.output, run_id=args.run_id, progress=progress,
-                              library_log=libraries.path)
+                              library_log=libraries.path, target=args.target)
     except BaseException:
         tail = libraries.tail()
         if tail:
@@ -193,6 +208,46 @@ def _optimize(args: argparse.Namespace) -> int:
     if promoted:
         out.print(f"Promotion: {promoted.decision.value} ({promoted.reason}): {promoted.message}\n"
                   f"  current model: {promoted.uri or 'none'}  (pointer {promoted.pointer})", soft_wrap=True)
+    return 0
+
+
+def _target_processes(spec, args: argparse.Namespace) -> int | None:
+    """A spec whose targets cannot all run in this process: each target (or the one --target names)
+    runs in a child `kompress optimize --target NAME` started under its cap, one after another, as
+    its own Job would on the cluster. None when this process runs it itself."""
+    import subprocess
+
+    from kompress_jobs.api import for_target, load
+    from kompress_jobs.spec.targets import isa_environment
+
+    if not isinstance(spec, Path):
+        return None  # --model: no targets
+    resource, _ = load(spec)
+    targets = resource.spec.targets
+    if args.target is not None:
+        cap = for_target(resource, args.target).spec.target().max_cpu_isa
+        env = isa_environment(cap)
+        if all(os.environ.get(k) == v for k, v in env.items()):
+            return None
+        chosen = [(args.target, env)]
+    elif len(targets) > 1 or (targets and isa_environment(targets[0].max_cpu_isa)):
+        chosen = [(t.name, isa_environment(t.max_cpu_isa)) for t in targets]
+        if args.run_id:
+            raise SpecError("--run-id names one run; with several targets each run is named <name>-<target>-<time>")
+    else:
+        return None
+    failed = []
+    for name, env in chosen:
+        print(f"kompress: target {name}" + (f" ({env['ONEDNN_MAX_CPU_ISA']} cap)" if env else ""), file=sys.stderr, flush=True)
+        command = [sys.executable, "-m", "kompress.cli", "optimize", str(spec), "--target", name]
+        command += [flag for flag, on in (("--quiet", args.quiet),) if on]
+        command += ["--output", args.output] if args.output else []
+        command += ["--run-id", args.run_id] if args.run_id else []
+        if subprocess.run(command, env=os.environ | env).returncode:
+            failed.append(name)
+    if failed:
+        print(f"kompress: error: target(s) {', '.join(failed)} failed (their errors are above)", file=sys.stderr)
+        return 1
     return 0
 
 

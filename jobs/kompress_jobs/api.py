@@ -90,18 +90,38 @@ def spec_for_model(model: str | Path, data: str | Path | None, *, task: str | No
                      "task": {"type": chosen}, "passes": [], "goals": goals}}
 
 
+def for_target(resource: ModelOptimization, target: str | None) -> ModelOptimization:
+    """The resource as target `target` runs it; unchanged without targets. SpecError for a name the
+    spec does not have, or no name where it has several."""
+    targets = resource.spec.targets
+    if target is None:
+        if len(targets) > 1:
+            raise SpecError(f"spec.targets names {len(targets)} targets ({', '.join(t.name for t in targets)}): "
+                            f"run one at a time (target=NAME; `kompress optimize` runs each in a process of its own)")
+        return resource
+    try:
+        spec = resource.spec.for_target(target)
+    except ValueError as exc:
+        raise SpecError(f"--target: {exc}") from None
+    return resource.model_copy(update={"spec": spec})
+
+
 def optimize(spec: SpecLike, *, output: str | Path | None = None, run_id: str | None = None,
-             progress: Callable[[str], None] | None = None, library_log: Path | None = None) -> Report:
+             progress: Callable[[str], None] | None = None, library_log: Path | None = None,
+             target: str | None = None) -> Report:
     """Run the whole pipeline here: baseline, passes, measurement, selection, report, artifacts.
 
     `output`: where the run's folder goes (a local folder or s3://bucket/prefix); by default the
     spec's `artifacts.uri`, else ./kompress-runs. `progress` gets each step's line (default: the
     "kompress" logger at INFO); `library_log`, a file the run publishes as library.log (what the
     libraries printed: library_output.py). Raises a KompressError subclass with a one-line message (SpecError,
-    DataError, ModelLoadError, StoreError...)."""
+    DataError, ModelLoadError, StoreError...). A spec with several `targets` runs one of them per
+    call (`target`): a target's instruction-set cap holds for a whole process (`kompress optimize`
+    starts one per target)."""
     from .pipeline.run import run_optimization
 
     resource, folder = load(spec)
+    resource = for_target(resource, target)
     result = run_optimization(resource, base_dir=folder, artifacts_uri=str(output) if output is not None else None,
                               run_id=run_id, progress=progress or log.info, library_log=library_log)
     return result.results

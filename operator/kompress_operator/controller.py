@@ -23,9 +23,9 @@ import kopf
 from kompress_jobs.errors import SpecError
 from kompress_jobs.planning.plan import plan_passes
 from kompress_jobs.spec.specfile import resource_from_dict
-from kompress_jobs.spec.status import ModelOptimizationStatus, PromotionDecision, PromotionStatus
+from kompress_jobs.spec.status import ModelOptimizationStatus, PromotionDecision, PromotionStatus, TargetStatus
 
-from . import decisions, policy
+from . import decisions, policy, targets
 from .fair_share import Fairness, Waiting
 from .conditions import FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, TUNING, Transition
 from .decisions import generation_of
@@ -35,12 +35,13 @@ from .jobstate import SUSPENDED, JobOutcome, job_outcome
 from .kube import Kube, describe_error, older_generation_jobs
 from .lanes import ApiLanes
 from .metrics import OperatorMetrics
+from .placement import unschedulable
 from .policy import PolicyViolation
 from .queue import InFlight, RunQueue
 from .reoptimizer import Reoptimizer
 from .run_ref import ROLE_LABEL, RUN_JOB, TUNING_JOB, RunRef, reruns_of
 from .settings import OperatorSettings
-from .tuning_phase import TuningPhase
+from .tuning_phase import TuningPhase, slots_of
 from .writer import EventRecorder, StatusWriter, read_status
 
 log = logging.getLogger(__name__)
@@ -100,9 +101,11 @@ class RunController:
         if event_type is None and phase in (SUCCEEDED, FAILED):  # listed after a restart: the gauges come back
             status = read_status(body)
             if status is not None:
-                self.metrics.record_best(*_key(body), status)
+                self.metrics.record_run(*_key(body), status)
         run, role = RunRef.of_resource(body), (TUNING_JOB if phase == TUNING else RUN_JOB)
-        if event_type is None and phase in (RUNNING, TUNING) and not now.has_job(run, role):
+        if event_type is None and phase == RUNNING and targets.target_names(body):
+            await self.guarded(body, lambda: self.target_jobs_gone(body, run, now))
+        elif event_type is None and phase in (RUNNING, TUNING) and not now.has_job(run, role):
             # listed, executing, and no Job: it went away while no operator watched
             await self.guarded(body, lambda: self.job_gone(body, run.job_name(role)))
         elif phase in (QUEUED, SUCCEEDED, FAILED) or (phase == RUNNING and (body.get("status") or {}).get("tuning")):
@@ -147,6 +150,9 @@ class RunController:
                 await self.lanes.report(self.kube.delete_job, namespace, old)
                 self.events.post(body, "Superseded", f"spec changed: Job {old} stopped for generation {generation}")
         run = RunRef.of_resource(body)
+        if parsed.spec.targets:  # creating a target's Job again answers 409: start_or_queue is safe to repeat
+            await self.start_or_queue(body, parsed, now)
+            return
         if now.has_job(run, RUN_JOB):  # a restarted operator: the run goes on (its Job's events say when Kueue admits it)
             message = f"Job {run.job_name(RUN_JOB)} exists"
             if policy.kueue_queue(parsed.spec, self.settings):
@@ -170,7 +176,7 @@ class RunController:
 
     async def start_or_queue(self, body: dict, parsed, now: InFlight) -> None:
         generation, meta = generation_of(body), body["metadata"]
-        slots = parsed.spec.tuning.parallelism if needs_tuning_job(parsed.spec) else 1
+        slots = slots_of({"spec": body.get("spec")})  # what it will hold: its study's workers, or its targets' Jobs
         me = Waiting(meta["namespace"], meta["name"], parsed.spec.job.priority, meta.get("creationTimestamp") or "", slots=slots)
         if self.queue.just_started(me.key, generation):
             return  # its Running status has not come back yet
@@ -189,6 +195,9 @@ class RunController:
         else the run's Job; and record the run as Tuning or Running."""
         try:
             parsed = parsed or validate(body)  # a queued run is started from its last-seen body
+            if parsed.spec.targets:
+                await self.launch_targets(body, generation, parsed)
+                return
             role = TUNING_JOB if needs_tuning_job(parsed.spec) else RUN_JOB
             name, created = await self.create_job(body, parsed, role)
         except PolicyViolation as exc:  # queued before the operator restarted with a stricter policy
@@ -211,6 +220,35 @@ class RunController:
             return
         await self.status.write(body, lambda current: decisions.started(current, generation, message))
 
+    async def launch_targets(self, body: dict, generation: int, parsed) -> None:
+        """A Job per hardware target, each admitted (by Kueue too) and scheduled on its own nodes."""
+        jobs, created = {}, []
+        for target in parsed.spec.targets:
+            name, new = await self.create_job(body, parsed, RUN_JOB, target.name)
+            jobs[target.name] = name
+            if new:
+                created.append(name)
+        if created:
+            self.events.post(body, "JobCreated", f"Job(s) {', '.join(created)} created, one per target")
+        unmatched = await self.unschedulable_targets(body, parsed.spec)
+        for name, why in unmatched.items():
+            self.events.post(body, "NoMatchingNode", f"target {name}: {why}", warning=True)
+        queue = policy.kueue_queue(parsed.spec, self.settings)
+        message = f"{len(jobs)} target Jobs: {', '.join(jobs.values())}" + (
+            f", suspended until Kueue admits each from LocalQueue {queue}" if queue else "")
+        await self.status.write(body, lambda current: targets.launched(current, generation, jobs, bool(queue), message,
+                                                                        unmatched))
+
+    async def unschedulable_targets(self, body: dict, spec) -> dict[str, str]:
+        """The targets no node takes now (placement.py); nothing when the Nodes cannot be read."""
+        try:
+            nodes = await self.lanes.report(self.kube.list_nodes)
+        except Exception as exc:  # noqa: BLE001 - no right to list Nodes (an older chart): the Pods say it later
+            log.info("cannot list Nodes to check the targets of %s/%s: %s", *_key(body), describe_error(exc))
+            return {}
+        deadline = spec.job.active_deadline_seconds or self.settings.default_deadline(body["metadata"]["namespace"])
+        return unschedulable(spec, nodes, deadline)
+
     async def start_run_job(self, current: dict, generation: int, tuning: dict) -> None:
         """After a parallel study: the run's Job, which measures its best trials with the other candidates."""
         parsed = validate(current)
@@ -229,8 +267,8 @@ class RunController:
             return
         await self.status.write(current, lambda fresh: decisions.measuring(fresh, generation, message, tuning))
 
-    async def create_job(self, body: dict, parsed, role: str) -> tuple[str, bool]:
-        manifest = build_job(body, parsed.spec, self.settings, role)
+    async def create_job(self, body: dict, parsed, role: str, target: str | None = None) -> tuple[str, bool]:
+        manifest = build_job(body, parsed.spec, self.settings, role, target)
         if self.databases is not None and policy.namespace_database(parsed.spec, self.settings):
             namespace = body["metadata"]["namespace"]  # its own role and schema, and only their URL in its Secret
             url = await self.lanes.start(self.databases.ensure, namespace)
@@ -285,6 +323,9 @@ class RunController:
         if labels.get(ROLE_LABEL) == TUNING_JOB:
             await self.tuning.job_event(job, event_type, now)
             return
+        if run.target:
+            await self.target_job_event(job, event_type, run)
+            return
         outcome = job_outcome(job, [])
         if event_type == "DELETED" and outcome.state not in (SUCCEEDED, FAILED):
             await self.job_deleted(namespace, owner, generation, job["metadata"]["name"], rerun)
@@ -324,6 +365,60 @@ class RunController:
         self.events.phase(current, decisions.finish_phase(outcome), warning=not succeeded)
         if succeeded and result.promotion:
             self.record_promotion(current, result.promotion)
+
+    async def target_job_event(self, job: dict, event_type: str | None, run: RunRef) -> None:
+        """A target's Job changed: its entry in status.targets follows; the run finishes with its last target."""
+        (namespace, owner), name = run.key, job["metadata"]["name"]
+        outcome = job_outcome(job, [])
+        if event_type == "DELETED" and outcome.state not in (SUCCEEDED, FAILED):
+            outcome = JobOutcome(FAILED, "JobDeleted", f"Job {name} was deleted before the target's run finished")
+        elif outcome.state in (SUCCEEDED, FAILED):
+            outcome = job_outcome(job, await self.lanes.report(self.kube.pods_of_job, namespace, name))
+        elif not outcome.state:
+            return
+        current = await self.lanes.report(self.kube.get_resource, namespace, owner)
+        if current is None or reruns_of(current) != run.rerun:
+            return
+        if outcome.state == RUNNING:
+            await self.status.write(current, lambda fresh: targets.target_moved(
+                fresh, run.generation, run.rerun, run.target, Transition(RUNNING, outcome.reason, outcome.message)))
+        elif outcome.state == SUSPENDED:
+            message = f"Job {name} is suspended until Kueue admits it (again, if it was preempted)"
+            await self.status.write(current, lambda fresh: targets.target_moved(
+                fresh, run.generation, run.rerun, run.target, Transition(QUEUED, "WaitingForKueue", message)))
+        else:
+            await self.finish_target(current, run, outcome)
+
+    async def target_jobs_gone(self, body: dict, run: RunRef, now: InFlight) -> None:
+        """Listed after a restart, Running: a target whose Job went while no operator watched failed."""
+        for entry in (body.get("status") or {}).get("targets") or []:
+            target = run.for_target(entry["name"])
+            if entry.get("phase") not in (SUCCEEDED, FAILED) and not now.has_job(target):
+                gone = JobOutcome(FAILED, "JobDeleted", f"Job {target.job_name()} was deleted before the target's run finished")
+                await self.finish_target(body, target, gone)
+
+    async def finish_target(self, current: dict, run: RunRef, outcome: JobOutcome) -> None:
+        written = await self.status.write(current, lambda fresh: targets.target_finished(
+            fresh, run.generation, run.rerun, run.target, outcome))
+        if written is None:
+            return
+        namespace, succeeded = run.namespace, outcome.state == SUCCEEDED
+        entry = next(e for e in written["targets"] if e["name"] == run.target)
+        result = TargetStatus.model_validate(entry)
+        if succeeded:
+            self.metrics.record_best(namespace, run.name, result, target=run.target)
+            if result.promotion:
+                self.record_promotion(current, result.promotion)
+        self.metrics.observe_job(outcome.start_time, outcome.completion_time, succeeded)
+        self.events.post(current, f"Target{entry['phase']}", f"target {run.target}: {entry.get('message', '')}",
+                         warning=not succeeded)
+        if written.get("phase") in (SUCCEEDED, FAILED):  # the last target: the run is over, its slots free
+            self.queue.release(_key(current), run.generation)
+            summary = next(c for c in written["conditions"] if c["type"] == "Succeeded")
+            self.metrics.runs_total.labels("succeeded" if written["phase"] == SUCCEEDED else "failed", namespace,
+                                           summary["reason"]).inc()
+            self.events.phase(current, Transition(written["phase"], summary["reason"], summary.get("message", "")),
+                              warning=written["phase"] == FAILED)
 
     def record_promotion(self, current: dict, promotion: PromotionStatus) -> None:
         """An Event and a count per decision: Promoted, Kept (and why), or Failed (a Warning)."""

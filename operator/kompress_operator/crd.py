@@ -144,6 +144,7 @@ def crd() -> dict:
                     {"name": "Best", "type": "string", "jsonPath": ".status.best.name"},
                     {"name": "Speedup", "type": "number", "jsonPath": ".status.best.speedup", "format": "float"},
                     {"name": "Smaller", "type": "number", "jsonPath": ".status.best.sizeRatio", "format": "float"},
+                    {"name": "Targets", "type": "string", "jsonPath": ".status.targetsDone"},  # done/all; empty without targets
                     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     # -o wide, after Age as kubectl's own wide columns are
                     {"name": "Promoted", "type": "string", "jsonPath": ".status.promotion.runId", "priority": 1},

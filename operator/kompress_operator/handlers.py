@@ -15,10 +15,10 @@ from kompress_jobs.spec.schema import API_GROUP, API_VERSION, PLURAL
 
 from . import webhook
 from .fair_share import Waiting, queued_stub
-from .conditions import EXECUTING, QUEUED, TUNING
+from .conditions import EXECUTING, QUEUED
 from .controller import RunController
 from .run_ref import MANAGED_BY, ROLE_LABEL, RUN_JOB, RunRef
-from .tuning_phase import tuning_of
+from .tuning_phase import slots_of
 from .kube import Kube
 from .memory import release_freed_memory_forever
 from .metrics import OperatorMetrics
@@ -77,10 +77,12 @@ def register_indexes(registry: kopf.OperatorRegistry) -> None:
     async def running_runs(name, namespace, **_):
         return {namespace: name}
 
-    # A Tuning run holds a slot per worker Pod: the queue counts these beyond the one above.
-    @kopf.index(*RESOURCE, id="tuning_runs", registry=registry, when=lambda status, **_: status.get("phase") == TUNING)
+    # A Tuning run holds a slot per worker Pod, a run with several targets one per target's Job:
+    # the queue counts these beyond the one above.
+    @kopf.index(*RESOURCE, id="tuning_runs", registry=registry,
+                when=lambda status, body, **_: status.get("phase") in EXECUTING and slots_of(body) > 1)
     async def tuning_runs(name, namespace, body, **_):
-        return {namespace: (name, int(tuning_of(body)["parallelism"]))}
+        return {namespace: (name, slots_of(body))}
 
     @kopf.index(*RESOURCE, id="waiting_runs", registry=registry, when=lambda status, **_: status.get("phase") == QUEUED)
     async def waiting_runs(name, namespace, spec, meta, body, **_):
@@ -88,11 +90,11 @@ def register_indexes(registry: kopf.OperatorRegistry) -> None:
         # Only what ordering and the generation check need: a queued spec can be large, and a
         # thousand of them must not grow the operator (a freed slot reads the resource afresh).
         return {None: Waiting(namespace, name, priority, meta.get("creationTimestamp") or "",
-                              int(tuning_of(body)["parallelism"]), queued_stub(body))}
+                              slots_of(body), queued_stub(body))}
 
     @kopf.index("batch", "v1", "jobs", labels=MANAGED_BY, id="run_jobs", registry=registry)
     async def run_jobs(namespace, labels, **_):
         # Complete before any handler runs (Kopf waits for every index's initial listing), so a
         # restarted operator knows which runs already have their Job without asking per resource.
         run = RunRef.of_labels(namespace, labels)
-        return {run.key: (run.generation, labels.get(ROLE_LABEL, RUN_JOB), run.rerun)}
+        return {run.key: (run.generation, run.job_key(labels.get(ROLE_LABEL, RUN_JOB)), run.rerun)}

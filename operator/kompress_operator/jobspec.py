@@ -13,6 +13,7 @@ from typing import Any
 from kompress_jobs import __version__
 from kompress_jobs.spec.contract import CONTRACT_VERSION, JobEnv, sparse_wire
 from kompress_jobs.spec.schema import ModelOptimizationSpec
+from kompress_jobs.spec.targets import isa_environment
 
 from . import policy
 from .run_ref import MANAGED_BY, RUN_JOB, TUNING_JOB, RunRef
@@ -26,14 +27,19 @@ def needs_tuning_job(spec: ModelOptimizationSpec) -> bool:
     return spec.tuning is not None and spec.tuning.parallelism > 1
 
 
-def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: OperatorSettings, role: str = RUN_JOB) -> dict[str, Any]:
+def build_job(body: dict[str, Any], spec: ModelOptimizationSpec, settings: OperatorSettings, role: str = RUN_JOB,
+              target: str | None = None) -> dict[str, Any]:
     """The run's Job, or (role TUNING_JOB) a parallel study's: `parallelism` worker Pods, each
     running trials until the study is over. The Job controller replaces a worker that dies (its
     trial is failed by heartbeat and retried); each Pod lost counts against maxFailedTrials, as in
-    the study."""
+    the study. With `target`, the Job of one of spec.targets: the spec it gets is resolved for
+    that target (its node, resources and cap; Target.job_settings), and so are its name and run."""
     meta = body["metadata"]
+    run = RunRef.of_resource(body)
+    if target is not None:
+        spec, run = spec.for_target(target), run.for_target(target)
     policy.enforce(spec, settings, meta["namespace"])  # again here: the webhook can be deleted by whoever may delete it
-    run, job = RunRef.of_resource(body), spec.job
+    job = spec.job
     labels = {**MANAGED_BY, "app.kubernetes.io/name": "kompress-job", **run.labels(role)}
     job_spec: dict[str, Any] = {
         "backoffLimit": job.backoff_limit,
@@ -106,6 +112,8 @@ def _container(body: dict[str, Any], run: RunRef, spec: ModelOptimizationSpec, s
         {"name": "TMPDIR", "value": SCRATCH},
         {"name": "MPLCONFIGDIR", "value": SCRATCH},
     ]
+    cap = spec.target().max_cpu_isa if spec.target() else None
+    env += [{"name": k, "value": v} for k, v in isa_environment(cap).items()]  # before any runtime loads
     if settings.default_artifacts:
         env.append({"name": JobEnv.DEFAULT_ARTIFACTS.value, "value": settings.default_artifacts})
     env += [{"name": k, "value": v} for k, v in sorted(settings.job_env.items())]

@@ -90,6 +90,9 @@ class Kube:
             if exc.status != 404:
                 raise
 
+    def list_nodes(self) -> list[dict]:
+        return _json(self.core.list_node(**self.raw))["items"]
+
     def pods_of_job(self, namespace: str, job: str) -> list[dict]:
         return _json(self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}", **self.raw))["items"]
 

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from kompress_jobs.spec.status import ModelOptimizationStatus, PromotionStatus
+from kompress_jobs.spec.status import ModelOptimizationStatus, PromotionStatus, TargetStatus
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
@@ -35,7 +35,9 @@ class OperatorMetrics:
         self.running_jobs = Gauge("kompress_running_jobs", "Optimization Jobs in flight.", registry=r)
         self.job_duration = Histogram("kompress_job_duration_seconds", "Wall time of optimization Jobs.", ["outcome"],
                                       buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400), registry=r)
-        labels = ["namespace", "name", "candidate"]
+        # target: the hardware target (spec.targets[].name), "" for a resource without targets,
+        # which Prometheus reads as no label: queries written before targets still match
+        labels = ["namespace", "name", "target", "candidate"]
         self.best_latency = Gauge("kompress_best_latency_seconds", "p50 latency of the best candidate at the primary batch size.",
                                   labels, registry=r)
         self.best_size = Gauge("kompress_best_size_bytes", "Size on disk of the best candidate.", labels, registry=r)
@@ -54,10 +56,10 @@ class OperatorMetrics:
         self.promotions_total = Counter("kompress_promotions_total", "Promotion decisions of finished runs (Promoted, Kept, Failed).",
                                         ["decision"], registry=r)
         self.promoted_time = Gauge("kompress_promoted_timestamp_seconds", "When the model promoted now was promoted (Unix time).",
-                                   ["namespace", "name"], registry=r)
+                                   ["namespace", "name", "target"], registry=r)
         self.reruns_total = Counter("kompress_reoptimizations_total", "Runs started without a spec change, by reason.",
                                     ["reason"], registry=r)
-        self._candidates: dict[tuple[str, str], str] = {}
+        self._candidates: dict[tuple[str, str, str], str] = {}  # (namespace, name, target) → the best's name
         self._lock = threading.Lock()
 
     @contextmanager
@@ -71,16 +73,25 @@ class OperatorMetrics:
                 raise
         self.reconcile_total.labels(CONTROLLER, "success").inc()
 
-    def record_best(self, namespace: str, name: str, status: ModelOptimizationStatus) -> None:
-        """Export the best candidate from a resource's status (also after an operator restart)."""
-        best, baseline = status.best, status.baseline
+    def record_run(self, namespace: str, name: str, status: ModelOptimizationStatus) -> None:
+        """Export a finished resource's picks: its own, or each target's (after an operator restart too)."""
         self.forget(namespace, name)
-        self.record_promotion(namespace, name, status.promotion)
+        for target in status.targets:
+            if target.phase is not None and target.phase.value == "Succeeded":
+                self.record_best(namespace, name, target, target.name)
+        if not status.targets:
+            self.record_best(namespace, name, status)
+
+    def record_best(self, namespace: str, name: str, status: "ModelOptimizationStatus | TargetStatus", target: str = "") -> None:
+        """Export the best candidate of a run's status, or of one target's entry in it."""
+        best, baseline = status.best, status.baseline
+        self.forget(namespace, name, target)
+        self.record_promotion(namespace, name, status.promotion, target)
         if not best:
             return
-        key = (namespace, name, best.name)
+        key = (namespace, name, target, best.name)
         with self._lock:
-            self._candidates[(namespace, name)] = best.name
+            self._candidates[(namespace, name, target)] = best.name
         if best.latency_p50_ms is not None:
             self.best_latency.labels(*key).set(best.latency_p50_ms / 1000)
         if best.size_bytes is not None:
@@ -100,11 +111,11 @@ class OperatorMetrics:
         if best.peak_memory_bytes is not None:
             self.best_memory.labels(*key).set(best.peak_memory_bytes)
 
-    def record_promotion(self, namespace: str, name: str, promotion: PromotionStatus | None) -> None:
+    def record_promotion(self, namespace: str, name: str, promotion: PromotionStatus | None, target: str = "") -> None:
         """The promoted model's age, from status.promotion (also after an operator restart)."""
         if promotion and promotion.promoted_at:
             promoted = datetime.strptime(promotion.promoted_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-            self.promoted_time.labels(namespace, name).set(promoted.timestamp())
+            self.promoted_time.labels(namespace, name, target).set(promoted.timestamp())
 
     def observe_job(self, start: str | None, end: str | None, succeeded: bool) -> None:
         """A finished Job's wall time, from its status times (RFC 3339, whole seconds)."""
@@ -113,21 +124,23 @@ class OperatorMetrics:
         parse = lambda text: datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
         self.job_duration.labels("succeeded" if succeeded else "failed").observe((parse(end) - parse(start)).total_seconds())
 
-    def forget(self, namespace: str, name: str) -> None:
-        try:
-            self.promoted_time.remove(namespace, name)
-        except KeyError:
-            pass
+    def forget(self, namespace: str, name: str, target: str | None = None) -> None:
+        """Drop a resource's series: one target's, or (target None) every target's."""
         with self._lock:
-            candidate = self._candidates.pop((namespace, name), None)
-        if candidate is None:
-            return
-        for gauge in (self.best_latency, self.best_size, self.best_speedup, self.best_size_reduction, self.best_metric_change,
-                      self.best_tokens, self.best_first_token, self.best_energy, self.best_memory):
+            keys = [k for k in self._candidates if k[:2] == (namespace, name) and target in (None, k[2])]
+            dropped = [(k, self._candidates.pop(k)) for k in keys]
+        for promoted in {k[2] for k, _ in dropped} | ({target} if target is not None else {""}):
             try:
-                gauge.remove(namespace, name, candidate)
+                self.promoted_time.remove(namespace, name, promoted)
             except KeyError:
                 pass
+        for (_, _, which), candidate in dropped:
+            for gauge in (self.best_latency, self.best_size, self.best_speedup, self.best_size_reduction, self.best_metric_change,
+                          self.best_tokens, self.best_first_token, self.best_energy, self.best_memory):
+                try:
+                    gauge.remove(namespace, name, which, candidate)
+                except KeyError:
+                    pass
 
     def serve(self, port: int, address: str = "0.0.0.0", access: "MetricsAccess | None" = None) -> None:
         """The endpoint, behind `access` (metrics_access.py) unless None."""

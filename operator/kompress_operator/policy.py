@@ -67,6 +67,19 @@ def toleration_allowed(toleration: Toleration, settings: OperatorSettings) -> bo
 
 
 def violations(spec: ModelOptimizationSpec, settings: OperatorSettings, namespace: str) -> list[Violation]:
+    """What the policy forbids in the spec, and in each target's Job (spec.job as the target
+    changes it), named by the target's own field."""
+    found = spec_violations(spec, settings, namespace)
+    seen = {(v.policy, v.message) for v in found}
+    for index, target in enumerate(spec.targets):
+        for v in spec_violations(spec.for_target(target.name), settings, namespace):
+            if (v.policy, v.message) not in seen:
+                seen.add((v.policy, v.message))
+                found.append(Violation(v.field.replace("spec.job", f"spec.targets[{index}]", 1), v.policy, v.message))
+    return found
+
+
+def spec_violations(spec: ModelOptimizationSpec, settings: OperatorSettings, namespace: str) -> list[Violation]:
     found = [Violation(field, setting, message) for field, setting, message in locations.outside(spec, settings, namespace)]
     job = spec.job
     if job.image and not image_allowed(job.image, settings):
@@ -97,7 +110,18 @@ def violations(spec: ModelOptimizationSpec, settings: OperatorSettings, namespac
     if secret and not any(fnmatchcase(secret.name, p) for p in settings.allowed_secrets):
         found.append(Violation(TUNING_FIELDS["storage_secret"], "allowedSecrets",
                                f"Secret {secret.name!r} is not one specs may name (allowed: {', '.join(settings.allowed_secrets) or 'none'})"))
-    return found + cost_violations(spec, settings, namespace) + tuning_violations(spec, settings)
+    return found + cost_violations(spec, settings, namespace) + tuning_violations(spec, settings) + target_violations(spec, settings)
+
+
+def target_violations(spec: ModelOptimizationSpec, settings: OperatorSettings) -> list[Violation]:
+    """A run holds a Job slot per hardware target while its Jobs run: more than fit can never start."""
+    cap = min(settings.max_running, settings.max_running_per_namespace)
+    if len(spec.targets) <= cap or settings.kueue_local_queue:  # with Kueue, each target's Job is admitted on its own
+        return []
+    which = "maxRunning" if settings.max_running <= settings.max_running_per_namespace else "maxRunningPerNamespace"
+    return [Violation("spec.targets", which, (
+        f"{len(spec.targets)} targets can never start: each target's Job takes a Job slot, and at most {cap} run at once "
+        f"(maxRunning {settings.max_running}, maxRunningPerNamespace {settings.max_running_per_namespace})"))]
 
 
 def cost_violations(spec: ModelOptimizationSpec, settings: OperatorSettings, namespace: str) -> list[Violation]:

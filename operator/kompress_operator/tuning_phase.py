@@ -16,7 +16,7 @@ from kompress_jobs.spec.status import TuningStatus
 from kompress_jobs.spec.tuning_spec import Tuning
 
 from . import decisions
-from .conditions import FAILED, QUEUED, TUNING
+from .conditions import FAILED, QUEUED, RUNNING, TUNING
 from .decisions import generation_of
 from .jobstate import JobOutcome, job_outcome, tuning_counts, worker_error
 from .queue import InFlight
@@ -28,6 +28,19 @@ def tuning_of(resource: dict) -> dict:
     """spec.tuning as written, with the two fields the operator reads defaulted."""
     written = (resource.get("spec") or {}).get("tuning") or {}
     return {field: Tuning.model_fields[field].default for field in ("trials", "parallelism")} | written
+
+
+def slots_of(resource: dict) -> int:
+    """The Job slots a run holds: a worker Pod each while Tuning, a Job per hardware target while
+    Running, and while it waits the most it will hold (its study's workers, or its targets)."""
+    targets = len((resource.get("spec") or {}).get("targets") or ()) or 1
+    phase = (resource.get("status") or {}).get("phase")
+    parallelism = int(tuning_of(resource)["parallelism"])
+    if phase == TUNING:
+        return parallelism
+    if phase == RUNNING:
+        return targets
+    return max(targets, parallelism)
 
 
 class TuningPhase:

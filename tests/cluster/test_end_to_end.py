@@ -55,7 +55,7 @@ def test_apply_runs_the_pipeline_and_reports_everywhere(cluster, namespace, s3, 
 
     # The operator exports the result and a real Prometheus scrapes it.
     text = operator.metrics()
-    series = f'kompress_best_speedup_ratio{{candidate="{best}",name="digits",namespace="{namespace}"}}'
+    series = f'kompress_best_speedup_ratio{{candidate="{best}",name="digits",namespace="{namespace}",target=""}}'
     assert series in text
     assert f'kompress_runs_total{{namespace="{namespace}",outcome="succeeded",reason="Completed"}} 1.0' in text
     assert "kompress_running_jobs 0.0" in text and "kompress_queue_depth 0.0" in text

@@ -106,7 +106,7 @@ def test_promotion_keeps_the_better_model_across_runs(cluster, namespace, s3, ml
     text = operator.metrics()
     assert 'kompress_promotions_total{decision="Promoted"} 2.0' in text
     assert 'kompress_promotions_total{decision="Kept"} 1.0' in text
-    assert f'kompress_promoted_timestamp_seconds{{name="served",namespace="{namespace}"}}' in text
+    assert f'kompress_promoted_timestamp_seconds{{name="served",namespace="{namespace}",target=""}}' in text
 
 
 def test_a_promotion_location_that_cannot_be_written_fails_the_run_first(cluster, namespace, s3, mlp, start_operator):

@@ -7,13 +7,14 @@ import os
 import platform
 
 from ..spec.wire import Record
-from .hardware import cpu_info
+from .hardware import cpu_cap, cpu_info
 
 class CpuInfo(Record):
     model: str
     flags: list[str]  # the SIMD features that decide which kernels run (VNNI, AMX, ...)
     logical_cores: int | None
     usable_cores: int | None
+    max_isa: str | None = None  # the target's cap (spec.targets[].maxCpuIsa): flags above it are left out
 
 
 class GpuInfo(Record):
@@ -44,7 +45,8 @@ def machine_fingerprint() -> Fingerprint:
     cpu_model, flags = cpu_info()
     return Fingerprint(
         cpu=CpuInfo(model=cpu_model, flags=[flag for flag in _INTERESTING_FLAGS if flag in flags], logical_cores=os.cpu_count(),
-                    usable_cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()),
+                    usable_cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+                    **({"max_isa": cpu_cap().value} if cpu_cap() else {})),
         gpu=_gpu(),
         os=f"{platform.system()} {platform.release()}",
         python=platform.python_version(),

@@ -26,7 +26,9 @@ from ..reporting.report import candidate_result
 from ..reporting.results import Report, RunInfo
 from ..runtimes import make_runner
 from ..spec.goals import Benchmark
+from ..errors import SpecError
 from ..spec.schema import ModelOptimization
+from ..spec.targets import isa_environment
 from ..storage.digest import sha256
 from ..storage.layout import run_prefix
 from ..tuning.parallel_study import StudyCollector, StudyWorker, WorkerRun
@@ -57,13 +59,16 @@ def run_optimization(
     """With `study_storage`, a parallel study's trials already ran in the tuning Job's Pods: the
     run reads its best trials from the shared study instead of running any. `library_log`: what the
     libraries printed during the run (library_output.py), published in the run folder."""
+    check_target_environment(resource.spec)
     resource, plan = planned(resource)  # a spec without passes: planned for this machine
     if plan.automatic:
         progress("planned for this machine: " + "; ".join(plan.reasons))
     spec = resource.spec
     steps = plan_passes(spec)
     check_local_inputs(spec, base_dir)  # what `kompress validate` checks, before anything is spent
-    run = _Run(resource, run_id or new_run_id(resource.metadata.name), _now(), progress, plan)
+    target = spec.target()
+    run = _Run(resource, run_id or new_run_id(resource.metadata.name + (f"-{target.name}" if target else "")), _now(),
+               progress, plan)
     store = open_run_store(spec, base_dir, artifacts_uri)
     store.check_writable()  # fail before spending minutes on work that cannot be saved
     promoted = promoter(resource, store, base_dir)
@@ -105,6 +110,21 @@ def run_optimization(
         result.results = typed.model_copy(update={"run_uri": result.run_uri, "manifest_sha256": result.manifest_sha256,
                                                   "promotion_status": result.promotion})
         return result
+
+
+def check_target_environment(spec) -> None:
+    """A spec with several targets runs one (the operator's Job, `kompress optimize --target`), and a
+    capped target in a process its cap was applied to from the start: the runtimes read it once."""
+    import os
+
+    if len(spec.targets) > 1:
+        raise SpecError(f"spec.targets names {len(spec.targets)} targets: a run is for one of them (--target NAME)")
+    target = spec.target()
+    missing = {k: v for k, v in isa_environment(target.max_cpu_isa if target else None).items() if os.environ.get(k) != v}
+    if missing:
+        raise SpecError(f"spec.targets[{target.name}].maxCpuIsa: this process was not started under the cap "
+                        f"({' '.join(f'{k}={v}' for k, v in missing.items())}); `kompress optimize --target {target.name}` "
+                        f"and the operator's Job set it")
 
 
 class _Run:

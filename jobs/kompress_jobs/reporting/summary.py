@@ -57,10 +57,20 @@ def run_summary(report: Report) -> RunSummary:
         candidates=[candidate_summary(c, batch) for c in others[:MAX_CANDIDATES]],
         tuning=tuning_status(report.tuning) if report.tuning else None,
         promotion=report.promotion_status,
+        machine=machine_of(report.fingerprint),
+        plan=[p["name"] for p in report.plan["passes"]] if report.plan else None,
     )
     while len(json.dumps(summary.to_wire(), separators=(",", ":")).encode()) > MESSAGE_LIMIT and summary.candidates:
         summary.candidates.pop()
     return summary
+
+
+def machine_of(fingerprint) -> str:
+    """One line naming what the run measured on: the GPU, else the CPU and the target's cap."""
+    if fingerprint.gpu is not None:
+        return f"{fingerprint.gpu.count}x {fingerprint.gpu.name}"
+    cap = getattr(fingerprint.cpu, "max_isa", None)
+    return fingerprint.cpu.model + (f" (capped at {cap})" if cap else "")
 
 
 def tuning_status(tuning: TuningReport) -> TuningStatus:

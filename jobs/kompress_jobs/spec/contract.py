@@ -55,11 +55,13 @@ class RunSummary(Model):
     candidates: list[CandidateSummary] = Field(default_factory=list)
     tuning: TuningStatus | None = None
     promotion: PromotionStatus | None = None
+    machine: str | None = Field(None, description="The CPU (and its cap) or GPU the run measured on.")
+    plan: list[str] | None = Field(None, description="The passes an automatic plan chose, by name.")
 
     def status_fields(self) -> dict:
         """What the resource's status carries of it."""
         wire = self.to_wire()
-        return {"baseline": wire["baseline"], "best": wire.get("best"), "candidates": wire["candidates"],
+        return {**{k: wire[k] for k in ("machine", "plan") if k in wire}, "baseline": wire["baseline"], "best": wire.get("best"), "candidates": wire["candidates"],
                 "artifacts": wire["artifacts"], "runId": self.run_id, **({"tuning": wire["tuning"]} if self.tuning else {}),
                 **({"promotion": wire["promotion"]} if self.promotion else {})}
 

@@ -26,6 +26,7 @@ from ..passes.settings import pass_type_of
 from .sources import DataSource, Device, ModelFormat, ModelSource
 from .status import ModelOptimizationStatus
 from .tasks import Metric, Task
+from .targets import TARGET_NAME, CpuIsa
 from .tuning_spec import Tuning
 from .wire import Model
 
@@ -123,6 +124,33 @@ class JobSettings(Model):
     ttl_seconds_after_finished: int | None = Field(None, ge=0)
 
 
+class Target(Model):
+    """One kind of node in the fleet: its fields replace spec.job's for its own Job (nodeSelector
+    extends it), so each target is admitted, scheduled and measured on its own."""
+
+    name: str = Field(min_length=1, max_length=20, pattern=TARGET_NAME.pattern, description=(
+        "Names the target's Job (<resource>-<target>-g<generation>), its run, its status entry, its metrics' "
+        "target label and its promotion folder (<promotion>/targets/<name>/)."))
+    device: Device | None = Field(None, description="CPU or GPU; spec.job.device when unset.")
+    gpus: int | None = Field(None, ge=0, le=16)
+    node_selector: dict[str, str] = Field(default_factory=dict, max_length=32, description=(
+        "Added to spec.job.nodeSelector (the target's value wins for a key both name)."))
+    tolerations: list[Toleration] | None = Field(None, max_length=32, description="Replace spec.job.tolerations when set.")
+    resources: Resources | None = Field(None, description="Replace spec.job.resources when set.")
+    max_cpu_isa: CpuIsa | None = Field(None, description=(
+        "Cap the instruction set the Job uses: oneDNN and PyTorch's kernels, and kompress's view of the CPU, "
+        "which decides the plan. ONNX Runtime, OpenVINO and llama.cpp read the CPU themselves and are not capped "
+        "(docs/targets.md)."))
+
+    def job_settings(self, job: JobSettings) -> JobSettings:
+        """spec.job as this target's Job runs it."""
+        update = {"node_selector": job.node_selector | self.node_selector}
+        for field in ("device", "gpus", "tolerations", "resources"):
+            if getattr(self, field) is not None:
+                update[field] = getattr(self, field)
+        return job.model_copy(update=update)
+
+
 # The pass union, from the registry: a pass joins the resource by registering its settings class.
 _PASS_SETTINGS = tuple(PASSES[type_].settings for type_ in sorted(PASSES))
 PassSpec = Annotated[Union[_PASS_SETTINGS], Field(discriminator="type")]
@@ -148,6 +176,21 @@ class ModelOptimizationSpec(Model):
     concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
     reoptimize_on: ReoptimizeOn = Field(default_factory=ReoptimizeOn)
     job: JobSettings = Field(default_factory=JobSettings)
+    targets: list[Target] = Field(default_factory=list, max_length=8, description=(
+        "Kinds of node to optimize for, each with its own Job, plan and pick (status.targets). Empty: one Job, "
+        "as spec.job says."))
+
+    def target(self) -> Target | None:
+        """The target this spec runs for: its only one (a Job's spec is resolved for one target)."""
+        return self.targets[0] if len(self.targets) == 1 else None
+
+    def for_target(self, name: str) -> "ModelOptimizationSpec":
+        """The spec as the Job of target `name` runs it: spec.job merged with the target, which is its only one."""
+        target = next((t for t in self.targets if t.name == name), None)
+        if target is None:
+            known = ", ".join(t.name for t in self.targets) or "none"
+            raise ValueError(f"no target named {name!r} in spec.targets (it names {known})")
+        return self.model_copy(update={"job": target.job_settings(self.job), "targets": [target]})
 
     def judging_splits(self) -> tuple[str, ...]:
         """Splits that a tuning study or a steered pass is judged on: the data must hold them."""
@@ -177,6 +220,17 @@ class ModelOptimizationSpec(Model):
             raise ValueError("data.text.tokenizer: text data needs a tokenizer directory unless the model is a HuggingFace checkpoint")
         if text is not None and self.task.needs_labels and text.label_column is None:
             raise ValueError(f"data.text.labelColumn: a {self.task.type.value} task needs labels (or use task.type: Fidelity)")
+        return self
+
+    @model_validator(mode="after")
+    def _targets_are_distinct(self) -> "ModelOptimizationSpec":
+        names = [t.name for t in self.targets]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"targets: each target needs a name of its own; {', '.join(twice)} is named twice")
+        if len(self.targets) > 1 and self.tuning is not None and self.tuning.parallelism > 1:
+            raise ValueError("tuning.parallelism: a parallel study across Pods does not run with several targets yet "
+                             "(each target would need a study of its own); use parallelism 1, or one target per resource")
         return self
 
     @model_validator(mode="after")

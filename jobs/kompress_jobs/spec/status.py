@@ -136,6 +136,28 @@ class ReoptimizationStatus(Model):
     job_image: str | None = Field(None, description="The job image the operator would use, as first seen for this run.")
 
 
+class TargetStatus(Model):
+    """One hardware target's run (spec.targets): its Job, where it stands, and what it found."""
+
+    name: str
+    phase: Phase | None = None
+    reason: str | None = Field(None, description="CamelCase reason of the target's last transition.")
+    message: str = ""
+    job: str | None = Field(None, description="The target's Job.")
+    unschedulable: str | None = Field(None, description="Why no node of the cluster could take the target's Pod when "
+                                      "its Job was created (its Job still waits, until its deadline).")
+    machine: str | None = Field(None, description="The CPU (and its cap) or GPU the Job reported.")
+    plan: list[str] | None = Field(None, description="The passes an automatic plan chose here, by name.")
+    start_time: str | None = Field(None, json_schema_extra=TIMESTAMP)
+    completion_time: str | None = Field(None, json_schema_extra=TIMESTAMP)
+    baseline: CandidateSummary | None = None
+    best: CandidateSummary | None = Field(None, description="The target's pick.")
+    candidates: list[CandidateSummary] = Field(default_factory=list, max_length=8)
+    artifacts: ArtifactRef | None = None
+    run_id: str | None = None
+    promotion: PromotionStatus | None = None
+
+
 class ModelOptimizationStatus(Model):
     """Written by the operator: where the run stands (conditions) and what it found."""
 
@@ -148,6 +170,12 @@ class ModelOptimizationStatus(Model):
     candidates: list[CandidateSummary] = Field(default_factory=list, description="The Pareto front first, then the best-ranked.")
     artifacts: ArtifactRef | None = None
     run_id: str | None = Field(None, description="The run's folder in the artifact store.")
+    machine: str | None = Field(None, description="The CPU (and its cap) or GPU the run measured on.")
+    plan: list[str] | None = Field(None, description="The passes an automatic plan chose, by name.")
+    targets: list[TargetStatus] = Field(default_factory=list, max_length=8, description=(
+        "One entry per spec.targets, in its order; the fields above then hold none of a single run's results."),
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
+    targets_done: str | None = Field(None, description="Targets finished / all (the printer column Targets).")
     tuning: TuningStatus | None = Field(None, description="The tuning study of a run with spec.tuning.")
     promotion: PromotionStatus | None = Field(None, description="With spec.promotion: what is promoted, and why.")
     reoptimization: ReoptimizationStatus | None = None

@@ -65,12 +65,16 @@ class Current:
         return self.pointer.run.id if self.pointer else "?"
 
 
+TARGETS = "targets"  # <promotion>/targets/<target>/current.json: one pointer per hardware target
+
+
 def promotion_store(artifacts: ArtifactStore, spec: ModelOptimizationSpec, namespace: str, name: str,
                     open_uri) -> ArtifactStore:
-    """Where the resource's promoted model lives: spec.promotion.uri, else <artifacts>/<namespace>/<name>."""
-    if spec.promotion.uri:
-        return open_uri(spec.promotion.uri)
-    return artifacts.under(resource_prefix(namespace, name))
+    """Where the resource's promoted model lives: spec.promotion.uri, else <artifacts>/<namespace>/<name>;
+    a hardware target's under targets/<target>/ there, so each target keeps its own pick and gate."""
+    base = open_uri(spec.promotion.uri) if spec.promotion.uri else artifacts.under(resource_prefix(namespace, name))
+    target = spec.target()
+    return base.under(f"{TARGETS}/{target.name}") if target else base
 
 
 def check_writable(store: ArtifactStore) -> None:
