@@ -16,7 +16,7 @@ import yaml
 
 from ..conftest import EXAMPLES, FAST_BENCHMARK, free_port
 from ..harness.control_plane import REPO, ControlPlane, User
-from ..harness.node import PodRunner
+from ..harness.node import NODE_NAME, PodRunner
 from ..harness.operator_process import OperatorProcess
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -60,9 +60,13 @@ def s3():
     server.stop()
 
 
+# Two kinds of node, as a fleet's pools are labelled; a Pod without a nodeSelector runs on the first.
+NODES = {NODE_NAME: {"kompress.io/cpu-pool": "general"}, "kompress-test-node-2": {"kompress.io/cpu-pool": "vector"}}
+
+
 @pytest.fixture(scope="session")
 def node(api):
-    runner = PodRunner(api, bin_dir=Path(sys.executable).parent, extra_env={"MPLBACKEND": "Agg"},
+    runner = PodRunner(api, bin_dir=Path(sys.executable).parent, extra_env={"MPLBACKEND": "Agg"}, nodes=NODES,
                        image_files={"/opt/kompress/examples": EXAMPLES}).start()  # as deploy/images/job.Dockerfile copies them
     yield runner
     runner.stop()

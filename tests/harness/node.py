@@ -13,6 +13,10 @@ With a PodNetwork (pod_network.py) each Pod gets addresses of its own and turns 
 its readiness probe answers, so the real Endpoints controller routes to it as in a cluster. A
 deleted Pod stops as a kubelet stops it: its preStop hook, SIGTERM, SIGKILL at the end of its
 grace period, then the deletion is confirmed.
+
+It may play several nodes (`nodes`: name → labels), registered as Node objects: a Pod goes to the
+first whose labels hold its nodeSelector, as the scheduler's first filter does; a Pod no node
+takes stays Pending with PodScheduled False (Unschedulable) and the scheduler's message.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ def _now() -> str:
 
 class PodRunner:
     def __init__(self, api: client.ApiClient, bin_dir: Path, extra_env: dict[str, str] | None = None,
-                 selector: str = JOB_PODS, network: PodNetwork | None = None, image_files: dict[str, Path] | None = None):
+                 selector: str = JOB_PODS, network: PodNetwork | None = None, image_files: dict[str, Path] | None = None,
+                 nodes: dict[str, dict[str, str]] | None = None):
         self.core = client.CoreV1Api(api)
         self.server = api.configuration.host
         self.bin_dir = bin_dir  # where the Pod's command (e.g. `kompress`) is found
@@ -64,10 +69,29 @@ class PodRunner:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pod-runner", daemon=True)
         self.errors: list[str] = []
+        self.nodes = nodes or {NODE_NAME: {}}  # name → labels, in the order Pods are placed
+        self.node_of: dict[str, str] = {}  # namespace/name of a started Pod → the node it ran on
+        self.unschedulable: set[str] = set()  # uids told Unschedulable
 
     def start(self) -> "PodRunner":
+        self._register_nodes()
         self._thread.start()
         return self
+
+    def _register_nodes(self) -> None:
+        for name, labels in self.nodes.items():
+            body = client.V1Node(metadata=client.V1ObjectMeta(name=name, labels={"kubernetes.io/hostname": name, **labels}))
+            try:
+                self.core.create_node(body)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                self.core.patch_node(name, {"metadata": {"labels": body.metadata.labels}})
+
+    def _node_for(self, pod) -> str | None:
+        wanted = pod.spec.node_selector or {}
+        return next((name for name, labels in self.nodes.items()
+                     if all({"kubernetes.io/hostname": name, **labels}.get(k) == v for k, v in wanted.items())), None)
 
     def stop(self) -> None:
         self._stop.set()
@@ -99,8 +123,12 @@ class PodRunner:
                     threading.Thread(target=self._terminate, args=(pod,), name=f"stop-{pod.metadata.name}", daemon=True).start()
                 continue
             if uid not in self.seen and pod.status.phase == "Pending":
+                node = self._node_for(pod)
+                if node is None:
+                    self._tell_unschedulable(pod)
+                    continue
                 self.seen.add(uid)
-                self._start(pod)
+                self._start(pod, node)
         for uid in list(self.running):
             if uid not in present and uid not in self.terminating:  # gone without a graceful deletion
                 self._kill(uid)
@@ -114,12 +142,22 @@ class PodRunner:
             value = value.replace(inside.rstrip("/") + "/", str(here) + "/")
         return value
 
-    def _start(self, pod) -> None:
+    def _tell_unschedulable(self, pod) -> None:
+        if pod.metadata.uid in self.unschedulable:
+            return
+        self.unschedulable.add(pod.metadata.uid)
+        message = f"0/{len(self.nodes)} nodes are available: {len(self.nodes)} node(s) didn't match Pod's node affinity/selector."
+        self._patch(pod.metadata.namespace, pod.metadata.name, {"status": {"conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+             "lastTransitionTime": _now()}]}})
+
+    def _start(self, pod, node: str = NODE_NAME) -> None:
         namespace, name, uid = pod.metadata.namespace, pod.metadata.name, pod.metadata.uid
         self.core.create_namespaced_binding(
             namespace, client.V1Binding(metadata=client.V1ObjectMeta(name=name),
-                                        target=client.V1ObjectReference(kind="Node", name=NODE_NAME)),
+                                        target=client.V1ObjectReference(kind="Node", name=node)),
             _preload_content=False)
+        self.node_of[f"{namespace}/{name}"] = node
         container = pod.spec.containers[0]
         workdir = self.root / uid
         mounts = {m.mount_path: workdir / m.name for m in container.volume_mounts or []}
@@ -249,7 +287,7 @@ class PodRunner:
             return entry.value or ""
         if source.field_ref is not None:
             fields = {"metadata.name": pod.metadata.name, "metadata.namespace": pod.metadata.namespace,
-                      "metadata.uid": pod.metadata.uid, "spec.nodeName": NODE_NAME,
+                      "metadata.uid": pod.metadata.uid, "spec.nodeName": self.node_of.get(f"{pod.metadata.namespace}/{pod.metadata.name}", NODE_NAME),
                       "spec.serviceAccountName": pod.spec.service_account_name,
                       "status.podIP": addresses[0] if addresses else "", "status.hostIP": addresses[0] if addresses else ""}
             return fields[source.field_ref.field_path]
