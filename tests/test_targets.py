@@ -279,3 +279,19 @@ def test_the_gauges_carry_the_target_and_a_restart_brings_back_every_target():
     assert sample("kompress_best_speedup_ratio", {"namespace": "team", "name": "fleet", "target": "native", "candidate": "ov-int8"})
     metrics.forget("team", "fleet")
     assert sample("kompress_best_speedup_ratio", {"namespace": "team", "name": "fleet", "target": "native", "candidate": "ov-int8"}) is None
+
+
+def test_a_re_run_starts_every_target_afresh():
+    from kompress_operator import decisions
+
+    body = launched(document())
+    for name in ("avx2", "native"):
+        body["status"] |= targets.target_finished(body, 3, 0, name, JobOutcome(SUCCEEDED, "Completed", result=summary(name, "int8")))
+    queued = decisions.rerun(body, 3, 0, Transition(QUEUED, "Scheduled", "the schedule"), False, {})
+    body["status"] |= queued
+    assert body["status"]["phase"] == QUEUED and body["status"]["reoptimization"]["runs"] == 1
+    again = targets.launched(body, 3, {"avx2": "fleet-avx2-g3-r1", "native": "fleet-native-g3-r1"}, False, "again")
+    assert again["targetsDone"] == "0/2" and [(t["phase"], t["job"]) for t in again["targets"]] == [
+        (RUNNING, "fleet-avx2-g3-r1"), (RUNNING, "fleet-native-g3-r1")]
+    assert "best" not in again["targets"][0]  # the last run's pick is in its promotion and report, not here
+    assert RunRef("team", "fleet", 3, rerun=1, target="avx2").job_name() == "fleet-avx2-g3-r1"
