@@ -140,3 +140,73 @@ def test_kompress_optimize_with_a_model_and_no_yaml_keeps_the_spec_it_ran(worksp
     assert "spec.yaml" in (kept.parent / "manifest.json").read_text()
     capsys.readouterr()
     assert main(["validate", str(kept)]) == 0 and "valid ModelOptimization 'digits-cnn'" in capsys.readouterr().out
+
+
+ENCODER = {"model": {"uri": "models/all-MiniLM-L6-v2", "format": "HuggingFace",
+                     "huggingFace": {"head": "FeatureExtraction", "pooling": "Mean"}},
+           "data": {"uri": "data/sentences.jsonl", "text": {"column": "text", "maxLength": 32}},
+           "task": {"type": "Fidelity", "metric": "CosineSimilarity"}}
+
+
+def _encoder(**spec):
+    document = resource_dict(passes=[], **spec)
+    document["spec"] |= ENCODER
+    return resource_from_dict(document)
+
+
+@pytest.mark.unit
+def test_an_encoder_gets_structured_compression_only_when_the_goal_and_the_budget_leave_room(workspace):
+    from kompress_jobs.spec.tuning_spec import Tuning
+
+    roomy = plan_for(_encoder(goals={"maxAccuracyDrop": 2.0}, budget={"duration": "45m"}), workspace)
+    assert [(p["name"], p["input"]) for p in roomy.passes] == [
+        ("onnx-export", "baseline"), ("auto-quantize", "onnx-export"), ("compressed", "baseline"),
+        ("compressed-quantized", "compressed")]
+    study = Tuning.model_validate(roomy.tuning)  # judged after quantization: the two share the goal
+    assert study.target == "compressed-quantized" and study.search_space[0].pass_name == "compressed"
+    assert "within spec.budget 45m" in roomy.reasons[2]
+    resource, _ = planned(_encoder(goals={"maxAccuracyDrop": 2.0}, budget={"duration": "1h"}), workspace)
+    assert resource.spec.tuning.trials == 2 and [p.name for p in resource.spec.passes][-1] == "compressed-quantized"
+
+    for spec, words in (({"goals": {"maxAccuracyDrop": 2.0}}, "spec.budget is unset: under 30m"),
+                        ({"goals": {"maxAccuracyDrop": 2.0}, "budget": {"duration": "20m"}}, "spec.budget 20m is under 30m"),
+                        ({"goals": {"maxAccuracyDrop": 0.5}, "budget": {"duration": "2h"}}, "goal leaves no room")):
+        plan = plan_for(_encoder(**spec), workspace)
+        assert [p["name"] for p in plan.passes] == ["onnx-export", "auto-quantize"] and plan.tuning is None
+        assert any(r.startswith("compressed (TransformerCompress) left out: ") and words in r for r in plan.reasons), plan.reasons
+
+
+@pytest.mark.unit
+def test_a_budget_is_a_duration_shorter_than_the_jobs_deadline():
+    from kompress_jobs.spec.schema import Budget
+
+    assert Budget(duration="1h30m").seconds() == 5400 and Budget(duration="90s").seconds() == 90
+    for duration, words in (("0s", "no time at all"), ("ten minutes", "budget.duration"), ("5d", "budget.duration")):
+        with pytest.raises(SpecError, match=words):
+            _resource(budget={"duration": duration})
+    with pytest.raises(SpecError, match="budget.duration 2h is not shorter than job.activeDeadlineSeconds 3600"):
+        _resource(budget={"duration": "2h"}, job={"activeDeadlineSeconds": 3600})
+
+
+@pytest.mark.pipeline
+def test_a_pass_past_the_budget_is_skipped_and_a_budget_spent_before_any_pass_fails_the_run(write_spec, tmp_path, monkeypatch):
+    from kompress_jobs.api import optimize
+    from kompress_jobs.errors import BudgetSpentError
+    from kompress_jobs.pipeline import budget as clock
+
+    spent_after = {"calls": 0}
+
+    def spent(self):  # the budget runs out after the first pass is let through
+        spent_after["calls"] += 1
+        return spent_after["calls"] > 1
+
+    monkeypatch.setattr(clock.BudgetClock, "spent", spent)
+    spec = write_spec(passes=[{"type": "OnnxExport"}, {"type": "StaticInt8"}], budget={"duration": "10m"})
+    report = optimize(spec, output=tmp_path / "out")
+    skipped = next(c for c in report.candidates if c.name == "static-int8")
+    assert skipped.outcome.value == "Skipped" and skipped.error.startswith("spec.budget.duration 10m was spent (")
+    assert next(c for c in report.candidates if c.name == "onnx-export").measured
+
+    monkeypatch.setattr(clock.BudgetClock, "spent", lambda self: True)
+    with pytest.raises(BudgetSpentError, match="spec.budget.duration 10m was spent before any pass made a candidate"):
+        optimize(spec, output=tmp_path / "out2")

@@ -295,3 +295,11 @@ def test_a_re_run_starts_every_target_afresh():
         (RUNNING, "fleet-avx2-g3-r1"), (RUNNING, "fleet-native-g3-r1")]
     assert "best" not in again["targets"][0]  # the last run's pick is in its promotion and report, not here
     assert RunRef("team", "fleet", 3, rerun=1, target="avx2").job_name() == "fleet-avx2-g3-r1"
+
+
+def test_a_budget_longer_than_the_deadline_a_run_gets_is_refused_with_the_way_out():
+    settings = OperatorSettings(storage_locations=("*",), default_active_deadline_seconds=3600, max_active_deadline_seconds=7200)
+    with pytest.raises(policy.PolicyViolation, match=r"spec.budget.duration: 2h is not shorter than the deadline a run gets "
+                                                     r"in namespace team \(3600s\): set spec.job.activeDeadlineSeconds above it"):
+        policy.enforce(spec_of(document([], budget={"duration": "2h"})), settings, "team")
+    policy.enforce(spec_of(document([], budget={"duration": "30m"})), settings, "team")

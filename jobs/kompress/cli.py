@@ -113,20 +113,20 @@ def _plan(args: argparse.Namespace) -> int:
     from kompress_jobs.planning.auto_plan import plan_for
     from kompress_jobs.spec.targets import isa_environment
 
-    resource, _ = load(args.file)
+    resource, folder = load(args.file)
     if args.target is None and len(resource.spec.targets) > 1:
         raise SpecError(f"--target: the spec names {len(resource.spec.targets)} targets "
                         f"({', '.join(t.name for t in resource.spec.targets)}): plan one at a time")
     resource = for_target(resource, args.target)
     target = resource.spec.target()
     os.environ.update(isa_environment(target.max_cpu_isa if target else None))  # kompress's view of the CPU, capped
-    plan = plan_for(resource)
+    plan = plan_for(resource, folder)
     where = "planned for this machine" if plan.automatic else "as written"
     if target is not None and plan.automatic:
         where += f", target {target.name}" + (f" (capped at {target.max_cpu_isa.value})" if target.max_cpu_isa else "")
     print(f"# {resource.metadata.name}: passes {where}")
     print("\n".join(f"#   {reason}" for reason in plan.reasons))
-    print(yaml.safe_dump({"passes": plan.passes}, sort_keys=False).rstrip())
+    print(yaml.safe_dump({"passes": plan.passes, **({"tuning": plan.tuning} if plan.tuning else {})}, sort_keys=False).rstrip())
     return 0
 
 

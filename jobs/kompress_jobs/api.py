@@ -47,7 +47,7 @@ def validate_resource(resource: ModelOptimization, folder: Path, *, files: bool 
     from .planning.plan import plan_passes
     from .planning.preflight import check_existing_models, check_local_inputs
 
-    resource = planned(resource)[0] if files else resource  # an empty pass list: checked as this machine would plan it
+    resource = planned(resource, folder)[0] if files else resource  # an empty pass list: checked as this machine would plan it
     try:
         plan_passes(resource.spec)
     except SpecError:

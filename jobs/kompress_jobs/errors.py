@@ -55,6 +55,12 @@ class PassError(KompressError):
     reason = "PassFailed"
 
 
+class BudgetSpentError(KompressError):
+    """spec.budget was spent before any pass could make a candidate."""
+
+    reason = "BudgetTooSmall"
+
+
 class StudyStorageError(KompressError):
     """The shared study database cannot be used: unreachable, refused, or an unsupported URL."""
 

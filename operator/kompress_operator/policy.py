@@ -138,6 +138,11 @@ def cost_violations(spec: ModelOptimizationSpec, settings: OperatorSettings, nam
         found.append(Violation(job_field("active_deadline_seconds"), which,
                                f"{job.active_deadline_seconds}s is above the most a run may take in namespace {namespace} "
                                f"({limit}s)"))
+    deadline = job.active_deadline_seconds or settings.default_deadline(namespace)
+    if spec.budget is not None and spec.budget.seconds() >= deadline and not job.active_deadline_seconds:
+        found.append(Violation("spec.budget.duration", "defaultActiveDeadlineSeconds",
+                               f"{spec.budget.duration} is not shorter than the deadline a run gets in namespace {namespace} "
+                               f"({deadline}s): set spec.job.activeDeadlineSeconds above it (at most {limit}s)"))
     found += resource_violations(job, settings)
     if job.backoff_limit > settings.max_retries:
         found.append(Violation(job_field("backoff_limit"), "maxRetries",

@@ -14,6 +14,7 @@ from ..passes import PassContext
 from ..planning.plan import BASELINE, Step
 from ..runtimes import Runner, make_runner
 from ..spec.schema import ModelOptimizationSpec
+from .budget import BudgetClock
 
 Progress = Callable[[str], None]
 
@@ -29,10 +30,11 @@ def ancestry(steps: list[Step], name: str) -> set[str]:
 
 def run_passes(steps: list[Step], known: dict[str, Candidate], folder: Path, *, dataset: Dataset,
                 spec: ModelOptimizationSpec, runners: dict[str, Runner] | None, progress: Progress, fetch,
-                on_epoch=None, quiet: bool = False) -> list[Candidate]:
+                on_epoch=None, quiet: bool = False, budget: BudgetClock | None = None) -> list[Candidate]:
     """Run steps in order, each on an earlier candidate (from `known` or this call); a pass that
     fails is recorded on its candidate and the others go on. Runners for the new models go into
-    `runners` (None: a tuning trial, which measures its one model itself)."""
+    `runners` (None: a tuning trial, which measures its one model itself). A pass that would
+    start after `budget` is spent is skipped, saying so."""
     by_name = dict(known)
     produced = []
     for number, step in enumerate(steps, start=1):
@@ -50,6 +52,10 @@ def run_passes(steps: list[Step], known: dict[str, Candidate], folder: Path, *, 
             continue
         if not parent.measured:
             candidate.outcome, candidate.error = Outcome.SKIPPED, f"its input {parent.name!r} did not produce a model"
+            continue
+        if budget is not None and budget.spent():
+            candidate.outcome, candidate.error = Outcome.SKIPPED, budget.why()
+            progress(f"pass {number}/{len(steps)} {step.name}: skipped: {budget.why()}")
             continue
         if not quiet:
             progress(f"pass {number}/{len(steps)} {step.name} ({optimization.type}) on {parent.name}")

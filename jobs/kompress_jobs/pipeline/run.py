@@ -33,6 +33,7 @@ from ..storage.digest import sha256
 from ..storage.layout import run_prefix
 from ..tuning.parallel_study import StudyCollector, StudyWorker, WorkerRun
 from ..tuning.study import LocalStudy
+from .budget import BudgetClock
 from .chain import ancestry, run_passes
 from .inputs import fetch_and_load, local_input, open_run_store, promoter
 from .measure import measure, profiles
@@ -60,7 +61,8 @@ def run_optimization(
     run reads its best trials from the shared study instead of running any. `library_log`: what the
     libraries printed during the run (library_output.py), published in the run folder."""
     check_target_environment(resource.spec)
-    resource, plan = planned(resource)  # a spec without passes: planned for this machine
+    budget = BudgetClock.of(resource.spec)  # from the start: loading the model and data counts
+    resource, plan = planned(resource, base_dir)  # a spec without passes: planned for this machine
     if plan.automatic:
         progress("planned for this machine: " + "; ".join(plan.reasons))
     spec = resource.spec
@@ -78,9 +80,14 @@ def run_optimization(
         model_path, data_path, (dataset, baseline, runners) = fetch_and_load(spec, base_dir, scratch, progress)
         fetch = lambda uri: local_input(uri, spec, base_dir, scratch)  # noqa: E731
         run_chain = partial(run_passes, dataset=dataset, spec=spec, progress=progress, fetch=fetch)
-        candidates = [baseline] + run_chain(steps, {BASELINE: baseline}, scratch / "candidates", runners=runners)
+        made = run_chain(steps, {BASELINE: baseline}, scratch / "candidates", runners=runners, budget=budget)
+        budget.check_something_made(made)
+        candidates = [baseline] + made
         tuning_report = None
-        if spec.tuning is not None:
+        if spec.tuning is not None and budget.spent():
+            progress(f"tuning: skipped: {budget.why()}")
+        elif spec.tuning is not None:
+            spec = within_budget(spec, budget, progress)
             study = (resource.metadata, spec, plan_tuning(spec, steps), {c.name: c for c in candidates},
                      dataset, scratch, store, partial(run_chain, runners=None, quiet=True), progress)
             if spec.tuning.parallelism > 1 and not study_storage:
@@ -110,6 +117,17 @@ def run_optimization(
         result.results = typed.model_copy(update={"run_uri": result.run_uri, "manifest_sha256": result.manifest_sha256,
                                                   "promotion_status": result.promotion})
         return result
+
+
+def within_budget(spec, budget: BudgetClock, progress: Progress):
+    """The spec whose study stops starting trials when the budget is spent (tuning.timeoutSeconds)."""
+    if budget.duration is None:
+        return spec
+    left = int(budget.remaining())
+    if spec.tuning.timeout_seconds is not None and spec.tuning.timeout_seconds <= left:
+        return spec
+    progress(f"tuning: {left} s of spec.budget.duration {budget.duration} left: no trial starts after that")
+    return spec.model_copy(update={"tuning": spec.tuning.model_copy(update={"timeout_seconds": max(1, left)})})
 
 
 def check_target_environment(spec) -> None:

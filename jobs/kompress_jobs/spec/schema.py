@@ -56,6 +56,29 @@ class Promotion(Model):
         "model's, measured on this run's data; 0 means no worse."))
 
 
+_DURATION = re.compile(r"^(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?$")
+
+
+class Budget(Model):
+    """How long the passes of a run may take in all (not the baseline's load nor the final
+    measurement). An automatic plan is sized to it; a pass (or a study's trial) that would start
+    after it is spent is skipped and the report says so."""
+
+    duration: str = Field(min_length=2, max_length=16, pattern=_DURATION.pattern, description=(
+        "A Go duration of hours, minutes and seconds: 45m, 1h30m, 90s. Structured compression with a study is "
+        "planned from 30m."))
+
+    def seconds(self) -> int:
+        hours, minutes, seconds = (int(part or 0) for part in _DURATION.match(self.duration).groups())
+        return hours * 3600 + minutes * 60 + seconds
+
+    @model_validator(mode="after")
+    def _positive(self) -> "Budget":
+        if self.seconds() == 0:
+            raise ValueError(f"duration {self.duration!r} is no time at all")
+        return self
+
+
 class ConcurrencyPolicy(str, Enum):
     """As a CronJob's, for a run whose time comes while the last one still runs."""
 
@@ -167,6 +190,7 @@ class ModelOptimizationSpec(Model):
     goals: Goals = Field(default_factory=Goals)
     benchmark: Benchmark = Field(default_factory=Benchmark)
     tuning: Tuning | None = None
+    budget: Budget | None = Field(None, description="How long the passes may take in all; without it they take what they take.")
     artifacts: Artifacts = Field(default_factory=Artifacts)
     promotion: Promotion | None = Field(None, description="Off unless set; `promotion: {}` promotes to the default place.")
     schedule: str | None = Field(None, min_length=1, description=(
@@ -231,6 +255,14 @@ class ModelOptimizationSpec(Model):
         if len(self.targets) > 1 and self.tuning is not None and self.tuning.parallelism > 1:
             raise ValueError("tuning.parallelism: a parallel study across Pods does not run with several targets yet "
                              "(each target would need a study of its own); use parallelism 1, or one target per resource")
+        return self
+
+    @model_validator(mode="after")
+    def _budget_fits_the_deadline(self) -> "ModelOptimizationSpec":
+        deadline = self.job.active_deadline_seconds
+        if self.budget is not None and deadline is not None and self.budget.seconds() >= deadline:
+            raise ValueError(f"budget.duration {self.budget.duration} is not shorter than job.activeDeadlineSeconds {deadline}: "
+                             f"the Job would be stopped before the run could publish what the budget bought")
         return self
 
     @model_validator(mode="after")

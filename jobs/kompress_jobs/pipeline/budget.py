@@ -1,0 +1,43 @@
+"""spec.budget as a clock: started when the run starts, asked before each pass and by a study
+before each trial. A pass not started because the budget is spent is a skipped candidate whose
+reason names the field; a run whose budget is spent before any pass made a model fails, saying so."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..errors import BudgetSpentError
+from ..measurement.candidates import Candidate, Outcome
+
+
+@dataclass
+class BudgetClock:
+    duration: str | None = None  # as written (spec.budget.duration); None: no budget
+    seconds: float = float("inf")
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def of(cls, spec) -> "BudgetClock":
+        return cls(spec.budget.duration, spec.budget.seconds()) if spec.budget is not None else cls()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def remaining(self) -> float:
+        return max(0.0, self.seconds - self.elapsed())
+
+    def spent(self) -> bool:
+        return self.remaining() <= 0
+
+    def why(self) -> str:
+        return f"spec.budget.duration {self.duration} was spent ({self.elapsed():.0f} s into the run): not started"
+
+    def check_something_made(self, produced: list[Candidate]) -> None:
+        """BudgetSpentError when the budget ran out before any pass made a model."""
+        if self.duration is None or any(c.model is not None for c in produced):
+            return
+        if any(c.outcome is Outcome.SKIPPED and (c.error or "").startswith("spec.budget") for c in produced):
+            raise BudgetSpentError(f"spec.budget.duration {self.duration} was spent before any pass made a candidate "
+                                   f"(loading the model and data took {self.elapsed():.0f} s): give the run a longer budget, "
+                                   f"or none")
