@@ -12,11 +12,11 @@ COPY jobs/ jobs/
 COPY operator/ operator/
 # The CPU wheel index first: the default index's torch for Linux carries several GB of CUDA.
 RUN pip wheel --no-cache-dir --wheel-dir /wheels \
-        --extra-index-url https://download.pytorch.org/whl/cpu ".[job,llama]"
+        --extra-index-url https://download.pytorch.org/whl/cpu ".[job,llama,edge]"
 
 FROM python:3.11-slim
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links /wheels "kompress[job,llama]"
+    pip install --no-cache-dir --no-index --find-links /wheels "kompress[job,llama,edge]"
 # optimum-intel's OpenVINO exporter pins an older transformers: a folder of its own that only the
 # exporter's process reads (jobs/kompress_jobs/llm/openvino_export.py)
 COPY requirements/openvino-exporter.txt /tmp/

@@ -28,6 +28,7 @@ class ModelFormat(str, Enum):
     # a causal LM as optimum-intel writes it: a stateful IR (openvino_model.xml/.bin, the key/value
     # cache held inside the model), config.json and the tokenizer
     OPENVINO_CAUSAL_LM = "OpenVINOCausalLM"
+    EXECUTORCH = "ExecuTorch"  # a .pte program (PyTorch Mobile's successor), its ops delegated to XNNPACK
 
 
 

@@ -1,0 +1,123 @@
+"""ExecuTorch (PyTorch Mobile's successor): a PyTorch model exported with torch.export, optionally
+quantized to INT8 with the XNNPACK quantizer (PT2E: symmetric weights, per channel by default,
+activations calibrated on the calibration split), lowered to XNNPACK and written as a .pte program,
+then run by ExecuTorch's runtime like every other candidate.
+
+The program holds one static method per batch size the benchmark runs (and batch 1), sharing one
+copy of the weights: XNNPACK's dynamic shapes in ExecuTorch 1.5 capped a batch dimension below
+what was declared, and a phone or edge deployment runs a fixed batch anyway. A TorchScript
+archive is turned into a torch.export program by PyTorch's converter first."""
+
+from __future__ import annotations
+
+import importlib.util
+from enum import Enum
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from ..data import batch_of, row_count, rows
+from ..errors import PassError
+from ..modelfile import ModelFile
+from ..spec.sources import ModelFormat
+from .base import OptimizationPass, PassContext, failing_as, register
+from .settings import PassSettings
+
+
+class ExecuTorchPrecision(str, Enum):
+    FP32 = "FP32"
+    INT8 = "INT8"
+
+
+class ExecuTorchPass(PassSettings):
+    """A .pte program for ExecuTorch on XNNPACK, in FP32 or INT8 (calibrated on the calibration split)."""
+
+    type: Literal["ExecuTorch"]
+    precision: ExecuTorchPrecision = Field(ExecuTorchPrecision.FP32, description="FP32, or INT8 through the XNNPACK "
+                                           "quantizer (PT2E), calibrated on the calibration split.")
+    per_channel: bool = Field(True, description="INT8: one scale per output channel of each weight.")
+    calibration_samples: int = Field(256, ge=1, le=100_000, description="INT8: calibration rows run through the model.")
+
+
+@register(ExecuTorchPass)
+class ExecuTorch(OptimizationPass):
+    technique = "executorch"
+    accepts = frozenset({ModelFormat.TORCH_SCRIPT, ModelFormat.TORCH_EXPORT})
+    output_format = ModelFormat.EXECUTORCH
+
+    def not_applicable_reason(self) -> str | None:
+        if importlib.util.find_spec("executorch") is None:
+            return "executorch is not installed (the job image's extra `edge`)"
+        return None
+
+    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+        from torch.export import export
+
+        module = exportable(model, ctx)
+        if self.spec.precision is ExecuTorchPrecision.INT8:
+            module = self._quantized(module, ctx)
+        sizes = sorted({1, *ctx.batch_sizes})
+        ctx.log(f"exporting for batch sizes {sizes} and lowering to XNNPACK ({self.spec.precision.value})")
+        with failing_as("ExecuTorch export and lowering to XNNPACK"):
+            programs = {f"forward_b{size}": export(module, tensors(batch_of(ctx.dataset.evaluation.inputs, size), ctx))
+                        for size in sizes}
+            program = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()]).to_executorch()
+        output = ctx.output_dir / "model.pte"
+        output.write_bytes(program.buffer)
+        return ModelFile(output, ModelFormat.EXECUTORCH, self.spec.precision.value.lower())
+
+    def _quantized(self, module, ctx: PassContext):
+        """PT2E INT8 for XNNPACK: observers inserted on a graph of any batch size, calibrated, converted."""
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                             get_symmetric_quantization_config)
+        from torch.export import Dim, export
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        calibration = ctx.dataset.calibration
+        if calibration is None:
+            raise PassError(f"INT8 calibration needs a calibration split ({ctx.dataset.source.calibration_split!r})")
+        example = tensors(ctx.example_inputs, ctx)
+        batch = Dim("batch", min=1, max=65_536)
+        with failing_as("torch.export with a batch of any size"):
+            graph = export(module, example, dynamic_shapes=tuple({0: batch} for _ in example)).module()
+        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=self.spec.per_channel))
+        prepared = prepare_pt2e(graph, quantizer)
+        count = min(row_count(calibration.inputs), self.spec.calibration_samples)
+        ctx.log(f"calibrating INT8 on {count} samples")
+        for start in range(0, count, 32):
+            prepared(*tensors(rows(calibration.inputs, start, min(start + 32, count)), ctx))
+        return without_unused_tensors(convert_pt2e(prepared))
+
+
+def exportable(model: ModelFile, ctx: PassContext):
+    """A module torch.export traces: a torch.export program's own, or a TorchScript archive's converted
+    (both loaded through their format's door)."""
+    from ..runtimes import load_torch_module
+
+    module = load_torch_module(model)
+    if model.format is ModelFormat.TORCH_SCRIPT:
+        from torch._export.converter import TS2EPConverter
+
+        with failing_as("Converting the TorchScript archive to a torch.export program"):
+            module = TS2EPConverter(module, tensors(ctx.example_inputs, ctx)).convert().module()
+    return module
+
+
+def without_unused_tensors(graph):
+    """The quantized graph without the FP32 weights its INT8 copies replaced: a converted TorchScript
+    archive holds its weights as buffers, which export would keep in the program (4x its INT8 size)."""
+    used = {node.target for node in graph.graph.nodes if node.op == "get_attr"}
+    for name, _ in [*graph.named_buffers(), *graph.named_parameters()]:
+        if name not in used:
+            path, _, attribute = name.rpartition(".")
+            delattr(graph.get_submodule(path) if path else graph, attribute)
+    return graph
+
+
+def tensors(inputs: dict, ctx: PassContext) -> tuple:
+    import torch
+
+    return tuple(torch.from_numpy(np.ascontiguousarray(inputs[name])) for name in ctx.input_names)

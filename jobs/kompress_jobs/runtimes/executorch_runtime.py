@@ -1,0 +1,98 @@
+"""ExecuTorch: a .pte program run by ExecuTorch's host runtime, its operators delegated to XNNPACK
+where the program says so, as on a phone or an edge CPU.
+
+A program holds a method per batch size it was built for (`forward_b<N>`, the ExecuTorch pass
+writes one per benchmark batch size and one for batch 1, sharing their weights), or a user's single
+`forward`; a batch of another size runs in chunks of the sizes it has. XNNPACK's thread pool is the
+process's own, set to the benchmark's threads. A native runtime may crash the process: before a
+program is loaded here it runs once in a child process, and a crash there fails this candidate
+with the signal named, not the run."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ..child_python import run_python
+from ..errors import DataError, ModelLoadError
+from ..modelfile import ModelFile
+from ..spec.sources import ModelFormat
+from .base import Inputs, Processor, Runner, output_names_for
+from .registry import register
+
+PACKAGE, EXTRA = "executorch", "edge"
+_METHOD = re.compile(r"^forward(?:_b(\d+))?$")
+_CANARY = """
+import sys, torch
+from executorch.runtime import Runtime, Verification
+program = Runtime.get().load_program(sys.argv[1], verification=Verification.InternalConsistency)
+for name in sorted(program.method_names):
+    meta = program.metadata(name)
+    shapes = [tuple(meta.input_tensor_meta(i).sizes()) for i in range(meta.num_inputs())]
+    program.load_method(name).execute([torch.zeros(shape) for shape in shapes])
+print("ok")
+"""
+
+
+@register
+class ExecuTorchRunner(Runner):
+    runtime = "executorch"
+    formats = frozenset({ModelFormat.EXECUTORCH})
+
+    @classmethod
+    def unavailable(cls, device: Processor) -> str | None:
+        try:
+            import executorch.runtime  # noqa: F401
+        except ImportError:
+            return f"{PACKAGE} is not installed (the job image's extra `{EXTRA}`)"
+        return super().unavailable(device)
+
+    def __init__(self, model: ModelFile, *, threads: int = 1, device: Processor = Processor.CPU,
+                 input_names: tuple[str, ...] | None = None):
+        import torch
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime, Verification
+
+        survives_an_inference(model)
+        self.device, self._torch = device, torch
+        portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's pool: one per process, as benchmark.threads says
+        program = Runtime.get().load_program(str(model.path), verification=Verification.InternalConsistency)
+        self.methods: dict[int, object] = {}
+        for name in program.method_names:
+            if not _METHOD.match(name):
+                continue
+            meta = program.metadata(name)
+            self.methods[int(meta.input_tensor_meta(0).sizes()[0])] = program.load_method(name)
+            count = meta.num_outputs()
+        if not self.methods:
+            raise ModelLoadError(f"model file {model.path}: the program has no forward method "
+                                 f"({', '.join(sorted(program.method_names)) or 'no method'})")
+        self.input_names = tuple(input_names or ("input",))
+        self.output_names = output_names_for(count)
+
+    def __call__(self, inputs: Inputs) -> Inputs:
+        arrays = [inputs[name] for name in self.input_names]
+        rows, done, outputs = len(arrays[0]), 0, []
+        while done < rows:
+            size = self._chunk(rows - done)
+            tensors = [self._torch.from_numpy(np.ascontiguousarray(a[done: done + size])) for a in arrays]
+            outputs.append([t.numpy().copy() for t in self.methods[size].execute(tensors)])
+            done += size
+        return {name: np.concatenate([o[i] for o in outputs]) for i, name in enumerate(self.output_names)}
+
+    def _chunk(self, remaining: int) -> int:
+        fitting = [size for size in self.methods if size <= remaining]
+        if not fitting:
+            raise DataError(f"the ExecuTorch program runs batches of {sorted(self.methods)}, not {remaining} rows")
+        return max(fitting)
+
+
+def survives_an_inference(model: ModelFile) -> None:
+    """ModelLoadError naming the signal when ExecuTorch crashes loading or running the program in a child."""
+    done = run_python(code=_CANARY, args=[str(model.path)], timeout=300)
+    if done.returncode != 0 or "ok" not in done.stdout:
+        how = (f"was killed by signal {-done.returncode}" if done.returncode < 0
+               else f"failed ({(done.stderr.strip().splitlines() or ['exit ' + str(done.returncode)])[-1][:200]})")
+        raise ModelLoadError(f"model file {model.path}: ExecuTorch {how} running it once, in a process of its own; "
+                             "this candidate is left out")
