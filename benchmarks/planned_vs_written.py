@@ -1,7 +1,7 @@
 """Does an automatic plan reach what a hand-written pass list reaches? An example as written and
 with its `passes` removed (planned for this machine), interleaved.
 
-    .venv/bin/python benchmarks/planned_vs_written.py [--example examples/digits-cnn.yaml] [--rounds 2]
+    .venv/bin/python benchmarks/planned_vs_written.py [--example examples/digits-cnn.yaml] [--rounds 2] [--budget 45m]
 
 Each round runs both specs once, each in its own process, the order alternating by round. Printed
 per arm and round: the pick, its speedup (p50 at the primary batch size) and size reduction against
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,12 +54,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--example", type=Path, default=REPO / "examples" / "digits-cnn.yaml")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--budget", help="spec.budget.duration of the planned copy (e.g. 45m: structured compression too)")
     args = parser.parse_args()
     example = args.example.resolve()
     document = yaml.safe_load(example.read_text())
     document["spec"].pop("passes", None)
     document["spec"].pop("tuning", None)  # a study tunes named passes; the plan names its own
-    planned = example.parent / f".planned-{example.name}"  # beside it: its relative paths hold
+    if args.budget:
+        document["spec"]["budget"] = {"duration": args.budget}
+    for source in ("model", "data"):  # absolute, so the planned copy lives outside the examples
+        uri = document["spec"][source]["uri"]
+        document["spec"][source]["uri"] = uri if uri.startswith(("/", "s3://")) else str(example.parent / uri)
+    planned = Path(tempfile.mkdtemp(prefix="kompress-planned-")) / example.name
     planned.write_text(yaml.safe_dump(document, sort_keys=False))
     arms = {"written": example, "planned": planned}
     results: dict[str, list[dict]] = {arm: [] for arm in arms}
@@ -71,7 +78,7 @@ def main() -> None:
                     results[arm].append(got)
                     print(f"round {round_ + 1} {arm}: {json.dumps(got)}", flush=True)
     finally:
-        planned.unlink(missing_ok=True)
+        shutil.rmtree(planned.parent, ignore_errors=True)
     print(f"\n{example.name} on {cpu_model()}, {os.cpu_count()} cores, {args.rounds} rounds")
     medians = {}
     for arm, runs in results.items():

@@ -16,6 +16,7 @@ from ..errors import PassError
 from ..modelfile import ModelFile
 from ..runtimes import make_runner
 from ..runtimes.base import first_line
+from .corpus import INPUT, PROMPTS
 from .quality import LanguageModelScorer
 
 PROMPT_TOKENS, NEW_TOKENS, ROUNDS = 32, 16, 3  # a short generation tells decode speeds apart
@@ -68,6 +69,7 @@ def search(ladder: list[Any], model: ModelFile, ctx, build: Callable[[Any, Path]
         if trial["number"] in runners:
             trial["tokensPerSecond"] = speeds[trial["number"]]
             trial["speedupVsInput"] = speeds[trial["number"]] / speeds[0]
+    _keep_first_token_goal(runners, trials, ctx)
     chosen = max(runners, key=lambda n: speeds[n])
     runners.clear()
     for number in range(1, len(ladder) + 1):  # the chosen build becomes the pass's output; the others go
@@ -79,6 +81,27 @@ def search(ladder: list[Any], model: ModelFile, ctx, build: Callable[[Any, Path]
     return {"trials": trials, "chosenTrial": chosen, "seconds": round(time.monotonic() - started),
             "goal": {"metric": ctx.task.metric.value, "maxAccuracyDrop": goal, "mode": mode.value},
             "judgedWindows": len(judged), "inputTokensPerSecond": speeds[0]}
+
+
+def _keep_first_token_goal(runners: dict, trials: list[dict], ctx) -> None:
+    """goals.maxTimeToFirstTokenMs, as the final selection applies it: each kept build's prefill of
+    the benchmark's own prompt (its length, its batch), timed; a build that breaks it is not kept."""
+    limit = ctx.goals.max_time_to_first_token_ms
+    if limit is None or PROMPTS not in ctx.dataset.splits:
+        return
+    prompt = ctx.dataset.split(PROMPTS).inputs[INPUT][: ctx.benchmark.batch_sizes[0]]
+    by_number = {t["number"]: t for t in trials}
+    for number in list(runners):
+        first = statistics.median(runners[number].generate(prompt, 2).first_token_ns / 1e6 for _ in range(ROUNDS))
+        trial = by_number[number]
+        trial["timeToFirstTokenMs"] = round(first, 1)
+        if first > limit:
+            trial["verdict"] = f"first token {first:.0f} ms exceeds goals.maxTimeToFirstTokenMs {limit:g}"
+            ctx.log(f"trial {number} ({trial['settings']}): {trial['verdict']}")
+            del runners[number]
+    if not runners:
+        fastest = min(t["timeToFirstTokenMs"] for t in trials if "timeToFirstTokenMs" in t)
+        raise PassError(f"no build kept goals.maxTimeToFirstTokenMs {limit:g} (the quickest first token: {fastest:.0f} ms)")
 
 
 def _tokens_per_second(runners: dict, windows) -> dict[int, float]:

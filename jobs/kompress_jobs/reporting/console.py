@@ -124,4 +124,6 @@ def _results(report: Report) -> tuple[str, list[str], list[tuple[list[str], str]
     caption += f" (speedup: the baseline's p50 {'decode step' if report.generative else 'latency'} / the candidate's)"
     if report.best_name and report.uncertain:
         caption += ". The pick is uncertain: " + "; ".join(report.uncertain)
+    if report.later_first_token:
+        caption += ". Prefill is slower: " + report.later_first_token
     return title, headers, rows, caption

@@ -243,6 +243,8 @@ def _conclusion(report: Report) -> str:
         return "**No candidate met the goals**; the baseline stays the model to serve. " + front + apart
     doubt = (" **The pick is uncertain**: " + "; ".join(report.uncertain) + ": its speedup may be off by as much; "
              "measure again on a quieter node or raise benchmark.maxRounds.") if report.uncertain else ""
+    if report.later_first_token:
+        doubt += f" **Prefill is slower**: {report.later_first_token}."
     return (f"**Best: {best.name}**: {speedup_text(best.vs_baseline)} faster (p50) and "
             f"{best.vs_baseline.size_reduction:.2f}× smaller than the baseline, {report.metric} drop "
             f"{best.metric.drop:+.2f}." + doubt + " " + front + apart)

@@ -224,6 +224,19 @@ class Report(_Document):
                 for c in shown if c.latency[batch].noisy]
 
     @property
+    def later_first_token(self) -> str | None:
+        """A language model's pick whose first token comes later than the baseline's: what to say of it
+        (a faster decode can hide a slower prefill, which a chat user waits for first)."""
+        best, batch = self.best, self.primary_batch_size
+        if not self.generative or best is None or batch not in best.latency or batch not in self.baseline.latency:
+            return None
+        mine, theirs = best.latency[batch].time_to_first_token_ms, self.baseline.latency[batch].time_to_first_token_ms
+        if mine is None or theirs is None or mine <= theirs:
+            return None
+        return (f"its first token comes later than the baseline's ({mine:.0f} ms against {theirs:.0f} ms at batch {batch}, "
+                f"{mine / theirs:.2f}×): set goals.maxTimeToFirstTokenMs if prefill matters")
+
+    @property
     def pareto_front(self) -> list[CandidateResult]:
         return [self.candidate(name) for name in self.pareto_front_names]
 
