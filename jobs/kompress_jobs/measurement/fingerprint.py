@@ -37,7 +37,8 @@ class Fingerprint(Record):
 # CPU features that change how fast INT8 / FP16 kernels are.
 _INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
                       "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16", "f16c")
-_LIBRARIES = ("kompress", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy", "tensorrt", "torchao",
+_LIBRARIES = ("kompress", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy", "tensorrt", "torchao", "executorch",
+              "llama-cpp-python",
               "nvidia-ml-py")
 
 
