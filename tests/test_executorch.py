@@ -6,7 +6,6 @@ one; a crash in the native runtime costing the candidate, not the run."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -76,8 +75,8 @@ def test_a_crash_in_the_native_runtime_costs_the_candidate_not_the_run(programs,
     from kompress_jobs.runtimes import executorch_runtime
 
     _, folder = programs
-    crashed = subprocess.CompletedProcess([], returncode=-11, stdout="", stderr="")
-    monkeypatch.setattr(executorch_runtime, "run_python", lambda **_: crashed)
+    # a real crash, in the child that runs the program first
+    monkeypatch.setattr(executorch_runtime, "_CANARY", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
     with pytest.raises(ModelLoadError, match="ExecuTorch was killed by signal 11 running it once, in a process of its own"):
         make_runner(ModelFile(next(folder.rglob("et-fp32/model.pte")), ModelFormat.EXECUTORCH), threads=1, input_names=("x",))
 

@@ -239,6 +239,7 @@ def test_with_kueue_each_target_runs_when_admitted_and_a_preempted_one_waits_aga
     assert body["status"]["phase"] == QUEUED and [t["phase"] for t in body["status"]["targets"]] == [QUEUED, QUEUED]
     moved = targets.target_moved(body, 3, 0, "native", Transition(RUNNING, "JobRunning", "admitted"))
     assert moved["phase"] == RUNNING and moved["targets"][1]["phase"] == RUNNING and moved["targets"][1]["startTime"]
+    assert moved["startTime"]  # the run started when Kueue admitted its first target
     body["status"] |= moved
     assert targets.target_moved(body, 3, 0, "native", Transition(RUNNING, "JobRunning", "again")) is None
     back = targets.target_moved(body, 3, 0, "native", Transition(QUEUED, "WaitingForKueue", "preempted"))

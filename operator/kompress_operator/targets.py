@@ -88,8 +88,9 @@ def _summarize(status: dict, generation: int, entries: list[dict]) -> dict:
         if not running and status.get("phase") == QUEUED:  # nothing admitted yet
             return {"targets": entries, "targetsDone": counted}
         message = f"{counted} targets done" + (f"; running: {', '.join(running)}" if running else "")
+        started = {"startTime": now(), "completionTime": None} if status.get("phase") == QUEUED else {}  # Kueue admitted one
         return status_patch(Transition(RUNNING, "TargetsRunning", message), status, generation,
-                            targets=entries, targetsDone=counted)
+                            targets=entries, targetsDone=counted, **started)
     failed = [e for e in entries if e["phase"] == FAILED]
     if failed:
         message = "; ".join(f"{e['name']}: {e.get('reason')}: {e.get('message', '')}" for e in failed)

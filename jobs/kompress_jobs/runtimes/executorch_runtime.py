@@ -14,11 +14,11 @@ import re
 
 import numpy as np
 
-from ..child_python import run_python
 from ..errors import DataError, ModelLoadError
 from ..modelfile import ModelFile
 from ..spec.sources import ModelFormat
 from .base import Inputs, Processor, Runner, output_names_for
+from .contained import survives_in_a_child
 from .registry import register
 
 PACKAGE, EXTRA = "executorch", "edge"
@@ -89,10 +89,5 @@ class ExecuTorchRunner(Runner):
 
 
 def survives_an_inference(model: ModelFile) -> None:
-    """ModelLoadError naming the signal when ExecuTorch crashes loading or running the program in a child."""
-    done = run_python(code=_CANARY, args=[str(model.path)], timeout=300)
-    if done.returncode != 0 or "ok" not in done.stdout:
-        how = (f"was killed by signal {-done.returncode}" if done.returncode < 0
-               else f"failed ({(done.stderr.strip().splitlines() or ['exit ' + str(done.returncode)])[-1][:200]})")
-        raise ModelLoadError(f"model file {model.path}: ExecuTorch {how} running it once, in a process of its own; "
-                             "this candidate is left out")
+    """ModelLoadError naming the signal when ExecuTorch crashes loading or running the model in a child."""
+    survives_in_a_child(model, _CANARY, "ExecuTorch", "running it once")

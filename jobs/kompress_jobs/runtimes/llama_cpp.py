@@ -14,13 +14,12 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from ..child_python import run_python
-from ..errors import ModelLoadError
 from ..modelfile import ModelFile
 from ..spec.sources import ModelFormat
 from ..spec.wire import Model
 from .base import Processor
 from .generative import GenerativeRunner
+from .contained import survives_in_a_child
 from .registry import register
 
 PACKAGE = "llama-cpp-python"
@@ -103,10 +102,5 @@ class LlamaCppRunner(GenerativeRunner):
 
 
 def survives_an_inference(model: ModelFile) -> None:
-    """ModelLoadError naming the signal when llama.cpp crashes loading or running the file in a child."""
-    done = run_python(code=_CANARY, args=[str(model.path)], timeout=300)
-    if done.returncode != 0 or "ok" not in done.stdout:
-        how = (f"was killed by signal {-done.returncode}" if done.returncode < 0
-               else f"failed ({(done.stderr.strip().splitlines() or ['exit ' + str(done.returncode)])[-1][:200]})")
-        raise ModelLoadError(f"model file {model.path}: llama.cpp {how} at its first inference, in a process of its own; "
-                             "this candidate is left out")
+    """ModelLoadError naming the signal when llama.cpp crashes loading or running the model in a child."""
+    survives_in_a_child(model, _CANARY, "llama.cpp", "at its first inference")
