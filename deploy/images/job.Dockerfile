@@ -21,6 +21,9 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 # exporter's process reads (jobs/kompress_jobs/llm/openvino_export.py)
 COPY requirements/openvino-exporter.txt /tmp/
 RUN pip install --no-cache-dir --no-deps --target /usr/local/openvino-exporter -r /tmp/openvino-exporter.txt
+# litert-torch (LiteRT's converter) pins an older pydantic: a folder of its own too (passes/litert.py)
+COPY requirements/litert-converter.txt /tmp/
+RUN pip install --no-cache-dir --no-deps --target /usr/local/litert-converter -r /tmp/litert-converter.txt
 # The example model and data, so a sample can run with nothing uploaded (deploy/samples/).
 COPY examples/ /opt/kompress/examples/
 ENV MPLBACKEND=Agg

@@ -20,7 +20,9 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-_PASSED = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "VIRTUAL_ENV"})
+# a hardware target's cap (spec/targets.py) holds in a child as in its parent
+_PASSED = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "ATEN_CPU_CAPABILITY",
+                     "KOMPRESS_MAX_CPU_ISA"})
 # thread pools and instruction-set caps (OpenMP, MKL, OpenBLAS, oneDNN), GPU selection, locale
 _PASSED_PREFIXES = ("LC_", "OMP_", "MKL_", "OPENBLAS_", "ONEDNN_", "DNNL_", "KMP_", "GOTO_", "CUDA_", "NVIDIA_")
 

@@ -53,6 +53,30 @@ class Format:
         are refused for every format before this (check_model_files)."""
 
 
+class FlatbufferFormat(Format):
+    """One flatbuffer file, known by its file identifier (bytes 4–8): checked before any runtime reads it,
+    so that anything else under its name (a shared library, say) never reaches the runtime."""
+
+    identifier: ClassVar[bytes]
+    kind: ClassVar[str]  # "an ExecuTorch program"
+
+    @classmethod
+    def signature_problem(cls, path: Path) -> str | None:
+        if head(path, 8)[4:8] != cls.identifier:
+            return f"it does not carry {cls.kind}'s identifier ({cls.identifier.decode()} at byte 4)"
+        return None
+
+    @classmethod
+    def check(cls, path: Path, extra_files: tuple[Path, ...]) -> None:
+        from ..errors import ModelLoadError
+
+        if not path.is_file():
+            raise ModelLoadError(f"model file {path}: no such file")
+        problem = cls.signature_problem(path)
+        if problem:
+            raise ModelLoadError(f"model file {path}: not {cls.kind}: {problem}")
+
+
 def register(cls: type[Format]) -> type[Format]:
     if cls.format in _FORMATS and _FORMATS[cls.format] is not cls:
         raise ValueError(f"{cls.__name__} and {_FORMATS[cls.format].__name__} both declare {cls.format.value}")

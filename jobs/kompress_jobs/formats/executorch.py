@@ -6,33 +6,14 @@ runtime would run, unlike a pickle, a TorchScript archive's Python source or a s
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..errors import ModelLoadError
 from ..spec.sources import ModelFormat
-from .base import Format, head, register
-
-IDENTIFIER = b"ET12"  # the flatbuffer's file identifier (bytes 4–8) of every program ExecuTorch 1.x writes
+from .base import FlatbufferFormat, register
 
 
 @register
-class ExecuTorch(Format):
+class ExecuTorch(FlatbufferFormat):
     format = ModelFormat.EXECUTORCH
     describe = "an ExecuTorch program (.pte)"
     suffixes = (".pte",)
-
-    @classmethod
-    def signature_problem(cls, path: Path) -> str | None:
-        start = head(path, 8)
-        if start[4:8] != IDENTIFIER:
-            return f"it does not carry an ExecuTorch program's identifier ({IDENTIFIER.decode()} at byte 4)"
-        return None
-
-    @classmethod
-    def check(cls, path: Path, extra_files: tuple[Path, ...]) -> None:
-        """Only a program goes to the runtime: anything else (a shared library named model.pte, say) is refused first."""
-        if not path.is_file():
-            raise ModelLoadError(f"model file {path}: no such file")
-        problem = cls.signature_problem(path)
-        if problem:
-            raise ModelLoadError(f"model file {path}: not an ExecuTorch program: {problem}")
+    identifier = b"ET12"  # the flatbuffer's file identifier of every program ExecuTorch 1.x writes
+    kind = "an ExecuTorch program"

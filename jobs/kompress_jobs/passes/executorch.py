@@ -56,7 +56,7 @@ class ExecuTorch(OptimizationPass):
         from executorch.exir import to_edge_transform_and_lower
         from torch.export import export
 
-        module = exportable(model, ctx)
+        module = exportable(model, tensors(ctx.example_inputs, ctx))
         if self.spec.precision is ExecuTorchPrecision.INT8:
             module = self._quantized(module, ctx)
         sizes = sorted({1, *ctx.batch_sizes})
@@ -92,9 +92,9 @@ class ExecuTorch(OptimizationPass):
         return without_unused_tensors(convert_pt2e(prepared))
 
 
-def exportable(model: ModelFile, ctx: PassContext):
+def exportable(model: ModelFile, example: tuple):
     """A module torch.export traces: a torch.export program's own, or a TorchScript archive's converted
-    (both loaded through their format's door)."""
+    on `example` (both loaded through their format's door)."""
     from ..runtimes import load_torch_module
 
     module = load_torch_module(model)
@@ -102,7 +102,7 @@ def exportable(model: ModelFile, ctx: PassContext):
         from torch._export.converter import TS2EPConverter
 
         with failing_as("Converting the TorchScript archive to a torch.export program"):
-            module = TS2EPConverter(module, tensors(ctx.example_inputs, ctx)).convert().module()
+            module = TS2EPConverter(module, example).convert().module()
     return module
 
 

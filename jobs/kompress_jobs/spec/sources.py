@@ -29,6 +29,7 @@ class ModelFormat(str, Enum):
     # cache held inside the model), config.json and the tokenizer
     OPENVINO_CAUSAL_LM = "OpenVINOCausalLM"
     EXECUTORCH = "ExecuTorch"  # a .pte program (PyTorch Mobile's successor), its ops delegated to XNNPACK
+    LITERT = "LiteRT"  # a .tflite flatbuffer (TensorFlow Lite's successor), run by LiteRT's interpreter on XNNPACK
 
 
 

@@ -1,0 +1,140 @@
+"""LiteRT (TensorFlow Lite's successor): a PyTorch model converted by litert-torch to a .tflite
+model, optionally quantized to INT8 (PT2E with litert-torch's quantizer: symmetric weights, per
+channel by default, activations calibrated on the calibration split; INT8 inputs and outputs), and
+run by LiteRT's interpreter on XNNPACK like every other candidate.
+
+The model holds one signature per batch size the benchmark runs and batch 1 (`b<N>`): its reshapes
+are traced static. The converter pins an older pydantic than the job runs, so it is installed in a
+folder of its own (requirements/litert-converter.txt) and runs in a process that puts that folder on
+its path; torch, torchao and numpy are the job's own. A TorchScript archive is turned into a
+torch.export program first, as for ExecuTorch."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from ..child_python import run_python
+from ..data import batch_of, row_count, rows
+from ..errors import PassError
+from ..modelfile import ModelFile
+from ..spec.sources import ModelFormat
+from .base import OptimizationPass, PassContext, register
+from .settings import PassSettings
+
+CONVERTER_ENV = "KOMPRESS_LITERT_CONVERTER"
+_CONVERT = """
+import json, sys
+from kompress_jobs.passes.litert import convert
+convert(json.loads(sys.argv[1]))
+print("ok")
+"""
+
+
+class LiteRtPrecision(str, Enum):
+    FP32 = "FP32"
+    INT8 = "INT8"
+
+
+class LiteRtPass(PassSettings):
+    """A .tflite model for LiteRT on XNNPACK, in FP32 or INT8 (calibrated on the calibration split)."""
+
+    type: Literal["LiteRT"]
+    precision: LiteRtPrecision = Field(LiteRtPrecision.FP32, description="FP32, or INT8 through litert-torch's PT2E "
+                                       "quantizer, calibrated on the calibration split (INT8 inputs and outputs).")
+    per_channel: bool = Field(True, description="INT8: one scale per output channel of each weight.")
+    calibration_samples: int = Field(256, ge=1, le=100_000, description="INT8: calibration rows run through the model.")
+
+
+def converter_path() -> Path:
+    """Where litert-torch is installed: $KOMPRESS_LITERT_CONVERTER, else `litert-converter` in the
+    job's Python environment (scripts/setup-venv and the job image put it there)."""
+    return Path(os.environ.get(CONVERTER_ENV) or Path(sys.prefix) / "litert-converter")
+
+
+@register(LiteRtPass)
+class LiteRt(OptimizationPass):
+    technique = "litert"
+    accepts = frozenset({ModelFormat.TORCH_SCRIPT, ModelFormat.TORCH_EXPORT})
+    output_format = ModelFormat.LITERT
+
+    def not_applicable_reason(self) -> str | None:
+        if importlib.util.find_spec("ai_edge_litert") is None:
+            return "ai-edge-litert is not installed (the job image's extra `edge`)"
+        if not (converter_path() / "litert_torch").is_dir():
+            return (f"litert-torch is not installed in {converter_path()} (it pins an older pydantic: pip install --no-deps "
+                    f"--target {converter_path()} -r requirements/litert-converter.txt, or set {CONVERTER_ENV})")
+        return None
+
+    def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        sizes = sorted({1, *ctx.batch_sizes})
+        arrays = {f"b{size}/{name}": array for size in sizes for name, array in batch_of(ctx.dataset.evaluation.inputs, size).items()}
+        arrays |= {f"example/{name}": array for name, array in ctx.example_inputs.items()}  # two rows: no batch-1 specialising
+        if self.spec.precision is LiteRtPrecision.INT8:
+            calibration = ctx.dataset.calibration
+            if calibration is None:
+                raise PassError(f"INT8 calibration needs a calibration split ({ctx.dataset.source.calibration_split!r})")
+            count = min(row_count(calibration.inputs), self.spec.calibration_samples)
+            arrays |= {f"calibration/{name}": array for name, array in rows(calibration.inputs, 0, count).items()}
+            ctx.log(f"calibrating INT8 on {count} samples")
+        data = ctx.output_dir / "_inputs.npz"
+        np.savez(data, **arrays)
+        output = ctx.output_dir / "model.tflite"
+        job = {"model": str(model.path.resolve()), "format": model.format.value, "output": str(output.resolve()), "data": str(data.resolve()),
+               "inputNames": list(ctx.input_names), "sizes": sizes, "precision": self.spec.precision.value,
+               "perChannel": self.spec.per_channel}
+        ctx.log(f"converting for batch sizes {sizes} ({self.spec.precision.value}) with litert-torch, in a process of its own")
+        done = run_python(code=_CONVERT, args=[json.dumps(job)], paths=[converter_path()])
+        data.unlink(missing_ok=True)
+        if done.returncode != 0 or not output.is_file():
+            lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()]
+            last = lines[-1][:300] if lines else f"exit {done.returncode}"
+            raise PassError(f"litert-torch could not convert the model: {last}")
+        return ModelFile(output, ModelFormat.LITERT, self.spec.precision.value.lower())
+
+
+def convert(job: dict) -> None:
+    """In the converter's process: the model through its format's door, one signature per batch size."""
+    import litert_torch
+    import torch
+
+    from .executorch import exportable
+
+    data = np.load(job["data"])
+    names = job["inputNames"]
+    tensors = lambda prefix: tuple(torch.from_numpy(data[f"{prefix}/{n}"]) for n in names)  # noqa: E731
+    model = ModelFile(Path(job["model"]), ModelFormat(job["format"]))
+    module = exportable(model, tensors("example"))
+    options = {}
+    if job["precision"] == LiteRtPrecision.INT8.value:
+        module, options = _quantized(module, tensors, job)
+    converter = None
+    for size in job["sizes"]:
+        add = litert_torch.signature if converter is None else converter.signature
+        converter = add(f"b{size}", module, tensors(f"b{size}"))
+    converter.convert(**options).export(job["output"])
+
+
+def _quantized(module, tensors, job: dict):
+    from litert_torch.quantize import pt2e_quantizer, quant_config
+    from torch.export import Dim, export
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    example = tensors("example")
+    batch = Dim("batch", min=1, max=65_536)
+    graph = export(module, example, dynamic_shapes=tuple({0: batch} for _ in example)).module()
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=job["perChannel"], is_dynamic=False))
+    prepared = prepare_pt2e(graph, quantizer)
+    calibration = tensors("calibration")
+    for start in range(0, len(calibration[0]), 32):
+        prepared(*(t[start: start + 32] for t in calibration))
+    return convert_pt2e(prepared, fold_quantize=False), {"quant_config": quant_config.QuantConfig(pt2e_quantizer=quantizer)}

@@ -1,0 +1,121 @@
+"""LiteRT (TensorFlow Lite's successor): a .tflite model run by LiteRT's interpreter, its builtin
+operators on XNNPACK, as on a phone or an edge CPU.
+
+A model holds a signature per batch size it was built for (`b<N>`, what the LiteRT pass writes), or
+is a user's file with its own input shape; a batch of another size runs in chunks of the sizes it
+has. An INT8 model's inputs and outputs may be INT8 themselves: floats are quantized on the way in
+and de-quantized on the way out with the model's own scales, inside the timed call, as a caller
+would. Before a model is loaded here it runs once in a child process (a crash fails the candidate)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ..errors import DataError, ModelLoadError
+from ..modelfile import ModelFile
+from ..spec.sources import ModelFormat
+from .base import Inputs, Processor, Runner, output_names_for
+from .contained import survives_in_a_child
+from .registry import register
+
+PACKAGE, EXTRA = "ai-edge-litert", "edge"
+_SIGNATURE = re.compile(r"^b(\d+)$")
+_CANARY = """
+import sys, numpy as np
+from ai_edge_litert.interpreter import Interpreter
+interpreter = Interpreter(model_path=sys.argv[1], num_threads=1)
+names = list(interpreter.get_signature_list()) or [None]
+for name in names:
+    runner = interpreter.get_signature_runner(name) if name else None
+    if runner is None:
+        interpreter.allocate_tensors()
+        for d in interpreter.get_input_details():
+            interpreter.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+        interpreter.invoke()
+    else:
+        runner(**{k: np.zeros(d["shape"], d["dtype"]) for k, d in runner.get_input_details().items()})
+print("ok")
+"""
+
+
+@register
+class LiteRtRunner(Runner):
+    runtime = "litert"
+    formats = frozenset({ModelFormat.LITERT})
+
+    @classmethod
+    def unavailable(cls, device: Processor) -> str | None:
+        try:
+            import ai_edge_litert.interpreter  # noqa: F401
+        except ImportError:
+            return f"{PACKAGE} is not installed (the job image's extra `{EXTRA}`)"
+        return super().unavailable(device)
+
+    def __init__(self, model: ModelFile, *, threads: int = 1, device: Processor = Processor.CPU,
+                 input_names: tuple[str, ...] | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        survives_in_a_child(model, _CANARY, "LiteRT", "running it once")
+        self.device = device
+        try:
+            interpreter = Interpreter(model_path=str(model.path), num_threads=threads)
+        except ValueError as exc:
+            raise ModelLoadError(f"model file {model.path}: LiteRT cannot load it: {str(exc).splitlines()[0][:200]}") from None
+        self.calls = {}  # batch size → (call taking positional arrays, input details, output details)
+        signatures = {name: _SIGNATURE.match(name) for name in interpreter.get_signature_list()}
+        for name, match in signatures.items():
+            if match:
+                runner = interpreter.get_signature_runner(name)
+                keys = list(interpreter.get_signature_list()[name]["inputs"])
+                ins, outs = runner.get_input_details(), runner.get_output_details()
+                self.calls[int(match.group(1))] = (lambda arrays, r=runner, k=keys: r(**dict(zip(k, arrays))),
+                                                   [ins[k] for k in keys], list(outs.values()))
+        if not self.calls:  # a user's own file: the shape it was saved with
+            interpreter.allocate_tensors()
+            ins, outs = interpreter.get_input_details(), interpreter.get_output_details()
+
+            def call(arrays, it=interpreter):
+                for detail, array in zip(ins, arrays):
+                    it.set_tensor(detail["index"], array)
+                it.invoke()
+                return {d["name"]: it.get_tensor(d["index"]) for d in outs}
+
+            self.calls[int(ins[0]["shape"][0])] = (call, ins, outs)
+        self.input_names = tuple(input_names or ("input",))
+        self.output_names = output_names_for(len(next(iter(self.calls.values()))[2]))
+
+    def __call__(self, inputs: Inputs) -> Inputs:
+        arrays = [inputs[name] for name in self.input_names]
+        rows, done, outputs = len(arrays[0]), 0, []
+        while done < rows:
+            size = self._chunk(rows - done)
+            call, ins, outs = self.calls[size]
+            got = call([_quantized(a[done: done + size], d) for a, d in zip(arrays, ins)])
+            outputs.append([_dequantized(np.asarray(value), d) for value, d in zip(got.values(), outs)])
+            done += size
+        return {name: np.concatenate([o[i] for o in outputs]) for i, name in enumerate(self.output_names)}
+
+    def _chunk(self, remaining: int) -> int:
+        fitting = [size for size in self.calls if size <= remaining]
+        if not fitting:
+            raise DataError(f"the LiteRT model runs batches of {sorted(self.calls)}, not {remaining} rows")
+        return max(fitting)
+
+
+def _quantized(array: np.ndarray, detail: dict) -> np.ndarray:
+    """Floats as the input takes them: INT8 (or UINT8) with its scale and zero point, or as they are."""
+    kind = detail["dtype"]
+    if kind in (np.int8, np.uint8) and array.dtype.kind == "f":
+        scale, zero = detail["quantization"]
+        info = np.iinfo(kind)
+        return np.clip(np.round(array / scale + zero), info.min, info.max).astype(kind)
+    return np.ascontiguousarray(array, dtype=kind)
+
+
+def _dequantized(array: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] in (np.int8, np.uint8):
+        scale, zero = detail["quantization"]
+        return ((array.astype(np.float32) - zero) * scale).astype(np.float32)
+    return array

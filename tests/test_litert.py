@@ -1,0 +1,105 @@
+"""LiteRT (TensorFlow Lite's successor) as a runtime with its pass: the digits CNN converted by
+litert-torch (in a process of its own, from a folder of its own), quantized to INT8 with INT8 inputs
+and outputs, run by LiteRT's interpreter in a whole run; a batch size the model was not built for; a
+user's own .tflite; a file that is not one; a crash costing the candidate, not the run."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from kompress_jobs.errors import ModelLoadError
+from kompress_jobs.modelfile import ModelFile
+from kompress_jobs.runtimes import make_runner
+from kompress_jobs.spec.sources import ModelFormat
+
+pytestmark = pytest.mark.pipeline
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """One run with both models: (report, run folder)."""
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed: scripts/setup-venv job,edge installs it")
+    import yaml
+
+    from kompress_jobs.api import optimize
+    from kompress_jobs.passes.litert import converter_path
+
+    if not (converter_path() / "litert_torch").is_dir():
+        pytest.skip(f"litert-torch is not installed in {converter_path()}: scripts/setup-venv job,edge installs it")
+    from .conftest import copy_examples, resource_dict
+
+    workspace = copy_examples(tmp_path_factory.mktemp("litert"))
+    spec = workspace / "spec.yaml"
+    spec.write_text(yaml.safe_dump(resource_dict(name="edge", passes=[
+        {"type": "LiteRT", "name": "lt-fp32"}, {"type": "LiteRT", "name": "lt-int8", "precision": "INT8"}],
+        goals={"maxAccuracyDrop": 1.0})))
+    report = optimize(spec, output=workspace / "out")
+    return report, next((workspace / "out").rglob("manifest.json")).parent
+
+
+def runner_for(path):
+    return make_runner(ModelFile(path, ModelFormat.LITERT), threads=1, input_names=("x",))
+
+
+def test_both_models_are_measured_like_every_candidate_and_int8_keeps_the_accuracy(models):
+    report, _ = models
+    by = {c.name: c for c in report.candidates}
+    for name, precision in (("lt-fp32", "fp32"), ("lt-int8", "int8")):
+        candidate = by[name]
+        assert candidate.measured and candidate.runtime.startswith("litert"), candidate.error
+        assert candidate.format is ModelFormat.LITERT and candidate.precision == precision
+        assert candidate.accepted and abs(candidate.metric.drop) <= 1.0
+        assert set(candidate.latency) == {1, 8}
+    assert by["lt-int8"].size_bytes < by["lt-fp32"].size_bytes / 3
+
+
+def test_int8_inputs_and_outputs_are_quantized_on_the_way_and_batches_run_in_chunks(models):
+    _, folder = models
+    fp32, int8 = runner_for(next(folder.rglob("lt-fp32/model.tflite"))), runner_for(next(folder.rglob("lt-int8/model.tflite")))
+    assert sorted(fp32.calls) == [1, 8] and int8.calls[1][1][0]["dtype"] == np.int8  # INT8 in, as litert-torch wrote it
+    digits = np.load(_digits())["x_evaluation"][:11]
+    exact, quantized = fp32({"x": digits})["output"], int8({"x": digits})["output"]
+    assert exact.shape == quantized.shape == (11, 10) and quantized.dtype == np.float32
+    assert (exact.argmax(1) == quantized.argmax(1)).mean() >= 0.9
+    assert np.allclose(exact, np.concatenate([fp32({"x": digits[i: i + 1]})["output"] for i in range(11)]), atol=1e-4)
+
+
+def _digits():
+    from .conftest import EXAMPLES
+
+    return EXAMPLES / "data" / "digits.npz"
+
+
+def test_a_users_own_model_runs_and_a_file_that_is_not_one_never_reaches_the_runtime(models, tmp_path):
+    _, folder = models
+    own = tmp_path / "mine.tflite"
+    shutil.copy(next(folder.rglob("lt-fp32/model.tflite")), own)
+    assert runner_for(own)({"x": np.zeros((1, 1, 8, 8), np.float32)})["output"].shape == (1, 10)
+    library = tmp_path / "model.tflite"
+    library.write_bytes(b"\x7fELF\x02\x01\x01" + b"\0" * 64)
+    with pytest.raises(ModelLoadError, match="not a LiteRT model: it does not carry a LiteRT model's identifier"):
+        runner_for(library)
+
+
+def test_a_crash_in_the_native_runtime_costs_the_candidate_not_the_run(models, monkeypatch):
+    from kompress_jobs.runtimes import litert_runtime
+
+    _, folder = models
+    monkeypatch.setattr(litert_runtime, "_CANARY", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    with pytest.raises(ModelLoadError, match="LiteRT was killed by signal 11 running it once, in a process of its own"):
+        runner_for(next(folder.rglob("lt-fp32/model.tflite")))
+
+
+def test_without_the_converter_the_pass_says_where_it_looked_and_how_to_install_it(monkeypatch, tmp_path):
+    from kompress_jobs.passes import build_pass
+    from kompress_jobs.passes.litert import CONVERTER_ENV, LiteRtPass
+
+    monkeypatch.setenv(CONVERTER_ENV, str(tmp_path / "nowhere"))
+    reason = build_pass(LiteRtPass(type="LiteRT")).not_applicable_reason()
+    if reason.startswith("ai-edge-litert is not installed"):
+        return  # the runtime's own absence is said first
+    assert reason.startswith(f"litert-torch is not installed in {tmp_path / 'nowhere'}")
+    assert "requirements/litert-converter.txt" in reason
