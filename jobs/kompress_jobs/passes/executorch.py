@@ -11,33 +11,21 @@ archive is turned into a torch.export program by PyTorch's converter first."""
 from __future__ import annotations
 
 import importlib.util
-from enum import Enum
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
-from ..data import batch_of, row_count, rows
-from ..errors import PassError
+from ..data import row_count, rows
 from ..modelfile import ModelFile
 from ..spec.sources import ModelFormat
 from .base import OptimizationPass, PassContext, failing_as, register
-from .settings import PassSettings
+from .edge import EdgePassSettings, EdgePrecision, batch_sizes, batches, calibration_rows
 
 
-class ExecuTorchPrecision(str, Enum):
-    FP32 = "FP32"
-    INT8 = "INT8"
-
-
-class ExecuTorchPass(PassSettings):
-    """A .pte program for ExecuTorch on XNNPACK, in FP32 or INT8 (calibrated on the calibration split)."""
+class ExecuTorchPass(EdgePassSettings):
+    """A .pte program for ExecuTorch on XNNPACK, in FP32 or INT8 (the XNNPACK quantizer, calibrated)."""
 
     type: Literal["ExecuTorch"]
-    precision: ExecuTorchPrecision = Field(ExecuTorchPrecision.FP32, description="FP32, or INT8 through the XNNPACK "
-                                           "quantizer (PT2E), calibrated on the calibration split.")
-    per_channel: bool = Field(True, description="INT8: one scale per output channel of each weight.")
-    calibration_samples: int = Field(256, ge=1, le=100_000, description="INT8: calibration rows run through the model.")
 
 
 @register(ExecuTorchPass)
@@ -57,13 +45,11 @@ class ExecuTorch(OptimizationPass):
         from torch.export import export
 
         module = exportable(model, tensors(ctx.example_inputs, ctx))
-        if self.spec.precision is ExecuTorchPrecision.INT8:
+        if self.spec.precision is EdgePrecision.INT8:
             module = self._quantized(module, ctx)
-        sizes = sorted({1, *ctx.batch_sizes})
-        ctx.log(f"exporting for batch sizes {sizes} and lowering to XNNPACK ({self.spec.precision.value})")
+        ctx.log(f"exporting for batch sizes {batch_sizes(ctx)} and lowering to XNNPACK ({self.spec.precision.value})")
         with failing_as("ExecuTorch export and lowering to XNNPACK"):
-            programs = {f"forward_b{size}": export(module, tensors(batch_of(ctx.dataset.evaluation.inputs, size), ctx))
-                        for size in sizes}
+            programs = {f"forward_b{size}": export(module, tensors(batch, ctx)) for size, batch in batches(ctx).items()}
             program = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()]).to_executorch()
         output = ctx.output_dir / "model.pte"
         output.write_bytes(program.buffer)
@@ -76,19 +62,15 @@ class ExecuTorch(OptimizationPass):
         from torch.export import Dim, export
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-        calibration = ctx.dataset.calibration
-        if calibration is None:
-            raise PassError(f"INT8 calibration needs a calibration split ({ctx.dataset.source.calibration_split!r})")
+        calibration = calibration_rows(ctx, self.spec.calibration_samples)
         example = tensors(ctx.example_inputs, ctx)
         batch = Dim("batch", min=1, max=65_536)
         with failing_as("torch.export with a batch of any size"):
             graph = export(module, example, dynamic_shapes=tuple({0: batch} for _ in example)).module()
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=self.spec.per_channel))
         prepared = prepare_pt2e(graph, quantizer)
-        count = min(row_count(calibration.inputs), self.spec.calibration_samples)
-        ctx.log(f"calibrating INT8 on {count} samples")
-        for start in range(0, count, 32):
-            prepared(*tensors(rows(calibration.inputs, start, min(start + 32, count)), ctx))
+        for start in range(0, row_count(calibration), 32):
+            prepared(*tensors(rows(calibration, start, start + 32), ctx))
         return without_unused_tensors(convert_pt2e(prepared))
 
 

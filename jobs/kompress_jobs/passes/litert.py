@@ -15,20 +15,17 @@ import importlib.util
 import json
 import os
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
 from ..child_python import run_python
-from ..data import batch_of, row_count, rows
 from ..errors import PassError
 from ..modelfile import ModelFile
 from ..spec.sources import ModelFormat
 from .base import OptimizationPass, PassContext, register
-from .settings import PassSettings
+from .edge import EdgePassSettings, EdgePrecision, batch_sizes, batches, calibration_rows
 
 CONVERTER_ENV = "KOMPRESS_LITERT_CONVERTER"
 _CONVERT = """
@@ -39,19 +36,11 @@ print("ok")
 """
 
 
-class LiteRtPrecision(str, Enum):
-    FP32 = "FP32"
-    INT8 = "INT8"
-
-
-class LiteRtPass(PassSettings):
-    """A .tflite model for LiteRT on XNNPACK, in FP32 or INT8 (calibrated on the calibration split)."""
+class LiteRtPass(EdgePassSettings):
+    """A .tflite model for LiteRT on XNNPACK, in FP32 or INT8 (litert-torch's quantizer, calibrated;
+    INT8 inputs and outputs)."""
 
     type: Literal["LiteRT"]
-    precision: LiteRtPrecision = Field(LiteRtPrecision.FP32, description="FP32, or INT8 through litert-torch's PT2E "
-                                       "quantizer, calibrated on the calibration split (INT8 inputs and outputs).")
-    per_channel: bool = Field(True, description="INT8: one scale per output channel of each weight.")
-    calibration_samples: int = Field(256, ge=1, le=100_000, description="INT8: calibration rows run through the model.")
 
 
 def converter_path() -> Path:
@@ -75,16 +64,11 @@ class LiteRt(OptimizationPass):
         return None
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
-        sizes = sorted({1, *ctx.batch_sizes})
-        arrays = {f"b{size}/{name}": array for size in sizes for name, array in batch_of(ctx.dataset.evaluation.inputs, size).items()}
+        sizes = batch_sizes(ctx)
+        arrays = {f"b{size}/{name}": array for size, batch in batches(ctx).items() for name, array in batch.items()}
         arrays |= {f"example/{name}": array for name, array in ctx.example_inputs.items()}  # two rows: no batch-1 specialising
-        if self.spec.precision is LiteRtPrecision.INT8:
-            calibration = ctx.dataset.calibration
-            if calibration is None:
-                raise PassError(f"INT8 calibration needs a calibration split ({ctx.dataset.source.calibration_split!r})")
-            count = min(row_count(calibration.inputs), self.spec.calibration_samples)
-            arrays |= {f"calibration/{name}": array for name, array in rows(calibration.inputs, 0, count).items()}
-            ctx.log(f"calibrating INT8 on {count} samples")
+        if self.spec.precision is EdgePrecision.INT8:
+            arrays |= {f"calibration/{name}": a for name, a in calibration_rows(ctx, self.spec.calibration_samples).items()}
         data = ctx.output_dir / "_inputs.npz"
         np.savez(data, **arrays)
         output = ctx.output_dir / "model.tflite"
@@ -114,7 +98,7 @@ def convert(job: dict) -> None:
     model = ModelFile(Path(job["model"]), ModelFormat(job["format"]))
     module = exportable(model, tensors("example"))
     options = {}
-    if job["precision"] == LiteRtPrecision.INT8.value:
+    if job["precision"] == EdgePrecision.INT8.value:
         module, options = _quantized(module, tensors, job)
     converter = None
     for size in job["sizes"]:

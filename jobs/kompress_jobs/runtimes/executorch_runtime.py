@@ -14,14 +14,14 @@ import re
 
 import numpy as np
 
-from ..errors import DataError, ModelLoadError
+from ..errors import ModelLoadError
 from ..modelfile import ModelFile
 from ..spec.sources import ModelFormat
-from .base import Inputs, Processor, Runner, output_names_for
+from .base import Processor, output_names_for
 from .contained import survives_in_a_child
+from .fixed_batch import FixedBatchRunner
 from .registry import register
 
-PACKAGE, EXTRA = "executorch", "edge"
 _METHOD = re.compile(r"^forward(?:_b(\d+))?$")
 _CANARY = """
 import sys, torch
@@ -36,17 +36,11 @@ print("ok")
 
 
 @register
-class ExecuTorchRunner(Runner):
+class ExecuTorchRunner(FixedBatchRunner):
     runtime = "executorch"
+    module, package = "executorch.runtime", "executorch"
+    what = "the ExecuTorch program"
     formats = frozenset({ModelFormat.EXECUTORCH})
-
-    @classmethod
-    def unavailable(cls, device: Processor) -> str | None:
-        try:
-            import executorch.runtime  # noqa: F401
-        except ImportError:
-            return f"{PACKAGE} is not installed (the job image's extra `{EXTRA}`)"
-        return super().unavailable(device)
 
     def __init__(self, model: ModelFile, *, threads: int = 1, device: Processor = Processor.CPU,
                  input_names: tuple[str, ...] | None = None):
@@ -71,21 +65,12 @@ class ExecuTorchRunner(Runner):
         self.input_names = tuple(input_names or ("input",))
         self.output_names = output_names_for(count)
 
-    def __call__(self, inputs: Inputs) -> Inputs:
-        arrays = [inputs[name] for name in self.input_names]
-        rows, done, outputs = len(arrays[0]), 0, []
-        while done < rows:
-            size = self._chunk(rows - done)
-            tensors = [self._torch.from_numpy(np.ascontiguousarray(a[done: done + size])) for a in arrays]
-            outputs.append([t.numpy().copy() for t in self.methods[size].execute(tensors)])
-            done += size
-        return {name: np.concatenate([o[i] for o in outputs]) for i, name in enumerate(self.output_names)}
+    def batch_sizes(self) -> list[int]:
+        return list(self.methods)
 
-    def _chunk(self, remaining: int) -> int:
-        fitting = [size for size in self.methods if size <= remaining]
-        if not fitting:
-            raise DataError(f"the ExecuTorch program runs batches of {sorted(self.methods)}, not {remaining} rows")
-        return max(fitting)
+    def run_batch(self, size: int, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        tensors = [self._torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+        return [t.numpy().copy() for t in self.methods[size].execute(tensors)]
 
 
 def survives_an_inference(model: ModelFile) -> None:

@@ -13,14 +13,14 @@ import re
 
 import numpy as np
 
-from ..errors import DataError, ModelLoadError
+from ..errors import ModelLoadError
 from ..modelfile import ModelFile
 from ..spec.sources import ModelFormat
-from .base import Inputs, Processor, Runner, output_names_for
+from .base import Processor, output_names_for
 from .contained import survives_in_a_child
+from .fixed_batch import FixedBatchRunner
 from .registry import register
 
-PACKAGE, EXTRA = "ai-edge-litert", "edge"
 _SIGNATURE = re.compile(r"^b(\d+)$")
 _CANARY = """
 import sys, numpy as np
@@ -41,17 +41,11 @@ print("ok")
 
 
 @register
-class LiteRtRunner(Runner):
+class LiteRtRunner(FixedBatchRunner):
     runtime = "litert"
+    module, package = "ai_edge_litert.interpreter", "ai-edge-litert"
+    what = "the LiteRT model"
     formats = frozenset({ModelFormat.LITERT})
-
-    @classmethod
-    def unavailable(cls, device: Processor) -> str | None:
-        try:
-            import ai_edge_litert.interpreter  # noqa: F401
-        except ImportError:
-            return f"{PACKAGE} is not installed (the job image's extra `{EXTRA}`)"
-        return super().unavailable(device)
 
     def __init__(self, model: ModelFile, *, threads: int = 1, device: Processor = Processor.CPU,
                  input_names: tuple[str, ...] | None = None):
@@ -86,22 +80,13 @@ class LiteRtRunner(Runner):
         self.input_names = tuple(input_names or ("input",))
         self.output_names = output_names_for(len(next(iter(self.calls.values()))[2]))
 
-    def __call__(self, inputs: Inputs) -> Inputs:
-        arrays = [inputs[name] for name in self.input_names]
-        rows, done, outputs = len(arrays[0]), 0, []
-        while done < rows:
-            size = self._chunk(rows - done)
-            call, ins, outs = self.calls[size]
-            got = call([_quantized(a[done: done + size], d) for a, d in zip(arrays, ins)])
-            outputs.append([_dequantized(np.asarray(value), d) for value, d in zip(got.values(), outs)])
-            done += size
-        return {name: np.concatenate([o[i] for o in outputs]) for i, name in enumerate(self.output_names)}
+    def batch_sizes(self) -> list[int]:
+        return list(self.calls)
 
-    def _chunk(self, remaining: int) -> int:
-        fitting = [size for size in self.calls if size <= remaining]
-        if not fitting:
-            raise DataError(f"the LiteRT model runs batches of {sorted(self.calls)}, not {remaining} rows")
-        return max(fitting)
+    def run_batch(self, size: int, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        call, ins, outs = self.calls[size]
+        got = call([_quantized(a, d) for a, d in zip(arrays, ins)])
+        return [_dequantized(np.asarray(value), d) for value, d in zip(got.values(), outs)]
 
 
 def _quantized(array: np.ndarray, detail: dict) -> np.ndarray:

@@ -1,0 +1,45 @@
+"""What the edge passes (ExecuTorch, LiteRT) share: FP32 or INT8 through a PT2E quantizer calibrated
+on the calibration split, and a model with one fixed batch size per benchmark batch size."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import Field
+
+from ..data import batch_of, row_count, rows
+from ..errors import PassError
+from .base import PassContext
+from .settings import PassSettings
+
+
+class EdgePrecision(str, Enum):
+    FP32 = "FP32"
+    INT8 = "INT8"
+
+
+class EdgePassSettings(PassSettings):
+    precision: EdgePrecision = Field(EdgePrecision.FP32, description="FP32, or INT8 through the runtime's PT2E "
+                                     "quantizer (symmetric weights), calibrated on the calibration split.")
+    per_channel: bool = Field(True, description="INT8: one scale per output channel of each weight.")
+    calibration_samples: int = Field(256, ge=1, le=100_000, description="INT8: calibration rows run through the model.")
+
+
+def batch_sizes(ctx: PassContext) -> list[int]:
+    """The fixed batch sizes an edge model is built for: the benchmark's, and 1 (any other runs in chunks)."""
+    return sorted({1, *ctx.batch_sizes})
+
+
+def batches(ctx: PassContext) -> dict[int, dict]:
+    """A real batch of each size the model is built for (the evaluation rows, repeated when fewer)."""
+    return {size: batch_of(ctx.dataset.evaluation.inputs, size) for size in batch_sizes(ctx)}
+
+
+def calibration_rows(ctx: PassContext, samples: int) -> dict:
+    """The calibration rows INT8 is calibrated on; PassError without a calibration split."""
+    calibration = ctx.dataset.calibration
+    if calibration is None:
+        raise PassError(f"INT8 calibration needs a calibration split ({ctx.dataset.source.calibration_split!r})")
+    count = min(row_count(calibration.inputs), samples)
+    ctx.log(f"calibrating INT8 on {count} samples")
+    return rows(calibration.inputs, 0, count)
