@@ -82,3 +82,31 @@ def test_the_formats_package_stays_light_for_the_operator():
             "print(sorted(m for m in ('onnx', 'torch', 'openvino', 'numpy', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parent)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+ELF = b"\x7fELF\x02\x01\x01" + b"\0" * 57
+PE = b"MZ" + b"\0" * 58 + (64).to_bytes(4, "little") + b"PE\0\0" + b"\0" * 32
+
+
+@pytest.mark.parametrize("model_format, name, content, kind", [
+    (ModelFormat.ONNX, "model.onnx", ELF, "an ELF shared library"),
+    (ModelFormat.TORCH_SCRIPT, "model.pt", b"\xcf\xfa\xed\xfe" + b"\0" * 60, "a Mach-O library"),
+    (ModelFormat.EXECUTORCH, "model.pte", PE, "a Windows PE library"),
+    (ModelFormat.GGUF, "libtvm_model.so", ELF, "an ELF shared library"),
+])
+def test_a_compiled_library_given_as_a_model_is_refused_whatever_its_name_or_format(tmp_path, model_format, name, content, kind):
+    from kompress_jobs.errors import UnsafeModelError
+    from kompress_jobs.formats import check_model_files
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(UnsafeModelError, match=f"{kind}.*; kompress never loads native code from a model"):
+        check_model_files(path, model_format)
+
+
+def test_a_file_that_merely_starts_with_mz_is_not_taken_for_a_library(tmp_path):
+    from kompress_jobs.formats.files import refuse_native_code
+
+    path = tmp_path / "weights.pte"
+    path.write_bytes(b"MZ" + b"\x01" * 200)  # no PE header where 0x3c points
+    refuse_native_code(path)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..spec.sources import ModelFormat
 from .base import Format, format_for_path, format_of
-from .files import refuse_links
+from .files import refuse_links, refuse_native_code
 
 __all__ = ["Format", "check_model_files", "format_for_path", "format_of"]
 
@@ -20,4 +20,5 @@ def check_model_files(path: Path, model_format: ModelFormat, extra_files: tuple[
     refuse_links(path)
     for item in extra_files:
         refuse_links(item, named=False)
+    refuse_native_code(path)
     format_of(model_format).check(path, extra_files)

@@ -30,6 +30,31 @@ def refuse_links(path: Path, *, named: bool = True) -> None:
                                        "reads models only as regular files and folders")
 
 
+# What a compiled library starts with: ELF (Linux), Mach-O (both byte orders, fat), PE (Windows: MZ,
+# then PE\0\0 where the header at 0x3c points)
+_NATIVE = {b"\x7fELF": "an ELF shared library or executable", b"\xcf\xfa\xed\xfe": "a Mach-O library",
+           b"\xce\xfa\xed\xfe": "a Mach-O library", b"\xfe\xed\xfa\xcf": "a Mach-O library",
+           b"\xca\xfe\xba\xbe": "a Mach-O universal library"}
+
+
+def refuse_native_code(path: Path) -> None:
+    """UnsafeModelError when the model file a spec names is compiled code, whatever its name or
+    declared format: kompress runs native code only from its own packages, never from a tenant's
+    model (a TVM library, a custom-operator library, a plugin). Only the named file: the weight blobs
+    beside a model (an IR's .bin, ONNX external data) are raw numbers that may start with any bytes."""
+    if not path.is_file():
+        return
+    with path.open("rb") as file:
+        start = file.read(64)
+        kind = _NATIVE.get(start[:4])
+        if kind is None and start[:2] == b"MZ" and len(start) == 64:
+            file.seek(int.from_bytes(start[0x3C:0x40], "little"))
+            kind = "a Windows PE library or executable" if file.read(4) == b"PE\0\0" else None
+    if kind:
+        raise UnsafeModelError(f"model file {path}: {kind}; kompress never loads native code from a model, "
+                               "only from its own packages")
+
+
 def refuse_duplicate_entries(path: Path) -> None:
     """UnsafeModelError when a zip archive names one entry twice."""
     try:
