@@ -67,8 +67,12 @@ def test_a_users_own_program_runs_and_a_file_that_is_not_one_never_reaches_the_r
     assert make_runner(ModelFile(own, ModelFormat.EXECUTORCH), threads=1, input_names=("x",))({"x": np.zeros((1, 1, 8, 8), np.float32)})
     library = tmp_path / "model.pte"  # a compiled library under a program's name is refused before anything opens it
     library.write_bytes(b"\x7fELF\x02\x01\x01" + b"\0" * 64)
-    with pytest.raises(ModelLoadError, match="not an ExecuTorch program: it does not carry an ExecuTorch program's identifier"):
+    with pytest.raises(ModelLoadError, match="an ELF shared library or executable; kompress never loads native code"):
         make_runner(ModelFile(library, ModelFormat.EXECUTORCH), threads=1, input_names=("x",))
+    other = tmp_path / "other.pte"  # any other file is known by the program's missing identifier
+    other.write_bytes(b"\0" * 64)
+    with pytest.raises(ModelLoadError, match="not an ExecuTorch program: it does not carry an ExecuTorch program's identifier"):
+        make_runner(ModelFile(other, ModelFormat.EXECUTORCH), threads=1, input_names=("x",))
 
 
 def test_a_crash_in_the_native_runtime_costs_the_candidate_not_the_run(programs, monkeypatch):

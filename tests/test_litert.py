@@ -80,8 +80,12 @@ def test_a_users_own_model_runs_and_a_file_that_is_not_one_never_reaches_the_run
     assert runner_for(own)({"x": np.zeros((1, 1, 8, 8), np.float32)})["output"].shape == (1, 10)
     library = tmp_path / "model.tflite"
     library.write_bytes(b"\x7fELF\x02\x01\x01" + b"\0" * 64)
-    with pytest.raises(ModelLoadError, match="not a LiteRT model: it does not carry a LiteRT model's identifier"):
+    with pytest.raises(ModelLoadError, match="an ELF shared library or executable; kompress never loads native code"):
         runner_for(library)
+    other = tmp_path / "other.tflite"
+    other.write_bytes(b"\0" * 64)
+    with pytest.raises(ModelLoadError, match="not a LiteRT model: it does not carry a LiteRT model's identifier"):
+        runner_for(other)
 
 
 def test_a_crash_in_the_native_runtime_costs_the_candidate_not_the_run(models, monkeypatch):

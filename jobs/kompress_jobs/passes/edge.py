@@ -7,7 +7,6 @@ from enum import Enum
 
 from pydantic import Field
 
-from ..data import batch_of, row_count, rows
 from ..errors import PassError
 from .base import PassContext
 from .settings import PassSettings
@@ -32,11 +31,15 @@ def batch_sizes(ctx: PassContext) -> list[int]:
 
 def batches(ctx: PassContext) -> dict[int, dict]:
     """A real batch of each size the model is built for (the evaluation rows, repeated when fewer)."""
+    from ..data import batch_of  # numpy: never at import, the operator reads the settings above
+
     return {size: batch_of(ctx.dataset.evaluation.inputs, size) for size in batch_sizes(ctx)}
 
 
 def calibration_rows(ctx: PassContext, samples: int) -> dict:
     """The calibration rows INT8 is calibrated on; PassError without a calibration split."""
+    from ..data import row_count, rows
+
     calibration = ctx.dataset.calibration
     if calibration is None:
         raise PassError(f"INT8 calibration needs a calibration split ({ctx.dataset.source.calibration_split!r})")

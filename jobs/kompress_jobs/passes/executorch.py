@@ -13,9 +13,6 @@ from __future__ import annotations
 import importlib.util
 from typing import Literal
 
-import numpy as np
-
-from ..data import row_count, rows
 from ..modelfile import ModelFile
 from ..spec.sources import ModelFormat
 from .base import OptimizationPass, PassContext, failing_as, register
@@ -57,6 +54,7 @@ class ExecuTorch(OptimizationPass):
 
     def _quantized(self, module, ctx: PassContext):
         """PT2E INT8 for XNNPACK: observers inserted on a graph of any batch size, calibrated, converted."""
+        from ..data import row_count, rows
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                              get_symmetric_quantization_config)
         from torch.export import Dim, export
@@ -100,6 +98,7 @@ def without_unused_tensors(graph):
 
 
 def tensors(inputs: dict, ctx: PassContext) -> tuple:
+    import numpy as np
     import torch
 
     return tuple(torch.from_numpy(np.ascontiguousarray(inputs[name])) for name in ctx.input_names)

@@ -18,8 +18,6 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from ..child_python import run_python
 from ..errors import PassError
 from ..modelfile import ModelFile
@@ -64,6 +62,8 @@ class LiteRt(OptimizationPass):
         return None
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        import numpy as np
+
         sizes = batch_sizes(ctx)
         arrays = {f"b{size}/{name}": array for size, batch in batches(ctx).items() for name, array in batch.items()}
         arrays |= {f"example/{name}": array for name, array in ctx.example_inputs.items()}  # two rows: no batch-1 specialising
@@ -88,6 +88,7 @@ class LiteRt(OptimizationPass):
 def convert(job: dict) -> None:
     """In the converter's process: the model through its format's door, one signature per batch size."""
     import litert_torch
+    import numpy as np
     import torch
 
     from .executorch import exportable
