@@ -304,3 +304,16 @@ def test_a_budget_longer_than_the_deadline_a_run_gets_is_refused_with_the_way_ou
                                                      r"in namespace team \(3600s\): set spec.job.activeDeadlineSeconds above it"):
         policy.enforce(spec_of(document([], budget={"duration": "2h"})), settings, "team")
     policy.enforce(spec_of(document([], budget={"duration": "30m"})), settings, "team")
+
+
+def test_forgetting_a_resource_drops_every_targets_series_a_promotion_without_a_pick_included():
+    from kompress_jobs.spec.status import TargetStatus
+
+    metrics = OperatorMetrics()
+    kept = TargetStatus.model_validate({"name": "avx2", "phase": "Succeeded", "promotion": {
+        "decision": "Kept", "reason": "NoCandidate", "promotedAt": "2026-01-01T00:00:00Z"}})
+    metrics.record_best("team", "fleet", kept, target="avx2")
+    labels = {"namespace": "team", "name": "fleet", "target": "avx2"}
+    assert metrics.registry.get_sample_value("kompress_promoted_timestamp_seconds", labels) == 1767225600
+    metrics.forget("team", "fleet")
+    assert metrics.registry.get_sample_value("kompress_promoted_timestamp_seconds", labels) is None

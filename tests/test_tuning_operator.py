@@ -81,7 +81,7 @@ def test_the_policy_refuses_a_study_that_could_never_start_or_has_no_database(se
 def test_a_tuning_run_holds_a_slot_per_trial_pod_and_waits_for_all_of_them():
     queue = RunQueue(max_running=4, max_per_namespace=4)
     wide = Waiting("team", "study", 0, "2026-01-01T00:00:00Z", slots=3)
-    busy = InFlight(running={"team": ["other", "tuning"]}, tuning={"team": [("tuning", 2)]})  # 1 + 2 slots taken
+    busy = InFlight(running={"team": ["other", "tuning"]}, wide={"team": [("tuning", 2)]})  # 1 + 2 slots taken
     verdict = queue.try_start(wide, 1, busy)
     assert not verdict.start and verdict.message.startswith("waiting for 3 Job slots (one per worker Pod): 3/4 running")
     assert queue.try_start(wide, 1, InFlight(running={"team": ["other"]})).start

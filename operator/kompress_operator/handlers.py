@@ -29,9 +29,9 @@ RESOURCE = (API_GROUP, API_VERSION, PLURAL)
 MEMORY_RELEASE_INTERVAL = 30.0  # seconds; a burst's freed memory is back within this
 
 
-def snapshot(running_runs: kopf.Index, waiting_runs: kopf.Index, run_jobs: kopf.Index, tuning_runs: kopf.Index) -> InFlight:
+def snapshot(running_runs: kopf.Index, waiting_runs: kopf.Index, run_jobs: kopf.Index, wide_runs: kopf.Index) -> InFlight:
     # The index's own store, not a copy: this runs on every watch event, and the queue can be 1000 long.
-    return InFlight(running=running_runs, waiting=waiting_runs.get(None, ()), jobs=run_jobs, tuning=tuning_runs)
+    return InFlight(running=running_runs, waiting=waiting_runs.get(None, ()), jobs=run_jobs, wide=wide_runs)
 
 
 def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetrics) -> kopf.OperatorRegistry:
@@ -57,12 +57,12 @@ def build_registry(settings: OperatorSettings, kube: Kube, metrics: OperatorMetr
 
     # Event handlers get plain dicts (event["object"]): Kopf's Body views re-walk the path on every read.
     @kopf.on.event(*RESOURCE, id="reconcile", registry=registry)
-    async def reconcile(event, type, running_runs, waiting_runs, run_jobs, tuning_runs, **_):
-        await controller.resource_event(event["object"], type, snapshot(running_runs, waiting_runs, run_jobs, tuning_runs))
+    async def reconcile(event, type, running_runs, waiting_runs, run_jobs, wide_runs, **_):
+        await controller.resource_event(event["object"], type, snapshot(running_runs, waiting_runs, run_jobs, wide_runs))
 
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY, id="job_changed", registry=registry)
-    async def job_changed(event, type, running_runs, waiting_runs, run_jobs, tuning_runs, **_):
-        await controller.job_event(event["object"], type, snapshot(running_runs, waiting_runs, run_jobs, tuning_runs))
+    async def job_changed(event, type, running_runs, waiting_runs, run_jobs, wide_runs, **_):
+        await controller.job_event(event["object"], type, snapshot(running_runs, waiting_runs, run_jobs, wide_runs))
 
     return registry
 
@@ -79,9 +79,9 @@ def register_indexes(registry: kopf.OperatorRegistry) -> None:
 
     # A Tuning run holds a slot per worker Pod, a run with several targets one per target's Job:
     # the queue counts these beyond the one above.
-    @kopf.index(*RESOURCE, id="tuning_runs", registry=registry,
+    @kopf.index(*RESOURCE, id="wide_runs", registry=registry,
                 when=lambda status, body, **_: status.get("phase") in EXECUTING and slots_of(body) > 1)
-    async def tuning_runs(name, namespace, body, **_):
+    async def wide_runs(name, namespace, body, **_):
         return {namespace: (name, slots_of(body))}
 
     @kopf.index(*RESOURCE, id="waiting_runs", registry=registry, when=lambda status, **_: status.get("phase") == QUEUED)

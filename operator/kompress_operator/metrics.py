@@ -59,7 +59,7 @@ class OperatorMetrics:
                                    ["namespace", "name", "target"], registry=r)
         self.reruns_total = Counter("kompress_reoptimizations_total", "Runs started without a spec change, by reason.",
                                     ["reason"], registry=r)
-        self._candidates: dict[tuple[str, str, str], str] = {}  # (namespace, name, target) → the best's name
+        self._candidates: dict[tuple[str, str, str], str | None] = {}  # (namespace, name, target) → the best's name
         self._lock = threading.Lock()
 
     @contextmanager
@@ -87,11 +87,11 @@ class OperatorMetrics:
         best, baseline = status.best, status.baseline
         self.forget(namespace, name, target)
         self.record_promotion(namespace, name, status.promotion, target)
+        with self._lock:  # recorded even without a pick: forget() drops its promotion's series too
+            self._candidates[(namespace, name, target)] = best.name if best else None
         if not best:
             return
         key = (namespace, name, target, best.name)
-        with self._lock:
-            self._candidates[(namespace, name, target)] = best.name
         if best.latency_p50_ms is not None:
             self.best_latency.labels(*key).set(best.latency_p50_ms / 1000)
         if best.size_bytes is not None:
@@ -129,16 +129,14 @@ class OperatorMetrics:
         with self._lock:
             keys = [k for k in self._candidates if k[:2] == (namespace, name) and target in (None, k[2])]
             dropped = [(k, self._candidates.pop(k)) for k in keys]
-        for promoted in {k[2] for k, _ in dropped} | ({target} if target is not None else {""}):
-            try:
-                self.promoted_time.remove(namespace, name, promoted)
-            except KeyError:
-                pass
         for (_, _, which), candidate in dropped:
-            for gauge in (self.best_latency, self.best_size, self.best_speedup, self.best_size_reduction, self.best_metric_change,
-                          self.best_tokens, self.best_first_token, self.best_energy, self.best_memory):
+            series = [(self.promoted_time, ())] + ([] if candidate is None else [
+                (gauge, (candidate,)) for gauge in (self.best_latency, self.best_size, self.best_speedup, self.best_size_reduction,
+                                                    self.best_metric_change, self.best_tokens, self.best_first_token,
+                                                    self.best_energy, self.best_memory)])
+            for gauge, rest in series:
                 try:
-                    gauge.remove(namespace, name, which, candidate)
+                    gauge.remove(namespace, name, which, *rest)
                 except KeyError:
                     pass
 

@@ -32,7 +32,7 @@ class InFlight:
     running: Mapping[str, Collection[str]] = field(default_factory=dict)
     waiting: Collection[Waiting] = ()
     jobs: Mapping[Key, Collection[tuple[int, str, int]]] = field(default_factory=dict)  # (generation, RunRef.job_key, rerun)
-    tuning: Mapping[str, Collection[tuple[str, int]]] = field(default_factory=dict)  # runs holding several slots: (name, slots)
+    wide: Mapping[str, Collection[tuple[str, int]]] = field(default_factory=dict)  # runs holding several slots: (name, slots)
 
     def has_job(self, run: RunRef, role: str = RUN_JOB) -> bool:
         return (run.generation, run.job_key(role), run.rerun) in self.jobs.get(run.key, ())
@@ -41,7 +41,7 @@ class InFlight:
         """Slots beyond one per run, per namespace: Tuning runs hold one per worker Pod, runs with
         several hardware targets one per target's Job (slots_of)."""
         extra: Counter = Counter()
-        for namespace, runs in self.tuning.items():
+        for namespace, runs in self.wide.items():
             for _, slots in runs:
                 extra[namespace] += slots - 1
         return extra

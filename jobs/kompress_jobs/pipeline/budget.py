@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import BudgetSpentError
-from ..measurement.candidates import Candidate, Outcome
+from ..measurement.candidates import Candidate
 
 
 @dataclass
@@ -16,6 +16,7 @@ class BudgetClock:
     duration: str | None = None  # as written (spec.budget.duration); None: no budget
     seconds: float = float("inf")
     started: float = field(default_factory=time.monotonic)
+    cut: bool = False  # a pass was skipped because the budget was spent
 
     @classmethod
     def of(cls, spec) -> "BudgetClock":
@@ -33,11 +34,14 @@ class BudgetClock:
     def why(self) -> str:
         return f"spec.budget.duration {self.duration} was spent ({self.elapsed():.0f} s into the run): not started"
 
+    def skip(self) -> str:
+        """Record that a pass was left out for the budget; its reason."""
+        self.cut = True
+        return self.why()
+
     def check_something_made(self, produced: list[Candidate]) -> None:
         """BudgetSpentError when the budget ran out before any pass made a model."""
-        if self.duration is None or any(c.model is not None for c in produced):
-            return
-        if any(c.outcome is Outcome.SKIPPED and (c.error or "").startswith("spec.budget") for c in produced):
+        if self.cut and not any(c.model is not None for c in produced):
             raise BudgetSpentError(f"spec.budget.duration {self.duration} was spent before any pass made a candidate "
                                    f"(loading the model and data took {self.elapsed():.0f} s): give the run a longer budget, "
                                    f"or none")

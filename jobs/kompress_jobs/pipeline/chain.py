@@ -54,8 +54,8 @@ def run_passes(steps: list[Step], known: dict[str, Candidate], folder: Path, *, 
             candidate.outcome, candidate.error = Outcome.SKIPPED, f"its input {parent.name!r} did not produce a model"
             continue
         if budget is not None and budget.spent():
-            candidate.outcome, candidate.error = Outcome.SKIPPED, budget.why()
-            progress(f"pass {number}/{len(steps)} {step.name}: skipped: {budget.why()}")
+            candidate.outcome, candidate.error = Outcome.SKIPPED, budget.skip()
+            progress(f"pass {number}/{len(steps)} {step.name}: skipped: {candidate.error}")
             continue
         if not quiet:
             progress(f"pass {number}/{len(steps)} {step.name} ({optimization.type}) on {parent.name}")

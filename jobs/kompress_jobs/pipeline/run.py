@@ -7,6 +7,7 @@ files already sent are deleted again, so a reader either finds a manifest or not
 
 from __future__ import annotations
 
+import os
 import secrets
 import tempfile
 from datetime import datetime, timezone
@@ -133,8 +134,6 @@ def within_budget(spec, budget: BudgetClock, progress: Progress):
 def check_target_environment(spec) -> None:
     """A spec with several targets runs one (the operator's Job, `kompress optimize --target`), and a
     capped target in a process its cap was applied to from the start: the runtimes read it once."""
-    import os
-
     if len(spec.targets) > 1:
         raise SpecError(f"spec.targets names {len(spec.targets)} targets: a run is for one of them (--target NAME)")
     target = spec.target()

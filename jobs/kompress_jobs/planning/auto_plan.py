@@ -104,7 +104,7 @@ COMPRESSION_STUDY = {"trials": 2, "target": "compressed-quantized", "objectives"
 
 def _compression(spec, folder: Path) -> list[tuple[dict, str]]:
     """Structured compression of a BERT-family encoder, when the goal and the budget leave room;
-    else nothing, and a reason in its place (a pass the plan names with type None is only said)."""
+    else only the reason, under the key `skip` (plan_for says it and plans nothing for it)."""
     why_not = _compression_left_out(spec, folder)
     if why_not:
         return [({"type": "TransformerCompress", "name": COMPRESSED, "skip": why_not}, "")]

@@ -69,7 +69,7 @@ def machine_of(fingerprint) -> str:
     """One line naming what the run measured on: the GPU, else the CPU and the target's cap."""
     if fingerprint.gpu is not None:
         return f"{fingerprint.gpu.count}x {fingerprint.gpu.name}"
-    cap = getattr(fingerprint.cpu, "max_isa", None)
+    cap = fingerprint.cpu.max_isa
     return fingerprint.cpu.model + (f" (capped at {cap})" if cap else "")
 
 
