@@ -15,6 +15,8 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels \
         --extra-index-url https://download.pytorch.org/whl/cpu ".[job,llama,edge]"
 
 FROM python:3.11-slim
+# Apache TVM links each library it compiles (and each tuning candidate) with a C++ compiler
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links /wheels "kompress[job,llama,edge]"
 # optimum-intel's OpenVINO exporter pins an older transformers: a folder of its own that only the

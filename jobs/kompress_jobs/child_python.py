@@ -22,7 +22,7 @@ from pathlib import Path
 
 # a hardware target's cap (spec/targets.py) holds in a child as in its parent
 _PASSED = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "ATEN_CPU_CAPABILITY",
-                     "KOMPRESS_MAX_CPU_ISA"})
+                     "KOMPRESS_MAX_CPU_ISA", "TVM_NUM_THREADS"})
 # thread pools and instruction-set caps (OpenMP, MKL, OpenBLAS, oneDNN), GPU selection, locale
 _PASSED_PREFIXES = ("LC_", "OMP_", "MKL_", "OPENBLAS_", "ONEDNN_", "DNNL_", "KMP_", "GOTO_", "CUDA_", "NVIDIA_")
 

@@ -38,7 +38,7 @@ class Fingerprint(Record):
 _INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
                       "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16", "f16c")
 _LIBRARIES = ("kompress", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy", "tensorrt", "torchao", "executorch",
-              "llama-cpp-python",
+              "llama-cpp-python", "ai-edge-litert", "apache-tvm",
               "nvidia-ml-py")
 
 

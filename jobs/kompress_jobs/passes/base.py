@@ -23,6 +23,7 @@ from .settings import PassSettings, pass_type_of
 
 if TYPE_CHECKING:  # the operator imports passes to plan them, without numpy or the runtimes
     from ..data import Dataset, Inputs
+    from ..storage.store import ArtifactStore
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class PassContext:
     benchmark: Benchmark = field(default_factory=Benchmark)
     # The model as given: what the goals' drops are measured against (a pass deep in a chain steers by it).
     baseline: ModelFile | None = None
+    # What passes keep between runs of this resource (TVM's tuning records), in its own store folder
+    # (storage/layout.py `kept`); None where nothing is kept (a tuning trial, a test).
+    kept: ArtifactStore | None = None
 
     @property
     def threads(self) -> int:

@@ -14,6 +14,7 @@ from ..passes import PassContext
 from ..planning.plan import BASELINE, Step
 from ..runtimes import Runner, make_runner
 from ..spec.schema import ModelOptimizationSpec
+from ..storage.store import ArtifactStore
 from .budget import BudgetClock
 
 Progress = Callable[[str], None]
@@ -30,11 +31,12 @@ def ancestry(steps: list[Step], name: str) -> set[str]:
 
 def run_passes(steps: list[Step], known: dict[str, Candidate], folder: Path, *, dataset: Dataset,
                 spec: ModelOptimizationSpec, runners: dict[str, Runner] | None, progress: Progress, fetch,
-                on_epoch=None, quiet: bool = False, budget: BudgetClock | None = None) -> list[Candidate]:
+                on_epoch=None, quiet: bool = False, budget: BudgetClock | None = None,
+                kept: ArtifactStore | None = None) -> list[Candidate]:
     """Run steps in order, each on an earlier candidate (from `known` or this call); a pass that
     fails is recorded on its candidate and the others go on. Runners for the new models go into
     `runners` (None: a tuning trial, which measures its one model itself). A pass that would
-    start after `budget` is spent is skipped, saying so."""
+    start after `budget` is spent is skipped, saying so; `kept`: what passes keep between runs."""
     by_name = dict(known)
     produced = []
     for number, step in enumerate(steps, start=1):
@@ -63,7 +65,7 @@ def run_passes(steps: list[Step], known: dict[str, Candidate], folder: Path, *, 
         output_dir.mkdir(parents=True)
         log = (lambda m: None) if quiet else (lambda m, n=step.name: progress(f"  {n}: {m}"))
         context = PassContext(output_dir, dataset, log, task=spec.task, fetch=fetch, on_epoch=on_epoch, goals=spec.goals,
-                              benchmark=spec.benchmark, baseline=by_name[BASELINE].model)
+                              benchmark=spec.benchmark, baseline=by_name[BASELINE].model, kept=kept)
         try:
             candidate.model = optimization.run(parent.model, context)
             candidate.details = optimization.details

@@ -31,7 +31,7 @@ from ..errors import SpecError
 from ..spec.schema import ModelOptimization
 from ..spec.targets import isa_environment
 from ..storage.digest import sha256
-from ..storage.layout import run_prefix
+from ..storage.layout import kept_prefix, run_prefix
 from ..tuning.parallel_study import StudyCollector, StudyWorker, WorkerRun
 from ..tuning.study import LocalStudy
 from .budget import BudgetClock
@@ -81,7 +81,8 @@ def run_optimization(
         model_path, data_path, (dataset, baseline, runners) = fetch_and_load(spec, base_dir, scratch, progress)
         fetch = lambda uri: local_input(uri, spec, base_dir, scratch)  # noqa: E731
         run_chain = partial(run_passes, dataset=dataset, spec=spec, progress=progress, fetch=fetch)
-        made = run_chain(steps, {BASELINE: baseline}, scratch / "candidates", runners=runners, budget=budget)
+        kept = store.under(kept_prefix(resource.metadata.namespace, resource.metadata.name))
+        made = run_chain(steps, {BASELINE: baseline}, scratch / "candidates", runners=runners, budget=budget, kept=kept)
         budget.check_something_made(made)
         candidates = [baseline] + made
         tuning_report = None

@@ -30,6 +30,12 @@ class ModelFormat(str, Enum):
     OPENVINO_CAUSAL_LM = "OpenVINOCausalLM"
     EXECUTORCH = "ExecuTorch"  # a .pte program (PyTorch Mobile's successor), its ops delegated to XNNPACK
     LITERT = "LiteRT"  # a .tflite flatbuffer (TensorFlow Lite's successor), run by LiteRT's interpreter on XNNPACK
+    TVM = "TVM"  # a library Apache TVM compiled for one CPU, with its weights: only ever built by a run (formats/tvm.py)
+
+
+# Formats only kompress writes: a compiled library is native code, never taken from a user
+BUILT_ONLY = frozenset({ModelFormat.TVM})
+SOURCE_FORMATS = [f.value for f in ModelFormat if f not in BUILT_ONLY]
 
 
 
@@ -57,11 +63,15 @@ class HuggingFaceOptions(Model):
 class ModelSource(Model):
     uri: str = Field(min_length=1, description="Path or s3:// URI of the model file (a directory for HuggingFace, "
                      "OnnxGenAI and OpenVINOCausalLM).")
-    format: ModelFormat = Field(description="How the model was saved. Pickled modules are never loaded.")
+    format: ModelFormat = Field(description="How the model was saved. Pickled modules are never loaded.",
+                                json_schema_extra={"enum": SOURCE_FORMATS})
     hugging_face: HuggingFaceOptions | None = Field(None, description="HuggingFace format only; defaults apply when unset.")
 
     @model_validator(mode="after")
     def _options_fit_format(self) -> "ModelSource":
+        if self.format in BUILT_ONLY:
+            raise ValueError(f"format {self.format.value} is a compiled library only kompress builds in a run (it runs native "
+                             "code); give the model it was compiled from (ONNX) and a pass that builds it")
         if self.hugging_face is not None and self.format is not ModelFormat.HUGGING_FACE:
             raise ValueError(f"huggingFace options need format: HuggingFace, not {self.format.value}")
         return self

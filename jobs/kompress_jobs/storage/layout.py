@@ -3,6 +3,7 @@
     <root>/<namespace>/<name>/runs/<run id>/…        a run's report, manifest and candidate models
     <root>/<namespace>/<name>/studies/<digest>/…     a single-Pod tuning study (journal, trial models)
     <root>/<namespace>/<name>/current.json, current/, releases/<run id>/   promotion (promoted.py)
+    <root>/<namespace>/<name>/kept/…                 what passes keep between runs (TVM's tuning records)
 
 So everything a team's runs write lies under <root>/<namespace>/, which an S3 (IAM or MinIO) policy
 can grant to that team's credentials alone. Kubernetes names cannot hold '/', so `team/a-model` and
@@ -18,7 +19,7 @@ from ..errors import StoreError
 
 DEFAULT_ARTIFACTS = "./kompress-runs"  # where a laptop run publishes when neither the spec nor --output names a place
 
-RUNS, STUDIES = "runs", "studies"
+RUNS, STUDIES, KEPT = "runs", "studies", "kept"
 DEFAULT_NAMESPACE = "default"  # the CLI's, for a spec without metadata.namespace
 _SEGMENT = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # DNS-1123, as Kubernetes names
 
@@ -37,6 +38,10 @@ def run_prefix(namespace: str | None, name: str, run_id: str) -> str:
 def study_prefix(namespace: str | None, name: str, digest: str) -> str:
     """Also the study's name in a shared database: two namespaces never open each other's study."""
     return f"{resource_prefix(namespace, name)}/{STUDIES}/{safe_key(digest, 'study')}"
+
+
+def kept_prefix(namespace: str | None, name: str) -> str:
+    return f"{resource_prefix(namespace, name)}/{KEPT}"
 
 
 def safe_key(key: str, what: str = "key") -> str:
