@@ -21,7 +21,7 @@ def test_every_format_of_the_schema_is_declared_once_in_a_module_of_its_own():
     modules = {cls.__module__ for cls in declared.values()}
     assert len(modules) == len(ModelFormat)  # one module each
     assert {f for f, cls in declared.items() if cls.folder()} == {
-        ModelFormat.HUGGING_FACE, ModelFormat.ONNX_GENAI, ModelFormat.OPENVINO_CAUSAL_LM}
+        ModelFormat.HUGGING_FACE, ModelFormat.ONNX_GENAI, ModelFormat.OPENVINO_CAUSAL_LM, ModelFormat.TVM}
     assert all(cls.describe.startswith(("a ", "an ")) for cls in declared.values())
 
 
