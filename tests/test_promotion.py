@@ -192,3 +192,44 @@ def test_promotion_to_s3_and_fetching_it_back(workspace, s3_endpoint):
     assert result.promotion.uri == "s3://models/runs/team-a/mlp/releases/r1/"
     pointer = fetch_promoted(open_store("s3://models/runs/team-a/mlp", s3_endpoint), workspace / "fetched")
     assert pointer.digest == sha256(workspace / "fetched" / "model.onnx") == result.promotion.digest
+
+
+def _tvm_current(metrics: dict) -> Current:
+    pointer = PromotedPointer(run=PointerRun(id="r1"), promoted_at="2026-01-01T00:00:00Z", candidate="tvm", digest="0" * 64,
+                              release="releases/r1/", model=PointerModel(path="releases/r1/model.tvm", format="TVM"), files=[],
+                              metrics=metrics)
+    return Current(pointer, problem="a TVM library is measured only by the run that built it", recorded_only=True)
+
+
+@pytest.mark.parametrize("pick_p50, drop, promote, reason", [
+    (0.4, 0.0, True, "Better"),  # 2.5x this run's baseline against the library's 2.0x of its own
+    (0.49, 0.0, False, "NotBetter"),  # 2.04x: inside the 5% tie tolerance
+    (0.3, 0.5, False, "WorseFidelity"),
+])
+def test_a_promoted_library_this_run_may_not_load_is_judged_by_the_figures_its_run_recorded(pick_p50, drop, promote, reason):
+    spec = ModelOptimizationSpec.model_validate(resource_dict(goals={"optimizeFor": "Latency"}, promotion={})["spec"])
+    current = _tvm_current({"latencyP50Ms": {"8": 0.5}, "baselineP50Ms": {"8": 1.0}, "metric": {"drop": 0.0}})
+    decision = decide(_measured("pick", pick_p50, drop), None, current, spec, 8, "Accuracy", _measured("baseline", 1.0, 0.0))
+    assert (decision.promote, decision.reason) == (promote, reason)
+    assert "against the figures r1's run recorded (a TVM library is measured only by the run that built it)" in decision.message
+
+
+def test_without_recorded_figures_the_pick_replaces_a_library_it_may_not_load_saying_why():
+    spec = ModelOptimizationSpec.model_validate(resource_dict(promotion={})["spec"])
+    decision = decide(_measured("pick", 0.9, 0.0), None, _tvm_current({}), spec, 8, "Accuracy", _measured("baseline", 1.0, 0.0))
+    assert (decision.promote, decision.reason) == (True, "PromotedModelUnusable")
+    assert "measured only by the run that built it, and its run recorded no figures to compare with" in decision.message
+
+
+def test_the_promoter_never_loads_a_promoted_tvm_library(monkeypatch, tmp_path):
+    from kompress_jobs.modelfile import ModelFile
+    from kompress_jobs.spec.sources import ModelFormat
+    from kompress_jobs.storage import promotion
+
+    current = _tvm_current({})
+    current.problem, current.recorded_only, current.model = None, False, ModelFile(tmp_path, ModelFormat.TVM)
+    monkeypatch.setattr(promotion, "read_current", lambda *args: current)
+    loaded = []
+    spec = ModelOptimizationSpec.model_validate(resource_dict(promotion={})["spec"])
+    assert promotion.Promoter(None).contender(tmp_path, spec, ("x",), loaded.append) is None
+    assert not loaded and current.recorded_only and "measured only by the run that built it" in current.problem

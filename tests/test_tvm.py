@@ -89,12 +89,14 @@ def test_a_library_this_process_did_not_build_never_loads(runs, tmp_path, monkey
     monkeypatch.setattr(tvm_format, "_BUILT_HERE", set())  # a later process, or a folder from a store
     with pytest.raises(UnsafeModelError, match="kompress loads one only when this run built it"):
         make_runner(ModelFile(copy, ModelFormat.TVM), threads=1, input_names=("x",))
-    manifest = json.loads((copy / "kompress-tvm.json").read_text())
-    (copy / "model.so").write_bytes(b"\x7fELF" + b"\0" * 60)  # a manifest does not vouch for a library either
+    forged = tmp_path / "forged.tvm"  # another folder: the loaded library's file must stay as it is (it is mapped)
+    shutil.copytree(built, forged)
+    manifest = json.loads((forged / "kompress-tvm.json").read_text())
+    (forged / "model.so").write_bytes(b"\x7fELF" + b"\0" * 60)  # a manifest does not vouch for a library either
     manifest["sha256"] = "0" * 64
-    (copy / "kompress-tvm.json").write_text(json.dumps(manifest))
+    (forged / "kompress-tvm.json").write_text(json.dumps(manifest))
     with pytest.raises(UnsafeModelError):
-        make_runner(ModelFile(copy, ModelFormat.TVM), threads=1, input_names=("x",))
+        make_runner(ModelFile(forged, ModelFormat.TVM), threads=1, input_names=("x",))
 
 
 def test_a_crash_in_the_library_costs_the_candidate_not_the_run(runs, monkeypatch):

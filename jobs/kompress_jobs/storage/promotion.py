@@ -45,7 +45,7 @@ from .promoted import (
 )
 from ..reporting.results import CandidateResult, PromotionPlan, PromotionVerdict, Report
 from ..spec.schema import ModelOptimizationSpec
-from ..spec.sources import ModelFormat
+from ..spec.sources import BUILT_ONLY, ModelFormat
 from ..spec.status import PromotionDecision, PromotionStatus
 from .store import ArtifactStore
 
@@ -59,6 +59,7 @@ class Current:
     pointer: PromotedPointer | None  # None: there is a current.json, but it cannot be read
     model: ModelFile | None = None
     problem: str | None = None  # e.g. a file the pointer names is missing: it cannot be served either
+    recorded_only: bool = False  # a library only the run that built it loads (TVM): judged by its run's figures
 
     @property
     def run_id(self) -> str:
@@ -126,12 +127,16 @@ def _plan(promote: bool, reason: str, message: str) -> PromotionPlan:
 
 
 def decide(pick: Candidate | None, incumbent: Candidate | None, current: Current | None,
-           spec: ModelOptimizationSpec, batch: int, metric: str) -> PromotionPlan:
+           spec: ModelOptimizationSpec, batch: int, metric: str, baseline: Candidate | None = None) -> PromotionPlan:
     if pick is None:
         kept = f"; {current.run_id}'s model stays promoted" if current else ""
         return _plan(False, "NoCandidate", f"no candidate met the goals{kept}")
     if current is None:
         return _plan(True, "FirstPromotion", f"{pick.name} promoted (nothing was promoted before)")
+    if current.recorded_only:
+        return _by_recorded_figures(pick, baseline, current, spec, batch, metric) or _plan(
+            True, "PromotedModelUnusable", f"{pick.name} promoted: the promoted model cannot be used ({current.problem}, "
+                                           "and its run recorded no figures to compare with)")
     if current.problem or incumbent is None or not incumbent.measured:
         why = current.problem or (incumbent.error if incumbent else "it could not be loaded")
         return _plan(True, "PromotedModelUnusable", f"{pick.name} promoted: the promoted model cannot be used ({why})")
@@ -144,6 +149,36 @@ def decide(pick: Candidate | None, incumbent: Candidate | None, current: Current
     if better:
         return _plan(True, "Better", f"{pick.name} promoted over {current.run_id}'s model: {comparison}")
     return _plan(False, "NotBetter", f"kept {current.run_id}'s model: {pick.name} is not better beyond the noise "
+                                        f"tolerance: {comparison}")
+
+
+def _by_recorded_figures(pick: Candidate, baseline: Candidate | None, current: Current, spec: ModelOptimizationSpec,
+                         batch: int, metric: str) -> PromotionPlan | None:
+    """The gate for a promoted model this run may not load (a TVM library: native code only the run
+    that built it loads): the pick against the figures the promoted model's run recorded, each speedup
+    over its own run's baseline; None when that run recorded none (the pick then replaces it)."""
+    figures = current.pointer.metrics
+    theirs, their_baseline = (figures.get(key, {}).get(str(batch)) for key in ("latencyP50Ms", "baselineP50Ms"))
+    drop = (figures.get("metric") or {}).get("drop")
+    if None in (theirs, their_baseline, drop) or baseline is None or batch not in pick.latency or batch not in baseline.latency:
+        return None
+    how = f"against the figures {current.run_id}'s run recorded ({current.problem})"
+    if pick.metric_drop > drop + spec.promotion.fidelity_tolerance + 1e-12:
+        return _plan(False, "WorseFidelity", f"kept {current.run_id}'s model, {how}: {pick.name}'s {metric} drop "
+                                                f"{pick.metric_drop:.4g} is above its {drop:.4g}")
+    objective, tolerance = spec.goals.optimize_for, spec.benchmark.tie_tolerance
+    if objective is Objective.SIZE:
+        new, old = pick.size_bytes, figures.get("sizeBytes") or 0
+        better, comparison = new < old * 0.99, f"size {new} B vs {old} B (1% tolerance)"
+    elif objective is Objective.ACCURACY:
+        better, comparison = pick.metric_drop < drop - 1e-12, f"{metric} drop {pick.metric_drop:.4g} vs {drop:.4g}"
+    else:
+        mine, old = baseline.latency[batch].p50_ms / pick.latency[batch].p50_ms, their_baseline / theirs
+        better = mine > old * (1 + tolerance)
+        comparison = f"{mine:.2f}x vs {old:.2f}x its run's baseline at batch {batch} (tie tolerance {tolerance:.0%})"
+    if better:
+        return _plan(True, "Better", f"{pick.name} promoted over {current.run_id}'s model, {how}: {comparison}")
+    return _plan(False, "NotBetter", f"kept {current.run_id}'s model, {how}: {pick.name} is not better beyond the noise "
                                         f"tolerance: {comparison}")
 
 
@@ -205,6 +240,8 @@ def _pointer(run_id: str, pick: Candidate, result: CandidateResult, report: Repo
         metrics={"metric": result.metric.to_wire() if result.metric else None, "sizeBytes": result.size_bytes,
                  "runtime": result.runtime, "device": result.device.value if result.device else None,
                  "latencyP50Ms": {str(b): s.p50_ms for b, s in result.latency.items()},
+                 # what a later run compares a model it may not load with (_by_recorded_figures)
+                 "baselineP50Ms": {str(b): s.p50_ms for b, s in report.baseline.latency.items()},
                  "measuredOn": report.fingerprint.cpu.model},
         inputs=report.inputs,
     )
@@ -235,6 +272,10 @@ class Promoter:
         self.current = read_current(self.store, scratch, spec, input_names)
         if self.current is None or self.current.problem:
             return None
+        if self.current.model.format in BUILT_ONLY:  # native code: loaded only by the run that built it
+            self.current.recorded_only = True
+            self.current.problem = f"a {self.current.model.format.value} library is measured only by the run that built it"
+            return None
         try:
             runner = make_runner(self.current.model)
         except Exception as exc:  # a model another release wrote, or files that no longer load
@@ -246,7 +287,8 @@ class Promoter:
                metric: str) -> PromotionPlan:
         """The gate's decision (the report's `promotion`), made once; publish() carries it out."""
         incumbent = next((c for c in candidates if c.contender), None)
-        gate = decide(pick, incumbent, self.current, spec, batch, metric)
+        baseline = next((c for c in candidates if c.name == BASELINE), None)
+        gate = decide(pick, incumbent, self.current, spec, batch, metric, baseline)
         return PromotionPlan(decision=gate.decision, reason=gate.reason, message=gate.message,
                              pointer=self.store.uri(POINTER), previous_run=self.current.run_id if self.current else None)
 
