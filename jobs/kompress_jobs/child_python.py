@@ -56,3 +56,10 @@ def run_python(*, module: str | None = None, code: str | None = None, args: Sequ
         command = [sys.executable, "-I", "-c", _BOOT, json.dumps([str(p) for p in paths]), what, target, *args]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=home,
                               env=child_environment({"HOME": home, **env}))
+
+
+def last_line(done: subprocess.CompletedProcess, otherwise: str = "") -> str:
+    """What a failed child said last (its error's one line, stderr before stdout), for a one-line
+    PassError; `exit N` and `otherwise` when it said nothing."""
+    lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else f"exit {done.returncode}{otherwise}"

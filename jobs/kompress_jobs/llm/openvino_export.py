@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..child_python import run_python
+from ..child_python import last_line, run_python
 from ..errors import PassError
 
 EXPORTER_ENV = "KOMPRESS_OPENVINO_EXPORTER"
@@ -55,7 +55,6 @@ def export(checkpoint: Path, output: Path) -> Path:
                       env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     xml = output / XML
     if done.returncode != 0 or not xml.is_file():
-        lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()]
-        last = lines[-1][:300] if lines else f"exit {done.returncode}, no {XML} written"
-        raise PassError(f"optimum-intel's OpenVINO exporter failed on {checkpoint.name}: {last}")
+        raise PassError(f"optimum-intel's OpenVINO exporter failed on {checkpoint.name}: "
+                        f"{last_line(done, f', no {XML} written')}")
     return xml

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from ..child_python import run_python
+from ..child_python import last_line, run_python
 from ..errors import PassError
 from ..modelfile import ModelFile
 from ..spec.sources import ModelFormat
@@ -79,9 +79,7 @@ class LiteRt(OptimizationPass):
         done = run_python(code=_CONVERT, args=[json.dumps(job)], paths=[converter_path()])
         data.unlink(missing_ok=True)
         if done.returncode != 0 or not output.is_file():
-            lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()]
-            last = lines[-1][:300] if lines else f"exit {done.returncode}"
-            raise PassError(f"litert-torch could not convert the model: {last}")
+            raise PassError(f"litert-torch could not convert the model: {last_line(done)}")
         return ModelFile(output, ModelFormat.LITERT, self.spec.precision.value.lower())
 
 

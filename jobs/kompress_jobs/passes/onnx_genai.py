@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ..child_python import run_python
+from ..child_python import last_line, run_python
 from ..errors import PassError
 from ..modelfile import ModelFile
 from ..spec.sources import ModelFormat
@@ -128,7 +128,6 @@ class OnnxGenAI(SteeredBuildPass):
         done = run_python(module="onnxruntime_genai.models.builder", env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
                           args=["-i", str(source), "-o", str(output), "-c", str(cache), *settings.builder_arguments()])
         if done.returncode != 0:
-            lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()]
-            raise PassError(f"the ONNX Runtime GenAI builder failed: {(lines[-1] if lines else f'exit {done.returncode}')[:300]}")
+            raise PassError(f"the ONNX Runtime GenAI builder failed: {last_line(done)}")
         if not (output / "genai_config.json").is_file():
             raise PassError("the ONNX Runtime GenAI builder wrote no genai_config.json")

@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..child_python import run_python
+from ..child_python import last_line, run_python
 from ..errors import PassError
 from ..formats.tvm import LIBRARY, MANIFEST, PARAMS, vouch
 from ..modelfile import ModelFile
@@ -106,7 +106,7 @@ class Tvm(OptimizationPass):
                "library": str(folder / LIBRARY), "params": str(folder / PARAMS)}
         done = run_python(code=_BUILD, args=[json.dumps(job)], env={"TVM_NUM_THREADS": str(ctx.threads)})
         if done.returncode != 0 or not (folder / LIBRARY).is_file():
-            raise PassError(f"TVM could not tune and compile the model: {_last_line(done)}")
+            raise PassError(f"TVM could not tune and compile the model: {last_line(done)}")
         built = json.loads(done.stdout.strip().splitlines()[-1])
         if ctx.kept is not None and built["trials"]:
             for name in RECORDS:
@@ -132,18 +132,13 @@ def _host_cpu() -> str:
     into the pipeline's process before the library does."""
     done = run_python(code="import tvm; print(tvm.target.codegen.llvm_get_system_cpu())")
     if done.returncode != 0:
-        raise PassError(f"TVM could not name this CPU: {_last_line(done)}")
+        raise PassError(f"TVM could not name this CPU: {last_line(done)}")
     return done.stdout.strip().splitlines()[-1]
 
 
 def _rows(batch: dict, names: tuple[str, ...]) -> list[dict]:
     """Each input's row shape and type, in the model's order (what the runtime feeds it)."""
     return [{"shape": list(batch[name].shape[1:]), "dtype": str(batch[name].dtype)} for name in names]
-
-
-def _last_line(done) -> str:
-    lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else f"exit {done.returncode}"
 
 
 def build(job: dict) -> dict:
