@@ -1,6 +1,6 @@
 """Apache TVM: a folder kompress writes, never one a user hands it. It holds a library compiled by
 TVM for one CPU (`model.so`: native code), the weights it takes (`params.npz`) and a manifest
-(`kompress-tvm.json`) naming the library's digest, the LLVM target, and a function per batch size.
+(`kompress-tvm.json`) naming the LLVM target, a function per batch size and the inputs' rows.
 
 A compiled library runs whatever code it holds once loaded, so the door opens only for a library
 this process built (the TVM pass vouches for each digest after it compiles): a folder from a
@@ -20,13 +20,11 @@ LIBRARY, PARAMS = "model.so", "params.npz"
 _BUILT_HERE: set[str] = set()  # digests of the libraries this process compiled
 
 
-def vouch(folder: Path) -> str:
-    """Record that this process built the library in `folder` (the TVM pass, after compiling); its digest."""
+def vouch(folder: Path) -> None:
+    """Record that this process built the library in `folder` (the TVM pass, after compiling)."""
     from ..storage.digest import sha256
 
-    digest = sha256(folder / LIBRARY)
-    _BUILT_HERE.add(digest)
-    return digest
+    _BUILT_HERE.add(sha256(folder / LIBRARY))
 
 
 def manifest(folder: Path) -> dict:

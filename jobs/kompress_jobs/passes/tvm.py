@@ -86,11 +86,10 @@ class Tvm(OptimizationPass):
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         from ..measurement.hardware import cpu_cap, cpu_info
-        from .edge import batches
 
         sizes = sorted(set(self.spec.batch_sizes or ctx.batch_sizes))
         target = llvm_target(_host_cpu(), cpu_cap(), ctx.threads)
-        kept, records = records_folder(cpu_info()[0], target), ctx.output_dir.parent / f"{ctx.output_dir.name}-records"
+        kept, records = records_folder(cpu_info()[0], target), ctx.output_dir / "tuning-records"  # not uploaded: kept below
         records.mkdir()
         restored = ctx.kept is not None and all([ctx.kept.get(f"{kept}/{name}", records / name) for name in RECORDS])
         if self.spec.trials == 0 and not restored:
@@ -100,7 +99,7 @@ class Tvm(OptimizationPass):
                 f"per untuned task for batch sizes {sizes} on {target['mcpu']}, in a process of its own")
         folder = ctx.output_dir / "model.tvm"
         folder.mkdir()
-        rows = _rows(batches(ctx)[1], ctx.input_names)
+        rows = _rows(ctx.example_inputs, ctx.input_names)
         job = {"model": str(model.path.resolve()), "shapes": {name: row["shape"] for name, row in zip(ctx.input_names, rows)},
                "sizes": sizes, "target": target, "trials": self.spec.trials, "records": str(records),
                "library": str(folder / LIBRARY), "params": str(folder / PARAMS)}
@@ -111,9 +110,9 @@ class Tvm(OptimizationPass):
         if ctx.kept is not None and built["trials"]:
             for name in RECORDS:
                 ctx.kept.put(records / name, f"{kept}/{name}")
-        (folder / MANIFEST).write_text(json.dumps({
-            "library": LIBRARY, "params": PARAMS, "sha256": vouch(folder), "target": target, "batchSizes": sizes,
-            "inputs": list(ctx.input_names), "rows": rows, "outputs": built["outputs"]}, indent=1))
+        vouch(folder)
+        (folder / MANIFEST).write_text(json.dumps({"target": target, "batchSizes": sizes, "inputs": list(ctx.input_names),
+                                                   "rows": rows, "outputs": built["outputs"]}, indent=1))
         self.details = {"target": target, "tasks": built["tasks"], "tuned": built["tuned"], "trials": built["trials"],
                         "records": kept, "recordsReused": restored}
         ctx.log(f"tuned {built['tuned']} of {built['tasks']} tasks ({built['trials']} trials), compiled for {target['mcpu']}")

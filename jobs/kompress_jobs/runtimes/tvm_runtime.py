@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from ..formats.tvm import LIBRARY, PARAMS, manifest
+from ..formats.tvm import LIBRARY, MANIFEST, PARAMS, manifest
 from ..modelfile import ModelFile
 from ..spec.sources import ModelFormat
 from .base import Processor, output_names_for
@@ -18,19 +18,20 @@ from .contained import survives_in_a_child
 from .fixed_batch import FixedBatchRunner
 from .registry import register
 
-_CANARY = """
+# the files by their fixed names, as the door checked them: never a name the manifest gives
+_CANARY = f"""
 import json, sys, numpy as np, tvm
 from pathlib import Path
 from tvm import relax
 folder = Path(sys.argv[1])
-about = json.loads((folder / "kompress-tvm.json").read_text())
-vm = relax.VirtualMachine(tvm.runtime.load_module(str(folder / about["library"])), tvm.cpu())
-stored = np.load(folder / about["params"])
+about = json.loads((folder / "{MANIFEST}").read_text())
+vm = relax.VirtualMachine(tvm.runtime.load_module(str(folder / "{LIBRARY}")), tvm.cpu())
+stored = np.load(folder / "{PARAMS}")
 params = [tvm.runtime.tensor(stored[k]) for k in stored.files]
 for size in about["batchSizes"]:
-    packed = vm[f"main_b{size}_transform_params"](params)
+    packed = vm[f"main_b{{size}}_transform_params"](params)
     inputs = [tvm.runtime.tensor(np.zeros([size, *row["shape"]], row["dtype"])) for row in about["rows"]]
-    vm[f"main_b{size}"](*inputs, *packed)
+    vm[f"main_b{{size}}"](*inputs, *packed)
 print("ok")
 """
 
