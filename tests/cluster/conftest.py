@@ -29,7 +29,7 @@ def cluster(assets):
              User("team-b-dev", "team-b-dev-token"), User("scraper", "scraper-token")]
     plane = ControlPlane(assets, users=users).start()
     plane.kubectl("apply", "-f", str(REPO / "crds"))
-    plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
+    plane.wait_established(f"{PLURAL}.{GROUP}")
     yield plane
     plane.stop()
 

@@ -34,8 +34,7 @@ def ensure_namespace(cluster, name: str) -> None:
 @pytest.fixture(scope="module")
 def monitoring_crds(cluster):
     cluster.kubectl("apply", "-f", str(REPO / "tests" / "fixtures" / "monitoring-crds.yaml"))
-    for plural in ("servicemonitors", "prometheusrules"):
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.monitoring.coreos.com")
+    cluster.wait_established("servicemonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com")
 
 
 @pytest.mark.parametrize("values", [None, *VALUES], ids=lambda v: v.stem if v else "defaults")
@@ -197,8 +196,7 @@ def test_the_kueue_queues_of_the_deploy_example_pass_kueues_own_schema(cluster):
     """deploy/kueue/queues.yaml against Kueue's CRDs (tests/fixtures/kueue-crds.yaml, v1beta2), server-side:
     a field Kueue does not know, or a quota it would refuse, fails here rather than in a user's cluster."""
     cluster.kubectl("apply", "-f", str(REPO / "tests" / "fixtures" / "kueue-crds.yaml"))
-    for plural in ("resourceflavors", "clusterqueues", "localqueues"):
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.kueue.x-k8s.io")
+    cluster.wait_established(*(f"{plural}.kueue.x-k8s.io" for plural in ("resourceflavors", "clusterqueues", "localqueues")))
     queues = yaml.safe_load_all((REPO / "deploy" / "kueue" / "queues.yaml").read_text())
     for namespace in {d["metadata"]["namespace"] for d in queues if d["metadata"].get("namespace")}:
         ensure_namespace(cluster, namespace)

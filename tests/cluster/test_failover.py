@@ -25,7 +25,7 @@ def install_peering(cluster, name: str) -> None:
     crds = [d for d in documents if d["kind"] == "CustomResourceDefinition"]
     assert {d["metadata"]["name"] for d in crds} == {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(crds))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/clusterkopfpeerings.kopf.dev")
+    cluster.wait_established("clusterkopfpeerings.kopf.dev")
     peering = next(d for d in documents if d["kind"] == "ClusterKopfPeering")
     peering["metadata"] = {"name": name}
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(peering))

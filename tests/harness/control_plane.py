@@ -112,6 +112,13 @@ def _wait(condition, what: str, timeout: float, process: subprocess.Popen | None
     raise TimeoutError(f"{what} not ready after {timeout}s\n{tail}")
 
 
+class KubectlError(subprocess.CalledProcessError):
+    """A failed kubectl whose message carries what kubectl said (CalledProcessError's leaves it out)."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\nstderr: {(self.stderr or '').strip()[-2000:]}"
+
+
 class ControlPlane:
     def __init__(self, assets: Path, users: list[User] = (), apiserver_args: list[str] = (),
                  controller_manager_args: list[str] = (), extra_controllers: tuple[str, ...] = ()):
@@ -234,8 +241,31 @@ class ControlPlane:
         ])
 
     def kubectl(self, *args: str, user: str = "admin", input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run([str(self.assets / "kubectl"), "--kubeconfig", str(self.kubeconfig(user)), *args],
-                              input=input, capture_output=True, text=True, check=check, timeout=120)
+        done = subprocess.run([str(self.assets / "kubectl"), "--kubeconfig", str(self.kubeconfig(user)), *args],
+                              input=input, capture_output=True, text=True, timeout=120)
+        if check and done.returncode:
+            raise KubectlError(done.returncode, done.args, done.stdout, done.stderr)
+        return done
+
+    def wait_established(self, *crds: str, timeout: float = 120) -> None:
+        """Wait until each CRD is served (its Established condition). On a timeout, say what the API
+        server last reported of each one's conditions, and the end of its log."""
+        def conditions(crd: str) -> dict[str, str]:
+            found = self.kubectl("get", "crd", crd, "-o", "jsonpath={range .status.conditions[*]}{.type}={.status} {end}",
+                                 check=False).stdout
+            return dict(pair.split("=", 1) for pair in found.split())
+
+        deadline = time.monotonic() + timeout
+        waiting = list(crds)
+        while waiting and time.monotonic() < deadline:
+            waiting = [crd for crd in waiting if conditions(crd).get("Established") != "True"]
+            if waiting:
+                time.sleep(0.5)
+        if waiting:
+            seen = {crd: conditions(crd) for crd in waiting}
+            log = self.dir / "kube-apiserver.log"
+            raise TimeoutError(f"CRDs not established after {timeout}s, conditions {seen}\n"
+                               f"{log.read_text()[-4000:] if log.exists() else ''}")
 
     def restart_apiserver(self) -> None:
         """Stop kube-apiserver (SIGTERM; SIGKILL when its graceful shutdown, which waits on open
