@@ -551,6 +551,8 @@ def test_dockerfiles_run_as_non_root_and_the_operator_image_has_no_model_runtime
     assert '".[operator]"' in operator and "[job]" not in operator and "torch" not in operator.replace("no torch", "")
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".git", ".venv", "kompress-runs", "tests"} <= set(ignored)
+    job = (images / "job.Dockerfile").read_text()  # the one script the job image builds with is in its context
+    assert "RUN scripts/build-llama-tools /usr/local/llama-tools" in job and "!scripts/build-llama-tools" in ignored
     build = (REPO / "scripts" / "build-images").read_text()
     assert "deploy/images/$image.Dockerfile" in build and "for image in operator job job-gpu" in build
     values = yaml.safe_load((CHART / "values.yaml").read_text())

@@ -13,12 +13,16 @@ COPY operator/ operator/
 # The CPU wheel index first: the default index's torch for Linux carries several GB of CUDA.
 RUN pip wheel --no-cache-dir --wheel-dir /wheels \
         --extra-index-url https://download.pytorch.org/whl/cpu ".[job,llama,edge]"
+# llama.cpp's llama-imatrix and llama-quantize (importance-matrix quantization), from the same llama.cpp
+COPY scripts/build-llama-tools scripts/
+RUN scripts/build-llama-tools /usr/local/llama-tools
 
 FROM python:3.11-slim
 # Apache TVM links each library it compiles (and each tuning candidate) with a C++ compiler
 RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links /wheels "kompress[job,llama,edge]"
+COPY --from=build /usr/local/llama-tools /usr/local/llama-tools
 # optimum-intel's OpenVINO exporter pins an older transformers: a folder of its own that only the
 # exporter's process reads (jobs/kompress_jobs/llm/openvino_export.py)
 COPY requirements/openvino-exporter.txt /tmp/
