@@ -8,6 +8,7 @@ native crash costs the build, not the run."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,15 +38,16 @@ def importance_matrix(model: Path, text: str, output: Path, *, context: int, thr
     """The importance matrix of `model` over `text` (whole chunks of `context` tokens), as GGUF."""
     calibration = output.with_suffix(".txt")
     calibration.write_text(text, encoding="utf-8")
-    _run("llama-imatrix", ["-m", str(model), "-f", str(calibration), "-o", str(output), "-c", str(context),
-                           "-t", str(threads), "--no-ppl", "-lv", "0"], output, timeout)
+    _run("llama-imatrix", ["-m", str(model.resolve()), "-f", str(calibration.resolve()), "-o", str(output.resolve()),
+                           "-c", str(context), "-t", str(threads), "--no-ppl"], output, timeout)
     return output
 
 
 def quantize(source: Path, output: Path, kind: str, *, imatrix: Path | None, threads: int, timeout: float = 3600) -> None:
     """`source` re-quantized to llama.cpp's type `kind`, guided by `imatrix` where given."""
-    guided = ["--imatrix", str(imatrix)] if imatrix is not None else []
-    _run("llama-quantize", ["--allow-requantize", *guided, str(source), str(output), kind, str(threads)], output, timeout)
+    guided = ["--imatrix", str(imatrix.resolve())] if imatrix is not None else []
+    _run("llama-quantize", ["--allow-requantize", *guided, str(source.resolve()), str(output.resolve()), kind, str(threads)],
+         output, timeout)
 
 
 def _run(tool: str, args: list[str], output: Path, timeout: float) -> None:
@@ -56,5 +58,14 @@ def _run(tool: str, args: list[str], output: Path, timeout: float) -> None:
         raise PassError(f"llama.cpp's {tool} did not finish within {timeout:g} s") from None
     if done.returncode != 0 or not output.is_file():
         how = f"was killed by signal {-done.returncode}" if done.returncode < 0 else f"failed (exit {done.returncode})"
-        said = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-        raise PassError(f"llama.cpp's {tool} {how}" + (f": {said[-1].strip()[:300]}" if said else ""))
+        raise PassError(f"llama.cpp's {tool} {how}" + (f": {_said(done)}" if _said(done) else ""))
+
+
+def _said(done: subprocess.CompletedProcess) -> str:
+    """The last error line a tool logged ("0.00.002 E main : failed to init"), without its stamp; else its last line."""
+    lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+    errors = [line for line in lines if _LOGGED.match(line) and _LOGGED.match(line).group(1) == "E"]
+    return _LOGGED.sub("", (errors or lines or [""])[-1])[:300]
+
+
+_LOGGED = re.compile(r"^[\d.]+ ([A-Z]) ")  # llama.cpp's log prefix: time, then the level

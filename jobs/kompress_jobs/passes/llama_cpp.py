@@ -81,10 +81,9 @@ class LlamaCpp(SteeredBuildPass):
     output_format = ModelFormat.GGUF
 
     def not_applicable_reason(self) -> str | None:
+        from ..llm import llama_tools
         from ..runtimes.base import Processor
         from ..runtimes.llama_cpp import LlamaCppRunner
-
-        from ..llm import llama_tools
 
         if self.spec.importance_matrix and self.spec.quantization is not GgufType.AS_KEPT and llama_tools.unavailable():
             return f"importanceMatrix is true and {llama_tools.unavailable()}"
@@ -139,8 +138,9 @@ class LlamaCpp(SteeredBuildPass):
         folder = ctx.output_dir.parent / f"_{ctx.output_dir.name}-imatrix"  # scratch: "_" starts no candidate name
         folder.mkdir(parents=True, exist_ok=True)
         ctx.log(f"importance matrix from {len(used)} window(s) of the calibration text")
-        matrix = llama_tools.importance_matrix(model.path, text, folder / "imatrix.gguf", context=ctx.task.context_length,
-                                               threads=ctx.threads)
+        # llama-imatrix takes at least two chunks of its context
+        matrix = llama_tools.importance_matrix(model.path, text, folder / "imatrix.gguf", threads=ctx.threads,
+                                               context=min(ctx.task.context_length, used.size // 2))
         return matrix, {"windows": int(len(used)), "tokens": int(used.size), "disjointFromJudged": disjoint}
 
     @classmethod

@@ -92,7 +92,8 @@ def _language_model_passes(spec) -> list[tuple[dict, str]]:
         passes += [({"type": "LlamaCpp", "name": "llama-cpp", "input": "baseline", "quantization": "AsKept"},
                     "llama.cpp on the file as its users run it"),
                    ({"type": "LlamaCpp", "name": "llama-cpp-auto", "input": "baseline", "quantization": "Auto"},
-                    "llama.cpp, the fastest of Q4_K_M … Q8_0 within the goal")]
+                    "llama.cpp, the fastest of IQ4_XS … Q8_0 within the goal (guided by an importance matrix where "
+                    "llama.cpp's tools are installed)")]
     return passes
 
 
