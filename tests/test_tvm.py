@@ -132,3 +132,34 @@ def test_a_capped_target_compiles_for_its_level_and_keeps_records_of_its_own():
     assert llvm_target("sapphirerapids", CpuIsa.AVX512_CORE_AMX, 2)["mcpu"] == "sapphirerapids"  # the top cap hides nothing
     assert records_folder("AMD EPYC", host) != records_folder("AMD EPYC", avx2)
     assert records_folder("AMD EPYC 9R14 96-Core", host).startswith("tvm/amd-epyc-9r14-96-core-")
+
+
+def test_under_a_spent_budget_tuning_stops_after_one_round_and_the_library_still_compiles(runs, tmp_path, monkeypatch):
+    """spec.budget as the pass sees it (PassContext.deadline): with nothing left, tuning runs one round
+    (here one trial a task) instead of all its trials, says how far short it stopped, and compiles."""
+    import time
+
+    from kompress_jobs.data import load_dataset
+    from kompress_jobs.passes import build_pass, tvm
+    from kompress_jobs.passes.base import PassContext
+    from kompress_jobs.passes.export import OnnxExportPass
+    from kompress_jobs.spec.sources import DataSource
+    from kompress_jobs.spec.tasks import Task
+
+    _, _, workspace = runs
+    dataset = load_dataset(workspace / "data" / "digits.npz", DataSource(uri="digits.npz"), Task())
+    model = ModelFile(workspace / "models" / "digits-cnn.pt", ModelFormat.TORCH_SCRIPT)
+    (tmp_path / "onnx").mkdir()
+    onnx = build_pass(OnnxExportPass(type="OnnxExport")).run(model, PassContext(tmp_path / "onnx", dataset, lambda m: None))
+    monkeypatch.setattr(tvm, "ROUND_TRIALS", 1)
+    said = []
+    (tmp_path / "tvm").mkdir()
+    step = build_pass(tvm.TvmPass(type="TVM", trials=3, batchSizes=[1]))
+    library = step.run(onnx, PassContext(tmp_path / "tvm", dataset, said.append, deadline=time.monotonic()))
+    assert step.details["budgetStop"] == {"seconds": 0.0, "trialsShort": 2}, step.details
+    assert 0 < step.details["trials"] <= step.details["tasks"]  # one round: at most one trial a task
+    assert any("tuning stopped at its share of spec.budget (0 s), 2 trials a task short of 3" in line for line in said), said
+    from kompress_jobs.data import rows
+
+    outputs = make_runner(library, threads=1, input_names=dataset.input_names)(rows(dataset.evaluation.inputs, 0, 1))
+    assert np.isfinite(next(iter(outputs.values())) if isinstance(outputs, dict) else outputs).all()

@@ -44,10 +44,19 @@ class PassContext:
     # What passes keep between runs of this resource (TVM's tuning records), in its own store folder
     # (storage/layout.py `kept`); None where nothing is kept (a tuning trial, a test).
     kept: ArtifactStore | None = None
+    # When spec.budget is spent (time.monotonic()); None: no budget. A pass whose own search could
+    # outlast it (TVM's tuning) sizes that search to it.
+    deadline: float | None = None
 
     @property
     def threads(self) -> int:
         return self.benchmark.threads
+
+    def seconds_left(self) -> float:
+        """Of spec.budget (infinite without one)."""
+        import time
+
+        return float("inf") if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
     @property
     def batch_sizes(self) -> tuple[int, ...]:

@@ -7,8 +7,11 @@ The LLVM target is the CPU the Job landed on (LLVM's name for it), or the instru
 the target's cap (spec.targets[].maxCpuIsa), so a capped target's library holds no instruction
 above its cap. Tuning records are the slow part: they are kept in the artifact store under the
 resource (`kept/tvm/<CPU>/`) and a later run on the same CPU model starts from them (with
-`trials: 0` it compiles from them alone). Import, tuning and compilation run in a process of their
-own (TVM's tuner starts worker processes; a crash there costs this candidate only)."""
+`trials: 0` it compiles from them alone). Under spec.budget, tuning takes at most half of what is
+left of the budget when the pass starts (the passes after it, compiling and the benchmark need the
+rest): it goes in rounds of a few trials a task and stops after the round that passes its share.
+Import, tuning and compilation run in a process of their own (TVM's tuner starts worker processes;
+a crash there costs this candidate only)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import importlib.util
 import json
 import re
 import shutil
+import time
 from typing import Literal
 
 from pydantic import Field
@@ -39,6 +43,8 @@ print(json.dumps(build(json.loads(sys.argv[1]))))
 """
 # A tuning candidate's run waits this long (TVM's 30 s lose candidates on a busy 2-core node)
 _PATIENCE_S = 600
+BUDGET_SHARE = 0.5  # of what is left of spec.budget when the pass starts, for tuning
+ROUND_TRIALS = 16  # under a budget, trials a task per round; the clock is read between rounds
 # LLVM's instruction-set levels for a capped target: nothing above the cap, whatever the host has
 _CAPPED_TARGET = {
     CpuIsa.AVX2: ("x86-64-v3", ""),
@@ -54,7 +60,8 @@ class TvmPass(PassSettings):
     type: Literal["TVM"]
     trials: int = Field(64, ge=0, le=10_000, description="MetaSchedule trials per tuning task (one fused operator "
                         "of one shape) that no earlier run of this resource tuned on this CPU; a task with kept records "
-                        "is compiled from them. 0: tune nothing (refused when a task has no kept record).")
+                        "is compiled from them. 0: tune nothing (refused when a task has no kept record). Under "
+                        "spec.budget, tuning stops after the round that passes half of what is left of it.")
     batch_sizes: list[int] | None = Field(None, min_length=1, max_length=8, description="Batch sizes the library "
                                           "is tuned and compiled for (each adds its tasks); a batch of another "
                                           "size runs in chunks of these. Default: the benchmark's.")
@@ -95,13 +102,16 @@ class Tvm(OptimizationPass):
         if self.spec.trials == 0 and not restored:
             raise PassError(f"trials is 0, so this pass compiles from kept tuning records only, and no earlier run of this "
                             f"resource kept any for this CPU ({kept}); set trials to 1 or more to tune")
+        share = ctx.seconds_left() * BUDGET_SHARE
         ctx.log(f"{'with the tuning records kept for this CPU, ' if restored else ''}tuning up to {self.spec.trials} trials "
-                f"per untuned task for batch sizes {sizes} on {target['mcpu']}, in a process of its own")
+                f"per untuned task for batch sizes {sizes} on {target['mcpu']}, in a process of its own"
+                + (f", for at most {share:.0f} s (half of what is left of spec.budget)" if share != float("inf") else ""))
         folder = ctx.output_dir / "model.tvm"
         folder.mkdir()
         rows = _rows(ctx.example_inputs, ctx.input_names)
         job = {"model": str(model.path.resolve()), "shapes": {name: row["shape"] for name, row in zip(ctx.input_names, rows)},
                "sizes": sizes, "target": target, "trials": self.spec.trials, "records": str(records),
+               "seconds": None if share == float("inf") else share, "roundTrials": ROUND_TRIALS,
                "library": str(folder / LIBRARY), "params": str(folder / PARAMS)}
         done = run_python(code=_BUILD, args=[json.dumps(job)], env={"TVM_NUM_THREADS": str(ctx.threads)})
         if done.returncode != 0 or not (folder / LIBRARY).is_file():
@@ -114,16 +124,21 @@ class Tvm(OptimizationPass):
         (folder / MANIFEST).write_text(json.dumps({"target": target, "batchSizes": sizes, "inputs": list(ctx.input_names),
                                                    "rows": rows, "outputs": built["outputs"]}, indent=1))
         self.details = {"target": target, "tasks": built["tasks"], "tuned": built["tuned"], "trials": built["trials"],
-                        "records": kept, "recordsReused": restored}
-        ctx.log(f"tuned {built['tuned']} of {built['tasks']} tasks ({built['trials']} trials), compiled for {target['mcpu']}")
+                        "records": kept, "recordsReused": restored, "budgetStop": built["budgetStop"]}
+        ctx.log(f"tuned {built['tuned']} of {built['tasks']} tasks ({built['trials']} trials), compiled for {target['mcpu']}"
+                + (f"; tuning stopped at its share of spec.budget ({built['budgetStop']['seconds']:.0f} s), "
+                   f"{built['budgetStop']['trialsShort']} trials a task short of {self.spec.trials}" if built["budgetStop"] else ""))
         return ModelFile(folder, ModelFormat.TVM, "fp32")
 
     @classmethod
     def report_section(cls, name: str, details: dict) -> list[str]:
         kept = details["tasks"] - details["tuned"]
+        stop = details.get("budgetStop")
         return [f"- **{name}**: TVM for `{details['target']['mcpu']}`: {details['tasks']} tuning tasks, {details['tuned']} "
                 f"tuned now ({details['trials']} trials), {kept} compiled from records an earlier run kept "
-                f"(`kept/{details['records']}`)."]
+                f"(`kept/{details['records']}`)."
+                + (f" Tuning stopped at its share of spec.budget ({stop['seconds']:.0f} s), {stop['trialsShort']} trials a "
+                   "task short." if stop else "")]
 
 
 def _host_cpu() -> str:
@@ -168,12 +183,20 @@ def build(job: dict) -> dict:
     if untuned and trials == 0:
         raise SystemExit(f"the kept tuning records miss {len(untuned)} of {len(tasks)} tasks "
                          f"({', '.join(t.task_name for t in untuned[:3])}); set trials to 1 or more to tune them")
-    if untuned:  # a task an earlier run tuned is not tuned again: its kept records are its schedule
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(untuned, work_dir=records, seed=0)
-        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=records, max_trials_global=trials * len(untuned),
-                      max_trials_per_task=trials, num_trials_per_iter=min(trials, 64), builder=_in_process_builder(),
+    # A task an earlier run tuned is not tuned again: its kept records are its schedule. Under a
+    # budget, rounds of a few trials a task (each round's search starts from the best records so far).
+    started, left, stop = time.monotonic(), trials if untuned else 0, None
+    while left > 0:
+        step = left if job["seconds"] is None else min(left, job["roundTrials"])
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(untuned, work_dir=records, seed=trials - left)
+        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=records, max_trials_global=step * len(untuned),
+                      max_trials_per_task=step, num_trials_per_iter=min(step, 64), builder=_in_process_builder(),
                       runner=ms.runner.LocalRunner(timeout_sec=_PATIENCE_S), database=database,
                       task_scheduler="round-robin")
+        left -= step
+        if left > 0 and job["seconds"] is not None and time.monotonic() - started >= job["seconds"]:
+            stop = {"seconds": job["seconds"], "trialsShort": left}
+            break
     with target:
         lowered = tvm.transform.Sequential([relax.transform.MetaScheduleApplyDatabase(records),
                                             relax.transform.SplitLayoutRewritePreproc(), relax.transform.LiftTransformParams(),
@@ -181,7 +204,7 @@ def build(job: dict) -> dict:
     tvm.compile(lowered, target=target).export_library(job["library"])
     np.savez(job["params"], *[p.numpy() for p in params])
     return {"tasks": len(tasks), "tuned": len(untuned), "trials": len(database.get_all_tuning_records()) - before,
-            "outputs": len(graph.graph.output)}
+            "outputs": len(graph.graph.output), "budgetStop": stop}
 
 
 def _in_process_builder():

@@ -25,6 +25,11 @@ class BudgetClock:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
+    @property
+    def deadline(self) -> float | None:
+        """When the budget is spent (time.monotonic()); None without one."""
+        return self.started + self.seconds if self.duration is not None else None
+
     def remaining(self) -> float:
         return max(0.0, self.seconds - self.elapsed())
 

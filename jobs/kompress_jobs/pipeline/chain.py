@@ -65,7 +65,8 @@ def run_passes(steps: list[Step], known: dict[str, Candidate], folder: Path, *, 
         output_dir.mkdir(parents=True)
         log = (lambda m: None) if quiet else (lambda m, n=step.name: progress(f"  {n}: {m}"))
         context = PassContext(output_dir, dataset, log, task=spec.task, fetch=fetch, on_epoch=on_epoch, goals=spec.goals,
-                              benchmark=spec.benchmark, baseline=by_name[BASELINE].model, kept=kept)
+                              benchmark=spec.benchmark, baseline=by_name[BASELINE].model, kept=kept,
+                              deadline=budget.deadline if budget is not None else None)
         try:
             candidate.model = optimization.run(parent.model, context)
             candidate.details = optimization.details
