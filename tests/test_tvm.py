@@ -163,3 +163,28 @@ def test_under_a_spent_budget_tuning_stops_after_one_round_and_the_library_still
 
     outputs = make_runner(library, threads=1, input_names=dataset.input_names)(rows(dataset.evaluation.inputs, 0, 1))
     assert np.isfinite(next(iter(outputs.values())) if isinstance(outputs, dict) else outputs).all()
+
+
+def test_a_graph_tvm_cannot_import_fails_saying_why_not_with_the_warning_logged_after(tmp_path):
+    """Relax's ONNX frontend refuses operators it lacks (seen: MiniLM's export); the child's last line is
+    that refusal, not the warning TVM's destructors log as the process ends."""
+    from onnx import TensorProto, helper, save
+
+    from kompress_jobs.child_python import last_line, run_python
+    from kompress_jobs.passes import build_pass, tvm
+
+    missing = build_pass(tvm.TvmPass(type="TVM")).not_applicable_reason()
+    if missing:
+        pytest.skip(missing)
+    graph = helper.make_graph([helper.make_node("Foo", ["x"], ["y"], domain="com.example")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]),
+         tmp_path / "foo.onnx")
+    (tmp_path / "records").mkdir()
+    job = {"model": str(tmp_path / "foo.onnx"), "shapes": {"x": [4]}, "sizes": [1], "target": {"kind": "llvm"}, "trials": 1,
+           "records": str(tmp_path / "records"), "seconds": None, "roundTrials": 16, "library": str(tmp_path / "m.so"),
+           "params": str(tmp_path / "p.npz")}
+    done = run_python(code=tvm._BUILD, args=[json.dumps(job)])
+    assert done.returncode == 3
+    assert last_line(done) == "OpNotImplemented: The following operators are not supported for frontend ONNX: Foo"

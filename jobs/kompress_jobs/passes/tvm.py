@@ -36,10 +36,16 @@ from .settings import PassSettings
 
 _COMPILERS = ("g++", "clang++", "c++")  # what TVM's linker step looks for (tvm.support.cc), C++ first
 RECORDS = ("database_workload.json", "database_tuning_record.json")  # MetaSchedule's JSON database
+# An error is said on the last line, and the process ends before TVM's destructors log warnings after it.
 _BUILD = """
-import json, sys
+import json, os, sys
 from kompress_jobs.passes.tvm import build
-print(json.dumps(build(json.loads(sys.argv[1]))))
+try:
+    print(json.dumps(build(json.loads(sys.argv[1]))), flush=True)
+except Exception as exc:
+    said = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    print(f"{type(exc).__name__}: {said[-1] if said else ''}", file=sys.stderr, flush=True)
+    os._exit(3)
 """
 # A tuning candidate's run waits this long (TVM's 30 s lose candidates on a busy 2-core node)
 _PATIENCE_S = 600
