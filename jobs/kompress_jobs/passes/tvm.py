@@ -111,7 +111,8 @@ class Tvm(OptimizationPass):
         share = ctx.seconds_left() * BUDGET_SHARE
         ctx.log(f"{'with the tuning records kept for this CPU, ' if restored else ''}tuning up to {self.spec.trials} trials "
                 f"per untuned task for batch sizes {sizes} on {target['mcpu']}, in a process of its own"
-                + (f", for at most {share:.0f} s (half of what is left of spec.budget)" if share != float("inf") else ""))
+                + (f", in rounds until {share:.0f} s have passed (half of what is left of spec.budget)"
+                   if share != float("inf") else ""))
         folder = ctx.output_dir / "model.tvm"
         folder.mkdir()
         rows = _rows(ctx.example_inputs, ctx.input_names)
