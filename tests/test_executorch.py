@@ -95,3 +95,31 @@ def test_without_executorch_the_pass_says_why(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "executorch" else real(name, *a))
     reason = build_pass(ExecuTorchPass(type="ExecuTorch")).not_applicable_reason()
     assert reason == "executorch is not installed (the job image's extra `edge`)"
+
+
+def test_a_hugging_face_encoder_becomes_a_program_in_fp32_and_int8_keeping_its_embeddings(tmp_path):
+    """A BERT-style checkpoint with its pooling, as OnnxExport takes it: traced by torch.export with
+    its named inputs in order, lowered to XNNPACK, judged on the embeddings of the FP32 baseline."""
+    pytest.importorskip("executorch", reason="executorch is not installed: scripts/setup-venv job,edge installs it")
+    import yaml
+
+    from kompress_jobs.api import optimize
+
+    from .conftest import resource_dict
+    from .transformer_fixtures import tiny_bert, write_sentences
+
+    checkpoint, sentences = tiny_bert(tmp_path / "tiny"), write_sentences(tmp_path / "sentences.jsonl")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(resource_dict(
+        name="encoder-edge", model={"uri": str(checkpoint), "format": "HuggingFace"},
+        data={"uri": str(sentences), "text": {"column": "text", "maxLength": 32}},
+        task={"type": "Fidelity", "metric": "CosineSimilarity"}, goals={"maxAccuracyDrop": 5.0},
+        passes=[{"type": "ExecuTorch", "name": "et-fp32"}, {"type": "ExecuTorch", "name": "et-int8", "precision": "INT8"}])))
+    report = optimize(spec, output=tmp_path / "out")
+    by = {c.name: c for c in report.candidates}
+    assert by["et-fp32"].measured and by["et-fp32"].runtime.startswith("executorch"), by["et-fp32"].error
+    assert by["et-fp32"].metric.fidelity["cosineSimilarity"] > 0.9999  # the same arithmetic
+    assert by["et-int8"].measured, by["et-int8"].error
+    assert by["et-int8"].metric.fidelity["cosineSimilarity"] > 0.95
+    # the Linear weights (about 280 KB in FP32) went to INT8; the 7.8 MB embedding table stays FP32
+    assert by["et-fp32"].size_bytes - by["et-int8"].size_bytes > 150_000

@@ -1,7 +1,8 @@
 """ExecuTorch (PyTorch Mobile's successor): a PyTorch model exported with torch.export, optionally
 quantized to INT8 with the XNNPACK quantizer (PT2E: symmetric weights, per channel by default,
 activations calibrated on the calibration split), lowered to XNNPACK and written as a .pte program,
-then run by ExecuTorch's runtime like every other candidate.
+then run by ExecuTorch's runtime like every other candidate. A Hugging Face checkpoint (an encoder
+with its task head and pooling, as OnnxExport takes it) is exported the same way.
 
 The program holds one static method per batch size the benchmark runs (and batch 1), sharing one
 copy of the weights: XNNPACK's dynamic shapes in ExecuTorch 1.5 capped a batch dimension below
@@ -11,6 +12,7 @@ archive is turned into a torch.export program by PyTorch's converter first."""
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from typing import Literal
 
 from ..modelfile import ModelFile
@@ -28,7 +30,7 @@ class ExecuTorchPass(EdgePassSettings):
 @register(ExecuTorchPass)
 class ExecuTorch(OptimizationPass):
     technique = "executorch"
-    accepts = frozenset({ModelFormat.TORCH_SCRIPT, ModelFormat.TORCH_EXPORT})
+    accepts = frozenset({ModelFormat.TORCH_SCRIPT, ModelFormat.TORCH_EXPORT, ModelFormat.HUGGING_FACE})
     output_format = ModelFormat.EXECUTORCH
 
     def not_applicable_reason(self) -> str | None:
@@ -41,7 +43,7 @@ class ExecuTorch(OptimizationPass):
         from executorch.exir import to_edge_transform_and_lower
         from torch.export import export
 
-        module = exportable(model, tensors(ctx.example_inputs, ctx))
+        module = exportable(model, tensors(ctx.example_inputs, ctx), ctx.input_names)
         if self.spec.precision is EdgePrecision.INT8:
             module = self._quantized(module, ctx)
         ctx.log(f"exporting for batch sizes {batch_sizes(ctx)} and lowering to XNNPACK ({self.spec.precision.value})")
@@ -63,8 +65,11 @@ class ExecuTorch(OptimizationPass):
         calibration = calibration_rows(ctx, self.spec.calibration_samples)
         example = tensors(ctx.example_inputs, ctx)
         batch = Dim("batch", min=1, max=65_536)
+        shapes = tuple({0: batch} for _ in example)
+        if any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(module.forward).parameters.values()):
+            shapes = (shapes,)  # forward(*tensors), as a checkpoint's task module takes them: one argument to export
         with failing_as("torch.export with a batch of any size"):
-            graph = export(module, example, dynamic_shapes=tuple({0: batch} for _ in example)).module()
+            graph = without_zero_additions(export(module, example, dynamic_shapes=shapes).module())
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=self.spec.per_channel))
         prepared = prepare_pt2e(graph, quantizer)
         for start in range(0, row_count(calibration), 32):
@@ -72,10 +77,16 @@ class ExecuTorch(OptimizationPass):
         return without_unused_tensors(convert_pt2e(prepared))
 
 
-def exportable(model: ModelFile, example: tuple):
-    """A module torch.export traces: a torch.export program's own, or a TorchScript archive's converted
-    on `example` (both loaded through their format's door)."""
+def exportable(model: ModelFile, example: tuple, input_names: tuple[str, ...]):
+    """A module torch.export traces: a torch.export program's own, a TorchScript archive's converted
+    on `example`, or a Hugging Face checkpoint with its task head taking `input_names` in order (each
+    loaded through its format's door)."""
     from ..runtimes import load_torch_module
+
+    if model.format is ModelFormat.HUGGING_FACE:
+        from ..huggingface import load_task_model
+
+        return load_task_model(model.path, model.options, input_names)
 
     module = load_torch_module(model)
     if model.format is ModelFormat.TORCH_SCRIPT:
@@ -84,6 +95,21 @@ def exportable(model: ModelFile, example: tuple):
         with failing_as("Converting the TorchScript archive to a torch.export program"):
             module = TS2EPConverter(module, example).convert().module()
     return module
+
+
+def without_zero_additions(graph):
+    """The graph without its additions of an integer 0. PT2E's prepare makes a scalar operand a float
+    tensor constant, and a transformer's mask adds 0 to an arange that then indexes: the float sum
+    fails the calibration ("tensors used as indices must be long"). Adding 0 changes nothing."""
+    import torch
+
+    for node in list(graph.graph.nodes):
+        if (node.target in (torch.ops.aten.add.Tensor, torch.ops.aten.sub.Tensor) and len(node.args) == 2
+                and type(node.args[1]) is int and node.args[1] == 0):
+            node.replace_all_uses_with(node.args[0])
+            graph.graph.erase_node(node)
+    graph.recompile()
+    return graph
 
 
 def without_unused_tensors(graph):

@@ -95,7 +95,7 @@ def convert(job: dict) -> None:
     names = job["inputNames"]
     tensors = lambda prefix: tuple(torch.from_numpy(data[f"{prefix}/{n}"]) for n in names)  # noqa: E731
     model = ModelFile(Path(job["model"]), ModelFormat(job["format"]))
-    module = exportable(model, tensors("example"))
+    module = exportable(model, tensors("example"), tuple(names))
     options = {}
     if job["precision"] == EdgePrecision.INT8.value:
         module, options = _quantized(module, tensors, job)

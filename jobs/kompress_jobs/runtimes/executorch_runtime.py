@@ -26,11 +26,15 @@ _METHOD = re.compile(r"^forward(?:_b(\d+))?$")
 _CANARY = """
 import sys, torch
 from executorch.runtime import Runtime, Verification
+# the program's input types, by c10's ScalarType numbers (token ids are int64)
+types = {0: torch.uint8, 1: torch.int8, 2: torch.int16, 3: torch.int32, 4: torch.int64, 5: torch.float16,
+         6: torch.float32, 7: torch.float64, 11: torch.bool, 15: torch.bfloat16}
 program = Runtime.get().load_program(sys.argv[1], verification=Verification.InternalConsistency)
 for name in sorted(program.method_names):
     meta = program.metadata(name)
-    shapes = [tuple(meta.input_tensor_meta(i).sizes()) for i in range(meta.num_inputs())]
-    program.load_method(name).execute([torch.zeros(shape) for shape in shapes])
+    inputs = [meta.input_tensor_meta(i) for i in range(meta.num_inputs())]
+    program.load_method(name).execute([torch.zeros(tuple(t.sizes()), dtype=types.get(t.dtype(), torch.float32))
+                                       for t in inputs])
 print("ok")
 """
 
