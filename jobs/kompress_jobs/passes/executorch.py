@@ -59,17 +59,11 @@ class ExecuTorch(OptimizationPass):
         from ..data import row_count, rows
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                              get_symmetric_quantization_config)
-        from torch.export import Dim, export
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
         calibration = calibration_rows(ctx, self.spec.calibration_samples)
-        example = tensors(ctx.example_inputs, ctx)
-        batch = Dim("batch", min=1, max=65_536)
-        shapes = tuple({0: batch} for _ in example)
-        if any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(module.forward).parameters.values()):
-            shapes = (shapes,)  # forward(*tensors), as a checkpoint's task module takes them: one argument to export
         with failing_as("torch.export with a batch of any size"):
-            graph = without_zero_additions(export(module, example, dynamic_shapes=shapes).module())
+            graph = for_pt2e(module, tensors(ctx.example_inputs, ctx))
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=self.spec.per_channel))
         prepared = prepare_pt2e(graph, quantizer)
         for start in range(0, row_count(calibration), 32):
@@ -95,6 +89,18 @@ def exportable(model: ModelFile, example: tuple, input_names: tuple[str, ...]):
         with failing_as("Converting the TorchScript archive to a torch.export program"):
             module = TS2EPConverter(module, example).convert().module()
     return module
+
+
+def for_pt2e(module, example: tuple):
+    """The module exported with a batch of any size, ready for PT2E's prepare (the quantizers calibrate
+    it on batches of their own size)."""
+    from torch.export import Dim, export
+
+    batch = Dim("batch", min=1, max=65_536)
+    shapes = tuple({0: batch} for _ in example)
+    if any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(module.forward).parameters.values()):
+        shapes = (shapes,)  # forward(*tensors), as a checkpoint's task module takes them: one argument to export
+    return without_zero_additions(export(module, example, dynamic_shapes=shapes).module())
 
 
 def without_zero_additions(graph):

@@ -21,7 +21,7 @@ from typing import Literal
 from ..child_python import last_line, run_python
 from ..errors import PassError
 from ..modelfile import ModelFile
-from ..spec.sources import ModelFormat
+from ..spec.sources import HuggingFaceOptions, ModelFormat
 from .base import OptimizationPass, PassContext, register
 from .edge import EdgePassSettings, EdgePrecision, batch_sizes, batches, calibration_rows
 
@@ -50,7 +50,7 @@ def converter_path() -> Path:
 @register(LiteRtPass)
 class LiteRt(OptimizationPass):
     technique = "litert"
-    accepts = frozenset({ModelFormat.TORCH_SCRIPT, ModelFormat.TORCH_EXPORT})
+    accepts = frozenset({ModelFormat.TORCH_SCRIPT, ModelFormat.TORCH_EXPORT, ModelFormat.HUGGING_FACE})
     output_format = ModelFormat.LITERT
 
     def not_applicable_reason(self) -> str | None:
@@ -74,7 +74,8 @@ class LiteRt(OptimizationPass):
         output = ctx.output_dir / "model.tflite"
         job = {"model": str(model.path.resolve()), "format": model.format.value, "output": str(output.resolve()), "data": str(data.resolve()),
                "inputNames": list(ctx.input_names), "sizes": sizes, "precision": self.spec.precision.value,
-               "perChannel": self.spec.per_channel}
+               "perChannel": self.spec.per_channel,
+               "options": model.options.model_dump(mode="json", by_alias=True) if model.options else None}
         ctx.log(f"converting for batch sizes {sizes} ({self.spec.precision.value}) with litert-torch, in a process of its own")
         done = run_python(code=_CONVERT, args=[json.dumps(job)], paths=[converter_path()])
         data.unlink(missing_ok=True)
@@ -94,7 +95,8 @@ def convert(job: dict) -> None:
     data = np.load(job["data"])
     names = job["inputNames"]
     tensors = lambda prefix: tuple(torch.from_numpy(data[f"{prefix}/{n}"]) for n in names)  # noqa: E731
-    model = ModelFile(Path(job["model"]), ModelFormat(job["format"]))
+    options = HuggingFaceOptions.model_validate(job["options"]) if job["options"] else None
+    model = ModelFile(Path(job["model"]), ModelFormat(job["format"]), options=options)
     module = exportable(model, tensors("example"), tuple(names))
     options = {}
     if job["precision"] == EdgePrecision.INT8.value:
@@ -108,12 +110,11 @@ def convert(job: dict) -> None:
 
 def _quantized(module, tensors, job: dict):
     from litert_torch.quantize import pt2e_quantizer, quant_config
-    from torch.export import Dim, export
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    example = tensors("example")
-    batch = Dim("batch", min=1, max=65_536)
-    graph = export(module, example, dynamic_shapes=tuple({0: batch} for _ in example)).module()
+    from .executorch import for_pt2e
+
+    graph = for_pt2e(module, tensors("example"))
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
         pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=job["perChannel"], is_dynamic=False))
     prepared = prepare_pt2e(graph, quantizer)
