@@ -34,7 +34,8 @@ def models(tmp_path_factory):
     workspace = copy_examples(tmp_path_factory.mktemp("litert"))
     spec = workspace / "spec.yaml"
     spec.write_text(yaml.safe_dump(resource_dict(name="edge", passes=[
-        {"type": "LiteRT", "name": "lt-fp32"}, {"type": "LiteRT", "name": "lt-int8", "precision": "INT8"}],
+        {"type": "LiteRT", "name": "lt-fp32"}, {"type": "LiteRT", "name": "lt-int8", "precision": "INT8"},
+        {"type": "LiteRT", "name": "lt-dynamic", "precision": "INT8Dynamic"}],
         goals={"maxAccuracyDrop": 1.0})))
     report = optimize(spec, output=workspace / "out")
     return report, next((workspace / "out").rglob("manifest.json")).parent
@@ -44,16 +45,17 @@ def runner_for(path):
     return make_runner(ModelFile(path, ModelFormat.LITERT), threads=1, input_names=("x",))
 
 
-def test_both_models_are_measured_like_every_candidate_and_int8_keeps_the_accuracy(models):
+def test_every_model_is_measured_like_every_candidate_and_int8_keeps_the_accuracy(models):
     report, _ = models
     by = {c.name: c for c in report.candidates}
-    for name, precision in (("lt-fp32", "fp32"), ("lt-int8", "int8")):
+    for name, precision in (("lt-fp32", "fp32"), ("lt-int8", "int8"), ("lt-dynamic", "int8-dynamic")):
         candidate = by[name]
         assert candidate.measured and candidate.runtime.startswith("litert"), candidate.error
         assert candidate.format is ModelFormat.LITERT and candidate.precision == precision
         assert candidate.accepted and abs(candidate.metric.drop) <= 1.0
         assert set(candidate.latency) == {1, 8}
     assert by["lt-int8"].size_bytes < by["lt-fp32"].size_bytes / 3
+    assert by["lt-dynamic"].size_bytes < by["lt-fp32"].size_bytes / 3  # INT8 weights, activations quantized as they come
 
 
 def test_int8_inputs_and_outputs_are_quantized_on_the_way_and_batches_run_in_chunks(models):

@@ -1,5 +1,6 @@
-"""What the edge passes (ExecuTorch, LiteRT) share: FP32 or INT8 through a PT2E quantizer calibrated
-on the calibration split, and a model with one fixed batch size per benchmark batch size."""
+"""What the edge passes (ExecuTorch, LiteRT) share: FP32, INT8 through a PT2E quantizer calibrated
+on the calibration split, or dynamic INT8 (INT8 weights, activations quantized as they come), and
+a model with one fixed batch size per benchmark batch size."""
 
 from __future__ import annotations
 
@@ -14,12 +15,24 @@ from .settings import PassSettings
 
 class EdgePrecision(str, Enum):
     FP32 = "FP32"
-    INT8 = "INT8"
+    INT8 = "INT8"  # static: every activation's range calibrated beforehand
+    INT8_DYNAMIC = "INT8Dynamic"  # INT8 weights; each activation's range taken at run time
+
+    @property
+    def quantized(self) -> bool:
+        return self is not EdgePrecision.FP32
+
+    @property
+    def label(self) -> str:
+        """The candidate's precision as the report shows it."""
+        return {EdgePrecision.FP32: "fp32", EdgePrecision.INT8: "int8", EdgePrecision.INT8_DYNAMIC: "int8-dynamic"}[self]
 
 
 class EdgePassSettings(PassSettings):
-    precision: EdgePrecision = Field(EdgePrecision.FP32, description="FP32, or INT8 through the runtime's PT2E "
-                                     "quantizer (symmetric weights), calibrated on the calibration split.")
+    precision: EdgePrecision = Field(EdgePrecision.FP32, description="FP32; INT8 through the runtime's PT2E "
+                                     "quantizer (symmetric weights), every activation calibrated on the calibration "
+                                     "split; or INT8Dynamic: INT8 weights, activations quantized at run time (no "
+                                     "calibration; what keeps a transformer's accuracy).")
     per_channel: bool = Field(True, description="INT8: one scale per output channel of each weight.")
     calibration_samples: int = Field(256, ge=1, le=100_000, description="INT8: calibration rows run through the model.")
 

@@ -44,7 +44,7 @@ class ExecuTorch(OptimizationPass):
         from torch.export import export
 
         module = exportable(model, tensors(ctx.example_inputs, ctx), ctx.input_names)
-        if self.spec.precision is EdgePrecision.INT8:
+        if self.spec.precision.quantized:
             module = self._quantized(module, ctx)
         ctx.log(f"exporting for batch sizes {batch_sizes(ctx)} and lowering to XNNPACK ({self.spec.precision.value})")
         with failing_as("ExecuTorch export and lowering to XNNPACK"):
@@ -52,19 +52,22 @@ class ExecuTorch(OptimizationPass):
             program = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()]).to_executorch()
         output = ctx.output_dir / "model.pte"
         output.write_bytes(program.buffer)
-        return ModelFile(output, ModelFormat.EXECUTORCH, self.spec.precision.value.lower())
+        return ModelFile(output, ModelFormat.EXECUTORCH, self.spec.precision.label)
 
     def _quantized(self, module, ctx: PassContext):
-        """PT2E INT8 for XNNPACK: observers inserted on a graph of any batch size, calibrated, converted."""
+        """PT2E INT8 for XNNPACK: observers inserted on a graph of any batch size, calibrated (dynamic:
+        the weights' observers need one batch), converted."""
         from ..data import row_count, rows
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                              get_symmetric_quantization_config)
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-        calibration = calibration_rows(ctx, self.spec.calibration_samples)
+        dynamic = self.spec.precision is EdgePrecision.INT8_DYNAMIC
+        calibration = ctx.example_inputs if dynamic else calibration_rows(ctx, self.spec.calibration_samples)
         with failing_as("torch.export with a batch of any size"):
             graph = for_pt2e(module, tensors(ctx.example_inputs, ctx))
-        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=self.spec.per_channel))
+        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=self.spec.per_channel,
+                                                                                   is_dynamic=dynamic))
         prepared = prepare_pt2e(graph, quantizer)
         for start in range(0, row_count(calibration), 32):
             prepared(*tensors(rows(calibration, start, start + 32), ctx))

@@ -1,7 +1,8 @@
 """LiteRT (TensorFlow Lite's successor): a PyTorch model converted by litert-torch to a .tflite
 model, optionally quantized to INT8 (PT2E with litert-torch's quantizer: symmetric weights, per
-channel by default, activations calibrated on the calibration split; INT8 inputs and outputs), and
-run by LiteRT's interpreter on XNNPACK like every other candidate.
+channel by default, activations calibrated on the calibration split; INT8 inputs and outputs) or to
+dynamic INT8 (INT8 weights, activations quantized at run time), and run by LiteRT's interpreter on
+XNNPACK like every other candidate.
 
 The model holds one signature per batch size the benchmark runs and batch 1 (`b<N>`): its reshapes
 are traced static. The converter pins an older pydantic than the job runs, so it is installed in a
@@ -67,7 +68,7 @@ class LiteRt(OptimizationPass):
         sizes = batch_sizes(ctx)
         arrays = {f"b{size}/{name}": array for size, batch in batches(ctx).items() for name, array in batch.items()}
         arrays |= {f"example/{name}": array for name, array in ctx.example_inputs.items()}  # two rows: no batch-1 specialising
-        if self.spec.precision is EdgePrecision.INT8:
+        if self.spec.precision is EdgePrecision.INT8:  # dynamic INT8 calibrates nothing
             arrays |= {f"calibration/{name}": a for name, a in calibration_rows(ctx, self.spec.calibration_samples).items()}
         data = ctx.output_dir / "_inputs.npz"
         np.savez(data, **arrays)
@@ -81,7 +82,7 @@ class LiteRt(OptimizationPass):
         data.unlink(missing_ok=True)
         if done.returncode != 0 or not output.is_file():
             raise PassError(f"litert-torch could not convert the model: {last_line(done)}")
-        return ModelFile(output, ModelFormat.LITERT, self.spec.precision.value.lower())
+        return ModelFile(output, ModelFormat.LITERT, self.spec.precision.label)
 
 
 def convert(job: dict) -> None:
@@ -99,7 +100,7 @@ def convert(job: dict) -> None:
     model = ModelFile(Path(job["model"]), ModelFormat(job["format"]), options=options)
     module = exportable(model, tensors("example"), tuple(names))
     options = {}
-    if job["precision"] == EdgePrecision.INT8.value:
+    if EdgePrecision(job["precision"]).quantized:
         module, options = _quantized(module, tensors, job)
     converter = None
     for size in job["sizes"]:
@@ -114,11 +115,12 @@ def _quantized(module, tensors, job: dict):
 
     from .executorch import for_pt2e
 
+    dynamic = EdgePrecision(job["precision"]) is EdgePrecision.INT8_DYNAMIC
     graph = for_pt2e(module, tensors("example"))
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
-        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=job["perChannel"], is_dynamic=False))
+        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=job["perChannel"], is_dynamic=dynamic))
     prepared = prepare_pt2e(graph, quantizer)
-    calibration = tensors("calibration")
+    calibration = tensors("example" if dynamic else "calibration")  # dynamic: the weights' observers need one batch
     for start in range(0, len(calibration[0]), 32):
         prepared(*(t[start: start + 32] for t in calibration))
     return convert_pt2e(prepared, fold_quantize=False), {"quant_config": quant_config.QuantConfig(pt2e_quantizer=quantizer)}
