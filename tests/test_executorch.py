@@ -101,22 +101,11 @@ def test_a_hugging_face_encoder_becomes_a_program_in_fp32_and_int8_keeping_its_e
     """A BERT-style checkpoint with its pooling, as OnnxExport takes it: traced by torch.export with
     its named inputs in order, lowered to XNNPACK, judged on the embeddings of the FP32 baseline."""
     pytest.importorskip("executorch", reason="executorch is not installed: scripts/setup-venv job,edge installs it")
-    import yaml
+    from .transformer_fixtures import optimize_tiny_encoder
 
-    from kompress_jobs.api import optimize
-
-    from .conftest import resource_dict
-    from .transformer_fixtures import tiny_bert, write_sentences
-
-    checkpoint, sentences = tiny_bert(tmp_path / "tiny"), write_sentences(tmp_path / "sentences.jsonl")
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump(resource_dict(
-        name="encoder-edge", model={"uri": str(checkpoint), "format": "HuggingFace"},
-        data={"uri": str(sentences), "text": {"column": "text", "maxLength": 32}},
-        task={"type": "Fidelity", "metric": "CosineSimilarity"}, goals={"maxAccuracyDrop": 5.0},
-        passes=[{"type": "ExecuTorch", "name": "et-fp32"}, {"type": "ExecuTorch", "name": "et-int8", "precision": "INT8"},
-                {"type": "ExecuTorch", "name": "et-dynamic", "precision": "INT8Dynamic"}])))
-    report = optimize(spec, output=tmp_path / "out")
+    report = optimize_tiny_encoder(tmp_path, [
+        {"type": "ExecuTorch", "name": "et-fp32"}, {"type": "ExecuTorch", "name": "et-int8", "precision": "INT8"},
+        {"type": "ExecuTorch", "name": "et-dynamic", "precision": "INT8Dynamic"}])
     by = {c.name: c for c in report.candidates}
     assert by["et-fp32"].measured and by["et-fp32"].runtime.startswith("executorch"), by["et-fp32"].error
     assert by["et-fp32"].metric.fidelity["cosineSimilarity"] > 0.9999  # the same arithmetic

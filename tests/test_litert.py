@@ -114,24 +114,14 @@ def test_a_hugging_face_encoder_converts_in_fp32_and_int8_keeping_its_embeddings
     """A BERT-style checkpoint with its pooling, loaded in the converter's process through the same
     door as OnnxExport's, converted with its named inputs in order, judged on the FP32 embeddings."""
     pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed: scripts/setup-venv job,edge installs it")
-    import yaml
-
-    from kompress_jobs.api import optimize
     from kompress_jobs.passes.litert import converter_path
 
-    from .conftest import resource_dict
-    from .transformer_fixtures import tiny_bert, write_sentences
+    from .transformer_fixtures import optimize_tiny_encoder
 
     if not (converter_path() / "litert_torch").is_dir():
         pytest.skip(f"litert-torch is not installed in {converter_path()}: scripts/setup-venv job,edge installs it")
-    checkpoint, sentences = tiny_bert(tmp_path / "tiny"), write_sentences(tmp_path / "sentences.jsonl")
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump(resource_dict(
-        name="encoder-litert", model={"uri": str(checkpoint), "format": "HuggingFace"},
-        data={"uri": str(sentences), "text": {"column": "text", "maxLength": 32}},
-        task={"type": "Fidelity", "metric": "CosineSimilarity"}, goals={"maxAccuracyDrop": 5.0},
-        passes=[{"type": "LiteRT", "name": "lt-fp32"}, {"type": "LiteRT", "name": "lt-int8", "precision": "INT8"}])))
-    report = optimize(spec, output=tmp_path / "out")
+    report = optimize_tiny_encoder(tmp_path, [
+        {"type": "LiteRT", "name": "lt-fp32"}, {"type": "LiteRT", "name": "lt-int8", "precision": "INT8"}])
     by = {c.name: c for c in report.candidates}
     assert by["lt-fp32"].measured and by["lt-fp32"].runtime.startswith("litert"), by["lt-fp32"].error
     assert by["lt-fp32"].metric.fidelity["cosineSimilarity"] > 0.9999

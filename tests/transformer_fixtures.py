@@ -45,6 +45,23 @@ def write_sentences(path: Path, counts: dict[str, int] | None = None, seed: int 
     return path
 
 
+def optimize_tiny_encoder(folder: Path, passes: list[dict]):
+    """A whole run of the passes on a tiny BERT encoder (mean pooling) judged on its embeddings: its report."""
+    import yaml
+
+    from kompress_jobs.api import optimize
+
+    from .conftest import resource_dict
+
+    checkpoint, sentences = tiny_bert(folder / "tiny"), write_sentences(folder / "sentences.jsonl")
+    spec = folder / "spec.yaml"
+    spec.write_text(yaml.safe_dump(resource_dict(
+        name="tiny-encoder", model={"uri": str(checkpoint), "format": "HuggingFace"},
+        data={"uri": str(sentences), "text": {"column": "text", "maxLength": 32}},
+        task={"type": "Fidelity", "metric": "CosineSimilarity"}, goals={"maxAccuracyDrop": 5.0}, passes=passes)))
+    return optimize(spec, output=folder / "out")
+
+
 def fine_tuned_minilm_classifier(target: Path, sentences: Path, steps: int = 40, seed: int = 0) -> Path:
     """all-MiniLM-L6-v2 with a fresh 2-class head, fine-tuned briefly on the sentences' train split."""
     import torch
