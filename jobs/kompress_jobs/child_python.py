@@ -58,6 +58,11 @@ def run_python(*, module: str | None = None, code: str | None = None, args: Sequ
                               env=child_environment({"HOME": home, **env}))
 
 
+def how_it_ended(done: subprocess.CompletedProcess) -> str:
+    """"was killed by signal N" or "failed (exit N)", for a one-line error about a child that failed."""
+    return f"was killed by signal {-done.returncode}" if done.returncode < 0 else f"failed (exit {done.returncode})"
+
+
 def last_line(done: subprocess.CompletedProcess, otherwise: str = "") -> str:
     """What a failed child said last (its error's one line, stderr before stdout), for a one-line
     PassError; `exit N` and `otherwise` when it said nothing."""

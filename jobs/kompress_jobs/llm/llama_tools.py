@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..child_python import child_environment
+from ..child_python import child_environment, how_it_ended
 from ..errors import PassError
 
 TOOLS_ENV = "KOMPRESS_LLAMA_TOOLS"
@@ -57,15 +57,15 @@ def _run(tool: str, args: list[str], output: Path, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         raise PassError(f"llama.cpp's {tool} did not finish within {timeout:g} s") from None
     if done.returncode != 0 or not output.is_file():
-        how = f"was killed by signal {-done.returncode}" if done.returncode < 0 else f"failed (exit {done.returncode})"
-        raise PassError(f"llama.cpp's {tool} {how}" + (f": {_said(done)}" if _said(done) else ""))
+        said = _said(done)
+        raise PassError(f"llama.cpp's {tool} {how_it_ended(done)}" + (f": {said}" if said else ""))
 
 
 def _said(done: subprocess.CompletedProcess) -> str:
     """The last error line a tool logged ("0.00.002 E main : failed to init"), without its stamp; else its last line."""
     lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-    errors = [line for line in lines if _LOGGED.match(line) and _LOGGED.match(line).group(1) == "E"]
+    errors = [line for line in lines if _LOGGED_ERROR.match(line)]
     return _LOGGED.sub("", (errors or lines or [""])[-1])[:300]
 
 
-_LOGGED = re.compile(r"^[\d.]+ ([A-Z]) ")  # llama.cpp's log prefix: time, then the level
+_LOGGED, _LOGGED_ERROR = re.compile(r"^[\d.]+ [A-Z] "), re.compile(r"^[\d.]+ E ")  # llama.cpp's log prefix: time, level

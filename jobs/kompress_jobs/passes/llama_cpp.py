@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..child_python import run_python
+from ..child_python import how_it_ended, run_python
 from ..errors import PassError
 from ..modelfile import Execution, ModelFile
 from ..spec.sources import ModelFormat
@@ -162,8 +162,7 @@ def _quantize(source: Path, output: Path, kind: GgufType, threads: int, imatrix:
         return
     done = run_python(code=_QUANTIZE, args=[str(source), str(output), kind.value, str(threads)], timeout=3600)
     if done.returncode != 0 or not output.is_file():
-        how = f"was killed by signal {-done.returncode}" if done.returncode < 0 else f"failed (exit {done.returncode})"
-        raise PassError(f"llama.cpp's quantization to {kind.value} {how}")
+        raise PassError(f"llama.cpp's quantization to {kind.value} {how_it_ended(done)}")
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
