@@ -52,7 +52,7 @@ def test_both_programs_are_measured_like_every_candidate_and_int8_keeps_the_accu
 def test_a_batch_the_program_was_not_built_for_runs_in_chunks(programs):
     _, folder = programs
     program = next(folder.rglob("et-fp32/model.pte"))
-    runner = make_runner(ModelFile(program, ModelFormat.EXECUTORCH), threads=1, input_names=("x",))
+    runner = make_runner(ModelFile(program, ModelFormat.EXECUTORCH), threads=1, input_names=("x",), contain=False)
     assert sorted(runner.methods) == [1, 8]
     rows = np.random.default_rng(0).random((11, 1, 8, 8), dtype=np.float32)
     whole = runner({"x": rows})["output"]
@@ -75,14 +75,41 @@ def test_a_users_own_program_runs_and_a_file_that_is_not_one_never_reaches_the_r
         make_runner(ModelFile(other, ModelFormat.EXECUTORCH), threads=1, input_names=("x",))
 
 
-def test_a_crash_in_the_native_runtime_costs_the_candidate_not_the_run(programs, monkeypatch):
-    from kompress_jobs.runtimes import executorch_runtime
+def test_programs_run_in_a_process_of_their_own_where_a_crash_costs_the_runner_not_the_caller(programs):
+    from kompress_jobs.runtimes.contained import ContainedRunner
+
+    from .contained_runners import ExecuTorchCrashing, crashes_at_its_third_call
 
     _, folder = programs
-    # a real crash, in the child that runs the program first
-    monkeypatch.setattr(executorch_runtime, "_CANARY", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
-    with pytest.raises(ModelLoadError, match="ExecuTorch was killed by signal 11 running it once, in a process of its own"):
-        make_runner(ModelFile(next(folder.rglob("et-fp32/model.pte")), ModelFormat.EXECUTORCH), threads=1, input_names=("x",))
+    program = ModelFile(next(folder.rglob("et-fp32/model.pte")), ModelFormat.EXECUTORCH)
+    assert isinstance(make_runner(program, threads=1, input_names=("x",)), ContainedRunner)
+    crashes_at_its_third_call(ExecuTorchCrashing, program, {"x": np.zeros((1, 1, 8, 8), np.float32)})
+
+
+def test_a_program_that_crashes_while_it_is_timed_fails_its_candidate_and_the_run_goes_on(tmp_path, monkeypatch):
+    pytest.importorskip("executorch", reason="executorch is not installed: scripts/setup-venv job,edge installs it")
+    import yaml
+
+    from kompress_jobs.api import optimize
+    from kompress_jobs.runtimes import registry
+
+    from .conftest import copy_examples, resource_dict
+    from .contained_runners import ExecuTorchCrashingWhenTimed
+
+    real = registry.runtime_for  # ExecuTorch's runner, as it is, but for a segfault when the benchmark times it
+    monkeypatch.setattr(registry, "runtime_for", lambda model, device=None: (
+        ExecuTorchCrashingWhenTimed if model.format is ModelFormat.EXECUTORCH else real(model, device)))
+    workspace = copy_examples(tmp_path)
+    spec = workspace / "spec.yaml"
+    spec.write_text(yaml.safe_dump(resource_dict(name="edge-crash", passes=[
+        {"type": "OnnxExport", "name": "onnx"}, {"type": "ExecuTorch", "name": "et-fp32", "input": "baseline"}],
+        goals={"maxAccuracyDrop": 1.0})))
+    report = optimize(spec, output=workspace / "out")
+    by = {c.name: c for c in report.candidates}
+    assert not by["et-fp32"].measured and by["et-fp32"].latency == {}
+    assert by["et-fp32"].error.startswith("benchmark failed: model file ")
+    assert "executorch was killed by signal 11 timing it, in a process of its own" in by["et-fp32"].error
+    assert by["onnx"].measured and set(by["onnx"].latency) == {1, 8} and report.best is not None
 
 
 def test_without_executorch_the_pass_says_why(monkeypatch):

@@ -41,8 +41,8 @@ def models(tmp_path_factory):
     return report, next((workspace / "out").rglob("manifest.json")).parent
 
 
-def runner_for(path):
-    return make_runner(ModelFile(path, ModelFormat.LITERT), threads=1, input_names=("x",))
+def runner_for(path, contain: bool = True):
+    return make_runner(ModelFile(path, ModelFormat.LITERT), threads=1, input_names=("x",), contain=contain)
 
 
 def test_every_model_is_measured_like_every_candidate_and_int8_keeps_the_accuracy(models):
@@ -60,7 +60,8 @@ def test_every_model_is_measured_like_every_candidate_and_int8_keeps_the_accurac
 
 def test_int8_inputs_and_outputs_are_quantized_on_the_way_and_batches_run_in_chunks(models):
     _, folder = models
-    fp32, int8 = runner_for(next(folder.rglob("lt-fp32/model.tflite"))), runner_for(next(folder.rglob("lt-int8/model.tflite")))
+    # in this process, to see the signatures the runner found
+    fp32, int8 = (runner_for(next(folder.rglob(f"{name}/model.tflite")), contain=False) for name in ("lt-fp32", "lt-int8"))
     assert sorted(fp32.calls) == [1, 8] and int8.calls[1][1][0]["dtype"] == np.int8  # INT8 in, as litert-torch wrote it
     digits = np.load(_digits())["x_evaluation"][:11]
     exact, quantized = fp32({"x": digits})["output"], int8({"x": digits})["output"]
@@ -90,13 +91,15 @@ def test_a_users_own_model_runs_and_a_file_that_is_not_one_never_reaches_the_run
         runner_for(other)
 
 
-def test_a_crash_in_the_native_runtime_costs_the_candidate_not_the_run(models, monkeypatch):
-    from kompress_jobs.runtimes import litert_runtime
+def test_models_run_in_a_process_of_their_own_where_a_crash_costs_the_runner_not_the_caller(models):
+    from kompress_jobs.runtimes.contained import ContainedRunner
+
+    from .contained_runners import LiteRtCrashing, crashes_at_its_third_call
 
     _, folder = models
-    monkeypatch.setattr(litert_runtime, "_CANARY", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
-    with pytest.raises(ModelLoadError, match="LiteRT was killed by signal 11 running it once, in a process of its own"):
-        runner_for(next(folder.rglob("lt-fp32/model.tflite")))
+    path = next(folder.rglob("lt-fp32/model.tflite"))
+    assert isinstance(runner_for(path), ContainedRunner)
+    crashes_at_its_third_call(LiteRtCrashing, ModelFile(path, ModelFormat.LITERT), {"x": np.zeros((1, 1, 8, 8), np.float32)})
 
 
 def test_without_the_converter_the_pass_says_where_it_looked_and_how_to_install_it(monkeypatch, tmp_path):

@@ -17,7 +17,7 @@ from kompress_jobs.errors import ModelLoadError
 from kompress_jobs.llm.corpus import load_corpus
 from kompress_jobs.llm.loading import load_tokenizer
 from kompress_jobs.llm.quality import LanguageModelScorer
-from kompress_jobs.modelfile import Execution, ModelFile
+from kompress_jobs.modelfile import Execution, ModelFile, Processor
 from kompress_jobs.runtimes import make_runner
 from kompress_jobs.spec.goals import DropMode
 from kompress_jobs.spec.sources import DataSource, ModelFormat
@@ -68,14 +68,20 @@ def test_options_a_runtime_does_not_take_are_refused_and_a_long_prompt_names_the
         small.generate(dataset.evaluation.inputs["input_ids"][:1, :60], 8)
 
 
-def test_a_crash_in_llama_cpp_costs_the_candidate_with_the_signal_named(smollm2, monkeypatch):
-    from kompress_jobs.runtimes import llama_cpp
+def test_llama_cpp_runs_in_a_process_of_its_own_where_a_crash_mid_generation_costs_the_runner(smollm2):
+    from kompress_jobs.errors import RuntimeCrashed
+    from kompress_jobs.runtimes.contained import ContainedRunner, contained_runner
 
-    model, _ = smollm2
-    monkeypatch.setattr(llama_cpp, "_CANARY", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
-    with pytest.raises(ModelLoadError, match="llama.cpp was killed by signal 11 at its first inference, in a process "
-                                             "of its own; this candidate is left out"):
-        make_runner(replace(model, execution=LLAMA), threads=1)
+    from .contained_runners import LlamaCppCrashing
+
+    model, dataset = smollm2
+    model = replace(model, execution=LLAMA)
+    assert isinstance(make_runner(model, threads=1), ContainedRunner)
+    crashing = contained_runner(LlamaCppCrashing, model, threads=1, device=Processor.CPU, input_names=None)
+    prompt = dataset.evaluation.inputs["input_ids"][:1, :16]
+    assert crashing.generate(prompt, 3).tokens.shape == (1, 3)  # two decode steps
+    with pytest.raises(RuntimeCrashed, match="llama.cpp was killed by signal 11 generating, in a process of its own"):
+        crashing.generate(prompt, 3)  # the third step
 
 
 def test_without_llama_cpp_the_pass_is_not_applicable_naming_the_package(monkeypatch):

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 
 from kompress_jobs.measurement.benchmark import measure_latency, median_interval, spread_of
+from kompress_jobs.runtimes import Runner
 from kompress_jobs.spec.goals import Benchmark
 from kompress_jobs.reporting.report import paired_range
 
 pytestmark = pytest.mark.unit
 
 
-class Sleeper:
+class Sleeper(Runner):
     """A runner whose call takes `seconds(round)`: the round is counted from its calls."""
 
     def __init__(self, seconds, iterations: int, warmup: int):

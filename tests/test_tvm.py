@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from kompress_jobs.errors import ModelLoadError, UnsafeModelError
+from kompress_jobs.errors import UnsafeModelError
 from kompress_jobs.modelfile import ModelFile
 from kompress_jobs.runtimes import make_runner
 from kompress_jobs.spec.sources import ModelFormat
@@ -104,13 +104,15 @@ def test_a_library_this_process_did_not_build_never_loads(runs, tmp_path, monkey
         make_runner(ModelFile(forged, ModelFormat.TVM), threads=1, input_names=("x",))
 
 
-def test_a_crash_in_the_library_costs_the_candidate_not_the_run(runs, monkeypatch):
-    from kompress_jobs.runtimes import tvm_runtime
+def test_libraries_run_in_a_process_of_their_own_where_a_crash_costs_the_runner_not_the_caller(runs):
+    from kompress_jobs.runtimes.contained import ContainedRunner
+
+    from .contained_runners import TvmCrashing, crashes_at_its_third_call
 
     _, _, workspace = runs
-    monkeypatch.setattr(tvm_runtime, "_CANARY", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
-    with pytest.raises(ModelLoadError, match="TVM was killed by signal 11 running it once, in a process of its own"):
-        make_runner(ModelFile(next((workspace / "out").rglob("tvm/model.tvm")), ModelFormat.TVM), threads=1, input_names=("x",))
+    library = ModelFile(next((workspace / "out").rglob("tvm/model.tvm")), ModelFormat.TVM)
+    assert isinstance(make_runner(library, threads=1, input_names=("x",)), ContainedRunner)
+    crashes_at_its_third_call(TvmCrashing, library, {"x": np.zeros((1, 1, 8, 8), np.float32)})
 
 
 def test_a_user_cannot_name_tvm_as_the_models_format():

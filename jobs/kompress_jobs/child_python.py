@@ -49,13 +49,24 @@ def run_python(*, module: str | None = None, code: str | None = None, args: Sequ
                timeout: float | None = None) -> subprocess.CompletedProcess:
     """Run `python -m module args` (or the code with args as sys.argv[1:]) isolated, in an empty
     working folder; output captured as text. subprocess.TimeoutExpired past `timeout`."""
-    if (module is None) == (code is None):
-        raise ValueError("run_python takes a module or code, not both")
-    what, target = ("module", module) if module is not None else ("code", code)
     with tempfile.TemporaryDirectory(prefix="kompress-child-") as home:
-        command = [sys.executable, "-I", "-c", _BOOT, json.dumps([str(p) for p in paths]), what, target, *args]
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=home,
-                              env=child_environment({"HOME": home, **env}))
+        return subprocess.run(_command(module, code, args, paths), capture_output=True, text=True, timeout=timeout,
+                              cwd=home, env=child_environment({"HOME": home, **env}))
+
+
+def start_python(home: Path, *, module: str, args: Sequence[str] = (), paths: Sequence[Path] = (),
+                 stderr=None) -> subprocess.Popen:
+    """`python -m module args`, isolated as run_python's, left running in `home` (an empty folder the
+    caller made and removes) with binary pipes on its stdin and stdout."""
+    return subprocess.Popen(_command(module, None, args, paths), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=stderr, cwd=home, env=child_environment({"HOME": str(home)}))
+
+
+def _command(module: str | None, code: str | None, args: Sequence[str], paths: Sequence[Path]) -> list[str]:
+    if (module is None) == (code is None):
+        raise ValueError("a child runs a module or code, not both")
+    what, target = ("module", module) if module is not None else ("code", code)
+    return [sys.executable, "-I", "-c", _BOOT, json.dumps([str(p) for p in paths]), what, target, *args]
 
 
 def how_it_ended(done: subprocess.CompletedProcess) -> str:

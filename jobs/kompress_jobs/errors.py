@@ -75,6 +75,13 @@ class StudyStorageMissing(StudyStorageError):
     reason = "StudyStorageMissing"
 
 
+class RuntimeCrashed(KompressError):
+    """A runtime run in a process of its own (runtimes/contained.py) died or stopped answering: one
+    candidate's failure, never the run's."""
+
+    reason = "RuntimeCrashed"
+
+
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]

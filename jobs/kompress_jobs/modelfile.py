@@ -93,6 +93,21 @@ class ModelFile:
         """The model's size: a checkpoint counts its config and weights, not its tokenizer."""
         return format_of(self.format).size_bytes(self.path, self.extra_files)
 
+    def to_record(self) -> dict:
+        """As JSON, for a process of kompress's own that runs it (memory_probe.py, contained.py)."""
+        return {"path": str(self.path), "format": self.format.value, "precision": self.precision,
+                "extraFiles": [str(p) for p in self.extra_files], "inputNames": list(self.input_names),
+                "options": self.options.to_wire() if self.options else None, "generative": self.generative,
+                "execution": self.execution.to_wire()}
+
+    @classmethod
+    def of_record(cls, record: dict) -> "ModelFile":
+        return cls(Path(record["path"]), ModelFormat(record["format"]), record["precision"],
+                   extra_files=tuple(Path(p) for p in record["extraFiles"]),
+                   options=HuggingFaceOptions.model_validate(record["options"]) if record["options"] else None,
+                   input_names=tuple(record["inputNames"]), generative=record["generative"],
+                   execution=Execution.model_validate(record["execution"]))
+
 
 
 def stored_as_spec_runs_it(path: Path, model_format: ModelFormat, precision: str, spec, input_names: tuple[str, ...],

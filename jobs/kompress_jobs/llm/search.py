@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import PassError
+from ..measurement.benchmark import each
 from ..modelfile import ModelFile
 from ..runtimes import make_runner
 from ..runtimes.base import first_line
@@ -64,7 +65,11 @@ def search(ladder: list[Any], model: ModelFile, ctx, build: Callable[[Any, Path]
         if not drops:
             raise PassError(f"every build failed (build 1: {trials[0]['verdict']})")
         raise PassError(f"no build kept goals.maxAccuracyDrop {goal:g} on the calibration text (closest: {min(drops):+.3f})")
-    speeds = _tokens_per_second(runners | {0: reference}, judged.inputs["input_ids"])
+    failures: dict[int, str] = {}  # a build whose runtime crashed while timed (runtimes/contained.py)
+    speeds = _tokens_per_second(runners | {0: reference}, judged.inputs["input_ids"], failures)
+    if 0 in failures:
+        raise PassError(f"the pass's input failed while timed: {failures[0]}")
+    _drop_failed(runners, trials, failures, ctx)
     for trial in trials:
         if trial["number"] in runners:
             trial["tokensPerSecond"] = speeds[trial["number"]]
@@ -91,8 +96,13 @@ def _keep_first_token_goal(runners: dict, trials: list[dict], ctx) -> None:
         return
     prompt = ctx.dataset.split(PROMPTS).inputs[INPUT][: ctx.benchmark.batch_sizes[0]]
     by_number = {t["number"]: t for t in trials}
+    failures: dict[int, str] = {}
+    firsts: dict[int, float] = {}
+    each(list(runners), failures, lambda number: firsts.__setitem__(number, statistics.median(
+        runners[number].generate(prompt, 2).first_token_ns / 1e6 for _ in range(ROUNDS))))
+    _drop_failed(runners, trials, failures, ctx)
     for number in list(runners):
-        first = statistics.median(runners[number].generate(prompt, 2).first_token_ns / 1e6 for _ in range(ROUNDS))
+        first = firsts[number]
         trial = by_number[number]
         trial["timeToFirstTokenMs"] = round(first, 1)
         if first > limit:
@@ -104,16 +114,31 @@ def _keep_first_token_goal(runners: dict, trials: list[dict], ctx) -> None:
         raise PassError(f"no build kept goals.maxTimeToFirstTokenMs {limit:g} (the quickest first token: {fastest:.0f} ms)")
 
 
-def _tokens_per_second(runners: dict, windows) -> dict[int, float]:
-    """Decode tokens/s of each runner: median of the per-round medians, rounds interleaved."""
+def _tokens_per_second(runners: dict, windows, failures: dict[int, str]) -> dict[int, float]:
+    """Decode tokens/s of each runner: median of the per-round medians, rounds interleaved; a runner
+    that fails is recorded in `failures` and left out."""
     prompt = windows[:1, :PROMPT_TOKENS]
     medians: dict[int, list[float]] = {n: [] for n in runners}
+    alive = list(runners)
+
+    def timed(n: int) -> None:
+        medians[n].append(1e9 / statistics.median(runners[n].generate(prompt, NEW_TOKENS).step_ns))
+
     for round_index in range(ROUNDS):
-        order = list(runners)
-        shift = round_index % len(order)
-        for n in order[shift:] + order[:shift]:
-            medians[n].append(1e9 / statistics.median(runners[n].generate(prompt, NEW_TOKENS).step_ns))
-    return {n: statistics.median(values) for n, values in medians.items()}
+        shift = round_index % max(1, len(alive))
+        each(alive, failures, timed, order=alive[shift:] + alive[:shift])
+    return {n: statistics.median(medians[n]) for n in alive}
+
+
+def _drop_failed(runners: dict, trials: list[dict], failures: dict[int, str], ctx) -> None:
+    """Builds that failed while timed are no longer kept; PassError when none is left."""
+    for trial in trials:
+        if trial["number"] in failures and trial["number"] in runners:
+            trial["verdict"] = f"failed while timed: {failures[trial['number']]}"
+            ctx.log(f"trial {trial['number']} ({trial['settings']}): {trial['verdict']}")
+            del runners[trial["number"]]
+    if failures and not runners:
+        raise PassError(f"every build that kept the goal failed while timed ({next(iter(failures.values()))})")
 
 
 def report_section(name: str, details: dict[str, Any]) -> list[str]:

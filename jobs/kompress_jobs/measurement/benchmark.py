@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 from typing import Callable, Iterator
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..data import Inputs, batch_of
+from ..errors import first_line
 from ..spec.goals import Benchmark
 from ..runtimes import Runner
 
@@ -99,37 +99,56 @@ def measure_latency(
     settings: Benchmark,
     progress: Callable[[str], None] = lambda _: None,
     judged_at: int | None = None,
+    failures: dict[str, str] | None = None,
 ) -> dict[str, dict[int, Latency]]:
     """Every runner at every batch size; at `judged_at` (the batch size the selection judges at),
-    more rounds while a measurement is noisy."""
+    more rounds while a measurement is noisy. With `failures`, a runner that fails (a contained
+    runtime that crashed) is left out of the later rounds and of the result, its error recorded
+    there by name; without, its error ends the benchmark."""
     names = list(runners)
     results: dict[str, dict[int, Latency]] = {name: {} for name in names}
     for batch_size in settings.batch_sizes:
         batch = batch_of(inputs, batch_size)
-        for name in names:
+
+        def warm(name: str) -> None:
             for _ in range(settings.warmup):
                 runners[name](batch)
+
+        def timed(name: str) -> None:
+            timings, cpu = runners[name].time_calls(batch, settings.iterations)
+            cpu_ns[name] += cpu
+            samples[name].extend(timings)
+            medians[name].append(statistics.median(timings) / 1e6)
+
+        each(names, failures, warm)
         samples: dict[str, list[int]] = {name: [] for name in names}
         medians: dict[str, list[float]] = {name: [] for name in names}
         cpu_ns: dict[str, int] = {name: 0 for name in names}
         for round_index in rounds(settings, medians, extend=batch_size == judged_at):
+            if not names:
+                break
             shift = round_index % len(names)
-            for name in names[shift:] + names[:shift]:
-                run = runners[name]
-                timings, cpu_start = [], time.process_time_ns()
-                for _ in range(settings.iterations):
-                    start = time.perf_counter_ns()
-                    run(batch)
-                    timings.append(time.perf_counter_ns() - start)
-                cpu_ns[name] += time.process_time_ns() - cpu_start
-                samples[name].extend(timings)
-                medians[name].append(statistics.median(timings) / 1e6)
+            each(names, failures, timed, order=names[shift:] + names[:shift])
+            for gone in set(medians) - set(names):
+                del medians[gone]
             progress(f"batch {batch_size}: round {round_index + 1}/{max(settings.rounds, round_index + 1)} done")
         for name in names:
             results[name][batch_size] = flag_noise(summarize(batch_size, samples[name], medians[name], cpu_ns[name]), settings)
-    return results
+    return {name: results[name] for name in names}
 
 
+def each(names: list[str], failures: dict[str, str] | None, action: Callable[[str], None],
+         order: list[str] | None = None) -> None:
+    """`action(name)` for each of `names` (in `order`); with `failures`, one that raises is recorded
+    there and removed from `names`, and the others go on; without, its error ends the benchmark."""
+    for name in list(names if order is None else order):
+        try:
+            action(name)
+        except Exception as exc:
+            if failures is None:
+                raise
+            failures[name] = first_line(exc)
+            names.remove(name)
 def summarize(batch_size: int, timings_ns: list[int], round_medians_ms: list[float], cpu_ns: int | None = None) -> Latency:
     ms = np.asarray(timings_ns, dtype=np.float64) / 1e6
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])

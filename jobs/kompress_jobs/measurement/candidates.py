@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .benchmark import Latency
+from ..errors import KompressError
 from ..runtimes import ModelFile, Processor
 
 
@@ -84,3 +85,18 @@ def score_each(measured: list[Candidate], runners: dict, score: Callable[[Candid
             runners.pop(c.name, None)
             continue
         c.runtime, c.device = runners[c.name].runtime, runners[c.name].device
+        if runners[c.name].variant:
+            c.details = (c.details or {}) | {"runtimeVariant": runners[c.name].variant}
+
+
+def fail_benchmarked(measured: list[Candidate], runners: dict, failures: dict[str, str]) -> list[Candidate]:
+    """The candidates that failed while benchmarked (a contained runtime that crashed mid-run) marked
+    Failed with their error and their runners dropped; the others, to go on with. The baseline's
+    failure ends the run: nothing can be judged without it."""
+    for c in measured:
+        if c.name in failures:
+            if c.is_baseline:
+                raise KompressError(f"the baseline failed while it was benchmarked: {failures[c.name]}")
+            c.outcome, c.error = Outcome.FAILED, f"benchmark failed: {failures[c.name]}"
+            runners.pop(c.name, None)
+    return [c for c in measured if c.name not in failures]

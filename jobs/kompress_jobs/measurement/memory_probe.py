@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..child_python import run_python
-from ..modelfile import Execution, ModelFile
-from ..spec.sources import HuggingFaceOptions, ModelFormat
+from ..modelfile import ModelFile
 
 PROBE_TIMEOUT = 900  # seconds: loading a large model in a cold process is slow, but never unbounded
 
@@ -42,7 +41,7 @@ def peak_memory(model: ModelFile, probe: Probe) -> dict:
     with tempfile.TemporaryDirectory(prefix="kompress-memory-") as folder:
         inputs = Path(folder) / "inputs.npz"
         np.savez(inputs, **probe.batch)
-        request = {"model": _model_record(model), "inputs": str(inputs), "threads": probe.threads, "newTokens": probe.new_tokens}
+        request = {"model": model.to_record(), "inputs": str(inputs), "threads": probe.threads, "newTokens": probe.new_tokens}
         (Path(folder) / "request.json").write_text(json.dumps(request))
         try:  # isolated: the model it loads sees no storage credentials and no planted module
             done = run_python(module="kompress_jobs.measurement.memory_probe", args=[str(Path(folder) / "request.json")],
@@ -56,29 +55,16 @@ def peak_memory(model: ModelFile, probe: Probe) -> dict:
     return json.loads(lines[-1])
 
 
-def _model_record(model: ModelFile) -> dict:
-    return {"path": str(model.path), "format": model.format.value, "precision": model.precision,
-            "extraFiles": [str(p) for p in model.extra_files], "inputNames": list(model.input_names),
-            "options": model.options.to_wire() if model.options else None, "generative": model.generative,
-            "execution": model.execution.to_wire()}
-
-
-def _model_from(record: dict) -> ModelFile:
-    return ModelFile(Path(record["path"]), ModelFormat(record["format"]), record["precision"],
-                     extra_files=tuple(Path(p) for p in record["extraFiles"]),
-                     options=HuggingFaceOptions.model_validate(record["options"]) if record["options"] else None,
-                     input_names=tuple(record["inputNames"]), generative=record["generative"],
-                     execution=Execution.model_validate(record["execution"]))
-
-
 def main(request_path: str) -> None:
     from ..runtimes import make_runner
 
     request = json.loads(Path(request_path).read_text())
-    model = _model_from(request["model"])
+    model = ModelFile.of_record(request["model"])
     with np.load(request["inputs"], allow_pickle=False) as stored:
         batch = {name: stored[name] for name in stored.files}
-    runner = make_runner(model, threads=request["threads"], input_names=tuple(batch) if not model.generative else None)
+    # contain=False: this process is already the model's own, and its peak is what is measured
+    runner = make_runner(model, threads=request["threads"], input_names=tuple(batch) if not model.generative else None,
+                         contain=False)
     if request["newTokens"]:
         runner.generate(next(iter(batch.values())), request["newTokens"])
     else:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ..measurement.candidates import Candidate, score_each
+from ..measurement.candidates import Candidate, fail_benchmarked, score_each
 from ..data import Dataset, Split, rows
 from ..errors import DataError
 from ..modelfile import ModelFile
@@ -50,10 +50,15 @@ def evaluate(measured: list[Candidate], runners: dict[str, Runner], dataset: Dat
 
 
 def benchmark(measured: list[Candidate], runners: dict[str, Runner], dataset: Dataset, spec: ModelOptimizationSpec,
-              progress: Callable[[str], None]) -> None:
+              progress: Callable[[str], None]) -> list[Candidate]:
+    """Time every candidate's generation; returns those that did not fail while timed."""
+    failures: dict[str, str] = {}
     latencies, continuations = measure_generation({c.name: runners[c.name] for c in measured}, dataset, spec.benchmark,
-                                                  progress, judged_at=primary_batch_size(spec.goals, spec.benchmark))
+                                                  progress, judged_at=primary_batch_size(spec.goals, spec.benchmark),
+                                                  failures=failures)
+    measured = fail_benchmarked(measured, runners, failures)
     reference = continuations[BASELINE]
     for c in measured:
         c.latency = latencies[c.name]
         c.fidelity["greedyAgreement"] = continuation_agreement(continuations[c.name], reference)
+    return measured

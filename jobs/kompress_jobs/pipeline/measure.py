@@ -8,7 +8,7 @@ from typing import Callable
 
 from ..data import Dataset, batch_of
 from ..measurement.benchmark import measure_latency
-from ..measurement.candidates import Candidate, score_each
+from ..measurement.candidates import Candidate, fail_benchmarked, score_each
 from ..measurement.memory_probe import Probe, peak_memory
 from ..measurement.profiling import energy_per_call, profile_model, trace_key
 from ..measurement.quality import Scorer, predict
@@ -35,10 +35,12 @@ def measure(candidates: list[Candidate], runners: dict[str, Runner], dataset: Da
     progress(f"benchmarking {len(measured)} model(s) at batch sizes {spec.benchmark.batch_sizes}, "
              f"{spec.benchmark.rounds} interleaved rounds (up to {spec.benchmark.round_cap} at batch {batch} if noisy)")
     if generative:
-        language_model.benchmark(measured, runners, dataset, spec, progress)
+        measured = language_model.benchmark(measured, runners, dataset, spec, progress)
     else:
+        failures: dict[str, str] = {}
         latencies = measure_latency({c.name: runners[c.name] for c in measured}, dataset.evaluation.inputs,
-                                    spec.benchmark, progress, judged_at=batch)
+                                    spec.benchmark, progress, judged_at=batch, failures=failures)
+        measured = fail_benchmarked(measured, runners, failures)
         for c in measured:
             c.latency = latencies[c.name]
         device_figures(measured, runners, dataset, batch, progress)

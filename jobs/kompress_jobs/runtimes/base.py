@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import ClassVar
 
 import numpy as np
@@ -41,10 +42,13 @@ class Runner:
     Options: ClassVar[type[Model]] = NoOptions
     profiler: ClassVar[str | None] = None  # the per-operator profiler this runtime reads, if any
     generative: ClassVar[bool] = False  # runs a causal language model token by token (generative.py)
+    # a native library that may crash the process: runs in a process of its own (contained.py)
+    contained: ClassVar[bool] = False
 
     device: Processor = Processor.CPU
     compile_mode: str | None = None  # set by runtimes that compile (PyTorch's torch.compile)
     first_call_seconds: float | None = None  # with compile_mode: the first call, which compiles, timed apart
+    variant: str | None = None  # which build of its kernels the runtime loaded here (llama.cpp's CPU variant)
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
 
@@ -60,6 +64,17 @@ class Runner:
 
     def __call__(self, inputs: Inputs) -> Inputs:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def time_calls(self, batch: Inputs, calls: int) -> tuple[list[int], int]:
+        """The wall time of each of `calls` calls on `batch`, and the CPU time of the process running
+        the model over them (every thread of its runtime's pool), in ns: timed where the model runs,
+        so a contained runner's pipe is not in the figures."""
+        timings, cpu_start = [], time.process_time_ns()
+        for _ in range(calls):
+            start = time.perf_counter_ns()
+            self(batch)
+            timings.append(time.perf_counter_ns() - start)
+        return timings, time.process_time_ns() - cpu_start
 
     def check_input(self, inputs: Inputs) -> None:
         """Raise DataError when these arrays cannot feed the model, naming the input."""

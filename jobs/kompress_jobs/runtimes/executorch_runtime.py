@@ -4,9 +4,8 @@ where the program says so, as on a phone or an edge CPU.
 A program holds a method per batch size it was built for (`forward_b<N>`, the ExecuTorch pass
 writes one per benchmark batch size and one for batch 1, sharing their weights), or a user's single
 `forward`; a batch of another size runs in chunks of the sizes it has. XNNPACK's thread pool is the
-process's own, set to the benchmark's threads. A native runtime may crash the process: before a
-program is loaded here it runs once in a child process, and a crash there fails this candidate
-with the signal named, not the run."""
+process's own, set to the benchmark's threads. A native runtime may crash the process, so it runs in
+one of its own (contained.py): a crash fails this candidate with the signal named, not the run."""
 
 from __future__ import annotations
 
@@ -18,30 +17,16 @@ from ..errors import ModelLoadError
 from ..modelfile import ModelFile
 from ..spec.sources import ModelFormat
 from .base import Processor, output_names_for
-from .contained import survives_in_a_child
 from .fixed_batch import FixedBatchRunner
 from .registry import register
 
 _METHOD = re.compile(r"^forward(?:_b(\d+))?$")
-_CANARY = """
-import sys, torch
-from executorch.runtime import Runtime, Verification
-# the program's input types, by c10's ScalarType numbers (token ids are int64)
-types = {0: torch.uint8, 1: torch.int8, 2: torch.int16, 3: torch.int32, 4: torch.int64, 5: torch.float16,
-         6: torch.float32, 7: torch.float64, 11: torch.bool, 15: torch.bfloat16}
-program = Runtime.get().load_program(sys.argv[1], verification=Verification.InternalConsistency)
-for name in sorted(program.method_names):
-    meta = program.metadata(name)
-    inputs = [meta.input_tensor_meta(i) for i in range(meta.num_inputs())]
-    program.load_method(name).execute([torch.zeros(tuple(t.sizes()), dtype=types.get(t.dtype(), torch.float32))
-                                       for t in inputs])
-print("ok")
-"""
 
 
 @register
 class ExecuTorchRunner(FixedBatchRunner):
     runtime = "executorch"
+    contained = True  # a crash costs this candidate, not the run (contained.py)
     module, package = "executorch.runtime", "executorch"
     what = "the ExecuTorch program"
     formats = frozenset({ModelFormat.EXECUTORCH})
@@ -52,7 +37,6 @@ class ExecuTorchRunner(FixedBatchRunner):
         from executorch.extension.pybindings import portable_lib
         from executorch.runtime import Runtime, Verification
 
-        survives_an_inference(model)
         self.device, self._torch = device, torch
         portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's pool: one per process, as benchmark.threads says
         program = Runtime.get().load_program(str(model.path), verification=Verification.InternalConsistency)
@@ -75,8 +59,3 @@ class ExecuTorchRunner(FixedBatchRunner):
     def run_batch(self, size: int, arrays: list[np.ndarray]) -> list[np.ndarray]:
         tensors = [self._torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
         return [t.numpy().copy() for t in self.methods[size].execute(tensors)]
-
-
-def survives_an_inference(model: ModelFile) -> None:
-    """ModelLoadError naming the signal when ExecuTorch crashes loading or running the model in a child."""
-    survives_in_a_child(model, _CANARY, "ExecuTorch", "running it once")

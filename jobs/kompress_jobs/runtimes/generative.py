@@ -22,6 +22,7 @@ class Generation:
     first_token_ns: int  # the prefill of the prompt and the choice of the first new token
     step_ns: list[int]  # each later token: one decode step on the cache
     tokens: np.ndarray  # (batch, new tokens): what was generated, to compare runtimes' continuations
+    cpu_ns: int = 0  # the CPU time of the process the model runs in (every thread), over the whole generation
 
 
 class GenerativeRunner(Runner):
@@ -41,6 +42,7 @@ class GenerativeRunner(Runner):
 
     def generate(self, prompts: np.ndarray, new_tokens: int) -> Generation:
         self._check_length(prompts.shape[1] + new_tokens, "benchmark.generation.promptTokens + newTokens")
+        cpu_start = time.process_time_ns()
         start = time.perf_counter_ns()
         state, token = self._prefill(np.ascontiguousarray(prompts, dtype=np.int64), new_tokens)
         first = time.perf_counter_ns() - start
@@ -50,7 +52,7 @@ class GenerativeRunner(Runner):
             state, token = self._step(state, token)
             steps.append(time.perf_counter_ns() - start)
             tokens.append(token)
-        return Generation(first, steps, np.stack(tokens, axis=1))
+        return Generation(first, steps, np.stack(tokens, axis=1), time.process_time_ns() - cpu_start)
 
     def _prefill(self, prompts: np.ndarray, new_tokens: int):  # pragma: no cover - interface
         """(state, next token per row) after the prompt; `new_tokens` will follow it."""

@@ -5,7 +5,7 @@ A model holds a signature per batch size it was built for (`b<N>`, what the Lite
 is a user's file with its own input shape; a batch of another size runs in chunks of the sizes it
 has. An INT8 model's inputs and outputs may be INT8 themselves: floats are quantized on the way in
 and de-quantized on the way out with the model's own scales, inside the timed call, as a caller
-would. Before a model is loaded here it runs once in a child process (a crash fails the candidate)."""
+would. It runs in a process of its own (contained.py): a crash fails the candidate, not the run."""
 
 from __future__ import annotations
 
@@ -17,32 +17,16 @@ from ..errors import ModelLoadError
 from ..modelfile import ModelFile
 from ..spec.sources import ModelFormat
 from .base import Processor, output_names_for
-from .contained import survives_in_a_child
 from .fixed_batch import FixedBatchRunner
 from .registry import register
 
 _SIGNATURE = re.compile(r"^b(\d+)$")
-_CANARY = """
-import sys, numpy as np
-from ai_edge_litert.interpreter import Interpreter
-interpreter = Interpreter(model_path=sys.argv[1], num_threads=1)
-names = list(interpreter.get_signature_list()) or [None]
-for name in names:
-    runner = interpreter.get_signature_runner(name) if name else None
-    if runner is None:
-        interpreter.allocate_tensors()
-        for d in interpreter.get_input_details():
-            interpreter.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-        interpreter.invoke()
-    else:
-        runner(**{k: np.zeros(d["shape"], d["dtype"]) for k, d in runner.get_input_details().items()})
-print("ok")
-"""
 
 
 @register
 class LiteRtRunner(FixedBatchRunner):
     runtime = "litert"
+    contained = True  # a crash costs this candidate, not the run (contained.py)
     module, package = "ai_edge_litert.interpreter", "ai-edge-litert"
     what = "the LiteRT model"
     formats = frozenset({ModelFormat.LITERT})
@@ -51,7 +35,6 @@ class LiteRtRunner(FixedBatchRunner):
                  input_names: tuple[str, ...] | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
-        survives_in_a_child(model, _CANARY, "LiteRT", "running it once")
         self.device = device
         try:
             interpreter = Interpreter(model_path=str(model.path), num_threads=threads)

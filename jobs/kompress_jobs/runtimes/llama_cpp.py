@@ -5,9 +5,9 @@ the baseline of a LanguageModeling run is measured in): a model runs here when i
 the same GGUF) and llama.cpp's agree by construction.
 
 A native library can crash the process (seen: llama.cpp's AMX backend, built for the build machine's
-CPU, segfaults at the first inference of a Q4_1 file on an Intel Xeon with AMX). So before the model
-is loaded here, one short inference runs in a child process; a crash there fails this candidate with
-the signal named, and the run goes on."""
+CPU, segfaults at the first inference of a Q4_1 file on an Intel Xeon with AMX). So it runs in a
+process of its own (contained.py): a crash, whenever it comes, fails this candidate with the signal
+named, and the run goes on."""
 
 from __future__ import annotations
 
@@ -19,16 +19,9 @@ from ..spec.sources import ModelFormat
 from ..spec.wire import Model
 from .base import Processor
 from .generative import GenerativeRunner
-from .contained import survives_in_a_child
 from .registry import register
 
 PACKAGE = "llama-cpp-python"
-_CANARY = """
-import sys, llama_cpp
-llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=64, n_threads=1, verbose=False)
-llm.eval([llm.token_bos()] if llm.token_bos() >= 0 else [0])
-print("ok")
-"""
 
 
 class LlamaCppOptions(Model):
@@ -40,6 +33,7 @@ class LlamaCppOptions(Model):
 @register
 class LlamaCppRunner(GenerativeRunner):
     runtime = "llama.cpp"
+    contained = True  # a crash costs this candidate, not the run (contained.py)
     formats = frozenset({ModelFormat.GGUF})
     default = False
     Options = LlamaCppOptions
@@ -57,7 +51,6 @@ class LlamaCppRunner(GenerativeRunner):
         import llama_cpp
 
         options = self.options_of(model)
-        survives_an_inference(model)
         self.device, self.max_positions = device, options.context_tokens
         self._make = lambda logits_all: llama_cpp.Llama(
             model_path=str(model.path), n_ctx=options.context_tokens, n_batch=min(512, options.context_tokens),
@@ -99,8 +92,3 @@ class LlamaCppRunner(GenerativeRunner):
         """Greedy: the most likely next token of each row, from the logits of its last position."""
         return np.array([int(np.argmax(np.ctypeslib.as_array(self._last_logits(llm.ctx, -1), shape=(self._vocab,))))
                          for llm in rows], dtype=np.int64)
-
-
-def survives_an_inference(model: ModelFile) -> None:
-    """ModelLoadError naming the signal when llama.cpp crashes loading or running the model in a child."""
-    survives_in_a_child(model, _CANARY, "llama.cpp", "at its first inference")

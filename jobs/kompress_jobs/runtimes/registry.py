@@ -65,10 +65,12 @@ def runtime_for(model: ModelFile, device: Processor | None = None) -> type[Runne
 
 
 def make_runner(model: ModelFile, *, threads: int, device: Processor | None = None,
-                input_names: tuple[str, ...] | None = None) -> Runner:
+                input_names: tuple[str, ...] | None = None, contain: bool = True) -> Runner:
     """A runner for any candidate, from the registry, on `device`, else where the model's Execution
     says it runs, else where its runtime runs by default. `input_names` is needed only where the
-    file does not name its inputs (a Hugging Face checkpoint takes whatever the tokenizer gives)."""
+    file does not name its inputs (a Hugging Face checkpoint takes whatever the tokenizer gives).
+    A runtime that declares `contained` runs in a process of its own (contained.py), unless
+    `contain` is False: in a process that is already the model's own (the memory probe)."""
     from pydantic import ValidationError
 
     from ..formats import check_model_files
@@ -86,4 +88,8 @@ def make_runner(model: ModelFile, *, threads: int, device: Processor | None = No
     reason = cls.unavailable(where)
     if reason:
         raise ModelLoadError(f"model file {model.path}: {cls.runtime} cannot run it on {where.value} here: {reason}")
+    if cls.contained and contain:
+        from .contained import contained_runner
+
+        return contained_runner(cls, model, threads=threads, device=where, input_names=input_names)
     return cls(model, threads=threads, device=where, input_names=input_names)

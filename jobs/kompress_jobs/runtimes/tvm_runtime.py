@@ -1,8 +1,8 @@
 """Apache TVM: a library the TVM pass compiled in this run (formats/tvm.py refuses any other), run
 by Relax's virtual machine with a function per batch size; a batch of another size runs in chunks.
 Its weights are pre-packed once at load, into the layouts the tuned kernels read. TVM's thread pool
-is sized by TVM_NUM_THREADS before TVM first loads in this process. Before the library is loaded
-here it runs once in a child process: a crash there fails this candidate, not the run."""
+is sized by TVM_NUM_THREADS before TVM first loads in its process: a process of its own
+(contained.py), where a crash fails this candidate, not the run."""
 
 from __future__ import annotations
 
@@ -10,43 +10,25 @@ import os
 
 import numpy as np
 
-from ..formats.tvm import LIBRARY, MANIFEST, PARAMS, manifest
+from ..formats.tvm import LIBRARY, PARAMS, manifest
 from ..modelfile import ModelFile
 from ..spec.sources import ModelFormat
 from .base import Processor, output_names_for
-from .contained import survives_in_a_child
 from .fixed_batch import FixedBatchRunner
 from .registry import register
-
-# the files by their fixed names, as the door checked them: never a name the manifest gives
-_CANARY = f"""
-import json, sys, numpy as np, tvm
-from pathlib import Path
-from tvm import relax
-folder = Path(sys.argv[1])
-about = json.loads((folder / "{MANIFEST}").read_text())
-vm = relax.VirtualMachine(tvm.runtime.load_module(str(folder / "{LIBRARY}")), tvm.cpu())
-stored = np.load(folder / "{PARAMS}")
-params = [tvm.runtime.tensor(stored[k]) for k in stored.files]
-for size in about["batchSizes"]:
-    packed = vm[f"main_b{{size}}_transform_params"](params)
-    inputs = [tvm.runtime.tensor(np.zeros([size, *row["shape"]], row["dtype"])) for row in about["rows"]]
-    vm[f"main_b{{size}}"](*inputs, *packed)
-print("ok")
-"""
 
 
 @register
 class TvmRunner(FixedBatchRunner):
     runtime = "tvm"
+    contained = True  # a crash costs this candidate, not the run (contained.py)
     module, package = "tvm", "apache-tvm"
     what = "the TVM library"
     formats = frozenset({ModelFormat.TVM})
 
     def __init__(self, model: ModelFile, *, threads: int = 1, device: Processor = Processor.CPU,
                  input_names: tuple[str, ...] | None = None):
-        os.environ.setdefault("TVM_NUM_THREADS", str(threads))  # read once, when TVM's pool starts
-        survives_in_a_child(model, _CANARY, "TVM", "running it once")
+        os.environ["TVM_NUM_THREADS"] = str(threads)  # read once, when TVM's pool starts in this process of its own
         import tvm
         from tvm import relax
 
