@@ -48,13 +48,40 @@ def test_llama_cpp_runs_the_gguf_as_kept_at_the_perplexity_of_the_pytorch_baseli
     assert llama.runtime == "llama.cpp"
     scorer = LanguageModelScorer(TASK, DropMode.RELATIVE, dataset.evaluation, baseline)
     perplexity, drop, fidelity = scorer.judge(llama)
-    assert 1 < perplexity < 100 and abs(drop) < 3, (perplexity, drop)  # within 3 % of PyTorch's FP32 arithmetic
+    # llama.cpp's arithmetic differs from PyTorch's FP32 by CPU variant: on these 256 tokens of an
+    # AMD EPYC (Zen 4), -1.7 % with the haswell variant (AVX2), -3.5 % with zen4 (AVX-512 VNNI)
+    assert 1 < perplexity < 100 and abs(drop) < 5, (perplexity, drop)
     assert fidelity["top1Agreement"] > 0.9
     prompt = dataset.evaluation.inputs["input_ids"][:2, :32]
     done = llama.generate(prompt, 8)
     reference = baseline.generate(prompt, 8)
     assert done.tokens.shape == (2, 8) and len(done.step_ns) == 7 and done.first_token_ns > 0
     assert (done.tokens[:, :4] == reference.tokens[:, :4]).mean() >= 0.75  # the same greedy start
+
+
+def test_each_node_loads_the_best_cpu_variant_it_has_as_its_targets_cap_shows_it(smollm2, monkeypatch):
+    """One build for a fleet (scripts/build-llama-wheel): the runner's process loads the variant its
+    CPU has, and under a target's cap (maxCpuIsa AVX2) the one the cap allows. Which variants
+    those are is computed from this machine's flags, never assumed."""
+    import llama_cpp
+
+    from kompress_jobs.measurement.hardware import _cpu_as_built
+    from kompress_jobs.runtimes.llama_variants import VARIANTS, best_variant
+    from kompress_jobs.spec.targets import MAX_CPU_ISA_ENV, CpuIsa, capped_flags
+
+    model, dataset = smollm2
+    lib = Path(llama_cpp.__file__).parent / "lib"
+    built = {p.name[len("libggml-cpu-"): -len(".so")] for p in lib.glob("libggml-cpu-*.so")}
+    assert built == set(VARIANTS), f"llama-cpp-python was not built by scripts/build-llama-wheel ({sorted(built)})"
+    flags = _cpu_as_built()[1]
+    prompt = dataset.evaluation.inputs["input_ids"][:1, :16]
+    monkeypatch.delenv(MAX_CPU_ISA_ENV, raising=False)
+    runner = make_runner(replace(model, execution=LLAMA), threads=1)
+    assert runner.variant == best_variant(built, flags) and runner.generate(prompt, 4).tokens.shape == (1, 4)
+    monkeypatch.setenv(MAX_CPU_ISA_ENV, CpuIsa.AVX2.value)  # what a capped target's Job has
+    capped = make_runner(replace(model, execution=LLAMA), threads=1)
+    assert capped.variant == best_variant(built, capped_flags(flags, CpuIsa.AVX2))
+    assert (capped.generate(prompt, 4).tokens == runner.generate(prompt, 4).tokens).all()
 
 
 def test_options_a_runtime_does_not_take_are_refused_and_a_long_prompt_names_the_context(smollm2):
@@ -113,7 +140,7 @@ def test_a_run_measures_llama_cpp_as_kept_re_quantized_and_steered_beside_the_ba
         c = by_name[name]
         assert c.measured, c.error
         assert c.runtime == "llama.cpp" and c.execution.runtime == "llama.cpp" and c.latency[1].throughput_per_second > 0
-    assert by_name["q8"].precision == "q8_0" and by_name["as-kept"].precision == "fp32"
+    assert by_name["q8"].precision == "q8_0" and by_name["as-kept"].precision == "q4_1"  # the file's own type
     assert by_name["q8"].size_bytes > by_name["as-kept"].size_bytes  # 8 bits per weight against the file's 4.5
     auto = by_name["auto"].details
     assert [t["settings"] for t in auto["trials"]] == ["IQ4_XS", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0"]

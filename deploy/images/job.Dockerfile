@@ -2,19 +2,19 @@
 # The CPU job image: the optimization pipeline with torch (CPU wheel) and ONNX Runtime.
 # The operator runs it as `kompress job`. Build from the repository root: scripts/build-images
 FROM python:3.11-slim AS build
-# llama.cpp is compiled from source (no wheel on PyPI), for x86-64-v3 rather than the build machine's
-# CPU: a fleet's nodes differ, and a kernel the node lacks would crash the Job (pyproject.toml `llama`)
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake && rm -rf /var/lib/apt/lists/*
-ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DLLAMA_CURL=OFF"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY jobs/ jobs/
 COPY operator/ operator/
+COPY scripts/build-llama-wheel scripts/build-llama-tools scripts/
+# llama.cpp is compiled from source (no wheel on PyPI) with its CPU kernels as run-time variants, never
+# for the build machine's CPU: a fleet's nodes differ, and each loads the best variant it has
+RUN mkdir -p /wheels && cp "$(scripts/build-llama-wheel /tmp/llama-wheel)"/*.whl /wheels/
 # The CPU wheel index first: the default index's torch for Linux carries several GB of CUDA.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels \
+RUN pip wheel --no-cache-dir --wheel-dir /wheels --find-links /wheels \
         --extra-index-url https://download.pytorch.org/whl/cpu ".[job,llama,edge]"
 # llama.cpp's llama-imatrix and llama-quantize (importance-matrix quantization), from the same llama.cpp
-COPY scripts/build-llama-tools scripts/
 RUN scripts/build-llama-tools /usr/local/llama-tools
 
 FROM python:3.11-slim

@@ -94,7 +94,8 @@ class LlamaCpp(SteeredBuildPass):
             output = ctx.output_dir / FILE
             _link_or_copy(model.path, output)
             ctx.log(f"{model.path.name} as kept, run by llama.cpp")
-            return ModelFile(output, ModelFormat.GGUF, model.precision, generative=True, execution=self.spec.execution())
+            return ModelFile(output, ModelFormat.GGUF, _file_type(model.path) or model.precision, generative=True,
+                             execution=self.spec.execution())
 
         auto = self.spec.quantization is GgufType.AUTO
         imatrix, account = self._importance_matrix(model, ctx, auto)
@@ -163,6 +164,19 @@ def _quantize(source: Path, output: Path, kind: GgufType, threads: int, imatrix:
     done = run_python(code=_QUANTIZE, args=[str(source), str(output), kind.value, str(threads)], timeout=3600)
     if done.returncode != 0 or not output.is_file():
         raise PassError(f"llama.cpp's quantization to {kind.value} {how_it_ended(done)}")
+
+
+def _file_type(path: Path) -> str | None:
+    """The file's own quantization type ("q4_1"), as its header's general.file_type says: what the
+    report shows for a file run as kept (PyTorch de-quantizes it, llama.cpp does not)."""
+    from gguf import LlamaFileType
+
+    from ..formats.gguf import read_header
+
+    try:
+        return LlamaFileType(read_header(path).metadata.get("general.file_type")).name.split("_", 1)[1].lower()
+    except ValueError:
+        return None
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

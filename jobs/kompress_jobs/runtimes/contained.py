@@ -53,7 +53,7 @@ class ContainedRunner(Runner):
         self._process = start_python(Path(home.name), module=f"{__package__}.runner_process",
                                      paths=[_import_root(__name__), _import_root(cls.__module__)], stderr=stderr)
         self._stderr = stderr
-        weakref.finalize(self, _stop, self._process, home, stderr)
+        weakref.finalize(self, _stop, self._process, home, stderr)  # when the runner goes, or the run ends
         os.set_blocking(self._process.stdin.fileno(), False)
         about, _ = self._ask({"op": "load", "module": cls.__module__, "class": cls.__qualname__,
                               "model": model.to_record(), "threads": threads, "device": device.value,
@@ -69,10 +69,6 @@ class ContainedRunner(Runner):
         header, _ = self._ask({"op": "time", "calls": calls}, {name: batch[name] for name in self.input_names},
                               doing="timing it")
         return header["timingsNs"], header["cpuNs"]
-
-    def close(self) -> None:
-        """Stop the process now (it stops anyway when this runner is collected or the run ends)."""
-        _stop(self._process)
 
     def _ask(self, header: dict, arrays: Arrays | None = None, *, doing: str,
              timeout: float | None = None) -> tuple[dict, Arrays]:

@@ -11,6 +11,8 @@ named, and the run goes on."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from pydantic import Field
 
@@ -19,6 +21,7 @@ from ..spec.sources import ModelFormat
 from ..spec.wire import Model
 from .base import Processor
 from .generative import GenerativeRunner
+from .llama_variants import load_cpu_backend
 from .registry import register
 
 PACKAGE = "llama-cpp-python"
@@ -51,6 +54,8 @@ class LlamaCppRunner(GenerativeRunner):
         import llama_cpp
 
         options = self.options_of(model)
+        # a build of run-time CPU variants loads the best this node has (llama_variants.py)
+        self.variant = load_cpu_backend(Path(llama_cpp.__file__).parent / "lib")
         self.device, self.max_positions = device, options.context_tokens
         self._make = lambda logits_all: llama_cpp.Llama(
             model_path=str(model.path), n_ctx=options.context_tokens, n_batch=min(512, options.context_tokens),
