@@ -124,3 +124,27 @@ def test_a_language_model_generates_in_its_process_and_a_crash_mid_benchmark_cos
     assert set(latencies) == {"steady"} and set(continuations) == {"steady"}
     assert len(latencies["steady"][1].round_medians_ms) == 3
     assert "scripted-lm was killed by signal 11 generating" in failures["crashing"]
+
+
+def test_what_the_pipe_reads_is_json_and_plain_arrays_within_bounds():
+    """A process taken over by a crafted model file can only send data: a pickled object array, a
+    header that is not JSON or a length meant to exhaust memory is refused, never loaded."""
+    import io
+    import pickle
+    import struct
+
+    from kompress_jobs.runtimes.pipe import PipeError, decode, encode
+
+    def reader(data: bytes):
+        stream = io.BytesIO(data)
+        return lambda n: stream.read(n)
+
+    header, arrays = decode(reader(encode({"op": "call"}, {"x": np.arange(3)})))
+    assert header == {"op": "call"} and arrays["x"].tolist() == [0, 1, 2]
+    objects = encode({}, {"x": np.array([{"a": 1}], dtype=object)})  # np.savez pickles object arrays
+    with pytest.raises(PipeError, match="not a message"):
+        decode(reader(objects))
+    with pytest.raises(PipeError, match="not a message"):
+        decode(reader(struct.pack("<QQ", 5, 0) + pickle.dumps(1)[:5]))
+    with pytest.raises(PipeError, match="a message of 8 \\+ 18446744073709551615 bytes"):
+        decode(reader(struct.pack("<QQ", 8, 2 ** 64 - 1)))

@@ -14,6 +14,9 @@ import numpy as np
 
 _SIZES = struct.Struct("<QQ")  # the header's length, the arrays' length
 HEADER_LIMIT = 1 << 20  # a header is a few scalars and lists of timings, never megabytes
+# arrays: a batch's outputs, or a window's logits (2,048 positions of a 150k vocabulary: 1.2 GB);
+# what a process taken over by a crafted model file may make this one allocate
+PAYLOAD_LIMIT = 1 << 32
 
 Arrays = dict[str, np.ndarray]
 
@@ -36,8 +39,8 @@ def decode(read: Callable[[int], bytes]) -> tuple[dict, Arrays]:
     """The next message, from `read(n)` (exactly n bytes; EOFError at the end of the stream);
     PipeError when it is not one."""
     head_size, payload_size = _SIZES.unpack(read(_SIZES.size))
-    if head_size > HEADER_LIMIT:
-        raise PipeError(f"a message header of {head_size} bytes")
+    if head_size > HEADER_LIMIT or payload_size > PAYLOAD_LIMIT:
+        raise PipeError(f"a message of {head_size} + {payload_size} bytes")
     head = read(head_size)
     payload = read(payload_size) if payload_size else b""
     try:
