@@ -72,3 +72,24 @@ def test_a_pick_with_a_later_first_token_says_so():
                     "1.22×): set goals.maxTimeToFirstTokenMs if prefill matters")
     assert Report.later_first_token.fget(SimpleNamespace(**{**vars(run), "best": candidate(500.0)})) is None
     assert Report.later_first_token.fget(SimpleNamespace(**{**vars(run), "generative": False})) is None
+
+
+class Crashing(Prefill):
+    """A build whose runtime dies when it generates (runtimes/contained.py reports it so)."""
+
+    def generate(self, prompt, new_tokens):
+        from kompress_jobs.errors import RuntimeCrashed
+
+        raise RuntimeCrashed("model file b.gguf: llama.cpp was killed by signal 11 generating, in a process of its own")
+
+
+def test_a_build_that_crashes_while_timed_is_not_kept_and_the_search_goes_on():
+    runners, trials = {1: Crashing(1), 2: Prefill(513)}, [{"number": 1, "settings": "IQ4_XS"}, {"number": 2, "settings": "Q8_0"}]
+    search._keep_first_token_goal(runners, trials, context(600))
+    assert list(runners) == [2] and trials[0]["verdict"].startswith("failed while timed: model file b.gguf: llama.cpp was killed")
+    speeds_failures: dict[int, str] = {}
+    speeds = search._tokens_per_second({0: Prefill(1), 3: Crashing(1), 2: Prefill(1)}, np.zeros((1, 64), np.int64),
+                                       speeds_failures)
+    assert set(speeds) == {0, 2} and "killed by signal 11" in speeds_failures[3]
+    with pytest.raises(PassError, match="every build that kept the goal failed while timed"):
+        search._keep_first_token_goal({1: Crashing(1)}, [{"number": 1, "settings": "IQ4_XS"}], context(600))

@@ -98,8 +98,11 @@ def _keep_first_token_goal(runners: dict, trials: list[dict], ctx) -> None:
     by_number = {t["number"]: t for t in trials}
     failures: dict[int, str] = {}
     firsts: dict[int, float] = {}
-    each(list(runners), failures, lambda number: firsts.__setitem__(number, statistics.median(
-        runners[number].generate(prompt, 2).first_token_ns / 1e6 for _ in range(ROUNDS))))
+
+    def prefilled(number: int) -> None:
+        firsts[number] = statistics.median(runners[number].generate(prompt, 2).first_token_ns / 1e6 for _ in range(ROUNDS))
+
+    each(list(runners), failures, prefilled)
     _drop_failed(runners, trials, failures, ctx)
     for number in list(runners):
         first = firsts[number]
