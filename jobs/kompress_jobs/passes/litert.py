@@ -1,8 +1,8 @@
 """LiteRT (TensorFlow Lite's successor): a PyTorch model converted by litert-torch to a .tflite
 model, optionally quantized to INT8 (PT2E with litert-torch's quantizer: symmetric weights, per
 channel by default, activations calibrated on the calibration split; INT8 inputs and outputs) or to
-dynamic INT8 (INT8 weights, activations quantized at run time), and run by LiteRT's interpreter on
-XNNPACK like every other candidate.
+dynamic INT8 (ai-edge-quantizer's recipe on the FP32 model: INT8 weights, activations quantized at
+run time), and run by LiteRT's interpreter on XNNPACK like every other candidate.
 
 The model holds one signature per batch size the benchmark runs and batch 1 (`b<N>`): its reshapes
 are traced static. The converter pins an older pydantic than the job runs, so it is installed in a
@@ -99,28 +99,50 @@ def convert(job: dict) -> None:
     options = HuggingFaceOptions.model_validate(job["options"]) if job["options"] else None
     model = ModelFile(Path(job["model"]), ModelFormat(job["format"]), options=options)
     module = exportable(model, tensors("example"), tuple(names))
-    options = {}
-    if EdgePrecision(job["precision"]).quantized:
+    precision, options = EdgePrecision(job["precision"]), {}
+    if precision is EdgePrecision.INT8:
         module, options = _quantized(module, tensors, job)
     converter = None
     for size in job["sizes"]:
         add = litert_torch.signature if converter is None else converter.signature
         converter = add(f"b{size}", module, tensors(f"b{size}"))
-    converter.convert(**options).export(job["output"])
+    converted = converter.convert(**options)
+    if precision is EdgePrecision.INT8_DYNAMIC:
+        _dynamically_quantized(converted, Path(job["output"]), job["perChannel"])
+    else:
+        converted.export(job["output"])
+
+
+def _dynamically_quantized(converted, output: Path, per_channel: bool) -> None:
+    """Dynamic INT8 by ai-edge-quantizer's recipe on the FP32 model: INT8 weights for every op it
+    supports, the embedding lookup included (symmetric, as LiteRT's kernel requires: PT2E's dynamic
+    INT8 left the table asymmetric, and a transformer encoder then failed to load, "zero_point == 0")."""
+    from ai_edge_quantizer import qtyping, quantizer
+
+    fp32 = output.with_suffix(".fp32.tflite")
+    converted.export(str(fp32))
+    try:
+        weights = quantizer.Quantizer(str(fp32))
+        weights.add_dynamic_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=8,
+                                   granularity=qtyping.QuantGranularity.CHANNELWISE if per_channel
+                                   else qtyping.QuantGranularity.TENSORWISE)
+        weights.quantize().export_model(str(output), overwrite=True)
+    finally:
+        fp32.unlink()
 
 
 def _quantized(module, tensors, job: dict):
+    """Static INT8 by PT2E with litert-torch's quantizer, calibrated on the calibration rows."""
     from litert_torch.quantize import pt2e_quantizer, quant_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from .executorch import for_pt2e
 
-    dynamic = EdgePrecision(job["precision"]) is EdgePrecision.INT8_DYNAMIC
     graph = for_pt2e(module, tensors("example"))
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
-        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=job["perChannel"], is_dynamic=dynamic))
+        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=job["perChannel"]))
     prepared = prepare_pt2e(graph, quantizer)
-    calibration = tensors("example" if dynamic else "calibration")  # dynamic: the weights' observers need one batch
+    calibration = tensors("calibration")
     for start in range(0, len(calibration[0]), 32):
         prepared(*(t[start: start + 32] for t in calibration))
     return convert_pt2e(prepared, fold_quantize=False), {"quant_config": quant_config.QuantConfig(pt2e_quantizer=quantizer)}
