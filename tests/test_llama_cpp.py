@@ -66,12 +66,12 @@ def test_each_node_loads_the_best_cpu_variant_it_has_as_its_targets_cap_shows_it
     import llama_cpp
 
     from kompress_jobs.measurement.hardware import _cpu_as_built
-    from kompress_jobs.runtimes.llama_variants import VARIANTS, best_variant
+    from kompress_jobs.runtimes.llama_variants import VARIANTS, best_variant, built_variants
     from kompress_jobs.spec.targets import MAX_CPU_ISA_ENV, CpuIsa, capped_flags
 
     model, dataset = smollm2
     lib = Path(llama_cpp.__file__).parent / "lib"
-    built = {p.name[len("libggml-cpu-"): -len(".so")] for p in lib.glob("libggml-cpu-*.so")}
+    built = built_variants(lib)
     assert built == set(VARIANTS), f"llama-cpp-python was not built by scripts/build-llama-wheel ({sorted(built)})"
     flags = _cpu_as_built()[1]
     prompt = dataset.evaluation.inputs["input_ids"][:1, :16]

@@ -36,13 +36,20 @@ def best_variant(built: set[str], flags: frozenset[str]) -> str | None:
     return next((name for name, needs in VARIANTS.items() if name in built and flags.issuperset(needs)), None)
 
 
+def built_variants(lib_dir: Path) -> set[str]:
+    """The variants whose CPU backend library the build put in `lib_dir`."""
+    return {path.name[len("libggml-cpu-"): -len(".so")] for path in lib_dir.glob("libggml-cpu-*.so")}
+
+
 def load_cpu_backend(lib_dir: Path) -> str | None:
     """Load the best CPU variant in `lib_dir` this CPU has (as the target's cap shows it), once per
     process; its name. None when the build has its CPU backend compiled in (no variant libraries)."""
     global _loaded
-    built = {path.name[len("libggml-cpu-"): -len(".so")] for path in lib_dir.glob("libggml-cpu-*.so")}
-    if _loaded is not None or not built:
+    if _loaded is not None:
         return _loaded
+    built = built_variants(lib_dir)
+    if not built:
+        return None
     from ..errors import ModelLoadError
     from ..measurement.hardware import cpu_flags
 
